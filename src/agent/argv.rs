@@ -1,0 +1,211 @@
+//! Agent command templates: argv elements with `{placeholder}`s substituted inside them, never
+//! through a shell. Substituted values are not scanned again, so a task that contains
+//! `{worktree}` or `$(rm -rf ~)` reaches the agent byte for byte.
+//!
+//! `{{` and `}}` write literal braces. Any other brace text that is not `{name}` (for example a
+//! JSON argument) is kept as written; `{name}` with an unknown name is an error, so that a typo
+//! such as `{promt}` is caught when the config is read.
+
+use std::ffi::{OsStr, OsString};
+
+pub const PLACEHOLDERS: &[&str] = &[
+    "prompt",
+    "prompt_file",
+    "worktree",
+    "run_id",
+    "stage",
+    "session",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece<'a> {
+    Lit(&'a str),
+    Var(&'a str),
+}
+
+fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut lit_start = 0;
+    let mut i = 0;
+    let bytes = element.as_bytes();
+    while i < bytes.len() {
+        let rest = &element[i..];
+        if rest.starts_with("{{") || rest.starts_with("}}") {
+            if lit_start < i {
+                pieces.push(Piece::Lit(&element[lit_start..i]));
+            }
+            pieces.push(Piece::Lit(&element[i..i + 1]));
+            i += 2;
+            lit_start = i;
+            continue;
+        }
+        if bytes[i] == b'{'
+            && let Some(close) = rest.find('}')
+        {
+            let name = &rest[1..close];
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                if !PLACEHOLDERS.contains(&name) {
+                    return Err(format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if lit_start < i {
+                    pieces.push(Piece::Lit(&element[lit_start..i]));
+                }
+                pieces.push(Piece::Var(name));
+                i += close + 1;
+                lit_start = i;
+                continue;
+            }
+        }
+        i += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    if lit_start < element.len() {
+        pieces.push(Piece::Lit(&element[lit_start..]));
+    }
+    Ok(pieces)
+}
+
+/// Check a template when the config is read.
+pub fn check(template: &[String]) -> Result<(), String> {
+    for element in template {
+        parse(element)?;
+    }
+    Ok(())
+}
+
+/// Whether the template hands the prompt over at all (as text or as a file).
+pub fn uses_prompt(template: &[String]) -> bool {
+    template.iter().any(|e| {
+        parse(e).is_ok_and(|p| {
+            p.iter()
+                .any(|x| matches!(x, Piece::Var("prompt") | Piece::Var("prompt_file")))
+        })
+    })
+}
+
+/// Values for the placeholders of one invocation.
+pub struct Vars<'a> {
+    pub prompt: &'a OsStr,
+    pub prompt_file: &'a OsStr,
+    pub worktree: &'a OsStr,
+    pub run_id: &'a OsStr,
+    pub stage: &'a OsStr,
+    pub session: &'a OsStr,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> &OsStr {
+        match name {
+            "prompt" => self.prompt,
+            "prompt_file" => self.prompt_file,
+            "worktree" => self.worktree,
+            "run_id" => self.run_id,
+            "stage" => self.stage,
+            _ => self.session,
+        }
+    }
+}
+
+pub fn render(template: &[String], vars: &Vars<'_>) -> Result<Vec<OsString>, String> {
+    template
+        .iter()
+        .map(|element| {
+            let mut out = OsString::new();
+            for piece in parse(element)? {
+                match piece {
+                    Piece::Lit(s) => out.push(s),
+                    Piece::Var(v) => out.push(vars.get(v)),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vars<'a>(prompt: &'a str, worktree: &'a str) -> Vars<'a> {
+        Vars {
+            prompt: OsStr::new(prompt),
+            prompt_file: OsStr::new("/tmp/p.md"),
+            worktree: OsStr::new(worktree),
+            run_id: OsStr::new("20261121-000000-abcd"),
+            stage: OsStr::new("execution"),
+            session: OsStr::new("s-1"),
+        }
+    }
+
+    fn t(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn substitutes_inside_elements() -> Result<(), String> {
+        let out = render(
+            &t(&[
+                "agent",
+                "--file={prompt_file}",
+                "{prompt}",
+                "--cd",
+                "{worktree}",
+            ]),
+            &vars("do it", "/w"),
+        )?;
+        assert_eq!(
+            out,
+            vec!["agent", "--file=/tmp/p.md", "do it", "--cd", "/w"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn escapes_and_json_stay_literal() -> Result<(), String> {
+        let out = render(
+            &t(&["{{prompt}}", r#"--cfg={"a": 1}"#, "{}", "{ x }"]),
+            &vars("p", "/w"),
+        )?;
+        assert_eq!(out, vec!["{prompt}", r#"--cfg={"a": 1}"#, "{}", "{ x }"]);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_placeholder_is_named() {
+        let err = check(&t(&["x", "{promt}"])).err().unwrap_or_default();
+        assert!(err.contains("{promt}"), "{err}");
+    }
+
+    proptest! {
+        /// Whatever the task holds (braces, placeholders, shell syntax, newlines), it arrives
+        /// exactly as given and nothing else changes.
+        #[test]
+        fn prompt_arrives_byte_for_byte(prompt in any::<String>(), pre in "[a-z=-]{0,5}", post in "[a-z]{0,5}") {
+            let template = vec![format!("{pre}{{prompt}}{post}")];
+            let out = render(&template, &vars(&prompt, "/w")).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(out, vec![OsString::from(format!("{pre}{prompt}{post}"))]);
+        }
+
+        /// Templates without placeholders or doubled braces render to themselves.
+        #[test]
+        fn plain_elements_are_unchanged(element in "[^{}]{0,40}") {
+            let out = render(std::slice::from_ref(&element), &vars("p", "/w")).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(out, vec![OsString::from(element)]);
+        }
+
+        /// Parsing never panics, and a template that parses renders.
+        #[test]
+        fn any_template_is_handled(element in any::<String>()) {
+            if check(std::slice::from_ref(&element)).is_ok() {
+                prop_assert!(render(&[element], &vars("p", "/w")).is_ok());
+            }
+        }
+    }
+}

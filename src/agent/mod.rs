@@ -1,0 +1,173 @@
+//! Agents: which configured program plays which role, how its argv is built, and how its output
+//! is read (verdicts, usage). Running it is the pipeline's job (`pipeline::step`).
+
+pub mod argv;
+pub mod json_scan;
+pub mod usage;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{AgentEntry, AgentSpec, LoadedConfig};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Builder,
+    Verifier,
+    Planner,
+    Reviewer,
+    Discovery,
+    Docs,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Builder,
+        Role::Verifier,
+        Role::Planner,
+        Role::Reviewer,
+        Role::Discovery,
+        Role::Docs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Builder => "builder",
+            Role::Verifier => "verifier",
+            Role::Planner => "planner",
+            Role::Reviewer => "reviewer",
+            Role::Discovery => "discovery",
+            Role::Docs => "docs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+/// The agent chosen for a role: the config entry's name and its candidates whose program exists.
+#[derive(Debug, Clone)]
+pub struct RoleAgent {
+    pub role: Role,
+    /// The `[agents.<name>]` key it came from.
+    pub name: String,
+    pub candidates: Vec<AgentSpec>,
+}
+
+impl RoleAgent {
+    /// The first candidate whose prompt limit fits `prompt_bytes`.
+    pub fn pick(&self, prompt_bytes: usize) -> Option<(usize, &AgentSpec)> {
+        self.candidates.iter().enumerate().find(|(_, c)| {
+            c.max_prompt_bytes
+                .is_none_or(|max| prompt_bytes as u64 <= max)
+        })
+    }
+}
+
+/// Parse `--agent ROLE=NAME` overrides.
+pub fn parse_overrides(items: &[String]) -> Result<Vec<(Role, String)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (role, name) = item.split_once('=').ok_or_else(|| {
+                Error::usage(format!(
+                    "--agent {item:?}: expected ROLE=NAME, e.g. builder=codex"
+                ))
+            })?;
+            let role = Role::parse(role.trim()).ok_or_else(|| {
+                Error::usage(format!(
+                    "--agent {item:?}: unknown role {role:?}; roles: {}",
+                    Role::ALL.map(Role::name).join(", ")
+                ))
+            })?;
+            Ok((role, name.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The agent configured for `role` (or named by an override), with the candidates whose program
+/// is installed. `Ok(None)` when the role has no agent.
+pub fn resolve(
+    loaded: &LoadedConfig,
+    role: Role,
+    overrides: &[(Role, String)],
+    search_dir: &Path,
+) -> Result<Option<RoleAgent>> {
+    let (name, explicit) = match overrides.iter().rev().find(|(r, _)| *r == role) {
+        Some((_, n)) => (n.clone(), true),
+        None => (role.name().to_owned(), false),
+    };
+    let Some(AgentEntry(list)) = loaded.config.agents.get(&name) else {
+        if explicit {
+            let known: Vec<_> = loaded.config.agents.keys().cloned().collect();
+            return Err(Error::usage_hint(
+                format!(
+                    "unknown agent {name:?} for role {}; configured agents: {}",
+                    role.name(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+                format!("add [agents.{name}] to .pipeline.toml or to your personal config"),
+            ));
+        }
+        return Ok(None);
+    };
+    let mut missing = Vec::new();
+    let mut candidates = Vec::new();
+    for spec in list {
+        let program = spec.command.get_ref().first().map_or("", String::as_str);
+        if find_program(program, search_dir).is_some() {
+            candidates.push(spec.clone());
+        } else {
+            missing.push(program.to_owned());
+        }
+    }
+    if candidates.is_empty() {
+        return Err(Error::usage_hint(
+            format!(
+                "agent {name:?} ({}): program {} not found",
+                role.name(),
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "install it or put it on PATH, or point agents.<name>.command at it",
+        ));
+    }
+    Ok(Some(RoleAgent {
+        role,
+        name,
+        candidates,
+    }))
+}
+
+/// Find a program the way `execvp` would: as given when it holds a `/` (relative to `dir`),
+/// else on `PATH`.
+pub fn find_program(program: &str, dir: &Path) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let p = dir.join(program);
+        return is_executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,97 @@
+//! Token usage and cost, from the JSON an agent CLI prints when it reports them (Claude Code's
+//! `usage` and `total_cost_usd`, Codex's `turn.completed` events), or estimated from sizes.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::json_scan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Usage {
+    pub tokens: u64,
+    pub estimated: bool,
+    pub cost_usd: Option<f64>,
+}
+
+const TOKEN_FIELDS: &[&str] = &[
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+];
+
+/// Reported usage summed over the top-level objects of `stdout`; else an estimate of one token per
+/// four bytes of prompt and output.
+pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
+    let text = String::from_utf8_lossy(stdout);
+    let mut tokens = 0u64;
+    let mut reported = false;
+    let mut cost = None;
+    for obj in json_scan::objects(&text) {
+        if let Some(Value::Object(u)) = obj.get("usage") {
+            let n = sum_tokens(u);
+            if n > 0 {
+                tokens += n;
+                reported = true;
+            }
+        }
+        if let Some(c) = ["total_cost_usd", "cost_usd"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(Value::as_f64))
+        {
+            cost = Some(c);
+        }
+    }
+    if reported {
+        Usage {
+            tokens,
+            estimated: false,
+            cost_usd: cost,
+        }
+    } else {
+        Usage {
+            tokens: ((prompt_bytes + stdout.len()) as u64).div_ceil(4),
+            estimated: true,
+            cost_usd: cost,
+        }
+    }
+}
+
+fn sum_tokens(u: &Map<String, Value>) -> u64 {
+    TOKEN_FIELDS
+        .iter()
+        .filter_map(|k| u.get(*k).and_then(Value::as_u64))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_claude_usage_and_cost() {
+        let u = measure(
+            10,
+            br#"{"type":"result","usage":{"input_tokens":100,"output_tokens":20,"cache_read_input_tokens":5},"total_cost_usd":0.12}"#,
+        );
+        assert_eq!(u.tokens, 125);
+        assert!(!u.estimated);
+        assert_eq!(u.cost_usd, Some(0.12));
+    }
+
+    #[test]
+    fn sums_jsonl_turns() {
+        let u = measure(
+            0,
+            b"{\"type\":\"turn.completed\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}\n{\"type\":\"turn.completed\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}\n",
+        );
+        assert_eq!(u.tokens, 17);
+    }
+
+    #[test]
+    fn estimates_otherwise() {
+        let u = measure(40, b"done");
+        assert_eq!(u.tokens, 11);
+        assert!(u.estimated);
+    }
+}

@@ -1,0 +1,130 @@
+//! Verdicts of the verifier and the plan reviewer: the last JSON object in the agent's stdout
+//! that has a boolean `approved`. No such object is a rejection, never an approval.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::json_scan;
+
+/// Only the end of a long output is searched: verdicts come last, and this bounds the work.
+const SCAN_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub approved: bool,
+    pub issues: Vec<String>,
+    /// False when the agent gave no parseable verdict (and this one is the rejection we made up).
+    pub parsed: bool,
+}
+
+impl Verdict {
+    pub fn none() -> Verdict {
+        Verdict {
+            approved: false,
+            issues: vec![
+                "no verdict: the output held no JSON object with a boolean \"approved\"".to_owned(),
+            ],
+            parsed: false,
+        }
+    }
+}
+
+pub fn parse(stdout: &[u8]) -> Verdict {
+    let tail = &stdout[stdout.len().saturating_sub(SCAN_BYTES)..];
+    let text = String::from_utf8_lossy(tail);
+    let mut last = None;
+    json_scan::visit_nested(&text, &mut |obj| {
+        if let Some(v) = from_object(obj) {
+            last = Some(v);
+        }
+    });
+    last.unwrap_or_else(Verdict::none)
+}
+
+fn from_object(obj: &Map<String, Value>) -> Option<Verdict> {
+    let approved = obj.get("approved")?.as_bool()?;
+    let issues = match obj.get("issues") {
+        Some(Value::Array(items)) => items.iter().map(issue_text).collect(),
+        Some(Value::String(s)) if !s.trim().is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    Some(Verdict {
+        approved,
+        issues,
+        parsed: true,
+    })
+}
+
+fn issue_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => ["message", "description", "issue", "text"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| v.to_string()),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn last_verdict_wins() {
+        let v = parse(b"{\"approved\": false, \"issues\": [\"x\"]}\nthen\n{\"approved\": true}");
+        assert!(v.approved && v.parsed);
+    }
+
+    #[test]
+    fn nested_approval_inside_a_rejection_does_not_approve() {
+        let v = parse(br#"{"approved": false, "details": {"approved": true}}"#);
+        assert!(!v.approved);
+    }
+
+    #[test]
+    fn string_approved_is_not_a_verdict() {
+        let v = parse(br#"{"approved": "true"}"#);
+        assert!(!v.approved && !v.parsed);
+    }
+
+    #[test]
+    fn verdict_inside_a_claude_envelope() {
+        let v = parse(
+            br#"{"type":"result","result":"Looks good.\n```json\n{\"approved\": false, \"issues\": [{\"message\": \"no tests\"}]}\n```","usage":{"input_tokens":3}}"#,
+        );
+        assert!(!v.approved && v.parsed);
+        assert_eq!(v.issues, vec!["no tests"]);
+    }
+
+    #[test]
+    fn garbage_is_a_rejection() {
+        assert_eq!(parse(b"LGTM! {approved: true}"), Verdict::none());
+        assert_eq!(parse(&[0xff, 0xfe, b'{']), Verdict::none());
+    }
+
+    proptest! {
+        /// Whatever an agent prints, parsing never panics, and approval needs an explicit
+        /// `"approved": true` somewhere in the output.
+        #[test]
+        fn never_approves_without_true(out in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let v = parse(&out);
+            if v.approved {
+                let text = String::from_utf8_lossy(&out);
+                prop_assert!(text.contains("approved") && text.contains("true"));
+            }
+        }
+
+        /// Prose around a verdict does not change it.
+        #[test]
+        fn verdict_survives_prose(pre in "[^{}]{0,200}", post in "[^{}]{0,200}", approved: bool, issue in "[a-z ]{1,20}") {
+            let json = serde_json::json!({"approved": approved, "issues": [issue.clone()]});
+            let text = format!("{pre}\n{json}\n{post}");
+            let v = parse(text.as_bytes());
+            prop_assert!(v.parsed);
+            prop_assert_eq!(v.approved, approved);
+            prop_assert_eq!(v.issues, vec![issue]);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! One module per subcommand. Each writes its result to `out` (stdout) and progress to the `Ui`
+//! (stderr), and returns an exit code; errors are printed once, here.
+
+mod init;
+mod run;
+mod show;
+mod status;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Exit, Result};
+use crate::ui::Ui;
+
+/// Run the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    let ui = Ui::new(Box::new(std::io::stderr()), cli.quiet);
+    let mut out = std::io::stdout().lock();
+    let result = dispatch(cli, &mut out, &ui);
+    let _ = out.flush();
+    match result {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            report(&ui, &e);
+            e.exit().code()
+        }
+    }
+}
+
+pub fn report(ui: &Ui, e: &Error) {
+    ui.error(e.to_string());
+    if let Some(hint) = e.hint() {
+        ui.detail(format!("hint: {hint}"));
+    }
+}
+
+fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
+    let cwd = working_dir(cli.dir.as_deref())?;
+    match cli.command {
+        Command::Run(cmd) => run::run(cmd, &cwd, out, ui),
+        Command::Status(cmd) => status::status(cmd, &cwd, out),
+        Command::Show(cmd) => show::show(cmd, &cwd, out),
+        Command::Init(cmd) => init::init(cmd, &cwd, out),
+    }
+}
+
+fn working_dir(dash_c: Option<&std::path::Path>) -> Result<PathBuf> {
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", e))?;
+    let dir = match dash_c {
+        Some(d) => cwd.join(d),
+        None => cwd,
+    };
+    if !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "cannot change to {}: no such directory",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Write to stdout, treating a closed pipe (`| head`) as the end of output, not an error.
+pub(crate) fn emit(out: &mut dyn Write, text: &str) -> Result<()> {
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("cannot write to stdout", e)),
+    }
+}
+
+/// "3m", "2h", "5d": how long ago an RFC 3339 time was.
+pub(crate) fn age(rfc3339: &str) -> String {
+    let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else {
+        return "?".to_owned();
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(then)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+/// The first line of a task, cut to `width` characters.
+pub(crate) fn short_task(task: &str, width: usize) -> String {
+    let line = task.trim().lines().next().unwrap_or("");
+    if line.chars().count() <= width {
+        line.to_owned()
+    } else {
+        let cut: String = line.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}

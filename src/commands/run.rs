@@ -1,0 +1,255 @@
+//! `git pipeline run`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::emit;
+use crate::cli::RunCmd;
+use crate::error::{Error, Exit, Result};
+use crate::pipeline::plan::{RunArgs, RunPlan};
+use crate::pipeline::{self, Outcome};
+use crate::process;
+use crate::store::record::Status;
+use crate::ui::Ui;
+
+pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
+    let args = RunArgs {
+        task: cmd.task,
+        task_file: cmd.task_file,
+        scope: cmd.scope,
+        create: cmd.create,
+        base: cmd.base,
+        keep: cmd.keep,
+        agents: cmd.agent,
+        risk: cmd.risk.map(Into::into),
+    };
+    let plan = RunPlan::prepare(cwd, &args, &mut std::io::stdin().lock())?;
+    if cmd.dry_run {
+        dry_run(&plan, out, cmd.json)?;
+        return Ok(Exit::Success);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let outcome = runtime.block_on(async {
+        let cancel = process::install_signal_handlers()
+            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+        pipeline::execute(&plan, ui, cancel).await
+    })?;
+    if cmd.json {
+        let text = serde_json::to_string_pretty(&outcome.record)
+            .map_err(|e| Error::other(format!("cannot encode the result: {e}")))?;
+        emit(out, &format!("{text}\n"))?;
+    }
+    summarize(&outcome, out, ui, cmd.json)?;
+    Ok(outcome.exit())
+}
+
+fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()> {
+    let r = &o.record;
+    let m = &r.metrics;
+    let stats = format!(
+        "{} path{}, {} fix attempt{}, {} verification round{}, {:.1}s",
+        r.changed_paths.len(),
+        plural(r.changed_paths.len()),
+        m.fix_attempts,
+        plural(m.fix_attempts as usize),
+        m.verification_rounds,
+        plural(m.verification_rounds as usize),
+        m.total_time_s
+    );
+    match r.status {
+        Status::Succeeded => {
+            if !json {
+                let commit = r.commit.as_deref().unwrap_or("");
+                let mut text = format!(
+                    "shipped {} at {} (attested): {stats}\n",
+                    r.branch,
+                    &commit[..commit.len().min(12)]
+                );
+                match &r.merge {
+                    Some(m) => text.push_str(&format!("  {m}\n")),
+                    None => text.push_str(&format!("  merge it: git merge {}\n", r.branch)),
+                }
+                emit(out, &text)?;
+            }
+        }
+        Status::Interrupted => {
+            ui.error(format!("run {} interrupted", r.run_id));
+            if let Some(w) = &r.worktree {
+                ui.detail(format!("its worktree is kept at {}", w.display()));
+            }
+        }
+        _ => {
+            ui.error(format!(
+                "run {} failed: {}",
+                r.run_id,
+                r.error.as_deref().unwrap_or("unknown error")
+            ));
+            for d in &o.details {
+                ui.detail(d);
+            }
+            if let Some(a) = &r.archive {
+                let kept = match &r.worktree {
+                    Some(w) => format!("kept at {} (branch {})", w.display(), r.branch),
+                    None => "rolled back".to_owned(),
+                };
+                ui.detail(format!(
+                    "{kept}; the work is saved at {a} (see it: git show --stat {a})"
+                ));
+            }
+            ui.detail(format!("details: git pipeline show {}", r.run_id));
+        }
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
+    let branch = format!("{}<run-id>", plan.branch_prefix);
+    let worktree = plan.worktree_root.join("<run-id>");
+    let agent_argv = |a: &crate::agent::RoleAgent| -> Vec<String> {
+        a.candidates
+            .first()
+            .map(|c| c.command.get_ref().clone())
+            .unwrap_or_default()
+    };
+    let gates: Vec<serde_json::Value> = plan
+        .gates
+        .iter()
+        .map(|g| {
+            let program = g.command.get_ref().first().cloned().unwrap_or_default();
+            json!({
+                "name": g.name.get_ref(),
+                "command": g.command.get_ref(),
+                "found": crate::agent::find_program(&program, &search_dir(plan)).is_some(),
+            })
+        })
+        .collect();
+    let stages = pipeline_stages(plan);
+    if as_json {
+        let v = json!({
+            "version": 1,
+            "dry_run": true,
+            "task": plan.task,
+            "risk": plan.risk.risk,
+            "risk_reasons": plan.risk.reasons,
+            "base": plan.base,
+            "base_ref": plan.base_ref,
+            "branch": branch,
+            "worktree": worktree,
+            "stages": stages.iter().map(|(s, d)| json!({"stage": s, "plan": d})).collect::<Vec<_>>(),
+            "agents": {
+                "builder": {"name": plan.builder.name, "command": agent_argv(&plan.builder)},
+                "verifier": {"name": plan.verifier.name, "command": agent_argv(&plan.verifier)},
+            },
+            "gates": gates,
+            "scope": plan.scope.record(),
+            "ship": plan.ship,
+            "warnings": plan.warnings,
+        });
+        let text = serde_json::to_string_pretty(&v)
+            .map_err(|e| Error::other(format!("cannot encode the plan: {e}")))?;
+        return emit(out, &format!("{text}\n"));
+    }
+    let mut t = String::new();
+    t.push_str(&format!(
+        "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({})\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
+        super::short_task(&plan.task, 70),
+        plan.risk.risk.name(),
+        plan.risk.reasons.join("; "),
+        plan.base_ref,
+        &plan.base[..plan.base.len().min(12)],
+        worktree.display(),
+    ));
+    for (stage, what) in &stages {
+        t.push_str(&format!("  {stage:<13} {what}\n"));
+    }
+    t.push_str("\nscope:\n");
+    for line in plan.scope.describe() {
+        t.push_str(&format!("  {line}\n"));
+    }
+    for w in &plan.warnings {
+        t.push_str(&format!("\nwarning: {w}\n"));
+    }
+    emit(out, &t)
+}
+
+fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
+    let argv = |a: &crate::agent::RoleAgent| {
+        a.candidates
+            .first()
+            .map(|c| c.command.get_ref().join(" "))
+            .unwrap_or_default()
+    };
+    let mut v = Vec::new();
+    let record = pipeline_skips(plan);
+    v.extend(record);
+    v.push((
+        "execution".to_owned(),
+        format!(
+            "builder `{}` ({}), up to {} fix attempts",
+            plan.builder.name,
+            argv(&plan.builder),
+            plan.max_fix_attempts
+        ),
+    ));
+    v.push((
+        "scope check".to_owned(),
+        "changed paths against the scope".to_owned(),
+    ));
+    for g in &plan.gates {
+        let program = g.command.get_ref().first().cloned().unwrap_or_default();
+        let missing = if crate::agent::find_program(&program, &search_dir(plan)).is_none() {
+            "  [not found on PATH: this gate will fail]"
+        } else {
+            ""
+        };
+        v.push((
+            format!("gate {}", g.name.get_ref()),
+            format!("{}{missing}", g.command.get_ref().join(" ")),
+        ));
+    }
+    v.push((
+        "verification".to_owned(),
+        format!(
+            "verifier `{}` ({}), up to {} round(s)",
+            plan.verifier.name,
+            argv(&plan.verifier),
+            plan.max_rounds
+        ),
+    ));
+    v.push((
+        "ship".to_owned(),
+        match plan.ship {
+            crate::config::ShipMode::Branch => "commit + attestation on the run branch".to_owned(),
+            crate::config::ShipMode::Merge => format!(
+                "commit + attestation, then fast-forward {} when safe",
+                plan.base_branch.as_deref().unwrap_or(&plan.base_ref)
+            ),
+        },
+    ));
+    v
+}
+
+fn pipeline_skips(plan: &RunPlan) -> Vec<(String, String)> {
+    pipeline::skipped_stages(plan)
+        .into_iter()
+        .map(|s| (s.stage, format!("skipped: {}", s.note.unwrap_or_default())))
+        .collect()
+}
+
+/// Where relative program paths are looked up before the worktree exists.
+fn search_dir(plan: &RunPlan) -> std::path::PathBuf {
+    plan.repo
+        .work_tree
+        .clone()
+        .or_else(|| plan.repo.main_worktree.clone())
+        .unwrap_or_else(|| plan.repo.common_dir.clone())
+}

@@ -1,0 +1,227 @@
+//! Reading and validating configuration. Every error names the file, line and column, and the key
+//! or value at fault.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::{AgentEntry, Config, PROJECT_FILE, PersonalConfig};
+use crate::error::{Error, Result};
+use crate::git::{Repo, objects};
+
+/// One configuration text and the name we show for it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    /// `name:line:column` of a byte offset.
+    pub fn location(&self, span: &Range<usize>) -> String {
+        let upto = &self.text[..span.start.min(self.text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{}:{line}:{col}", self.name)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(&self.text).map_err(|e| {
+            let at = match e.span() {
+                Some(span) => self.location(&span),
+                None => self.name.clone(),
+            };
+            Error::usage_hint(
+                format!("{at}: {}", e.message().trim()),
+                format!("fix {} (keys are listed in docs/config.md)", self.name),
+            )
+        })
+    }
+}
+
+/// Where an agent definition came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Project,
+    Personal,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub project: Option<Source>,
+    pub personal: Option<Source>,
+    /// Which file each `[agents.<name>]` entry came from (personal entries override).
+    pub agent_origin: std::collections::BTreeMap<String, Origin>,
+}
+
+impl LoadedConfig {
+    pub fn source(&self, origin: Origin) -> Option<&Source> {
+        match origin {
+            Origin::Project => self.project.as_ref(),
+            Origin::Personal => self.personal.as_ref(),
+        }
+    }
+
+    /// `file:line:col` for a span in the project file.
+    pub fn project_location(&self, span: &Range<usize>) -> String {
+        self.project
+            .as_ref()
+            .map_or_else(|| PROJECT_FILE.to_owned(), |s| s.location(span))
+    }
+
+    pub fn agent_location(&self, name: &str, span: &Range<usize>) -> String {
+        let origin = self
+            .agent_origin
+            .get(name)
+            .copied()
+            .unwrap_or(Origin::Project);
+        self.source(origin)
+            .map_or_else(|| format!("[agents.{name}]"), |s| s.location(span))
+    }
+}
+
+pub fn personal_config_path() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(x) if !x.is_empty() && Path::new(&x).is_absolute() => PathBuf::from(x),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("git-pipeline").join("config.toml"))
+}
+
+/// Load `.pipeline.toml` from `base` (a commit id; the worktree is the agent's and is not
+/// trusted) and the personal config. `None` when neither exists.
+pub fn load(repo: &Repo, base: &str, base_label: &str) -> Result<Option<LoadedConfig>> {
+    let project = objects::read_blob(&repo.git(), base, PROJECT_FILE)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                Error::usage(format!(
+                    "{PROJECT_FILE} at {base_label} is not valid UTF-8 text"
+                ))
+            })
+        })
+        .transpose()?
+        .map(|text| Source {
+            name: format!("{PROJECT_FILE} (at {base_label})"),
+            text,
+        });
+    let personal = match personal_config_path() {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(Source {
+                name: path.display().to_string(),
+                text,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io_path("read", &path, e)),
+        },
+        None => None,
+    };
+    if project.is_none() && personal.is_none() {
+        return Ok(None);
+    }
+    let mut config: Config = match &project {
+        Some(src) => src.parse()?,
+        None => toml::from_str("").map_err(|e| Error::other(e.to_string()))?,
+    };
+    if let Some(src) = &project {
+        check_version(src, config.version.as_ref())?;
+    }
+    let mut agent_origin: std::collections::BTreeMap<String, Origin> = config
+        .agents
+        .keys()
+        .map(|k| (k.clone(), Origin::Project))
+        .collect();
+    if let Some(src) = &personal {
+        let mine: PersonalConfig = src.parse()?;
+        check_version(src, mine.version.as_ref())?;
+        for (name, entry) in mine.agents {
+            agent_origin.insert(name.clone(), Origin::Personal);
+            config.agents.insert(name, entry);
+        }
+    }
+    let loaded = LoadedConfig {
+        config,
+        project,
+        personal,
+        agent_origin,
+    };
+    validate(&loaded)?;
+    Ok(Some(loaded))
+}
+
+fn check_version(src: &Source, version: Option<&toml::Spanned<i64>>) -> Result<()> {
+    match version {
+        None => Ok(()),
+        Some(v) if *v.get_ref() == 1 => Ok(()),
+        Some(v) => Err(Error::usage_hint(
+            format!(
+                "{}: unsupported config version {}; this git-pipeline reads version 1",
+                src.location(&v.span()),
+                v.get_ref()
+            ),
+            "set `version = 1`, or upgrade git-pipeline",
+        )),
+    }
+}
+
+/// Checks that need more than the TOML shape: placeholders, globs, names, limits.
+fn validate(loaded: &LoadedConfig) -> Result<()> {
+    let c = &loaded.config;
+    for (name, AgentEntry(list)) in &c.agents {
+        for spec in list {
+            let at = loaded.agent_location(name, &spec.command.span());
+            if spec.command.get_ref().is_empty() {
+                return Err(Error::usage(format!(
+                    "{at}: agents.{name}.command is empty; give the program and its arguments"
+                )));
+            }
+            crate::agent::argv::check(spec.command.get_ref())
+                .map_err(|e| Error::usage(format!("{at}: agents.{name}.command: {e}")))?;
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for gate in &c.gates {
+        let at = loaded.project_location(&gate.name.span());
+        let name = gate.name.get_ref();
+        if name.trim().is_empty() {
+            return Err(Error::usage(format!("{at}: a gate needs a name")));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Error::usage(format!("{at}: two gates are named {name:?}")));
+        }
+        if gate.command.get_ref().is_empty() {
+            let at = loaded.project_location(&gate.command.span());
+            return Err(Error::usage(format!(
+                "{at}: gate {name:?} has an empty command"
+            )));
+        }
+    }
+    for (key, list) in [
+        ("scope.allow", &c.scope.allow),
+        ("scope.create", &c.scope.create),
+        ("scope.deny", &c.scope.deny),
+    ] {
+        for glob in list.iter().flatten() {
+            crate::scope::compile_glob(glob.get_ref()).map_err(|e| {
+                Error::usage(format!(
+                    "{}: {key}: {e}",
+                    loaded.project_location(&glob.span())
+                ))
+            })?;
+        }
+    }
+    if c.verify.max_rounds == 0 {
+        return Err(Error::usage(
+            "verify.max_rounds must be at least 1: the verifier has to run",
+        ));
+    }
+    if !c.run.branch_prefix.is_empty() && !c.run.branch_prefix.ends_with('/') {
+        return Err(Error::usage_hint(
+            format!(
+                "run.branch_prefix {:?} must end with '/'",
+                c.run.branch_prefix
+            ),
+            "use a folder-like prefix such as \"pipeline/\"",
+        ));
+    }
+    Ok(())
+}

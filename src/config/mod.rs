@@ -1,0 +1,256 @@
+//! `.pipeline.toml` (project policy, read from the base commit) and the personal config (which
+//! agent CLIs this person has). Every key is documented in `docs/config.md`.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+pub use load::{LoadedConfig, Source, load, personal_config_path};
+
+pub const PROJECT_FILE: &str = ".pipeline.toml";
+/// Agents and gates that do not say otherwise are stopped after this long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub run: RunConfig,
+    #[serde(default)]
+    pub scope: ScopeConfig,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentEntry>,
+    #[serde(default)]
+    pub gates: Vec<GateConfig>,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub risk: RiskConfig,
+    #[serde(default)]
+    pub push: PushConfig,
+}
+
+/// `$XDG_CONFIG_HOME/git-pipeline/config.toml`: only what belongs to a person, not a project.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalConfig {
+    pub version: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub base: String,
+    pub branch_prefix: String,
+    pub worktree_root: String,
+    pub ship: ShipMode,
+    pub keep_failed: bool,
+    pub include: Vec<String>,
+    pub archive_days: u32,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            base: "HEAD".to_owned(),
+            branch_prefix: "pipeline/".to_owned(),
+            worktree_root: String::new(),
+            ship: ShipMode::Branch,
+            keep_failed: false,
+            include: Vec::new(),
+            archive_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShipMode {
+    /// Commit on the run branch, remove the worktree, keep the branch.
+    #[default]
+    Branch,
+    /// Also fast-forward the base branch when that is safe.
+    Merge,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub create: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+}
+
+/// An `[agents.<name>]` entry: one table, or an array of tables (candidates in order).
+#[derive(Debug, Clone)]
+pub struct AgentEntry(pub Vec<AgentSpec>);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    pub command: Spanned<Vec<String>>,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub max_prompt_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    pub name: Spanned<String>,
+    pub command: Spanned<Vec<String>>,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    pub max_rounds: u32,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig { max_rounds: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_fix_attempts: u32,
+    pub max_same_error: u32,
+    pub oscillation: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_fix_attempts: 3,
+            max_same_error: 2,
+            oscillation: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    pub high: Vec<String>,
+    pub medium: Vec<String>,
+    pub low: Vec<String>,
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        RiskConfig {
+            high: words(&[
+                "auth",
+                "security",
+                "secret",
+                "crypto",
+                "password",
+                "permission",
+                "migration",
+                "database",
+                "schema",
+                "payment",
+            ]),
+            medium: words(&[
+                "api",
+                "endpoint",
+                "refactor",
+                "config",
+                "dependency",
+                "performance",
+            ]),
+            low: words(&[
+                "typo", "comment", "docs", "readme", "rename", "format", "wording",
+            ]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    pub branches: Vec<String>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            branches: vec!["*".to_owned()],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = AgentEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an agent table or an array of agent tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AgentEntry, A::Error> {
+                AgentSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|a| AgentEntry(vec![a]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<AgentEntry, A::Error> {
+                let list =
+                    Vec::<AgentSpec>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                if list.is_empty() {
+                    return Err(de::Error::custom("an agent list needs at least one entry"));
+                }
+                Ok(AgentEntry(list))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+/// Durations such as `90s`, `5m`, `1h`.
+mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration {text:?} ({e}); write it like \"90s\", \"5m\" or \"1h\"")
+    })?;
+    if d.is_zero() {
+        return Err(format!(
+            "invalid duration {text:?}: it must be more than zero"
+        ));
+    }
+    Ok(d)
+}

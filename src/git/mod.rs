@@ -1,0 +1,236 @@
+//! Every git command git-pipeline runs goes through [`Git`], so there is one place to audit what
+//! runs, with which environment and which safety switches.
+//!
+//! We drive the `git` program rather than a library: worktree creation must run filters, LFS and
+//! the post-checkout hook exactly as git does, ship commits must run the repository's commit hooks,
+//! and `docs/benchmarks.md` / `shared/MEASURED.md` show the CLI is the fastest of the three for the
+//! changed-path listing we do after every attempt.
+
+pub mod objects;
+pub mod prepare;
+pub mod repo;
+pub mod snapshot;
+pub mod worktree;
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::error::{Error, Result};
+
+pub use repo::Repo;
+
+/// What `git rev-parse --local-env-vars` prints: variables that point git at another repository,
+/// index or object store than the one of the directory it runs in. A test keeps this in sync with
+/// the installed git.
+pub const LOCAL_ENV_VARS: &[&str] = &[
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+];
+
+/// Our own commands keep the user's `git -c k=v pipeline ...` settings; everything that would
+/// redirect them to another repository is dropped because we always name the repository.
+fn is_kept_for_own_commands(var: &str) -> bool {
+    matches!(var, "GIT_CONFIG_PARAMETERS" | "GIT_CONFIG_COUNT")
+}
+
+/// A handle that runs git either inside a directory (`-C dir`, for worktrees) or against a
+/// repository (`--git-dir=...`, for refs and objects).
+#[derive(Debug, Clone)]
+pub struct Git {
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Dir(PathBuf),
+    GitDir(PathBuf),
+}
+
+/// Extra settings of one git invocation.
+#[derive(Default)]
+pub struct Opts<'a> {
+    pub stdin: Option<&'a [u8]>,
+    pub env: &'a [(&'a str, &'a OsStr)],
+}
+
+impl Git {
+    /// Run git with `-C dir`: for commands that act on a worktree.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Git {
+            target: Target::Dir(dir.into()),
+        }
+    }
+
+    /// Run git with `--git-dir=dir`: for commands on refs and objects, independent of any cwd.
+    pub fn at_git_dir(dir: impl Into<PathBuf>) -> Self {
+        Git {
+            target: Target::GitDir(dir.into()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        match &self.target {
+            Target::Dir(d) | Target::GitDir(d) => d,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("git");
+        for var in LOCAL_ENV_VARS {
+            if !is_kept_for_own_commands(var) {
+                cmd.env_remove(var);
+            }
+        }
+        match &self.target {
+            Target::Dir(d) => {
+                cmd.arg("-C").arg(d);
+            }
+            Target::GitDir(d) => {
+                let mut a = OsString::from("--git-dir=");
+                a.push(d);
+                cmd.arg(a);
+            }
+        }
+        // An agent can write `core.fsmonitor` into the repository config; never let our own
+        // commands execute it.
+        cmd.args(["-c", "core.fsmonitor=false"]);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run and return the whole output, whatever the exit status.
+    pub fn output<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut cmd = self.command();
+        cmd.args(&args);
+        for (k, v) in opts.env {
+            cmd.env(k, v);
+        }
+        tracing::debug!(dir = %self.dir().display(), args = %show_args(&args), "git");
+        let output = match opts.stdin {
+            None => cmd.output(),
+            Some(input) => run_with_stdin(cmd, input),
+        };
+        output.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::usage_hint(
+                    "git is not installed or not on PATH",
+                    "install git 2.38 or newer",
+                )
+            } else {
+                Error::io(format!("cannot run git {}", show_args(&args)), e)
+            }
+        })
+    }
+
+    /// Run, fail with the command, status and stderr on a non-zero exit, return stdout.
+    pub fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_opts(args, Opts::default())
+    }
+
+    pub fn run_opts<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Vec<u8>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.output(&args, opts)?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(failure(&args, &out))
+        }
+    }
+
+    /// Run and return stdout as trimmed text.
+    pub fn text<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.run(args)?;
+        Ok(String::from_utf8_lossy(&out).trim_end().to_owned())
+    }
+}
+
+fn run_with_stdin(mut cmd: Command, input: &[u8]) -> std::io::Result<Output> {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("git stdin was not captured"))?;
+    // Write from a thread so a large input cannot deadlock against a full stdout pipe.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output()?;
+    match writer.join() {
+        Ok(Ok(())) => {}
+        // git may exit before reading everything (it failed); its status tells the story.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(std::io::Error::other("git stdin writer panicked")),
+    }
+    Ok(output)
+}
+
+pub(crate) fn show_args(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn failure(args: &[OsString], out: &Output) -> Error {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Error::Git {
+        args: show_args(args),
+        status: crate::process::describe_status(&out.status),
+        stderr: if stderr.is_empty() {
+            "no error output".to_owned()
+        } else {
+            stderr
+        },
+    }
+}
+
+/// Split NUL-terminated records (`-z` output).
+pub fn split_z(out: &[u8]) -> impl Iterator<Item = &[u8]> {
+    out.split(|b| *b == 0).filter(|s| !s.is_empty())
+}
+
+/// A path from git's `-z` output. Unix paths are bytes; keep them byte for byte.
+pub fn path_from_bytes(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(OsStr::from_bytes(b))
+}

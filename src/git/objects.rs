@@ -1,0 +1,156 @@
+//! Reading objects and moving refs. Every ref update names the value it expects to replace, so a
+//! concurrent change is detected instead of overwritten.
+
+use std::ffi::OsStr;
+
+use super::{Git, Opts};
+use crate::error::{Error, Result};
+
+/// Resolve a revision to a commit id; `None` when it does not name a commit.
+pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<String>> {
+    let spec = format!("{rev}^{{commit}}");
+    let out = git.output(
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ],
+        Opts::default(),
+    )?;
+    if out.status.success() {
+        Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The full ref a revision names when it is a branch (`HEAD` follows to its branch).
+pub fn branch_ref_of(git: &Git, rev: &str) -> Result<Option<String>> {
+    if rev == "HEAD" {
+        let out = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
+        return Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()));
+    }
+    let out = git.output(
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--symbolic-full-name",
+            "--end-of-options",
+            rev,
+        ],
+        Opts::default(),
+    )?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((out.status.success() && name.starts_with("refs/heads/")).then_some(name))
+}
+
+pub fn tree_of(git: &Git, commit: &str) -> Result<String> {
+    git.text([
+        "rev-parse",
+        "--verify",
+        "--end-of-options",
+        &format!("{commit}^{{tree}}"),
+    ])
+}
+
+/// Read a file from a commit's tree; `None` when the path is not there.
+pub fn read_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    let request = format!("{commit}:{path}\n");
+    let out = git.run_opts(
+        ["cat-file", "--batch"],
+        Opts {
+            stdin: Some(request.as_bytes()),
+            ..Opts::default()
+        },
+    )?;
+    let Some(nl) = out.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
+    let header = String::from_utf8_lossy(&out[..nl]);
+    let mut fields = header.split(' ');
+    let (_, kind, size) = (fields.next(), fields.next(), fields.next());
+    if kind != Some("blob") {
+        return Ok(None);
+    }
+    let size: usize = size
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::other(format!("unexpected git cat-file header: {header}")))?;
+    let body = out
+        .get(nl + 1..nl + 1 + size)
+        .ok_or_else(|| Error::other("git cat-file returned a truncated object"))?;
+    Ok(Some(body.to_vec()))
+}
+
+/// Make a commit object without touching any index or worktree (for archives).
+pub fn commit_tree(
+    git: &Git,
+    tree: &str,
+    parents: &[&str],
+    message: &str,
+    identity: &[(&str, &OsStr)],
+) -> Result<String> {
+    let mut args = vec!["commit-tree".to_owned(), tree.to_owned()];
+    for p in parents {
+        args.push("-p".to_owned());
+        args.push((*p).to_owned());
+    }
+    let out = git.run_opts(
+        &args,
+        Opts {
+            stdin: Some(message.as_bytes()),
+            env: identity,
+        },
+    )?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Set `name` to `new`, only if it currently is `old` (`None`: it must not exist yet).
+pub fn update_ref(git: &Git, name: &str, new: &str, old: Option<&str>, reason: &str) -> Result<()> {
+    let zero = "0".repeat(new.len());
+    let old = old.unwrap_or(&zero);
+    git.run(["update-ref", "-m", reason, name, new, old])?;
+    Ok(())
+}
+
+pub fn ref_value(git: &Git, name: &str) -> Result<Option<String>> {
+    let out = git.output(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", name],
+        Opts::default(),
+    )?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// Attach `content` as the note of `commit` on `notes_ref`, replacing an older note.
+pub fn add_note(git: &Git, notes_ref: &str, commit: &str, content: &str) -> Result<()> {
+    git.run_opts(
+        ["notes", "--ref", notes_ref, "add", "-f", "-F", "-", commit],
+        Opts {
+            stdin: Some(content.as_bytes()),
+            ..Opts::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// The identity git would use for a commit, or an explanation of why there is none.
+pub fn committer_identity(git: &Git) -> Result<std::result::Result<String, String>> {
+    let out = git.output(["var", "GIT_COMMITTER_IDENT"], Opts::default())?;
+    if out.status.success() {
+        Ok(Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    } else {
+        Ok(Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find(|l| l.starts_with("fatal:"))
+            .unwrap_or("no identity configured")
+            .to_owned()))
+    }
+}

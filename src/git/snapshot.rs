@@ -1,0 +1,158 @@
+//! What a run has changed: the worktree's files (tracked and untracked-not-ignored, plus anything
+//! the agent committed itself) as a tree, compared with the base commit.
+//!
+//! We stage everything into a *copy* of the worktree's index: the copy keeps git's stat cache, so
+//! only changed files are re-hashed, and the index the agent sees is never modified (an agent that
+//! runs `git diff` between attempts still sees its own unstaged work). The resulting tree id also
+//! names the exact state the gates and the verifier judged, which ship and archive reuse.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Git, Opts, path_from_bytes, split_z};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+    TypeChanged,
+}
+
+impl ChangeKind {
+    /// Whether the path existed at the base commit (modify/delete rules apply) or is new
+    /// (create rules apply).
+    pub fn touches_existing(self) -> bool {
+        !matches!(self, ChangeKind::Added)
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Modified => 'M',
+            ChangeKind::Deleted => 'D',
+            ChangeKind::TypeChanged => 'T',
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Tree of the worktree's state.
+    pub tree: String,
+    /// Changes from the base tree, sorted by path. A rename is a deletion plus an addition, so
+    /// both ends are checked against the scope.
+    pub changes: Vec<Change>,
+}
+
+pub struct Snapshotter {
+    worktree: PathBuf,
+    /// The worktree's real index, copied before each snapshot.
+    index: PathBuf,
+    /// Our scratch index (in the run's record folder, never inside the worktree).
+    scratch: PathBuf,
+}
+
+impl Snapshotter {
+    pub fn new(worktree: &Path, worktree_git_dir: &Path, scratch: PathBuf) -> Self {
+        Snapshotter {
+            worktree: worktree.to_owned(),
+            index: worktree_git_dir.join("index"),
+            scratch,
+        }
+    }
+
+    /// Stage the whole worktree into the scratch index and write it as a tree.
+    pub fn tree(&self) -> Result<String> {
+        match std::fs::copy(&self.index, &self.scratch) {
+            Ok(_) => {}
+            // An agent may delete the index; git then starts from an empty one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(&self.scratch);
+            }
+            Err(e) => return Err(Error::io_path("copy the index", &self.index, e)),
+        }
+        let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
+        let git = Git::in_dir(&self.worktree);
+        git.run_opts(
+            ["add", "--all", "--", ":/"],
+            Opts {
+                env: &env,
+                ..Opts::default()
+            },
+        )?;
+        let out = git.run_opts(
+            ["write-tree"],
+            Opts {
+                env: &env,
+                ..Opts::default()
+            },
+        )?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    pub fn take(&self, base_tree: &str) -> Result<Snapshot> {
+        let tree = self.tree()?;
+        let changes = diff_trees(&Git::in_dir(&self.worktree), base_tree, &tree)?;
+        Ok(Snapshot { tree, changes })
+    }
+}
+
+/// Paths that differ between two trees, without renames, external diff drivers or textconv.
+pub fn diff_trees(git: &Git, from: &str, to: &str) -> Result<Vec<Change>> {
+    let out = git.run([
+        "diff-tree",
+        "-r",
+        "-z",
+        "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--name-status",
+        from,
+        to,
+    ])?;
+    let mut fields = split_z(&out);
+    let mut changes = Vec::new();
+    while let Some(status) = fields.next() {
+        let Some(path) = fields.next() else {
+            return Err(Error::other("unexpected end of git diff-tree output"));
+        };
+        let kind = match status.first() {
+            Some(b'A') => ChangeKind::Added,
+            Some(b'D') => ChangeKind::Deleted,
+            Some(b'T') => ChangeKind::TypeChanged,
+            _ => ChangeKind::Modified,
+        };
+        changes.push(Change {
+            path: path_from_bytes(path),
+            kind,
+        });
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
+}
+
+/// A unified diff between two trees, for prompts (bounded by the caller).
+pub fn patch(git: &Git, from: &str, to: &str) -> Result<Vec<u8>> {
+    git.run([
+        "diff-tree",
+        "-r",
+        "-p",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--find-renames",
+        from,
+        to,
+    ])
+}

@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use git_pipeline::cli::Cli;
+use git_pipeline::error::Exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; bad usage is exit 3 (SPEC section 3).
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_tracing(cli.verbose);
+    let code = git_pipeline::commands::main(cli);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "git_pipeline=warn",
+        1 => "git_pipeline=debug",
+        _ => "git_pipeline=trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("GIT_PIPELINE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

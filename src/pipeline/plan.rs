@@ -1,0 +1,340 @@
+//! Everything a run needs, resolved and validated before anything is created. `--dry-run` prints
+//! this and stops; a real run executes it. Every error here is a usage/config error (exit 3) or a
+//! task error (exit 5), and leaves no trace.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use crate::agent::{self, Role, RoleAgent};
+use crate::config::{self, GateConfig, LoadedConfig, ShipMode};
+use crate::error::{Error, Result};
+use crate::git::{Repo, objects, prepare};
+use crate::risk::{self, Assessment, Risk};
+use crate::scope::Scope;
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    pub task: Option<String>,
+    pub task_file: Option<PathBuf>,
+    pub scope: Vec<String>,
+    pub create: Vec<String>,
+    pub base: Option<String>,
+    pub keep: bool,
+    pub agents: Vec<String>,
+    pub risk: Option<Risk>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub repo: Repo,
+    pub task: String,
+    /// The base commit id, and what the user called it.
+    pub base: String,
+    pub base_ref: String,
+    pub base_tree: String,
+    /// `refs/heads/<name>` when the base is a branch (for `ship = "merge"`).
+    pub base_branch: Option<String>,
+    pub loaded: LoadedConfig,
+    pub scope: Scope,
+    pub risk: Assessment,
+    pub builder: RoleAgent,
+    pub verifier: RoleAgent,
+    pub gates: Vec<GateConfig>,
+    pub worktree_root: PathBuf,
+    pub branch_prefix: String,
+    pub keep_failed: bool,
+    pub ship: ShipMode,
+    pub include: Vec<String>,
+    pub max_fix_attempts: u32,
+    pub max_rounds: u32,
+    /// Things the user should know that do not stop the run.
+    pub warnings: Vec<String>,
+}
+
+/// Read the task from the argument, `-` (stdin) or `--task-file`.
+pub fn read_task(args: &RunArgs, stdin: &mut dyn Read) -> Result<String> {
+    let raw: Vec<u8> = match (&args.task, &args.task_file) {
+        (Some(_), Some(_)) => {
+            return Err(Error::usage(
+                "give the task either as an argument or with --task-file, not both",
+            ));
+        }
+        (Some(t), None) if t == "-" => {
+            let mut buf = Vec::new();
+            stdin.read_to_end(&mut buf).map_err(|e| {
+                Error::task(
+                    format!("cannot read the task from stdin: {e}"),
+                    "pipe the task text into `git pipeline run -`",
+                )
+            })?;
+            buf
+        }
+        (Some(t), None) => t.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| {
+            Error::task(
+                format!("cannot read the task file {}: {e}", f.display()),
+                "check the path given to --task-file",
+            )
+        })?,
+        (None, None) => {
+            return Err(Error::task(
+                "no task given",
+                "say what to do: git pipeline run \"fix the typo in README\" (or --task-file FILE, or - for stdin)",
+            ));
+        }
+    };
+    let task = String::from_utf8(raw).map_err(|_| {
+        Error::task(
+            "the task is not valid UTF-8 text",
+            "save the task file as UTF-8",
+        )
+    })?;
+    if task.contains('\0') {
+        return Err(Error::task(
+            "the task contains a NUL byte",
+            "remove it: agents receive the task as a command-line argument",
+        ));
+    }
+    if task.trim().is_empty() {
+        return Err(Error::task(
+            "the task is empty",
+            "say what to do: git pipeline run \"fix the typo in README\"",
+        ));
+    }
+    Ok(task)
+}
+
+impl RunPlan {
+    pub fn prepare(cwd: &Path, args: &RunArgs, stdin: &mut dyn Read) -> Result<RunPlan> {
+        let repo = Repo::discover(cwd)?;
+        let task = read_task(args, stdin)?;
+        let git = repo.git();
+
+        let mut base_ref = args.base.clone().unwrap_or_else(|| "HEAD".to_owned());
+        let mut base = resolve_base(&repo, &base_ref)?;
+        let mut loaded = load_config(&repo, &base, &base_ref)?;
+        // `run.base` comes from the config at HEAD; the config itself is then read from that base.
+        if args.base.is_none() && loaded.config.run.base != "HEAD" {
+            base_ref = loaded.config.run.base.clone();
+            base = resolve_base(&repo, &base_ref)?;
+            loaded = load_config(&repo, &base, &base_ref)?;
+        }
+        let base_tree = objects::tree_of(&git, &base)?;
+        let base_branch = objects::branch_ref_of(&git, &base_ref)?;
+        let c = &loaded.config;
+
+        let scope = build_scope(&loaded, args)?;
+        let overrides = agent::parse_overrides(&args.agents)?;
+        let search_dir = repo
+            .work_tree
+            .clone()
+            .or_else(|| repo.main_worktree.clone())
+            .unwrap_or_else(|| repo.common_dir.clone());
+        let builder = required_role(&loaded, Role::Builder, &overrides, &search_dir)?;
+        let verifier = required_role(&loaded, Role::Verifier, &overrides, &search_dir)?;
+
+        let mut risk = risk::assess(&task, &c.risk);
+        if let Some(r) = args.risk {
+            risk = Assessment {
+                risk: r,
+                reasons: vec![format!("set with --risk {}", r.name())],
+            };
+        }
+
+        let worktree_root = worktree_root(&repo, &c.run.worktree_root)?;
+        prepare::check_lfs(&git, &base)?;
+        if let Err(why) = objects::committer_identity(&git)? {
+            return Err(Error::usage_hint(
+                format!("git has no identity to commit the run's work with ({why})"),
+                "set one: git config --global user.name \"Your Name\" && git config --global user.email you@example.com",
+            ));
+        }
+        let mut warnings = Vec::new();
+        if let Some(w) = uncommitted_config_warning(&repo, &loaded, &base_ref) {
+            warnings.push(w);
+        }
+        if scope.unrestricted() {
+            warnings.push(
+                "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned(),
+            );
+        }
+        Ok(RunPlan {
+            task,
+            base,
+            base_ref,
+            base_tree,
+            base_branch,
+            scope,
+            risk,
+            builder,
+            verifier,
+            gates: c.gates.clone(),
+            worktree_root,
+            branch_prefix: c.run.branch_prefix.clone(),
+            keep_failed: args.keep || c.run.keep_failed,
+            ship: c.run.ship,
+            include: c.run.include.clone(),
+            max_fix_attempts: c.limits.max_fix_attempts,
+            max_rounds: c.verify.max_rounds,
+            warnings,
+            loaded,
+            repo,
+        })
+    }
+}
+
+fn resolve_base(repo: &Repo, base_ref: &str) -> Result<String> {
+    if base_ref.trim().is_empty() || base_ref.starts_with('-') {
+        return Err(Error::usage(format!("invalid base {base_ref:?}")));
+    }
+    objects::resolve_commit(&repo.git(), base_ref)?.ok_or_else(|| {
+        if base_ref == "HEAD" {
+            Error::usage_hint(
+                "the repository has no commits yet (HEAD names no commit)",
+                "make a first commit, then run again",
+            )
+        } else {
+            Error::usage_hint(
+                format!("base {base_ref:?} does not name a commit"),
+                "give an existing branch, tag or commit with --base",
+            )
+        }
+    })
+}
+
+fn load_config(repo: &Repo, base: &str, base_ref: &str) -> Result<LoadedConfig> {
+    if let Some(loaded) = config::load(repo, base, base_ref)? {
+        return Ok(loaded);
+    }
+    let on_disk = repo
+        .work_tree
+        .as_ref()
+        .is_some_and(|w| w.join(config::PROJECT_FILE).exists());
+    if on_disk {
+        return Err(Error::usage_hint(
+            format!(
+                "{} is not committed at {base_ref}: git-pipeline reads the project config from the base commit, where agents cannot edit it",
+                config::PROJECT_FILE
+            ),
+            format!(
+                "commit it: git add {0} && git commit -m \"Add git-pipeline config\"",
+                config::PROJECT_FILE
+            ),
+        ));
+    }
+    let personal = config::personal_config_path().map_or_else(
+        || "~/.config/git-pipeline/config.toml".to_owned(),
+        |p| p.display().to_string(),
+    );
+    Err(Error::usage_hint(
+        format!(
+            "no configuration: no {} at {base_ref} and no {personal}",
+            config::PROJECT_FILE
+        ),
+        "run `git pipeline init` to write a starter .pipeline.toml, edit and commit it, then run again",
+    ))
+}
+
+fn build_scope(loaded: &LoadedConfig, args: &RunArgs) -> Result<Scope> {
+    let strings = |v: &Option<Vec<toml::Spanned<String>>>| {
+        v.as_ref()
+            .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
+    };
+    for (flag, globs) in [("--scope", &args.scope), ("--create", &args.create)] {
+        for g in globs {
+            crate::scope::compile_glob(g).map_err(|e| Error::usage(format!("{flag}: {e}")))?;
+        }
+    }
+    let s = &loaded.config.scope;
+    let allow = if args.scope.is_empty() {
+        strings(&s.allow)
+    } else {
+        Some(args.scope.clone())
+    };
+    let create = if args.create.is_empty() {
+        strings(&s.create)
+    } else {
+        Some(args.create.clone())
+    };
+    let deny = strings(&s.deny).unwrap_or_default();
+    Scope::new(allow, create, deny).map_err(Error::usage)
+}
+
+fn required_role(
+    loaded: &LoadedConfig,
+    role: Role,
+    overrides: &[(Role, String)],
+    search_dir: &Path,
+) -> Result<RoleAgent> {
+    agent::resolve(loaded, role, overrides, search_dir)?.ok_or_else(|| {
+        Error::usage_hint(
+            format!("no {} agent configured", role.name()),
+            format!(
+                "add [agents.{0}] with a command to .pipeline.toml (or to your personal config), e.g. command = [\"claude\", \"-p\", \"{{prompt}}\"]",
+                role.name()
+            ),
+        )
+    })
+}
+
+/// `run.worktree_root`, or the default sibling folder; never inside the main worktree.
+fn worktree_root(repo: &Repo, configured: &str) -> Result<PathBuf> {
+    let root = if configured.trim().is_empty() {
+        repo.default_worktree_root()
+    } else {
+        let p = PathBuf::from(configured);
+        let anchor = repo.main_worktree.as_deref().unwrap_or(&repo.common_dir);
+        normalize(&anchor.join(p))
+    };
+    if let Some(main) = &repo.main_worktree
+        && root.starts_with(main)
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "run.worktree_root {} is inside the main worktree {}",
+                root.display(),
+                main.display()
+            ),
+            "use a folder outside the checkout, e.g. \"../<repo>.pipeline\" (the default when empty)",
+        ));
+    }
+    if root.starts_with(&repo.common_dir) {
+        return Err(Error::usage(format!(
+            "run.worktree_root {} is inside the git dir",
+            root.display()
+        )));
+    }
+    Ok(root)
+}
+
+/// Remove `.` and `..` without touching the filesystem (the folder may not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn uncommitted_config_warning(
+    repo: &Repo,
+    loaded: &LoadedConfig,
+    base_ref: &str,
+) -> Option<String> {
+    let work_tree = repo.work_tree.as_ref()?;
+    let on_disk = std::fs::read_to_string(work_tree.join(config::PROJECT_FILE)).ok()?;
+    let committed = loaded.project.as_ref().map(|s| s.text.as_str());
+    (committed != Some(on_disk.as_str())).then(|| {
+        format!(
+            "{} has uncommitted changes; this run uses the version at {base_ref}",
+            config::PROJECT_FILE
+        )
+    })
+}

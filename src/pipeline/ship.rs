@@ -1,0 +1,177 @@
+//! Shipping approved work: one commit on the run branch (made by `git commit`, so the project's
+//! commit hooks run), its attestation note, and for `ship = "merge"` a fast-forward of the base
+//! branch when that is safe.
+
+use std::path::{Path, PathBuf};
+
+use crate::attest::{self, Attestation};
+use crate::error::{Error, Result};
+use crate::git::{Git, Opts, objects, worktree};
+
+pub enum Committed {
+    Ok {
+        commit: String,
+        tree: String,
+    },
+    /// A commit hook refused (its output), or changed what was approved.
+    HookFailed(String),
+}
+
+/// Commit the worktree's state on the run branch as one commit whose parent is `base`. Commits
+/// the agent made itself are folded in: the attestation covers exactly one reviewed change.
+pub fn commit(
+    wt: &Path,
+    branch_ref: &str,
+    base: &str,
+    approved_tree: &str,
+    message: &str,
+) -> Result<Committed> {
+    let git = Git::in_dir(wt);
+    let head = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    if head != branch_ref {
+        return Err(Error::other(format!(
+            "the run's worktree is no longer on {branch_ref} (HEAD is {}); the agent switched branches",
+            if head.is_empty() { "detached" } else { &head }
+        )));
+    }
+    git.run(["reset", "--quiet", "--soft", base])?;
+    git.run(["add", "--all", "--", ":/"])?;
+    let out = git.output(
+        ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
+        Opts {
+            stdin: Some(message.as_bytes()),
+            ..Opts::default()
+        },
+    )?;
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        return Ok(Committed::HookFailed(format!(
+            "`git commit` failed ({}): {}",
+            crate::process::describe_status(&out.status),
+            text.trim()
+        )));
+    }
+    let commit = git.text(["rev-parse", "--verify", "HEAD"])?;
+    let tree = objects::tree_of(&git, &commit)?;
+    if tree != approved_tree {
+        // A hook rewrote files: what would ship is not what was verified. Put the branch back.
+        git.run(["reset", "--quiet", "--soft", base])?;
+        return Ok(Committed::HookFailed(
+            "a commit hook changed the files after verification (the committed tree differs from the approved one); the changes it made are now in the worktree".to_owned(),
+        ));
+    }
+    Ok(Committed::Ok { commit, tree })
+}
+
+pub fn message(task: &str, run_id: &str) -> String {
+    let trimmed = task.trim();
+    let (first, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
+    let first = first.trim();
+    let truncated = first.chars().count() > 72;
+    let subject = if truncated {
+        let cut: String = first.chars().take(71).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        first.to_owned()
+    };
+    // A cut subject keeps the whole task in the body; otherwise the body is what follows it.
+    let body = if truncated { trimmed } else { rest.trim() };
+    let mut msg = subject;
+    msg.push_str("\n\n");
+    if !body.is_empty() {
+        msg.push_str(body);
+        msg.push_str("\n\n");
+    }
+    msg.push_str(&format!("Pipeline-Run: {run_id}\n"));
+    msg
+}
+
+pub fn attest(repo: &Git, note: &Attestation) -> Result<()> {
+    objects::add_note(repo, attest::NOTES_REF, &note.commit, &note.to_note())
+}
+
+/// What `ship = "merge"` did to the base branch.
+pub enum Merge {
+    FastForwarded { branch: String },
+    NotSafe { branch: String, why: String },
+}
+
+/// Fast-forward `branch_ref` from `base` to `commit`: by moving the ref when no worktree has it
+/// checked out, or with `git merge --ff-only` in the worktree that has it (which refuses to
+/// overwrite local changes), never otherwise.
+pub fn fast_forward(repo: &Git, branch_ref: &str, base: &str, commit: &str) -> Result<Merge> {
+    let branch = branch_ref
+        .strip_prefix("refs/heads/")
+        .unwrap_or(branch_ref)
+        .to_owned();
+    let current = objects::ref_value(repo, branch_ref)?;
+    if current.as_deref() != Some(base) {
+        return Ok(Merge::NotSafe {
+            branch,
+            why: format!(
+                "it moved since the run started (now at {})",
+                current
+                    .as_deref()
+                    .map_or("nothing", |c| &c[..c.len().min(12)])
+            ),
+        });
+    }
+    let checked_out: Option<PathBuf> = worktree::list(repo)?
+        .into_iter()
+        .find(|e| e.branch.as_deref() == Some(branch_ref))
+        .map(|e| e.path);
+    match checked_out {
+        None => {
+            objects::update_ref(
+                repo,
+                branch_ref,
+                commit,
+                Some(base),
+                "git-pipeline: fast-forward to a verified run",
+            )?;
+            Ok(Merge::FastForwarded { branch })
+        }
+        Some(path) => {
+            let out = Git::in_dir(&path)
+                .output(["merge", "--ff-only", "--quiet", commit], Opts::default())?;
+            if out.status.success() {
+                Ok(Merge::FastForwarded { branch })
+            } else {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let why = stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("git merge --ff-only refused")
+                    .trim()
+                    .to_owned();
+                Ok(Merge::NotSafe {
+                    branch,
+                    why: format!("{} (checked out at {})", why, path.display()),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            message("Fix typo\n", "r1"),
+            "Fix typo\n\nPipeline-Run: r1\n"
+        );
+        let long = "x".repeat(100);
+        let m = message(&long, "r1");
+        assert!(
+            m.starts_with(&format!("{}…\n\n{long}\n\n", "x".repeat(71))),
+            "{m}"
+        );
+        let multi = message("Title\n\nbody line", "r");
+        assert_eq!(multi, "Title\n\nbody line\n\nPipeline-Run: r\n");
+    }
+}

@@ -1,0 +1,251 @@
+//! Running one agent or gate as a step of a run: its prompt and outputs stored (secrets masked),
+//! its environment per SPEC section 5, its end recorded as an event.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::agent::{RoleAgent, argv, usage};
+use crate::childenv::StepEnv;
+use crate::config::{DEFAULT_TIMEOUT, GateConfig};
+use crate::error::Result;
+use crate::process::{self, Cancel, End, Outcome};
+use crate::store::RunDir;
+
+/// Bytes of each output stream kept in memory and on disk per step.
+pub const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What every step of one run shares.
+pub struct StepCtx<'a> {
+    pub run_id: &'a str,
+    pub worktree: &'a Path,
+    pub base: &'a str,
+    pub slot: u32,
+    pub dir: &'a RunDir,
+}
+
+pub struct AgentRun {
+    pub outcome: Outcome,
+    pub usage: usage::Usage,
+    /// `<entry>` or `<entry>#<n>` when a later candidate of the role ran.
+    pub agent: String,
+    pub program: String,
+    pub started_at: String,
+    pub ended_at: String,
+}
+
+pub struct AgentCall<'a> {
+    pub agent: &'a RoleAgent,
+    pub stage: &'a str,
+    pub attempt: u32,
+    pub session: &'a str,
+    pub prompt: &'a str,
+}
+
+pub async fn run_agent(
+    ctx: &StepCtx<'_>,
+    call: AgentCall<'_>,
+    cancel: &mut Cancel,
+) -> Result<AgentRun> {
+    let role = call.agent.role.name();
+    let label = format!("{}-{}.{role}", call.stage, call.attempt);
+    let started_at = crate::ids::now_rfc3339();
+    ctx.dir
+        .artifact(&format!("prompts/{label}.md"), call.prompt.as_bytes())?;
+    let Some((index, spec)) = call.agent.pick(call.prompt.len()) else {
+        let msg = format!(
+            "no {role} agent accepts a prompt of {} bytes (max_prompt_bytes)",
+            call.prompt.len()
+        );
+        return Ok(AgentRun {
+            outcome: Outcome {
+                end: End::SpawnFailed(msg),
+                stdout: Default::default(),
+                stderr: Default::default(),
+                duration: Default::default(),
+            },
+            usage: usage::Usage::default(),
+            agent: call.agent.name.clone(),
+            program: String::new(),
+            started_at: started_at.clone(),
+            ended_at: started_at,
+        });
+    };
+    let agent = if index == 0 {
+        call.agent.name.clone()
+    } else {
+        format!("{}#{}", call.agent.name, index + 1)
+    };
+    // The agent reads the real prompt; the stored copy above has secrets masked.
+    let prompt_file = ctx.dir.scratch(&format!("{label}.prompt.md"))?;
+    write_private(&prompt_file, call.prompt.as_bytes())?;
+    let template = spec.command.get_ref();
+    let program = template.first().cloned().unwrap_or_default();
+    let vars = argv::Vars {
+        prompt: OsStr::new(call.prompt),
+        prompt_file: prompt_file.as_os_str(),
+        worktree: ctx.worktree.as_os_str(),
+        run_id: OsStr::new(ctx.run_id),
+        stage: OsStr::new(call.stage),
+        session: OsStr::new(call.session),
+    };
+    let outcome = match argv::render(template, &vars) {
+        Err(e) => Outcome {
+            end: End::SpawnFailed(e),
+            stdout: Default::default(),
+            stderr: Default::default(),
+            duration: Default::default(),
+        },
+        Ok(argv) => {
+            let (env, env_remove) = StepEnv {
+                run_id: ctx.run_id,
+                stage: call.stage,
+                role,
+                session: call.session,
+                worktree: ctx.worktree,
+                prompt_file: Some(&prompt_file),
+                base: ctx.base,
+                attempt: call.attempt,
+                slot: ctx.slot,
+            }
+            .build(&spec.env);
+            process::run(
+                process::Spec {
+                    argv,
+                    cwd: ctx.worktree.to_owned(),
+                    env,
+                    env_remove,
+                    timeout: Some(spec.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+                    capture_limit: CAPTURE_LIMIT,
+                },
+                cancel,
+            )
+            .await
+        }
+    };
+    let _ = std::fs::remove_file(&prompt_file);
+    ctx.dir
+        .artifact(&format!("outputs/{label}.stdout"), &outcome.stdout.marked())?;
+    ctx.dir
+        .artifact(&format!("outputs/{label}.stderr"), &outcome.stderr.marked())?;
+    let usage = usage::measure(call.prompt.len(), &outcome.stdout.bytes);
+    let ended_at = crate::ids::now_rfc3339();
+    ctx.dir.event(
+        Some(call.stage),
+        "agent_exited",
+        json!({
+            "role": role,
+            "agent": agent,
+            "attempt": call.attempt,
+            "session_id": call.session,
+            "end": outcome.end.describe(),
+            "success": outcome.end.success(),
+            "duration_s": secs(outcome.duration),
+            "tokens": usage.tokens,
+            "tokens_estimated": usage.estimated,
+        }),
+    )?;
+    Ok(AgentRun {
+        outcome,
+        usage,
+        agent,
+        program,
+        started_at,
+        ended_at,
+    })
+}
+
+pub struct GateRun {
+    pub outcome: Outcome,
+}
+
+pub async fn run_gate(
+    ctx: &StepCtx<'_>,
+    gate: &GateConfig,
+    attempt: u32,
+    session: &str,
+    cancel: &mut Cancel,
+) -> Result<GateRun> {
+    let name = gate.name.get_ref();
+    let mut extra = gate.env.clone();
+    extra.insert("PIPELINE_GATE".to_owned(), name.clone());
+    let (env, env_remove) = StepEnv {
+        run_id: ctx.run_id,
+        stage: "gates",
+        role: "gate",
+        session,
+        worktree: ctx.worktree,
+        prompt_file: None,
+        base: ctx.base,
+        attempt,
+        slot: ctx.slot,
+    }
+    .build(&extra);
+    let outcome = process::run(
+        process::Spec {
+            argv: gate.command.get_ref().iter().map(Into::into).collect(),
+            cwd: ctx.worktree.to_owned(),
+            env,
+            env_remove,
+            timeout: Some(gate.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+            capture_limit: CAPTURE_LIMIT,
+        },
+        cancel,
+    )
+    .await;
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    ctx.dir.artifact(
+        &format!("outputs/gate-{attempt}.{safe}.log"),
+        &combined(&outcome),
+    )?;
+    ctx.dir.event(
+        Some("gates"),
+        "gate_finished",
+        json!({
+            "gate": name,
+            "attempt": attempt,
+            "end": outcome.end.describe(),
+            "status": if outcome.end.success() { "pass" } else { "fail" },
+            "duration_s": secs(outcome.duration),
+        }),
+    )?;
+    Ok(GateRun { outcome })
+}
+
+/// stdout then stderr, as one text for logs and for the builder's next prompt.
+pub fn combined(outcome: &Outcome) -> Vec<u8> {
+    let mut v = outcome.stdout.marked();
+    if !v.is_empty() && !v.ends_with(b"\n") {
+        v.push(b'\n');
+    }
+    v.extend_from_slice(&outcome.stderr.marked());
+    v
+}
+
+pub fn secs(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| crate::error::Error::io_path("create", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| crate::error::Error::io_path("write", path, e))
+}

@@ -1,0 +1,146 @@
+//! The risk router: where a task starts. Keywords are matched as whole words (a plural `s`/`es`
+//! counts: "migrations" matches "migration", "author" does not match "auth"); high beats medium
+//! beats low; a task that matches nothing is HIGH, because unknown means risky.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RiskConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub risk: Risk,
+    pub reasons: Vec<String>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn word_matches(word: &str, keyword: &str) -> bool {
+    word == keyword
+        || word
+            .strip_prefix(keyword)
+            .is_some_and(|rest| rest == "s" || rest == "es")
+}
+
+/// Keywords (possibly of several words) found in the task, in configured order.
+fn matches(task_words: &[String], keywords: &[String]) -> Vec<String> {
+    keywords
+        .iter()
+        .filter(|kw| {
+            let kw_words = words(kw);
+            if kw_words.is_empty() {
+                return false;
+            }
+            task_words.windows(kw_words.len()).any(|win| {
+                win.iter().zip(&kw_words).enumerate().all(|(i, (w, k))| {
+                    // Only the last word of a phrase may be plural.
+                    if i + 1 == kw_words.len() {
+                        word_matches(w, k)
+                    } else {
+                        w == k
+                    }
+                })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+fn quoted(list: &[String]) -> String {
+    list.iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn assess(task: &str, config: &RiskConfig) -> Assessment {
+    let task_words = words(task);
+    let high = matches(&task_words, &config.high);
+    let medium = matches(&task_words, &config.medium);
+    let low = matches(&task_words, &config.low);
+    if !high.is_empty() {
+        return Assessment {
+            risk: Risk::High,
+            reasons: vec![format!("high-risk words: {}", quoted(&high))],
+        };
+    }
+    if !medium.is_empty() {
+        return Assessment {
+            risk: Risk::Medium,
+            reasons: vec![format!("medium-risk words: {}", quoted(&medium))],
+        };
+    }
+    if !low.is_empty() {
+        return Assessment {
+            risk: Risk::Low,
+            reasons: vec![format!("only low-risk words: {}", quoted(&low))],
+        };
+    }
+    Assessment {
+        risk: Risk::High,
+        reasons: vec!["no known words: an unknown task is treated as high risk".to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn risk(task: &str) -> Risk {
+        assess(task, &RiskConfig::default()).risk
+    }
+
+    #[test]
+    fn words_not_substrings() {
+        assert_eq!(risk("Fix a typo by the author"), Risk::Low);
+        assert_eq!(risk("Fix the auth flow typo"), Risk::High);
+        assert_eq!(risk("typos in comments"), Risk::Low);
+        assert_eq!(risk("add database migrations"), Risk::High);
+    }
+
+    #[test]
+    fn high_beats_medium_beats_low() {
+        assert_eq!(risk("refactor docs"), Risk::Medium);
+        assert_eq!(risk("refactor password docs"), Risk::High);
+    }
+
+    #[test]
+    fn unknown_is_high() {
+        let a = assess("make it faster", &RiskConfig::default());
+        assert_eq!(a.risk, Risk::High);
+        assert!(a.reasons[0].contains("unknown"));
+    }
+
+    #[test]
+    fn phrases() {
+        let cfg = RiskConfig {
+            high: vec!["rate limit".to_owned()],
+            ..RiskConfig::default()
+        };
+        assert_eq!(assess("tune the rate limits", &cfg).risk, Risk::High);
+        let unordered = assess("limit the rate", &cfg);
+        assert!(unordered.reasons[0].contains("unknown"), "{unordered:?}");
+    }
+}

@@ -1,0 +1,176 @@
+//! The run record (`run.json`): SPEC section 7's object, plus the fields `status`, `show` and
+//! `resume` need (current stage, error text, archive ref, scope, times).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Exit;
+use crate::risk::Risk;
+use crate::scope::ScopeRecord;
+
+pub const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    Abandoned,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+            Status::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Abandoned)
+    }
+}
+
+/// Why a run failed. `setup_failed` (the worktree could not be prepared: a failing checkout
+/// filter, an unreachable submodule) is our addition to SPEC's list; see docs/state-machine.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    AgentError,
+    Timeout,
+    ScopeViolation,
+    GateFailed,
+    VerifyRejected,
+    PlanRejected,
+    BreakerTripped,
+    MergeConflict,
+    SetupFailed,
+}
+
+impl Reason {
+    pub fn exit(self) -> Exit {
+        match self {
+            Reason::AgentError
+            | Reason::Timeout
+            | Reason::BreakerTripped
+            | Reason::MergeConflict => Exit::StageFailure,
+            Reason::VerifyRejected | Reason::PlanRejected => Exit::RetriesExhausted,
+            Reason::GateFailed => Exit::GateFailure,
+            Reason::ScopeViolation => Exit::ScopeViolation,
+            Reason::SetupFailed => Exit::Usage,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::AgentError => "agent_error",
+            Reason::Timeout => "timeout",
+            Reason::ScopeViolation => "scope_violation",
+            Reason::GateFailed => "gate_failed",
+            Reason::VerifyRejected => "verify_rejected",
+            Reason::PlanRejected => "plan_rejected",
+            Reason::BreakerTripped => "breaker_tripped",
+            Reason::MergeConflict => "merge_conflict",
+            Reason::SetupFailed => "setup_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    Pass,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub status: StageStatus,
+    pub attempt: u32,
+    pub session_id: Option<String>,
+    pub agent: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub tokens: u64,
+    pub tokens_estimated: bool,
+    pub cost_usd: Option<f64>,
+    pub error: Option<String>,
+    /// Why a stage was skipped, or what it produced ("3 paths changed").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub name: String,
+    pub status: StageStatus,
+    pub attempt: u32,
+    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Verification {
+    pub rounds: u32,
+    pub approved: bool,
+    pub issues: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    pub total_time_s: f64,
+    pub tokens: u64,
+    pub fix_attempts: u32,
+    pub verification_rounds: u32,
+    pub stages_executed: u32,
+    pub stages_skipped: u32,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub version: u32,
+    pub run_id: String,
+    pub task: String,
+    pub risk: Risk,
+    pub risk_reasons: Vec<String>,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub exit_code: Option<i32>,
+    pub base: String,
+    pub branch: String,
+    pub commit: Option<String>,
+    pub worktree: Option<PathBuf>,
+    pub rolled_back: bool,
+    pub stages: Vec<StageRecord>,
+    pub changed_paths: Vec<String>,
+    pub gates: Vec<GateRecord>,
+    pub verification: Verification,
+    pub metrics: Metrics,
+    /// The step running now (`execution`, `gates`, `verification`, `ship`...).
+    pub stage: Option<String>,
+    /// One line saying why the run failed, for people.
+    pub error: Option<String>,
+    /// What the user typed as base (`HEAD`, a branch...), resolved into `base`.
+    pub base_ref: String,
+    /// `refs/pipeline/archive/<run-id>` once a rolled-back run's work was saved.
+    pub archive: Option<String>,
+    pub scope: ScopeRecord,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    /// For `ship = "merge"`: what happened to the base branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<String>,
+}
