@@ -1,0 +1,299 @@
+//! Bad configuration and bad input: one clear error line, the SPEC exit code, nothing created.
+
+use crate::common::{TestRepo, assert_untouched};
+
+#[track_caller]
+fn assert_nothing_created(repo: &TestRepo) {
+    assert!(repo.run_ids().is_empty());
+    assert!(repo.pipeline_branches().is_empty());
+    assert!(!repo.worktree_root().exists());
+}
+
+#[test]
+fn no_config_exits_3_and_says_how_to_write_one() {
+    let repo = TestRepo::new();
+    let before = repo.user_state();
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("no configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("git pipeline init"), "{}", out.stderr);
+    assert_nothing_created(&repo);
+    assert_untouched(&before, &repo.user_state());
+}
+
+#[test]
+fn an_uncommitted_config_is_named_as_such() {
+    let repo = TestRepo::new();
+    repo.write(".pipeline.toml", "version = 1\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("is not committed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("git add .pipeline.toml"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn not_a_git_repository_exits_3() {
+    let repo = TestRepo::new();
+    let elsewhere = repo.root().join("plain");
+    std::fs::create_dir_all(&elsewhere).expect("dir");
+    let mut cmd = repo.command(crate::common::BIN, &elsewhere);
+    cmd.args(["run", "fix the typo"])
+        .env("GIT_CEILING_DIRECTORIES", repo.root());
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: not a git repository"),
+        "{stderr}"
+    );
+
+    let out = repo.pipeline(&["-C", "/no/such/dir", "status"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("no such directory"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn empty_or_missing_task_exits_5() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    for args in [vec!["run", ""], vec!["run", "  \n\t "], vec!["run"]] {
+        let out = repo.pipeline(&args);
+        out.assert_code(5);
+        assert!(out.error_line().contains("task"), "{}", out.stderr);
+    }
+    let out = repo.pipeline(&["run", "--task-file", "/no/such/task.md"]);
+    out.assert_code(5);
+    assert!(
+        out.error_line().contains("cannot read the task file"),
+        "{}",
+        out.stderr
+    );
+    assert_nothing_created(&repo);
+    assert!(repo.calls().is_empty());
+}
+
+#[test]
+fn malformed_toml_exits_3_with_file_and_line() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[scope]\nallow = [\"src/**\"\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    let line = out.error_line();
+    assert!(line.contains(".pipeline.toml (at HEAD):3:"), "{line}");
+    assert_nothing_created(&repo);
+}
+
+#[test]
+fn unknown_keys_exit_3_naming_the_key_and_line() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[limits]\nmax_fix_attempts = 2\nmax_fix_attempt = 3\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    let line = out.error_line();
+    assert!(line.contains(":4:1:"), "{line}");
+    assert!(line.contains("unknown field `max_fix_attempt`"), "{line}");
+
+    repo.config("version = 1\n[agents.builder]\ncommand = [\"x\"]\nmodel = \"big\"\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("unknown field `model`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.error_line().contains(":4:"), "{}", out.stderr);
+}
+
+#[test]
+fn invalid_globs_exit_3_naming_the_glob() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[scope]\nallow = [\"src/**\", \"src/[ab\"]\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    let line = out.error_line();
+    assert!(line.contains("src/[ab"), "{line}");
+    assert!(line.contains(":3:"), "{line}");
+    assert!(line.contains("scope.allow"), "{line}");
+
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    let out = repo.pipeline(&["run", "--scope", "a/{b", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("--scope: invalid glob \"a/{b\""),
+        "{}",
+        out.stderr
+    );
+    assert_nothing_created(&repo);
+}
+
+#[test]
+fn bad_values_exit_3() {
+    let repo = TestRepo::new();
+    for (body, needle) in [
+        ("version = 2\n", "unsupported config version 2"),
+        (
+            "[agents.builder]\ncommand = [\"a\", \"{promt}\"]\n",
+            "unknown placeholder {promt}",
+        ),
+        ("[agents.builder]\ncommand = []\n", "command is empty"),
+        (
+            "[agents.builder]\ncommand = [\"a\"]\ntimeout = \"soon\"\n",
+            "invalid duration",
+        ),
+        ("[run]\nship = \"rebase\"\n", "unknown variant `rebase`"),
+        (
+            "[[gates]]\nname = \"t\"\ncommand = [\"x\"]\n[[gates]]\nname = \"t\"\ncommand = [\"y\"]\n",
+            "two gates are named \"t\"",
+        ),
+        (
+            "[run]\nworktree_root = \"inside\"\n[agents.builder]\ncommand = [\"true\"]\n[agents.verifier]\ncommand = [\"true\"]\n",
+            "inside the main worktree",
+        ),
+    ] {
+        repo.config(body);
+        let out = repo.pipeline(&["run", "fix the typo"]);
+        out.assert_code(3);
+        assert!(
+            out.error_line().contains(needle),
+            "{needle:?} not in {}",
+            out.stderr
+        );
+    }
+    assert_nothing_created(&repo);
+}
+
+#[test]
+fn missing_agents_and_binaries_exit_3() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[agents.builder]\ncommand = [\"AGENT\"]\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("no verifier agent configured"),
+        "{}",
+        out.stderr
+    );
+
+    repo.config("version = 1\n[agents.builder]\ncommand = [\"no-such-agent-cli\", \"{prompt}\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n");
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("`no-such-agent-cli` not found"),
+        "{}",
+        out.stderr
+    );
+
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    let out = repo.pipeline(&["run", "--agent", "builder=ghost", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("unknown agent \"ghost\""),
+        "{}",
+        out.stderr
+    );
+    assert_nothing_created(&repo);
+}
+
+#[test]
+fn a_personal_config_supplies_and_overrides_agents() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[agents.builder]\ncommand = [\"no-such-agent-cli\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n");
+    let personal = repo.home.join(".config/git-pipeline/config.toml");
+    std::fs::create_dir_all(personal.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &personal,
+        repo.expand("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/p.rs:p\"]\n[agents.mine]\ncommand = [\"AGENT\", \"*:write:src/m.rs:m\"]\n"),
+    )
+    .expect("write");
+    repo.pipeline(&["run", "add it"]).assert_code(0);
+    let out = repo.pipeline(&["run", "--json", "--agent", "builder=mine", "add it"]);
+    out.assert_code(0);
+    assert_eq!(out.json()["changed_paths"], serde_json::json!(["src/m.rs"]));
+
+    std::fs::write(&personal, "[gates]\n").expect("write");
+    let out = repo.pipeline(&["run", "add it"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("config.toml:1:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_empty_repository_or_bad_base_exits_3() {
+    let repo = TestRepo::empty();
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("no commits yet"),
+        "{}",
+        out.stderr
+    );
+
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    let out = repo.pipeline(&["run", "--base", "no-such-branch", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("\"no-such-branch\" does not name a commit"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn no_identity_to_commit_with_exits_3_before_any_agent_runs() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    std::fs::write(repo.home.join(".gitconfig"), "").expect("clear identity");
+    let mut cmd = repo.pipeline_cmd();
+    cmd.args(["run", "fix the typo"])
+        .env("GIT_AUTHOR_NAME", "")
+        .env("EMAIL", "")
+        .env("GIT_COMMITTER_NAME", "");
+    let out = cmd.output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // git may still find a name from the system user; only a real absence must stop us.
+    if out.status.code() == Some(3) {
+        assert!(stderr.contains("no identity"), "{stderr}");
+        assert!(repo.calls().is_empty());
+    }
+}
+
+#[test]
+fn usage_errors_exit_3() {
+    let repo = TestRepo::new();
+    let out = repo.pipeline(&["run", "--no-such-flag", "x"]);
+    out.assert_code(3);
+    let out = repo.pipeline(&["run", "--risk", "extreme", "x"]);
+    out.assert_code(3);
+    let out = repo.pipeline(&["show", "nope"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("no run matches \"nope\""),
+        "{}",
+        out.stderr
+    );
+    let out = repo.pipeline(&["show", "../etc"]);
+    out.assert_code(3);
+    let out = repo.pipeline(&["--help"]);
+    out.assert_code(0);
+}

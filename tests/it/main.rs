@@ -1,0 +1,9 @@
+//! Integration tests: one binary, real git, real processes.
+
+mod common;
+
+mod config_errors;
+mod failures;
+mod golden;
+mod loops;
+mod worktree_prep;

@@ -1,0 +1,283 @@
+//! The run's worktree is what `git` itself would check out (filters, line endings, hooks,
+//! submodules), plus the ignored files the project asks for; LFS without git-lfs stops the run.
+
+use std::path::Path;
+
+use crate::common::TestRepo;
+
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() || e.file_type().is_symlink())
+        .map(|e| {
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .expect("rel")
+                .to_string_lossy()
+                .into_owned();
+            let bytes = if e.file_type().is_symlink() {
+                std::fs::read_link(e.path())
+                    .expect("link")
+                    .to_string_lossy()
+                    .into_owned()
+                    .into_bytes()
+            } else {
+                std::fs::read(e.path()).expect("read")
+            };
+            (rel, bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
+    let repo = TestRepo::new();
+    // A smudge/clean filter of the kind LFS uses, line-ending rules, an executable, a symlink.
+    repo.git(&["config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m"]);
+    repo.git(&["config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m"]);
+    repo.git(&["config", "filter.rot13.required", "true"]);
+    repo.write(
+        ".gitattributes",
+        "*.secret filter=rot13\n*.bat text eol=crlf\n",
+    );
+    repo.write("data/a.secret", "Hello Secret\n");
+    repo.write("run.bat", "echo one\necho two\n");
+    repo.write("bin/tool", "#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.path.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("../README.md", repo.path.join("bin/readme")).expect("symlink");
+    repo.commit_all("content with attributes");
+    // The stored blob is the clean (rot13) form; the checkout shows the smudged form.
+    assert_eq!(
+        repo.git(&["cat-file", "-p", "HEAD:data/a.secret"]),
+        "Uryyb Frperg"
+    );
+    // A post-checkout hook (shared by all worktrees) that leaves an ignored marker.
+    repo.write(".git/info/exclude", ".post-checkout-ran\n");
+    let hook = repo.path.join(".git/hooks/post-checkout");
+    std::fs::write(&hook, "#!/bin/sh\necho \"$3\" > .post-checkout-ran\n").expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let inspect = repo.root().join("inspect");
+    repo.agents(
+        &[
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/new.rs:x",
+        ],
+        &["*:approve"],
+        "",
+    );
+    // What git itself makes, as the reference.
+    let control = repo.root().join("control");
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        &control.to_string_lossy(),
+        "HEAD",
+    ]);
+    let out = repo.pipeline(&["run", "add the helper"]);
+    out.assert_code(0);
+
+    let mut ours = files_of(&inspect);
+    ours.retain(|(p, _)| p != "src/new.rs");
+    assert_eq!(ours, files_of(&control));
+    let ours_map: std::collections::BTreeMap<_, _> = ours.into_iter().collect();
+    assert_eq!(ours_map["data/a.secret"], b"Hello Secret\n");
+    assert_eq!(ours_map["run.bat"], b"echo one\r\necho two\r\n");
+    assert_eq!(
+        ours_map[".post-checkout-ran"], b"1\n",
+        "post-checkout ran as a branch checkout"
+    );
+    assert_eq!(ours_map["bin/readme"], b"../README.md");
+    // Modes survive the copy-out with tar; check the executable bit explicitly.
+    let mode = std::fs::metadata(inspect.join("bin/tool"))
+        .expect("tool")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111);
+}
+
+#[test]
+fn worktreeinclude_copies_ignored_files_and_nothing_else() {
+    let repo = TestRepo::new();
+    repo.write(".gitignore", ".env\nlocal/\n*.log\n");
+    repo.commit_all("ignores");
+    repo.write(".env", "DATABASE_URL=postgres://local\n");
+    repo.write("local/settings.json", "{}\n");
+    repo.write("debug.log", "not listed, not copied\n");
+    repo.write("notes.txt", "untracked but not ignored: never copied\n");
+    repo.write(".worktreeinclude", "# files the project needs\n.env\n");
+    repo.agents(
+        &[
+            "*:require:.env",
+            "*:require:local/settings.json",
+            "*:write:src/found.txt:ok",
+        ],
+        &["*:approve"],
+        "[run]\ninclude = [\"local/\"]\n[scope]\nallow = [\"src/**\"]\n",
+    );
+    let inspect = repo.root().join("inspect");
+    // Add a copy-out after the checks so we can look at the worktree.
+    repo.agents(
+        &[
+            "*:require:.env",
+            "*:require:local/settings.json",
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/found.txt:ok",
+        ],
+        &["*:approve"],
+        "[run]\ninclude = [\"local/\"]\n[scope]\nallow = [\"src/**\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(inspect.join(".env")).expect(".env copied"),
+        "DATABASE_URL=postgres://local\n"
+    );
+    assert!(!inspect.join("debug.log").exists());
+    assert!(!inspect.join("notes.txt").exists());
+    // Copied files are ignored, so they are not changes of the run.
+    assert_eq!(
+        out.json()["changed_paths"],
+        serde_json::json!(["src/found.txt"])
+    );
+}
+
+#[test]
+fn submodules_are_initialised_in_the_worktree() {
+    let repo = TestRepo::new();
+    let sub = repo.root().join("sub");
+    std::fs::create_dir_all(&sub).expect("sub");
+    repo.git_in(&sub, &["init", "-q"]);
+    std::fs::write(sub.join("lib.txt"), "from the submodule\n").expect("write");
+    repo.git_in(&sub, &["add", "-A"]);
+    repo.git_in(&sub, &["commit", "-q", "-m", "sub"]);
+    repo.git(&[
+        "submodule",
+        "add",
+        "-q",
+        &sub.to_string_lossy(),
+        "vendor/sub",
+    ]);
+    repo.commit_all("add submodule");
+    repo.agents(
+        &["*:require:vendor/sub/lib.txt", "*:write:src/new.rs:x"],
+        &["*:approve"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert_eq!(
+        out.json()["changed_paths"],
+        serde_json::json!(["src/new.rs"])
+    );
+}
+
+#[test]
+fn lfs_without_git_lfs_stops_before_anything_is_created() {
+    if std::process::Command::new("git")
+        .args(["lfs", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        // With git-lfs installed the run would go ahead; this machine tests the other case.
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write(
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    repo.commit_all("lfs attributes");
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
+    let out = repo.pipeline(&["run", "add the helper"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("git-lfs is not installed"),
+        "{}",
+        out.stderr
+    );
+    assert!(repo.run_ids().is_empty());
+    assert!(repo.pipeline_branches().is_empty());
+}
+
+#[test]
+fn agents_git_commands_act_on_their_worktree_even_when_git_dir_is_set() {
+    // As when git-pipeline runs from inside a git hook: GIT_DIR and GIT_INDEX_FILE are set.
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/a.rs:a", "*:commit:agent commit"],
+        &["*:approve"],
+        "",
+    );
+    let main_head = repo.git(&["rev-parse", "main"]);
+    let mut cmd = repo.pipeline_cmd();
+    cmd.args(["run", "--json", "add the helper"])
+        .env("GIT_DIR", repo.path.join(".git"))
+        .env("GIT_INDEX_FILE", repo.path.join(".git/index"))
+        .env("GIT_WORK_TREE", &repo.path);
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        main_head,
+        "the agent's commit went to main"
+    );
+    let env = std::fs::read_to_string(repo.logs.join("builder-1.env")).expect("env log");
+    for var in ["GIT_DIR=", "GIT_INDEX_FILE=", "GIT_WORK_TREE="] {
+        assert!(
+            !env.lines().any(|l| l.starts_with(var)),
+            "{var} reached the agent:\n{env}"
+        );
+    }
+    for var in [
+        "PIPELINE_RUN_ID=",
+        "PIPELINE_STAGE=execution",
+        "PIPELINE_ROLE=builder",
+        "PIPELINE_SESSION_ID=",
+        "PIPELINE_WORKTREE=",
+        "PIPELINE_PROMPT_FILE=",
+        "PIPELINE_BASE=",
+        "PIPELINE_ATTEMPT=1",
+        "PIPELINE_SLOT=0",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(var)),
+            "{var} missing:\n{env}"
+        );
+    }
+}
+
+#[test]
+fn local_env_var_list_matches_the_installed_git() {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--local-env-vars"])
+        .output()
+        .expect("git");
+    let mut theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut ours: Vec<String> = git_pipeline::git::LOCAL_ENV_VARS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours, theirs);
+}
