@@ -83,20 +83,9 @@ impl Captured {
 #[derive(Clone)]
 pub struct Cancel {
     rx: watch::Receiver<bool>,
-    // Held so that a token that can never fire still has a live sender.
-    _tx: Option<std::sync::Arc<watch::Sender<bool>>>,
 }
 
 impl Cancel {
-    /// A token that never fires (for commands that are not interruptible runs).
-    pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        Cancel {
-            rx,
-            _tx: Some(std::sync::Arc::new(tx)),
-        }
-    }
-
     pub fn is_cancelled(&self) -> bool {
         *self.rx.borrow()
     }
@@ -129,7 +118,7 @@ pub fn install_signal_handlers() -> std::io::Result<Cancel> {
         // Keep the sender alive so receivers keep seeing `true`.
         std::future::pending::<()>().await;
     });
-    Ok(Cancel { rx, _tx: None })
+    Ok(Cancel { rx })
 }
 
 pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {

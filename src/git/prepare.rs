@@ -76,17 +76,16 @@ pub fn copy_includes(
     main_worktree: &Path,
     worktree: &Path,
     patterns: &[String],
-    scratch_dir: &Path,
+    pattern_file: &Path,
 ) -> Result<Vec<PathBuf>> {
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
-    let pattern_file = scratch_dir.join("worktreeinclude");
-    std::fs::write(&pattern_file, patterns.join("\n") + "\n")
-        .map_err(|e| Error::io_path("write", &pattern_file, e))?;
+    std::fs::write(pattern_file, patterns.join("\n") + "\n")
+        .map_err(|e| Error::io_path("write", pattern_file, e))?;
     let main = Git::in_dir(main_worktree);
     let mut exclude_from = std::ffi::OsString::from("--exclude-from=");
-    exclude_from.push(&pattern_file);
+    exclude_from.push(pattern_file);
     let candidates = main.run([
         std::ffi::OsStr::new("ls-files"),
         "-z".as_ref(),
@@ -94,7 +93,7 @@ pub fn copy_includes(
         "--ignored".as_ref(),
         exclude_from.as_os_str(),
     ])?;
-    let _ = std::fs::remove_file(&pattern_file);
+    let _ = std::fs::remove_file(pattern_file);
     if candidates.is_empty() {
         return Ok(Vec::new());
     }

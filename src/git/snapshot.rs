@@ -101,6 +101,41 @@ impl Snapshotter {
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
+    /// Make the last snapshot's index the worktree's own, with git's lock protocol (create
+    /// `index.lock` exclusively, rename it over `index`), so that a commit records exactly the
+    /// snapshotted tree without staging the worktree a second time.
+    pub fn install(&self) -> Result<()> {
+        use std::io::Write;
+        let lock = self.index.with_file_name("index.lock");
+        let bytes =
+            std::fs::read(&self.scratch).map_err(|e| Error::io_path("read", &self.scratch, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::other_hint(
+                        format!(
+                            "{} exists: another git process is using the run's index",
+                            lock.display()
+                        ),
+                        "if no git process is running in the run's worktree, remove that file",
+                    )
+                } else {
+                    Error::io_path("create", &lock, e)
+                }
+            })?;
+        let written = f
+            .write_all(&bytes)
+            .and_then(|()| std::fs::rename(&lock, &self.index));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&lock);
+            return Err(Error::io_path("replace", &self.index, e));
+        }
+        Ok(())
+    }
+
     pub fn take(&self, base_tree: &str) -> Result<Snapshot> {
         let tree = self.tree()?;
         let changes = diff_trees(&Git::in_dir(&self.worktree), base_tree, &tree)?;

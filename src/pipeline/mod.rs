@@ -154,6 +154,10 @@ pub async fn execute(plan: &RunPlan, ui: &Ui, mut cancel: Cancel) -> Result<Outc
     let ending = match run.setup() {
         Ok(()) => match run.drive(&mut cancel).await {
             Ok(e) => e,
+            Err(e) if run.rec.commit.is_some() => {
+                ui.warn(format!("the run shipped, but a last step failed: {e}"));
+                Ending::Shipped
+            }
             Err(_) if cancel.is_cancelled() => Ending::Interrupted,
             Err(Error::Interrupted) => Ending::Interrupted,
             Err(e) => Ending::Failed {
@@ -359,7 +363,12 @@ impl Run<'_> {
         let copied = match &self.plan.repo.main_worktree {
             Some(main) => {
                 let patterns = prepare::include_patterns(main, &self.plan.include)?;
-                prepare::copy_includes(main, &self.worktree, &patterns, &self.dir.path.join("tmp"))?
+                prepare::copy_includes(
+                    main,
+                    &self.worktree,
+                    &patterns,
+                    &self.dir.scratch("worktreeinclude")?,
+                )?
             }
             None => Vec::new(),
         };
@@ -603,6 +612,7 @@ impl Run<'_> {
             error: error.clone(),
             note: None,
         });
+        self.finished_stage(stage, if end.success() { "pass" } else { "fail" });
         let role = agent.role.name();
         match end {
             End::Exited(0) => None,
@@ -830,7 +840,12 @@ impl Run<'_> {
     fn ship(&mut self, snapshot: &Snapshot) -> Result<Option<String>> {
         let message = ship::message(&self.plan.task, &self.dir.id);
         let branch_ref = format!("refs/heads/{}", self.branch);
+        self.snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?
+            .install()?;
         let (commit, tree) = match ship::commit(
+            &self.repo,
             &self.worktree,
             &branch_ref,
             &self.plan.base,
@@ -866,8 +881,19 @@ impl Run<'_> {
         };
         ship::attest(&self.repo, &note)?;
         self.rec.commit = Some(commit.clone());
-        worktree::remove(&self.repo, &self.worktree)?;
-        self.rec.worktree = None;
+        // From here the work is shipped: what fails now is reported, never rolled back.
+        match worktree::remove(&self.repo, &self.worktree) {
+            Ok(()) => self.rec.worktree = None,
+            Err(e) => {
+                self.ui.warn(format!(
+                    "the shipped run's worktree could not be removed: {e}"
+                ));
+                self.details.push(format!(
+                    "remove it with: git worktree remove --force {}",
+                    self.worktree.display()
+                ));
+            }
+        }
         self.rec.stages.push(StageRecord {
             stage: "ship".to_owned(),
             status: StageStatus::Pass,
@@ -893,14 +919,15 @@ impl Run<'_> {
                     "not merged: the base {} is not a branch",
                     self.plan.base_ref
                 ),
-                Some(b) => match ship::fast_forward(&self.repo, b, &self.plan.base, &commit)? {
-                    ship::Merge::FastForwarded { branch } => {
+                Some(b) => match ship::fast_forward(&self.repo, b, &self.plan.base, &commit) {
+                    Err(e) => format!("not merged into {b}: {e}"),
+                    Ok(ship::Merge::FastForwarded { branch }) => {
                         format!(
                             "fast-forwarded {branch} to {}",
                             &commit[..commit.len().min(12)]
                         )
                     }
-                    ship::Merge::NotSafe { branch, why } => {
+                    Ok(ship::Merge::NotSafe { branch, why }) => {
                         format!("not merged into {branch}: {why}")
                     }
                 },
@@ -908,12 +935,23 @@ impl Run<'_> {
             self.ui.step(format!("ship: {merge}"));
             self.rec.merge = Some(merge);
         }
-        self.dir.event(
+        self.finished_stage("ship", "pass");
+        if let Err(e) = self.dir.event(
             Some("ship"),
             "shipped",
             json!({"commit": commit, "branch": self.branch, "merge": self.rec.merge}),
-        )?;
+        ) {
+            self.ui
+                .warn(format!("could not log the shipped event: {e}"));
+        }
         Ok(None)
+    }
+
+    /// The `stage_finished` event. Best effort: the record holds the same facts.
+    fn finished_stage(&self, stage: &str, status: &str) {
+        let _ = self
+            .dir
+            .event(Some(stage), "stage_finished", json!({"status": status}));
     }
 
     fn finish(&mut self, ending: Ending) -> Result<()> {
@@ -938,7 +976,12 @@ impl Run<'_> {
                 self.rec.reason = Some(reason);
                 self.rec.error = Some(message.clone());
                 self.details = details;
-                self.roll_back(&message)?;
+                if let Err(e) = self.roll_back(&message) {
+                    self.details.push(format!("rollback incomplete: {e}"));
+                    let _ =
+                        self.dir
+                            .event(None, "rollback_failed", json!({"error": e.to_string()}));
+                }
             }
         }
         if self.rec.status.is_final() {
@@ -982,6 +1025,10 @@ impl Run<'_> {
                 "rolled_back",
                 json!({"kept": true, "archive": self.rec.archive}),
             )?;
+            return Ok(());
+        }
+        if self.rec.commit.is_some() {
+            // Never discard a branch that holds a shipped, attested commit.
             return Ok(());
         }
         if self.rec.worktree.is_some() || tip.is_some() {

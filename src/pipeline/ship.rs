@@ -17,9 +17,11 @@ pub enum Committed {
     HookFailed(String),
 }
 
-/// Commit the worktree's state on the run branch as one commit whose parent is `base`. Commits
-/// the agent made itself are folded in: the attestation covers exactly one reviewed change.
+/// Commit the worktree's index (the caller installed the approved snapshot in it) on the run
+/// branch as one commit whose parent is `base`. Commits the agent made itself are folded in: the
+/// attestation covers exactly one reviewed change.
 pub fn commit(
+    repo: &Git,
     wt: &Path,
     branch_ref: &str,
     base: &str,
@@ -36,7 +38,6 @@ pub fn commit(
         )));
     }
     git.run(["reset", "--quiet", "--soft", base])?;
-    git.run(["add", "--all", "--", ":/"])?;
     let out = git.output(
         ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
         Opts {
@@ -53,8 +54,16 @@ pub fn commit(
             text.trim()
         )));
     }
-    let commit = git.text(["rev-parse", "--verify", "HEAD"])?;
-    let tree = objects::tree_of(&git, &commit)?;
+    // Read the result from the repository, not through the worktree: a post-commit hook may
+    // have changed the worktree, but the branch is what ships.
+    let commit = objects::ref_value(repo, branch_ref)?
+        .ok_or_else(|| Error::other(format!("{branch_ref} vanished after the commit")))?;
+    if commit == base {
+        return Ok(Committed::HookFailed(
+            "`git commit` succeeded but the run branch did not move".to_owned(),
+        ));
+    }
+    let tree = objects::tree_of(repo, &commit)?;
     if tree != approved_tree {
         // A hook rewrote files: what would ship is not what was verified. Put the branch back.
         git.run(["reset", "--quiet", "--soft", base])?;

@@ -171,6 +171,15 @@ impl TestRepo {
         std::fs::write(p, content).expect("write");
     }
 
+    /// Install an executable hook in the repository's (shared) hooks folder.
+    pub fn hook(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.join(".git/hooks").join(name);
+        std::fs::write(&path, body).expect("write hook");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod hook");
+    }
+
     pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path.join(rel)).expect("read")
     }

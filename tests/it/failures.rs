@@ -457,6 +457,9 @@ fn sigint_stops_the_agent_records_interrupted_keeps_the_worktree_and_exits_130()
         "wip\n"
     );
     assert_eq!(repo.pipeline_branches().len(), 1);
+    // Still locked, so `git worktree prune` and gc leave it for `resume`.
+    let list = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(list.contains("locked git-pipeline run"), "{list}");
     assert_process_gone(read_pid(&pidfile), "the agent's child");
     let status = repo.pipeline(&["status"]);
     assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
@@ -469,4 +472,34 @@ fn nix_kill(pid: u32, signal: &str) {
         .expect("kill")
         .success();
     assert!(ok);
+}
+
+#[test]
+fn a_failure_after_the_ship_commit_never_discards_the_shipped_branch() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
+    // A post-commit hook that breaks the worktree, so that removing it fails after the commit.
+    repo.hook(
+        "post-commit",
+        "#!/bin/sh\n[ \"$BREAK_WORKTREE\" = 1 ] && rm -f .git\nexit 0\n",
+    );
+    let out = repo
+        .pipeline_cmd()
+        .args(["run", "--json", "add the helper"])
+        .env("BREAK_WORKTREE", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("worktree could not be removed"), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["status"], "succeeded");
+    let commit = r["commit"].as_str().expect("commit");
+    let branch = r["branch"].as_str().expect("branch");
+    assert_eq!(repo.git(&["rev-parse", branch]), commit);
+    assert!(
+        r["worktree"].is_string(),
+        "the leftover worktree is recorded: {r}"
+    );
+    repo.git(&["notes", "--ref=refs/notes/pipeline", "show", commit]);
 }

@@ -179,14 +179,7 @@ fn a_commit_hook_refusal_counts_as_a_failing_gate_and_is_fixed() {
         &["*:approve"],
         "",
     );
-    let hook = repo.path.join(".git/hooks/pre-commit");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\nif git diff --cached | grep -q FIXME; then echo 'pre-commit: FIXME found' >&2; exit 1; fi\n",
-    )
-    .expect("hook");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    repo.hook("pre-commit", "#!/bin/sh\nif git diff --cached | grep -q FIXME; then echo 'pre-commit: FIXME found' >&2; exit 1; fi\n");
     let out = repo.pipeline(&["run", "--json", "add the helper"]);
     out.assert_code(0);
     let r = out.json();
@@ -199,4 +192,47 @@ fn a_commit_hook_refusal_counts_as_a_failing_gate_and_is_fixed() {
     );
     let commit = r["commit"].as_str().expect("commit");
     assert_eq!(repo.git(&["show", &format!("{commit}:src/new.rs")]), "done");
+}
+
+#[test]
+fn renames_and_deletions_are_checked_at_both_ends_and_odd_names_ship() {
+    let repo = TestRepo::new();
+    repo.write("docs/guide.md", "guide\n");
+    repo.commit_all("docs");
+    repo.agents(
+        &[
+            "1:rename:src/lib.rs:src/core.rs",
+            "1:delete:docs/guide.md",
+            "1:write:src/dir with space/naïve – file.rs:x",
+            "2:write:docs/guide.md:guide",
+        ],
+        &["*:approve"],
+        "[scope]\nallow = [\"src/**\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "move the code"]);
+    out.assert_code(0);
+    // Attempt 1 deleted docs/guide.md, outside the scope; the rename inside it was fine.
+    let prompt = repo.prompt("builder", 2);
+    assert!(
+        prompt.contains("D docs/guide.md: not in scope.allow"),
+        "{prompt}"
+    );
+    assert!(!prompt.contains("src/core.rs"), "{prompt}");
+    let r = out.json();
+    assert_eq!(
+        r["changed_paths"],
+        serde_json::json!([
+            "src/core.rs",
+            "src/dir with space/naïve – file.rs",
+            "src/lib.rs"
+        ])
+    );
+    let commit = r["commit"].as_str().expect("commit");
+    assert_eq!(
+        repo.git(&[
+            "show",
+            &format!("{commit}:src/dir with space/naïve – file.rs")
+        ]),
+        "x"
+    );
 }

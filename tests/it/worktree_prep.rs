@@ -63,9 +63,10 @@ fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
     );
     // A post-checkout hook (shared by all worktrees) that leaves an ignored marker.
     repo.write(".git/info/exclude", ".post-checkout-ran\n");
-    let hook = repo.path.join(".git/hooks/post-checkout");
-    std::fs::write(&hook, "#!/bin/sh\necho \"$3\" > .post-checkout-ran\n").expect("hook");
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    repo.hook(
+        "post-checkout",
+        "#!/bin/sh\necho \"$3\" > .post-checkout-ran\n",
+    );
 
     let inspect = repo.root().join("inspect");
     repo.agents(
