@@ -26,6 +26,9 @@ pub struct Attestation {
     pub rounds: u32,
     pub gates: Vec<GateResult>,
     pub at: String,
+    /// Paths the docs agent changed after verification (held to `docs.paths`), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<String>,
 }
 
 impl Attestation {

@@ -53,6 +53,24 @@ pub enum RiskArg {
     High,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StageArg {
+    Discovery,
+    Planning,
+    Execution,
+}
+
+impl From<StageArg> for crate::pipeline::plan::Stage {
+    fn from(s: StageArg) -> Self {
+        use crate::pipeline::plan::Stage;
+        match s {
+            StageArg::Discovery => Stage::Discovery,
+            StageArg::Planning => Stage::Planning,
+            StageArg::Execution => Stage::Execution,
+        }
+    }
+}
+
 impl From<RiskArg> for Risk {
     fn from(r: RiskArg) -> Risk {
         match r {
@@ -89,9 +107,13 @@ pub struct RunCmd {
     #[arg(long)]
     pub keep: bool,
 
-    /// Override the risk router
+    /// Override the risk router (low starts at execution, medium at planning, high at discovery)
     #[arg(long, value_enum)]
     pub risk: Option<RiskArg>,
+
+    /// Start at this stage, whatever the risk
+    #[arg(long, value_enum)]
+    pub stage: Option<StageArg>,
 
     /// Use the configured agent NAME for ROLE (repeatable), e.g. builder=codex
     #[arg(long = "agent", value_name = "ROLE=NAME")]

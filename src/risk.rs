@@ -75,7 +75,38 @@ fn quoted(list: &[String]) -> String {
         .join(", ")
 }
 
-pub fn assess(task: &str, config: &RiskConfig) -> Assessment {
+/// Assess a task. `covered` is the number of existing files the run's scope may modify, when a
+/// scope was given: a small task with a wide scope is not small.
+pub fn assess(task: &str, config: &RiskConfig, covered: Option<usize>) -> Assessment {
+    let mut a = assess_words(task, config);
+    let Some(n) = covered else {
+        return a;
+    };
+    let bump = match a.risk {
+        Risk::Low if n > config.max_files_low => {
+            Some((Risk::Medium, "max_files_low", config.max_files_low))
+        }
+        Risk::Medium if n > config.max_files_medium => {
+            Some((Risk::High, "max_files_medium", config.max_files_medium))
+        }
+        _ => None,
+    };
+    match bump {
+        Some((risk, key, limit)) => {
+            a.risk = risk;
+            a.reasons.push(format!(
+                "the scope covers {n} existing files (more than risk.{key} = {limit})"
+            ));
+        }
+        None => a.reasons.push(format!(
+            "the scope covers {n} existing file{}",
+            if n == 1 { "" } else { "s" }
+        )),
+    }
+    a
+}
+
+fn assess_words(task: &str, config: &RiskConfig) -> Assessment {
     let task_words = words(task);
     let high = matches(&task_words, &config.high);
     let medium = matches(&task_words, &config.medium);
@@ -109,7 +140,7 @@ mod tests {
     use super::*;
 
     fn risk(task: &str) -> Risk {
-        assess(task, &RiskConfig::default()).risk
+        assess(task, &RiskConfig::default(), None).risk
     }
 
     #[test]
@@ -128,9 +159,23 @@ mod tests {
 
     #[test]
     fn unknown_is_high() {
-        let a = assess("make it faster", &RiskConfig::default());
+        let a = assess("make it faster", &RiskConfig::default(), None);
         assert_eq!(a.risk, Risk::High);
         assert!(a.reasons[0].contains("unknown"));
+    }
+
+    #[test]
+    fn a_wide_scope_raises_the_risk() {
+        let cfg = RiskConfig::default();
+        assert_eq!(assess("fix a typo", &cfg, Some(3)).risk, Risk::Low);
+        let wide = assess("fix a typo", &cfg, Some(11));
+        assert_eq!(wide.risk, Risk::Medium);
+        assert!(wide.reasons[1].contains("11 existing files"), "{wide:?}");
+        assert_eq!(assess("refactor the api", &cfg, Some(201)).risk, Risk::High);
+        assert_eq!(
+            assess("refactor the api", &cfg, Some(200)).risk,
+            Risk::Medium
+        );
     }
 
     #[test]
@@ -139,8 +184,8 @@ mod tests {
             high: vec!["rate limit".to_owned()],
             ..RiskConfig::default()
         };
-        assert_eq!(assess("tune the rate limits", &cfg).risk, Risk::High);
-        let unordered = assess("limit the rate", &cfg);
+        assert_eq!(assess("tune the rate limits", &cfg, None).risk, Risk::High);
+        let unordered = assess("limit the rate", &cfg, None);
         assert!(unordered.reasons[0].contains("unknown"), "{unordered:?}");
     }
 }

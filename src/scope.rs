@@ -11,26 +11,37 @@ use serde::Serialize;
 
 use crate::git::snapshot::{Change, ChangeKind};
 
-/// Paths no run may change, whatever the scope says.
+/// The project's pipeline policy: the config file and the prompt overrides. No run may change
+/// them, whatever the scope says (nor anything under `.git`).
 pub const ALWAYS_DENIED: &str = ".pipeline.toml";
+pub const POLICY_DIR: &str = ".pipeline";
 
+/// A compiled list of scope globs that remembers which glob matched.
 #[derive(Debug, Clone)]
-struct Rules {
+pub struct Globs {
     patterns: Vec<String>,
     set: GlobSet,
 }
 
-impl Rules {
-    fn new(patterns: &[String]) -> Result<Rules, String> {
+impl Globs {
+    pub fn new(patterns: &[String]) -> Result<Globs, String> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
             b.add(compile_glob(p)?);
         }
         let set = b.build().map_err(|e| e.to_string())?;
-        Ok(Rules {
+        Ok(Globs {
             patterns: patterns.to_vec(),
             set,
         })
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn is_match(&self, path: &Path) -> bool {
+        self.set.is_match(path)
     }
 
     fn first_match(&self, c: &Candidate<'_>) -> Option<&str> {
@@ -55,7 +66,8 @@ pub fn compile_glob(pattern: &str) -> Result<Glob, String> {
 }
 
 fn normalize(pattern: &str) -> String {
-    let mut p = pattern.trim();
+    // Not trimmed: a file name may start or end with a space.
+    let mut p = pattern;
     while let Some(rest) = p.strip_prefix("./") {
         p = rest;
     }
@@ -69,9 +81,13 @@ fn normalize(pattern: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct Scope {
-    allow: Option<Rules>,
-    create: Option<Rules>,
-    deny: Rules,
+    allow: Option<Globs>,
+    create: Option<Globs>,
+    deny: Globs,
+    /// When set (a plan's manifest), deletions must match it rather than `allow`.
+    delete: Option<Globs>,
+    /// Where the scope came from, for messages: "scope", "the plan's manifest", "docs.paths".
+    origin: &'static str,
 }
 
 /// What a run was allowed to touch, as stored in its record and shown to agents.
@@ -81,6 +97,14 @@ pub struct ScopeRecord {
     pub create: Option<Vec<String>>,
     pub deny: Vec<String>,
     pub unrestricted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Vec<String>>,
+    #[serde(default = "default_origin")]
+    pub origin: String,
+}
+
+fn default_origin() -> String {
+    "scope".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +142,56 @@ impl Scope {
             (Some(a), Some(c)) => (Some(a), Some(c)),
         };
         Ok(Scope {
-            allow: allow.as_deref().map(Rules::new).transpose()?,
-            create: create.as_deref().map(Rules::new).transpose()?,
-            deny: Rules::new(&deny)?,
+            allow: allow.as_deref().map(Globs::new).transpose()?,
+            create: create.as_deref().map(Globs::new).transpose()?,
+            deny: Globs::new(&deny)?,
+            delete: None,
+            origin: "scope",
         })
+    }
+
+    /// The scope an approved plan promises: modify, create and delete exactly what its manifest
+    /// lists, never what it says not to touch (on top of the configured `deny`).
+    pub fn from_manifest(
+        m: &crate::agent::manifest::Manifest,
+        deny: &[String],
+    ) -> Result<Scope, String> {
+        let mut all_deny = deny.to_vec();
+        all_deny.extend(m.do_not_touch.iter().cloned());
+        Ok(Scope {
+            allow: Some(Globs::new(&m.modify)?),
+            create: Some(Globs::new(&m.create)?),
+            deny: Globs::new(&all_deny)?,
+            delete: Some(Globs::new(&m.delete)?),
+            origin: "the plan's manifest",
+        })
+    }
+
+    /// A scope of its own for a helper stage (the docs agent).
+    pub fn only(paths: &[String], deny: &[String], origin: &'static str) -> Result<Scope, String> {
+        let mut s = Scope::new(Some(paths.to_vec()), Some(paths.to_vec()), deny.to_vec())?;
+        s.origin = origin;
+        Ok(s)
+    }
+
+    /// Add globs that must not be touched (a plan's do-not-touch list).
+    pub fn with_deny(mut self, more: &[String]) -> Result<Scope, String> {
+        if more.is_empty() {
+            return Ok(self);
+        }
+        let mut deny = self.deny.patterns.clone();
+        deny.extend(more.iter().cloned());
+        self.deny = Globs::new(&deny)?;
+        Ok(self)
+    }
+
+    pub fn deny_patterns(&self) -> &[String] {
+        &self.deny.patterns
+    }
+
+    /// Whether the scope lets a run modify this existing path.
+    pub fn may_modify(&self, path: &Path) -> bool {
+        self.check_path(path, ChangeKind::Modified).is_none()
     }
 
     pub fn unrestricted(&self) -> bool {
@@ -134,6 +204,8 @@ impl Scope {
             create: self.create.as_ref().map(|r| r.patterns.clone()),
             deny: self.deny.patterns.clone(),
             unrestricted: self.unrestricted(),
+            delete: self.delete.as_ref().map(|r| r.patterns.clone()),
+            origin: self.origin.to_owned(),
         }
     }
 
@@ -145,10 +217,18 @@ impl Scope {
         if let Some(p) = self.deny.first_match(&c) {
             return Some(format!("matches scope.deny `{p}`"));
         }
-        let (rules, key) = if kind.touches_existing() {
-            (&self.allow, "scope.allow")
+        let manifest = self.delete.is_some();
+        let (rules, key) = match kind {
+            ChangeKind::Deleted if manifest => (&self.delete, "the plan's delete list"),
+            ChangeKind::Added if manifest => (&self.create, "the plan's create list"),
+            _ if manifest => (&self.allow, "the plan's modify list"),
+            ChangeKind::Added => (&self.create, "scope.create"),
+            _ => (&self.allow, "scope.allow"),
+        };
+        let key = if self.origin == "scope" || manifest {
+            key.to_owned()
         } else {
-            (&self.create, "scope.create")
+            self.origin.to_owned()
         };
         match rules {
             None => None,
@@ -177,14 +257,20 @@ impl Scope {
         if self.unrestricted() {
             lines.push("scope: unrestricted (no scope.allow or scope.create)".to_owned());
         }
-        if let Some(a) = &self.allow {
-            lines.push(format!("may modify or delete: {}", list(&a.patterns)));
+        match (&self.allow, &self.delete) {
+            (Some(a), None) => lines.push(format!("may modify or delete: {}", list(&a.patterns))),
+            (Some(a), Some(d)) => {
+                lines.push(format!("may modify: {}", list(&a.patterns)));
+                lines.push(format!("may delete: {}", list(&d.patterns)));
+            }
+            _ => {}
         }
         if let Some(c) = &self.create {
             lines.push(format!("may create: {}", list(&c.patterns)));
         }
         let mut deny = self.deny.patterns.clone();
         deny.push(ALWAYS_DENIED.to_owned());
+        deny.push(format!("{POLICY_DIR}/"));
         deny.push(".git".to_owned());
         lines.push(format!("never touch: {}", list(&deny)));
         lines
@@ -200,8 +286,11 @@ fn list(p: &[String]) -> String {
 }
 
 fn always_denied(path: &Path) -> Option<String> {
-    if path == Path::new(ALWAYS_DENIED) {
-        return Some(format!("{ALWAYS_DENIED} is the project's pipeline policy"));
+    if path == Path::new(ALWAYS_DENIED) || path.starts_with(POLICY_DIR) {
+        return Some(format!(
+            "{} is the project's pipeline policy",
+            path.display()
+        ));
     }
     for c in path.components() {
         match c {
@@ -259,6 +348,12 @@ mod tests {
         assert!(!ok(&scope, ".pipeline.toml", ChangeKind::Modified));
         assert!(!ok(&scope, "a/.git/config", ChangeKind::Added));
         assert!(!ok(&scope, "a/.GIT/hooks/x", ChangeKind::Added));
+        assert!(!ok(
+            &scope,
+            ".pipeline/prompts/builder.md",
+            ChangeKind::Added
+        ));
+        assert!(ok(&scope, ".pipelines/x", ChangeKind::Added));
         assert!(ok(&scope, "a/b", ChangeKind::Added));
         Ok(())
     }
@@ -279,10 +374,102 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_holds_each_kind_of_change_to_its_own_list() -> R {
+        let m = crate::agent::manifest::Manifest {
+            modify: vec!["src/a.rs".to_owned()],
+            create: vec!["tests/**".to_owned()],
+            delete: vec!["src/old.rs".to_owned()],
+            do_not_touch: vec!["src/keep.rs".to_owned()],
+        };
+        let scope = Scope::from_manifest(&m, &[])?;
+        assert!(ok(&scope, "src/a.rs", ChangeKind::Modified));
+        assert!(ok(&scope, "tests/t.rs", ChangeKind::Added));
+        assert!(ok(&scope, "src/old.rs", ChangeKind::Deleted));
+        assert_eq!(
+            scope.check_path(Path::new("src/a.rs"), ChangeKind::Deleted),
+            Some("not in the plan's delete list".to_owned())
+        );
+        assert_eq!(
+            scope.check_path(Path::new("src/b.rs"), ChangeKind::Modified),
+            Some("not in the plan's modify list".to_owned())
+        );
+        assert!(!ok(&scope, "src/keep.rs", ChangeKind::Modified));
+        Ok(())
+    }
+
+    #[test]
     fn invalid_glob_is_named() {
         match Scope::new(s(&["src/[a"]), None, vec![]) {
             Err(e) => assert!(e.contains("src/[a"), "{e}"),
             Ok(_) => panic!("an unclosed class must be rejected"),
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9_][a-zA-Z0-9_. -]{0,8}".prop_filter("not a dot name", |s| {
+                s != "." && s != ".." && !s.eq_ignore_ascii_case(".git")
+            })
+        }
+
+        fn path() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec(segment(), 1..5)
+        }
+
+        proptest! {
+            /// `dir/**` allows exactly the paths under `dir/`.
+            #[test]
+            fn a_dir_glob_allows_exactly_what_is_below_it(dir in segment(), p in path()) {
+                let scope = Scope::new(Some(vec![format!("{}/**", globset_escape(&dir))]), None, vec![])
+                    .map_err(TestCaseError::fail)?;
+                let path = PathBuf::from(p.join("/"));
+                let below = p.len() > 1 && p[0] == dir;
+                prop_assert_eq!(scope.may_modify(&path), below);
+            }
+
+            /// `*` never crosses `/`.
+            #[test]
+            fn a_star_stays_in_its_folder(dir in segment(), p in path()) {
+                let scope = Scope::new(Some(vec![format!("{}/*", globset_escape(&dir))]), None, vec![])
+                    .map_err(TestCaseError::fail)?;
+                let path = PathBuf::from(format!("{}/{}", dir, p.join("/")));
+                prop_assert_eq!(scope.may_modify(&path), p.len() == 1);
+            }
+
+            /// Whatever allow and create say, a denied path is a violation, for every kind of change.
+            #[test]
+            fn deny_always_wins(p in path(), kind in 0..4u8) {
+                let path = p.join("/");
+                let scope = Scope::new(Some(vec!["**".to_owned()]), Some(vec!["**".to_owned()]), vec![globset_escape(&path)])
+                    .map_err(TestCaseError::fail)?;
+                let kind = [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted, ChangeKind::TypeChanged][kind as usize];
+                prop_assert!(scope.check_path(Path::new(&path), kind).is_some());
+            }
+
+            /// An unrestricted scope lets every ordinary path change, and never the policy files.
+            #[test]
+            fn unrestricted_allows_all_but_policy(p in path()) {
+                let scope = Scope::new(None, None, vec![]).map_err(TestCaseError::fail)?;
+                prop_assert!(scope.check_path(Path::new(&p.join("/")), ChangeKind::Added).is_none() || p[0] == ".pipeline.toml" || p[0] == ".pipeline");
+                let mut inside_git = vec![".git".to_owned()];
+                inside_git.extend(p);
+                prop_assert!(scope.check_path(Path::new(&inside_git.join("/")), ChangeKind::Added).is_some());
+            }
+        }
+
+        /// Escape glob metacharacters so a generated name matches only itself.
+        fn globset_escape(s: &str) -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
         }
     }
 }

@@ -2,9 +2,9 @@
 //! through a shell. Substituted values are not scanned again, so a task that contains
 //! `{worktree}` or `$(rm -rf ~)` reaches the agent byte for byte.
 //!
-//! `{{` and `}}` write literal braces. Any other brace text that is not `{name}` (for example a
-//! JSON argument) is kept as written; `{name}` with an unknown name is an error, so that a typo
-//! such as `{promt}` is caught when the config is read.
+//! `{{name}}` writes a literal `{name}`. Any other brace text (a JSON argument such as
+//! `{"a":{"b":1}}`) is kept exactly as written; `{name}` with an unknown name is an error, so that
+//! a typo such as `{promt}` is caught when the config is read.
 
 use std::ffi::{OsStr, OsString};
 
@@ -23,6 +23,10 @@ enum Piece<'a> {
     Var(&'a str),
 }
 
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
 fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut lit_start = 0;
@@ -30,38 +34,41 @@ fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
     let bytes = element.as_bytes();
     while i < bytes.len() {
         let rest = &element[i..];
-        if rest.starts_with("{{") || rest.starts_with("}}") {
+        // `{{name}}`: a literal `{name}`.
+        if let Some(inner) = rest.strip_prefix("{{")
+            && let Some(close) = inner.find("}}")
+            && is_name(&inner[..close])
+        {
             if lit_start < i {
                 pieces.push(Piece::Lit(&element[lit_start..i]));
             }
-            pieces.push(Piece::Lit(&element[i..i + 1]));
-            i += 2;
+            pieces.push(Piece::Lit(&rest[1..close + 3]));
+            i += close + 4;
             lit_start = i;
             continue;
         }
         if bytes[i] == b'{'
             && let Some(close) = rest.find('}')
+            && is_name(&rest[1..close])
         {
             let name = &rest[1..close];
-            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-                if !PLACEHOLDERS.contains(&name) {
-                    return Err(format!(
-                        "unknown placeholder {{{name}}}; known: {}",
-                        PLACEHOLDERS
-                            .iter()
-                            .map(|p| format!("{{{p}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                if lit_start < i {
-                    pieces.push(Piece::Lit(&element[lit_start..i]));
-                }
-                pieces.push(Piece::Var(name));
-                i += close + 1;
-                lit_start = i;
-                continue;
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "unknown placeholder {{{name}}}; known: {}",
+                    PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
+            if lit_start < i {
+                pieces.push(Piece::Lit(&element[lit_start..i]));
+            }
+            pieces.push(Piece::Var(name));
+            i += close + 1;
+            lit_start = i;
+            continue;
         }
         i += rest.chars().next().map_or(1, char::len_utf8);
     }
@@ -170,10 +177,27 @@ mod tests {
     #[test]
     fn escapes_and_json_stay_literal() -> Result<(), String> {
         let out = render(
-            &t(&["{{prompt}}", r#"--cfg={"a": 1}"#, "{}", "{ x }"]),
+            &t(&[
+                "{{prompt}}",
+                r#"--cfg={"a": {"b": 1}}"#,
+                "{}",
+                "{ x }",
+                "}}{{",
+                "{{{prompt}}}",
+            ]),
             &vars("p", "/w"),
         )?;
-        assert_eq!(out, vec!["{prompt}", r#"--cfg={"a": 1}"#, "{}", "{ x }"]);
+        assert_eq!(
+            out,
+            vec![
+                "{prompt}",
+                r#"--cfg={"a": {"b": 1}}"#,
+                "{}",
+                "{ x }",
+                "}}{{",
+                "{{prompt}}"
+            ]
+        );
         Ok(())
     }
 
@@ -193,9 +217,9 @@ mod tests {
             prop_assert_eq!(out, vec![OsString::from(format!("{pre}{prompt}{post}"))]);
         }
 
-        /// Templates without placeholders or doubled braces render to themselves.
+        /// Templates without a `{name}` render to themselves, braces and all.
         #[test]
-        fn plain_elements_are_unchanged(element in "[^{}]{0,40}") {
+        fn plain_elements_are_unchanged(element in "[^a-z]{0,40}") {
             let out = render(std::slice::from_ref(&element), &vars("p", "/w")).map_err(TestCaseError::fail)?;
             prop_assert_eq!(out, vec![OsString::from(element)]);
         }

@@ -3,6 +3,8 @@
 
 pub mod argv;
 pub mod json_scan;
+pub mod manifest;
+pub mod text;
 pub mod usage;
 pub mod verdict;
 
@@ -57,9 +59,29 @@ pub struct RoleAgent {
     /// The `[agents.<name>]` key it came from.
     pub name: String,
     pub candidates: Vec<AgentSpec>,
+    /// Programs of configured candidates that are not installed.
+    pub missing: Vec<String>,
 }
 
 impl RoleAgent {
+    /// Each candidate as an agent of its own (discovery runs them all): `name`, `name#2`...
+    pub fn each(&self) -> Vec<RoleAgent> {
+        self.candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RoleAgent {
+                role: self.role,
+                name: if i == 0 {
+                    self.name.clone()
+                } else {
+                    format!("{}#{}", self.name, i + 1)
+                },
+                candidates: vec![c.clone()],
+                missing: Vec::new(),
+            })
+            .collect()
+    }
+
     /// The first candidate whose prompt limit fits `prompt_bytes`.
     pub fn pick(&self, prompt_bytes: usize) -> Option<(usize, &AgentSpec)> {
         self.candidates.iter().enumerate().find(|(_, c)| {
@@ -148,6 +170,7 @@ pub fn resolve(
         role,
         name,
         candidates,
+        missing,
     }))
 }
 

@@ -33,3 +33,12 @@ pub fn init(cmd: InitCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     )?;
     Ok(Exit::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_starter_config_is_valid() {
+        let parsed: Result<crate::config::Config, _> = toml::from_str(super::STARTER);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+}

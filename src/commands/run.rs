@@ -24,6 +24,7 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         keep: cmd.keep,
         agents: cmd.agent,
         risk: cmd.risk.map(Into::into),
+        stage: cmd.stage.map(Into::into),
     };
     let plan = RunPlan::prepare(cwd, &args, &mut std::io::stdin().lock())?;
     if cmd.dry_run {
@@ -140,6 +141,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
             "task": plan.task,
             "risk": plan.risk.risk,
             "risk_reasons": plan.risk.reasons,
+            "start": plan.start,
             "base": plan.base,
             "base_ref": plan.base_ref,
             "branch": branch,
@@ -160,10 +162,11 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     }
     let mut t = String::new();
     t.push_str(&format!(
-        "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({})\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
+        "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({}); {}\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
         super::short_task(&plan.task, 70),
         plan.risk.risk.name(),
         plan.risk.reasons.join("; "),
+        plan.start_reason,
         plan.base_ref,
         &plan.base[..plan.base.len().min(12)],
         worktree.display(),
@@ -175,6 +178,12 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     for line in plan.scope.describe() {
         t.push_str(&format!("  {line}\n"));
     }
+    if !plan.templates.overridden.is_empty() {
+        t.push_str(&format!(
+            "\nprompts overridden by .pipeline/prompts/: {}\n",
+            plan.templates.overridden.join(", ")
+        ));
+    }
     for w in &plan.warnings {
         t.push_str(&format!("\nwarning: {w}\n"));
     }
@@ -182,6 +191,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
 }
 
 fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
+    use crate::pipeline::plan::Stage;
     let argv = |a: &crate::agent::RoleAgent| {
         a.candidates
             .first()
@@ -189,8 +199,40 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
             .unwrap_or_default()
     };
     let mut v = Vec::new();
-    let record = pipeline_skips(plan);
-    v.extend(record);
+    let discovery = match (&plan.discovery, plan.start <= Stage::Discovery) {
+        (_, false) => format!("skipped: {}", plan.start_reason),
+        (None, true) => "skipped: no [agents.discovery] configured".to_owned(),
+        (Some(d), true) => format!(
+            "{} agent(s) at once: {}",
+            d.candidates.len(),
+            d.each()
+                .iter()
+                .map(|a| a.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    v.push(("discovery".to_owned(), discovery));
+    let planning = match (&plan.planner, plan.start <= Stage::Planning) {
+        (_, false) => format!("skipped: {}", plan.start_reason),
+        (None, true) => "skipped: no [agents.planner] configured".to_owned(),
+        (Some(p), true) => format!(
+            "planner `{}` ({}), reviewer {}, up to {} round(s){}",
+            p.name,
+            argv(p),
+            plan.reviewer.as_ref().map_or(
+                "none (the plan is not reviewed)".to_owned(),
+                |r| format!("`{}` ({})", r.name, argv(r))
+            ),
+            plan.plan_max_rounds,
+            if plan.user_scope {
+                ""
+            } else {
+                "; the approved manifest becomes the scope"
+            }
+        ),
+    };
+    v.push(("planning".to_owned(), planning));
     v.push((
         "execution".to_owned(),
         format!(
@@ -226,6 +268,19 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         ),
     ));
     v.push((
+        "docs".to_owned(),
+        match &plan.docs {
+            None => "skipped: no [agents.docs] configured".to_owned(),
+            Some(d) => format!(
+                "`{}` ({}) when the change touches {}; may edit {}",
+                d.name,
+                argv(d),
+                plan.docs_when.patterns().join(", "),
+                plan.docs_paths.join(", ")
+            ),
+        },
+    ));
+    v.push((
         "ship".to_owned(),
         match plan.ship {
             crate::config::ShipMode::Branch => "commit + attestation on the run branch".to_owned(),
@@ -236,13 +291,6 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         },
     ));
     v
-}
-
-fn pipeline_skips(plan: &RunPlan) -> Vec<(String, String)> {
-    pipeline::skipped_stages(plan)
-        .into_iter()
-        .map(|s| (s.stage, format!("skipped: {}", s.note.unwrap_or_default())))
-        .collect()
 }
 
 /// Where relative program paths are looked up before the worktree exists.

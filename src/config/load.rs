@@ -195,10 +195,14 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
             )));
         }
     }
+    let docs_when = Some(c.docs.when.clone());
+    let docs_paths = Some(c.docs.paths.clone());
     for (key, list) in [
         ("scope.allow", &c.scope.allow),
         ("scope.create", &c.scope.create),
         ("scope.deny", &c.scope.deny),
+        ("docs.when", &docs_when),
+        ("docs.paths", &docs_paths),
     ] {
         for glob in list.iter().flatten() {
             crate::scope::compile_glob(glob.get_ref()).map_err(|e| {
@@ -208,6 +212,11 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
                 ))
             })?;
         }
+    }
+    if c.plan.max_rounds == 0 {
+        return Err(Error::usage(
+            "plan.max_rounds must be at least 1: the plan has to be reviewed",
+        ));
     }
     if c.verify.max_rounds == 0 {
         return Err(Error::usage(

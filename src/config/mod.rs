@@ -37,6 +37,10 @@ pub struct Config {
     pub risk: RiskConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub plan: PlanConfig,
+    #[serde(default)]
+    pub docs: DocsConfig,
 }
 
 /// `$XDG_CONFIG_HOME/git-pipeline/config.toml`: only what belongs to a person, not a project.
@@ -132,6 +136,43 @@ impl Default for VerifyConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    /// Plan review rounds before the run stops with exit 2.
+    pub max_rounds: u32,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig { max_rounds: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocsConfig {
+    /// Changed paths that make the docs agent run (public surface).
+    pub when: Vec<Spanned<String>>,
+    /// The only paths the docs agent may change.
+    pub paths: Vec<Spanned<String>>,
+}
+
+fn spanned(list: &[&str]) -> Vec<Spanned<String>> {
+    list.iter()
+        .map(|s| Spanned::new(0..0, (*s).to_owned()))
+        .collect()
+}
+
+impl Default for DocsConfig {
+    fn default() -> Self {
+        DocsConfig {
+            when: spanned(&["src/**/lib.rs", "docs/**", "*.toml", "*.yaml", "*.yml"]),
+            paths: spanned(&["CHANGELOG.md", "README.md", "docs/**"]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_fix_attempts: u32,
     pub max_same_error: u32,
@@ -154,6 +195,10 @@ pub struct RiskConfig {
     pub high: Vec<String>,
     pub medium: Vec<String>,
     pub low: Vec<String>,
+    /// A low-risk task whose scope covers more existing files than this is medium.
+    pub max_files_low: usize,
+    /// A medium-risk task whose scope covers more existing files than this is high.
+    pub max_files_medium: usize,
 }
 
 fn words(list: &[&str]) -> Vec<String> {
@@ -186,6 +231,8 @@ impl Default for RiskConfig {
             low: words(&[
                 "typo", "comment", "docs", "readme", "rename", "format", "wording",
             ]),
+            max_files_low: 10,
+            max_files_medium: 200,
         }
     }
 }

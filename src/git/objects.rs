@@ -61,7 +61,12 @@ pub fn tree_of(git: &Git, commit: &str) -> Result<String> {
 
 /// Read a file from a commit's tree; `None` when the path is not there.
 pub fn read_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
-    let request = format!("{commit}:{path}\n");
+    Ok(read_blobs(git, commit, &[path])?.pop().flatten())
+}
+
+/// Read several files from a commit's tree with one `git cat-file --batch`.
+pub fn read_blobs(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    let request: String = paths.iter().map(|p| format!("{commit}:{p}\n")).collect();
     let out = git.run_opts(
         ["cat-file", "--batch"],
         Opts {
@@ -69,22 +74,41 @@ pub fn read_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Vec<u8>>>
             ..Opts::default()
         },
     )?;
-    let Some(nl) = out.iter().position(|b| *b == b'\n') else {
-        return Ok(None);
-    };
-    let header = String::from_utf8_lossy(&out[..nl]);
-    let mut fields = header.split(' ');
-    let (_, kind, size) = (fields.next(), fields.next(), fields.next());
-    if kind != Some("blob") {
-        return Ok(None);
+    let mut rest = out.as_slice();
+    let mut blobs = Vec::with_capacity(paths.len());
+    for _ in paths {
+        let nl = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| Error::other("git cat-file returned a truncated answer"))?;
+        let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        rest = &rest[nl + 1..];
+        // "<oid> <type> <size>", or "<request> missing" / "ambiguous".
+        let fields: Vec<&str> = header.rsplitn(3, ' ').collect();
+        match fields.as_slice() {
+            [size, kind, _] if *kind == "blob" || *kind == "tree" || *kind == "commit" => {
+                let size: usize = size.parse().map_err(|_| {
+                    Error::other(format!("unexpected git cat-file header: {header}"))
+                })?;
+                let body = rest
+                    .get(..size)
+                    .ok_or_else(|| Error::other("git cat-file returned a truncated object"))?;
+                blobs.push((*kind == "blob").then(|| body.to_vec()));
+                rest = rest.get(size + 1..).unwrap_or_default();
+            }
+            _ => blobs.push(None),
+        }
     }
-    let size: usize = size
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::other(format!("unexpected git cat-file header: {header}")))?;
-    let body = out
-        .get(nl + 1..nl + 1 + size)
-        .ok_or_else(|| Error::other("git cat-file returned a truncated object"))?;
-    Ok(Some(body.to_vec()))
+    Ok(blobs)
+}
+
+/// Call `f` with every file path of a commit's tree.
+pub fn for_each_file(git: &Git, commit: &str, mut f: impl FnMut(&std::path::Path)) -> Result<()> {
+    let out = git.run(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit])?;
+    for p in super::split_z(&out) {
+        f(&super::path_from_bytes(p));
+    }
+    Ok(())
 }
 
 /// Make a commit object without touching any index or worktree (for archives).

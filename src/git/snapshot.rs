@@ -191,3 +191,41 @@ pub fn patch(git: &Git, from: &str, to: &str) -> Result<Vec<u8>> {
         to,
     ])
 }
+
+/// Put the worktree's files back to `tree` for the paths of `changes` (made since `tree`): added
+/// files are removed, the others restored from `tree`. The index is left alone.
+pub fn restore(worktree: &Path, tree: &str, changes: &[Change]) -> Result<()> {
+    let mut from_tree: Vec<u8> = Vec::new();
+    for c in changes {
+        if c.kind == ChangeKind::Added {
+            let p = worktree.join(&c.path);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io_path("remove", &p, e)),
+            }
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            from_tree.extend_from_slice(c.path.as_os_str().as_bytes());
+            from_tree.push(0);
+        }
+    }
+    if from_tree.is_empty() {
+        return Ok(());
+    }
+    let source = format!("--source={tree}");
+    Git::in_dir(worktree).run_opts(
+        [
+            "restore",
+            source.as_str(),
+            "--worktree",
+            "--pathspec-from-file=-",
+            "--pathspec-file-nul",
+        ],
+        Opts {
+            stdin: Some(&from_tree),
+            ..Opts::default()
+        },
+    )?;
+    Ok(())
+}

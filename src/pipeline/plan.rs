@@ -9,7 +9,9 @@ use crate::agent::{self, Role, RoleAgent};
 use crate::config::{self, GateConfig, LoadedConfig, ShipMode};
 use crate::error::{Error, Result};
 use crate::git::{Repo, objects, prepare};
+use crate::pipeline::prompts::Templates;
 use crate::risk::{self, Assessment, Risk};
+use crate::scope::Globs;
 use crate::scope::Scope;
 
 /// What the user asked for on the command line.
@@ -23,6 +25,35 @@ pub struct RunArgs {
     pub keep: bool,
     pub agents: Vec<String>,
     pub risk: Option<Risk>,
+    pub stage: Option<Stage>,
+}
+
+/// Where a run may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Discovery,
+    Planning,
+    Execution,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Discovery => "discovery",
+            Stage::Planning => "planning",
+            Stage::Execution => "execution",
+        }
+    }
+
+    /// LOW starts at execution, MEDIUM at planning, HIGH at discovery.
+    pub fn for_risk(risk: Risk) -> Stage {
+        match risk {
+            Risk::Low => Stage::Execution,
+            Risk::Medium => Stage::Planning,
+            Risk::High => Stage::Discovery,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,8 +69,22 @@ pub struct RunPlan {
     pub loaded: LoadedConfig,
     pub scope: Scope,
     pub risk: Assessment,
+    /// Where the run starts, and why.
+    pub start: Stage,
+    pub start_reason: String,
     pub builder: RoleAgent,
     pub verifier: RoleAgent,
+    pub discovery: Option<RoleAgent>,
+    pub planner: Option<RoleAgent>,
+    pub reviewer: Option<RoleAgent>,
+    pub docs: Option<RoleAgent>,
+    /// True when the CLI or the config gave a scope; otherwise an approved plan's manifest
+    /// becomes the scope.
+    pub user_scope: bool,
+    pub deny: Vec<String>,
+    pub docs_when: Globs,
+    pub docs_paths: Vec<String>,
+    pub templates: Templates,
     pub gates: Vec<GateConfig>,
     pub worktree_root: PathBuf,
     pub branch_prefix: String,
@@ -48,6 +93,9 @@ pub struct RunPlan {
     pub include: Vec<String>,
     pub max_fix_attempts: u32,
     pub max_rounds: u32,
+    pub plan_max_rounds: u32,
+    pub max_same_error: u32,
+    pub oscillation: bool,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -133,14 +181,57 @@ impl RunPlan {
             .unwrap_or_else(|| repo.common_dir.clone());
         let builder = required_role(&loaded, Role::Builder, &overrides, &search_dir)?;
         let verifier = required_role(&loaded, Role::Verifier, &overrides, &search_dir)?;
+        let optional = |role| agent::resolve(&loaded, role, &overrides, &search_dir);
+        let discovery = optional(Role::Discovery)?;
+        let planner = optional(Role::Planner)?;
+        let reviewer = optional(Role::Reviewer)?;
+        let docs = optional(Role::Docs)?;
 
-        let mut risk = risk::assess(&task, &c.risk);
+        let covered = if scope.unrestricted() {
+            None
+        } else {
+            let mut n = 0;
+            objects::for_each_file(&git, &base, |p| {
+                if scope.may_modify(p) {
+                    n += 1;
+                }
+            })?;
+            Some(n)
+        };
+        let mut risk = risk::assess(&task, &c.risk, covered);
         if let Some(r) = args.risk {
             risk = Assessment {
                 risk: r,
                 reasons: vec![format!("set with --risk {}", r.name())],
             };
         }
+        let (start, start_reason) = match args.stage {
+            Some(s) => (s, format!("--stage {}", s.name())),
+            None => (
+                Stage::for_risk(risk.risk),
+                format!(
+                    "risk {} starts at {}",
+                    risk.risk.name(),
+                    Stage::for_risk(risk.risk).name()
+                ),
+            ),
+        };
+        let user_scope = !args.scope.is_empty()
+            || !args.create.is_empty()
+            || c.scope.allow.is_some()
+            || c.scope.create.is_some();
+        let deny: Vec<String> = c
+            .scope
+            .deny
+            .iter()
+            .flatten()
+            .map(|s| s.get_ref().clone())
+            .collect();
+        let strings =
+            |v: &[toml::Spanned<String>]| v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>();
+        let docs_when = Globs::new(&strings(&c.docs.when)).map_err(Error::usage)?;
+        let docs_paths = strings(&c.docs.paths);
+        let templates = Templates::load(&git, &base)?;
 
         let worktree_root = worktree_root(&repo, &c.run.worktree_root)?;
         prepare::check_lfs(&git, &base)?;
@@ -151,10 +242,20 @@ impl RunPlan {
             ));
         }
         let mut warnings = Vec::new();
+        if let Some(d) = &discovery
+            && !d.missing.is_empty()
+        {
+            warnings.push(format!(
+                "discovery: {} not found; running {} of {} discovery agents",
+                d.missing.join(", "),
+                d.candidates.len(),
+                d.candidates.len() + d.missing.len()
+            ));
+        }
         if let Some(w) = uncommitted_config_warning(&repo, &loaded, &base_ref) {
             warnings.push(w);
         }
-        if scope.unrestricted() {
+        if scope.unrestricted() && (start == Stage::Execution || planner.is_none()) {
             warnings.push(
                 "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned(),
             );
@@ -167,8 +268,19 @@ impl RunPlan {
             base_branch,
             scope,
             risk,
+            start,
+            start_reason,
             builder,
             verifier,
+            discovery,
+            planner,
+            reviewer,
+            docs,
+            user_scope,
+            deny,
+            docs_when,
+            docs_paths,
+            templates,
             gates: c.gates.clone(),
             worktree_root,
             branch_prefix: c.run.branch_prefix.clone(),
@@ -177,6 +289,9 @@ impl RunPlan {
             include: c.run.include.clone(),
             max_fix_attempts: c.limits.max_fix_attempts,
             max_rounds: c.verify.max_rounds,
+            plan_max_rounds: c.plan.max_rounds,
+            max_same_error: c.limits.max_same_error,
+            oscillation: c.limits.oscillation,
             warnings,
             loaded,
             repo,

@@ -4,9 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::json;
+
+use super::run::Run;
 use crate::attest::{self, Attestation};
+use crate::config::ShipMode;
 use crate::error::{Error, Result};
 use crate::git::{Git, Opts, objects, worktree};
+use crate::ids;
+use crate::store::record::{StageRecord, StageStatus};
 
 pub enum Committed {
     Ok {
@@ -161,6 +167,118 @@ pub fn fast_forward(repo: &Git, branch_ref: &str, base: &str, commit: &str) -> R
                 })
             }
         }
+    }
+}
+
+impl Run<'_> {
+    /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
+    /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
+    pub(super) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
+        let message = message(&self.plan.task, &self.dir.id);
+        let branch_ref = format!("refs/heads/{}", self.branch);
+        self.snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?
+            .install()?;
+        let (commit, tree) = match commit(
+            &self.repo,
+            &self.worktree,
+            &branch_ref,
+            &self.plan.base,
+            tree,
+            &message,
+        )? {
+            Committed::HookFailed(out) => return Ok(Some(out)),
+            Committed::Ok { commit, tree } => (commit, tree),
+        };
+        let verifier = self
+            .verifier_label
+            .clone()
+            .unwrap_or_else(|| self.plan.verifier.name.clone());
+        let note = Attestation {
+            version: attest::VERSION,
+            run_id: self.dir.id.clone(),
+            commit: commit.clone(),
+            tree,
+            base: self.plan.base.clone(),
+            approved: true,
+            verifier,
+            rounds: self.rec.verification.rounds,
+            gates: self
+                .plan
+                .gates
+                .iter()
+                .map(|g| attest::GateResult {
+                    name: g.name.get_ref().clone(),
+                    status: "pass".to_owned(),
+                })
+                .collect(),
+            at: ids::now_rfc3339(),
+            docs: self.docs_changes.clone(),
+        };
+        attest(&self.repo, &note)?;
+        self.rec.commit = Some(commit.clone());
+        // From here the work is shipped: what fails now is reported, never rolled back.
+        match worktree::remove(&self.repo, &self.worktree) {
+            Ok(()) => self.rec.worktree = None,
+            Err(e) => {
+                self.ui.warn(format!(
+                    "the shipped run's worktree could not be removed: {e}"
+                ));
+                self.details.push(format!(
+                    "remove it with: git worktree remove --force {}",
+                    self.worktree.display()
+                ));
+            }
+        }
+        let short = &commit[..commit.len().min(12)];
+        self.rec.stages.push(StageRecord {
+            stage: "ship".to_owned(),
+            status: StageStatus::Pass,
+            attempt: 1,
+            session_id: None,
+            agent: None,
+            started_at: None,
+            ended_at: Some(ids::now_rfc3339()),
+            tokens: 0,
+            tokens_estimated: false,
+            cost_usd: None,
+            error: None,
+            note: Some(format!("committed {commit} on {}", self.branch)),
+        });
+        self.ui.step(format!(
+            "ship: committed {short} on {} (attested)",
+            self.branch
+        ));
+        if self.plan.ship == ShipMode::Merge {
+            let merge = match &self.plan.base_branch {
+                None => format!(
+                    "not merged: the base {} is not a branch",
+                    self.plan.base_ref
+                ),
+                Some(b) => match fast_forward(&self.repo, b, &self.plan.base, &commit) {
+                    Err(e) => format!("not merged into {b}: {e}"),
+                    Ok(Merge::FastForwarded { branch }) => {
+                        format!("fast-forwarded {branch} to {short}")
+                    }
+                    Ok(Merge::NotSafe { branch, why }) => {
+                        format!("not merged into {branch}: {why}")
+                    }
+                },
+            };
+            self.ui.step(format!("ship: {merge}"));
+            self.rec.merge = Some(merge);
+        }
+        self.finished_stage("ship", "pass");
+        if let Err(e) = self.dir.event(
+            Some("ship"),
+            "shipped",
+            json!({"commit": commit, "branch": self.branch, "merge": self.rec.merge}),
+        ) {
+            self.ui
+                .warn(format!("could not log the shipped event: {e}"));
+        }
+        Ok(None)
     }
 }
 

@@ -173,4 +173,7 @@ pub struct RunRecord {
     /// For `ship = "merge"`: what happened to the base branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<String>,
+    /// Files kept in the run folder: `spec`, `plan`, `manifest` (paths relative to it).
+    #[serde(default)]
+    pub artifacts: std::collections::BTreeMap<String, String>,
 }

@@ -25,6 +25,20 @@ fn failed(repo: &TestRepo, args: &[&str], code: i32) -> Value {
 /// Rolled back: no worktree, no branch, the archive ref holds the work.
 #[track_caller]
 fn assert_rolled_back(repo: &TestRepo, r: &Value) {
+    assert_discarded(repo, r);
+    let id = r["run_id"].as_str().expect("id");
+    let archive = format!("refs/pipeline/archive/{id}");
+    assert_eq!(r["archive"], archive.as_str());
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{archive}^")]),
+        r["base"].as_str().expect("base"),
+        "the archive commit sits on the base"
+    );
+}
+
+/// No worktree, no branch left of the run.
+#[track_caller]
+fn assert_discarded(repo: &TestRepo, r: &Value) {
     let id = r["run_id"].as_str().expect("id");
     assert_eq!(r["rolled_back"], true);
     assert_eq!(r["worktree"], Value::Null);
@@ -35,13 +49,6 @@ fn assert_rolled_back(repo: &TestRepo, r: &Value) {
     );
     assert!(repo.linked_worktrees().is_empty());
     assert!(!repo.worktree_root().join(id).exists());
-    let archive = format!("refs/pipeline/archive/{id}");
-    assert_eq!(r["archive"], archive.as_str());
-    assert_eq!(
-        repo.git(&["rev-parse", &format!("{archive}^")]),
-        r["base"].as_str().expect("base"),
-        "the archive commit sits on the base"
-    );
 }
 
 #[test]
@@ -50,7 +57,7 @@ fn scope_violation_to_the_end_exits_6_without_running_gates_and_archives_the_wor
     repo.agents(
         &[
             "*:write:src/ok.rs:ok",
-            "*:write:Cargo.lock:changed",
+            "*:append:Cargo.lock:changed",
             "*:write:new dir/ünïcode file.txt:x",
         ],
         &["*:approve"],
@@ -121,9 +128,9 @@ fn scope_violation_message_lists_the_paths() {
 fn a_gate_failing_to_the_end_exits_4() {
     let repo = TestRepo::new();
     repo.agents(
-        &["*:write:src/new.rs:x"],
+        &["*:append:src/new.rs:x"],
         &["*:approve"],
-        "[limits]\nmax_fix_attempts = 2\n[[gates]]\nname = \"test\"\ncommand = [\"sh\", \"-c\", \"echo boom; exit 1\"]\n",
+        "[limits]\nmax_fix_attempts = 2\nmax_same_error = 0\n[[gates]]\nname = \"test\"\ncommand = [\"sh\", \"-c\", \"echo boom; exit 1\"]\n",
     );
     let r = failed(&repo, &["run", "--json", "add the helper"], 4);
     assert_eq!(r["reason"], "gate_failed");
@@ -174,7 +181,7 @@ fn a_gate_that_times_out_or_crashes_fails() {
 fn the_verifier_rejecting_twice_exits_2_after_exactly_two_rounds() {
     let repo = TestRepo::new();
     repo.agents(
-        &["*:write:src/new.rs:x"],
+        &["*:append:src/new.rs:x"],
         &["1:reject:first problem", "2:reject:second problem"],
         "",
     );
@@ -268,7 +275,12 @@ fn a_builder_timing_out_is_killed_with_everything_it_started() {
         "{r}"
     );
     assert_process_gone(read_pid(&pidfile), "the builder's child");
-    assert_rolled_back(&repo, &r);
+    assert_discarded(&repo, &r);
+    assert_eq!(
+        r["archive"],
+        Value::Null,
+        "nothing changed, nothing to archive"
+    );
 }
 
 #[test]

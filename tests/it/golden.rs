@@ -104,6 +104,7 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
         ("planning", "skip"),
         ("execution", "pass"),
         ("verification", "pass"),
+        ("docs", "skip"),
         ("ship", "pass"),
     ]
     .iter()
@@ -111,7 +112,7 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
     .collect();
     assert_eq!(stages, expect);
     assert_eq!(r["metrics"]["stages_executed"], 3);
-    assert_eq!(r["metrics"]["stages_skipped"], 2);
+    assert_eq!(r["metrics"]["stages_skipped"], 3);
     assert_eq!(r["metrics"]["fix_attempts"], 0);
     assert_eq!(
         r["verification"],
@@ -244,7 +245,11 @@ fn dry_run_shows_the_plan_and_creates_nothing() {
 fn a_dirty_checkout_is_left_byte_for_byte_as_it_was() {
     let repo = TestRepo::new();
     repo.agents(
-        &["1:write:src/new.rs:x", "1:append:README.md:agent line"],
+        &[
+            "1:write:src/new.rs:x",
+            "1:append:README.md:agent line",
+            "2:append:src/new.rs:y",
+        ],
         &["1:reject:no", "2:approve"],
         "[scope]\nallow = [\"src/**\", \"README.md\"]\n",
     );

@@ -6,4 +6,5 @@ mod config_errors;
 mod failures;
 mod golden;
 mod loops;
+mod stages;
 mod worktree_prep;

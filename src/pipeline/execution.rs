@@ -1,0 +1,365 @@
+//! Execution and its fix loop: the builder works, its changes are checked against the scope,
+//! the gates run, the verifier judges, the docs agent may follow, and the work ships. What fails
+//! goes back to the builder (capped), unless a circuit breaker says the loop is going nowhere.
+
+use serde_json::json;
+
+use super::run::Run;
+use super::step::{self, AgentCall};
+use super::{Ending, prompts};
+use crate::agent::verdict::Verdict;
+use crate::error::{Error, Result};
+use crate::process::{Cancel, End};
+use crate::scope::Violation;
+use crate::store::record::{GateRecord, Reason, StageStatus};
+
+pub(super) enum GatesEnd {
+    Passed,
+    Failed {
+        gate: String,
+        output: String,
+        feedback: String,
+    },
+}
+
+impl Run<'_> {
+    pub(super) async fn execution(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let max_fix = self.plan.max_fix_attempts;
+        let mut feedback: Option<String> = None;
+        let mut why_again = String::new();
+        let mut attempt = 0u32;
+        let mut fixes = 0u32;
+        let mut rejections = 0u32;
+        let mut verifier_runs = 0u32;
+        loop {
+            attempt += 1;
+            if cancel.is_cancelled() {
+                return Ok(Ending::Interrupted);
+            }
+            let prompt = self.builder_prompt(attempt, feedback.take())?;
+            let label = if attempt == 1 {
+                format!("execution: builder ({})", self.plan.builder.name)
+            } else {
+                format!(
+                    "execution attempt {attempt}: builder ({}) {why_again}",
+                    self.plan.builder.name
+                )
+            };
+            self.begin("execution", label)?;
+            let builder = self.plan.builder.clone();
+            let session = self.exec_session.clone();
+            let ran = step::run_agent(
+                &self.ctx(),
+                AgentCall {
+                    agent: &builder,
+                    stage: "execution",
+                    attempt,
+                    session: &session,
+                    prompt: &prompt,
+                },
+                cancel,
+            )
+            .await?;
+            if let Some(ending) = self.record_agent("execution", attempt, &session, &ran, &builder)
+            {
+                return Ok(ending);
+            }
+
+            // Scope check, before any gate or verifier sees the work.
+            let snapshot = self.snapshot()?;
+            self.rec.changed_paths = snapshot
+                .changes
+                .iter()
+                .map(|c| c.path.to_string_lossy().into_owned())
+                .collect();
+            if snapshot.changes.is_empty() {
+                return Ok(Ending::failed(
+                    Reason::AgentError,
+                    "the builder finished without changing any file",
+                ));
+            }
+            if let Some(why) = self.breakers.attempt(attempt, &snapshot.tree) {
+                return Ok(self.trip("oscillation", &why, Vec::new()));
+            }
+            let violations = self.scope.check(&snapshot.changes);
+            self.dir.event(
+                Some("execution"),
+                "scope_checked",
+                json!({
+                    "attempt": attempt,
+                    "changed": snapshot.changes.len(),
+                    "violations": violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            )?;
+            self.save()?;
+            if !violations.is_empty() {
+                self.ui.step(format!(
+                    "scope: {} of {} changed paths outside the scope",
+                    violations.len(),
+                    snapshot.changes.len()
+                ));
+                if fixes < max_fix {
+                    fixes += 1;
+                    self.rec.metrics.fix_attempts = fixes;
+                    why_again = format!("(fix {fixes}/{max_fix}: scope violation)");
+                    feedback = Some(scope_feedback(&violations));
+                    continue;
+                }
+                let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                details.truncate(50);
+                return Ok(Ending::Failed {
+                    reason: Reason::ScopeViolation,
+                    message: format!(
+                        "{} changed path(s) outside the scope after {fixes} fix attempt(s)",
+                        violations.len()
+                    ),
+                    details,
+                });
+            }
+            self.ui.step(format!(
+                "scope: ok ({} changed path{})",
+                snapshot.changes.len(),
+                if snapshot.changes.len() == 1 { "" } else { "s" }
+            ));
+
+            // Gates, fail-closed, in order.
+            if let GatesEnd::Failed {
+                gate,
+                output,
+                feedback: f,
+            } = self.run_gates(attempt, cancel).await?
+            {
+                let source = format!("gate {gate}");
+                if let Some(why) = self.breakers.error(&source, &output) {
+                    return Ok(self.trip("same_error", &why, first_lines(&output, 5)));
+                }
+                if fixes < max_fix {
+                    fixes += 1;
+                    self.rec.metrics.fix_attempts = fixes;
+                    why_again = format!("(fix {fixes}/{max_fix}: gate {gate} failed)");
+                    feedback = Some(f);
+                    continue;
+                }
+                return Ok(Ending::Failed {
+                    reason: Reason::GateFailed,
+                    message: format!("gate {gate} still fails after {fixes} fix attempt(s)"),
+                    details: vec![format!(
+                        "its output is in {}",
+                        self.dir.path.join("outputs").display()
+                    )],
+                });
+            }
+            if cancel.is_cancelled() {
+                return Ok(Ending::Interrupted);
+            }
+
+            // Verification, in a session the builder never sees. Rounds number verifier runs;
+            // the cap counts rejections (a commit-hook refusal after an approval sends the work
+            // round again without counting against it).
+            verifier_runs += 1;
+            match self.verify(verifier_runs, &snapshot, cancel).await? {
+                super::verification::VerifyEnd::Stop(ending) => return Ok(ending),
+                super::verification::VerifyEnd::Rejected(v) => {
+                    rejections += 1;
+                    if rejections >= self.plan.max_rounds {
+                        return Ok(Ending::Failed {
+                            reason: Reason::VerifyRejected,
+                            message: format!(
+                                "the verifier rejected the work {rejections} time(s) (verify.max_rounds = {})",
+                                self.plan.max_rounds
+                            ),
+                            details: v.issues.clone(),
+                        });
+                    }
+                    if let Some(why) = self.breakers.error("the verifier", &v.issues.join("\n")) {
+                        return Ok(self.trip("same_error", &why, v.issues.clone()));
+                    }
+                    why_again = format!("(verification round {verifier_runs} rejected)");
+                    feedback = Some(verifier_feedback(&v));
+                    continue;
+                }
+                super::verification::VerifyEnd::Approved => {}
+            }
+
+            // Documentation, then ship.
+            let shipped_tree = match self.docs(&snapshot, attempt, cancel).await? {
+                Some(tree) => tree,
+                None => snapshot.tree.clone(),
+            };
+            self.begin("ship", "ship: committing".to_owned())?;
+            match self.ship(&shipped_tree)? {
+                None => return Ok(Ending::Shipped),
+                Some(hook_output) => {
+                    self.ui.step("ship: the commit hook refused");
+                    self.rec.gates.push(GateRecord {
+                        name: "commit-hook".to_owned(),
+                        status: StageStatus::Fail,
+                        attempt,
+                        duration_s: 0.0,
+                        error: Some(first_line(&hook_output)),
+                    });
+                    // The builder works from the verified state, without the docs agent's edits.
+                    self.undo_docs(&snapshot)?;
+                    if let Some(why) = self.breakers.error("the commit hook", &hook_output) {
+                        return Ok(self.trip("same_error", &why, first_lines(&hook_output, 5)));
+                    }
+                    if fixes < max_fix {
+                        fixes += 1;
+                        self.rec.metrics.fix_attempts = fixes;
+                        why_again = format!("(fix {fixes}/{max_fix}: commit hook failed)");
+                        feedback = Some(format!(
+                            "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
+                            prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
+                        ));
+                        continue;
+                    }
+                    return Ok(Ending::Failed {
+                        reason: Reason::GateFailed,
+                        message: format!(
+                            "the commit hook still refuses after {fixes} fix attempt(s)"
+                        ),
+                        details: vec![first_line(&hook_output)],
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stop the loop on a circuit breaker: recorded, with its evidence.
+    fn trip(&mut self, breaker: &str, why: &str, evidence: Vec<String>) -> Ending {
+        self.ui.step(why);
+        let _ = self.dir.event(
+            Some("execution"),
+            "breaker_tripped",
+            json!({"breaker": breaker, "reason": why, "evidence": evidence}),
+        );
+        Ending::Failed {
+            reason: Reason::BreakerTripped,
+            message: why.to_owned(),
+            details: evidence,
+        }
+    }
+
+    fn builder_prompt(&self, attempt: u32, feedback: Option<String>) -> Result<String> {
+        let scope = self.scope.describe();
+        let spec = self
+            .spec
+            .as_deref()
+            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let plan = self
+            .plan_text
+            .as_deref()
+            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        self.plan.templates.render(
+            "builder",
+            prompts::BuilderVars {
+                run_id: &self.dir.id,
+                attempt,
+                branch: &self.branch,
+                base: &self.plan.base,
+                task: &self.plan.task,
+                spec: spec.as_deref(),
+                plan: plan.as_deref(),
+                scope: &scope,
+                gates: self
+                    .plan
+                    .gates
+                    .iter()
+                    .map(|g| g.name.get_ref().as_str())
+                    .collect(),
+                feedback,
+            },
+        )
+    }
+
+    /// Run the gates in order; the first failure stops the rest.
+    pub(super) async fn run_gates(
+        &mut self,
+        attempt: u32,
+        cancel: &mut Cancel,
+    ) -> Result<GatesEnd> {
+        for gate in &self.plan.gates {
+            let name = gate.name.get_ref().clone();
+            self.rec.stage = Some("gates".to_owned());
+            let ran =
+                step::run_gate(&self.ctx(), gate, attempt, &self.exec_session, cancel).await?;
+            let end = &ran.outcome.end;
+            if *end == End::Interrupted {
+                return Err(Error::Interrupted);
+            }
+            let passed = end.success();
+            self.rec.gates.push(GateRecord {
+                name: name.clone(),
+                status: if passed {
+                    StageStatus::Pass
+                } else {
+                    StageStatus::Fail
+                },
+                attempt,
+                duration_s: step::secs(ran.outcome.duration),
+                error: (!passed).then(|| end.describe()),
+            });
+            self.save()?;
+            if passed {
+                self.ui.step(format!(
+                    "gate {name}: pass ({:.1}s)",
+                    ran.outcome.duration.as_secs_f64()
+                ));
+                continue;
+            }
+            self.ui
+                .step(format!("gate {name}: FAIL ({})", end.describe()));
+            let output = String::from_utf8_lossy(&step::combined(&ran.outcome)).into_owned();
+            let feedback = format!(
+                "Gate `{name}` (`{}`) failed: {}.\nIts output (the end of it):\n\n```\n{}\n```",
+                gate.command.get_ref().join(" "),
+                end.describe(),
+                prompts::tail(output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
+            );
+            return Ok(GatesEnd::Failed {
+                gate: name,
+                output: format!("{}\n{output}", end.describe()),
+                feedback,
+            });
+        }
+        Ok(GatesEnd::Passed)
+    }
+}
+
+fn scope_feedback(violations: &[Violation]) -> String {
+    let mut text = String::from(
+        "These changed paths are outside the run's scope. Undo those changes (restore modified or deleted files, remove added ones) and do the task within the scope:\n\n",
+    );
+    for v in violations.iter().take(100) {
+        text.push_str(&format!("- {v}\n"));
+    }
+    if violations.len() > 100 {
+        text.push_str(&format!("- ... and {} more\n", violations.len() - 100));
+    }
+    text
+}
+
+fn verifier_feedback(v: &Verdict) -> String {
+    let mut text =
+        String::from("An independent verifier reviewed your change and rejected it:\n\n");
+    for issue in &v.issues {
+        text.push_str(&format!("- {issue}\n"));
+    }
+    text
+}
+
+pub(super) fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+fn first_lines(s: &str, n: usize) -> Vec<String> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| l.trim().to_owned())
+        .collect()
+}

@@ -1,0 +1,469 @@
+//! The state of one live run, and what every stage shares: recording steps, snapshots, the
+//! read-only check, setting up the worktree, finishing and rolling back.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::breaker::Breakers;
+use super::plan::RunPlan;
+use super::step::{self, AgentRun, StepCtx};
+use super::{Ending, Outcome, exit_of, rollback};
+use crate::agent::RoleAgent;
+use crate::error::{Error, Result};
+use crate::git::snapshot::{Snapshot, Snapshotter};
+use crate::git::{Git, objects, prepare, worktree};
+use crate::ids;
+use crate::process::End;
+use crate::scope::Scope;
+use crate::store::RunDir;
+use crate::store::record::{
+    Metrics, Reason, RunRecord, StageRecord, StageStatus, Status, Verification,
+};
+use crate::ui::Ui;
+
+pub(crate) struct Run<'a> {
+    pub plan: &'a RunPlan,
+    pub ui: &'a Ui,
+    pub dir: RunDir,
+    pub rec: RunRecord,
+    pub repo: Git,
+    pub worktree: PathBuf,
+    pub branch: String,
+    pub snap: Option<Snapshotter>,
+    /// Discovery and planning share one session, execution another, verification a third that
+    /// no builder sees, docs a fourth.
+    pub plan_session: String,
+    pub exec_session: String,
+    pub verify_session: String,
+    pub docs_session: String,
+    /// The scope the builder is held to: the user's, or the approved plan's manifest.
+    pub scope: Scope,
+    /// Discovery findings and the approved plan, carried into later prompts.
+    pub spec: Option<String>,
+    pub plan_text: Option<String>,
+    pub breakers: Breakers,
+    started: Instant,
+    pub details: Vec<String>,
+    /// The tree of the last snapshot, for the archive when the worktree is gone.
+    pub last_tree: Option<String>,
+    /// `<config entry> (<program>)` of the verifier that last ran, for the attestation.
+    pub verifier_label: Option<String>,
+    /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
+    pub docs_changes: Vec<String>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(plan: &'a RunPlan, ui: &'a Ui, dir: RunDir) -> Run<'a> {
+        let branch = format!("{}{}", plan.branch_prefix, dir.id);
+        let worktree = plan.worktree_root.join(&dir.id);
+        let rec = RunRecord {
+            version: crate::store::record::RECORD_VERSION,
+            run_id: dir.id.clone(),
+            task: plan.task.clone(),
+            risk: plan.risk.risk,
+            risk_reasons: plan.risk.reasons.clone(),
+            status: Status::Pending,
+            reason: None,
+            exit_code: None,
+            base: plan.base.clone(),
+            branch: branch.clone(),
+            commit: None,
+            worktree: None,
+            rolled_back: false,
+            stages: Vec::new(),
+            changed_paths: Vec::new(),
+            gates: Vec::new(),
+            verification: Verification::default(),
+            metrics: Metrics::default(),
+            stage: None,
+            error: None,
+            base_ref: plan.base_ref.clone(),
+            archive: None,
+            scope: plan.scope.record(),
+            created_at: ids::now_rfc3339(),
+            ended_at: None,
+            merge: None,
+            artifacts: Default::default(),
+        };
+        Run {
+            plan,
+            ui,
+            repo: plan.repo.git(),
+            worktree,
+            branch,
+            snap: None,
+            plan_session: ids::new_session_id(),
+            exec_session: ids::new_session_id(),
+            verify_session: ids::new_session_id(),
+            docs_session: ids::new_session_id(),
+            scope: plan.scope.clone(),
+            spec: None,
+            plan_text: None,
+            breakers: Breakers::new(plan.max_same_error, plan.oscillation),
+            started: Instant::now(),
+            details: Vec::new(),
+            last_tree: None,
+            verifier_label: None,
+            docs_changes: Vec::new(),
+            rec,
+            dir,
+        }
+    }
+
+    pub fn into_outcome(self) -> Outcome {
+        Outcome {
+            dir: self.dir.path.clone(),
+            record: self.rec,
+            details: self.details,
+        }
+    }
+
+    pub fn save(&mut self) -> Result<()> {
+        self.update_metrics();
+        self.dir.write_record(&self.rec)
+    }
+
+    fn update_metrics(&mut self) {
+        let m = &mut self.rec.metrics;
+        m.total_time_s = step::secs(self.started.elapsed());
+        m.tokens = self.rec.stages.iter().map(|s| s.tokens).sum();
+        let costs: Vec<f64> = self.rec.stages.iter().filter_map(|s| s.cost_usd).collect();
+        m.cost_usd = (!costs.is_empty()).then(|| costs.iter().sum());
+        let distinct = |skip: bool| {
+            let mut names: Vec<&str> = self
+                .rec
+                .stages
+                .iter()
+                .filter(|s| (s.status == StageStatus::Skip) == skip)
+                .map(|s| s.stage.as_str())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names.len() as u32
+        };
+        let executed = distinct(false);
+        let skipped = distinct(true);
+        let m = &mut self.rec.metrics;
+        m.stages_executed = executed;
+        m.stages_skipped = skipped;
+    }
+
+    pub fn ctx(&self) -> StepCtx<'_> {
+        StepCtx {
+            run_id: &self.dir.id,
+            worktree: &self.worktree,
+            base: &self.plan.base,
+            slot: 0,
+            dir: &self.dir,
+        }
+    }
+
+    pub fn begin(&mut self, stage: &str, line: String) -> Result<()> {
+        self.rec.stage = Some(stage.to_owned());
+        self.save()?;
+        self.dir.event(Some(stage), "stage_started", json!({}))?;
+        self.ui.step(line);
+        Ok(())
+    }
+
+    /// The `stage_finished` event. Best effort: the record holds the same facts.
+    pub fn finished_stage(&self, stage: &str, status: &str) {
+        let _ = self
+            .dir
+            .event(Some(stage), "stage_finished", json!({"status": status}));
+    }
+
+    /// A stage (or one role of it) that does not run, and why; shown and recorded.
+    pub fn skip_stage(&mut self, stage: &str, why: &str) {
+        self.skip_role(stage, None, why);
+    }
+
+    pub fn skip_role(&mut self, stage: &str, agent: Option<&str>, why: &str) {
+        let who = agent.map(|a| format!(" ({a})")).unwrap_or_default();
+        self.ui.step(format!("{stage}{who}: skipped ({why})"));
+        self.rec.stages.push(StageRecord {
+            stage: stage.to_owned(),
+            status: StageStatus::Skip,
+            attempt: 0,
+            session_id: None,
+            agent: agent.map(str::to_owned),
+            started_at: None,
+            ended_at: None,
+            tokens: 0,
+            tokens_estimated: false,
+            cost_usd: None,
+            error: None,
+            note: Some(why.to_owned()),
+        });
+        let _ = self.dir.event(
+            Some(stage),
+            "stage_finished",
+            json!({"status": "skip", "agent": agent, "reason": why}),
+        );
+    }
+
+    /// Record an agent step; the ending when it failed.
+    pub fn record_agent(
+        &mut self,
+        stage: &str,
+        attempt: u32,
+        session: &str,
+        ran: &AgentRun,
+        agent: &RoleAgent,
+    ) -> Option<Ending> {
+        let end = &ran.outcome.end;
+        let error = (!end.success()).then(|| end.describe());
+        self.rec.stages.push(StageRecord {
+            stage: stage.to_owned(),
+            status: if end.success() {
+                StageStatus::Pass
+            } else {
+                StageStatus::Fail
+            },
+            attempt,
+            session_id: Some(session.to_owned()),
+            agent: Some(ran.agent.clone()),
+            started_at: Some(ran.started_at.clone()),
+            ended_at: Some(ran.ended_at.clone()),
+            tokens: ran.usage.tokens,
+            tokens_estimated: ran.usage.estimated,
+            cost_usd: ran.usage.cost_usd,
+            error: error.clone(),
+            note: None,
+        });
+        self.finished_stage(stage, if end.success() { "pass" } else { "fail" });
+        let role = agent.role.name();
+        match end {
+            End::Exited(0) => None,
+            End::Interrupted => Some(Ending::Interrupted),
+            End::TimedOut(_) => Some(Ending::failed(
+                Reason::Timeout,
+                format!("the {role} ({}) {}", ran.agent, end.describe()),
+            )),
+            _ => {
+                let stderr = String::from_utf8_lossy(&ran.outcome.stderr.bytes);
+                let mut details: Vec<String> = stderr
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .rev()
+                    .take(5)
+                    .map(str::to_owned)
+                    .collect();
+                details.reverse();
+                Some(Ending::Failed {
+                    reason: Reason::AgentError,
+                    message: format!("the {role} ({}) failed: {}", ran.agent, end.describe()),
+                    details,
+                })
+            }
+        }
+    }
+
+    /// Mark the last recorded step as failed with `why`.
+    pub fn fail_last_step(&mut self, why: &str) {
+        if let Some(last) = self.rec.stages.last_mut() {
+            last.status = StageStatus::Fail;
+            last.error = Some(why.to_owned());
+        }
+    }
+
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let snap = self
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?;
+        let s = snap.take(&self.plan.base_tree)?;
+        self.last_tree = Some(s.tree.clone());
+        Ok(s)
+    }
+
+    /// Discovery, planning and review only read: if the worktree changed, the run stops.
+    pub fn check_read_only(&mut self, who: &str) -> Result<Option<Ending>> {
+        let s = self.snapshot()?;
+        if s.changes.is_empty() {
+            return Ok(None);
+        }
+        let paths: Vec<String> = s
+            .changes
+            .iter()
+            .take(10)
+            .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+            .collect();
+        self.fail_last_step("changed files in the worktree");
+        Ok(Some(Ending::Failed {
+            reason: Reason::AgentError,
+            message: format!("{who} changed files in the worktree; it must only read"),
+            details: paths,
+        }))
+    }
+
+    pub fn setup(&mut self) -> Result<()> {
+        let root = &self.plan.worktree_root;
+        std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
+        let reason = format!("git-pipeline run {} in progress", self.dir.id);
+        if let Err(e) = worktree::add(
+            &self.repo,
+            &self.worktree,
+            &self.branch,
+            &self.plan.base,
+            &reason,
+        ) {
+            // git may leave a half-made worktree or branch behind; both are ours to remove.
+            let _ = rollback::discard(&self.repo, &self.worktree, &self.branch);
+            return Err(e);
+        }
+        self.rec.worktree = Some(self.worktree.clone());
+        self.save()?;
+        let wt_git_dir = worktree::git_dir_of(&self.worktree)?;
+        self.snap = Some(Snapshotter::new(
+            &self.worktree,
+            &wt_git_dir,
+            self.dir.scratch("index")?,
+        ));
+        let submodules = prepare::init_submodules(&self.worktree)?;
+        let copied = match &self.plan.repo.main_worktree {
+            Some(main) => {
+                let patterns = prepare::include_patterns(main, &self.plan.include)?;
+                prepare::copy_includes(
+                    main,
+                    &self.worktree,
+                    &patterns,
+                    &self.dir.scratch("worktreeinclude")?,
+                )?
+            }
+            None => Vec::new(),
+        };
+        // The starting point must be the base itself: a post-checkout hook or a filter that
+        // leaves changes behind would be blamed on the agent (and shipped) otherwise.
+        let start = self.snapshot()?;
+        if !start.changes.is_empty() {
+            let paths: Vec<String> = start
+                .changes
+                .iter()
+                .take(5)
+                .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+                .collect();
+            return Err(Error::other_hint(
+                format!(
+                    "right after checkout the worktree already differs from the base: {}",
+                    paths.join(", ")
+                ),
+                "a post-checkout hook or a filter changed files; make it write ignored files only",
+            ));
+        }
+        self.dir.event(
+            None,
+            "worktree_ready",
+            json!({
+                "worktree": self.worktree,
+                "branch": self.branch,
+                "submodules": submodules,
+                "included": copied.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            }),
+        )?;
+        self.ui.info(format!(
+            "  worktree {} on branch {}",
+            self.worktree.display(),
+            self.branch
+        ));
+        Ok(())
+    }
+
+    pub fn finish(&mut self, ending: Ending) -> Result<()> {
+        self.rec.stage = None;
+        self.rec.ended_at = Some(ids::now_rfc3339());
+        match ending {
+            Ending::Shipped => {
+                self.rec.status = Status::Succeeded;
+            }
+            Ending::Interrupted => {
+                self.rec.status = Status::Interrupted;
+                self.dir
+                    .event(None, "interrupted", json!({"worktree": self.rec.worktree}))?;
+                self.ui.step("interrupted: the worktree is kept");
+            }
+            Ending::Failed {
+                reason,
+                message,
+                details,
+            } => {
+                self.rec.status = Status::Failed;
+                self.rec.reason = Some(reason);
+                self.rec.error = Some(message.clone());
+                self.details = details;
+                if let Err(e) = self.roll_back(&message) {
+                    self.details.push(format!("rollback incomplete: {e}"));
+                    let _ =
+                        self.dir
+                            .event(None, "rollback_failed", json!({"error": e.to_string()}));
+                }
+            }
+        }
+        if self.rec.status.is_final() {
+            self.dir.clear_scratch()?;
+        }
+        self.rec.exit_code = Some(exit_of(&self.rec).code());
+        self.save()
+    }
+
+    /// Archive the work, then discard the worktree and branch (unless kept).
+    fn roll_back(&mut self, why: &str) -> Result<()> {
+        let wt_exists = self.rec.worktree.is_some() && self.worktree.exists();
+        let tree = if wt_exists {
+            // Take the state as the agent left it; fall back to the last snapshot.
+            self.snap
+                .as_ref()
+                .and_then(|s| s.tree().ok())
+                .or_else(|| self.last_tree.clone())
+        } else {
+            self.last_tree.clone()
+        };
+        let tip = objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?;
+        let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.base);
+        match tree {
+            // Nothing was changed: there is no work to keep.
+            Some(t) if t == self.plan.base_tree && !agent_committed => {}
+            Some(tree) => {
+                let name = rollback::archive(
+                    &self.repo,
+                    &self.dir.id,
+                    &tree,
+                    &self.plan.base,
+                    tip.as_deref(),
+                    why,
+                )?;
+                self.rec.archive = Some(name);
+            }
+            None => {}
+        }
+        if self.plan.keep_failed {
+            if wt_exists {
+                // Kept for a person to inspect: no longer locked, so `git worktree remove` works.
+                worktree::unlock(&self.repo, &self.worktree)?;
+            }
+            self.dir.event(
+                None,
+                "rolled_back",
+                json!({"kept": true, "archive": self.rec.archive}),
+            )?;
+            return Ok(());
+        }
+        if self.rec.commit.is_some() {
+            // Never discard a branch that holds a shipped, attested commit.
+            return Ok(());
+        }
+        if self.rec.worktree.is_some() || tip.is_some() {
+            rollback::discard(&self.repo, &self.worktree, &self.branch)?;
+        }
+        self.rec.worktree = None;
+        self.rec.rolled_back = true;
+        self.dir.event(
+            None,
+            "rolled_back",
+            json!({"kept": false, "archive": self.rec.archive}),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Verification: an independent agent, in a session no builder sees, reads the task, the plan,
+//! the diff and the gate results, and answers with a JSON verdict. It must not write.
+
+use serde_json::json;
+
+use super::run::Run;
+use super::step::{self, AgentCall};
+use super::{Ending, prompts};
+use crate::agent::verdict::{self, Verdict};
+use crate::error::Result;
+use crate::git::snapshot::{self, Snapshot};
+use crate::process::Cancel;
+use crate::store::record::{StageStatus, Verification};
+
+pub(super) enum VerifyEnd {
+    Approved,
+    Rejected(Verdict),
+    Stop(Ending),
+}
+
+impl Run<'_> {
+    pub(super) async fn verify(
+        &mut self,
+        round: u32,
+        snapshot: &Snapshot,
+        cancel: &mut Cancel,
+    ) -> Result<VerifyEnd> {
+        let max = self.plan.max_rounds;
+        let label = if round <= max {
+            format!("verification {round}/{max}")
+        } else {
+            format!("verification {round}")
+        };
+        self.begin(
+            "verification",
+            format!("{label}: verifier ({})", self.plan.verifier.name),
+        )?;
+        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
+        let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
+        let scope = self.scope.describe();
+        let gates = self
+            .rec
+            .gates
+            .iter()
+            .rev()
+            .take(self.plan.gates.len())
+            .rev()
+            .map(|g| format!("{} ({:.1}s)", g.name, g.duration_s))
+            .collect();
+        let plan = self
+            .plan_text
+            .as_deref()
+            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let prompt = self.plan.templates.render(
+            "verifier",
+            prompts::VerifierVars {
+                run_id: &self.dir.id,
+                round,
+                max_rounds: max,
+                task: &self.plan.task,
+                base: &self.plan.base,
+                plan: plan.as_deref(),
+                scope: &scope,
+                gates,
+                changed_paths: self.rec.changed_paths.clone(),
+                diff,
+                diff_cut,
+                diff_limit: prompts::DIFF_LIMIT,
+            },
+        )?;
+        let verifier = self.plan.verifier.clone();
+        let session = self.verify_session.clone();
+        let ran = step::run_agent(
+            &self.ctx(),
+            AgentCall {
+                agent: &verifier,
+                stage: "verification",
+                attempt: round,
+                session: &session,
+                prompt: &prompt,
+            },
+            cancel,
+        )
+        .await?;
+        if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
+            return Ok(VerifyEnd::Stop(ending));
+        }
+        // The verifier reads; if it wrote, what it approved is not what would ship.
+        let after = self.snapshot()?;
+        if after.tree != snapshot.tree {
+            self.fail_last_step("changed files in the worktree");
+            return Ok(VerifyEnd::Stop(Ending::failed(
+                crate::store::record::Reason::AgentError,
+                format!(
+                    "the verifier ({}) changed files in the worktree; a verifier must only read",
+                    ran.agent
+                ),
+            )));
+        }
+        let program = std::path::Path::new(&ran.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.verifier_label = Some(format!("{} ({program})", ran.agent));
+        let v = verdict::parse(&ran.outcome.stdout.bytes);
+        self.rec.verification = Verification {
+            rounds: round,
+            approved: v.approved,
+            issues: v.issues.clone(),
+        };
+        self.rec.metrics.verification_rounds = round;
+        if let Some(last) = self.rec.stages.last_mut() {
+            last.status = if v.approved {
+                StageStatus::Pass
+            } else {
+                StageStatus::Fail
+            };
+            if !v.approved {
+                last.error = Some(if v.parsed {
+                    format!("rejected ({} issue(s))", v.issues.len())
+                } else {
+                    "no verdict".to_owned()
+                });
+            }
+        }
+        self.dir.event(
+            Some("verification"),
+            "verdict",
+            json!({"round": round, "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),
+        )?;
+        self.save()?;
+        if v.approved {
+            self.ui.step(format!("{label}: approved"));
+            Ok(VerifyEnd::Approved)
+        } else {
+            let what = if v.parsed {
+                format!("rejected ({} issue(s))", v.issues.len())
+            } else {
+                "rejected: no verdict in the verifier's output".to_owned()
+            };
+            self.ui.step(format!("{label}: {what}"));
+            Ok(VerifyEnd::Rejected(v))
+        }
+    }
+}
