@@ -5,7 +5,6 @@
 
 use super::prompts;
 use super::run::Run;
-use super::step::{self, AgentCall};
 use crate::error::{Error, Result};
 use crate::git::snapshot::{self, Snapshot};
 use crate::process::Cancel;
@@ -59,18 +58,9 @@ impl Run<'_> {
             },
         )?;
         let session = self.docs_session.clone();
-        let ran = step::run_agent(
-            &self.ctx(),
-            AgentCall {
-                agent: &agent,
-                stage: "docs",
-                attempt,
-                session: &session,
-                prompt: &prompt,
-            },
-            cancel,
-        )
-        .await?;
+        let ran = self
+            .run_role(&agent, "docs", attempt, &session, &prompt, cancel)
+            .await?;
         if let Some(ending) = self.record_agent("docs", attempt, &session, &ran, &agent) {
             if matches!(ending, super::Ending::Interrupted) {
                 return Err(Error::Interrupted);

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::run::Run;
-use super::step::{self, AgentCall};
+use super::step;
 use super::{Ending, prompts};
 use crate::agent::verdict::Verdict;
 use crate::error::{Error, Result};
@@ -48,18 +48,9 @@ impl Run<'_> {
             self.begin("execution", label)?;
             let builder = self.plan.builder.clone();
             let session = self.exec_session.clone();
-            let ran = step::run_agent(
-                &self.ctx(),
-                AgentCall {
-                    agent: &builder,
-                    stage: "execution",
-                    attempt,
-                    session: &session,
-                    prompt: &prompt,
-                },
-                cancel,
-            )
-            .await?;
+            let ran = self
+                .run_role(&builder, "execution", attempt, &session, &prompt, cancel)
+                .await?;
             if let Some(ending) = self.record_agent("execution", attempt, &session, &ran, &builder)
             {
                 return Ok(ending);

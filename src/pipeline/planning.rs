@@ -6,7 +6,6 @@
 use serde_json::json;
 
 use super::run::Run;
-use super::step::{self, AgentCall};
 use super::{Ending, prompts};
 use crate::agent::manifest::{self, Manifest};
 use crate::agent::{text, verdict};
@@ -54,18 +53,9 @@ impl Run<'_> {
                     feedback: feedback.take(),
                 },
             )?;
-            let ran = step::run_agent(
-                &self.ctx(),
-                AgentCall {
-                    agent: &planner,
-                    stage: "planning",
-                    attempt: round,
-                    session: &session,
-                    prompt: &prompt,
-                },
-                cancel,
-            )
-            .await?;
+            let ran = self
+                .run_role(&planner, "planning", round, &session, &prompt, cancel)
+                .await?;
             if let Some(ending) = self.record_agent("planning", round, &session, &ran, &planner) {
                 return Ok(Some(ending));
             }
@@ -168,18 +158,9 @@ impl Run<'_> {
                 manifest: m.describe(),
             },
         )?;
-        let ran = step::run_agent(
-            &self.ctx(),
-            AgentCall {
-                agent: reviewer,
-                stage: "planning",
-                attempt: round,
-                session: &session,
-                prompt: &prompt,
-            },
-            cancel,
-        )
-        .await?;
+        let ran = self
+            .run_role(reviewer, "planning", round, &session, &prompt, cancel)
+            .await?;
         if let Some(ending) = self.record_agent("planning", round, &session, &ran, reviewer) {
             return Ok(Review::Stop(ending));
         }

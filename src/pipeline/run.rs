@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::git::snapshot::{Snapshot, Snapshotter};
 use crate::git::{Git, objects, prepare, worktree};
 use crate::ids;
-use crate::process::End;
+use crate::process::{Cancel, End};
 use crate::scope::Scope;
 use crate::store::RunDir;
 use crate::store::record::{
@@ -158,6 +158,30 @@ impl<'a> Run<'a> {
             slot: 0,
             dir: &self.dir,
         }
+    }
+
+    /// Run one agent of a role as a step of `stage`.
+    pub async fn run_role(
+        &self,
+        agent: &RoleAgent,
+        stage: &str,
+        attempt: u32,
+        session: &str,
+        prompt: &str,
+        cancel: &mut Cancel,
+    ) -> Result<AgentRun> {
+        step::run_agent(
+            &self.ctx(),
+            step::AgentCall {
+                agent,
+                stage,
+                attempt,
+                session,
+                prompt,
+            },
+            cancel,
+        )
+        .await
     }
 
     pub fn begin(&mut self, stage: &str, line: String) -> Result<()> {

@@ -4,7 +4,6 @@
 use serde_json::json;
 
 use super::run::Run;
-use super::step::{self, AgentCall};
 use super::{Ending, prompts};
 use crate::agent::verdict::{self, Verdict};
 use crate::error::Result;
@@ -70,18 +69,9 @@ impl Run<'_> {
         )?;
         let verifier = self.plan.verifier.clone();
         let session = self.verify_session.clone();
-        let ran = step::run_agent(
-            &self.ctx(),
-            AgentCall {
-                agent: &verifier,
-                stage: "verification",
-                attempt: round,
-                session: &session,
-                prompt: &prompt,
-            },
-            cancel,
-        )
-        .await?;
+        let ran = self
+            .run_role(&verifier, "verification", round, &session, &prompt, cancel)
+            .await?;
         if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
             return Ok(VerifyEnd::Stop(ending));
         }

@@ -405,3 +405,25 @@ pub fn read_pid(path: &Path) -> i32 {
         .parse()
         .expect("pid")
 }
+
+/// `(stage, status)` of each entry of a run's `stages`.
+pub fn stage_list(r: &serde_json::Value) -> Vec<(String, String)> {
+    r["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap_or("").to_owned(),
+                s["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Owned pairs, for comparing with `stage_list`.
+pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}

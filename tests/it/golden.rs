@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{TestRepo, assert_untouched};
+use crate::common::{TestRepo, assert_untouched, pairs, stage_list};
 
 const SCOPE_AND_GATE: &str = r#"
 [scope]
@@ -88,29 +88,15 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
     assert_eq!(repo.pipeline_branches(), vec![branch.to_owned()]);
 
     // Stages per SPEC: skipped routing stages, then execution, verification, ship.
-    let stages: Vec<(String, String)> = r["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|s| {
-            (
-                s["stage"].as_str().unwrap_or("").to_owned(),
-                s["status"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    let expect: Vec<(String, String)> = [
+    let expect = pairs(&[
         ("discovery", "skip"),
         ("planning", "skip"),
         ("execution", "pass"),
         ("verification", "pass"),
         ("docs", "skip"),
         ("ship", "pass"),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
-    assert_eq!(stages, expect);
+    ]);
+    assert_eq!(stage_list(&r), expect);
     assert_eq!(r["metrics"]["stages_executed"], 3);
     assert_eq!(r["metrics"]["stages_skipped"], 3);
     assert_eq!(r["metrics"]["fix_attempts"], 0);

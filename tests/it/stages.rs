@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::TestRepo;
+use crate::common::{TestRepo, pairs};
 
 const MANIFEST: &str = r#"{"file_impact": {"modify": ["src/lib.rs"], "create": ["src/new.rs"], "delete": [], "do_not_touch": ["README.md"]}}"#;
 
@@ -19,6 +19,27 @@ fn agent(role: &str, actions: &[&str], array: bool) -> String {
         "{head}\ncommand = [\"AGENT\", \"{{prompt}}\", {}]\ntimeout = \"20s\"\n",
         list.join(", ")
     )
+}
+
+/// Planner and reviewer with these actions, a builder appending to src/lib.rs, an approving
+/// verifier, and `extra` config.
+fn plan_config(
+    repo: &TestRepo,
+    planner: &[&str],
+    reviewer: Option<&[&str]>,
+    builder: &[&str],
+    extra: &str,
+) {
+    let mut body = vec![
+        format!("version = 1\n{extra}\n"),
+        agent("planner", planner, false),
+    ];
+    if let Some(r) = reviewer {
+        body.push(agent("reviewer", r, false));
+    }
+    body.push(agent("builder", builder, false));
+    body.push(agent("verifier", &["*:approve"], false));
+    repo.config(&body.concat());
 }
 
 fn say(text: &str) -> String {
@@ -194,19 +215,13 @@ fn discovery_agents_run_at_once_and_merge_in_configured_order() {
 fn a_rejected_plan_goes_back_to_the_planner_with_the_issues() {
     let repo = TestRepo::new();
     let plan = say(&format!("Plan v1.\n{MANIFEST}"));
-    let body = [
-        "version = 1\n".to_owned(),
-        agent("planner", &[&plan], false),
-        agent(
-            "reviewer",
-            &["1:reject:the plan forgets the tests", "2:approve"],
-            false,
-        ),
-        agent("builder", &["*:append:src/lib.rs:// done"], false),
-        agent("verifier", &["*:approve"], false),
-    ]
-    .concat();
-    repo.config(&body);
+    plan_config(
+        &repo,
+        &[&plan],
+        Some(&["1:reject:the plan forgets the tests", "2:approve"]),
+        &["*:append:src/lib.rs:// done"],
+        "",
+    );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(0);
     assert_eq!(repo.calls_of("planner"), 2);
@@ -228,15 +243,12 @@ fn a_rejected_plan_goes_back_to_the_planner_with_the_issues() {
             )
         })
         .collect();
-    let expect: Vec<(String, String)> = [
+    let expect = pairs(&[
         ("planner", "pass"),
         ("reviewer", "fail"),
         ("planner", "pass"),
         ("reviewer", "pass"),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    ]);
     assert_eq!(planning, expect);
 }
 
@@ -244,15 +256,13 @@ fn a_rejected_plan_goes_back_to_the_planner_with_the_issues() {
 fn a_plan_rejected_twice_stops_with_exit_2_and_keeps_the_plan() {
     let repo = TestRepo::new();
     let plan = say(&format!("Plan that never passes.\n{MANIFEST}"));
-    let body = [
-        "version = 1\n".to_owned(),
-        agent("planner", &[&plan], false),
-        agent("reviewer", &["*:reject:too vague"], false),
-        agent("builder", &["*:append:src/lib.rs:// done"], false),
-        agent("verifier", &["*:approve"], false),
-    ]
-    .concat();
-    repo.config(&body);
+    plan_config(
+        &repo,
+        &[&plan],
+        Some(&["*:reject:too vague"]),
+        &["*:append:src/lib.rs:// done"],
+        "",
+    );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(2);
     let r = out.json();
@@ -279,15 +289,13 @@ fn a_plan_rejected_twice_stops_with_exit_2_and_keeps_the_plan() {
 fn a_plan_without_a_manifest_is_rejected_before_any_review() {
     let repo = TestRepo::new();
     let good = format!("2:say:Plan.\n{MANIFEST}");
-    let body = [
-        "version = 1\n".to_owned(),
-        agent("planner", &["1:say:A plan in prose only.", &good], false),
-        agent("reviewer", &["*:approve"], false),
-        agent("builder", &["*:append:src/lib.rs:// done"], false),
-        agent("verifier", &["*:approve"], false),
-    ]
-    .concat();
-    repo.config(&body);
+    plan_config(
+        &repo,
+        &["1:say:A plan in prose only.", &good],
+        Some(&["*:approve"]),
+        &["*:append:src/lib.rs:// done"],
+        "",
+    );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(0);
     assert_eq!(repo.calls_of("planner"), 2);
@@ -306,23 +314,18 @@ fn a_plan_without_a_manifest_is_rejected_before_any_review() {
 fn the_approved_manifest_becomes_the_scope_and_holds_the_builder_to_it() {
     let repo = TestRepo::new();
     let plan = say(&format!("Plan.\n{MANIFEST}"));
-    let body = [
-        "version = 1\n[limits]\nmax_fix_attempts = 1\n".to_owned(),
-        agent("planner", &[&plan], false),
-        agent(
-            "builder",
-            &[
-                "1:append:src/lib.rs:// ok",
-                "1:write:src/stray.rs:x",
-                "2:delete:src/stray.rs",
-                "2:append:README.md:no",
-            ],
-            false,
-        ),
-        agent("verifier", &["*:approve"], false),
-    ]
-    .concat();
-    repo.config(&body);
+    plan_config(
+        &repo,
+        &[&plan],
+        None,
+        &[
+            "1:append:src/lib.rs:// ok",
+            "1:write:src/stray.rs:x",
+            "2:delete:src/stray.rs",
+            "2:append:README.md:no",
+        ],
+        "[limits]\nmax_fix_attempts = 1",
+    );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(6);
     let r = out.json();
@@ -352,19 +355,13 @@ fn the_approved_manifest_becomes_the_scope_and_holds_the_builder_to_it() {
 fn a_user_scope_stays_and_the_do_not_touch_list_joins_it() {
     let repo = TestRepo::new();
     let plan = say(&format!("Plan.\n{MANIFEST}"));
-    let body = [
-        "version = 1\n[scope]\nallow = [\"src/**\", \"README.md\"]\n".to_owned(),
-        agent("planner", &[&plan], false),
-        agent(
-            "builder",
-            &["*:append:src/other.rs:ok", "*:append:README.md:no"],
-            false,
-        ),
-        agent("verifier", &["*:approve"], false),
-        "[limits]\nmax_fix_attempts = 0\n".to_owned(),
-    ]
-    .concat();
-    repo.config(&body);
+    plan_config(
+        &repo,
+        &[&plan],
+        None,
+        &["*:append:src/other.rs:ok", "*:append:README.md:no"],
+        "[scope]\nallow = [\"src/**\", \"README.md\"]\n[limits]\nmax_fix_attempts = 0",
+    );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(6);
     assert_eq!(
