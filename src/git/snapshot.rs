@@ -136,6 +136,58 @@ impl Snapshotter {
         Ok(())
     }
 
+    /// Paths that changed since the last snapshot (tracked and untracked-not-ignored), up to
+    /// `limit`, without writing any index or tree: `git status` against our scratch index.
+    pub fn changed_since_last(&self, limit: usize) -> Result<Vec<String>> {
+        let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
+        let out = Git::in_dir(&self.worktree).run_opts(
+            [
+                "--no-optional-locks",
+                "status",
+                "--porcelain=v2",
+                "-z",
+                "--untracked-files=normal",
+                "--ignore-submodules=none",
+            ],
+            Opts {
+                env: &env,
+                ..Opts::default()
+            },
+        )?;
+        let mut changed = Vec::new();
+        let mut records = split_z(&out);
+        while let Some(rec) = records.next() {
+            let text = String::from_utf8_lossy(rec);
+            let kind = text.split(' ').next().unwrap_or("");
+            let path_of =
+                |r: &str, fields: usize| r.splitn(fields + 1, ' ').nth(fields).map(str::to_owned);
+            let hit = match kind {
+                // Untracked, or unmerged: a change either way.
+                "?" => text.get(2..).map(str::to_owned),
+                "u" => path_of(&text, 10),
+                // Ordinary (1) and renamed (2) entries: the second letter of XY is the worktree
+                // against our index; the first is our index against HEAD, which is expected.
+                "1" | "2" => {
+                    let worktree_side = text.as_bytes().get(3).copied().unwrap_or(b'.');
+                    let path = path_of(&text, if kind == "1" { 8 } else { 9 });
+                    if kind == "2" {
+                        // A renamed entry is followed by its original path.
+                        records.next();
+                    }
+                    (worktree_side != b'.').then_some(path).flatten()
+                }
+                _ => None,
+            };
+            if let Some(p) = hit {
+                changed.push(p);
+                if changed.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
     pub fn take(&self, base_tree: &str) -> Result<Snapshot> {
         let tree = self.tree()?;
         let changes = diff_trees(&Git::in_dir(&self.worktree), base_tree, &tree)?;

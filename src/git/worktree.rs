@@ -112,8 +112,50 @@ pub fn list(repo: &Git) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// The worktree's own git dir (`<common>/worktrees/<name>`), where its index lives.
-pub fn git_dir_of(worktree: &Path) -> Result<PathBuf> {
-    let text = Git::in_dir(worktree).text(["rev-parse", "--path-format=absolute", "--git-dir"])?;
-    Ok(PathBuf::from(text))
+/// Where a worktree keeps things, as git resolves them.
+pub struct Paths {
+    /// Its own git dir (`<common>/worktrees/<name>`), where its index lives.
+    pub git_dir: PathBuf,
+    /// Its post-checkout hook (honouring `core.hooksPath`), which may not exist.
+    pub post_checkout: PathBuf,
+}
+
+pub fn paths(worktree: &Path) -> Result<Paths> {
+    let text = Git::in_dir(worktree).text([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-dir",
+        "--git-path",
+        "hooks/post-checkout",
+    ])?;
+    let mut lines = text.lines();
+    match (lines.next(), lines.next()) {
+        (Some(dir), Some(hook)) => Ok(Paths {
+            git_dir: PathBuf::from(dir),
+            post_checkout: PathBuf::from(hook),
+        }),
+        _ => Err(crate::error::Error::other(format!(
+            "unexpected output from git rev-parse: {text:?}"
+        ))),
+    }
+}
+
+/// Whether a checkout could leave files that differ from the commit: a post-checkout hook that
+/// can run, or a filter driver configured for the repository.
+pub fn checkout_may_differ(worktree: &Path, paths: &Paths) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = std::fs::metadata(&paths.post_checkout)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if hook {
+        return Ok(true);
+    }
+    let out = Git::in_dir(worktree).output(
+        [
+            "config",
+            "--get-regexp",
+            r"^filter\..*\.(clean|smudge|process)$",
+        ],
+        Opts::default(),
+    )?;
+    Ok(!out.stdout.is_empty())
 }

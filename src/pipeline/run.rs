@@ -303,18 +303,30 @@ impl<'a> Run<'a> {
         Ok(s)
     }
 
-    /// Discovery, planning and review only read: if the worktree changed, the run stops.
-    pub fn check_read_only(&mut self, who: &str) -> Result<Option<Ending>> {
-        let s = self.snapshot()?;
-        if s.changes.is_empty() {
-            return Ok(None);
+    /// Paths changed since the last snapshot (or since the base, when none was taken yet).
+    pub fn changed_since_snapshot(&mut self) -> Result<Vec<String>> {
+        if self.last_tree.is_some() {
+            let snap = self
+                .snap
+                .as_ref()
+                .ok_or_else(|| Error::other("the worktree was not set up"))?;
+            return snap.changed_since_last(10);
         }
-        let paths: Vec<String> = s
-            .changes
+        let s = self.snapshot()?;
+        Ok(s.changes
             .iter()
             .take(10)
             .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
-            .collect();
+            .collect())
+    }
+
+    /// Discovery, planning, review and verification only read: if the worktree changed, the
+    /// run stops.
+    pub fn check_read_only(&mut self, who: &str) -> Result<Option<Ending>> {
+        let paths = self.changed_since_snapshot()?;
+        if paths.is_empty() {
+            return Ok(None);
+        }
         self.fail_last_step("changed files in the worktree");
         Ok(Some(Ending::Failed {
             reason: Reason::AgentError,
@@ -340,10 +352,10 @@ impl<'a> Run<'a> {
         }
         self.rec.worktree = Some(self.worktree.clone());
         self.save()?;
-        let wt_git_dir = worktree::git_dir_of(&self.worktree)?;
+        let wt_paths = worktree::paths(&self.worktree)?;
         self.snap = Some(Snapshotter::new(
             &self.worktree,
-            &wt_git_dir,
+            &wt_paths.git_dir,
             self.dir.scratch("index")?,
         ));
         let submodules = prepare::init_submodules(&self.worktree)?;
@@ -360,11 +372,15 @@ impl<'a> Run<'a> {
             None => Vec::new(),
         };
         // The starting point must be the base itself: a post-checkout hook or a filter that
-        // leaves changes behind would be blamed on the agent (and shipped) otherwise.
-        let start = self.snapshot()?;
-        if !start.changes.is_empty() {
+        // leaves changes behind would be blamed on the agent (and shipped) otherwise. Without
+        // either, git's checkout is the base by construction and the check is skipped.
+        let start = if worktree::checkout_may_differ(&self.worktree, &wt_paths)? {
+            self.snapshot()?.changes
+        } else {
+            Vec::new()
+        };
+        if !start.is_empty() {
             let paths: Vec<String> = start
-                .changes
                 .iter()
                 .take(5)
                 .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))

@@ -76,16 +76,8 @@ impl Run<'_> {
             return Ok(VerifyEnd::Stop(ending));
         }
         // The verifier reads; if it wrote, what it approved is not what would ship.
-        let after = self.snapshot()?;
-        if after.tree != snapshot.tree {
-            self.fail_last_step("changed files in the worktree");
-            return Ok(VerifyEnd::Stop(Ending::failed(
-                crate::store::record::Reason::AgentError,
-                format!(
-                    "the verifier ({}) changed files in the worktree; a verifier must only read",
-                    ran.agent
-                ),
-            )));
+        if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
+            return Ok(VerifyEnd::Stop(ending));
         }
         let program = std::path::Path::new(&ran.program)
             .file_name()

@@ -649,3 +649,45 @@ fn a_wide_scope_makes_a_small_task_medium_and_flags_override_the_router() {
     assert_eq!(forced["start"], "execution");
     assert_eq!(dry(&["--stage", "discovery"])["start"], "discovery");
 }
+
+#[test]
+fn a_discovery_agent_or_planner_that_writes_fails_the_run() {
+    let repo = TestRepo::new();
+    let body = [
+        "version = 1\n".to_owned(),
+        agent("discovery", &["*:say:ok"], true),
+        agent("discovery", &["*:write:notes.md:my notes"], true),
+        agent("builder", &["*:append:src/lib.rs:// done"], false),
+        agent("verifier", &["*:approve"], false),
+    ]
+    .concat();
+    repo.config(&body);
+    let out = repo.pipeline(&["run", "--json", "--stage", "discovery", "add a helper"]);
+    out.assert_code(1);
+    let r = out.json();
+    assert_eq!(
+        r["error"],
+        "a discovery agent changed files in the worktree; it must only read"
+    );
+    assert!(out.stderr.contains("notes.md"), "{}", out.stderr);
+    assert_eq!(repo.calls_of("builder"), 0);
+
+    let plan = say(&format!("Plan.\n{MANIFEST}"));
+    plan_config(
+        &repo,
+        &[&plan, "*:append:src/lib.rs:planner edit"],
+        None,
+        &["*:append:src/lib.rs:// x"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
+    out.assert_code(1);
+    assert!(
+        out.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("the planner (planner) changed files"),
+        "{}",
+        out.stdout
+    );
+}

@@ -282,3 +282,28 @@ fn local_env_var_list_matches_the_installed_git() {
     ours.sort();
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn a_post_checkout_hook_that_leaves_changes_fails_the_setup_clearly() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:append:src/lib.rs:// x"], &["*:approve"], "");
+    repo.hook(
+        "post-checkout",
+        "#!/bin/sh\necho generated > generated.txt\n",
+    );
+    let before = repo.user_state();
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(3);
+    let r = out.json();
+    assert_eq!(r["reason"], "setup_failed");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("already differs from the base: A generated.txt"),
+        "{error}"
+    );
+    assert!(out.stderr.contains("post-checkout hook"), "{}", out.stderr);
+    assert!(repo.calls().is_empty(), "no agent ran");
+    assert!(repo.pipeline_branches().is_empty());
+    assert!(repo.linked_worktrees().is_empty());
+    crate::common::assert_untouched(&before, &repo.user_state());
+}
