@@ -44,6 +44,79 @@ pub enum Command {
     Show(ShowCmd),
     /// Write a commented starter .pipeline.toml
     Init(InitCmd),
+    /// Check commits for valid attestations (what the hooks run; CI can too)
+    Verify(VerifyCmd),
+    /// Manage the pre-push hook that refuses unattested commits
+    Hooks(HooksCmd),
+    /// Run a git hook's check (called by the installed hooks; see docs/hooks.md)
+    Hook(HookCmd),
+    /// Check an existing commit (scope against its parent, gates, verifier) and attest it
+    Reverify(ReverifyCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ReverifyCmd {
+    /// The commit to check (work done by hand, or rebased)
+    #[arg(value_name = "REV")]
+    pub rev: String,
+
+    /// Use the configured agent NAME for ROLE (repeatable), e.g. verifier=codex
+    #[arg(long = "agent", value_name = "ROLE=NAME")]
+    pub agent: Vec<String>,
+
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyCmd {
+    /// Commits to check (default: the current branch's commits not on its upstream)
+    #[arg(value_name = "RANGE")]
+    pub range: Vec<String>,
+
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksCmd {
+    #[command(subcommand)]
+    pub action: HooksAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksAction {
+    /// Install the pre-push hook (an existing hook is kept and runs first)
+    Install,
+    /// Remove the pre-push hook and put back the one it replaced
+    Uninstall,
+    /// Say what is installed where
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HookCmd {
+    #[command(subcommand)]
+    pub kind: HookKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookKind {
+    /// git's pre-push hook: reads `<local ref> <local oid> <remote ref> <remote oid>` lines
+    PrePush {
+        /// The remote's name (git passes it)
+        remote: Option<String>,
+        /// The remote's URL (git passes it; never printed)
+        url: Option<String>,
+    },
+    /// A server's pre-receive hook: reads `<old oid> <new oid> <ref>` lines
+    PreReceive,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,10 +1,12 @@
 //! One module per subcommand. Each writes its result to `out` (stdout) and progress to the `Ui`
 //! (stderr), and returns an exit code; errors are printed once, here.
 
+mod hooks;
 mod init;
 mod run;
 mod show;
 mod status;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +44,13 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
         Command::Status(cmd) => status::status(cmd, &cwd, out),
         Command::Show(cmd) => show::show(cmd, &cwd, out),
         Command::Init(cmd) => init::init(cmd, &cwd, out),
+        Command::Verify(cmd) => verify::verify(cmd, &cwd, out),
+        Command::Hooks(cmd) => hooks::hooks(cmd, &cwd, out),
+        Command::Hook(cmd) => hooks::hook(cmd.kind, &cwd, ui),
+        Command::Reverify(cmd) => {
+            let plan = crate::pipeline::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
+            run::execute(&plan, out, ui, cmd.json)
+        }
     }
 }
 

@@ -31,6 +31,11 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         dry_run(&plan, out, cmd.json)?;
         return Ok(Exit::Success);
     }
+    execute(&plan, out, ui, cmd.json)
+}
+
+/// Execute a prepared plan, print its result, and return its exit code.
+pub fn execute(plan: &RunPlan, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,14 +43,14 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
     let outcome = runtime.block_on(async {
         let cancel = process::install_signal_handlers()
             .map_err(|e| Error::io("cannot install signal handlers", e))?;
-        pipeline::execute(&plan, ui, cancel).await
+        pipeline::execute(plan, ui, cancel).await
     })?;
-    if cmd.json {
+    if json {
         let text = serde_json::to_string_pretty(&outcome.record)
             .map_err(|e| Error::other(format!("cannot encode the result: {e}")))?;
         emit(out, &format!("{text}\n"))?;
     }
-    summarize(&outcome, out, ui, cmd.json)?;
+    summarize(&outcome, out, ui, json)?;
     Ok(outcome.exit())
 }
 
@@ -63,6 +68,15 @@ fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()
         m.total_time_s
     );
     match r.status {
+        Status::Succeeded if r.branch.is_empty() => {
+            if !json {
+                let commit = r.commit.as_deref().unwrap_or("");
+                emit(
+                    out,
+                    &format!("attested {} ({stats})\n", &commit[..commit.len().min(12)]),
+                )?;
+            }
+        }
         Status::Succeeded => {
             if !json {
                 let commit = r.commit.as_deref().unwrap_or("");
@@ -148,7 +162,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
             "worktree": worktree,
             "stages": stages.iter().map(|(s, d)| json!({"stage": s, "plan": d})).collect::<Vec<_>>(),
             "agents": {
-                "builder": {"name": plan.builder.name, "command": agent_argv(&plan.builder)},
+                "builder": plan.builder.as_ref().map(|b| json!({"name": b.name, "command": agent_argv(b)})),
                 "verifier": {"name": plan.verifier.name, "command": agent_argv(&plan.verifier)},
             },
             "gates": gates,
@@ -233,15 +247,17 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         ),
     };
     v.push(("planning".to_owned(), planning));
-    v.push((
-        "execution".to_owned(),
-        format!(
-            "builder `{}` ({}), up to {} fix attempts",
-            plan.builder.name,
-            argv(&plan.builder),
-            plan.max_fix_attempts
-        ),
-    ));
+    if let Some(b) = &plan.builder {
+        v.push((
+            "execution".to_owned(),
+            format!(
+                "builder `{}` ({}), up to {} fix attempts",
+                b.name,
+                argv(b),
+                plan.max_fix_attempts
+            ),
+        ));
+    }
     v.push((
         "scope check".to_owned(),
         "changed paths against the scope".to_owned(),

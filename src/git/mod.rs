@@ -52,6 +52,8 @@ fn is_kept_for_own_commands(var: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Git {
     target: Target,
+    /// Keep git's object-store variables (a pre-receive hook's quarantine).
+    keep_object_env: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,7 @@ impl Git {
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         Git {
             target: Target::Dir(dir.into()),
+            keep_object_env: false,
         }
     }
 
@@ -79,7 +82,16 @@ impl Git {
     pub fn at_git_dir(dir: impl Into<PathBuf>) -> Self {
         Git {
             target: Target::GitDir(dir.into()),
+            keep_object_env: false,
         }
+    }
+
+    /// Inside a pre-receive hook, git puts the pushed objects in a quarantine named by
+    /// `GIT_OBJECT_DIRECTORY` and `GIT_ALTERNATE_OBJECT_DIRECTORIES`; keep those so the pushed
+    /// commits can be read.
+    pub fn keeping_object_env(mut self) -> Self {
+        self.keep_object_env = true;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -91,7 +103,12 @@ impl Git {
     fn command(&self) -> Command {
         let mut cmd = Command::new("git");
         for var in LOCAL_ENV_VARS {
-            if !is_kept_for_own_commands(var) {
+            let object_var = matches!(
+                *var,
+                "GIT_OBJECT_DIRECTORY" | "GIT_ALTERNATE_OBJECT_DIRECTORIES"
+            );
+            let keep = is_kept_for_own_commands(var) || (self.keep_object_env && object_var);
+            if !keep {
                 cmd.env_remove(var);
             }
         }

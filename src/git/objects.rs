@@ -66,7 +66,17 @@ pub fn read_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Vec<u8>>>
 
 /// Read several files from a commit's tree with one `git cat-file --batch`.
 pub fn read_blobs(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-    let request: String = paths.iter().map(|p| format!("{commit}:{p}\n")).collect();
+    let requests: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
+    cat_blobs(git, &requests)
+}
+
+/// One `git cat-file --batch` for many object names: the blobs' contents, `None` for a name
+/// that is missing or not a blob.
+pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request: String = names.iter().map(|n| format!("{n}\n")).collect();
     let out = git.run_opts(
         ["cat-file", "--batch"],
         Opts {
@@ -75,8 +85,8 @@ pub fn read_blobs(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<
         },
     )?;
     let mut rest = out.as_slice();
-    let mut blobs = Vec::with_capacity(paths.len());
-    for _ in paths {
+    let mut blobs = Vec::with_capacity(names.len());
+    for _ in names {
         let nl = rest
             .iter()
             .position(|b| *b == b'\n')
@@ -86,7 +96,7 @@ pub fn read_blobs(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<
         // "<oid> <type> <size>", or "<request> missing" / "ambiguous".
         let fields: Vec<&str> = header.rsplitn(3, ' ').collect();
         match fields.as_slice() {
-            [size, kind, _] if *kind == "blob" || *kind == "tree" || *kind == "commit" => {
+            [size, kind, _] if matches!(*kind, "blob" | "tree" | "commit" | "tag") => {
                 let size: usize = size.parse().map_err(|_| {
                     Error::other(format!("unexpected git cat-file header: {header}"))
                 })?;

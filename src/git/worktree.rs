@@ -6,10 +6,16 @@ use std::path::{Path, PathBuf};
 use super::{Git, Opts, path_from_bytes, split_z};
 use crate::error::Result;
 
-/// `git worktree add --lock -b <branch> -- <path> <base>`.
+/// `git worktree add --lock -b <branch> -- <path> <base>`, or `--detach` without a branch.
 ///
 /// The lock keeps `git worktree prune` and `gc` away from a worktree whose run is alive.
-pub fn add(repo: &Git, path: &Path, branch: &str, base: &str, lock_reason: &str) -> Result<()> {
+pub fn add(
+    repo: &Git,
+    path: &Path,
+    branch: Option<&str>,
+    base: &str,
+    lock_reason: &str,
+) -> Result<()> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "worktree".into(),
         "add".into(),
@@ -17,10 +23,15 @@ pub fn add(repo: &Git, path: &Path, branch: &str, base: &str, lock_reason: &str)
         "--lock".into(),
         "--reason".into(),
         lock_reason.into(),
-        "-b".into(),
-        branch.into(),
-        "--".into(),
     ];
+    match branch {
+        Some(b) => {
+            args.push("-b".into());
+            args.push(b.into());
+        }
+        None => args.push("--detach".into()),
+    }
+    args.push("--".into());
     args.push(path.as_os_str().to_owned());
     args.push(base.into());
     repo.run(args)?;

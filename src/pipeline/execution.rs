@@ -24,6 +24,11 @@ pub(super) enum GatesEnd {
 
 impl Run<'_> {
     pub(super) async fn execution(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let builder = self
+            .plan
+            .builder
+            .clone()
+            .ok_or_else(|| Error::other("this run has no builder"))?;
         let max_fix = self.plan.max_fix_attempts;
         let mut feedback: Option<String> = None;
         let mut why_again = String::new();
@@ -38,15 +43,14 @@ impl Run<'_> {
             }
             let prompt = self.builder_prompt(attempt, feedback.take())?;
             let label = if attempt == 1 {
-                format!("execution: builder ({})", self.plan.builder.name)
+                format!("execution: builder ({})", builder.name)
             } else {
                 format!(
                     "execution attempt {attempt}: builder ({}) {why_again}",
-                    self.plan.builder.name
+                    builder.name
                 )
             };
             self.begin("execution", label)?;
-            let builder = self.plan.builder.clone();
             let session = self.exec_session.clone();
             let ran = self
                 .run_role(&builder, "execution", attempt, &session, &prompt, cancel)

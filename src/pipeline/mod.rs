@@ -20,6 +20,7 @@ mod execution;
 pub mod plan;
 mod planning;
 pub mod prompts;
+mod reverify;
 pub mod rollback;
 mod run;
 pub mod ship;
@@ -121,13 +122,21 @@ pub async fn execute(plan: &RunPlan, ui: &Ui, mut cancel: Cancel) -> Result<Outc
             "scope": plan.scope.record(),
         }),
     )?;
-    ui.info(format!(
-        "run {}: risk {} ({}); {}",
-        run.dir.id,
-        plan.risk.risk.name(),
-        plan.risk.reasons.join("; "),
-        plan.start_reason
-    ));
+    ui.info(match &plan.mode {
+        plan::Mode::Build => format!(
+            "run {}: risk {} ({}); {}",
+            run.dir.id,
+            plan.risk.risk.name(),
+            plan.risk.reasons.join("; "),
+            plan.start_reason
+        ),
+        plan::Mode::Reverify { commit, .. } => format!(
+            "run {}: reverify {} against {}",
+            run.dir.id,
+            &commit[..commit.len().min(12)],
+            plan.base_ref
+        ),
+    });
     for w in &plan.warnings {
         ui.warn(w);
     }
@@ -169,6 +178,9 @@ impl Run<'_> {
     /// The stages in order, from where the router said to start.
     async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         use plan::Stage;
+        if let plan::Mode::Reverify { commit, tree } = &self.plan.mode {
+            return self.reverify(commit, tree, cancel).await;
+        }
         if self.plan.start <= Stage::Discovery {
             if let Some(end) = self.discovery(cancel).await? {
                 return Ok(end);

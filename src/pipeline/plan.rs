@@ -56,9 +56,19 @@ impl Stage {
     }
 }
 
+/// What a run does with its worktree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Agents build the change, then it is checked and shipped.
+    Build,
+    /// An existing commit is checked (scope against its parent, gates, verifier) and attested.
+    Reverify { commit: String, tree: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub repo: Repo,
+    pub mode: Mode,
     pub task: String,
     /// The base commit id, and what the user called it.
     pub base: String,
@@ -72,7 +82,8 @@ pub struct RunPlan {
     /// Where the run starts, and why.
     pub start: Stage,
     pub start_reason: String,
-    pub builder: RoleAgent,
+    /// Required to build; a reverify run has no builder.
+    pub builder: Option<RoleAgent>,
     pub verifier: RoleAgent,
     pub discovery: Option<RoleAgent>,
     pub planner: Option<RoleAgent>,
@@ -157,8 +168,6 @@ impl RunPlan {
     pub fn prepare(cwd: &Path, args: &RunArgs, stdin: &mut dyn Read) -> Result<RunPlan> {
         let repo = Repo::discover(cwd)?;
         let task = read_task(args, stdin)?;
-        let git = repo.git();
-
         let mut base_ref = args.base.clone().unwrap_or_else(|| "HEAD".to_owned());
         let mut base = resolve_base(&repo, &base_ref)?;
         let mut loaded = load_config(&repo, &base, &base_ref)?;
@@ -168,10 +177,75 @@ impl RunPlan {
             base = resolve_base(&repo, &base_ref)?;
             loaded = load_config(&repo, &base, &base_ref)?;
         }
+        RunPlan::build(repo, Mode::Build, task, base, base_ref, loaded, args)
+    }
+
+    /// Check an existing commit: the scope against its first parent (the policy there too), the
+    /// gates, and the verifier, with the commit message as the task.
+    pub fn for_reverify(cwd: &Path, rev: &str, agents: &[String]) -> Result<RunPlan> {
+        let repo = Repo::discover(cwd)?;
+        let git = repo.git();
+        if rev.starts_with('-') {
+            return Err(Error::usage(format!("{rev:?} is not a revision")));
+        }
+        let commit = objects::resolve_commit(&git, rev)?.ok_or_else(|| {
+            Error::usage_hint(
+                format!("{rev:?} does not name a commit"),
+                "give a branch, tag or commit id",
+            )
+        })?;
+        let tree = objects::tree_of(&git, &commit)?;
+        let (base, base_ref) = match objects::resolve_commit(&git, &format!("{commit}^"))? {
+            Some(parent) => (parent, format!("{}^", &commit[..commit.len().min(12)])),
+            // A root commit is checked against the empty tree.
+            None => (
+                git.text(["hash-object", "-t", "tree", "/dev/null"])?,
+                "the empty tree".to_owned(),
+            ),
+        };
+        let message = git.text(["log", "-1", "--format=%B", &commit])?;
+        let loaded = load_config(&repo, &base, &base_ref)?;
+        let args = RunArgs {
+            agents: agents.to_vec(),
+            ..RunArgs::default()
+        };
+        let task = if message.trim().is_empty() {
+            format!("(commit {commit} has no message)")
+        } else {
+            message
+        };
+        RunPlan::build(
+            repo,
+            Mode::Reverify { commit, tree },
+            task,
+            base,
+            base_ref,
+            loaded,
+            &args,
+        )
+    }
+
+    /// What the worktree is made from: the base, or the commit being reverified.
+    pub fn checkout(&self) -> (&str, &str) {
+        match &self.mode {
+            Mode::Build => (&self.base, &self.base_tree),
+            Mode::Reverify { commit, tree } => (commit, tree),
+        }
+    }
+
+    fn build(
+        repo: Repo,
+        mode: Mode,
+        task: String,
+        base: String,
+        base_ref: String,
+        loaded: LoadedConfig,
+        args: &RunArgs,
+    ) -> Result<RunPlan> {
+        let git = repo.git();
         let base_tree = objects::tree_of(&git, &base)?;
         let base_branch = objects::branch_ref_of(&git, &base_ref)?;
         let c = &loaded.config;
-
         let scope = build_scope(&loaded, args)?;
         let overrides = agent::parse_overrides(&args.agents)?;
         let search_dir = repo
@@ -179,7 +253,15 @@ impl RunPlan {
             .clone()
             .or_else(|| repo.main_worktree.clone())
             .unwrap_or_else(|| repo.common_dir.clone());
-        let builder = required_role(&loaded, Role::Builder, &overrides, &search_dir)?;
+        let builder = match mode {
+            Mode::Build => Some(required_role(
+                &loaded,
+                Role::Builder,
+                &overrides,
+                &search_dir,
+            )?),
+            Mode::Reverify { .. } => None,
+        };
         let verifier = required_role(&loaded, Role::Verifier, &overrides, &search_dir)?;
         let optional = |role| agent::resolve(&loaded, role, &overrides, &search_dir);
         let discovery = optional(Role::Discovery)?;
@@ -234,7 +316,11 @@ impl RunPlan {
         let templates = Templates::load(&git, &base)?;
 
         let worktree_root = worktree_root(&repo, &c.run.worktree_root)?;
-        prepare::check_lfs(&git, &base)?;
+        let checkout = match &mode {
+            Mode::Build => base.as_str(),
+            Mode::Reverify { commit, .. } => commit.as_str(),
+        };
+        prepare::check_lfs(&git, checkout)?;
         if let Err(why) = objects::committer_identity(&git)? {
             return Err(Error::usage_hint(
                 format!("git has no identity to commit the run's work with ({why})"),
@@ -261,6 +347,7 @@ impl RunPlan {
             );
         }
         Ok(RunPlan {
+            mode,
             task,
             base,
             base_ref,

@@ -48,7 +48,7 @@ pub fn discard(repo: &Git, wt: &Path, branch: &str) -> Result<()> {
     if worktree::list(repo)?.iter().any(|e| same_path(&e.path, wt)) {
         worktree::remove(repo, wt)?;
     }
-    if objects::ref_value(repo, &format!("refs/heads/{branch}"))?.is_some() {
+    if !branch.is_empty() && objects::ref_value(repo, &format!("refs/heads/{branch}"))?.is_some() {
         worktree::delete_branch(repo, branch)?;
     }
     Ok(())

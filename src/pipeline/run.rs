@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::breaker::Breakers;
-use super::plan::RunPlan;
+use super::plan::{Mode, RunPlan};
 use super::step::{self, AgentRun, StepCtx};
 use super::{Ending, Outcome, exit_of, rollback};
 use crate::agent::RoleAgent;
@@ -56,7 +56,11 @@ pub(crate) struct Run<'a> {
 
 impl<'a> Run<'a> {
     pub fn new(plan: &'a RunPlan, ui: &'a Ui, dir: RunDir) -> Run<'a> {
-        let branch = format!("{}{}", plan.branch_prefix, dir.id);
+        // A reverify run works on a detached checkout of the commit: no branch of its own.
+        let branch = match plan.mode {
+            Mode::Build => format!("{}{}", plan.branch_prefix, dir.id),
+            Mode::Reverify { .. } => String::new(),
+        };
         let worktree = plan.worktree_root.join(&dir.id);
         let rec = RunRecord {
             version: crate::store::record::RECORD_VERSION,
@@ -339,13 +343,9 @@ impl<'a> Run<'a> {
         let root = &self.plan.worktree_root;
         std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
         let reason = format!("git-pipeline run {} in progress", self.dir.id);
-        if let Err(e) = worktree::add(
-            &self.repo,
-            &self.worktree,
-            &self.branch,
-            &self.plan.base,
-            &reason,
-        ) {
+        let (checkout, checkout_tree) = self.plan.checkout();
+        let branch = (!self.branch.is_empty()).then_some(self.branch.as_str());
+        if let Err(e) = worktree::add(&self.repo, &self.worktree, branch, checkout, &reason) {
             // git may leave a half-made worktree or branch behind; both are ours to remove.
             let _ = rollback::discard(&self.repo, &self.worktree, &self.branch);
             return Err(e);
@@ -375,7 +375,8 @@ impl<'a> Run<'a> {
         // leaves changes behind would be blamed on the agent (and shipped) otherwise. Without
         // either, git's checkout is the base by construction and the check is skipped.
         let start = if worktree::checkout_may_differ(&self.worktree, &wt_paths)? {
-            self.snapshot()?.changes
+            let s = self.snapshot()?;
+            crate::git::snapshot::diff_trees(&self.repo, checkout_tree, &s.tree)?
         } else {
             Vec::new()
         };
@@ -403,11 +404,18 @@ impl<'a> Run<'a> {
                 "included": copied.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
             }),
         )?;
-        self.ui.info(format!(
-            "  worktree {} on branch {}",
-            self.worktree.display(),
-            self.branch
-        ));
+        self.ui.info(if self.branch.is_empty() {
+            format!(
+                "  worktree {} (detached at {checkout})",
+                self.worktree.display()
+            )
+        } else {
+            format!(
+                "  worktree {} on branch {}",
+                self.worktree.display(),
+                self.branch
+            )
+        });
         Ok(())
     }
 
@@ -460,10 +468,15 @@ impl<'a> Run<'a> {
         } else {
             self.last_tree.clone()
         };
-        let tip = objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?;
+        let tip = if self.branch.is_empty() {
+            None
+        } else {
+            objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?
+        };
         let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.base);
         match tree {
-            // Nothing was changed: there is no work to keep.
+            // Nothing was changed: there is no work to keep. A reverified commit is its own record.
+            _ if matches!(self.plan.mode, Mode::Reverify { .. }) => {}
             Some(t) if t == self.plan.base_tree && !agent_committed => {}
             Some(tree) => {
                 let name = rollback::archive(

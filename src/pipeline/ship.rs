@@ -171,6 +171,34 @@ pub fn fast_forward(repo: &Git, branch_ref: &str, base: &str, commit: &str) -> R
 }
 
 impl Run<'_> {
+    /// The attestation of an approved commit.
+    pub(super) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Attestation {
+        Attestation {
+            version: attest::VERSION,
+            run_id: self.dir.id.clone(),
+            commit: commit.to_owned(),
+            tree: tree.to_owned(),
+            base: self.plan.base.clone(),
+            approved: true,
+            verifier: self
+                .verifier_label
+                .clone()
+                .unwrap_or_else(|| self.plan.verifier.name.clone()),
+            rounds,
+            gates: self
+                .plan
+                .gates
+                .iter()
+                .map(|g| attest::GateResult {
+                    name: g.name.get_ref().clone(),
+                    status: "pass".to_owned(),
+                })
+                .collect(),
+            at: ids::now_rfc3339(),
+            docs: self.docs_changes.clone(),
+        }
+    }
+
     /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
     /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
     pub(super) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
@@ -191,31 +219,7 @@ impl Run<'_> {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
         };
-        let verifier = self
-            .verifier_label
-            .clone()
-            .unwrap_or_else(|| self.plan.verifier.name.clone());
-        let note = Attestation {
-            version: attest::VERSION,
-            run_id: self.dir.id.clone(),
-            commit: commit.clone(),
-            tree,
-            base: self.plan.base.clone(),
-            approved: true,
-            verifier,
-            rounds: self.rec.verification.rounds,
-            gates: self
-                .plan
-                .gates
-                .iter()
-                .map(|g| attest::GateResult {
-                    name: g.name.get_ref().clone(),
-                    status: "pass".to_owned(),
-                })
-                .collect(),
-            at: ids::now_rfc3339(),
-            docs: self.docs_changes.clone(),
-        };
+        let note = self.attestation(&commit, &tree, self.rec.verification.rounds);
         attest(&self.repo, &note)?;
         self.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.

@@ -67,10 +67,21 @@ pub struct TestRepo {
     pub logs: PathBuf,
 }
 
+/// PATH with the binary under test first, so that `git pipeline` and installed hooks find it.
+pub fn test_path() -> std::ffi::OsString {
+    let bin_dir = Path::new(BIN).parent().expect("binary folder").to_owned();
+    let mut dirs = vec![bin_dir];
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(dirs).expect("PATH")
+}
+
 pub fn hermetic(cmd: &mut Command, home: &Path, logs: &Path) {
     for v in git_pipeline::git::LOCAL_ENV_VARS {
         cmd.env_remove(v);
     }
+    cmd.env("PATH", test_path());
     cmd.env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("GIT_CONFIG_GLOBAL", home.join(".gitconfig"))

@@ -5,6 +5,7 @@ mod common;
 mod config_errors;
 mod failures;
 mod golden;
+mod hooks;
 mod loops;
 mod stages;
 mod worktree_prep;

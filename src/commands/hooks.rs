@@ -1,0 +1,202 @@
+//! `git pipeline hooks install|uninstall|status`, and `git pipeline hook pre-push|pre-receive`,
+//! which the installed hooks run.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::emit;
+use crate::attest::NOTES_REF;
+use crate::cli::{HookKind, HooksAction, HooksCmd};
+use crate::config::{Config, PROJECT_FILE};
+use crate::error::{Error, Exit, Result};
+use crate::git::{Git, Repo, objects};
+use crate::hooks::{self, Installed, PrePush, Refusal, Uninstalled, Update};
+use crate::ui::Ui;
+
+pub fn hooks(cmd: HooksCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    match cmd.action {
+        HooksAction::Install => {
+            let (result, hook) = hooks::install(&repo)?;
+            let text = match result {
+                Installed::Fresh => format!("installed the pre-push hook at {}\n", hook.display()),
+                Installed::Chained(prev) => format!(
+                    "installed the pre-push hook at {}; your previous hook, kept at {}, still runs first\n",
+                    hook.display(),
+                    prev.display()
+                ),
+                Installed::AlreadyThere => {
+                    format!("the pre-push hook at {} is up to date\n", hook.display())
+                }
+            };
+            emit(
+                out,
+                &format!(
+                    "{text}notes now follow `commit --amend` and `rebase` (notes.rewriteRef = {NOTES_REF})\npush the notes with the code: git push <remote> HEAD {NOTES_REF}\n"
+                ),
+            )?;
+        }
+        HooksAction::Uninstall => {
+            let text = match hooks::uninstall(&repo)? {
+                Uninstalled::Removed => "removed the pre-push hook\n".to_owned(),
+                Uninstalled::Restored(p) => {
+                    format!(
+                        "removed the pre-push hook; your previous hook is back at {}\n",
+                        p.display()
+                    )
+                }
+                Uninstalled::NotInstalled => "the pre-push hook was not installed\n".to_owned(),
+            };
+            emit(out, &text)?;
+        }
+        HooksAction::Status { json } => {
+            let s = hooks::status(&repo)?;
+            if json {
+                emit(
+                    out,
+                    &format!("{}\n", serde_json::to_string_pretty(&s).unwrap_or_default()),
+                )?;
+            } else {
+                let state = match s.pre_push {
+                    PrePush::Installed => "installed",
+                    PrePush::Foreign => "not installed (another pre-push hook is there)",
+                    PrePush::None => "not installed",
+                };
+                let mut t = format!("hooks folder:   {}", s.hooks_dir.display());
+                if let Some(p) = &s.hooks_path_config {
+                    t.push_str(&format!(" (core.hooksPath = {p})"));
+                }
+                t.push_str(&format!("\npre-push:       {state}\n"));
+                if let Some(c) = &s.chained {
+                    t.push_str(&format!("chained hook:   {} (runs first)\n", c.display()));
+                }
+                t.push_str(&format!(
+                    "notes rewrite:  {}\n",
+                    if s.notes_follow_rewrites {
+                        "notes follow amend and rebase"
+                    } else {
+                        "off (git pipeline hooks install turns it on)"
+                    }
+                ));
+                t.push_str(&format!(
+                    "notes fetched:  {}\n",
+                    if s.remotes_fetching_notes.is_empty() {
+                        format!("by no remote (add: git config --add remote.origin.fetch +{NOTES_REF}:{NOTES_REF})")
+                    } else {
+                        format!("from {}", s.remotes_fetching_notes.join(", "))
+                    }
+                ));
+                emit(out, &t)?;
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let git = repo.git().keeping_object_env();
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| Error::io("cannot read the hook's input", e))?;
+    let (updates, known, notes_rev, side) = match kind {
+        HookKind::PrePush { remote, .. } => {
+            let mut updates = hooks::parse_pre_push(&input)?;
+            if updates.is_empty() {
+                updates = from_pre_commit_env();
+            }
+            // What the remote already has: its remote-tracking branches, when it is a named
+            // remote (the URL argument is never printed nor stored: it may hold credentials).
+            let known = match remote.filter(|r| is_remote_name(&git, r)) {
+                Some(name) => vec![format!("--remotes={name}")],
+                None => vec!["--remotes".to_owned()],
+            };
+            (updates, known, NOTES_REF.to_owned(), "push")
+        }
+        HookKind::PreReceive => {
+            let updates = hooks::parse_pre_receive(&input)?;
+            // Notes pushed together with the code are the ones to judge by.
+            let notes = updates
+                .iter()
+                .find(|u| u.remote_ref == NOTES_REF && !crate::verify::is_zero_id(&u.local_oid))
+                .map_or_else(|| NOTES_REF.to_owned(), |u| u.local_oid.clone());
+            (updates, vec!["--all".to_owned()], notes, "receive")
+        }
+    };
+    let globs = |commit: &str| branch_globs(&git, commit);
+    let refusals = hooks::check_updates(&git, &updates, &known, &notes_rev, &globs)?;
+    if refusals.is_empty() {
+        return Ok(Exit::Success);
+    }
+    report(ui, &refusals, side);
+    Ok(Exit::StageFailure)
+}
+
+fn report(ui: &Ui, refusals: &[Refusal], side: &str) {
+    let n: usize = refusals.iter().map(|r| r.commits.len()).sum();
+    ui.error(format!(
+        "git-pipeline: refusing to {side} {n} commit{} without a valid verification attestation",
+        if n == 1 { "" } else { "s" }
+    ));
+    for r in refusals {
+        ui.detail(format!("to branch {}:", r.branch));
+        for j in &r.commits {
+            ui.detail(super::verify::line(j).trim_end());
+        }
+    }
+    ui.detail("fix: run the work through the pipeline (git pipeline run \"...\"), or attest a commit made by hand:");
+    ui.detail("       git pipeline reverify <commit>");
+    ui.detail(format!(
+        "notes travel separately: git push <remote> <branch> {NOTES_REF}"
+    ));
+    if side == "push" {
+        ui.detail("to push anyway (the check is skipped, not passed): git push --no-verify");
+    }
+}
+
+fn is_remote_name(git: &Git, name: &str) -> bool {
+    !name.contains('/')
+        && !name.contains(':')
+        && git
+            .output(
+                ["config", "--get", &format!("remote.{name}.url")],
+                crate::git::Opts::default(),
+            )
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The pre-commit framework runs pre-push hooks with environment variables, not stdin.
+fn from_pre_commit_env() -> Vec<Update> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (get("PRE_COMMIT_TO_REF"), get("PRE_COMMIT_REMOTE_BRANCH")) {
+        (Some(to), Some(branch)) => vec![Update {
+            local_oid: to,
+            remote_ref: branch,
+            remote_oid: get("PRE_COMMIT_FROM_REF").unwrap_or_else(|| "0".repeat(40)),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// `push.branches` from the config at the pushed commit (the project's policy there); every
+/// branch when there is none. A config that cannot be read enforces every branch.
+fn branch_globs(git: &Git, commit: &str) -> Result<Option<globset::GlobSet>> {
+    let patterns = match objects::read_blob(git, commit, PROJECT_FILE)? {
+        None => vec!["*".to_owned()],
+        Some(bytes) => match toml::from_str::<Config>(&String::from_utf8_lossy(&bytes)) {
+            Ok(c) => c.push.branches,
+            Err(_) => vec!["*".to_owned()],
+        },
+    };
+    let mut b = globset::GlobSetBuilder::new();
+    for p in &patterns {
+        match globset::Glob::new(p) {
+            Ok(g) => {
+                b.add(g);
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(b.build().ok())
+}

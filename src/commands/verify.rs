@@ -1,0 +1,114 @@
+//! `git pipeline verify [RANGE]`: which commits carry a valid attestation.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::emit;
+use crate::attest::NOTES_REF;
+use crate::cli::VerifyCmd;
+use crate::error::{Exit, Result};
+use crate::git::{Git, Opts, Repo};
+use crate::verify::{self, Judged};
+
+pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let git = repo.git();
+    verify::check_revs(&cmd.range)?;
+    let (revs, label) = if cmd.range.is_empty() {
+        default_range(&git)?
+    } else {
+        (cmd.range.clone(), cmd.range.join(" "))
+    };
+    let commits = verify::list_commits(&git, &revs)?;
+    let total = commits.len();
+    let judged = verify::judge_commits(&git, commits, NOTES_REF)?;
+    let bad: Vec<&Judged> = judged.iter().filter(|j| !j.attested()).collect();
+    let has_notes = git
+        .output(
+            ["rev-parse", "--verify", "--quiet", NOTES_REF],
+            Opts::default(),
+        )?
+        .status
+        .success();
+    if cmd.json {
+        let v = json!({
+            "version": 1,
+            "range": label,
+            "commits": total,
+            "attested": total - bad.len(),
+            "unattested": bad,
+        });
+        emit(
+            out,
+            &format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        )?;
+    } else {
+        let mut t = format!(
+            "{total} commit{} in {label}: {} attested, {} not\n",
+            if total == 1 { "" } else { "s" },
+            total - bad.len(),
+            bad.len()
+        );
+        for j in &bad {
+            t.push_str(&line(j));
+        }
+        if !bad.is_empty() {
+            t.push_str("fix: run the work through the pipeline, or attest a commit with: git pipeline reverify <commit>\n");
+            if !has_notes {
+                t.push_str(&format!("no {NOTES_REF} here: if they were pushed, fetch them with git fetch <remote> {NOTES_REF}:{NOTES_REF}\n"));
+            }
+        }
+        emit(out, &t)?;
+    }
+    Ok(if bad.is_empty() {
+        Exit::Success
+    } else {
+        Exit::StageFailure
+    })
+}
+
+/// `abc123def456  subject: why`, for people.
+pub fn line(j: &Judged) -> String {
+    let why = j.problem.as_ref().map(|p| p.describe()).unwrap_or_default();
+    format!(
+        "  {}  {}: {why}\n",
+        &j.commit.commit[..j.commit.commit.len().min(12)],
+        j.commit.subject
+    )
+}
+
+/// The commits of the current branch not on its upstream; without an upstream, those on no
+/// remote-tracking branch; in a repository without remotes, all of them.
+fn default_range(git: &Git) -> Result<(Vec<String>, String)> {
+    let up = git.output(
+        [
+            "rev-parse",
+            "--abbrev-ref",
+            "--symbolic-full-name",
+            "@{upstream}",
+        ],
+        Opts::default(),
+    )?;
+    if up.status.success() {
+        let name = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+        return Ok((vec![format!("{name}..HEAD")], format!("{name}..HEAD")));
+    }
+    let remotes = git.text(["remote"])?;
+    if remotes.is_empty() {
+        Ok((
+            vec!["HEAD".to_owned()],
+            "HEAD (no remotes: every commit)".to_owned(),
+        ))
+    } else {
+        Ok((
+            vec![
+                "HEAD".to_owned(),
+                "--not".to_owned(),
+                "--remotes".to_owned(),
+            ],
+            "HEAD, not on any remote-tracking branch".to_owned(),
+        ))
+    }
+}
