@@ -52,6 +52,68 @@ pub enum Command {
     Hook(HookCmd),
     /// Check an existing commit (scope against its parent, gates, verifier) and attest it
     Reverify(ReverifyCmd),
+    /// Continue an interrupted run from where it stopped
+    Resume(RunRef),
+    /// Stop a run for good: its work archived, its worktree and branch removed, its record kept
+    Abandon(RunRef),
+    /// Remove what finished, abandoned, crashed and old interrupted runs left behind
+    Clean(CleanCmd),
+    /// A run's event log
+    Events(EventsCmd),
+    /// Numbers over all recorded runs
+    Stats(StatsCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// Run id or a unique prefix of one
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanCmd {
+    /// List what would be removed, and remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Abandon interrupted runs older than this (e.g. 7d, 12h)
+    #[arg(long, value_name = "AGE", default_value = "7d")]
+    pub older_than: String,
+
+    /// Abandon every interrupted run, whatever its age
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsCmd {
+    /// Run id or a unique prefix of one
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Keep printing new events until the run ends
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Print the raw JSON lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsCmd {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod attest;
 pub mod childenv;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -293,3 +293,65 @@ fn signal_name(sig: i32) -> String {
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| sig.to_string())
 }
+
+/// Processes that belong to a run: their environment names it (`PIPELINE_RUN_ID`, which every
+/// agent and gate gets and their children inherit) or they work inside its worktree. Read from
+/// Linux's `/proc`; elsewhere none are found.
+pub fn run_processes(run_id: &str, worktree: Option<&std::path::Path>) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let needle = format!("PIPELINE_RUN_ID={run_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let base = entry.path();
+        let by_env = std::fs::read(base.join("environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()));
+        let by_cwd = worktree.is_some_and(|w| {
+            std::fs::read_link(base.join("cwd")).is_ok_and(|cwd| cwd.starts_with(w))
+        });
+        if by_env || by_cwd {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// SIGTERM the processes, give them [`GRACE`], SIGKILL what is left. For leftovers of a run whose
+/// owner died, outside any async runtime.
+pub fn stop_pids(pids: &[i32]) {
+    use nix::sys::signal::kill;
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    let until = Instant::now() + GRACE;
+    while Instant::now() < until {
+        if pids.iter().all(|&p| !is_running(p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+/// Alive and not a zombie waiting for its parent.
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}

@@ -3,10 +3,12 @@
 
 mod hooks;
 mod init;
+mod lifecycle;
 mod run;
 mod show;
 mod status;
 mod verify;
+mod views;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,6 +53,11 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
             let plan = crate::pipeline::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
             run::execute(&plan, out, ui, cmd.json)
         }
+        Command::Resume(cmd) => lifecycle::resume(cmd, &cwd, out, ui),
+        Command::Abandon(cmd) => lifecycle::abandon(cmd, &cwd, out),
+        Command::Clean(cmd) => lifecycle::clean(cmd, &cwd, out),
+        Command::Events(cmd) => views::events(cmd, &cwd, out),
+        Command::Stats(cmd) => views::stats(cmd, &cwd, out),
     }
 }
 
@@ -68,6 +75,23 @@ fn working_dir(dash_c: Option<&std::path::Path>) -> Result<PathBuf> {
         )));
     }
     Ok(dir)
+}
+
+/// Run async work on a runtime with SIGINT/SIGTERM turned into a cancel token.
+pub(crate) fn interruptible<T, F, Fut>(work: F) -> Result<T>
+where
+    F: FnOnce(crate::process::Cancel) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    runtime.block_on(async {
+        let cancel = crate::process::install_signal_handlers()
+            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+        work(cancel).await
+    })
 }
 
 /// Write to stdout, treating a closed pipe (`| head`) as the end of output, not an error.

@@ -10,7 +10,6 @@ use crate::cli::RunCmd;
 use crate::error::{Error, Exit, Result};
 use crate::pipeline::plan::{RunArgs, RunPlan};
 use crate::pipeline::{self, Outcome};
-use crate::process;
 use crate::store::record::Status;
 use crate::ui::Ui;
 
@@ -36,21 +35,19 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
 
 /// Execute a prepared plan, print its result, and return its exit code.
 pub fn execute(plan: &RunPlan, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let outcome = runtime.block_on(async {
-        let cancel = process::install_signal_handlers()
-            .map_err(|e| Error::io("cannot install signal handlers", e))?;
-        pipeline::execute(plan, ui, cancel).await
-    })?;
+    let outcome =
+        super::interruptible(|cancel| async move { pipeline::execute(plan, ui, cancel).await })?;
+    report(&outcome, out, ui, json)
+}
+
+/// Print a finished (or interrupted) run and return its exit code.
+pub fn report(outcome: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
     if json {
         let text = serde_json::to_string_pretty(&outcome.record)
             .map_err(|e| Error::other(format!("cannot encode the result: {e}")))?;
         emit(out, &format!("{text}\n"))?;
     }
-    summarize(&outcome, out, ui, json)?;
+    summarize(outcome, out, ui, json)?;
     Ok(outcome.exit())
 }
 
@@ -97,6 +94,10 @@ fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()
             if let Some(w) = &r.worktree {
                 ui.detail(format!("its worktree is kept at {}", w.display()));
             }
+            ui.detail(format!(
+                "continue it: git pipeline resume {0}   (or drop it: git pipeline abandon {0})",
+                r.run_id
+            ));
         }
         _ => {
             ui.error(format!(

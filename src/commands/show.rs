@@ -16,7 +16,8 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
     let store = Store::new(&repo.pipeline_dir());
     let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
-    let r = dir.read_record()?;
+    let mut r = dir.read_record()?;
+    r.status = dir.effective_status(&r);
     if cmd.json {
         let text = serde_json::to_string_pretty(&r)
             .map_err(|e| Error::other(format!("cannot encode the run: {e}")))?;
@@ -131,6 +132,24 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             t.push_str(&format!("  {p}\n"));
         }
     }
+    t.push_str(&format!("\nfiles in {}\n", dir.path.display()));
+    for sub in ["prompts", "outputs"] {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path.join(sub))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| format!("{sub}/{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for n in names {
+            t.push_str(&format!("  {n}\n"));
+        }
+    }
+    for a in r.artifacts.values() {
+        t.push_str(&format!("  {a}\n"));
+    }
+    t.push_str("  events.jsonl (git pipeline events RUN)\n");
     let m = &r.metrics;
     t.push_str(&format!(
         "\nmetrics\n  time {:.1}s, tokens {}, fix attempts {}, verification rounds {}, stages run {}, skipped {}\n",

@@ -21,7 +21,10 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     for id in store.list()? {
         let dir = store.find(&id, redactor.clone())?;
         match dir.read_record() {
-            Ok(r) => rows.push(Ok(r)),
+            Ok(mut r) => {
+                r.status = dir.effective_status(&r);
+                rows.push(Ok(r));
+            }
             Err(e) => rows.push(Err((id, e.to_string()))),
         }
     }

@@ -16,14 +16,7 @@ pub fn add(
     base: &str,
     lock_reason: &str,
 ) -> Result<()> {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "worktree".into(),
-        "add".into(),
-        "--quiet".into(),
-        "--lock".into(),
-        "--reason".into(),
-        lock_reason.into(),
-    ];
+    let mut args = add_locked(lock_reason);
     match branch {
         Some(b) => {
             args.push("-b".into());
@@ -36,6 +29,27 @@ pub fn add(
     args.push(base.into());
     repo.run(args)?;
     Ok(())
+}
+
+/// `git worktree add --lock -- <path> <branch>` for a branch that exists: checked out as it is,
+/// never reset (`-B`); git refuses if another worktree has it.
+pub fn add_existing(repo: &Git, path: &Path, branch: &str, lock_reason: &str) -> Result<()> {
+    let mut args = add_locked(lock_reason);
+    args.extend(["--".into(), path.as_os_str().to_owned(), branch.into()]);
+    repo.run(args)?;
+    Ok(())
+}
+
+/// `git worktree add --quiet --lock --reason <reason>`: the start of every add of ours.
+fn add_locked(lock_reason: &str) -> Vec<std::ffi::OsString> {
+    vec![
+        "worktree".into(),
+        "add".into(),
+        "--quiet".into(),
+        "--lock".into(),
+        "--reason".into(),
+        lock_reason.into(),
+    ]
 }
 
 pub fn unlock(repo: &Git, path: &Path) -> Result<()> {

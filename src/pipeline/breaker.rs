@@ -5,6 +5,10 @@
 
 use std::collections::HashMap;
 
+/// What the breakers remember, for a resumed run: error signatures with how often each was seen,
+/// and each attempt's tree.
+pub type Memory = (Vec<(u64, u32)>, Vec<(u32, String)>);
+
 pub struct Breakers {
     max_same: u32,
     oscillation: bool,
@@ -20,6 +24,19 @@ impl Breakers {
             seen: HashMap::new(),
             trees: Vec::new(),
         }
+    }
+
+    /// Continue from a saved memory (a resumed run).
+    pub fn restore(&mut self, counts: &[(u64, u32)], trees: &[(u32, String)]) {
+        self.seen = counts.iter().copied().collect();
+        self.trees = trees.to_vec();
+    }
+
+    /// The memory to save: error signatures with counts, and attempt trees.
+    pub fn memory(&self) -> Memory {
+        let mut counts: Vec<(u64, u32)> = self.seen.iter().map(|(k, v)| (*k, *v)).collect();
+        counts.sort_unstable();
+        (counts, self.trees.clone())
     }
 
     /// Count an error; the reason to stop when it has now been seen `max_same` times.

@@ -11,7 +11,7 @@ use crate::agent::verdict::Verdict;
 use crate::error::{Error, Result};
 use crate::process::{Cancel, End};
 use crate::scope::Violation;
-use crate::store::record::{GateRecord, Reason, StageStatus};
+use crate::store::record::{Checkpoint, GateRecord, Reason, StageStatus};
 
 pub(super) enum GatesEnd {
     Passed,
@@ -30,35 +30,70 @@ impl Run<'_> {
             .clone()
             .ok_or_else(|| Error::other("this run has no builder"))?;
         let max_fix = self.plan.max_fix_attempts;
-        let mut feedback: Option<String> = None;
-        let mut why_again = String::new();
-        let mut attempt = 0u32;
-        let mut fixes = 0u32;
-        let mut rejections = 0u32;
-        let mut verifier_runs = 0u32;
+        // Where to enter the loop: a fresh run starts with the builder; a resumed one continues
+        // from its checkpoint (re-run an interrupted builder, re-check what it built, or ship
+        // what the verifier approved when the worktree still holds exactly that).
+        let mut skip_builder = false;
+        let mut approved_tree: Option<String> = None;
+        match self.rec.resume.checkpoint.clone() {
+            Some(Checkpoint::Built { .. }) => skip_builder = true,
+            Some(Checkpoint::Approved { tree }) => {
+                skip_builder = true;
+                approved_tree = Some(tree);
+            }
+            Some(Checkpoint::Builder { attempt }) => {
+                // That attempt never finished: run it again under the same number.
+                self.rec.resume.attempt = attempt.saturating_sub(1);
+            }
+            Some(Checkpoint::Committed { commit, tree }) => {
+                // The commit was made; only its attestation and the cleanup were left.
+                let tip = crate::git::objects::ref_value(
+                    &self.repo,
+                    &format!("refs/heads/{}", self.branch),
+                )?;
+                if tip.as_deref() == Some(commit.as_str()) {
+                    self.ui.step("resume: the commit was made; attesting it");
+                    self.complete_ship(&commit, &tree)?;
+                    return Ok(Ending::Shipped);
+                }
+                skip_builder = true;
+                approved_tree = Some(tree);
+            }
+            None => {}
+        }
         loop {
-            attempt += 1;
             if cancel.is_cancelled() {
                 return Ok(Ending::Interrupted);
             }
-            let prompt = self.builder_prompt(attempt, feedback.take())?;
-            let label = if attempt == 1 {
-                format!("execution: builder ({})", builder.name)
-            } else {
-                format!(
-                    "execution attempt {attempt}: builder ({}) {why_again}",
-                    builder.name
-                )
-            };
-            self.begin("execution", label)?;
-            let session = self.exec_session.clone();
-            let ran = self
-                .run_role(&builder, "execution", attempt, &session, &prompt, cancel)
-                .await?;
-            if let Some(ending) = self.record_agent("execution", attempt, &session, &ran, &builder)
-            {
-                return Ok(ending);
+            if !skip_builder {
+                self.rec.resume.attempt += 1;
+                let attempt = self.rec.resume.attempt;
+                let feedback = self.rec.resume.feedback.take();
+                let prompt = self.builder_prompt(attempt, feedback)?;
+                let label = if attempt == 1 {
+                    format!("execution: builder ({})", builder.name)
+                } else {
+                    format!(
+                        "execution attempt {attempt}: builder ({}) {}",
+                        builder.name, self.rec.resume.why_again
+                    )
+                };
+                self.begin("execution", label)?;
+                self.checkpoint(Checkpoint::Builder { attempt })?;
+                let session = self.exec_session.clone();
+                let ran = self
+                    .run_role(&builder, "execution", attempt, &session, &prompt, cancel)
+                    .await?;
+                if let Some(ending) =
+                    self.record_agent("execution", attempt, &session, &ran, &builder)
+                {
+                    return Ok(ending);
+                }
+                self.checkpoint(Checkpoint::Built { attempt })?;
             }
+            let was_resumed_check = skip_builder;
+            skip_builder = false;
+            let attempt = self.rec.resume.attempt.max(1);
 
             // Scope check, before any gate or verifier sees the work.
             let snapshot = self.snapshot()?;
@@ -73,8 +108,25 @@ impl Run<'_> {
                     "the builder finished without changing any file",
                 ));
             }
-            if let Some(why) = self.breakers.attempt(attempt, &snapshot.tree) {
+            // A resumed check of an attempt already recorded is not a new attempt.
+            if !was_resumed_check && let Some(why) = self.breakers.attempt(attempt, &snapshot.tree)
+            {
                 return Ok(self.trip("oscillation", &why, Vec::new()));
+            }
+            if let Some(tree) = approved_tree.take()
+                && tree == snapshot.tree
+            {
+                self.ui
+                    .step("resume: the worktree holds the approved change; shipping it");
+                match self.docs_and_ship(&snapshot, attempt, cancel).await? {
+                    None => return Ok(Ending::Shipped),
+                    Some(again) => {
+                        if let Some(end) = again {
+                            return Ok(end);
+                        }
+                        continue;
+                    }
+                }
             }
             let violations = self.scope.check(&snapshot.changes);
             self.dir.event(
@@ -88,16 +140,14 @@ impl Run<'_> {
             )?;
             self.save()?;
             if !violations.is_empty() {
+                self.rec.metrics.scope_violations += 1;
                 self.ui.step(format!(
                     "scope: {} of {} changed paths outside the scope",
                     violations.len(),
                     snapshot.changes.len()
                 ));
-                if fixes < max_fix {
-                    fixes += 1;
-                    self.rec.metrics.fix_attempts = fixes;
-                    why_again = format!("(fix {fixes}/{max_fix}: scope violation)");
-                    feedback = Some(scope_feedback(&violations));
+                if self.rec.resume.fixes < max_fix {
+                    self.again("scope violation".to_owned(), scope_feedback(&violations))?;
                     continue;
                 }
                 let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
@@ -105,8 +155,9 @@ impl Run<'_> {
                 return Ok(Ending::Failed {
                     reason: Reason::ScopeViolation,
                     message: format!(
-                        "{} changed path(s) outside the scope after {fixes} fix attempt(s)",
-                        violations.len()
+                        "{} changed path(s) outside the scope after {} fix attempt(s)",
+                        violations.len(),
+                        self.rec.resume.fixes
                     ),
                     details,
                 });
@@ -128,16 +179,16 @@ impl Run<'_> {
                 if let Some(why) = self.breakers.error(&source, &output) {
                     return Ok(self.trip("same_error", &why, first_lines(&output, 5)));
                 }
-                if fixes < max_fix {
-                    fixes += 1;
-                    self.rec.metrics.fix_attempts = fixes;
-                    why_again = format!("(fix {fixes}/{max_fix}: gate {gate} failed)");
-                    feedback = Some(f);
+                if self.rec.resume.fixes < max_fix {
+                    self.again(format!("gate {gate} failed"), f)?;
                     continue;
                 }
                 return Ok(Ending::Failed {
                     reason: Reason::GateFailed,
-                    message: format!("gate {gate} still fails after {fixes} fix attempt(s)"),
+                    message: format!(
+                        "gate {gate} still fails after {} fix attempt(s)",
+                        self.rec.resume.fixes
+                    ),
                     details: vec![format!(
                         "its output is in {}",
                         self.dir.path.join("outputs").display()
@@ -151,11 +202,13 @@ impl Run<'_> {
             // Verification, in a session the builder never sees. Rounds number verifier runs;
             // the cap counts rejections (a commit-hook refusal after an approval sends the work
             // round again without counting against it).
-            verifier_runs += 1;
-            match self.verify(verifier_runs, &snapshot, cancel).await? {
+            self.rec.resume.verifier_runs += 1;
+            let round = self.rec.resume.verifier_runs;
+            match self.verify(round, &snapshot, cancel).await? {
                 super::verification::VerifyEnd::Stop(ending) => return Ok(ending),
                 super::verification::VerifyEnd::Rejected(v) => {
-                    rejections += 1;
+                    self.rec.resume.rejections += 1;
+                    let rejections = self.rec.resume.rejections;
                     if rejections >= self.plan.max_rounds {
                         return Ok(Ending::Failed {
                             reason: Reason::VerifyRejected,
@@ -169,55 +222,87 @@ impl Run<'_> {
                     if let Some(why) = self.breakers.error("the verifier", &v.issues.join("\n")) {
                         return Ok(self.trip("same_error", &why, v.issues.clone()));
                     }
-                    why_again = format!("(verification round {verifier_runs} rejected)");
-                    feedback = Some(verifier_feedback(&v));
+                    self.rec.resume.why_again = format!("(verification round {round} rejected)");
+                    self.rec.resume.feedback = Some(verifier_feedback(&v));
+                    self.save()?;
                     continue;
                 }
                 super::verification::VerifyEnd::Approved => {}
             }
-
-            // Documentation, then ship.
-            let shipped_tree = match self.docs(&snapshot, attempt, cancel).await? {
-                Some(tree) => tree,
-                None => snapshot.tree.clone(),
-            };
-            self.begin("ship", "ship: committing".to_owned())?;
-            match self.ship(&shipped_tree)? {
+            self.checkpoint(Checkpoint::Approved {
+                tree: snapshot.tree.clone(),
+            })?;
+            match self.docs_and_ship(&snapshot, attempt, cancel).await? {
                 None => return Ok(Ending::Shipped),
-                Some(hook_output) => {
-                    self.ui.step("ship: the commit hook refused");
-                    self.rec.gates.push(GateRecord {
-                        name: "commit-hook".to_owned(),
-                        status: StageStatus::Fail,
-                        attempt,
-                        duration_s: 0.0,
-                        error: Some(first_line(&hook_output)),
-                    });
-                    // The builder works from the verified state, without the docs agent's edits.
-                    self.undo_docs(&snapshot)?;
-                    if let Some(why) = self.breakers.error("the commit hook", &hook_output) {
-                        return Ok(self.trip("same_error", &why, first_lines(&hook_output, 5)));
-                    }
-                    if fixes < max_fix {
-                        fixes += 1;
-                        self.rec.metrics.fix_attempts = fixes;
-                        why_again = format!("(fix {fixes}/{max_fix}: commit hook failed)");
-                        feedback = Some(format!(
-                            "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
-                            prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
-                        ));
-                        continue;
-                    }
-                    return Ok(Ending::Failed {
-                        reason: Reason::GateFailed,
-                        message: format!(
-                            "the commit hook still refuses after {fixes} fix attempt(s)"
-                        ),
-                        details: vec![first_line(&hook_output)],
-                    });
-                }
+                Some(Some(end)) => return Ok(end),
+                Some(None) => continue,
             }
         }
+    }
+
+    /// Count a fix attempt and say what the builder is told next.
+    fn again(&mut self, why: String, feedback: String) -> Result<()> {
+        self.rec.resume.fixes += 1;
+        self.rec.metrics.fix_attempts = self.rec.resume.fixes;
+        self.rec.resume.why_again = format!(
+            "(fix {}/{}: {why})",
+            self.rec.resume.fixes, self.plan.max_fix_attempts
+        );
+        self.rec.resume.feedback = Some(feedback);
+        self.save()
+    }
+
+    /// Docs, then ship. `None`: shipped. `Some(Some(end))`: the run ends. `Some(None)`: the
+    /// commit hook refused and the builder goes again.
+    async fn docs_and_ship(
+        &mut self,
+        snapshot: &crate::git::snapshot::Snapshot,
+        attempt: u32,
+        cancel: &mut Cancel,
+    ) -> Result<Option<Option<Ending>>> {
+        let shipped_tree = match self.docs(snapshot, attempt, cancel).await? {
+            Some(tree) => tree,
+            None => snapshot.tree.clone(),
+        };
+        self.begin("ship", "ship: committing".to_owned())?;
+        let Some(hook_output) = self.ship(&shipped_tree)? else {
+            return Ok(None);
+        };
+        self.ui.step("ship: the commit hook refused");
+        self.rec.gates.push(GateRecord {
+            name: "commit-hook".to_owned(),
+            status: StageStatus::Fail,
+            attempt,
+            duration_s: 0.0,
+            error: Some(first_line(&hook_output)),
+        });
+        // The builder works from the verified state, without the docs agent's edits.
+        self.undo_docs(snapshot)?;
+        if let Some(why) = self.breakers.error("the commit hook", &hook_output) {
+            return Ok(Some(Some(self.trip(
+                "same_error",
+                &why,
+                first_lines(&hook_output, 5),
+            ))));
+        }
+        if self.rec.resume.fixes < self.plan.max_fix_attempts {
+            self.again(
+                "commit hook failed".to_owned(),
+                format!(
+                    "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
+                    prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
+                ),
+            )?;
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(Ending::Failed {
+            reason: Reason::GateFailed,
+            message: format!(
+                "the commit hook still refuses after {} fix attempt(s)",
+                self.rec.resume.fixes
+            ),
+            details: vec![first_line(&hook_output)],
+        })))
     }
 
     /// Stop the loop on a circuit breaker: recorded, with its evidence.

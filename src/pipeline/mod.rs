@@ -20,6 +20,7 @@ mod execution;
 pub mod plan;
 mod planning;
 pub mod prompts;
+pub mod resume;
 mod reverify;
 pub mod rollback;
 mod run;
@@ -141,23 +142,11 @@ pub async fn execute(plan: &RunPlan, ui: &Ui, mut cancel: Cancel) -> Result<Outc
         ui.warn(w);
     }
     run.rec.status = Status::Running;
-    // Ctrl-C reaches our own git commands too (they share our process group), so a git error
-    // while a stop was requested is the interruption, not a failure of the run.
     let ending = match run.setup() {
-        Ok(()) => match run.drive(&mut cancel).await {
-            Ok(e) => e,
-            Err(e) if run.rec.commit.is_some() => {
-                ui.warn(format!("the run shipped, but a last step failed: {e}"));
-                Ending::Shipped
-            }
-            Err(_) if cancel.is_cancelled() => Ending::Interrupted,
-            Err(Error::Interrupted) => Ending::Interrupted,
-            Err(e) => Ending::Failed {
-                reason: Reason::AgentError,
-                message: e.to_string(),
-                details: e.hint().map(str::to_owned).into_iter().collect(),
-            },
-        },
+        Ok(()) => {
+            let driven = run.drive(&mut cancel).await;
+            run.ending_of(driven, &cancel)
+        }
         Err(_) if cancel.is_cancelled() => {
             let _ = rollback::discard(&run.repo, &run.worktree, &run.branch);
             run.rec.worktree = None;
@@ -175,6 +164,27 @@ pub async fn execute(plan: &RunPlan, ui: &Ui, mut cancel: Cancel) -> Result<Outc
 }
 
 impl Run<'_> {
+    /// How the stages' result ends the run. Ctrl-C reaches our own git commands too (they share
+    /// our process group), so a git error while a stop was requested is the interruption, not a
+    /// failure; and once the commit is attested, a later error cannot undo the shipping.
+    fn ending_of(&self, driven: Result<Ending>, cancel: &Cancel) -> Ending {
+        match driven {
+            Ok(e) => e,
+            Err(e) if self.rec.commit.is_some() => {
+                self.ui
+                    .warn(format!("the run shipped, but a last step failed: {e}"));
+                Ending::Shipped
+            }
+            Err(_) if cancel.is_cancelled() => Ending::Interrupted,
+            Err(Error::Interrupted) => Ending::Interrupted,
+            Err(e) => Ending::Failed {
+                reason: Reason::AgentError,
+                message: e.to_string(),
+                details: e.hint().map(str::to_owned).into_iter().collect(),
+            },
+        }
+    }
+
     /// The stages in order, from where the router said to start.
     async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         use plan::Stage;

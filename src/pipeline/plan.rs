@@ -13,6 +13,7 @@ use crate::pipeline::prompts::Templates;
 use crate::risk::{self, Assessment, Risk};
 use crate::scope::Globs;
 use crate::scope::Scope;
+use crate::store::record::ArgsRecord;
 
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +39,12 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub fn parse(s: &str) -> Option<Stage> {
+        [Stage::Discovery, Stage::Planning, Stage::Execution]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Discovery => "discovery",
@@ -69,6 +76,8 @@ pub enum Mode {
 pub struct RunPlan {
     pub repo: Repo,
     pub mode: Mode,
+    /// The arguments as given, kept in the record for `resume`.
+    pub args: ArgsRecord,
     pub task: String,
     /// The base commit id, and what the user called it.
     pub base: String,
@@ -225,6 +234,35 @@ impl RunPlan {
         )
     }
 
+    /// The plan of an interrupted run, made again from its record: the same task, base commit,
+    /// arguments and (read from that base) configuration.
+    pub fn for_resume(cwd: &Path, rec: &crate::store::RunRecord) -> Result<RunPlan> {
+        let a = &rec.resume.args;
+        if let Some(commit) = &a.reverify {
+            return RunPlan::for_reverify(cwd, commit, &a.agents);
+        }
+        let repo = Repo::discover(cwd)?;
+        let loaded = load_config(&repo, &rec.base, &rec.base_ref)?;
+        let args = RunArgs {
+            scope: a.scope.clone(),
+            create: a.create.clone(),
+            agents: a.agents.clone(),
+            risk: a.risk,
+            stage: a.stage.as_deref().and_then(Stage::parse),
+            keep: a.keep,
+            ..RunArgs::default()
+        };
+        RunPlan::build(
+            repo,
+            Mode::Build,
+            rec.task.clone(),
+            rec.base.clone(),
+            rec.base_ref.clone(),
+            loaded,
+            &args,
+        )
+    }
+
     /// What the worktree is made from: the base, or the commit being reverified.
     pub fn checkout(&self) -> (&str, &str) {
         match &self.mode {
@@ -346,8 +384,21 @@ impl RunPlan {
                 "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned(),
             );
         }
+        let args_record = ArgsRecord {
+            scope: args.scope.clone(),
+            create: args.create.clone(),
+            agents: args.agents.clone(),
+            risk: args.risk,
+            stage: args.stage.map(|s| s.name().to_owned()),
+            keep: args.keep,
+            reverify: match &mode {
+                Mode::Build => None,
+                Mode::Reverify { commit, .. } => Some(commit.clone()),
+            },
+        };
         Ok(RunPlan {
             mode,
+            args: args_record,
             task,
             base,
             base_ref,

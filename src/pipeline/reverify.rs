@@ -66,6 +66,7 @@ impl Run<'_> {
             VerifyEnd::Approved => {}
         }
         let note = self.attestation(commit, tree, 1);
+        let _guard = self.repo_lock()?;
         ship::attest(&self.repo, &note)?;
         self.rec.commit = Some(commit.to_owned());
         self.ui.step(format!(

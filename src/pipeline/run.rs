@@ -19,7 +19,8 @@ use crate::process::{Cancel, End};
 use crate::scope::Scope;
 use crate::store::RunDir;
 use crate::store::record::{
-    Metrics, Reason, RunRecord, StageRecord, StageStatus, Status, Verification,
+    Checkpoint, Metrics, Reason, ResumeState, RunRecord, Sessions, StageRecord, StageStatus,
+    Status, Verification,
 };
 use crate::ui::Ui;
 
@@ -90,6 +91,16 @@ impl<'a> Run<'a> {
             ended_at: None,
             merge: None,
             artifacts: Default::default(),
+            resume: ResumeState {
+                args: plan.args.clone(),
+                sessions: Sessions {
+                    plan: ids::new_session_id(),
+                    execution: ids::new_session_id(),
+                    verification: ids::new_session_id(),
+                    docs: ids::new_session_id(),
+                },
+                ..ResumeState::default()
+            },
         };
         Run {
             plan,
@@ -98,10 +109,10 @@ impl<'a> Run<'a> {
             worktree,
             branch,
             snap: None,
-            plan_session: ids::new_session_id(),
-            exec_session: ids::new_session_id(),
-            verify_session: ids::new_session_id(),
-            docs_session: ids::new_session_id(),
+            plan_session: rec.resume.sessions.plan.clone(),
+            exec_session: rec.resume.sessions.execution.clone(),
+            verify_session: rec.resume.sessions.verification.clone(),
+            docs_session: rec.resume.sessions.docs.clone(),
             scope: plan.scope.clone(),
             spec: None,
             plan_text: None,
@@ -126,7 +137,22 @@ impl<'a> Run<'a> {
 
     pub fn save(&mut self) -> Result<()> {
         self.update_metrics();
+        let (counts, trees) = self.breakers.memory();
+        self.rec.resume.error_counts = counts;
+        self.rec.resume.attempt_trees = trees;
+        self.rec.resume.snapshot_tree = self.last_tree.clone();
         self.dir.write_record(&self.rec)
+    }
+
+    /// Serialise our ref and worktree changes with other runs of this repository.
+    pub fn repo_lock(&self) -> Result<crate::store::lock::RepoLock> {
+        crate::store::lock::acquire_repo(&self.plan.repo.pipeline_dir())
+    }
+
+    /// Record how far the run got, durably, before going on.
+    pub fn checkpoint(&mut self, at: Checkpoint) -> Result<()> {
+        self.rec.resume.checkpoint = Some(at);
+        self.save()
     }
 
     fn update_metrics(&mut self) {
@@ -211,6 +237,16 @@ impl<'a> Run<'a> {
     pub fn skip_role(&mut self, stage: &str, agent: Option<&str>, why: &str) {
         let who = agent.map(|a| format!(" ({a})")).unwrap_or_default();
         self.ui.step(format!("{stage}{who}: skipped ({why})"));
+        // A resumed run passes the same skips again; record each once.
+        let known = self.rec.stages.iter().any(|s| {
+            s.stage == stage
+                && s.status == StageStatus::Skip
+                && s.agent.as_deref() == agent
+                && s.note.as_deref() == Some(why)
+        });
+        if known {
+            return;
+        }
         self.rec.stages.push(StageRecord {
             stage: stage.to_owned(),
             status: StageStatus::Skip,
@@ -345,13 +381,14 @@ impl<'a> Run<'a> {
         let reason = format!("git-pipeline run {} in progress", self.dir.id);
         let (checkout, checkout_tree) = self.plan.checkout();
         let branch = (!self.branch.is_empty()).then_some(self.branch.as_str());
-        if let Err(e) = worktree::add(&self.repo, &self.worktree, branch, checkout, &reason) {
+        let guard = self.repo_lock()?;
+        let added = worktree::add(&self.repo, &self.worktree, branch, checkout, &reason);
+        drop(guard);
+        if let Err(e) = added {
             // git may leave a half-made worktree or branch behind; both are ours to remove.
             let _ = rollback::discard(&self.repo, &self.worktree, &self.branch);
             return Err(e);
         }
-        self.rec.worktree = Some(self.worktree.clone());
-        self.save()?;
         let wt_paths = worktree::paths(&self.worktree)?;
         self.snap = Some(Snapshotter::new(
             &self.worktree,
@@ -394,6 +431,10 @@ impl<'a> Run<'a> {
                 "a post-checkout hook or a filter changed files; make it write ignored files only",
             ));
         }
+        // Recorded only now: a run stopped before this point has no worktree worth keeping, and
+        // `resume` makes it again from scratch.
+        self.rec.worktree = Some(self.worktree.clone());
+        self.save()?;
         self.dir.event(
             None,
             "worktree_ready",
@@ -458,6 +499,7 @@ impl<'a> Run<'a> {
 
     /// Archive the work, then discard the worktree and branch (unless kept).
     fn roll_back(&mut self, why: &str) -> Result<()> {
+        let _guard = self.repo_lock()?;
         let wt_exists = self.rec.worktree.is_some() && self.worktree.exists();
         let tree = if wt_exists {
             // Take the state as the agent left it; fall back to the last snapshot.

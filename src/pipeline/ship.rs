@@ -12,7 +12,7 @@ use crate::config::ShipMode;
 use crate::error::{Error, Result};
 use crate::git::{Git, Opts, objects, worktree};
 use crate::ids;
-use crate::store::record::{StageRecord, StageStatus};
+use crate::store::record::{Checkpoint, StageRecord, StageStatus};
 
 pub enum Committed {
     Ok {
@@ -219,7 +219,20 @@ impl Run<'_> {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
         };
-        let note = self.attestation(&commit, &tree, self.rec.verification.rounds);
+        self.checkpoint(Checkpoint::Committed {
+            commit: commit.clone(),
+            tree: tree.clone(),
+        })?;
+        self.complete_ship(&commit, &tree)?;
+        Ok(None)
+    }
+
+    /// After the commit: attest it, remove the worktree, fast-forward when asked. Also what a
+    /// resumed run does when it finds its commit already made.
+    pub(super) fn complete_ship(&mut self, commit: &str, tree: &str) -> Result<()> {
+        let _guard = self.repo_lock()?;
+        let commit = commit.to_owned();
+        let note = self.attestation(&commit, tree, self.rec.verification.rounds);
         attest(&self.repo, &note)?;
         self.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
@@ -282,7 +295,7 @@ impl Run<'_> {
             self.ui
                 .warn(format!("could not log the shipped event: {e}"));
         }
-        Ok(None)
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! and the prompts and outputs of every step.
 
 pub mod atomic;
+pub mod lock;
 pub mod record;
 
 use std::fs::OpenOptions;
@@ -125,6 +126,11 @@ struct Event<'a> {
 }
 
 impl RunDir {
+    /// The same run folder, storing through another redactor.
+    pub fn with_redactor(self, redactor: Arc<Redactor>) -> RunDir {
+        RunDir { redactor, ..self }
+    }
+
     pub fn record_path(&self) -> PathBuf {
         self.path.join("run.json")
     }
@@ -143,12 +149,40 @@ impl RunDir {
     pub fn read_record(&self) -> Result<RunRecord> {
         let path = self.record_path();
         let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        // The version first: a newer record may not even parse as this version's schema.
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(version) = v.get("version").and_then(serde_json::Value::as_u64)
+            && version > u64::from(record::RECORD_VERSION)
+        {
+            return Err(Error::usage_hint(
+                format!(
+                    "{} was written by a newer git-pipeline (record version {version}; this one reads {})",
+                    path.display(),
+                    record::RECORD_VERSION
+                ),
+                "upgrade git-pipeline to read it",
+            ));
+        }
+        let rec: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
             Error::other_hint(
                 format!("the run record {} is unreadable: {e}", path.display()),
                 "the file was edited or damaged; its events.jsonl still tells what happened",
             )
-        })
+        })?;
+        rec.check_version(&path)?;
+        Ok(rec)
+    }
+
+    /// The events, one JSON value per line. A torn last line (the writer died mid-write) is
+    /// skipped; a damaged line elsewhere is kept as a note so nothing is silently lost.
+    pub fn read_events(&self) -> Result<Vec<serde_json::Value>> {
+        let path = self.events_path();
+        let text = match std::fs::read(&path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io_path("read", &path, e)),
+        };
+        Ok(parse_events(&text))
     }
 
     /// Append one event line. A single `write` on an `O_APPEND` file, so concurrent writers do
@@ -204,48 +238,60 @@ impl RunDir {
     }
 
     /// Take the run's lock, naming this process as its owner.
-    pub fn lock(&self) -> Result<RunLock> {
-        let path = self.path.join("lock");
-        let owner = serde_json::json!({
-            "pid": std::process::id(),
-            "process_start": process_start_ticks(std::process::id()),
-            "host": nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
-            "at": ids::now_rfc3339(),
-        });
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::usage(format!("run {} is locked by another process", self.id))
-                } else {
-                    Error::io_path("create", &path, e)
-                }
-            })?;
-        f.write_all(format!("{owner}\n").as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io_path("write", &path, e))?;
-        Ok(RunLock { path })
+    pub fn lock(&self) -> Result<lock::RunLock> {
+        lock::acquire_run(&self.path.join("lock"), &self.id)
+    }
+
+    /// The status to show: a run recorded as running whose owner is gone (killed, machine
+    /// rebooted) is interrupted, whatever the record still says.
+    pub fn effective_status(&self, rec: &RunRecord) -> record::Status {
+        use record::Status;
+        match rec.status {
+            Status::Running | Status::Pending => match self.liveness() {
+                lock::Liveness::Free => Status::Interrupted,
+                _ => rec.status,
+            },
+            s => s,
+        }
+    }
+
+    /// Whether the process driving this run is alive.
+    pub fn liveness(&self) -> lock::Liveness {
+        lock::liveness(&self.path.join("lock"))
     }
 }
 
-/// Removes the lock file when the owning process is done with the run.
-pub struct RunLock {
-    path: PathBuf,
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// Parse JSONL events, tolerating a torn last line.
+pub fn parse_events(text: &str) -> Vec<serde_json::Value> {
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(v) => out.push(v),
+            // The last line of a file the writer did not finish.
+            Err(_) if i + 1 == lines.len() && !complete => {}
+            Err(e) => out.push(serde_json::json!({"event": "unreadable", "data": {"line": i + 1, "error": e.to_string()}})),
+        }
     }
+    out
 }
 
-/// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
-/// pid, it tells a live owner from a recycled pid.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_event_line_is_skipped_and_a_damaged_one_reported() {
+        let text = "{\"event\":\"a\"}\n{\"event\":\"b\"}\n{\"event\":\"c\",\"da";
+        let ev = parse_events(text);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1]["event"], "b");
+        let damaged = parse_events("{\"event\":\"a\"}\nnot json\n{\"event\":\"b\"}\n");
+        assert_eq!(damaged.len(), 3);
+        assert_eq!(damaged[1]["event"], "unreadable");
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Exit;
+use crate::error::{Error, Exit};
 use crate::risk::Risk;
 use crate::scope::ScopeRecord;
 
@@ -137,6 +137,9 @@ pub struct Metrics {
     pub stages_skipped: u32,
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    /// Builder attempts whose changes went outside the scope.
+    #[serde(default)]
+    pub scope_violations: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,4 +179,79 @@ pub struct RunRecord {
     /// Files kept in the run folder: `spec`, `plan`, `manifest` (paths relative to it).
     #[serde(default)]
     pub artifacts: std::collections::BTreeMap<String, String>,
+    /// What `resume` needs to continue exactly where the run stopped.
+    #[serde(default)]
+    pub resume: ResumeState,
+}
+
+/// What the user asked for, kept so that a resumed run is planned the same way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArgsRecord {
+    pub scope: Vec<String>,
+    pub create: Vec<String>,
+    pub agents: Vec<String>,
+    pub risk: Option<Risk>,
+    pub stage: Option<String>,
+    pub keep: bool,
+    /// For a reverify run: the commit being checked.
+    pub reverify: Option<String>,
+}
+
+/// The last point a run reached, written before and after each step that changes the worktree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Checkpoint {
+    /// The builder was started for this attempt (and may not have finished).
+    Builder { attempt: u32 },
+    /// The builder finished this attempt; scope, gates and verification come next.
+    Built { attempt: u32 },
+    /// The verifier approved this tree; docs and ship come next.
+    Approved { tree: String },
+    /// `git commit` made this commit; the attestation and cleanup come next.
+    Committed { commit: String, tree: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sessions {
+    pub plan: String,
+    pub execution: String,
+    pub verification: String,
+    pub docs: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResumeState {
+    pub args: ArgsRecord,
+    pub checkpoint: Option<Checkpoint>,
+    pub sessions: Sessions,
+    /// Builder attempts started, fix attempts spent, verifier rejections and runs.
+    pub attempt: u32,
+    pub fixes: u32,
+    pub rejections: u32,
+    pub verifier_runs: u32,
+    /// What the builder is told on its next attempt.
+    pub feedback: Option<String>,
+    pub why_again: String,
+    /// The circuit breakers' memory: error signatures with their counts, and attempt trees.
+    pub error_counts: Vec<(u64, u32)>,
+    pub attempt_trees: Vec<(u32, String)>,
+    /// The tree of the last snapshot: a recreated worktree is filled from it.
+    pub snapshot_tree: Option<String>,
+}
+
+impl RunRecord {
+    /// Refuse records written by a newer git-pipeline instead of misreading them.
+    pub fn check_version(&self, path: &std::path::Path) -> Result<(), Error> {
+        if self.version > RECORD_VERSION {
+            return Err(Error::usage_hint(
+                format!(
+                    "{} was written by a newer git-pipeline (record version {}; this one reads {RECORD_VERSION})",
+                    path.display(),
+                    self.version
+                ),
+                "upgrade git-pipeline to read it",
+            ));
+        }
+        Ok(())
+    }
 }

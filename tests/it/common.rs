@@ -254,6 +254,28 @@ impl TestRepo {
         self.command(BIN, &self.path)
     }
 
+    /// Start `git pipeline` in the background (stdout and stderr captured) and wait until
+    /// `marker` exists (written by an agent of that run).
+    pub fn spawn_until(&self, args: &[&str], marker: &Path) -> std::process::Child {
+        let child = self
+            .pipeline_cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn git-pipeline");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never appeared",
+                marker.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
+    }
+
     /// Lines of the fixture agents' call log.
     pub fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.logs.join("calls.log"))

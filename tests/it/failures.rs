@@ -436,22 +436,8 @@ fn sigint_stops_the_agent_records_interrupted_keeps_the_worktree_and_exits_130()
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/wip.rs:wip\", \"*:spawn:{}\", \"*:sleep:60\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         pidfile.display()
     ));
-    let child = repo
-        .pipeline_cmd()
-        .args(["run", "--json", "add the helper"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
     // Wait until the builder is running (it wrote its pid file), then press Ctrl-C.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !pidfile.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the builder never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = repo.spawn_until(&["run", "--json", "add the helper"], &pidfile);
     nix_kill(child.id(), "INT");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(

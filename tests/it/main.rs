@@ -7,5 +7,6 @@ mod failures;
 mod golden;
 mod hooks;
 mod loops;
+mod recovery;
 mod stages;
 mod worktree_prep;

@@ -1,0 +1,197 @@
+//! `git pipeline resume RUN`, `git pipeline abandon RUN`, `git pipeline clean`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::emit;
+use crate::cleanup::{self, Action, CleanOptions};
+use crate::cli::{CleanCmd, RunRef};
+use crate::config::{Config, PROJECT_FILE};
+use crate::error::{Error, Exit, Result};
+use crate::git::{Repo, objects};
+use crate::pipeline::plan::RunPlan;
+use crate::process;
+use crate::redact::Redactor;
+use crate::store::Store;
+use crate::store::record::Status;
+use crate::ui::Ui;
+
+pub fn resume(cmd: RunRef, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let store = Store::new(&repo.pipeline_dir());
+    let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
+    // The lock first: a run that is alive cannot be resumed, nor resumed twice at once.
+    let lock = dir.lock()?;
+    let rec = dir.read_record()?;
+    if rec.status.is_final() {
+        return Err(Error::usage_hint(
+            format!(
+                "run {} already ended ({}); nothing to resume",
+                rec.run_id,
+                rec.status.name()
+            ),
+            "start a new run with git pipeline run",
+        ));
+    }
+    let leftovers = process::run_processes(&rec.run_id, rec.worktree.as_deref());
+    if !leftovers.is_empty() {
+        ui.warn(format!(
+            "stopping {} process(es) the interrupted run left running: {:?}",
+            leftovers.len(),
+            leftovers
+        ));
+        process::stop_pids(&leftovers);
+    }
+    let plan = RunPlan::for_resume(cwd, &rec)?;
+    let dir = dir.with_redactor(Arc::new(crate::pipeline::redactor_for(&plan)));
+    let outcome = super::interruptible(|cancel| async move {
+        crate::pipeline::resume::resume(&plan, ui, dir, rec, lock, cancel).await
+    })?;
+    super::run::report(&outcome, out, ui, cmd.json)
+}
+
+pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let store = Store::new(&repo.pipeline_dir());
+    let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
+    let _lock = dir.lock()?;
+    let rec = dir.read_record()?;
+    if rec.status == Status::Abandoned {
+        return Err(Error::usage(format!(
+            "run {} is already abandoned",
+            rec.run_id
+        )));
+    }
+    let rec = cleanup::abandon(&repo, &dir, rec, "abandoned by the user")?;
+    if cmd.json {
+        emit(
+            out,
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&rec).unwrap_or_default()
+            ),
+        )?;
+    } else {
+        let mut t = format!("abandoned run {}", rec.run_id);
+        match &rec.archive {
+            Some(a) => t.push_str(&format!("; its work is saved at {a}\n")),
+            None => t.push_str("; it had changed nothing\n"),
+        }
+        emit(out, &t)?;
+    }
+    Ok(Exit::Success)
+}
+
+pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let store = Store::new(&repo.pipeline_dir());
+    let older_than = crate::config::parse_duration(&cmd.older_than)
+        .map_err(|e| Error::usage(format!("--older-than: {e}")))?;
+    // Where our worktrees live and how our branches are named: the config at HEAD, if any.
+    let config: Option<Config> = objects::resolve_commit(&repo.git(), "HEAD")?
+        .and_then(|head| {
+            objects::read_blob(&repo.git(), &head, PROJECT_FILE)
+                .ok()
+                .flatten()
+        })
+        .and_then(|b| toml::from_str(&String::from_utf8_lossy(&b)).ok());
+    let run_cfg = config.map(|c| c.run).unwrap_or_default();
+    let root = if run_cfg.worktree_root.trim().is_empty() {
+        repo.default_worktree_root()
+    } else {
+        let anchor = repo
+            .main_worktree
+            .clone()
+            .unwrap_or_else(|| repo.common_dir.clone());
+        anchor.join(&run_cfg.worktree_root)
+    };
+    let opts = CleanOptions {
+        older_than,
+        all_interrupted: cmd.all,
+        worktree_root: root,
+        branch_prefix: run_cfg.branch_prefix,
+        archive_days: run_cfg.archive_days,
+    };
+    let plan = cleanup::plan(&repo, &store, &opts)?;
+    let freed = if cmd.dry_run {
+        None
+    } else {
+        Some(cleanup::apply(&repo, &store, &plan)?)
+    };
+    if cmd.json {
+        let v = serde_json::json!({
+            "dry_run": cmd.dry_run,
+            "actions": plan.actions,
+            "kept": plan.kept,
+            "freed": freed,
+        });
+        emit(
+            out,
+            &format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        )?;
+        return Ok(Exit::Success);
+    }
+    let mut t = String::new();
+    let verb = if cmd.dry_run { "would" } else { "did" };
+    if plan.actions.is_empty() {
+        t.push_str("nothing to clean\n");
+    } else {
+        t.push_str(&format!(
+            "{} ({verb}):\n",
+            if cmd.dry_run {
+                "clean --dry-run"
+            } else {
+                "clean"
+            }
+        ));
+        for a in &plan.actions {
+            t.push_str(&format!("  {}\n", describe(a)));
+        }
+    }
+    for k in &plan.kept {
+        t.push_str(&format!("  kept {}: {}\n", k.what, k.why));
+    }
+    if let Some(f) = freed {
+        t.push_str(&format!(
+            "freed {} worktree(s) ({:.1} MB), {} branch(es), {} archive(s); abandoned {} interrupted run(s)\n",
+            f.worktrees,
+            f.bytes as f64 / 1_000_000.0,
+            f.branches,
+            f.archives_expired,
+            f.runs_abandoned
+        ));
+    }
+    emit(out, &t)?;
+    Ok(Exit::Success)
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::AbandonRun { run_id, why } => {
+            format!(
+                "abandon run {run_id} ({why}): archive its work, remove its worktree and branch"
+            )
+        }
+        Action::RemoveWorktree { run_id, path } => {
+            format!("remove the worktree {} of run {run_id}", path.display())
+        }
+        Action::DeleteBranch {
+            run_id,
+            branch,
+            why,
+        } => {
+            format!("delete branch {branch} of run {run_id} ({why})")
+        }
+        Action::RemoveOrphanWorktree { run_id, path, .. } => format!(
+            "remove the worktree {} of run {run_id}, whose record is gone (its work is archived first)",
+            path.display()
+        ),
+        Action::ExpireArchive {
+            reference,
+            age_days,
+        } => {
+            format!("delete {reference} ({age_days} days old)")
+        }
+    }
+}

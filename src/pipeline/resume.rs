@@ -1,0 +1,247 @@
+//! Resume: an interrupted run (Ctrl-C, or a process killed outright) continues where it stopped.
+//! Its record says how far it got: the spec and the approved plan are kept, the worktree with its
+//! partial changes is reused (or made again from the run's branch and refilled from the last
+//! snapshot when its folder is gone), and the execution loop enters at its last checkpoint.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::plan::{Mode, RunPlan};
+use super::run::Run;
+use super::{Ending, Outcome, rollback};
+use crate::agent::manifest::Manifest;
+use crate::error::{Error, Result};
+use crate::git::snapshot::Snapshotter;
+use crate::git::{Opts, objects, worktree};
+use crate::process::Cancel;
+use crate::scope::Scope;
+use crate::store::RunDir;
+use crate::store::lock::RunLock;
+use crate::store::record::{RunRecord, Status};
+use crate::ui::Ui;
+
+/// Continue `rec` (its lock is held by the caller, and its leftover processes are stopped).
+pub async fn resume(
+    plan: &RunPlan,
+    ui: &Ui,
+    dir: RunDir,
+    rec: RunRecord,
+    lock: RunLock,
+    mut cancel: Cancel,
+) -> Result<Outcome> {
+    let mut run = Run::from_record(plan, ui, dir, rec)?;
+    run.rec.status = Status::Running;
+    run.rec.reason = None;
+    run.rec.error = None;
+    run.rec.exit_code = None;
+    run.rec.ended_at = None;
+    run.save()?;
+    run.dir.event(
+        None,
+        "resumed",
+        json!({"checkpoint": run.rec.resume.checkpoint, "worktree": run.rec.worktree}),
+    )?;
+    ui.info(format!(
+        "resuming run {} ({})",
+        run.dir.id,
+        match &run.rec.resume.checkpoint {
+            Some(c) => format!("{c:?}"),
+            None => "from the start".to_owned(),
+        }
+    ));
+    let ending = match run.reattach() {
+        Ok(()) => {
+            let driven = run.drive_resumed(&mut cancel).await;
+            run.ending_of(driven, &cancel)
+        }
+        Err(_) if cancel.is_cancelled() => Ending::Interrupted,
+        Err(e) => Ending::Failed {
+            reason: crate::store::record::Reason::SetupFailed,
+            message: format!("could not bring back the worktree: {e}"),
+            details: e.hint().map(str::to_owned).into_iter().collect(),
+        },
+    };
+    run.finish(ending)?;
+    drop(lock);
+    Ok(run.into_outcome())
+}
+
+impl Run<'_> {
+    async fn drive_resumed(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        if let Mode::Reverify { commit, tree } = &self.plan.mode {
+            return self.reverify(commit, tree, cancel).await;
+        }
+        // Discovery and planning that finished are not run again.
+        let planned = self.plan_text.is_some();
+        if self.spec.is_none() && !planned && self.rec.resume.checkpoint.is_none() {
+            if self.plan.start <= super::plan::Stage::Discovery {
+                if let Some(end) = self.discovery(cancel).await? {
+                    return Ok(end);
+                }
+            } else {
+                self.skip_stage("discovery", &self.plan.start_reason.clone());
+            }
+        }
+        if !planned && self.rec.resume.checkpoint.is_none() {
+            if self.plan.start <= super::plan::Stage::Planning {
+                if let Some(end) = self.planning(cancel).await? {
+                    return Ok(end);
+                }
+            } else {
+                self.skip_stage("planning", &self.plan.start_reason.clone());
+            }
+        }
+        self.execution(cancel).await
+    }
+
+    /// Make the worktree usable again: reuse it when it is there, otherwise check the run's
+    /// branch out again (never with `-B`) and refill it from the last snapshot. A setup that
+    /// never completed is simply done again.
+    fn reattach(&mut self) -> Result<()> {
+        self.clear_stale_git_locks();
+        let registered = worktree::list(&self.repo)?
+            .into_iter()
+            .any(|e| same_path(&e.path, &self.worktree));
+        if self.rec.worktree.is_none() {
+            // Stopped during setup: nothing an agent made is in there yet.
+            if registered || self.worktree.exists() {
+                rollback::discard(&self.repo, &self.worktree, &self.branch)?;
+            }
+            if self.worktree.exists() {
+                std::fs::remove_dir_all(&self.worktree)
+                    .map_err(|e| Error::io_path("remove", &self.worktree, e))?;
+            }
+            return self.setup();
+        }
+        let reason = format!("git-pipeline run {} in progress", self.dir.id);
+        if registered && self.worktree.join(".git").exists() {
+            let out = self.repo.output(
+                [
+                    std::ffi::OsStr::new("worktree"),
+                    "lock".as_ref(),
+                    "--reason".as_ref(),
+                    reason.as_ref(),
+                    self.worktree.as_os_str(),
+                ],
+                Opts::default(),
+            )?;
+            // "already locked" is what we want.
+            let _ = out;
+        } else {
+            if registered {
+                // Its folder was deleted by hand: let git forget it first.
+                worktree::remove(&self.repo, &self.worktree)?;
+            }
+            let branch_exists = !self.branch.is_empty()
+                && objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?
+                    .is_some();
+            let (checkout, _) = self.plan.checkout();
+            let _guard = crate::store::lock::acquire_repo(&self.plan.repo.pipeline_dir())?;
+            if branch_exists {
+                worktree::add_existing(&self.repo, &self.worktree, &self.branch, &reason)?;
+            } else {
+                let branch = (!self.branch.is_empty()).then_some(self.branch.as_str());
+                worktree::add(&self.repo, &self.worktree, branch, checkout, &reason)?;
+            }
+            if let Some(tree) = &self.rec.resume.snapshot_tree {
+                // Bring back the work the lost folder held.
+                crate::git::Git::in_dir(&self.worktree).run([
+                    "read-tree",
+                    "--reset",
+                    "-u",
+                    tree.as_str(),
+                ])?;
+            }
+            self.ui.step(format!(
+                "resume: the worktree was gone; made it again at {}",
+                self.worktree.display()
+            ));
+        }
+        let wt_paths = worktree::paths(&self.worktree)?;
+        self.snap = Some(Snapshotter::new(
+            &self.worktree,
+            &wt_paths.git_dir,
+            self.dir.scratch("index")?,
+        ));
+        self.rec.worktree = Some(self.worktree.clone());
+        self.save()
+    }
+
+    /// Lock files a killed git leaves behind, in what belongs to this run only.
+    fn clear_stale_git_locks(&self) {
+        let mut candidates = vec![
+            self.dir.path.join("tmp/index.lock"),
+            self.plan
+                .repo
+                .common_dir
+                .join("worktrees")
+                .join(&self.dir.id)
+                .join("index.lock"),
+        ];
+        if !self.branch.is_empty() {
+            candidates.push(
+                self.plan
+                    .repo
+                    .common_dir
+                    .join(format!("refs/heads/{}.lock", self.branch)),
+            );
+        }
+        for path in candidates {
+            if path.exists() && std::fs::remove_file(&path).is_ok() {
+                self.ui
+                    .step(format!("resume: removed a stale lock {}", path.display()));
+            }
+        }
+    }
+}
+
+impl<'a> Run<'a> {
+    /// The run as its record left it.
+    pub fn from_record(
+        plan: &'a RunPlan,
+        ui: &'a Ui,
+        dir: RunDir,
+        rec: RunRecord,
+    ) -> Result<Run<'a>> {
+        let mut run = Run::new(plan, ui, dir);
+        if let Some(w) = &rec.worktree {
+            run.worktree = w.clone();
+        }
+        run.last_tree = rec.resume.snapshot_tree.clone();
+        run.plan_session = rec.resume.sessions.plan.clone();
+        run.exec_session = rec.resume.sessions.execution.clone();
+        run.verify_session = rec.resume.sessions.verification.clone();
+        run.docs_session = rec.resume.sessions.docs.clone();
+        run.breakers
+            .restore(&rec.resume.error_counts, &rec.resume.attempt_trees);
+        let read = |name: &str| -> Option<String> {
+            rec.artifacts
+                .get(name)
+                .and_then(|p| std::fs::read_to_string(run.dir.path.join(p)).ok())
+        };
+        run.spec = read("spec");
+        if let Some(m) = read("manifest") {
+            let m: Manifest = serde_json::from_str(&m)
+                .map_err(|e| Error::other(format!("the kept manifest is unreadable: {e}")))?;
+            run.scope = if plan.user_scope {
+                run.scope.clone().with_deny(&m.do_not_touch)
+            } else {
+                Scope::from_manifest(&m, &plan.deny)
+            }
+            .map_err(Error::other)?;
+            run.plan_text = read("plan");
+        }
+        run.rec = rec;
+        run.rec.scope = run.scope.record();
+        Ok(run)
+    }
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (a.canonicalize(), b.canonicalize()),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
