@@ -77,6 +77,7 @@ command = ["{AGENT}", "*:approve"]
 """)
     run(["git", "add", ".pipeline.toml"], repo, env)
     run(["git", "commit", "-q", "-m", "config"], repo, env)
+    run([args.bin, "trust"], repo, env)
     wt = os.path.join(tmp, "bare-wt")
 
     def pipeline():

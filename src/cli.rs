@@ -62,6 +62,15 @@ pub enum Command {
     Events(EventsCmd),
     /// Numbers over all recorded runs
     Stats(StatsCmd),
+    /// Trust this repository's .pipeline.toml (by content) so that its commands may run
+    Trust(TrustCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustCmd {
+    /// The commit whose .pipeline.toml to trust
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
+    pub base: String,
 }
 
 #[derive(Debug, Args)]

@@ -62,6 +62,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A step changed something outside the run's worktree.
+    #[error("{0}")]
+    Containment(String),
     /// The process received SIGINT/SIGTERM.
     #[error("interrupted")]
     Interrupted,
@@ -127,7 +130,9 @@ impl Error {
             Error::Usage { .. } => Exit::Usage,
             Error::Task { .. } => Exit::RiskFailure,
             Error::Interrupted => Exit::Interrupted,
-            Error::Git { .. } | Error::Io { .. } | Error::Other { .. } => Exit::StageFailure,
+            Error::Git { .. } | Error::Io { .. } | Error::Other { .. } | Error::Containment(_) => {
+                Exit::StageFailure
+            }
         }
     }
 

@@ -238,6 +238,23 @@ impl Scope {
         }
     }
 
+    /// Added or changed symlinks whose target leaves the worktree (absolute, or climbing out
+    /// with `..`): a later build or test would read or write outside the run through them.
+    pub fn escaping_symlinks(worktree: &Path, changes: &[Change]) -> Vec<Violation> {
+        changes
+            .iter()
+            .filter(|c| c.is_symlink())
+            .filter_map(|c| {
+                let target = std::fs::read_link(worktree.join(&c.path)).ok()?;
+                symlink_escapes(&c.path, &target).then(|| Violation {
+                    path: c.path.clone(),
+                    kind: c.kind,
+                    why: format!("symlink to {} leaves the worktree", target.display()),
+                })
+            })
+            .collect()
+    }
+
     pub fn check(&self, changes: &[Change]) -> Vec<Violation> {
         changes
             .iter()
@@ -283,6 +300,30 @@ fn list(p: &[String]) -> String {
     } else {
         p.join(", ")
     }
+}
+
+/// Whether a symlink at `link` (relative to the worktree) pointing at `target` resolves outside
+/// the worktree, judged on the names alone.
+pub fn symlink_escapes(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return true;
+    }
+    // Depth of the folder holding the link, then walk the target.
+    let mut depth: i64 = link.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
 }
 
 fn always_denied(path: &Path) -> Option<String> {
@@ -395,6 +436,18 @@ mod tests {
         );
         assert!(!ok(&scope, "src/keep.rs", ChangeKind::Modified));
         Ok(())
+    }
+
+    #[test]
+    fn symlinks_that_leave_the_worktree() {
+        let p = Path::new;
+        assert!(symlink_escapes(p("a/link"), p("/etc/passwd")));
+        assert!(symlink_escapes(p("a/link"), p("../../x")));
+        assert!(symlink_escapes(p("link"), p("../x")));
+        assert!(!symlink_escapes(p("a/link"), p("../b/x")));
+        assert!(!symlink_escapes(p("a/b/link"), p("../../c")));
+        assert!(!symlink_escapes(p("link"), p("./a/../b")));
+        assert!(symlink_escapes(p("link"), p("a/../../b")));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn resume(cmd: RunRef, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<E
         process::stop_pids(&leftovers);
     }
     let plan = RunPlan::for_resume(cwd, &rec)?;
+    plan.trust.require(&plan.loaded, &plan.base_ref)?;
     let dir = dir.with_redactor(Arc::new(crate::pipeline::redactor_for(&plan)));
     let outcome = super::interruptible(|cancel| async move {
         crate::pipeline::resume::resume(&plan, ui, dir, rec, lock, cancel).await

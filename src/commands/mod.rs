@@ -7,6 +7,7 @@ mod lifecycle;
 mod run;
 mod show;
 mod status;
+mod trust;
 mod verify;
 mod views;
 
@@ -51,8 +52,10 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
         Command::Hook(cmd) => hooks::hook(cmd.kind, &cwd, ui),
         Command::Reverify(cmd) => {
             let plan = crate::pipeline::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
+            plan.trust.require(&plan.loaded, &plan.base_ref)?;
             run::execute(&plan, out, ui, cmd.json)
         }
+        Command::Trust(cmd) => trust::trust(cmd, &cwd, out),
         Command::Resume(cmd) => lifecycle::resume(cmd, &cwd, out, ui),
         Command::Abandon(cmd) => lifecycle::abandon(cmd, &cwd, out),
         Command::Clean(cmd) => lifecycle::clean(cmd, &cwd, out),

@@ -30,6 +30,7 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         dry_run(&plan, out, cmd.json)?;
         return Ok(Exit::Success);
     }
+    plan.trust.require(&plan.loaded, &plan.base_ref)?;
     execute(&plan, out, ui, cmd.json)
 }
 
@@ -169,6 +170,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
             "gates": gates,
             "scope": plan.scope.record(),
             "ship": plan.ship,
+            "trust": {"needed": plan.trust.needed, "trusted": plan.trust.trusted, "config_blob": plan.trust.blob},
             "warnings": plan.warnings,
         });
         let text = serde_json::to_string_pretty(&v)
@@ -192,6 +194,13 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     t.push_str("\nscope:\n");
     for line in plan.scope.describe() {
         t.push_str(&format!("  {line}\n"));
+    }
+    if plan.trust.needed {
+        t.push_str(if plan.trust.trusted {
+            "\ntrust: this .pipeline.toml is trusted on this machine\n"
+        } else {
+            "\ntrust: NOT trusted on this machine; a run refuses until you check it and run: git pipeline trust\n"
+        });
     }
     if !plan.templates.overridden.is_empty() {
         t.push_str(&format!(

@@ -234,3 +234,41 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn source(text: &str) -> Source {
+        Source {
+            name: ".pipeline.toml".to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
+    proptest! {
+        /// Any text parses or fails with a usage error that names the file; never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            if let Err(e) = source(&text).parse::<Config>() {
+                prop_assert!(e.to_string().starts_with(".pipeline.toml"), "{e}");
+                let is_usage = matches!(e, Error::Usage { .. });
+                prop_assert!(is_usage, "not a usage error: {e}");
+            }
+        }
+
+        /// Config-shaped text with random keys and values: same promise.
+        #[test]
+        fn config_shaped_text_never_panics(
+            table in "(run|scope|limits|verify|risk|push|plan|docs|containment|agents\\.[a-z]{1,6}|\\[gates\\]|nope)",
+            key in "[a-z_]{1,16}",
+            value in "(\"[^\"\\\\]{0,10}\"|[0-9]{1,5}|true|false|\\[\\]|\\[\"a\"\\]|\\{\\})",
+        ) {
+            let text = format!("version = 1\n[{table}]\n{key} = {value}\n");
+            if let Err(e) = source(&text).parse::<Config>() {
+                prop_assert!(e.to_string().contains(":"), "{e}");
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `.pipeline.toml` (project policy, read from the base commit) and the personal config (which
 //! agent CLIs this person has). Every key is documented in `docs/config.md`.
 
-mod load;
+pub mod load;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,6 +41,30 @@ pub struct Config {
     pub plan: PlanConfig,
     #[serde(default)]
     pub docs: DocsConfig,
+    #[serde(default)]
+    pub containment: ContainmentConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainmentConfig {
+    /// Fail the run when the user's checkout changes while an agent or gate runs.
+    pub checkout: bool,
+    /// Fail the run when the repository's config, hooks or info/ (or the effective git config)
+    /// change while an agent or gate runs.
+    pub git_dir: bool,
+    /// Fail the run when refs other than its own change while an agent or gate runs.
+    pub refs: bool,
+}
+
+impl Default for ContainmentConfig {
+    fn default() -> Self {
+        ContainmentConfig {
+            checkout: true,
+            git_dir: true,
+            refs: true,
+        }
+    }
 }
 
 /// `$XDG_CONFIG_HOME/git-pipeline/config.toml`: only what belongs to a person, not a project.
@@ -177,6 +201,8 @@ pub struct LimitsConfig {
     pub max_fix_attempts: u32,
     pub max_same_error: u32,
     pub oscillation: bool,
+    /// Bytes of each agent's and gate's stdout and stderr kept (the end); the cut is marked.
+    pub output_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -185,6 +211,7 @@ impl Default for LimitsConfig {
             max_fix_attempts: 3,
             max_same_error: 2,
             oscillation: true,
+            output_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod objects;
 pub mod prepare;
 pub mod repo;
 pub mod snapshot;
+pub mod status;
 pub mod worktree;
 
 use std::ffi::{OsStr, OsString};
@@ -60,6 +61,12 @@ pub struct Git {
 enum Target {
     Dir(PathBuf),
     GitDir(PathBuf),
+    /// A worktree whose git dir we name ourselves, never trusting its `.git` file (an agent can
+    /// rewrite it to point our commands at another repository).
+    Worktree {
+        dir: PathBuf,
+        git_dir: PathBuf,
+    },
 }
 
 /// Extra settings of one git invocation.
@@ -94,9 +101,20 @@ impl Git {
         self
     }
 
+    /// Git for a run's worktree, with its git dir named explicitly.
+    pub fn worktree(dir: impl Into<PathBuf>, git_dir: impl Into<PathBuf>) -> Self {
+        Git {
+            target: Target::Worktree {
+                dir: dir.into(),
+                git_dir: git_dir.into(),
+            },
+            keep_object_env: false,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         match &self.target {
-            Target::Dir(d) | Target::GitDir(d) => d,
+            Target::Dir(d) | Target::GitDir(d) | Target::Worktree { dir: d, .. } => d,
         }
     }
 
@@ -120,6 +138,13 @@ impl Git {
                 let mut a = OsString::from("--git-dir=");
                 a.push(d);
                 cmd.arg(a);
+            }
+            Target::Worktree { dir, git_dir } => {
+                let mut g = OsString::from("--git-dir=");
+                g.push(git_dir);
+                let mut w = OsString::from("--work-tree=");
+                w.push(dir);
+                cmd.arg("-C").arg(dir).arg(g).arg(w);
             }
         }
         // An agent can write `core.fsmonitor` into the repository config; never let our own

@@ -50,6 +50,25 @@ pub fn branch_ref_of(git: &Git, rev: &str) -> Result<Option<String>> {
     Ok((out.status.success() && name.starts_with("refs/heads/")).then_some(name))
 }
 
+/// The blob id of a file in a commit's tree; `None` when it is not there.
+pub fn resolve_blob(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
+    let spec = format!("{commit}:{path}");
+    let out = git.output(
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ],
+        Opts::default(),
+    )?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
 pub fn tree_of(git: &Git, commit: &str) -> Result<String> {
     git.text([
         "rev-parse",

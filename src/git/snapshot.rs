@@ -44,6 +44,14 @@ impl ChangeKind {
 pub struct Change {
     pub path: PathBuf,
     pub kind: ChangeKind,
+    /// The mode after the change (`120000` for a symlink), or the old mode of a deletion.
+    pub mode: u32,
+}
+
+impl Change {
+    pub fn is_symlink(&self) -> bool {
+        self.mode == 0o120000 && self.kind != ChangeKind::Deleted
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +65,7 @@ pub struct Snapshot {
 
 pub struct Snapshotter {
     worktree: PathBuf,
+    git_dir: PathBuf,
     /// The worktree's real index, copied before each snapshot.
     index: PathBuf,
     /// Our scratch index (in the run's record folder, never inside the worktree).
@@ -67,9 +76,15 @@ impl Snapshotter {
     pub fn new(worktree: &Path, worktree_git_dir: &Path, scratch: PathBuf) -> Self {
         Snapshotter {
             worktree: worktree.to_owned(),
+            git_dir: worktree_git_dir.to_owned(),
             index: worktree_git_dir.join("index"),
             scratch,
         }
+    }
+
+    /// Git for the worktree, with its git dir named explicitly.
+    pub fn git(&self) -> Git {
+        Git::worktree(&self.worktree, &self.git_dir)
     }
 
     /// Stage the whole worktree into the scratch index and write it as a tree.
@@ -83,7 +98,7 @@ impl Snapshotter {
             Err(e) => return Err(Error::io_path("copy the index", &self.index, e)),
         }
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
-        let git = Git::in_dir(&self.worktree);
+        let git = self.git();
         git.run_opts(
             ["add", "--all", "--", ":/"],
             Opts {
@@ -140,7 +155,7 @@ impl Snapshotter {
     /// `limit`, without writing any index or tree: `git status` against our scratch index.
     pub fn changed_since_last(&self, limit: usize) -> Result<Vec<String>> {
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
-        let out = Git::in_dir(&self.worktree).run_opts(
+        let out = self.git().run_opts(
             [
                 "--no-optional-locks",
                 "status",
@@ -154,43 +169,17 @@ impl Snapshotter {
                 ..Opts::default()
             },
         )?;
-        let mut changed = Vec::new();
-        let mut records = split_z(&out);
-        while let Some(rec) = records.next() {
-            let text = String::from_utf8_lossy(rec);
-            let kind = text.split(' ').next().unwrap_or("");
-            let path_of =
-                |r: &str, fields: usize| r.splitn(fields + 1, ' ').nth(fields).map(str::to_owned);
-            let hit = match kind {
-                // Untracked, or unmerged: a change either way.
-                "?" => text.get(2..).map(str::to_owned),
-                "u" => path_of(&text, 10),
-                // Ordinary (1) and renamed (2) entries: the second letter of XY is the worktree
-                // against our index; the first is our index against HEAD, which is expected.
-                "1" | "2" => {
-                    let worktree_side = text.as_bytes().get(3).copied().unwrap_or(b'.');
-                    let path = path_of(&text, if kind == "1" { 8 } else { 9 });
-                    if kind == "2" {
-                        // A renamed entry is followed by its original path.
-                        records.next();
-                    }
-                    (worktree_side != b'.').then_some(path).flatten()
-                }
-                _ => None,
-            };
-            if let Some(p) = hit {
-                changed.push(p);
-                if changed.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(changed)
+        Ok(super::status::entries(&out)
+            .into_iter()
+            .filter(|e| e.worktree_changed)
+            .take(limit)
+            .map(|e| e.path)
+            .collect())
     }
 
     pub fn take(&self, base_tree: &str) -> Result<Snapshot> {
         let tree = self.tree()?;
-        let changes = diff_trees(&Git::in_dir(&self.worktree), base_tree, &tree)?;
+        let changes = diff_trees(&self.git(), base_tree, &tree)?;
         Ok(Snapshot { tree, changes })
     }
 }
@@ -204,25 +193,39 @@ pub fn diff_trees(git: &Git, from: &str, to: &str) -> Result<Vec<Change>> {
         "--no-renames",
         "--no-ext-diff",
         "--no-textconv",
-        "--name-status",
+        "--raw",
         from,
         to,
     ])?;
     let mut fields = split_z(&out);
     let mut changes = Vec::new();
-    while let Some(status) = fields.next() {
+    // ":<old mode> <new mode> <old id> <new id> <status>" then the path.
+    while let Some(meta) = fields.next() {
         let Some(path) = fields.next() else {
             return Err(Error::other("unexpected end of git diff-tree output"));
         };
-        let kind = match status.first() {
+        let meta = String::from_utf8_lossy(meta);
+        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let [old_mode, new_mode, _, _, status] = parts.as_slice() else {
+            return Err(Error::other(format!(
+                "unexpected git diff-tree line: {meta}"
+            )));
+        };
+        let kind = match status.as_bytes().first() {
             Some(b'A') => ChangeKind::Added,
             Some(b'D') => ChangeKind::Deleted,
             Some(b'T') => ChangeKind::TypeChanged,
             _ => ChangeKind::Modified,
         };
+        let mode_text = if kind == ChangeKind::Deleted {
+            old_mode
+        } else {
+            new_mode
+        };
         changes.push(Change {
             path: path_from_bytes(path),
             kind,
+            mode: u32::from_str_radix(mode_text, 8).unwrap_or(0),
         });
     }
     changes.sort_by(|a, b| a.path.cmp(&b.path));
@@ -246,7 +249,7 @@ pub fn patch(git: &Git, from: &str, to: &str) -> Result<Vec<u8>> {
 
 /// Put the worktree's files back to `tree` for the paths of `changes` (made since `tree`): added
 /// files are removed, the others restored from `tree`. The index is left alone.
-pub fn restore(worktree: &Path, tree: &str, changes: &[Change]) -> Result<()> {
+pub fn restore(git: &Git, worktree: &Path, tree: &str, changes: &[Change]) -> Result<()> {
     let mut from_tree: Vec<u8> = Vec::new();
     for c in changes {
         if c.kind == ChangeKind::Added {
@@ -266,7 +269,7 @@ pub fn restore(worktree: &Path, tree: &str, changes: &[Change]) -> Result<()> {
         return Ok(());
     }
     let source = format!("--source={tree}");
-    Git::in_dir(worktree).run_opts(
+    git.run_opts(
         [
             "restore",
             source.as_str(),

@@ -79,6 +79,14 @@ pub fn unlock(repo: &Git, path: &Path) -> Result<()> {
 /// Remove a worktree we created (unlocking it first). Its work must already be saved: this
 /// discards uncommitted changes.
 pub fn remove(repo: &Git, path: &Path) -> Result<()> {
+    // Our worktrees are folders we made; a symlink in their place (an agent's doing) is not
+    // followed into whatever it points at.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(crate::error::Error::other(format!(
+            "{} is a symlink, not the worktree git-pipeline made; not removing it",
+            path.display()
+        )));
+    }
     unlock(repo, path)?;
     repo.run([
         std::ffi::OsStr::new("worktree"),

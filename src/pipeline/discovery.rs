@@ -50,6 +50,7 @@ impl Run<'_> {
             )?);
         }
         let session = self.plan_session.clone();
+        let before = self.fingerprint()?;
         let ctx = self.ctx();
         let runs: Vec<_> = agents
             .iter()
@@ -76,6 +77,7 @@ impl Run<'_> {
             })
             .collect();
         let results: Vec<Result<AgentRun>> = join_all(runs).await;
+        self.after_step(before, "a discovery agent")?;
 
         let mut findings = Vec::new();
         let mut failures = Vec::new();

@@ -79,7 +79,8 @@ impl Run<'_> {
         }
         let docs_scope = Scope::only(&self.plan.docs_paths, &self.plan.deny, "docs.paths")
             .map_err(Error::usage)?;
-        let violations = docs_scope.check(&delta);
+        let mut violations = docs_scope.check(&delta);
+        violations.extend(Scope::escaping_symlinks(&self.worktree, &delta));
         if !violations.is_empty() {
             let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
             self.fail_last_step(&format!(
@@ -141,7 +142,12 @@ impl Run<'_> {
     fn restore_to(&mut self, approved: &Snapshot) -> Result<()> {
         let now = self.snapshot()?;
         let delta = snapshot::diff_trees(&self.repo, &approved.tree, &now.tree)?;
-        snapshot::restore(&self.worktree, &approved.tree, &delta)?;
+        let git = self
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?
+            .git();
+        snapshot::restore(&git, &self.worktree, &approved.tree, &delta)?;
         let back = self.snapshot()?;
         if back.tree != approved.tree {
             return Err(Error::other(

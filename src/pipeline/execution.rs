@@ -128,7 +128,11 @@ impl Run<'_> {
                     }
                 }
             }
-            let violations = self.scope.check(&snapshot.changes);
+            let mut violations = self.scope.check(&snapshot.changes);
+            violations.extend(crate::scope::Scope::escaping_symlinks(
+                &self.worktree,
+                &snapshot.changes,
+            ));
             self.dir.event(
                 Some("execution"),
                 "scope_checked",
@@ -361,8 +365,11 @@ impl Run<'_> {
         for gate in &self.plan.gates {
             let name = gate.name.get_ref().clone();
             self.rec.stage = Some("gates".to_owned());
+            let before = self.fingerprint()?;
             let ran =
                 step::run_gate(&self.ctx(), gate, attempt, &self.exec_session, cancel).await?;
+            // A gate runs code the agent wrote (its tests): held to the same containment.
+            self.after_step(before, &format!("gate {name}"))?;
             let end = &ran.outcome.end;
             if *end == End::Interrupted {
                 return Err(Error::Interrupted);

@@ -177,6 +177,14 @@ impl Run<'_> {
             }
             Err(_) if cancel.is_cancelled() => Ending::Interrupted,
             Err(Error::Interrupted) => Ending::Interrupted,
+            Err(Error::Containment(message)) => Ending::Failed {
+                reason: Reason::Containment,
+                message,
+                details: vec![
+                    "nothing was shipped; see docs/security.md ([containment] turns checks off)"
+                        .to_owned(),
+                ],
+            },
             Err(e) => Ending::Failed {
                 reason: Reason::AgentError,
                 message: e.to_string(),

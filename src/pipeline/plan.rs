@@ -63,6 +63,34 @@ impl Stage {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustState {
+    pub blob: Option<String>,
+    pub needed: bool,
+    pub trusted: bool,
+}
+
+impl TrustState {
+    /// Refuse to run commands from a config nobody trusted on this machine.
+    pub fn require(&self, loaded: &LoadedConfig, base_ref: &str) -> Result<()> {
+        if !self.needed || self.trusted {
+            return Ok(());
+        }
+        let commands: Vec<String> = crate::trust::project_commands(loaded)
+            .into_iter()
+            .map(|(what, argv)| format!("{what}: {argv}"))
+            .collect();
+        Err(Error::usage_hint(
+            format!(
+                "this repository's {} (at {base_ref}) is not trusted on this machine; it would run: {}",
+                config::PROJECT_FILE,
+                commands.join("; ")
+            ),
+            "read it, then trust it with: git pipeline trust   (git pipeline run --dry-run shows the plan without running anything)",
+        ))
+    }
+}
+
 /// What a run does with its worktree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -116,6 +144,10 @@ pub struct RunPlan {
     pub plan_max_rounds: u32,
     pub max_same_error: u32,
     pub oscillation: bool,
+    pub containment: crate::containment::Checks,
+    /// The config's blob id, and whether it must be trusted before it runs anything.
+    pub trust: TrustState,
+    pub output_bytes: usize,
     /// Things the user should know that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -352,8 +384,32 @@ impl RunPlan {
         let docs_when = Globs::new(&strings(&c.docs.when)).map_err(Error::usage)?;
         let docs_paths = strings(&c.docs.paths);
         let templates = Templates::load(&git, &base)?;
+        let trust = {
+            let blob = objects::resolve_blob(&git, &base, config::PROJECT_FILE)?;
+            let needed = crate::trust::needs_trust(&loaded);
+            let trusted = blob.as_deref().is_some_and(crate::trust::is_trusted);
+            TrustState {
+                blob,
+                needed,
+                trusted,
+            }
+        };
 
         let worktree_root = worktree_root(&repo, &c.run.worktree_root)?;
+        let probe = format!("{}20260101-000000-0000", c.run.branch_prefix);
+        if !git
+            .output(
+                ["check-ref-format", "--branch", &probe],
+                crate::git::Opts::default(),
+            )?
+            .status
+            .success()
+        {
+            return Err(Error::usage(format!(
+                "run.branch_prefix {:?} does not make valid branch names (git check-ref-format)",
+                c.run.branch_prefix
+            )));
+        }
         let checkout = match &mode {
             Mode::Build => base.as_str(),
             Mode::Reverify { commit, .. } => commit.as_str(),
@@ -430,6 +486,15 @@ impl RunPlan {
             plan_max_rounds: c.plan.max_rounds,
             max_same_error: c.limits.max_same_error,
             oscillation: c.limits.oscillation,
+            trust,
+            containment: crate::containment::Checks {
+                checkout: c.containment.checkout,
+                git_dir: c.containment.git_dir,
+                refs: c.containment.refs,
+            },
+            output_bytes: usize::try_from(c.limits.output_bytes)
+                .unwrap_or(usize::MAX)
+                .max(1024),
             warnings,
             loaded,
             repo,

@@ -164,6 +164,7 @@ impl Run<'_> {
             &wt_paths.git_dir,
             self.dir.scratch("index")?,
         ));
+        self.arm_guard(&wt_paths.git_dir);
         self.rec.worktree = Some(self.worktree.clone());
         self.save()
     }

@@ -32,7 +32,11 @@ impl Run<'_> {
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
-        let violations = self.scope.check(&snapshot.changes);
+        let mut violations = self.scope.check(&snapshot.changes);
+        violations.extend(crate::scope::Scope::escaping_symlinks(
+            &self.worktree,
+            &snapshot.changes,
+        ));
         if !violations.is_empty() {
             return Ok(Ending::Failed {
                 reason: Reason::ScopeViolation,

@@ -1,7 +1,7 @@
 //! The state of one live run, and what every stage shares: recording steps, snapshots, the
 //! read-only check, setting up the worktree, finishing and rolling back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
@@ -53,6 +53,8 @@ pub(crate) struct Run<'a> {
     pub verifier_label: Option<String>,
     /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
     pub docs_changes: Vec<String>,
+    /// Fingerprints of what no step may change (set once the worktree exists).
+    pub guard: Option<crate::containment::Guard>,
 }
 
 impl<'a> Run<'a> {
@@ -122,6 +124,7 @@ impl<'a> Run<'a> {
             last_tree: None,
             verifier_label: None,
             docs_changes: Vec::new(),
+            guard: None,
             rec,
             dir,
         }
@@ -187,7 +190,84 @@ impl<'a> Run<'a> {
             base: &self.plan.base,
             slot: 0,
             dir: &self.dir,
+            capture_limit: self.plan.output_bytes,
         }
+    }
+
+    /// Set up the containment checks for this run's worktree.
+    pub fn arm_guard(&mut self, worktree_git_dir: &Path) {
+        let mut checkouts: Vec<PathBuf> = Vec::new();
+        for c in [&self.plan.repo.main_worktree, &self.plan.repo.work_tree]
+            .into_iter()
+            .flatten()
+        {
+            if !checkouts.iter().any(|x| x == c) {
+                checkouts.push(c.clone());
+            }
+        }
+        self.guard = Some(crate::containment::Guard {
+            checks: self.plan.containment.clone(),
+            checkouts,
+            common_dir: self.plan.repo.common_dir.clone(),
+            repo: self.repo.clone(),
+            worktree: self.worktree.clone(),
+            worktree_git_dir: worktree_git_dir.to_owned(),
+            branch_ref: if self.branch.is_empty() {
+                String::new()
+            } else {
+                format!("refs/heads/{}", self.branch)
+            },
+            base: self.plan.base.clone(),
+            branch_prefix: self.plan.branch_prefix.clone(),
+        });
+    }
+
+    /// The fingerprint to compare after a step.
+    pub fn fingerprint(&self) -> Result<Option<crate::containment::Fingerprint>> {
+        self.guard.as_ref().map(|g| g.take()).transpose()
+    }
+
+    /// After a step: processes it left running (a daemon, a `setsid` escapee) are stopped, and a
+    /// change outside the worktree stops the run.
+    pub fn after_step(
+        &self,
+        before: Option<crate::containment::Fingerprint>,
+        what: &str,
+    ) -> Result<()> {
+        let escaped = crate::process::run_processes(&self.dir.id, None);
+        if !escaped.is_empty() {
+            self.ui.warn(format!(
+                "{what} left {} process(es) running; stopping them",
+                escaped.len()
+            ));
+            crate::process::stop_pids(&escaped);
+            let _ = self.dir.event(
+                None,
+                "stopped_processes",
+                json!({"after": what, "pids": escaped}),
+            );
+        }
+        let (Some(guard), Some(before)) = (&self.guard, before) else {
+            return Ok(());
+        };
+        let after = guard.take()?;
+        let breaches = guard.breaches(&before, &after)?;
+        if breaches.is_empty() {
+            return Ok(());
+        }
+        let restored = guard.restore(&before)?;
+        for r in &restored {
+            self.ui.warn(format!("containment: {r}"));
+        }
+        let _ = self.dir.event(
+            None,
+            "containment_breach",
+            json!({"after": what, "breaches": breaches, "restored": restored}),
+        );
+        Err(Error::Containment(format!(
+            "{what} changed things outside its worktree: {}",
+            breaches.join("; ")
+        )))
     }
 
     /// Run one agent of a role as a step of `stage`.
@@ -200,7 +280,8 @@ impl<'a> Run<'a> {
         prompt: &str,
         cancel: &mut Cancel,
     ) -> Result<AgentRun> {
-        step::run_agent(
+        let before = self.fingerprint()?;
+        let ran = step::run_agent(
             &self.ctx(),
             step::AgentCall {
                 agent,
@@ -211,7 +292,12 @@ impl<'a> Run<'a> {
             },
             cancel,
         )
-        .await
+        .await?;
+        self.after_step(
+            before,
+            &format!("the {} ({})", agent.role.name(), agent.name),
+        )?;
+        Ok(ran)
     }
 
     pub fn begin(&mut self, stage: &str, line: String) -> Result<()> {
@@ -395,6 +481,7 @@ impl<'a> Run<'a> {
             &wt_paths.git_dir,
             self.dir.scratch("index")?,
         ));
+        self.arm_guard(&wt_paths.git_dir);
         let submodules = prepare::init_submodules(&self.worktree)?;
         let copied = match &self.plan.repo.main_worktree {
             Some(main) => {

@@ -2,7 +2,7 @@
 //! commit hooks run), its attestation note, and for `ship = "merge"` a fast-forward of the base
 //! branch when that is safe.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
 
@@ -28,13 +28,12 @@ pub enum Committed {
 /// attestation covers exactly one reviewed change.
 pub fn commit(
     repo: &Git,
-    wt: &Path,
+    git: &Git,
     branch_ref: &str,
     base: &str,
     approved_tree: &str,
     message: &str,
 ) -> Result<Committed> {
-    let git = Git::in_dir(wt);
     let head = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
     let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     if head != branch_ref {
@@ -43,7 +42,19 @@ pub fn commit(
             if head.is_empty() { "detached" } else { &head }
         )));
     }
-    git.run(["reset", "--quiet", "--soft", base])?;
+    // Move the branch back to the base with compare-and-swap: the commit then has one parent,
+    // the base, and holds the whole change.
+    let tip = objects::ref_value(repo, branch_ref)?
+        .ok_or_else(|| Error::other(format!("{branch_ref} vanished before the commit")))?;
+    if tip != base {
+        objects::update_ref(
+            repo,
+            branch_ref,
+            base,
+            Some(&tip),
+            "git-pipeline: fold the run's commits",
+        )?;
+    }
     let out = git.output(
         ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
         Opts {
@@ -72,7 +83,13 @@ pub fn commit(
     let tree = objects::tree_of(repo, &commit)?;
     if tree != approved_tree {
         // A hook rewrote files: what would ship is not what was verified. Put the branch back.
-        git.run(["reset", "--quiet", "--soft", base])?;
+        objects::update_ref(
+            repo,
+            branch_ref,
+            base,
+            Some(&commit),
+            "git-pipeline: undo a commit a hook changed",
+        )?;
         return Ok(Committed::HookFailed(
             "a commit hook changed the files after verification (the committed tree differs from the approved one); the changes it made are now in the worktree".to_owned(),
         ));
@@ -208,9 +225,14 @@ impl Run<'_> {
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .install()?;
+        let wt_git = self
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?
+            .git();
         let (commit, tree) = match commit(
             &self.repo,
-            &self.worktree,
+            &wt_git,
             &branch_ref,
             &self.plan.base,
             tree,

@@ -13,9 +13,6 @@ use crate::error::Result;
 use crate::process::{self, Cancel, End, Outcome};
 use crate::store::RunDir;
 
-/// Bytes of each output stream kept in memory and on disk per step.
-pub const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
-
 /// What every step of one run shares.
 pub struct StepCtx<'a> {
     pub run_id: &'a str,
@@ -23,6 +20,8 @@ pub struct StepCtx<'a> {
     pub base: &'a str,
     pub slot: u32,
     pub dir: &'a RunDir,
+    /// Bytes of each output stream kept (`limits.output_bytes`).
+    pub capture_limit: usize,
 }
 
 pub struct AgentRun {
@@ -117,7 +116,7 @@ pub async fn run_agent(
                     env,
                     env_remove,
                     timeout: Some(spec.timeout.unwrap_or(DEFAULT_TIMEOUT)),
-                    capture_limit: CAPTURE_LIMIT,
+                    capture_limit: ctx.capture_limit,
                 },
                 cancel,
             )
@@ -170,6 +169,14 @@ pub async fn run_gate(
     let name = gate.name.get_ref();
     let mut extra = gate.env.clone();
     extra.insert("PIPELINE_GATE".to_owned(), name.clone());
+    // Gates run code the agent wrote (its tests): a bare repository planted in the worktree must
+    // not be used by their git commands.
+    extra.insert("GIT_CONFIG_COUNT".to_owned(), "1".to_owned());
+    extra.insert(
+        "GIT_CONFIG_KEY_0".to_owned(),
+        "safe.bareRepository".to_owned(),
+    );
+    extra.insert("GIT_CONFIG_VALUE_0".to_owned(), "explicit".to_owned());
     let (env, env_remove) = StepEnv {
         run_id: ctx.run_id,
         stage: "gates",
@@ -189,7 +196,7 @@ pub async fn run_gate(
             env,
             env_remove,
             timeout: Some(gate.timeout.unwrap_or(DEFAULT_TIMEOUT)),
-            capture_limit: CAPTURE_LIMIT,
+            capture_limit: ctx.capture_limit,
         },
         cancel,
     )

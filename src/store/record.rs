@@ -53,6 +53,8 @@ pub enum Reason {
     BreakerTripped,
     MergeConflict,
     SetupFailed,
+    /// Something outside the run's worktree changed during a step (docs/security.md).
+    Containment,
 }
 
 impl Reason {
@@ -61,7 +63,8 @@ impl Reason {
             Reason::AgentError
             | Reason::Timeout
             | Reason::BreakerTripped
-            | Reason::MergeConflict => Exit::StageFailure,
+            | Reason::MergeConflict
+            | Reason::Containment => Exit::StageFailure,
             Reason::VerifyRejected | Reason::PlanRejected => Exit::RetriesExhausted,
             Reason::GateFailed => Exit::GateFailure,
             Reason::ScopeViolation => Exit::ScopeViolation,
@@ -80,6 +83,7 @@ impl Reason {
             Reason::BreakerTripped => "breaker_tripped",
             Reason::MergeConflict => "merge_conflict",
             Reason::SetupFailed => "setup_failed",
+            Reason::Containment => "containment",
         }
     }
 }

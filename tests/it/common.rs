@@ -203,6 +203,14 @@ impl TestRepo {
     /// Write `.pipeline.toml` (AGENT stands for the fake agent's path, LOGS for the log folder,
     /// ROOT for the test's temp folder) and commit it.
     pub fn config(&self, body: &str) {
+        self.config_untrusted(body);
+        // As its user would after reading it. A config that does not load is not trusted, which
+        // the tests of bad configs want anyway.
+        let _ = self.pipeline(&["trust"]);
+    }
+
+    /// Commit a config without trusting it.
+    pub fn config_untrusted(&self, body: &str) {
         self.write(".pipeline.toml", &self.expand(body));
         self.git(&["add", ".pipeline.toml"]);
         self.git(&[

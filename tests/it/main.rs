@@ -6,6 +6,7 @@ mod config_errors;
 mod failures;
 mod golden;
 mod hooks;
+mod hostile;
 mod loops;
 mod recovery;
 mod stages;

@@ -1,0 +1,45 @@
+//! `git pipeline trust`: say that this repository's `.pipeline.toml` may run its commands here.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::emit;
+use crate::cli::TrustCmd;
+use crate::config::{self, PROJECT_FILE};
+use crate::error::{Error, Exit, Result};
+use crate::git::{Repo, objects};
+
+pub fn trust(cmd: TrustCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let repo = Repo::discover(cwd)?;
+    let git = repo.git();
+    let commit = objects::resolve_commit(&git, &cmd.base)?
+        .ok_or_else(|| Error::usage(format!("{:?} does not name a commit", cmd.base)))?;
+    let blob = objects::resolve_blob(&git, &commit, PROJECT_FILE)?.ok_or_else(|| {
+        Error::usage_hint(
+            format!("there is no {PROJECT_FILE} at {} to trust", cmd.base),
+            "commit one first (git pipeline init writes a starter)",
+        )
+    })?;
+    // Only a config that parses and validates is worth trusting.
+    let loaded = config::load(&repo, &commit, &cmd.base)?
+        .ok_or_else(|| Error::usage(format!("no {PROJECT_FILE} at {}", cmd.base)))?;
+    let store = crate::trust::record(&blob, &repo.common_dir)?;
+    let mut t = format!(
+        "trusted {PROJECT_FILE} at {} (blob {}); it runs:\n",
+        cmd.base,
+        &blob[..blob.len().min(12)]
+    );
+    let commands = crate::trust::project_commands(&loaded);
+    if commands.is_empty() {
+        t.push_str("  (no commands of its own)\n");
+    }
+    for (what, argv) in commands {
+        t.push_str(&format!("  {what}: {argv}\n"));
+    }
+    t.push_str(&format!(
+        "any change to the file needs trusting again (kept in {})\n",
+        store.display()
+    ));
+    emit(out, &t)?;
+    Ok(Exit::Success)
+}

@@ -1,0 +1,401 @@
+//! Hostile agents: each trick ends the run with a named failure, ships nothing, and leaves the
+//! repository as it was (what can be put back is put back; the user's files are reported, never
+//! overwritten).
+
+use serde_json::Value;
+
+use crate::common::{TestRepo, assert_untouched};
+
+/// Configure a builder doing `trick`.
+fn arm(repo: &TestRepo, trick: &str) {
+    repo.agents(
+        &["*:write:src/new.rs:x", trick],
+        &["*:approve"],
+        "[limits]\nmax_fix_attempts = 0\n",
+    );
+}
+
+fn hostile(repo: &TestRepo, trick: &str, code: i32) -> Value {
+    arm(repo, trick);
+    run(repo, code)
+}
+
+/// Run and return the record; nothing may have shipped.
+fn run(repo: &TestRepo, code: i32) -> Value {
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(code);
+    let r = out.json();
+    assert_eq!(r["commit"], Value::Null, "nothing may ship");
+    assert!(repo.pipeline_branches().is_empty());
+    assert!(repo.linked_worktrees().is_empty());
+    r
+}
+
+#[test]
+fn writing_into_the_users_checkout_is_caught() {
+    let repo = TestRepo::new();
+    let r = hostile(&repo, "*:write:ROOT/repo/src/lib.rs:pwned", 1);
+    assert_eq!(r["reason"], "containment");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.contains("your checkout"), "{error}");
+    assert!(error.contains("src/lib.rs"), "{error}");
+    // The user's files are never written back by git-pipeline: reported, so the user decides.
+    assert_eq!(repo.read("src/lib.rs"), "pwned\n");
+}
+
+#[test]
+fn planting_git_config_and_hooks_through_the_worktree_is_caught_and_undone() {
+    let repo = TestRepo::new();
+    let before = std::fs::read(repo.path.join(".git/config")).expect("config");
+    let r = hostile(
+        &repo,
+        "*:run:git config core.hooksPath /tmp/evil && printf '#!/bin/sh\\necho pwned\\n' > \"$(git rev-parse --git-path hooks)/post-checkout\" && chmod +x \"$(git rev-parse --git-path hooks)/post-checkout\"",
+        1,
+    );
+    assert_eq!(r["reason"], "containment");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("git config, hooks or info/ changed"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(repo.path.join(".git/config")).expect("config"),
+        before,
+        "config restored"
+    );
+    assert!(
+        !repo.path.join(".git/hooks/post-checkout").exists(),
+        "planted hook removed"
+    );
+}
+
+#[test]
+fn creating_or_moving_other_branches_is_caught_and_undone() {
+    let repo = TestRepo::new();
+    repo.git(&["branch", "release"]);
+    arm(
+        &repo,
+        "*:run:git branch evil && git commit -q --allow-empty -m x && git branch -f release HEAD && git branch -D main 2>/dev/null; true",
+    );
+    let refs_before = repo.git(&[
+        "for-each-ref",
+        "--format=%(refname) %(objectname)",
+        "refs/heads/main",
+        "refs/heads/release",
+    ]);
+    let r = run(&repo, 1);
+    assert_eq!(r["reason"], "containment");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.contains("refs/heads/evil was created"), "{error}");
+    assert!(error.contains("refs/heads/release was moved"), "{error}");
+    assert!(!repo.branches().contains(&"evil".to_owned()));
+    assert_eq!(
+        repo.git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads/main",
+            "refs/heads/release"
+        ]),
+        refs_before
+    );
+}
+
+#[test]
+fn resetting_the_run_branch_below_its_base_is_caught() {
+    let repo = TestRepo::new();
+    let r = hostile(&repo, "*:run:git reset -q --hard HEAD~1", 1);
+    assert_eq!(r["reason"], "containment");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("was reset below its base"),
+        "{r}"
+    );
+}
+
+#[test]
+fn switching_the_worktree_to_another_branch_is_caught() {
+    let repo = TestRepo::new();
+    let r = hostile(&repo, "*:run:git checkout -q -b elsewhere", 1);
+    assert_eq!(r["reason"], "containment");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("switched from refs/heads/pipeline/"),
+        "{error}"
+    );
+    assert!(
+        !repo.branches().contains(&"elsewhere".to_owned()),
+        "the stray branch is deleted"
+    );
+}
+
+#[test]
+fn rewriting_the_worktree_git_pointer_cannot_redirect_git_pipeline() {
+    let repo = TestRepo::new();
+    arm(
+        &repo,
+        "*:run:echo \"gitdir: $(git rev-parse --path-format=absolute --git-common-dir)\" > .git",
+    );
+    let main_head = repo.git(&["rev-parse", "main"]);
+    let r = run(&repo, 1);
+    assert_eq!(r["reason"], "containment");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(".git pointer was rewritten"),
+        "{r}"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        main_head,
+        "nothing was committed on main"
+    );
+    repo.git(&["fsck", "--no-progress"]);
+}
+
+#[test]
+fn a_symlink_leaving_the_worktree_is_a_scope_violation() {
+    let repo = TestRepo::new();
+    let r = hostile(&repo, "*:symlink:src/passwd:/etc/passwd", 6);
+    assert_eq!(r["reason"], "scope_violation");
+    let out = repo.pipeline(&["show", r["run_id"].as_str().expect("id")]);
+    out.assert_code(0);
+    let again = TestRepo::new();
+    again.agents(
+        &["*:symlink:src/up:../../outside"],
+        &["*:approve"],
+        "[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = again.pipeline(&["run", "fix the typo"]);
+    out.assert_code(6);
+    assert!(
+        out.stderr
+            .contains("A src/up: symlink to ../../outside leaves the worktree"),
+        "{}",
+        out.stderr
+    );
+    // A symlink inside the worktree is fine.
+    let fine = TestRepo::new();
+    fine.agents(&["*:symlink:src/alias.rs:lib.rs"], &["*:approve"], "");
+    fine.pipeline(&["run", "fix the typo"]).assert_code(0);
+}
+
+#[test]
+fn a_daemon_escaping_with_setsid_is_stopped() {
+    let repo = TestRepo::new();
+    let pidfile = repo.root().join("daemon.pid");
+    repo.agents(
+        &[
+            "*:write:src/new.rs:x",
+            &format!(
+                "*:run:setsid sh -c 'echo $$ > {}; exec sleep 300' >/dev/null 2>&1 < /dev/null &",
+                pidfile.display()
+            ),
+            "*:sleep:0.3",
+        ],
+        &["*:approve"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("left 1 process(es) running; stopping them"),
+        "{}",
+        out.stderr
+    );
+    crate::common::assert_process_gone(crate::common::read_pid(&pidfile), "the setsid daemon");
+}
+
+#[test]
+fn an_untrusted_config_runs_nothing_until_trusted() {
+    let repo = TestRepo::new();
+    repo.config_untrusted(&repo.expand(
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/new.rs:x\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n[[gates]]\nname = \"test\"\ncommand = [\"true\"]\n",
+    ));
+    let before = repo.user_state();
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    let line = out.error_line();
+    assert!(line.contains("is not trusted on this machine"), "{line}");
+    assert!(line.contains("gate test: true"), "{line}");
+    assert!(out.stderr.contains("git pipeline trust"), "{}", out.stderr);
+    assert!(repo.calls().is_empty() && repo.run_ids().is_empty());
+    assert_untouched(&before, &repo.user_state());
+    // The dry run shows the plan and says so, running nothing.
+    let dry = repo.pipeline(&["run", "--dry-run", "fix the typo"]);
+    dry.assert_code(0);
+    assert!(dry.stdout.contains("trust: NOT trusted"), "{}", dry.stdout);
+    let out = repo.pipeline(&["trust"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("gate test: true"), "{}", out.stdout);
+    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+    // A changed config needs trusting again.
+    repo.config_untrusted(&repo.expand(
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/other.rs:y\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
+    ));
+    repo.pipeline(&["run", "fix the typo"]).assert_code(3);
+}
+
+#[test]
+fn a_config_using_only_the_users_own_agents_needs_no_trust() {
+    let repo = TestRepo::new();
+    let personal = repo.home.join(".config/git-pipeline/config.toml");
+    std::fs::create_dir_all(personal.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &personal,
+        repo.expand("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/new.rs:x\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"),
+    )
+    .expect("personal config");
+    repo.config_untrusted("version = 1\n[scope]\nallow = [\"src/**\"]\n");
+    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+}
+
+#[test]
+fn gates_cannot_be_steered_into_a_planted_bare_repository() {
+    let repo = TestRepo::new();
+    // The agent plants a bare repository; a gate running git there must refuse it.
+    repo.agents(
+        &["*:write:src/new.rs:x", "*:run:git init -q --bare src/planted.git"],
+        &["*:approve"],
+        "[[gates]]\nname = \"probe\"\ncommand = [\"sh\", \"-c\", \"cd src/planted.git && git rev-parse --git-dir\"]\n[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(4);
+    let id = out.json()["run_id"].as_str().expect("id").to_owned();
+    let log = std::fs::read_to_string(
+        repo.path
+            .join(format!(".git/pipeline/runs/{id}/outputs/gate-1.probe.log")),
+    )
+    .expect("gate log");
+    assert!(
+        log.contains("safe.bareRepository") || log.contains("cannot use bare repository"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_detached_head_a_bare_repository_and_a_shallow_clone_all_work() {
+    // Detached HEAD: the run starts from that commit; there is no branch to merge into.
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        "[run]\nship = \"merge\"\n",
+    );
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    repo.git(&["checkout", "-q", "--detach"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let r = out.json();
+    assert_eq!(r["base"], head.as_str());
+    assert!(
+        r["merge"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not merged: the base HEAD is not a branch"),
+        "{r}"
+    );
+
+    // A bare repository: worktrees come from it all the same (next to it, never inside it).
+    let bare = repo.root().join("bare.git");
+    repo.git_in(
+        repo.root(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.path.to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+    );
+    repo.command(crate::common::BIN, &bare)
+        .arg("trust")
+        .output()
+        .expect("trust");
+    let out = repo.pipeline_in(&bare, &["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    assert!(repo.root().join("bare.git.pipeline").exists());
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    assert_eq!(
+        repo.command("git", &bare)
+            .args(["show", &format!("{commit}:src/new.rs")])
+            .output()
+            .expect("git")
+            .stdout,
+        b"x\n"
+    );
+
+    // A shallow clone.
+    let shallow = repo.root().join("shallow");
+    repo.git_in(
+        repo.root(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &format!("file://{}", repo.path.display()),
+            &shallow.to_string_lossy(),
+        ],
+    );
+    repo.command(crate::common::BIN, &shallow)
+        .arg("trust")
+        .output()
+        .expect("trust");
+    let out = repo.pipeline_in(&shallow, &["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+}
+
+#[test]
+fn a_damaged_record_is_reported_in_one_line_and_its_events_remain() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
+    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+    let id = repo.run_ids()[0].clone();
+    std::fs::write(
+        repo.path.join(format!(".git/pipeline/runs/{id}/run.json")),
+        "{\"version\": 1, \"run_id\": tru",
+    )
+    .expect("damage");
+    let out = repo.pipeline(&["show", &id]);
+    out.assert_code(1);
+    assert!(out.error_line().contains("is unreadable"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("events.jsonl still tells what happened"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+    repo.pipeline(&["events", &id]).assert_code(0);
+    let status = repo.pipeline(&["status"]);
+    status.assert_code(0);
+    assert!(
+        status.stdout.contains(&format!("{id}  unreadable")),
+        "{}",
+        status.stdout
+    );
+    repo.pipeline(&["resume", &id]).assert_code(1);
+    repo.pipeline(&["stats"]).assert_code(0);
+    repo.pipeline(&["clean", "--dry-run"]).assert_code(0);
+}
+
+#[test]
+fn a_branch_prefix_that_is_not_a_valid_ref_is_refused() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        "[run]\nbranch_prefix = \"bad..name/\"\n",
+    );
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("run.branch_prefix"),
+        "{}",
+        out.stderr
+    );
+}
