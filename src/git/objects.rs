@@ -8,22 +8,19 @@ use crate::error::{Error, Result};
 
 /// Resolve a revision to a commit id; `None` when it does not name a commit.
 pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<String>> {
-    let spec = format!("{rev}^{{commit}}");
+    rev_parse(git, &format!("{rev}^{{commit}}"))
+}
+
+/// The object id `spec` names, or `None` when it names nothing.
+fn rev_parse(git: &Git, spec: &str) -> Result<Option<String>> {
     let out = git.output(
-        [
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "--end-of-options",
-            &spec,
-        ],
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", spec],
         Opts::default(),
     )?;
-    if out.status.success() {
-        Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
-    } else {
-        Ok(None)
-    }
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// The full ref a revision names when it is a branch (`HEAD` follows to its branch).
@@ -52,21 +49,7 @@ pub fn branch_ref_of(git: &Git, rev: &str) -> Result<Option<String>> {
 
 /// The blob id of a file in a commit's tree; `None` when it is not there.
 pub fn resolve_blob(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
-    let spec = format!("{commit}:{path}");
-    let out = git.output(
-        [
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "--end-of-options",
-            &spec,
-        ],
-        Opts::default(),
-    )?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    rev_parse(git, &format!("{commit}:{path}"))
 }
 
 pub fn tree_of(git: &Git, commit: &str) -> Result<String> {
@@ -172,14 +155,7 @@ pub fn update_ref(git: &Git, name: &str, new: &str, old: Option<&str>, reason: &
 }
 
 pub fn ref_value(git: &Git, name: &str) -> Result<Option<String>> {
-    let out = git.output(
-        ["rev-parse", "--verify", "--quiet", "--end-of-options", name],
-        Opts::default(),
-    )?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    rev_parse(git, name)
 }
 
 /// Attach `content` as the note of `commit` on `notes_ref`, replacing an older note.
