@@ -30,6 +30,10 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Colour progress on a terminal (NO_COLOR is honoured with auto)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
+    pub color: crate::ui::ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,6 +68,40 @@ pub enum Command {
     Stats(StatsCmd),
     /// Trust this repository's .pipeline.toml (by content) so that its commands may run
     Trust(TrustCmd),
+    /// Check config, agents, gates, trust, hooks and the worktree folder; say what to fix
+    Doctor(DoctorCmd),
+    /// Write the git-pipeline(1) man pages (what `git pipeline --help` opens)
+    Man(ManCmd),
+    /// Print shell completions (bash, zsh, fish)
+    Completions(CompletionsCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorCmd {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManCmd {
+    /// Folder to write git-pipeline.1 and a page per subcommand into (e.g.
+    /// ~/.local/share/man/man1); without it, the main page goes to stdout
+    #[arg(value_name = "DIR")]
+    pub folder: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsCmd {
+    #[arg(value_enum)]
+    pub shell: Shell,
 }
 
 #[derive(Debug, Args)]

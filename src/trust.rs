@@ -54,7 +54,7 @@ pub fn project_commands(loaded: &LoadedConfig) -> Vec<(String, String)> {
     for (name, AgentEntry(list)) in &loaded.config.agents {
         if loaded.agent_origin.get(name) == Some(&Origin::Project) {
             for spec in list {
-                out.push((format!("agent {name}"), spec.command.get_ref().join(" ")));
+                out.push((format!("agent {name}"), spec.command.get_ref().describe()));
             }
         }
     }
@@ -75,7 +75,7 @@ pub fn needs_trust(loaded: &LoadedConfig) -> bool {
     if !loaded.config.gates.is_empty() {
         return true;
     }
-    let personal: Vec<&Vec<String>> = loaded
+    let personal: Vec<&crate::config::CommandSpec> = loaded
         .config
         .agents
         .iter()

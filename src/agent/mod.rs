@@ -4,6 +4,7 @@
 pub mod argv;
 pub mod json_scan;
 pub mod manifest;
+pub mod presets;
 pub mod text;
 pub mod usage;
 pub mod verdict;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{AgentEntry, AgentSpec, LoadedConfig};
+use crate::config::{AgentEntry, AgentSpec, CommandSpec, LoadedConfig};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -52,13 +53,57 @@ impl Role {
     }
 }
 
+/// One way to run an agent for a role: a preset expanded, or the config's argv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub argv: Vec<String>,
+    pub timeout: Option<std::time::Duration>,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub max_prompt_bytes: Option<u64>,
+    pub session_start: Vec<String>,
+    pub session_resume: Vec<String>,
+    /// The preset it came from, if any.
+    pub preset: Option<&'static str>,
+}
+
+impl Candidate {
+    /// The config entry made concrete for a role (a preset's argv depends on the role).
+    pub fn for_role(spec: &AgentSpec, role: Role) -> Candidate {
+        let (argv, preset, start, resume) = match spec.command.get_ref() {
+            CommandSpec::Argv(v) => (v.clone(), None, Vec::new(), Vec::new()),
+            CommandSpec::Preset(name) => match presets::find(name) {
+                Some(p) => (
+                    p.argv(role),
+                    Some(p.name),
+                    p.session_start.iter().map(|s| (*s).to_owned()).collect(),
+                    p.session_resume.iter().map(|s| (*s).to_owned()).collect(),
+                ),
+                None => (vec![name.clone()], None, Vec::new(), Vec::new()),
+            },
+        };
+        Candidate {
+            argv,
+            timeout: spec.timeout,
+            env: spec.env.clone(),
+            max_prompt_bytes: spec.max_prompt_bytes,
+            session_start: spec.session_start.clone().unwrap_or(start),
+            session_resume: spec.session_resume.clone().unwrap_or(resume),
+            preset,
+        }
+    }
+
+    pub fn program(&self) -> &str {
+        self.argv.first().map_or("", String::as_str)
+    }
+}
+
 /// The agent chosen for a role: the config entry's name and its candidates whose program exists.
 #[derive(Debug, Clone)]
 pub struct RoleAgent {
     pub role: Role,
     /// The `[agents.<name>]` key it came from.
     pub name: String,
-    pub candidates: Vec<AgentSpec>,
+    pub candidates: Vec<Candidate>,
     /// Programs of configured candidates that are not installed.
     pub missing: Vec<String>,
 }
@@ -83,7 +128,7 @@ impl RoleAgent {
     }
 
     /// The first candidate whose prompt limit fits `prompt_bytes`.
-    pub fn pick(&self, prompt_bytes: usize) -> Option<(usize, &AgentSpec)> {
+    pub fn pick(&self, prompt_bytes: usize) -> Option<(usize, &Candidate)> {
         self.candidates.iter().enumerate().find(|(_, c)| {
             c.max_prompt_bytes
                 .is_none_or(|max| prompt_bytes as u64 <= max)
@@ -145,11 +190,11 @@ pub fn resolve(
     let mut missing = Vec::new();
     let mut candidates = Vec::new();
     for spec in list {
-        let program = spec.command.get_ref().first().map_or("", String::as_str);
-        if find_program(program, search_dir).is_some() {
-            candidates.push(spec.clone());
+        let c = Candidate::for_role(spec, role);
+        if find_program(c.program(), search_dir).is_some() {
+            candidates.push(c);
         } else {
-            missing.push(program.to_owned());
+            missing.push(c.program().to_owned());
         }
     }
     if candidates.is_empty() {

@@ -1,6 +1,7 @@
-//! The text an agent meant to say. Agent CLIs in JSON modes wrap it: Claude Code prints one
-//! object with a `result` string, Codex's `--json` prints JSONL events whose `agent_message`
-//! items hold it. Plain output is taken as it is.
+//! The text an agent meant to say. Agent CLIs in JSON modes wrap it: Claude Code and droid print
+//! one object with a `result` string, Gemini CLI one with a `response` string, Codex's `--json`
+//! prints JSONL events whose `agent_message` items hold it, opencode's `--format json` events whose
+//! `text` parts do. Plain output is taken as it is.
 
 use serde_json::Value;
 
@@ -8,7 +9,7 @@ pub fn final_text(stdout: &[u8]) -> String {
     let text = String::from_utf8_lossy(stdout);
     let trimmed = text.trim();
     if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(trimmed)
-        && let Some(Value::String(result)) = obj.get("result")
+        && let Some(Value::String(result)) = obj.get("result").or_else(|| obj.get("response"))
     {
         return result.clone();
     }
@@ -17,8 +18,11 @@ pub fn final_text(stdout: &[u8]) -> String {
     for line in trimmed.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<Value>(line) {
             Ok(v) => {
-                let item = v.get("item").unwrap_or(&v);
-                let is_message = item.get("type").and_then(Value::as_str) == Some("agent_message");
+                let item = v.get("item").or_else(|| v.get("part")).unwrap_or(&v);
+                let is_message = matches!(
+                    item.get("type").and_then(Value::as_str),
+                    Some("agent_message" | "text")
+                ) && item != &v;
                 if let (true, Some(t)) = (is_message, item.get("text").and_then(Value::as_str)) {
                     messages.push(t.to_owned());
                 }
@@ -51,6 +55,20 @@ mod tests {
         assert_eq!(
             final_text(b"{\"a\":1}\nnot json\n"),
             "{\"a\":1}\nnot json\n"
+        );
+    }
+
+    #[test]
+    fn reads_opencode_text_parts() {
+        let jsonl = b"{\"type\":\"step_start\",\"part\":{\"type\":\"step-start\"}}\n{\"type\":\"text\",\"sessionID\":\"s\",\"part\":{\"type\":\"text\",\"text\":\"{\\\"approved\\\":true}\"}}\n{\"type\":\"step_finish\",\"part\":{\"type\":\"step-finish\",\"cost\":0.01}}\n";
+        assert_eq!(final_text(jsonl), "{\"approved\":true}");
+    }
+
+    #[test]
+    fn reads_gemini_responses() {
+        assert_eq!(
+            final_text(br#"{"session_id":"x","response":"gemini says"}"#),
+            "gemini says"
         );
     }
 }

@@ -1,5 +1,6 @@
-//! Token usage and cost, from the JSON an agent CLI prints when it reports them (Claude Code's
-//! `usage` and `total_cost_usd`, Codex's `turn.completed` events), or estimated from sizes.
+//! Token usage and cost, from the JSON an agent CLI prints when it reports them (Claude Code's and
+//! droid's `usage` and `total_cost_usd`, Codex's `turn.completed` events, Gemini CLI's
+//! `stats.models.*.tokens`, opencode's `step_finish` parts), or estimated from sizes.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -33,6 +34,39 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
             if n > 0 {
                 tokens += n;
                 reported = true;
+            }
+        }
+        if let Some(Value::Object(models)) = obj.get("stats").and_then(|s| s.get("models")) {
+            let n: u64 = models
+                .values()
+                .filter_map(|m| m.get("tokens")?.get("total")?.as_u64())
+                .sum();
+            if n > 0 {
+                tokens += n;
+                reported = true;
+            }
+        }
+        // opencode reports each model step on its own: tokens and cost add up.
+        if let Some(step) = obj
+            .get("part")
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("step-finish"))
+        {
+            let t = step.get("tokens");
+            let n: u64 = ["input", "output", "reasoning"]
+                .iter()
+                .filter_map(|k| t?.get(*k)?.as_u64())
+                .chain(
+                    ["read", "write"]
+                        .iter()
+                        .filter_map(|k| t?.get("cache")?.get(*k)?.as_u64()),
+                )
+                .sum();
+            if n > 0 {
+                tokens += n;
+                reported = true;
+            }
+            if let Some(c) = step.get("cost").and_then(Value::as_f64) {
+                cost = Some(cost.unwrap_or(0.0) + c);
             }
         }
         if let Some(c) = ["total_cost_usd", "cost_usd"]
@@ -93,5 +127,26 @@ mod tests {
         let u = measure(40, b"done");
         assert_eq!(u.tokens, 11);
         assert!(u.estimated);
+    }
+
+    #[test]
+    fn sums_opencode_steps() {
+        let u = measure(
+            0,
+            b"{\"type\":\"step_finish\",\"part\":{\"type\":\"step-finish\",\"cost\":0.5,\"tokens\":{\"input\":10,\"output\":2,\"reasoning\":1,\"cache\":{\"read\":3,\"write\":0}}}}\n{\"type\":\"step_finish\",\"part\":{\"type\":\"step-finish\",\"cost\":0.25,\"tokens\":{\"input\":4,\"output\":1,\"reasoning\":0,\"cache\":{\"read\":0,\"write\":0}}}}\n",
+        );
+        assert_eq!(u.tokens, 21);
+        assert!(!u.estimated);
+        assert_eq!(u.cost_usd, Some(0.75));
+    }
+
+    #[test]
+    fn reads_gemini_stats() {
+        let u = measure(
+            0,
+            br#"{"response":"ok","stats":{"models":{"gemini-x":{"tokens":{"prompt":90,"candidates":10,"total":100}},"gemini-y":{"tokens":{"total":5}}}}}"#,
+        );
+        assert_eq!(u.tokens, 105);
+        assert!(!u.estimated);
     }
 }

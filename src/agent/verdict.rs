@@ -99,6 +99,15 @@ mod tests {
     }
 
     #[test]
+    fn verdict_inside_opencode_events() {
+        let v = parse(
+            b"{\"type\":\"text\",\"part\":{\"type\":\"text\",\"text\":\"{\\\"approved\\\": false, \\\"issues\\\": [\\\"no test\\\"]}\"}}\n{\"type\":\"step_finish\",\"part\":{\"type\":\"step-finish\",\"cost\":0}}\n",
+        );
+        assert!(!v.approved && v.parsed);
+        assert_eq!(v.issues, vec!["no test"]);
+    }
+
+    #[test]
     fn garbage_is_a_rejection() {
         assert_eq!(parse(b"LGTM! {approved: true}"), Verdict::none());
         assert_eq!(parse(&[0xff, 0xfe, b'{']), Verdict::none());

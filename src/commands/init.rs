@@ -1,19 +1,252 @@
-//! `git pipeline init`: a commented starter `.pipeline.toml` at the top of the worktree.
+//! `git pipeline init`: a commented starter `.pipeline.toml` at the top of the worktree, with
+//! gates proposed from the project's own tooling and agents from the CLIs installed here.
 
 use std::io::Write;
 use std::path::Path;
 
 use super::emit;
+use crate::agent::find_program;
 use crate::cli::InitCmd;
 use crate::config::PROJECT_FILE;
 use crate::error::{Error, Exit, Result};
 use crate::git::Repo;
 
-pub const STARTER: &str = include_str!("starter.toml");
+/// A proposed gate: name, argv, and where the proposal came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    pub name: &'static str,
+    pub command: Vec<String>,
+    pub why: String,
+}
+
+fn gate(name: &'static str, command: &[&str], why: impl Into<String>) -> Gate {
+    Gate {
+        name,
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        why: why.into(),
+    }
+}
+
+/// What the project is, from its files: a label, gates, and the folders a run may touch.
+pub struct Project {
+    pub kinds: Vec<&'static str>,
+    pub gates: Vec<Gate>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+pub fn detect(top: &Path) -> Project {
+    let mut p = Project {
+        kinds: Vec::new(),
+        gates: Vec::new(),
+        allow: Vec::new(),
+        deny: Vec::new(),
+    };
+    let has = |f: &str| top.join(f).exists();
+    if has("Cargo.toml") {
+        p.kinds.push("Rust (Cargo)");
+        p.gates
+            .push(gate("fmt", &["cargo", "fmt", "--check"], "Cargo.toml"));
+        p.gates.push(gate(
+            "clippy",
+            &["cargo", "clippy", "--all-targets", "--", "-D", "warnings"],
+            "Cargo.toml",
+        ));
+        p.gates.push(gate("test", &["cargo", "test"], "Cargo.toml"));
+        p.deny.push("Cargo.lock".to_owned());
+        for d in ["src", "tests", "benches", "examples"] {
+            p.allow.push(format!("{d}/**"));
+        }
+    }
+    if has("package.json") {
+        let (tool, lock) = if has("pnpm-lock.yaml") {
+            ("pnpm", "pnpm-lock.yaml")
+        } else if has("yarn.lock") {
+            ("yarn", "yarn.lock")
+        } else {
+            ("npm", "package-lock.json")
+        };
+        p.kinds.push(match tool {
+            "pnpm" => "JavaScript (pnpm)",
+            "yarn" => "JavaScript (yarn)",
+            _ => "JavaScript (npm)",
+        });
+        let scripts: Vec<String> = std::fs::read_to_string(top.join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("scripts").and_then(|s| s.as_object()).cloned())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (name, script) in [
+            ("lint", "lint"),
+            ("types", "typecheck"),
+            ("types", "type-check"),
+            ("test", "test"),
+        ] {
+            if scripts.iter().any(|s| s == script) && !p.gates.iter().any(|g| g.name == name) {
+                let cmd: Vec<&str> = if tool == "npm" {
+                    vec!["npm", "run", script]
+                } else {
+                    vec![tool, "run", script]
+                };
+                p.gates.push(gate(
+                    name,
+                    &cmd,
+                    format!("package.json script \"{script}\""),
+                ));
+            }
+        }
+        p.deny.push(lock.to_owned());
+        for d in ["src", "test", "tests", "lib"] {
+            p.allow.push(format!("{d}/**"));
+        }
+    }
+    if has("pyproject.toml") || has("setup.py") || has("requirements.txt") {
+        let pyproject = std::fs::read_to_string(top.join("pyproject.toml")).unwrap_or_default();
+        let run: &[&str] = if has("uv.lock") {
+            p.kinds.push("Python (uv)");
+            &["uv", "run"]
+        } else if has("poetry.lock") {
+            p.kinds.push("Python (poetry)");
+            &["poetry", "run"]
+        } else {
+            p.kinds.push("Python");
+            &["python", "-m"]
+        };
+        let with = |tail: &[&'static str]| -> Vec<&'static str> {
+            run.iter().chain(tail).copied().collect()
+        };
+        if pyproject.contains("[tool.ruff") {
+            p.gates.push(gate(
+                "lint",
+                &with(&["ruff", "check", "."]),
+                "[tool.ruff] in pyproject.toml",
+            ));
+        }
+        if pyproject.contains("[tool.mypy") {
+            p.gates.push(gate(
+                "types",
+                &with(&["mypy", "."]),
+                "[tool.mypy] in pyproject.toml",
+            ));
+        }
+        p.gates
+            .push(gate("test", &with(&["pytest"]), "a Python project"));
+        for d in ["src", "tests"] {
+            p.allow.push(format!("{d}/**"));
+        }
+    }
+    if has("go.mod") {
+        p.kinds.push("Go");
+        p.gates.push(gate(
+            "fmt",
+            &["sh", "-c", "test -z \"$(gofmt -l .)\""],
+            "go.mod",
+        ));
+        p.gates.push(gate("vet", &["go", "vet", "./..."], "go.mod"));
+        p.gates
+            .push(gate("test", &["go", "test", "./..."], "go.mod"));
+        p.allow.push("**/*.go".to_owned());
+    }
+    if has("Makefile") && p.gates.is_empty() {
+        p.kinds.push("Make");
+        let text = std::fs::read_to_string(top.join("Makefile")).unwrap_or_default();
+        for target in ["lint", "check", "test"] {
+            if text.lines().any(|l| l.starts_with(&format!("{target}:"))) {
+                p.gates.push(Gate {
+                    name: match target {
+                        "lint" => "lint",
+                        "check" => "check",
+                        _ => "test",
+                    },
+                    command: vec!["make".to_owned(), target.to_owned()],
+                    why: format!("Makefile target {target}"),
+                });
+            }
+        }
+    }
+    p.allow.sort();
+    p.allow.dedup();
+    p.allow.retain(|g| {
+        let dir = g.split('/').next().unwrap_or("");
+        g.starts_with("**") || top.join(dir).is_dir()
+    });
+    p
+}
+
+/// The agent CLIs installed here, in order of preference.
+pub fn installed_agents(dir: &Path) -> Vec<&'static str> {
+    [
+        "claude", "codex", "gemini", "aider", "opencode", "droid", "goose",
+    ]
+    .into_iter()
+    .filter(|n| find_program(n, dir).is_some())
+    .collect()
+}
+
+fn toml_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+pub fn render(project: &Project, agents: &[&'static str]) -> String {
+    let mut t = String::new();
+    t.push_str(&format!(
+        "# git-pipeline configuration (docs/config.md in the git-pipeline repository)\n#\n# Written by `git pipeline init` for: {}.\n# git-pipeline reads this file from the base commit of each run, never from the run's worktree,\n# so agents cannot change the rules they are held to. Commit it, then `git pipeline trust`.\nversion = 1\n\n",
+        if project.kinds.is_empty() {
+            "a project of a kind it did not recognise".to_owned()
+        } else {
+            project.kinds.join(", ")
+        }
+    ));
+    t.push_str("[run]\n# base = \"HEAD\"            # commit each run starts from\n# ship = \"branch\"          # \"merge\": also fast-forward the base branch when that is safe\n# include = [\".env\"]       # ignored files to copy into each worktree (also .worktreeinclude)\n\n");
+    t.push_str("[scope]\n# Existing paths a run may modify or delete, and where it may add files. Globs are anchored at\n# the repository root; `*` never crosses `/` (use `**`). Without allow and create, every path\n# may change (the run says \"scope: unrestricted\"), unless a plan's manifest sets the scope.\n");
+    if project.allow.is_empty() {
+        t.push_str("# allow = [\"src/**\", \"tests/**\"]\n");
+    } else {
+        t.push_str(&format!("allow = {}\n", toml_list(&project.allow)));
+    }
+    t.push_str(&format!(
+        "deny = {}            # never touched, whatever allow says\n\n",
+        toml_list(&project.deny)
+    ));
+    let (builder, verifier) = match agents {
+        [] => ("claude", "codex"),
+        [only] => (*only, *only),
+        [first, second, ..] => (*first, *second),
+    };
+    t.push_str("# Agents: a preset name (claude, codex, aider, gemini, opencode, goose, droid; see\n# docs/agents.md) or an argv list with {prompt}, {prompt_file}, {worktree}, {run_id}, {stage},\n# {session}. Agents only you have belong in ~/.config/git-pipeline/config.toml.\n");
+    if agents.is_empty() {
+        t.push_str("# No agent CLI was found on PATH: install one, or change these.\n");
+    } else {
+        t.push_str(&format!("# Found on PATH: {}.\n", agents.join(", ")));
+    }
+    if builder == verifier {
+        t.push_str("# Only one CLI was found: the verifier runs in its own session and read-only mode; a\n# different CLI as verifier makes the review more independent.\n");
+    }
+    t.push_str(&format!(
+        "[agents.builder]\ncommand = \"{builder}\"\ntimeout = \"30m\"\n\n[agents.verifier]\ncommand = \"{verifier}\"\ntimeout = \"15m\"\n\n"
+    ));
+    t.push_str("# Risky tasks (see [risk]) first go through discovery and planning when these exist:\n# [[agents.discovery]]       # every entry runs at once, read-only\n# command = \"claude\"\n# [agents.planner]           # writes a plan ending in a file-impact manifest\n# command = \"claude\"\n# [agents.reviewer]          # approves or rejects the plan\n# command = \"codex\"\n# [agents.docs]              # updates docs when the change touches public surface ([docs])\n# command = \"claude\"\n\n");
+    t.push_str("# Gates run in order in the run's worktree; a missing program, a timeout or a crash fails them.\n");
+    if project.gates.is_empty() {
+        t.push_str("# [[gates]]\n# name = \"test\"\n# command = [\"make\", \"test\"]\n# timeout = \"10m\"\n\n");
+    }
+    for g in &project.gates {
+        t.push_str(&format!(
+            "[[gates]]                  # from {}\nname = \"{}\"\ncommand = {}\ntimeout = \"10m\"\n\n",
+            g.why,
+            g.name,
+            toml_list(&g.command)
+        ));
+    }
+    t.push_str("[verify]\nmax_rounds = 2             # verifier rejections before the run stops (exit 2)\n\n[limits]\nmax_fix_attempts = 3       # builder retries after scope violations, gate or commit-hook failures\nmax_same_error = 2         # the same error this often stops the loop (0: off)\noscillation = true         # stop when an attempt repeats an earlier attempt's changes\n");
+    t
+}
 
 pub fn init(cmd: InitCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
-    let top = repo.work_tree.ok_or_else(|| {
+    let top = repo.work_tree.clone().ok_or_else(|| {
         Error::usage("git pipeline init needs a worktree (this repository is bare)")
     })?;
     let path = top.join(PROJECT_FILE);
@@ -23,22 +256,62 @@ pub fn init(cmd: InitCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             "keep it, or overwrite it with: git pipeline init --force",
         ));
     }
-    std::fs::write(&path, STARTER).map_err(|e| Error::io_path("write", &path, e))?;
-    emit(
-        out,
-        &format!(
-            "wrote {}\nnext: edit the agents and gates, then commit it:\n  git add {PROJECT_FILE} && git commit -m \"Add git-pipeline config\"\n",
-            path.display()
-        ),
-    )?;
+    let project = detect(&top);
+    let agents = installed_agents(&top);
+    let text = render(&project, &agents);
+    std::fs::write(&path, &text).map_err(|e| Error::io_path("write", &path, e))?;
+    let mut t = format!("wrote {}\n", path.display());
+    if !project.kinds.is_empty() {
+        t.push_str(&format!("  project: {}\n", project.kinds.join(", ")));
+    }
+    for g in &project.gates {
+        t.push_str(&format!(
+            "  gate {}: {} (from {})\n",
+            g.name,
+            g.command.join(" "),
+            g.why
+        ));
+    }
+    t.push_str(&format!(
+        "  agents on PATH: {}\n",
+        if agents.is_empty() {
+            "none found (install one of: claude, codex, gemini, aider, opencode, droid, goose)"
+                .to_owned()
+        } else {
+            agents.join(", ")
+        }
+    ));
+    t.push_str(&format!(
+        "next: read it, then\n  git add {PROJECT_FILE} && git commit -m \"Add git-pipeline config\" && git pipeline trust\n  git pipeline doctor\n"
+    ));
+    emit(out, &t)?;
     Ok(Exit::Success)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn the_starter_config_is_valid() {
-        let parsed: Result<crate::config::Config, _> = toml::from_str(super::STARTER);
-        assert!(parsed.is_ok(), "{parsed:?}");
+    fn every_rendering_is_a_valid_config() -> std::result::Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        for files in [
+            vec![],
+            vec!["Cargo.toml"],
+            vec!["package.json", "pnpm-lock.yaml"],
+            vec!["pyproject.toml", "uv.lock"],
+            vec!["go.mod"],
+            vec!["Makefile"],
+        ] {
+            for f in &files {
+                std::fs::write(dir.path().join(f), "").map_err(|e| e.to_string())?;
+            }
+            for agents in [vec![], vec!["codex"], vec!["claude", "gemini"]] {
+                let text = render(&detect(dir.path()), &agents);
+                let parsed: std::result::Result<crate::config::Config, _> = toml::from_str(&text);
+                assert!(parsed.is_ok(), "{files:?} {agents:?}: {parsed:?}\n{text}");
+            }
+        }
+        Ok(())
     }
 }

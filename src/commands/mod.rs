@@ -1,6 +1,8 @@
 //! One module per subcommand. Each writes its result to `out` (stdout) and progress to the `Ui`
 //! (stderr), and returns an exit code; errors are printed once, here.
 
+mod docs;
+mod doctor;
 mod hooks;
 mod init;
 mod lifecycle;
@@ -20,7 +22,7 @@ use crate::ui::Ui;
 
 /// Run the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> i32 {
-    let ui = Ui::new(Box::new(std::io::stderr()), cli.quiet);
+    let ui = Ui::for_stderr(cli.quiet, cli.color);
     let mut out = std::io::stdout().lock();
     let result = dispatch(cli, &mut out, &ui);
     let _ = out.flush();
@@ -56,6 +58,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
             run::execute(&plan, out, ui, cmd.json)
         }
         Command::Trust(cmd) => trust::trust(cmd, &cwd, out),
+        Command::Doctor(cmd) => doctor::doctor(cmd, &cwd, out),
+        Command::Man(cmd) => docs::man(cmd, out),
+        Command::Completions(cmd) => docs::completions(cmd, out),
         Command::Resume(cmd) => lifecycle::resume(cmd, &cwd, out, ui),
         Command::Abandon(cmd) => lifecycle::abandon(cmd, &cwd, out),
         Command::Clean(cmd) => lifecycle::clean(cmd, &cwd, out),

@@ -55,15 +55,21 @@ pub fn report(outcome: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Re
 fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()> {
     let r = &o.record;
     let m = &r.metrics;
+    let estimated = r.stages.iter().any(|s| s.tokens_estimated);
+    let cost = m.cost_usd.map(|c| format!(", ${c:.2}")).unwrap_or_default();
     let stats = format!(
-        "{} path{}, {} fix attempt{}, {} verification round{}, {:.1}s",
+        "{} stage{} run, {} path{}, {} fix attempt{}, {} verification round{}, {}{} tokens{cost}, {}",
+        m.stages_executed,
+        plural(m.stages_executed as usize),
         r.changed_paths.len(),
         plural(r.changed_paths.len()),
         m.fix_attempts,
         plural(m.fix_attempts as usize),
         m.verification_rounds,
         plural(m.verification_rounds as usize),
-        m.total_time_s
+        if estimated { "~" } else { "" },
+        human_count(m.tokens),
+        human_secs(m.total_time_s)
     );
     match r.status {
         Status::Succeeded if r.branch.is_empty() => {
@@ -124,6 +130,25 @@ fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()
     Ok(())
 }
 
+/// `950`, `18.2k`, `1.3M`: a glance, not an invoice (the record keeps the exact count).
+fn human_count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// `4.2s` under a minute, `3m 12s` under an hour, `1h 05m` beyond.
+fn human_secs(s: f64) -> String {
+    let whole = s.round() as u64;
+    match whole {
+        _ if s < 60.0 => format!("{s:.1}s"),
+        60..3600 => format!("{}m {:02}s", whole / 60, whole % 60),
+        _ => format!("{}h {:02}m", whole / 3600, whole % 3600 / 60),
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -134,7 +159,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     let agent_argv = |a: &crate::agent::RoleAgent| -> Vec<String> {
         a.candidates
             .first()
-            .map(|c| c.command.get_ref().clone())
+            .map(|c| c.argv.clone())
             .unwrap_or_default()
     };
     let gates: Vec<serde_json::Value> = plan
@@ -219,7 +244,7 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
     let argv = |a: &crate::agent::RoleAgent| {
         a.candidates
             .first()
-            .map(|c| c.command.get_ref().join(" "))
+            .map(|c| c.argv.join(" "))
             .unwrap_or_default()
     };
     let mut v = Vec::new();
@@ -326,4 +351,19 @@ fn search_dir(plan: &RunPlan) -> std::path::PathBuf {
         .clone()
         .or_else(|| plan.repo.main_worktree.clone())
         .unwrap_or_else(|| plan.repo.common_dir.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{human_count, human_secs};
+
+    #[test]
+    fn summaries_read_at_a_glance() {
+        assert_eq!(human_count(950), "950");
+        assert_eq!(human_count(18_234), "18.2k");
+        assert_eq!(human_count(1_250_000), "1.2M");
+        assert_eq!(human_secs(4.21), "4.2s");
+        assert_eq!(human_secs(192.4), "3m 12s");
+        assert_eq!(human_secs(3900.0), "1h 05m");
+    }
 }

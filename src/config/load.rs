@@ -169,13 +169,32 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
     for (name, AgentEntry(list)) in &c.agents {
         for spec in list {
             let at = loaded.agent_location(name, &spec.command.span());
-            if spec.command.get_ref().is_empty() {
-                return Err(Error::usage(format!(
-                    "{at}: agents.{name}.command is empty; give the program and its arguments"
-                )));
+            match spec.command.get_ref() {
+                super::CommandSpec::Argv(argv) if argv.is_empty() => {
+                    return Err(Error::usage(format!(
+                        "{at}: agents.{name}.command is empty; give the program and its arguments"
+                    )));
+                }
+                super::CommandSpec::Argv(argv) => crate::agent::argv::check(argv)
+                    .map_err(|e| Error::usage(format!("{at}: agents.{name}.command: {e}")))?,
+                super::CommandSpec::Preset(p) if crate::agent::presets::find(p).is_none() => {
+                    return Err(Error::usage_hint(
+                        format!("{at}: agents.{name}.command: unknown preset {p:?}"),
+                        format!(
+                            "presets: {}; or give an argv list",
+                            crate::agent::presets::names().join(", ")
+                        ),
+                    ));
+                }
+                super::CommandSpec::Preset(_) => {}
             }
-            crate::agent::argv::check(spec.command.get_ref())
-                .map_err(|e| Error::usage(format!("{at}: agents.{name}.command: {e}")))?;
+            for extra in [&spec.session_start, &spec.session_resume]
+                .into_iter()
+                .flatten()
+            {
+                crate::agent::argv::check(extra)
+                    .map_err(|e| Error::usage(format!("{at}: agents.{name}: {e}")))?;
+            }
         }
     }
     let mut seen = std::collections::BTreeSet::new();

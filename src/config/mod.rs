@@ -127,12 +127,53 @@ pub struct AgentEntry(pub Vec<AgentSpec>);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    pub command: Spanned<Vec<String>>,
+    pub command: Spanned<CommandSpec>,
     #[serde(default, with = "duration_opt")]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub max_prompt_bytes: Option<u64>,
+    /// Arguments appended the first time this agent uses a session id in a run...
+    pub session_start: Option<Vec<String>>,
+    /// ...and on every later use (e.g. `["--resume", "{session}"]`).
+    pub session_resume: Option<Vec<String>>,
+}
+
+/// An agent's command: an argv template, or the name of a built-in preset (`"claude"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    Argv(Vec<String>),
+    Preset(String),
+}
+
+impl CommandSpec {
+    /// As it reads in the config, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            CommandSpec::Argv(v) => v.join(" "),
+            CommandSpec::Preset(p) => format!("preset {p}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = CommandSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an argv list (e.g. [\"claude\", \"-p\", \"{prompt}\"]) or a preset name (e.g. \"claude\")")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Preset(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CommandSpec, A::Error> {
+                Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(CommandSpec::Argv)
+            }
+        }
+        d.deserialize_any(CommandVisitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

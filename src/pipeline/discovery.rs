@@ -50,13 +50,20 @@ impl Run<'_> {
             )?);
         }
         let session = self.plan_session.clone();
+        let cli_sessions: Vec<_> = agents
+            .iter()
+            .zip(&prompts_by_agent)
+            .map(|(agent, prompt)| self.cli_session(agent, &session, prompt.len()).1)
+            .collect();
+        self.save()?;
         let before = self.fingerprint()?;
         let ctx = self.ctx();
         let runs: Vec<_> = agents
             .iter()
             .zip(&prompts_by_agent)
+            .zip(&cli_sessions)
             .enumerate()
-            .map(|(i, (agent, prompt))| {
+            .map(|(i, ((agent, prompt), cli_session))| {
                 let mut cancel = cancel.clone();
                 let ctx = &ctx;
                 let session = &session;
@@ -69,6 +76,7 @@ impl Run<'_> {
                             attempt: (i + 1) as u32,
                             session,
                             prompt,
+                            cli_session,
                         },
                         &mut cancel,
                     )

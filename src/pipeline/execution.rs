@@ -366,6 +366,7 @@ impl Run<'_> {
             let name = gate.name.get_ref().clone();
             self.rec.stage = Some("gates".to_owned());
             let before = self.fingerprint()?;
+            self.ui.start(format!("gate {name}: running"));
             let ran =
                 step::run_gate(&self.ctx(), gate, attempt, &self.exec_session, cancel).await?;
             // A gate runs code the agent wrote (its tests): held to the same containment.

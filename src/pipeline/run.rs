@@ -270,9 +270,32 @@ impl<'a> Run<'a> {
         )))
     }
 
+    /// The CLI session of the candidate that will run `agent` for a prompt of `prompt_bytes`.
+    pub fn cli_session(
+        &mut self,
+        agent: &RoleAgent,
+        session: &str,
+        prompt_bytes: usize,
+    ) -> (String, step::CliSession) {
+        let index = agent.pick(prompt_bytes).map_or(0, |(i, _)| i);
+        let key = format!("{}#{}:{session}", agent.name, index + 1);
+        let sessions = &mut self.rec.resume.agent_sessions;
+        if let Some(id) = sessions.get(&key) {
+            let id = id.clone();
+            return (key, step::CliSession { id, resumed: true });
+        }
+        let id = if sessions.values().any(|v| v == session) {
+            ids::new_session_id()
+        } else {
+            session.to_owned()
+        };
+        sessions.insert(key.clone(), id.clone());
+        (key, step::CliSession { id, resumed: false })
+    }
+
     /// Run one agent of a role as a step of `stage`.
     pub async fn run_role(
-        &self,
+        &mut self,
         agent: &RoleAgent,
         stage: &str,
         attempt: u32,
@@ -281,6 +304,11 @@ impl<'a> Run<'a> {
         cancel: &mut Cancel,
     ) -> Result<AgentRun> {
         let before = self.fingerprint()?;
+        let (key, cli_session) = self.cli_session(agent, session, prompt.len());
+        if !cli_session.resumed {
+            // Saved before the agent starts: after a crash its session exists and is resumed.
+            self.save()?;
+        }
         let ran = step::run_agent(
             &self.ctx(),
             step::AgentCall {
@@ -289,10 +317,15 @@ impl<'a> Run<'a> {
                 attempt,
                 session,
                 prompt,
+                cli_session: &cli_session,
             },
             cancel,
         )
         .await?;
+        if matches!(ran.outcome.end, crate::process::End::SpawnFailed(_)) && !cli_session.resumed {
+            // Nothing started, so there is nothing to resume.
+            self.rec.resume.agent_sessions.remove(&key);
+        }
         self.after_step(
             before,
             &format!("the {} ({})", agent.role.name(), agent.name),
@@ -304,7 +337,7 @@ impl<'a> Run<'a> {
         self.rec.stage = Some(stage.to_owned());
         self.save()?;
         self.dir.event(Some(stage), "stage_started", json!({}))?;
-        self.ui.step(line);
+        self.ui.start(line);
         Ok(())
     }
 

@@ -38,8 +38,19 @@ pub struct AgentCall<'a> {
     pub agent: &'a RoleAgent,
     pub stage: &'a str,
     pub attempt: u32,
+    /// The run's session for this stage (`PIPELINE_SESSION_ID`, `{session}` in the argv).
     pub session: &'a str,
     pub prompt: &'a str,
+    /// The agent's own CLI session: what its session flags name.
+    pub cli_session: &'a CliSession,
+}
+
+/// A CLI session of one agent candidate in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliSession {
+    pub id: String,
+    /// Started by an earlier step: the flags resume it rather than start it.
+    pub resumed: bool,
 }
 
 pub async fn run_agent(
@@ -79,8 +90,13 @@ pub async fn run_agent(
     // The agent reads the real prompt; the stored copy above has secrets masked.
     let prompt_file = ctx.dir.scratch(&format!("{label}.prompt.md"))?;
     write_private(&prompt_file, call.prompt.as_bytes())?;
-    let template = spec.command.get_ref();
-    let program = template.first().cloned().unwrap_or_default();
+    // The session flags start the agent's CLI session the first time, resume it afterwards.
+    let flags = if call.cli_session.resumed {
+        &spec.session_resume
+    } else {
+        &spec.session_start
+    };
+    let program = spec.program().to_owned();
     let vars = argv::Vars {
         prompt: OsStr::new(call.prompt),
         prompt_file: prompt_file.as_os_str(),
@@ -89,7 +105,15 @@ pub async fn run_agent(
         stage: OsStr::new(call.stage),
         session: OsStr::new(call.session),
     };
-    let outcome = match argv::render(template, &vars) {
+    let flag_vars = argv::Vars {
+        session: OsStr::new(&call.cli_session.id),
+        ..vars
+    };
+    let rendered = argv::render(&spec.argv, &vars).and_then(|mut argv| {
+        argv.extend(argv::render(flags, &flag_vars)?);
+        Ok(argv)
+    });
+    let outcome = match rendered {
         Err(e) => Outcome {
             end: End::SpawnFailed(e),
             stdout: Default::default(),

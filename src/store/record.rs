@@ -241,6 +241,11 @@ pub struct ResumeState {
     pub attempt_trees: Vec<(u32, String)>,
     /// The tree of the last snapshot: a recreated worktree is filled from it.
     pub snapshot_tree: Option<String>,
+    /// The CLI session each agent candidate got for a run session, keyed `<agent>#<n>:<session>`:
+    /// a later use resumes it. The first agent of a run session gets that session's id; any other
+    /// gets a fresh one, so two agents never share one CLI conversation.
+    #[serde(default)]
+    pub agent_sessions: std::collections::BTreeMap<String, String>,
 }
 
 impl RunRecord {

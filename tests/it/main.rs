@@ -10,4 +10,5 @@ mod hostile;
 mod loops;
 mod recovery;
 mod stages;
+mod ux;
 mod worktree_prep;

@@ -1,0 +1,97 @@
+//! `git pipeline man [DIR]` and `git pipeline completions SHELL`: generated from the one command
+//! line definition, so they cannot drift from it.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::CommandFactory;
+
+use super::emit;
+use crate::cli::{Cli, CompletionsCmd, ManCmd, Shell};
+use crate::error::{Error, Exit, Result};
+
+/// Render one man page.
+fn page(cmd: clap::Command) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut buf)
+        .map_err(|e| Error::io("cannot render the man page", e))?;
+    Ok(buf)
+}
+
+pub fn man(cmd: ManCmd, out: &mut dyn Write) -> Result<Exit> {
+    let root = Cli::command().name("git-pipeline");
+    let Some(dir) = cmd.folder else {
+        // No folder: the main page on stdout (`git pipeline man | man -l -`).
+        let bytes = page(root)?;
+        return match out.write_all(&bytes) {
+            Ok(()) => Ok(Exit::Success),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
+            Err(e) => Err(Error::io("cannot write to stdout", e)),
+        };
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+    let mut written = vec![write_page(&dir, "git-pipeline", root.clone())?];
+    for sub in root.get_subcommands() {
+        let name = format!("git-pipeline-{}", sub.get_name());
+        written.push(write_page(&dir, &name, sub.clone().name(name.clone()))?);
+    }
+    emit(
+        out,
+        &format!(
+            "wrote {} man pages in {} ({} ...)\n`git pipeline --help` opens git-pipeline(1) when {} is on MANPATH\n",
+            written.len(),
+            dir.display(),
+            written[0],
+            dir.parent().unwrap_or(&dir).display()
+        ),
+    )?;
+    Ok(Exit::Success)
+}
+
+fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<String> {
+    let file = format!("{name}.1");
+    let path = dir.join(&file);
+    std::fs::write(&path, page(cmd)?).map_err(|e| Error::io_path("write", &path, e))?;
+    Ok(file)
+}
+
+/// For bash, `git pipeline <TAB>` goes through git's own completion, which calls
+/// `_git_pipeline`; this bridges it to the function generated for `git-pipeline`.
+const BASH_GIT_BRIDGE: &str = r#"
+# `git pipeline <TAB>`: git's completion calls _git_pipeline; hand the words to git-pipeline's.
+_git_pipeline() {
+    local -a words=("git-pipeline" "${COMP_WORDS[@]:2}")
+    COMP_WORDS=("${words[@]}")
+    COMP_CWORD=$((COMP_CWORD - 1))
+    _gitpipeline git-pipeline "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+}
+"#;
+
+pub fn completions(cmd: CompletionsCmd, out: &mut dyn Write) -> Result<Exit> {
+    let mut c = Cli::command();
+    let mut buf = Vec::new();
+    match cmd.shell {
+        Shell::Bash => {
+            // clap_complete's bash output names its functions inconsistently for a hyphenated
+            // binary name (option completion after a subcommand breaks); generate for a plain
+            // name and register the function for `git-pipeline`.
+            clap_complete::generate(clap_complete::Shell::Bash, &mut c, "gitpipeline", &mut buf);
+            let text = String::from_utf8_lossy(&buf)
+                .replace("-o default gitpipeline", "-o default git-pipeline");
+            buf = text.into_bytes();
+            buf.extend_from_slice(BASH_GIT_BRIDGE.as_bytes());
+        }
+        Shell::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut c, "git-pipeline", &mut buf)
+        }
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut c, "git-pipeline", &mut buf)
+        }
+    }
+    match out.write_all(&buf) {
+        Ok(()) => Ok(Exit::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
+        Err(e) => Err(Error::io("cannot write to stdout", e)),
+    }
+}

@@ -1,0 +1,350 @@
+//! `git pipeline doctor`: can a run start here, and if not, what to do about it.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::emit;
+use crate::agent::{self, Role};
+use crate::cli::DoctorCmd;
+use crate::config::{self, PROJECT_FILE};
+use crate::error::{Exit, Result};
+use crate::git::{Repo, objects, prepare};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    /// Worth knowing; a run can start.
+    Note,
+    /// A run cannot start (or will certainly fail).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub level: Level,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn ok(check: &str, detail: impl Into<String>) -> Finding {
+    Finding {
+        check: check.to_owned(),
+        level: Level::Ok,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn bad(check: &str, level: Level, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding {
+        check: check.to_owned(),
+        level,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// The oldest git with everything git-pipeline uses (`merge-tree --write-tree`).
+const MIN_GIT: (u32, u32) = (2, 38);
+
+fn git_version() -> Option<(u32, u32, String)> {
+    let out = std::process::Command::new("git")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let v = text.split_whitespace().nth(2)?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor, v.to_owned()))
+}
+
+pub fn doctor(cmd: DoctorCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let findings = diagnose(cwd);
+    let can_run = findings.iter().all(|f| f.level != Level::Error);
+    if cmd.json {
+        let v = serde_json::json!({"can_run": can_run, "findings": findings});
+        emit(
+            out,
+            &format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        )?;
+    } else {
+        let mut t = String::new();
+        for f in &findings {
+            let mark = match f.level {
+                Level::Ok => "ok   ",
+                Level::Note => "note ",
+                Level::Error => "ERROR",
+            };
+            t.push_str(&format!("{mark} {:<16} {}\n", f.check, f.detail));
+            if let Some(fix) = &f.fix {
+                t.push_str(&format!("      {:<16} fix: {fix}\n", ""));
+            }
+        }
+        t.push_str(if can_run {
+            "a run can start here\n"
+        } else {
+            "a run cannot start here until the errors above are fixed\n"
+        });
+        emit(out, &t)?;
+    }
+    Ok(if can_run { Exit::Success } else { Exit::Usage })
+}
+
+fn diagnose(cwd: &Path) -> Vec<Finding> {
+    let mut f = Vec::new();
+    match git_version() {
+        Some((ma, mi, v)) if (ma, mi) >= MIN_GIT => f.push(ok("git", format!("git {v}"))),
+        Some((_, _, v)) => f.push(bad(
+            "git",
+            Level::Error,
+            format!("git {v} is older than {}.{}", MIN_GIT.0, MIN_GIT.1),
+            "install git 2.38 or newer",
+        )),
+        None => {
+            f.push(bad(
+                "git",
+                Level::Error,
+                "git is not installed",
+                "install git",
+            ));
+            return f;
+        }
+    }
+    let repo = match Repo::discover(cwd) {
+        Ok(r) => r,
+        Err(e) => {
+            f.push(bad(
+                "repository",
+                Level::Error,
+                e.to_string(),
+                "run git pipeline doctor inside a git repository",
+            ));
+            return f;
+        }
+    };
+    f.push(ok("repository", repo.common_dir.display().to_string()));
+    let git = repo.git();
+    let Ok(Some(head)) = objects::resolve_commit(&git, "HEAD") else {
+        f.push(bad(
+            "repository",
+            Level::Error,
+            "HEAD names no commit",
+            "make a first commit",
+        ));
+        return f;
+    };
+    let loaded = match config::load(&repo, &head, "HEAD") {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            f.push(bad(
+                "config",
+                Level::Error,
+                format!("no {PROJECT_FILE} at HEAD and no personal config"),
+                "git pipeline init, then commit it",
+            ));
+            return f;
+        }
+        Err(e) => {
+            f.push(bad(
+                "config",
+                Level::Error,
+                e.to_string(),
+                e.hint().unwrap_or("fix the file").to_owned(),
+            ));
+            return f;
+        }
+    };
+    let sources: Vec<String> = [&loaded.project, &loaded.personal]
+        .into_iter()
+        .flatten()
+        .map(|s| s.name.clone())
+        .collect();
+    f.push(ok("config", format!("valid: {}", sources.join(", "))));
+    if crate::trust::needs_trust(&loaded) {
+        let blob = objects::resolve_blob(&git, &head, PROJECT_FILE)
+            .ok()
+            .flatten();
+        if blob.as_deref().is_some_and(crate::trust::is_trusted) {
+            f.push(ok(
+                "trust",
+                "this .pipeline.toml is trusted on this machine",
+            ));
+        } else {
+            f.push(bad(
+                "trust",
+                Level::Error,
+                "this .pipeline.toml runs commands and is not trusted on this machine",
+                "read it, then: git pipeline trust",
+            ));
+        }
+    } else {
+        f.push(ok("trust", "the config runs no commands of its own"));
+    }
+    let search = repo
+        .work_tree
+        .clone()
+        .or_else(|| repo.main_worktree.clone())
+        .unwrap_or_else(|| repo.common_dir.clone());
+    for role in Role::ALL {
+        let required = matches!(role, Role::Builder | Role::Verifier);
+        let check = format!("agent {}", role.name());
+        match agent::resolve(&loaded, role, &[], &search) {
+            Ok(Some(a)) => {
+                let used = a
+                    .candidates
+                    .first()
+                    .map(|c| c.argv.join(" "))
+                    .unwrap_or_default();
+                let mut detail = format!("{}: {used}", a.name);
+                if a.candidates.len() > 1 {
+                    detail.push_str(&format!(
+                        " (then, for longer prompts: {})",
+                        a.candidates[1..]
+                            .iter()
+                            .map(|c| c.program().to_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if !a.missing.is_empty() {
+                    detail.push_str(&format!("; not installed: {}", a.missing.join(", ")));
+                }
+                f.push(ok(&check, detail));
+            }
+            Ok(None) if required => f.push(bad(
+                &check,
+                Level::Error,
+                format!("no {} agent configured", role.name()),
+                format!(
+                    "add [agents.{}] with command = \"claude\" (or another preset)",
+                    role.name()
+                ),
+            )),
+            Ok(None) => f.push(Finding {
+                check,
+                level: Level::Note,
+                detail: "not configured: its stage is skipped".to_owned(),
+                fix: None,
+            }),
+            Err(e) => f.push(bad(
+                &check,
+                Level::Error,
+                e.to_string(),
+                e.hint().unwrap_or("install it").to_owned(),
+            )),
+        }
+    }
+    for g in &loaded.config.gates {
+        let program = g.command.get_ref().first().cloned().unwrap_or_default();
+        let check = format!("gate {}", g.name.get_ref());
+        if agent::find_program(&program, &search).is_some() {
+            f.push(ok(&check, g.command.get_ref().join(" ")));
+        } else {
+            f.push(bad(
+                &check,
+                Level::Error,
+                format!("`{program}` is not found: this gate would fail every run"),
+                format!("install {program}, or change the gate's command"),
+            ));
+        }
+    }
+    if let Err(e) = prepare::check_lfs(&git, &head) {
+        f.push(bad(
+            "git-lfs",
+            Level::Error,
+            e.to_string(),
+            e.hint().unwrap_or("install git-lfs").to_owned(),
+        ));
+    }
+    f.push(worktree_root_finding(
+        &repo,
+        &loaded.config.run.worktree_root,
+    ));
+    match crate::hooks::status(&repo) {
+        Ok(s) if s.pre_push == crate::hooks::PrePush::Installed => f.push(ok(
+            "pre-push hook",
+            format!("installed in {}", s.hooks_dir.display()),
+        )),
+        Ok(_) => f.push(Finding {
+            check: "pre-push hook".to_owned(),
+            level: Level::Note,
+            detail: "not installed: unattested commits can be pushed".to_owned(),
+            fix: Some("git pipeline hooks install".to_owned()),
+        }),
+        Err(e) => f.push(bad(
+            "pre-push hook",
+            Level::Note,
+            e.to_string(),
+            "git pipeline hooks status",
+        )),
+    }
+    f
+}
+
+fn worktree_root_finding(repo: &Repo, configured: &str) -> Finding {
+    use std::os::unix::fs::MetadataExt;
+    let root = if configured.trim().is_empty() {
+        repo.default_worktree_root()
+    } else {
+        repo.main_worktree
+            .clone()
+            .unwrap_or_else(|| repo.common_dir.clone())
+            .join(configured)
+    };
+    // The nearest folder that exists is where the root would be created.
+    let mut probe = root.clone();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let writable = tempfile::Builder::new()
+        .prefix(".git-pipeline-doctor")
+        .tempfile_in(&probe)
+        .is_ok();
+    if !writable {
+        return bad(
+            "worktree root",
+            Level::Error,
+            format!(
+                "{} cannot be written (checked in {})",
+                root.display(),
+                probe.display()
+            ),
+            "set run.worktree_root to a folder you can write",
+        );
+    }
+    let same_fs = match (
+        std::fs::metadata(&probe),
+        std::fs::metadata(&repo.common_dir),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
+    };
+    if same_fs {
+        ok(
+            "worktree root",
+            format!(
+                "{} (writable, same filesystem as the repository)",
+                root.display()
+            ),
+        )
+    } else {
+        Finding {
+            check: "worktree root".to_owned(),
+            level: Level::Note,
+            detail: format!(
+                "{} is on another filesystem than the repository: checkouts are slower",
+                root.display()
+            ),
+            fix: Some("set run.worktree_root next to the repository".to_owned()),
+        }
+    }
+}

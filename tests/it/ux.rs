@@ -1,0 +1,494 @@
+//! The command line as people meet it: help, progress, init, doctor, presets, completions, man.
+
+use std::path::Path;
+
+use crate::common::{FAKE_AGENT, TestRepo};
+
+fn subcommands() -> Vec<String> {
+    use clap::CommandFactory;
+    git_pipeline::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+#[test]
+fn help_of_every_command_is_kept_as_a_snapshot() {
+    let repo = TestRepo::new();
+    let top = repo.pipeline(&["--help"]);
+    top.assert_code(0);
+    insta::assert_snapshot!("help", top.stdout);
+    for sub in subcommands() {
+        let out = repo.pipeline(&[&sub, "--help"]);
+        out.assert_code(0);
+        insta::assert_snapshot!(format!("help-{sub}"), out.stdout);
+    }
+    // `-h` and `help` work whatever git does with `--help`.
+    assert!(
+        repo.pipeline(&["-h"])
+            .stdout
+            .contains("Usage: git pipeline")
+    );
+    assert!(
+        repo.pipeline(&["help", "run"])
+            .stdout
+            .contains("Usage: git pipeline run")
+    );
+}
+
+/// Progress with times, run ids, commit ids, durations and temp paths replaced by stable names.
+fn redact(repo: &TestRepo, text: &str) -> String {
+    let root = repo.root().to_string_lossy().into_owned();
+    let text = text.replace(&root, "<tmp>");
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        // "[  12.3s]" at the start of a line
+        if chars[i] == '[' && (i == 0 || chars[i - 1] == '\n') {
+            if let Some(end) = chars[i..].iter().position(|c| *c == ']') {
+                let inner: String = chars[i + 1..i + end].iter().collect();
+                if inner.trim().ends_with('s')
+                    && inner.trim().trim_end_matches('s').parse::<f64>().is_ok()
+                {
+                    out.push_str("[time]");
+                    i += end + 1;
+                    continue;
+                }
+            }
+        }
+        // a run id anywhere (20 characters), a commit id (12 to 64 hex), a duration "1.2s"
+        let rest: String = chars[i..chars.len().min(i + 20)].iter().collect();
+        if git_pipeline::ids::is_run_id(&rest) {
+            out.push_str("<run-id>");
+            i += 20;
+            continue;
+        }
+        let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        let hex = chars[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        if boundary
+            && (12..=64).contains(&hex)
+            && chars
+                .get(i + hex)
+                .is_none_or(|c| !c.is_ascii_alphanumeric())
+        {
+            out.push_str("<commit>");
+            i += hex;
+            continue;
+        }
+        let digits = chars[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || **c == '.')
+            .count();
+        if boundary
+            && digits > 0
+            && chars.get(i + digits) == Some(&'s')
+            && chars
+                .get(i + digits + 1)
+                .is_none_or(|c| !c.is_ascii_alphanumeric())
+        {
+            out.push_str("<secs>");
+            i += digits + 1;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    // Estimated token counts follow the prompts' length, which holds temp paths.
+    redact_token_counts(&out)
+}
+
+fn redact_token_counts(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    for (i, word) in words.iter().enumerate() {
+        let number = word.trim_start_matches('~');
+        let counts_tokens = words.get(i + 1).is_some_and(|n| n.starts_with("tokens"));
+        if counts_tokens
+            && number.starts_with(|c: char| c.is_ascii_digit())
+            && number
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b".kM".contains(&b))
+        {
+            out.push("<n>");
+        } else {
+            out.push(word);
+        }
+    }
+    out.join(" ")
+}
+
+#[test]
+fn the_plain_progress_of_a_run_is_stable() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["1:write:src/value.txt:41", "2:write:src/value.txt:42", "3:append:src/value.txt:done"],
+        &["1:reject:add a final line", "2:approve"],
+        "[scope]\nallow = [\"src/**\"]\n[[gates]]\nname = \"answer\"\ncommand = [\"sh\", \"-c\", \"grep -q 42 src/value.txt\"]\n",
+    );
+    let out = repo.pipeline(&["run", "fix the typo in the value"]);
+    out.assert_code(0);
+    insta::assert_snapshot!("golden-progress", redact(&repo, &out.stderr));
+    insta::assert_snapshot!("golden-summary", redact(&repo, &out.stdout));
+}
+
+#[test]
+fn init_proposes_gates_from_the_project_and_never_overwrites() {
+    for (files, expect) in [
+        (
+            vec![
+                ("Cargo.toml", "[package]\nname = \"x\"\n"),
+                ("src/main.rs", "fn main() {}\n"),
+            ],
+            vec![
+                "\"cargo\", \"fmt\", \"--check\"",
+                "\"cargo\", \"clippy\"",
+                "\"cargo\", \"test\"",
+                "allow = [\"src/**\"]",
+                "deny = [\"Cargo.lock\"]",
+            ],
+        ),
+        (
+            vec![
+                (
+                    "package.json",
+                    "{\"scripts\": {\"lint\": \"eslint .\", \"test\": \"vitest\"}}",
+                ),
+                ("pnpm-lock.yaml", ""),
+                ("src/index.js", ""),
+            ],
+            vec![
+                "\"pnpm\", \"run\", \"lint\"",
+                "\"pnpm\", \"run\", \"test\"",
+                "JavaScript (pnpm)",
+            ],
+        ),
+        (
+            vec![
+                ("pyproject.toml", "[project]\nname = \"x\"\n[tool.ruff]\n"),
+                ("uv.lock", ""),
+                ("tests/test_x.py", ""),
+            ],
+            vec![
+                "\"uv\", \"run\", \"ruff\", \"check\"",
+                "\"uv\", \"run\", \"pytest\"",
+                "Python (uv)",
+            ],
+        ),
+    ] {
+        let repo = TestRepo::empty();
+        for (f, text) in &files {
+            repo.write(f, text);
+        }
+        let out = repo.pipeline(&["init"]);
+        out.assert_code(0);
+        let config = repo.read(".pipeline.toml");
+        for e in &expect {
+            assert!(config.contains(e), "{e:?} missing in:\n{config}");
+        }
+        let parsed: Result<git_pipeline::config::Config, _> = toml::from_str(&config);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let again = repo.pipeline(&["init"]);
+        again.assert_code(3);
+        assert!(
+            again.error_line().contains("already exists"),
+            "{}",
+            again.stderr
+        );
+        repo.pipeline(&["init", "--force"]).assert_code(0);
+    }
+}
+
+#[test]
+fn init_proposes_the_agent_clis_on_path() {
+    let repo = TestRepo::empty();
+    let bin = repo.root().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for name in ["codex", "gemini"] {
+        std::os::unix::fs::symlink(FAKE_AGENT, bin.join(name)).expect("link");
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = repo
+        .pipeline_cmd()
+        .arg("init")
+        .env("PATH", path)
+        .output()
+        .expect("init");
+    assert!(out.status.success());
+    let config = repo.read(".pipeline.toml");
+    assert!(
+        config.contains("[agents.builder]\ncommand = \"codex\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("[agents.verifier]\ncommand = \"gemini\""),
+        "a different CLI verifies:\n{config}"
+    );
+}
+
+#[test]
+fn doctor_names_what_stops_a_run_and_how_to_fix_it() {
+    let repo = TestRepo::new();
+    repo.config("version = 1\n[agents.builder]\ncommand = [\"no-such-agent-cli\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n[[gates]]\nname = \"lint\"\ncommand = [\"no-such-linter\"]\n");
+    let out = repo.pipeline(&["doctor"]);
+    out.assert_code(3);
+    assert!(out.stdout.contains("ERROR agent builder"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("`no-such-agent-cli` not found"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("ERROR gate lint"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("fix: install no-such-linter"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("a run cannot start here"),
+        "{}",
+        out.stdout
+    );
+
+    repo.config("version = 1\n[limits]\nmax_fix_attempt = 3\n");
+    let out = repo.pipeline(&["doctor", "--json"]);
+    out.assert_code(3);
+    let v = out.json();
+    assert_eq!(v["can_run"], false);
+    let config = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["check"] == "config")
+        .expect("config finding")
+        .clone();
+    assert_eq!(config["level"], "error");
+    assert!(
+        config["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `max_fix_attempt`"),
+        "{config}"
+    );
+
+    repo.agents(&["*:write:x:y"], &["*:approve"], "");
+    let out = repo.pipeline(&["doctor"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("a run can start here"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A stand-in for an agent CLI on a PATH of its own: the fixture agent, with the actions the
+/// shell snippet `actions` prints appended (it can look at `$PIPELINE_ROLE`).
+fn stand_in(repo: &TestRepo, name: &str, actions: &str) -> String {
+    let bin = repo.root().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let path = bin.join(name);
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nexec {FAKE_AGENT} \"$@\" {actions}\n"),
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn run_on_path(repo: &TestRepo, path: &str, args: &[&str]) {
+    let out = repo
+        .pipeline_cmd()
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_preset_resumes_its_session_on_later_attempts() {
+    let repo = TestRepo::new();
+    stand_in(&repo, "claude", "'1:write:src/a.rs:1' '2:write:src/a.rs:2'");
+    let path = stand_in(&repo, "codex", "'1:reject:again' '2:approve'");
+    repo.config("version = 1\n[agents.builder]\ncommand = \"claude\"\n[agents.verifier]\ncommand = \"codex\"\n");
+    run_on_path(&repo, &path, &["run", "fix the typo"]);
+    let first = repo.argv("builder", 1);
+    let second = repo.argv("builder", 2);
+    // argv[0] is the program; then -p and the prompt.
+    assert_eq!(first[0], "-p");
+    let tail: Vec<&str> = first[2..7].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+            "--session-id"
+        ]
+    );
+    assert_eq!(second[6], "--resume");
+    assert_eq!(first[7], second[7], "the same session");
+    let verifier = repo.argv("verifier", 1);
+    assert_eq!(
+        &verifier[..5],
+        &[
+            "exec",
+            "--sandbox",
+            "read-only",
+            "--skip-git-repo-check",
+            "--json"
+        ]
+    );
+}
+
+#[test]
+fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
+    let repo = TestRepo::new();
+    let out = repo.pipeline(&["completions", "bash"]);
+    out.assert_code(0);
+    let file = repo.root().join("gp.bash");
+    std::fs::write(&file, &out.stdout).expect("write");
+    let probe = format!(
+        "source {}; COMP_WORDS=(git pipeline run --st); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline res); COMP_CWORD=2; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
+        file.display()
+    );
+    let bash = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&bash.stdout);
+    assert_eq!(
+        text,
+        "--stage\nresume\n",
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = repo.pipeline(&["completions", shell]);
+        out.assert_code(0);
+        assert!(out.stdout.contains("reverify"), "{shell}");
+    }
+}
+
+#[test]
+fn man_pages_are_written_for_git_help() {
+    let repo = TestRepo::new();
+    let dir = repo.root().join("man/man1");
+    let out = repo.pipeline(&["man", &dir.to_string_lossy()]);
+    out.assert_code(0);
+    let main = std::fs::read_to_string(dir.join("git-pipeline.1")).expect("main page");
+    assert!(
+        main.starts_with(".ie") || main.contains(".TH git-pipeline 1"),
+        "{}",
+        &main[..200.min(main.len())]
+    );
+    for sub in subcommands() {
+        if sub == "help" {
+            continue;
+        }
+        assert!(dir.join(format!("git-pipeline-{sub}.1")).exists(), "{sub}");
+    }
+    // `git pipeline --help` is git's `git help pipeline`: it finds the page on MANPATH.
+    if Path::new("/usr/bin/man").exists() {
+        let out = repo
+            .command("git", &repo.path)
+            .args(["pipeline", "--help"])
+            .env("MANPATH", repo.root().join("man"))
+            .env("MANPAGER", "cat")
+            .env("GIT_PAGER", "cat")
+            .output()
+            .expect("git help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("git-pipeline"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = repo.pipeline(&["man"]);
+    stdout.assert_code(0);
+    assert!(
+        stdout.stdout.contains(".TH git-pipeline"),
+        "{}",
+        &stdout.stdout[..100.min(stdout.stdout.len())]
+    );
+}
+
+#[test]
+fn agents_sharing_a_run_session_never_share_a_cli_session() {
+    let repo = TestRepo::new();
+    // One CLI in every role: discovery twice, planner, reviewer, builder, verifier.
+    let manifest = r#"{"file_impact":{"modify":[],"create":["src/new.rs"],"delete":[]}}"#;
+    let path = stand_in(
+        &repo,
+        "claude",
+        &format!(
+            r#""$(case "$PIPELINE_ROLE" in
+                discovery) echo '*:say:found it';;
+                planner) echo '*:say:{manifest}';;
+                reviewer|verifier) echo '*:approve';;
+                builder) echo '*:write:src/new.rs:x';;
+              esac)""#
+        ),
+    );
+    repo.config(
+        "version = 1\n[[agents.discovery]]\ncommand = \"claude\"\n[[agents.discovery]]\ncommand = \"claude\"\n\
+         [agents.planner]\ncommand = \"claude\"\n[agents.reviewer]\ncommand = \"claude\"\n\
+         [agents.builder]\ncommand = \"claude\"\n[agents.verifier]\ncommand = \"claude\"\n",
+    );
+    run_on_path(
+        &repo,
+        &path,
+        &["run", "--risk", "high", "add the new module"],
+    );
+    let session_of = |role: &str, n: u32| {
+        let argv = repo.argv(role, n);
+        let at = argv
+            .iter()
+            .position(|a| a == "--session-id")
+            .unwrap_or_else(|| panic!("{role}-{n} started no session: {argv:?}"));
+        argv[at + 1].clone()
+    };
+    let ids = [
+        session_of("discovery", 1),
+        session_of("discovery", 2),
+        session_of("planner", 1),
+        session_of("reviewer", 1),
+        session_of("builder", 1),
+        session_of("verifier", 1),
+    ];
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    // The run's own session ids are still what PIPELINE_SESSION_ID says: discovery and planning
+    // share theirs.
+    let env = |role: &str| {
+        std::fs::read_to_string(repo.logs.join(format!("{role}-1.env"))).expect("env log")
+    };
+    let plan_session = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("PIPELINE_SESSION_ID=").map(str::to_owned))
+            .expect("session env")
+    };
+    assert_eq!(
+        plan_session(env("discovery")),
+        plan_session(env("reviewer"))
+    );
+}
