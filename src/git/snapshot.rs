@@ -72,6 +72,17 @@ pub struct Snapshotter {
     scratch: PathBuf,
 }
 
+fn copy_mtime(from: &Path, to: &Path) -> Result<()> {
+    let modified = std::fs::metadata(from)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io_path("read the time of", from, e))?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .and_then(|f| f.set_modified(modified))
+        .map_err(|e| Error::io_path("set the time of", to, e))
+}
+
 impl Snapshotter {
     pub fn new(worktree: &Path, worktree_git_dir: &Path, scratch: PathBuf) -> Self {
         Snapshotter {
@@ -90,7 +101,10 @@ impl Snapshotter {
     /// Stage the whole worktree into the scratch index and write it as a tree.
     pub fn tree(&self) -> Result<String> {
         match std::fs::copy(&self.index, &self.scratch) {
-            Ok(_) => {}
+            // The copy must keep the index's mtime: git trusts an entry's cached stat only when
+            // the entry is older than its index file ("racy git"). A copy stamped now would make
+            // a same-size edit made in the second of the checkout look unchanged.
+            Ok(_) => copy_mtime(&self.index, &self.scratch)?,
             // An agent may delete the index; git then starts from an empty one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = std::fs::remove_file(&self.scratch);

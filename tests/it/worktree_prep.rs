@@ -307,3 +307,22 @@ fn a_post_checkout_hook_that_leaves_changes_fails_the_setup_clearly() {
     assert!(repo.linked_worktrees().is_empty());
     crate::common::assert_untouched(&before, &repo.user_state());
 }
+
+/// An edit of the same size, made in the same second as the checkout, is still a change: the
+/// snapshot's copy of the index keeps its mtime, so git's racy-entry check re-reads the file.
+/// (With a copy stamped later, git trusted the stale stat and saw nothing.)
+#[test]
+fn a_same_size_edit_right_after_checkout_is_seen() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["1:write:README.md:# DEMO", "1:sleep:1.2"],
+        &["*:approve"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo in the readme"]);
+    out.assert_code(0);
+    let r = out.json();
+    assert_eq!(r["changed_paths"], serde_json::json!(["README.md"]), "{r:#}");
+    let branch = r["branch"].as_str().expect("branch");
+    assert_eq!(repo.git(&["show", &format!("{branch}:README.md")]), "# DEMO");
+}
