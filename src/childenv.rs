@@ -18,6 +18,8 @@ pub struct StepEnv<'a> {
     pub base: &'a str,
     pub attempt: u32,
     pub slot: u32,
+    /// The bundle workstream the run is.
+    pub workstream: Option<&'a str>,
 }
 
 impl StepEnv<'_> {
@@ -42,11 +44,15 @@ impl StepEnv<'_> {
         if let Some(p) = self.prompt_file {
             set.push(("PIPELINE_PROMPT_FILE".into(), p.as_os_str().to_owned()));
         }
+        if let Some(w) = self.workstream {
+            set.push(("PIPELINE_WORKSTREAM".into(), w.into()));
+        }
         for (k, v) in extra {
             set.push((k.clone(), v.into()));
         }
         let mut remove: Vec<String> = LOCAL_ENV_VARS.iter().map(|s| (*s).to_owned()).collect();
         remove.push("PIPELINE_PROMPT_FILE".to_owned());
+        remove.push("PIPELINE_WORKSTREAM".to_owned());
         (set, remove)
     }
 }

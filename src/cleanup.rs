@@ -170,6 +170,11 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
     for id in store.list()? {
         known_ids.insert(id.clone());
         let dir = store.find(&id, Default::default())?;
+        // A bundle owns nothing itself: its workstreams' runs are cleaned one by one, and its
+        // integration branch is its result.
+        if crate::bundle::record::is_bundle(&dir.path) {
+            continue;
+        }
         let rec = match dir.read_record() {
             Ok(r) => r,
             Err(e) => {

@@ -40,8 +40,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Drive one task through the pipeline in its own worktree
+    /// Drive one task through the pipeline in its own worktree (or a bundle of them)
     Run(RunCmd),
+    /// Check a bundle of workstreams and show its DAG and order; creates nothing
+    Plan(PlanCmd),
     /// List runs with their state, newest first
     Status(StatusCmd),
     /// Show one run: stages, attempts, gates, verdicts, metrics, paths
@@ -264,6 +266,21 @@ impl From<RiskArg> for Risk {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanCmd {
+    /// The bundle: a JSON file, or a folder of one-workstream JSON files
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Check scopes against the files of this commit [default: run.base, else HEAD]
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunCmd {
     /// What to do; `-` reads it from stdin
     #[arg(value_name = "TASK", allow_hyphen_values = false)]
@@ -272,6 +289,14 @@ pub struct RunCmd {
     /// Read the task from a file
     #[arg(long, value_name = "FILE")]
     pub task_file: Option<PathBuf>,
+
+    /// Run a bundle of workstreams (a JSON file, or a folder of them) as a DAG of runs
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["task", "task_file", "scope", "create"])]
+    pub bundle: Option<PathBuf>,
+
+    /// With --bundle: how many workstreams run at once [default: the CPUs, at most 4]
+    #[arg(long, short = 'j', value_name = "N", requires = "bundle")]
+    pub jobs: Option<usize>,
 
     /// Existing paths the run may modify or delete (repeatable; replaces scope.allow)
     #[arg(long = "scope", value_name = "GLOB")]

@@ -328,13 +328,22 @@ impl Guard {
                 || name == crate::attest::NOTES_REF
                 || name.starts_with("refs/pipeline/")
                 || name.starts_with("refs/remotes/")
-                || name.strip_prefix(&ours).is_some_and(crate::ids::is_run_id);
+                || name.strip_prefix(&ours).is_some_and(managed_branch);
             if !managed {
                 refs.insert(name.to_owned(), oid.to_owned());
             }
         }
         Ok(refs)
     }
+}
+
+/// Branches git-pipeline moves itself under its prefix: runs' (`<run-id>`) and bundles'
+/// integration branches (`<bundle-id>/integration`).
+fn managed_branch(rest: &str) -> bool {
+    crate::ids::is_run_id(rest)
+        || rest
+            .split_once('/')
+            .is_some_and(|(id, what)| crate::ids::is_run_id(id) && what == "integration")
 }
 
 /// The status entries of a checkout with each entry's stat, its index's stat, and its HEAD.

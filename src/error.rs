@@ -68,6 +68,13 @@ pub enum Error {
     /// The process received SIGINT/SIGTERM.
     #[error("interrupted")]
     Interrupted,
+    /// Bad input with several problems (a bundle): exit 3, every problem listed.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        problems: Vec<String>,
+        hint: String,
+    },
     /// Anything else that stops a command, with a hint for the user.
     #[error("{message}")]
     Other {
@@ -127,7 +134,7 @@ impl Error {
 
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage { .. } => Exit::Usage,
+            Error::Usage { .. } | Error::Invalid { .. } => Exit::Usage,
             Error::Task { .. } => Exit::RiskFailure,
             Error::Interrupted => Exit::Interrupted,
             Error::Git { .. } | Error::Io { .. } | Error::Other { .. } | Error::Containment(_) => {
@@ -141,6 +148,7 @@ impl Error {
             Error::Usage { hint, .. } | Error::Task { hint, .. } | Error::Other { hint, .. } => {
                 hint.as_deref()
             }
+            Error::Invalid { hint, .. } => Some(hint),
             _ => None,
         }
     }

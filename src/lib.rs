@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod attest;
+pub mod bundle;
 pub mod childenv;
 pub mod cleanup;
 pub mod cli;

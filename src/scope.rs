@@ -326,7 +326,7 @@ pub fn symlink_escapes(link: &Path, target: &Path) -> bool {
     false
 }
 
-fn always_denied(path: &Path) -> Option<String> {
+pub fn always_denied(path: &Path) -> Option<String> {
     if path == Path::new(ALWAYS_DENIED) || path.starts_with(POLICY_DIR) {
         return Some(format!(
             "{} is the project's pipeline policy",

@@ -23,6 +23,17 @@ pub enum ColorChoice {
 #[derive(Clone)]
 pub struct Ui {
     inner: Arc<Inner>,
+    /// A lane's name (a bundle workstream): its lines are prefixed with it, and on a terminal
+    /// its current step shows on the shared board instead of a spinner of its own.
+    lane: Option<Arc<str>>,
+}
+
+/// The bottom line of a bundle run on a terminal: a spinner, the elapsed time, the bundle's
+/// counts and what each running workstream is doing.
+struct Board {
+    pb: ProgressBar,
+    summary: String,
+    lanes: std::collections::BTreeMap<String, String>,
 }
 
 struct Inner {
@@ -35,6 +46,7 @@ struct Inner {
     live: bool,
     start: Instant,
     spinner: Mutex<Option<ProgressBar>>,
+    board: Mutex<Option<Board>>,
 }
 
 const RED: &str = "\x1b[31m";
@@ -72,7 +84,96 @@ impl Ui {
                 start: Instant::now(),
                 spinner: Mutex::new(None),
                 pending: Mutex::new(None),
+                board: Mutex::new(None),
             }),
+            lane: None,
+        }
+    }
+
+    /// The same output, for one lane (a bundle workstream).
+    pub fn lane(&self, name: &str) -> Ui {
+        Ui {
+            inner: self.inner.clone(),
+            lane: Some(Arc::from(name)),
+        }
+    }
+
+    /// Show the board (terminals only; elsewhere the lines say it all).
+    pub fn board_begin(&self) {
+        if !self.inner.live {
+            return;
+        }
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let template = if self.inner.color {
+            "{spinner:.cyan} {elapsed:.dim} {wide_msg}"
+        } else {
+            "{spinner} {elapsed} {wide_msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            pb.set_style(style);
+        }
+        pb.enable_steady_tick(Duration::from_millis(100));
+        if let Ok(mut b) = self.inner.board.lock() {
+            *b = Some(Board {
+                pb,
+                summary: String::new(),
+                lanes: Default::default(),
+            });
+        }
+    }
+
+    /// The board's summary part ("2/5 succeeded, 1 running").
+    pub fn board_summary(&self, text: impl Into<String>) {
+        self.with_board(|b| b.summary = text.into());
+    }
+
+    /// A lane has ended: it leaves the board.
+    pub fn lane_done(&self, name: &str) {
+        self.with_board(|b| {
+            b.lanes.remove(name);
+        });
+    }
+
+    pub fn board_end(&self) {
+        if let Ok(mut b) = self.inner.board.lock()
+            && let Some(board) = b.take()
+        {
+            board.pb.finish_and_clear();
+        }
+    }
+
+    fn with_board(&self, f: impl FnOnce(&mut Board)) {
+        if let Ok(mut guard) = self.inner.board.lock()
+            && let Some(b) = guard.as_mut()
+        {
+            f(b);
+            let lanes: Vec<String> = b.lanes.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let msg = if lanes.is_empty() {
+                b.summary.clone()
+            } else {
+                format!("{} · {}", b.summary, lanes.join(" · "))
+            };
+            b.pb.set_message(msg);
+        }
+    }
+
+    /// On the board, what this lane does now.
+    fn lane_state(&self, text: &str) -> bool {
+        let Some(lane) = &self.lane else {
+            return false;
+        };
+        let mut shown = false;
+        self.with_board(|b| {
+            b.lanes.insert(lane.to_string(), text.to_owned());
+            shown = true;
+        });
+        shown
+    }
+
+    fn prefixed(&self, text: &str) -> String {
+        match &self.lane {
+            Some(l) => format!("[{l}] {text}"),
+            None => text.to_owned(),
         }
     }
 
@@ -97,10 +198,23 @@ impl Ui {
 
     fn write(&self, text: &str) {
         self.settle();
-        if let Ok(mut w) = self.inner.err.lock() {
-            // A closed stderr must not stop a run.
-            let _ = writeln!(w, "{text}");
-            let _ = w.flush();
+        let print = || {
+            if let Ok(mut w) = self.inner.err.lock() {
+                // A closed stderr must not stop a run.
+                let _ = writeln!(w, "{text}");
+                let _ = w.flush();
+            }
+        };
+        // Above the board, when one is shown.
+        let board = self
+            .inner
+            .board
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().map(|b| b.pb.clone()));
+        match board {
+            Some(pb) => pb.suspend(print),
+            None => print(),
         }
     }
 
@@ -132,8 +246,15 @@ impl Ui {
             return;
         }
         let text = text.as_ref();
-        if !self.inner.live {
-            self.write(&format!("{} {}", self.elapsed(), self.paint(text)));
+        if self.lane_state(text) {
+            return;
+        }
+        if !self.inner.live || self.lane.is_some() {
+            self.write(&format!(
+                "{} {}",
+                self.elapsed(),
+                self.paint(&self.prefixed(text))
+            ));
             return;
         }
         self.settle();
@@ -161,14 +282,19 @@ impl Ui {
         if self.inner.quiet {
             return;
         }
-        let line = format!("{} {}", self.elapsed(), self.paint(text.as_ref()));
+        self.lane_state(text.as_ref());
+        let line = format!(
+            "{} {}",
+            self.elapsed(),
+            self.paint(&self.prefixed(text.as_ref()))
+        );
         self.write(&line);
     }
 
     /// An informational line without time; hidden by `-q`.
     pub fn info(&self, text: impl AsRef<str>) {
         if !self.inner.quiet {
-            self.write(text.as_ref());
+            self.write(&self.prefixed(text.as_ref()));
         }
     }
 
@@ -179,7 +305,7 @@ impl Ui {
         } else {
             "warning:".to_owned()
         };
-        self.write(&format!("{label} {}", text.as_ref()));
+        self.write(&format!("{label} {}", self.prefixed(text.as_ref())));
     }
 
     /// An error line; always shown.
@@ -189,12 +315,12 @@ impl Ui {
         } else {
             "error:".to_owned()
         };
-        self.write(&format!("{label} {}", text.as_ref()));
+        self.write(&format!("{label} {}", self.prefixed(text.as_ref())));
     }
 
     /// Detail under an error or warning; always shown.
     pub fn detail(&self, text: impl AsRef<str>) {
-        self.write(&format!("  {}", text.as_ref()));
+        self.write(&format!("  {}", self.prefixed(text.as_ref())));
     }
 }
 
@@ -204,6 +330,11 @@ impl Drop for Inner {
             && let Some(pb) = s.take()
         {
             pb.finish_and_clear();
+        }
+        if let Ok(mut b) = self.board.lock()
+            && let Some(board) = b.take()
+        {
+            board.pb.finish_and_clear();
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::attest::{self, Unattested};
 use crate::error::{Error, Result};
+use crate::git::merge::Merge;
 use crate::git::{Git, Opts, split_z};
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,34 +159,14 @@ fn clean_merge(git: &Git, c: &Commit) -> Result<std::result::Result<(), String>>
             c.parents.len()
         )));
     }
-    let out = git.output(
-        [
-            "merge-tree",
-            "--write-tree",
-            "--no-messages",
-            "--name-only",
-            c.parents[0].as_str(),
-            c.parents[1].as_str(),
-        ],
-        Opts::default(),
-    )?;
-    let first = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    match out.status.code() {
-        Some(0) if first == c.tree => Ok(Ok(())),
-        Some(0) => Ok(Err(
+    match crate::git::merge::merge_trees(git, &c.parents[0], &c.parents[1])? {
+        Merge::Clean(tree) if tree == c.tree => Ok(Ok(())),
+        Merge::Clean(_) => Ok(Err(
             "merge without a note whose tree differs from the clean merge of its parents"
                 .to_owned(),
         )),
-        Some(1) => Ok(Err(
+        Merge::Conflict(_) => Ok(Err(
             "merge without a note whose conflicts were resolved by hand".to_owned(),
-        )),
-        _ => Err(crate::git::failure(
-            &["merge-tree".into(), "--write-tree".into()],
-            &out,
         )),
     }
 }

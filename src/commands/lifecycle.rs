@@ -10,8 +10,6 @@ use crate::cli::{CleanCmd, RunRef};
 use crate::config::{Config, PROJECT_FILE};
 use crate::error::{Error, Exit, Result};
 use crate::git::{Repo, objects};
-use crate::pipeline::plan::RunPlan;
-use crate::process;
 use crate::redact::Redactor;
 use crate::store::Store;
 use crate::store::record::Status;
@@ -21,41 +19,24 @@ pub fn resume(cmd: RunRef, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<E
     let repo = Repo::discover(cwd)?;
     let store = Store::new(&repo.pipeline_dir());
     let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
-    // The lock first: a run that is alive cannot be resumed, nor resumed twice at once.
-    let lock = dir.lock()?;
-    let rec = dir.read_record()?;
-    if rec.status.is_final() {
-        return Err(Error::usage_hint(
-            format!(
-                "run {} already ended ({}); nothing to resume",
-                rec.run_id,
-                rec.status.name()
-            ),
-            "start a new run with git pipeline run",
-        ));
+    if crate::bundle::record::is_bundle(&dir.path) {
+        return super::bundle::resume(dir, cwd, out, ui, cmd.json);
     }
-    let leftovers = process::run_processes(&rec.run_id, rec.worktree.as_deref());
-    if !leftovers.is_empty() {
-        ui.warn(format!(
-            "stopping {} process(es) the interrupted run left running: {:?}",
-            leftovers.len(),
-            leftovers
-        ));
-        process::stop_pids(&leftovers);
-    }
-    let plan = RunPlan::for_resume(cwd, &rec)?;
-    plan.trust.require(&plan.loaded, &plan.base_ref)?;
-    let dir = dir.with_redactor(Arc::new(crate::pipeline::redactor_for(&plan)));
+    let (plan, dir, rec, lock) = crate::pipeline::resume::reopen(cwd, dir, ui)?;
+    let plan = &plan;
     let outcome = super::interruptible(|cancel| async move {
-        crate::pipeline::resume::resume(&plan, ui, dir, rec, lock, cancel).await
+        crate::pipeline::resume::resume(plan, ui, dir, rec, lock, cancel).await
     })?;
-    super::run::report(&outcome, out, ui, cmd.json)
+    super::run::conclude(plan, &outcome, out, ui, cmd.json)
 }
 
 pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
     let store = Store::new(&repo.pipeline_dir());
     let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
+    if crate::bundle::record::is_bundle(&dir.path) {
+        return super::bundle::abandon(dir, cwd, out, cmd.json);
+    }
     let _lock = dir.lock()?;
     let rec = dir.read_record()?;
     if rec.status == Status::Abandoned {

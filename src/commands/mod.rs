@@ -1,6 +1,7 @@
 //! One module per subcommand. Each writes its result to `out` (stdout) and progress to the `Ui`
 //! (stderr), and returns an exit code; errors are printed once, here.
 
+mod bundle;
 mod docs;
 mod doctor;
 mod hooks;
@@ -37,6 +38,11 @@ pub fn main(cli: Cli) -> i32 {
 
 pub fn report(ui: &Ui, e: &Error) {
     ui.error(e.to_string());
+    if let Error::Invalid { problems, .. } = e {
+        for p in problems {
+            ui.detail(format!("- {p}"));
+        }
+    }
     if let Some(hint) = e.hint() {
         ui.detail(format!("hint: {hint}"));
     }
@@ -46,6 +52,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
     let cwd = working_dir(cli.dir.as_deref())?;
     match cli.command {
         Command::Run(cmd) => run::run(cmd, &cwd, out, ui),
+        Command::Plan(cmd) => bundle::plan(cmd, &cwd, out),
         Command::Status(cmd) => status::status(cmd, &cwd, out),
         Command::Show(cmd) => show::show(cmd, &cwd, out),
         Command::Init(cmd) => init::init(cmd, &cwd, out),

@@ -14,6 +14,25 @@ use crate::store::record::Status;
 use crate::ui::Ui;
 
 pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
+    if let Some(path) = &cmd.bundle {
+        let shared = RunArgs {
+            base: cmd.base.clone(),
+            keep: cmd.keep,
+            agents: cmd.agent.clone(),
+            risk: cmd.risk.map(Into::into),
+            stage: cmd.stage.map(Into::into),
+            ..RunArgs::default()
+        };
+        return super::bundle::run(
+            path,
+            cmd.jobs,
+            shared,
+            cwd,
+            out,
+            ui,
+            (cmd.dry_run, cmd.json),
+        );
+    }
     let args = RunArgs {
         task: cmd.task,
         task_file: cmd.task_file,
@@ -24,6 +43,7 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         agents: cmd.agent,
         risk: cmd.risk.map(Into::into),
         stage: cmd.stage.map(Into::into),
+        ..RunArgs::default()
     };
     let plan = RunPlan::prepare(cwd, &args, &mut std::io::stdin().lock())?;
     if cmd.dry_run {
@@ -38,7 +58,49 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
 pub fn execute(plan: &RunPlan, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
     let outcome =
         super::interruptible(|cancel| async move { pipeline::execute(plan, ui, cancel).await })?;
-    report(&outcome, out, ui, json)
+    conclude(plan, &outcome, out, ui, json)
+}
+
+/// Report a run; when its plan split the task into a bundle, run the bundle and report that.
+pub fn conclude(
+    plan: &RunPlan,
+    outcome: &Outcome,
+    out: &mut dyn Write,
+    ui: &Ui,
+    json: bool,
+) -> Result<Exit> {
+    let Some(bundle) = outcome.split.clone() else {
+        return report(outcome, out, ui, json);
+    };
+    let id = &outcome.record.run_id;
+    ui.info(format!(
+        "run {id}: the approved plan splits the task into {} workstreams; running them as a bundle",
+        bundle.workstreams.len()
+    ));
+    let (graph, _) = crate::bundle::dag::Graph::new(&bundle.workstreams);
+    // Planned already: its workstreams start at execution (unless one asks for a risk).
+    let shared = RunArgs {
+        agents: plan.args.agents.clone(),
+        keep: plan.args.keep,
+        stage: Some(crate::pipeline::plan::Stage::Execution),
+        ..RunArgs::default()
+    };
+    let mut bundle_plan = crate::bundle::driver::BundlePlan::from_checked(
+        plan.repo.clone(),
+        crate::bundle::driver::Checked {
+            bundle,
+            graph,
+            notes: Vec::new(),
+        },
+        format!("the plan of run {id}"),
+        plan.base.clone(),
+        plan.base_ref.clone(),
+        plan.loaded.clone(),
+        super::bundle::default_jobs(),
+        shared,
+    )?;
+    bundle_plan.parent_run = Some(id.clone());
+    super::bundle::execute(&bundle_plan, out, ui, json)
 }
 
 /// Print a finished (or interrupted) run and return its exit code.

@@ -16,6 +16,9 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
     let store = Store::new(&repo.pipeline_dir());
     let dir = store.find(&cmd.run, Arc::new(Redactor::default()))?;
+    if crate::bundle::record::is_bundle(&dir.path) {
+        return super::bundle::show(&dir, out, cmd.json);
+    }
     let mut r = dir.read_record()?;
     r.status = dir.effective_status(&r);
     if cmd.json {
@@ -48,6 +51,11 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     ));
     if let Some(c) = &r.commit {
         t.push_str(&format!("commit    {c}\n"));
+    }
+    if let Some(b) = &r.split_into {
+        t.push_str(&format!(
+            "split     the plan became bundle {b} (git pipeline show {b})\n"
+        ));
     }
     if let Some(m) = &r.merge {
         t.push_str(&format!("merge     {m}\n"));

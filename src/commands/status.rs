@@ -1,4 +1,5 @@
-//! `git pipeline status`: runs with their state, newest first.
+//! `git pipeline status`: runs and bundles with their state, newest first. A bundle's
+//! workstream runs are listed under it.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,11 +8,18 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{age, emit, short_task};
+use crate::bundle::record::{self as bundle_record, BundleRecord};
 use crate::cli::StatusCmd;
 use crate::error::{Exit, Result};
 use crate::git::Repo;
 use crate::redact::Redactor;
-use crate::store::Store;
+use crate::store::{RunRecord, Store};
+
+enum Row {
+    Run(Box<RunRecord>),
+    Bundle(Box<BundleRecord>),
+    Unreadable(String, String),
+}
 
 pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
@@ -20,19 +28,29 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let mut rows = Vec::new();
     for id in store.list()? {
         let dir = store.find(&id, redactor.clone())?;
+        if bundle_record::is_bundle(&dir.path) {
+            match bundle_record::read(&dir.path) {
+                Ok(mut b) => {
+                    b.status = super::bundle::effective_status(&dir, &b);
+                    rows.push(Row::Bundle(Box::new(b)));
+                }
+                Err(e) => rows.push(Row::Unreadable(id, e.to_string())),
+            }
+            continue;
+        }
         match dir.read_record() {
             Ok(mut r) => {
                 r.status = dir.effective_status(&r);
-                rows.push(Ok(r));
+                rows.push(Row::Run(Box::new(r)));
             }
-            Err(e) => rows.push(Err((id, e.to_string()))),
+            Err(e) => rows.push(Row::Unreadable(id, e.to_string())),
         }
     }
     if cmd.json {
         let list: Vec<serde_json::Value> = rows
             .iter()
             .map(|row| match row {
-                Ok(r) => json!({
+                Row::Run(r) => json!({
                     "run_id": r.run_id,
                     "status": r.status,
                     "stage": r.stage,
@@ -43,8 +61,21 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                     "worktree": r.worktree,
                     "created_at": r.created_at,
                     "ended_at": r.ended_at,
+                    "bundle": r.bundle,
                 }),
-                Err((id, e)) => json!({"run_id": id, "status": "unreadable", "error": e}),
+                Row::Bundle(b) => json!({
+                    "bundle_id": b.bundle_id,
+                    "kind": "bundle",
+                    "status": b.status,
+                    "source": b.source,
+                    "integration_branch": b.integration_branch,
+                    "workstreams": b.workstreams.iter().map(|w| json!({
+                        "id": w.id, "state": w.state, "run_id": w.run_id,
+                    })).collect::<Vec<_>>(),
+                    "created_at": b.created_at,
+                    "ended_at": b.ended_at,
+                }),
+                Row::Unreadable(id, e) => json!({"run_id": id, "status": "unreadable", "error": e}),
             })
             .collect();
         let text = serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".to_owned());
@@ -58,37 +89,77 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         )?;
         return Ok(Exit::Success);
     }
+    let runs_of_bundles: std::collections::HashMap<String, &RunRecord> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Run(r) if r.bundle.is_some() => Some((r.run_id.clone(), r.as_ref())),
+            _ => None,
+        })
+        .collect();
     let mut text = format!(
         "{:<20}  {:<22}  {:>4}  {:<40}  {}\n",
         "RUN", "STATE", "AGE", "TASK", "BRANCH"
     );
     for row in &rows {
         match row {
-            Ok(r) => {
-                let state = match (&r.stage, r.reason) {
-                    (Some(stage), _) if !r.status.is_final() => {
-                        format!("{} ({stage})", r.status.name())
-                    }
-                    (_, Some(reason)) => format!("{} ({})", r.status.name(), reason.name()),
-                    _ => r.status.name().to_owned(),
-                };
-                let branch = if r.rolled_back {
-                    "-"
-                } else {
-                    r.branch.as_str()
-                };
+            // Listed under their bundle.
+            Row::Run(r) if r.bundle.is_some() => {}
+            Row::Run(r) => text.push_str(&run_line(r, &r.run_id, 40)),
+            Row::Bundle(b) => {
                 text.push_str(&format!(
                     "{:<20}  {:<22}  {:>4}  {:<40}  {}\n",
-                    r.run_id,
-                    state,
-                    age(&r.created_at),
-                    short_task(&r.task, 40),
-                    branch
+                    b.bundle_id,
+                    format!(
+                        "{} ({}/{})",
+                        b.status.name(),
+                        b.counts().succeeded,
+                        b.workstreams.len()
+                    ),
+                    age(&b.created_at),
+                    short_task(
+                        &format!("bundle of {} workstreams", b.workstreams.len()),
+                        40
+                    ),
+                    b.integration_branch
                 ));
+                for w in &b.workstreams {
+                    let label: String = format!("  └ {}", w.id).chars().take(20).collect();
+                    match w.run_id.as_deref().and_then(|id| runs_of_bundles.get(id)) {
+                        Some(r) => text.push_str(&run_line(r, &label, 40)),
+                        None => text.push_str(&format!(
+                            "{:<20}  {:<22}  {:>4}  {:<40}  -\n",
+                            label,
+                            w.state.name(),
+                            "",
+                            short_task(&w.task, 40)
+                        )),
+                    }
+                }
             }
-            Err((id, e)) => text.push_str(&format!("{id:<20}  unreadable: {e}\n")),
+            Row::Unreadable(id, e) => text.push_str(&format!("{id:<20}  unreadable: {e}\n")),
         }
     }
     emit(out, &text)?;
     Ok(Exit::Success)
+}
+
+fn run_line(r: &RunRecord, label: &str, width: usize) -> String {
+    let state = match (&r.stage, r.reason) {
+        (Some(stage), _) if !r.status.is_final() => format!("{} ({stage})", r.status.name()),
+        (_, Some(reason)) => format!("{} ({})", r.status.name(), reason.name()),
+        _ => r.status.name().to_owned(),
+    };
+    let branch = if r.rolled_back {
+        "-"
+    } else {
+        r.branch.as_str()
+    };
+    format!(
+        "{:<20}  {:<22}  {:>4}  {:<width$}  {}\n",
+        label,
+        state,
+        age(&r.created_at),
+        short_task(&r.task, width),
+        branch
+    )
 }

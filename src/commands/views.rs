@@ -84,7 +84,11 @@ fn read_from(path: &Path, offset: &mut u64) -> Result<String> {
 fn human(ev: &Value) -> String {
     let ts = ev["ts"].as_str().unwrap_or("");
     let time = ts.split('T').nth(1).unwrap_or(ts).trim_end_matches('Z');
-    let stage = ev["stage"].as_str().unwrap_or("-");
+    let stage = match (ev["workstream"].as_str(), ev["stage"].as_str()) {
+        (Some(w), Some(s)) => format!("[{w}] {s}"),
+        (Some(w), None) => format!("[{w}]"),
+        (None, s) => s.unwrap_or("-").to_owned(),
+    };
     let event = ev["event"].as_str().unwrap_or("?");
     let data = match &ev["data"] {
         Value::Object(m) => m

@@ -185,6 +185,10 @@ pub struct GateConfig {
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Runs one at a time across every run of the repository (a shared database, a fixed
+    /// port): other runs wait for it.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@
 //! and `docs/benchmarks.md` / `shared/MEASURED.md` show the CLI is the fastest of the three for the
 //! changed-path listing we do after every attempt.
 
+pub mod merge;
 pub mod objects;
 pub mod prepare;
 pub mod repo;

@@ -154,6 +154,19 @@ pub fn update_ref(git: &Git, name: &str, new: &str, old: Option<&str>, reason: &
     Ok(())
 }
 
+/// Whether commit `a` is `b` or one of its ancestors.
+pub fn is_ancestor(git: &Git, a: &str, b: &str) -> Result<bool> {
+    let out = git.output(["merge-base", "--is-ancestor", a, b], Opts::default())?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(super::failure(
+            &["merge-base".into(), "--is-ancestor".into()],
+            &out,
+        )),
+    }
+}
+
 pub fn ref_value(git: &Git, name: &str) -> Result<Option<String>> {
     rev_parse(git, name)
 }

@@ -356,6 +356,31 @@ impl Run<'_> {
         )
     }
 
+    /// Wait until no other run of the repository is running the exclusive gate `name`.
+    async fn exclusive_gate(
+        &self,
+        name: &str,
+        cancel: &mut Cancel,
+    ) -> Result<crate::store::lock::GateLock> {
+        let dir = self.plan.repo.pipeline_dir();
+        let mut told = false;
+        loop {
+            if let Some(lock) = crate::store::lock::try_gate_lock(&dir, name)? {
+                return Ok(lock);
+            }
+            if !told {
+                self.ui.step(format!(
+                    "gate {name}: waiting (exclusive; another run has it)"
+                ));
+                told = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = cancel.cancelled() => return Err(Error::Interrupted),
+            }
+        }
+    }
+
     /// Run the gates in order; the first failure stops the rest.
     pub(super) async fn run_gates(
         &mut self,
@@ -365,6 +390,11 @@ impl Run<'_> {
         for gate in &self.plan.gates {
             let name = gate.name.get_ref().clone();
             self.rec.stage = Some("gates".to_owned());
+            let _exclusive = if gate.exclusive {
+                Some(self.exclusive_gate(&name, cancel).await?)
+            } else {
+                None
+            };
             let before = self.fingerprint()?;
             self.ui.start(format!("gate {name}: running"));
             let ran =

@@ -45,6 +45,8 @@ use run::Run;
 /// How a run ended, before its record is finalised.
 pub(crate) enum Ending {
     Shipped,
+    /// The approved plan is a bundle of workstreams: nothing is built here; the bundle runs.
+    Split(crate::bundle::spec::Bundle),
     Failed {
         reason: Reason,
         message: String,
@@ -68,6 +70,8 @@ pub struct Outcome {
     pub record: RunRecord,
     pub details: Vec<String>,
     pub dir: PathBuf,
+    /// The bundle the run's plan split the task into, to run next.
+    pub split: Option<crate::bundle::spec::Bundle>,
 }
 
 impl Outcome {
@@ -102,12 +106,30 @@ pub fn redactor_for(plan: &RunPlan) -> Redactor {
 
 /// Execute a prepared plan. Errors returned here happened before the run existed (its record
 /// could not be created); everything after that ends in a record.
-pub async fn execute(plan: &RunPlan, ui: &Ui, mut cancel: Cancel) -> Result<Outcome> {
+pub async fn execute(plan: &RunPlan, ui: &Ui, cancel: Cancel) -> Result<Outcome> {
+    let dir = create_run_dir(plan)?;
+    execute_in(plan, ui, cancel, dir).await
+}
+
+/// A new run folder for `plan`, storing through its redactor.
+pub fn create_run_dir(plan: &RunPlan) -> Result<crate::store::RunDir> {
     let redactor = Arc::new(redactor_for(plan));
     let store = Store::new(&plan.repo.pipeline_dir());
-    let dir = store.create_run(redactor)?;
+    Ok(store
+        .create_run(redactor)?
+        .with_workstream(plan.bundle.as_ref().map(|b| b.workstream.clone())))
+}
+
+/// Execute a prepared plan in a run folder made for it by [`create_run_dir`].
+pub async fn execute_in(
+    plan: &RunPlan,
+    ui: &Ui,
+    mut cancel: Cancel,
+    dir: crate::store::RunDir,
+) -> Result<Outcome> {
     let lock = dir.lock()?;
     let mut run = Run::new(plan, ui, dir);
+    run.slot = Some(crate::store::lock::acquire_slot(&plan.repo.pipeline_dir())?);
     run.save()?;
     run.dir.event(
         None,

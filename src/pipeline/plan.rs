@@ -27,6 +27,10 @@ pub struct RunArgs {
     pub agents: Vec<String>,
     pub risk: Option<Risk>,
     pub stage: Option<Stage>,
+    /// Only these gates, in this order (a workstream's `gates`).
+    pub gates: Option<Vec<String>>,
+    /// The bundle this run is a workstream of: it ships on its branch, never merging.
+    pub bundle: Option<crate::store::record::BundleRef>,
 }
 
 /// Where a run may start.
@@ -134,6 +138,7 @@ pub struct RunPlan {
     pub docs_paths: Vec<String>,
     pub templates: Templates,
     pub gates: Vec<GateConfig>,
+    pub bundle: Option<crate::store::record::BundleRef>,
     pub worktree_root: PathBuf,
     pub branch_prefix: String,
     pub keep_failed: bool,
@@ -209,16 +214,38 @@ impl RunPlan {
     pub fn prepare(cwd: &Path, args: &RunArgs, stdin: &mut dyn Read) -> Result<RunPlan> {
         let repo = Repo::discover(cwd)?;
         let task = read_task(args, stdin)?;
-        let mut base_ref = args.base.clone().unwrap_or_else(|| "HEAD".to_owned());
-        let mut base = resolve_base(&repo, &base_ref)?;
-        let mut loaded = load_config(&repo, &base, &base_ref)?;
-        // `run.base` comes from the config at HEAD; the config itself is then read from that base.
-        if args.base.is_none() && loaded.config.run.base != "HEAD" {
-            base_ref = loaded.config.run.base.clone();
-            base = resolve_base(&repo, &base_ref)?;
-            loaded = load_config(&repo, &base, &base_ref)?;
-        }
+        let (base, base_ref, loaded) = base_and_config(&repo, args.base.as_deref())?;
         RunPlan::build(repo, Mode::Build, task, base, base_ref, loaded, args)
+    }
+
+    /// The plan of one workstream of a bundle, starting from `base` (the bundle's base, or the
+    /// merge of its dependencies' results).
+    pub fn for_workstream(
+        repo: Repo,
+        loaded: LoadedConfig,
+        w: &crate::bundle::spec::Workstream,
+        base: String,
+        base_ref: String,
+        shared: &RunArgs,
+    ) -> Result<RunPlan> {
+        // A workstream's own risk routes it; otherwise the bundle's defaults do.
+        let args = RunArgs {
+            scope: w.scope.clone(),
+            create: w.create.clone(),
+            risk: w.risk.or(shared.risk),
+            stage: if w.risk.is_some() { None } else { shared.stage },
+            gates: w.gates.clone(),
+            ..shared.clone()
+        };
+        RunPlan::build(
+            repo,
+            Mode::Build,
+            w.task.clone(),
+            base,
+            base_ref,
+            loaded,
+            &args,
+        )
     }
 
     /// Check an existing commit: the scope against its first parent (the policy there too), the
@@ -282,6 +309,8 @@ impl RunPlan {
             risk: a.risk,
             stage: a.stage.as_deref().and_then(Stage::parse),
             keep: a.keep,
+            gates: a.gates.clone(),
+            bundle: a.bundle.clone(),
             ..RunArgs::default()
         };
         RunPlan::build(
@@ -451,6 +480,27 @@ impl RunPlan {
                 Mode::Build => None,
                 Mode::Reverify { commit, .. } => Some(commit.clone()),
             },
+            gates: args.gates.clone(),
+            bundle: args.bundle.clone(),
+        };
+        let gates = match &args.gates {
+            None => c.gates.clone(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    c.gates
+                        .iter()
+                        .find(|g| g.name.get_ref() == n)
+                        .cloned()
+                        .ok_or_else(|| Error::usage(format!("gate {n:?} is not configured")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        // A workstream's result goes to its bundle's integration branch, not to the base.
+        let (ship, base_branch) = if args.bundle.is_some() {
+            (ShipMode::Branch, None)
+        } else {
+            (c.run.ship, base_branch)
         };
         Ok(RunPlan {
             mode,
@@ -475,11 +525,12 @@ impl RunPlan {
             docs_when,
             docs_paths,
             templates,
-            gates: c.gates.clone(),
+            gates,
+            bundle: args.bundle.clone(),
             worktree_root,
             branch_prefix: c.run.branch_prefix.clone(),
             keep_failed: args.keep || c.run.keep_failed,
-            ship: c.run.ship,
+            ship,
             include: c.run.include.clone(),
             max_fix_attempts: c.limits.max_fix_attempts,
             max_rounds: c.verify.max_rounds,
@@ -502,6 +553,24 @@ impl RunPlan {
     }
 }
 
+/// The base commit (`--base`, else `run.base` from the config at HEAD, else HEAD) and the
+/// config read from it.
+pub fn base_and_config(
+    repo: &Repo,
+    base_arg: Option<&str>,
+) -> Result<(String, String, LoadedConfig)> {
+    let mut base_ref = base_arg.unwrap_or("HEAD").to_owned();
+    let mut base = resolve_base(repo, &base_ref)?;
+    let mut loaded = load_config(repo, &base, &base_ref)?;
+    // `run.base` comes from the config at HEAD; the config itself is then read from that base.
+    if base_arg.is_none() && loaded.config.run.base != "HEAD" {
+        base_ref = loaded.config.run.base.clone();
+        base = resolve_base(repo, &base_ref)?;
+        loaded = load_config(repo, &base, &base_ref)?;
+    }
+    Ok((base, base_ref, loaded))
+}
+
 fn resolve_base(repo: &Repo, base_ref: &str) -> Result<String> {
     if base_ref.trim().is_empty() || base_ref.starts_with('-') {
         return Err(Error::usage(format!("invalid base {base_ref:?}")));
@@ -521,7 +590,7 @@ fn resolve_base(repo: &Repo, base_ref: &str) -> Result<String> {
     })
 }
 
-fn load_config(repo: &Repo, base: &str, base_ref: &str) -> Result<LoadedConfig> {
+pub fn load_config(repo: &Repo, base: &str, base_ref: &str) -> Result<LoadedConfig> {
     if let Some(loaded) = config::load(repo, base, base_ref)? {
         return Ok(loaded);
     }

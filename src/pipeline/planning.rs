@@ -9,6 +9,7 @@ use super::run::Run;
 use super::{Ending, prompts};
 use crate::agent::manifest::{self, Manifest};
 use crate::agent::{text, verdict};
+use crate::bundle::spec::Bundle;
 use crate::error::{Error, Result};
 use crate::process::Cancel;
 use crate::scope::Scope;
@@ -51,6 +52,7 @@ impl Run<'_> {
                     spec: spec.as_deref(),
                     scope: &user_scope,
                     feedback: feedback.take(),
+                    may_split: self.may_split(),
                 },
             )?;
             let ran = self
@@ -70,37 +72,87 @@ impl Run<'_> {
                 .artifacts
                 .insert("plan".to_owned(), "plan.md".to_owned());
 
-            // The manifest is checked mechanically before any reviewer reads the plan.
-            let issues = match manifest::parse(&plan_text) {
-                Err(why) => {
-                    self.fail_last_step("no valid file-impact manifest");
-                    self.ui.step(format!("planning {round}/{max}: {why}"));
-                    vec![why]
-                }
-                Ok(m) => match &reviewer {
-                    None => {
-                        if round == 1 {
-                            self.skip_role(
-                                "planning",
-                                Some("reviewer"),
-                                "no [agents.reviewer] configured: the plan is not reviewed",
-                            );
-                        }
-                        return self.adopt_plan(plan_text, &m).map(|()| None);
+            // A bundle instead of a manifest: validated like `git pipeline plan`, then reviewed.
+            let split = if self.may_split() {
+                crate::bundle::spec::find_in_text(&plan_text)
+            } else {
+                None
+            };
+            let issues = if let Some(value) = split {
+                match self.check_split(&value) {
+                    Err(issues) => {
+                        self.fail_last_step("the plan's bundle is not valid");
+                        self.ui.step(format!(
+                            "planning {round}/{max}: the plan's bundle has {} problem(s)",
+                            issues.len()
+                        ));
+                        issues
                     }
-                    Some(reviewer) => {
-                        match self
-                            .review(round, reviewer, &plan_text, &m, spec.as_deref(), cancel)
-                            .await?
-                        {
+                    Ok(bundle) => {
+                        let lines = describe_bundle(&bundle);
+                        let verdict = match &reviewer {
+                            None => Review::Approved,
+                            Some(reviewer) => {
+                                self.review(
+                                    round,
+                                    reviewer,
+                                    &plan_text,
+                                    lines,
+                                    spec.as_deref(),
+                                    cancel,
+                                )
+                                .await?
+                            }
+                        };
+                        match verdict {
                             Review::Stop(ending) => return Ok(Some(ending)),
                             Review::Approved => {
-                                return self.adopt_plan(plan_text, &m).map(|()| None);
+                                return self.adopt_split(plan_text, bundle).map(Some);
                             }
                             Review::Rejected(issues) => issues,
                         }
                     }
-                },
+                }
+            } else {
+                // The manifest is checked mechanically before any reviewer reads the plan.
+                match manifest::parse(&plan_text) {
+                    Err(why) => {
+                        self.fail_last_step("no valid file-impact manifest");
+                        self.ui.step(format!("planning {round}/{max}: {why}"));
+                        vec![why]
+                    }
+                    Ok(m) => match &reviewer {
+                        None => {
+                            if round == 1 {
+                                self.skip_role(
+                                    "planning",
+                                    Some("reviewer"),
+                                    "no [agents.reviewer] configured: the plan is not reviewed",
+                                );
+                            }
+                            return self.adopt_plan(plan_text, &m).map(|()| None);
+                        }
+                        Some(reviewer) => {
+                            match self
+                                .review(
+                                    round,
+                                    reviewer,
+                                    &plan_text,
+                                    m.describe(),
+                                    spec.as_deref(),
+                                    cancel,
+                                )
+                                .await?
+                            {
+                                Review::Stop(ending) => return Ok(Some(ending)),
+                                Review::Approved => {
+                                    return self.adopt_plan(plan_text, &m).map(|()| None);
+                                }
+                                Review::Rejected(issues) => issues,
+                            }
+                        }
+                    },
+                }
             };
             self.dir.event(
                 Some("planning"),
@@ -118,11 +170,7 @@ impl Run<'_> {
                     details: last_issues,
                 }));
             }
-            let mut f = String::from("Your plan was rejected:\n\n");
-            for i in &issues {
-                f.push_str(&format!("- {i}\n"));
-            }
-            feedback = Some(f);
+            feedback = Some(rejection_feedback(&issues));
         }
         Err(Error::other(format!(
             "planning ended without a decision: {}",
@@ -135,7 +183,7 @@ impl Run<'_> {
         round: u32,
         reviewer: &crate::agent::RoleAgent,
         plan_text: &str,
-        m: &Manifest,
+        manifest: Vec<String>,
         spec: Option<&str>,
         cancel: &mut Cancel,
     ) -> Result<Review> {
@@ -155,7 +203,7 @@ impl Run<'_> {
                 task: &self.plan.task,
                 spec,
                 plan: &prompts::bounded(plan_text, prompts::TEXT_LIMIT),
-                manifest: m.describe(),
+                manifest,
             },
         )?;
         let ran = self
@@ -227,6 +275,96 @@ impl Run<'_> {
             "planning: the plan's manifest is now the scope".to_owned()
         });
         self.save()
+    }
+}
+
+fn rejection_feedback(issues: &[String]) -> String {
+    let mut f = String::from("Your plan was rejected:\n\n");
+    for i in issues {
+        f.push_str(&format!("- {i}\n"));
+    }
+    f
+}
+
+/// A bundle as the reviewer reads it, one line per workstream.
+fn describe_bundle(b: &Bundle) -> Vec<String> {
+    b.workstreams
+        .iter()
+        .map(|w| {
+            let after = if w.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!("; after {}", w.depends_on.join(", "))
+            };
+            format!(
+                "workstream {}: {} (modify {}; create {}{after})",
+                w.id,
+                crate::commands::short_task(&w.task, 80),
+                if w.scope.is_empty() {
+                    "-".to_owned()
+                } else {
+                    w.scope.join(", ")
+                },
+                if w.create.is_empty() {
+                    "-".to_owned()
+                } else {
+                    w.create.join(", ")
+                },
+            )
+        })
+        .collect()
+}
+
+impl Run<'_> {
+    /// Only a high-risk run without a scope of its own, not itself a workstream, may split.
+    fn may_split(&self) -> bool {
+        self.plan.risk.risk == crate::risk::Risk::High
+            && !self.plan.user_scope
+            && self.plan.bundle.is_none()
+            && matches!(self.plan.mode, super::plan::Mode::Build)
+    }
+
+    /// The planner's bundle, checked like `git pipeline plan` checks a file.
+    fn check_split(&self, value: &serde_json::Value) -> std::result::Result<Bundle, Vec<String>> {
+        let text = value.to_string();
+        let source = "the plan's bundle";
+        let bundle = crate::bundle::spec::parse(text.as_bytes(), source)
+            .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let repo = (&self.plan.repo, self.plan.base.as_str(), &self.plan.loaded);
+        match crate::bundle::driver::check_bundle(bundle, source, Some(repo)) {
+            Ok(c) => Ok(c.bundle),
+            Err(Error::Invalid { problems, .. }) => Err(problems),
+            Err(e) => Err(vec![e.to_string()]),
+        }
+    }
+
+    /// The plan splits the task: the run ends here, and its bundle runs next.
+    fn adopt_split(&mut self, plan_text: String, bundle: Bundle) -> Result<Ending> {
+        self.plan_text = Some(plan_text);
+        let json = serde_json::to_vec_pretty(&bundle)
+            .map_err(|e| Error::other(format!("cannot encode the plan's bundle: {e}")))?;
+        self.dir.artifact("split.json", &json)?;
+        self.rec
+            .artifacts
+            .insert("bundle".to_owned(), "split.json".to_owned());
+        if let Some(last) = self
+            .rec
+            .stages
+            .iter_mut()
+            .rev()
+            .find(|s| s.stage == "planning" && s.status != StageStatus::Skip)
+        {
+            last.note = Some(format!(
+                "plan approved: a bundle of {} workstreams",
+                bundle.workstreams.len()
+            ));
+        }
+        self.ui.step(format!(
+            "planning: the plan splits the task into {} workstreams",
+            bundle.workstreams.len()
+        ));
+        self.save()?;
+        Ok(Ending::Split(bundle))
     }
 }
 

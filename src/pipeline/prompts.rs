@@ -81,6 +81,8 @@ pub struct PlannerVars<'a> {
     pub spec: Option<&'a str>,
     pub scope: &'a [String],
     pub feedback: Option<String>,
+    /// The planner may split the task into a bundle of workstreams instead.
+    pub may_split: bool,
 }
 
 #[derive(Serialize)]
@@ -221,6 +223,7 @@ impl Templates {
                 spec: Some("s"),
                 scope: &scope,
                 feedback: Some("f".to_owned()),
+                may_split: true,
             },
         )?;
         self.render(

@@ -21,6 +21,39 @@ use crate::store::lock::RunLock;
 use crate::store::record::{RunRecord, Status};
 use crate::ui::Ui;
 
+/// Get an interrupted run ready to continue: its lock taken (a live run cannot be resumed, nor
+/// resumed twice at once), the processes it left running stopped, its plan made again from its
+/// record, and its config trusted.
+pub fn reopen(cwd: &Path, dir: RunDir, ui: &Ui) -> Result<(RunPlan, RunDir, RunRecord, RunLock)> {
+    let lock = dir.lock()?;
+    let rec = dir.read_record()?;
+    if rec.status.is_final() {
+        return Err(Error::usage_hint(
+            format!(
+                "run {} already ended ({}); nothing to resume",
+                rec.run_id,
+                rec.status.name()
+            ),
+            "start a new run with git pipeline run",
+        ));
+    }
+    let leftovers = crate::process::run_processes(&rec.run_id, rec.worktree.as_deref());
+    if !leftovers.is_empty() {
+        ui.warn(format!(
+            "stopping {} process(es) the interrupted run left running: {:?}",
+            leftovers.len(),
+            leftovers
+        ));
+        crate::process::stop_pids(&leftovers);
+    }
+    let plan = RunPlan::for_resume(cwd, &rec)?;
+    plan.trust.require(&plan.loaded, &plan.base_ref)?;
+    let dir = dir
+        .with_redactor(std::sync::Arc::new(super::redactor_for(&plan)))
+        .with_workstream(rec.bundle.as_ref().map(|b| b.workstream.clone()));
+    Ok((plan, dir, rec, lock))
+}
+
 /// Continue `rec` (its lock is held by the caller, and its leftover processes are stopped).
 pub async fn resume(
     plan: &RunPlan,
@@ -31,6 +64,7 @@ pub async fn resume(
     mut cancel: Cancel,
 ) -> Result<Outcome> {
     let mut run = Run::from_record(plan, ui, dir, rec)?;
+    run.slot = Some(crate::store::lock::acquire_slot(&plan.repo.pipeline_dir())?);
     run.rec.status = Status::Running;
     run.rec.reason = None;
     run.rec.error = None;

@@ -55,6 +55,10 @@ pub(crate) struct Run<'a> {
     pub docs_changes: Vec<String>,
     /// Fingerprints of what no step may change (set once the worktree exists).
     pub guard: Option<crate::containment::Guard>,
+    /// This run's `PIPELINE_SLOT`, held while it lives.
+    pub slot: Option<crate::store::lock::Slot>,
+    /// The bundle an approved plan split the task into.
+    pub split: Option<crate::bundle::spec::Bundle>,
 }
 
 impl<'a> Run<'a> {
@@ -93,6 +97,8 @@ impl<'a> Run<'a> {
             ended_at: None,
             merge: None,
             artifacts: Default::default(),
+            bundle: plan.bundle.clone(),
+            split_into: None,
             resume: ResumeState {
                 args: plan.args.clone(),
                 sessions: Sessions {
@@ -125,6 +131,8 @@ impl<'a> Run<'a> {
             verifier_label: None,
             docs_changes: Vec::new(),
             guard: None,
+            slot: None,
+            split: None,
             rec,
             dir,
         }
@@ -135,6 +143,7 @@ impl<'a> Run<'a> {
             dir: self.dir.path.clone(),
             record: self.rec,
             details: self.details,
+            split: self.split,
         }
     }
 
@@ -188,7 +197,8 @@ impl<'a> Run<'a> {
             run_id: &self.dir.id,
             worktree: &self.worktree,
             base: &self.plan.base,
-            slot: 0,
+            slot: self.slot.as_ref().map_or(0, |s| s.number),
+            workstream: self.plan.bundle.as_ref().map(|b| b.workstream.as_str()),
             dir: &self.dir,
             capture_limit: self.plan.output_bytes,
         }
@@ -586,6 +596,20 @@ impl<'a> Run<'a> {
         match ending {
             Ending::Shipped => {
                 self.rec.status = Status::Succeeded;
+            }
+            Ending::Split(bundle) => {
+                // Nothing was built here: the worktree and branch go, the workstreams make theirs.
+                self.rec.status = Status::Succeeded;
+                let _guard = self.repo_lock()?;
+                rollback::discard(&self.repo, &self.worktree, &self.branch)?;
+                self.rec.worktree = None;
+                self.rec.branch = String::new();
+                self.dir.event(
+                    None,
+                    "split",
+                    json!({"workstreams": bundle.workstreams.len()}),
+                )?;
+                self.split = Some(bundle);
             }
             Ending::Interrupted => {
                 self.rec.status = Status::Interrupted;

@@ -19,6 +19,7 @@ pub struct StepCtx<'a> {
     pub worktree: &'a Path,
     pub base: &'a str,
     pub slot: u32,
+    pub workstream: Option<&'a str>,
     pub dir: &'a RunDir,
     /// Bytes of each output stream kept (`limits.output_bytes`).
     pub capture_limit: usize,
@@ -131,6 +132,7 @@ pub async fn run_agent(
                 base: ctx.base,
                 attempt: call.attempt,
                 slot: ctx.slot,
+                workstream: ctx.workstream,
             }
             .build(&spec.env);
             process::run(
@@ -211,6 +213,7 @@ pub async fn run_gate(
         base: ctx.base,
         attempt,
         slot: ctx.slot,
+        workstream: ctx.workstream,
     }
     .build(&extra);
     let outcome = process::run(

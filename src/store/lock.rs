@@ -163,6 +163,61 @@ pub fn acquire_repo(pipeline_dir: &Path) -> Result<RepoLock> {
     Ok(RepoLock { _flock: flock })
 }
 
+/// A `PIPELINE_SLOT` number, held until dropped: distinct among the runs alive at the same
+/// time in this repository (in this process or another), so that gates can pick their own
+/// ports, databases and temp dirs from it.
+pub struct Slot {
+    pub number: u32,
+    _flock: Flock<File>,
+}
+
+/// The lowest slot no live run holds.
+pub fn acquire_slot(pipeline_dir: &Path) -> Result<Slot> {
+    let dir = pipeline_dir.join("slots");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+    for number in 0..4096u32 {
+        let file = open_lock_file(&dir.join(number.to_string()))?;
+        if let Ok(flock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return Ok(Slot {
+                number,
+                _flock: flock,
+            });
+        }
+    }
+    Err(Error::other(format!(
+        "4096 runs hold a slot in {}; no slot is free",
+        dir.display()
+    )))
+}
+
+/// An exclusive gate's lock, held while it runs.
+pub struct GateLock {
+    _flock: Flock<File>,
+}
+
+/// Take the lock of the exclusive gate `name` if nobody holds it.
+pub fn try_gate_lock(pipeline_dir: &Path, name: &str) -> Result<Option<GateLock>> {
+    let dir = pipeline_dir.join("gates");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+    // Gate names are free text: a safe file name for each (two names sharing one only wait
+    // for each other needlessly).
+    let safe: String = name
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let file = open_lock_file(&dir.join(format!("{safe}.lock")))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .ok()
+        .map(|flock| GateLock { _flock: flock }))
+}
+
 /// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
 /// pid, it tells a live owner from a recycled pid.
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
@@ -192,6 +247,23 @@ mod tests {
         std::fs::write(&path, "{\"pid\":1,\"at\":\"x\"}\n").map_err(|e| Error::io("write", e))?;
         assert_eq!(liveness(&path), Liveness::Free);
         let _again = acquire_run(&path, "r")?;
+        Ok(())
+    }
+
+    #[test]
+    fn live_slots_are_distinct_and_freed_ones_reused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let a = acquire_slot(dir.path())?;
+        let b = acquire_slot(dir.path())?;
+        let c = acquire_slot(dir.path())?;
+        assert_eq!((a.number, b.number, c.number), (0, 1, 2));
+        drop(b);
+        assert_eq!(acquire_slot(dir.path())?.number, 1);
+        let g = try_gate_lock(dir.path(), "db tests")?;
+        assert!(g.is_some());
+        assert!(try_gate_lock(dir.path(), "db tests")?.is_none());
+        drop(g);
+        assert!(try_gate_lock(dir.path(), "db tests")?.is_some());
         Ok(())
     }
 }

@@ -40,7 +40,14 @@ impl Store {
             let id = ids::new_run_id(std::time::SystemTime::now());
             let path = self.runs.join(&id);
             match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(RunDir { id, path, redactor }),
+                Ok(()) => {
+                    return Ok(RunDir {
+                        id,
+                        path,
+                        redactor,
+                        workstream: None,
+                    });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io_path("create", &path, e)),
             }
@@ -105,6 +112,7 @@ impl Store {
             path: self.runs.join(&chosen),
             id: chosen,
             redactor,
+            workstream: None,
         })
     }
 }
@@ -113,6 +121,8 @@ pub struct RunDir {
     pub id: String,
     pub path: PathBuf,
     redactor: Arc<Redactor>,
+    /// The bundle workstream this run is, named in each of its events.
+    workstream: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -131,6 +141,11 @@ impl RunDir {
         RunDir { redactor, ..self }
     }
 
+    /// The same run folder, its events naming the bundle workstream it is.
+    pub fn with_workstream(self, workstream: Option<String>) -> RunDir {
+        RunDir { workstream, ..self }
+    }
+
     pub fn record_path(&self) -> PathBuf {
         self.path.join("run.json")
     }
@@ -140,10 +155,15 @@ impl RunDir {
     }
 
     pub fn write_record(&self, rec: &RunRecord) -> Result<()> {
-        let json = serde_json::to_string_pretty(rec)
-            .map_err(|e| Error::other(format!("cannot encode the run record: {e}")))?;
+        self.write_json("run.json", rec)
+    }
+
+    /// Replace `name` in the run folder with `value` as JSON, atomically, secrets masked.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_string_pretty(value)
+            .map_err(|e| Error::other(format!("cannot encode {name}: {e}")))?;
         let json = self.redactor.text(&json);
-        atomic::write(&self.record_path(), format!("{json}\n").as_bytes())
+        atomic::write(&self.path.join(name), format!("{json}\n").as_bytes())
     }
 
     pub fn read_record(&self) -> Result<RunRecord> {
@@ -188,10 +208,21 @@ impl RunDir {
     /// Append one event line. A single `write` on an `O_APPEND` file, so concurrent writers do
     /// not interleave within a line.
     pub fn event(&self, stage: Option<&str>, event: &str, data: serde_json::Value) -> Result<()> {
+        self.event_of(self.workstream.as_deref(), stage, event, data)
+    }
+
+    /// An event about a workstream (a bundle's events name the workstream they concern).
+    pub fn event_of(
+        &self,
+        workstream: Option<&str>,
+        stage: Option<&str>,
+        event: &str,
+        data: serde_json::Value,
+    ) -> Result<()> {
         let ev = Event {
             ts: ids::now_rfc3339(),
             run_id: &self.id,
-            workstream: None,
+            workstream,
             stage,
             event,
             data,

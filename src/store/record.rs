@@ -186,6 +186,19 @@ pub struct RunRecord {
     /// What `resume` needs to continue exactly where the run stopped.
     #[serde(default)]
     pub resume: ResumeState,
+    /// The bundle this run is a workstream of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+    /// The bundle this run's approved plan split the task into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_into: Option<String>,
+}
+
+/// A run's place in a bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BundleRef {
+    pub id: String,
+    pub workstream: String,
 }
 
 /// What the user asked for, kept so that a resumed run is planned the same way.
@@ -199,6 +212,11 @@ pub struct ArgsRecord {
     pub keep: bool,
     /// For a reverify run: the commit being checked.
     pub reverify: Option<String>,
+    /// A workstream's own gates (by name), when it names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
 }
 
 /// The last point a run reached, written before and after each step that changes the worktree.

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real git, real processes.
 
+mod bundles;
 mod common;
 
 mod config_errors;

@@ -322,7 +322,14 @@ fn a_same_size_edit_right_after_checkout_is_seen() {
     let out = repo.pipeline(&["run", "--json", "fix the typo in the readme"]);
     out.assert_code(0);
     let r = out.json();
-    assert_eq!(r["changed_paths"], serde_json::json!(["README.md"]), "{r:#}");
+    assert_eq!(
+        r["changed_paths"],
+        serde_json::json!(["README.md"]),
+        "{r:#}"
+    );
     let branch = r["branch"].as_str().expect("branch");
-    assert_eq!(repo.git(&["show", &format!("{branch}:README.md")]), "# DEMO");
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:README.md")]),
+        "# DEMO"
+    );
 }

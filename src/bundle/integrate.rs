@@ -1,0 +1,77 @@
+//! The merges a bundle makes, all in the object store (no worktree, no index, nothing of the
+//! user's touched): the base of a workstream with several dependencies, and the integration
+//! branch that collects every shipped result. Merge commits are exactly what `git merge-tree`
+//! makes of their parents, so `git pipeline verify` and the hooks accept them without a note.
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::merge::{Merge, merge_trees};
+use crate::git::objects;
+
+/// Where a workstream starts: the bundle's base, its one dependency's commit, or the merge of
+/// its dependencies' commits. `Err` holds the paths where they conflict.
+pub fn base_for(
+    git: &Git,
+    bundle_base: &str,
+    deps: &[(String, String)],
+) -> Result<std::result::Result<String, Vec<PathBuf>>> {
+    let Some(((_, first), rest)) = deps.split_first() else {
+        return Ok(Ok(bundle_base.to_owned()));
+    };
+    let mut acc = first.clone();
+    let mut merged = vec![deps[0].0.as_str()];
+    for (id, commit) in rest {
+        if objects::is_ancestor(git, commit, &acc)? {
+            continue;
+        }
+        if objects::is_ancestor(git, &acc, commit)? {
+            acc = commit.clone();
+            merged.push(id);
+            continue;
+        }
+        match merge_trees(git, &acc, commit)? {
+            Merge::Conflict(paths) => return Ok(Err(paths)),
+            Merge::Clean(tree) => {
+                merged.push(id);
+                let message = format!("Merge the results of {}", merged.join(", "));
+                acc = objects::commit_tree(git, &tree, &[&acc, commit], &message, &[])?;
+            }
+        }
+    }
+    Ok(Ok(acc))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrated {
+    /// The integration branch now points here.
+    Moved(String),
+    /// The commit was already on it.
+    Already,
+    Conflict(Vec<PathBuf>),
+}
+
+/// Bring `commit` onto the integration branch `branch_ref`: a fast-forward when the branch has
+/// not moved past the commit's history, a merge commit otherwise. The branch is moved with
+/// compare-and-swap; the caller holds the repository lock.
+pub fn integrate(git: &Git, branch_ref: &str, commit: &str, message: &str) -> Result<Integrated> {
+    let tip = objects::ref_value(git, branch_ref)?.ok_or_else(|| {
+        crate::error::Error::other(format!(
+            "the integration branch {branch_ref} is gone; the bundle cannot merge its results"
+        ))
+    })?;
+    if objects::is_ancestor(git, commit, &tip)? {
+        return Ok(Integrated::Already);
+    }
+    let new = if objects::is_ancestor(git, &tip, commit)? {
+        commit.to_owned()
+    } else {
+        match merge_trees(git, &tip, commit)? {
+            Merge::Conflict(paths) => return Ok(Integrated::Conflict(paths)),
+            Merge::Clean(tree) => objects::commit_tree(git, &tree, &[&tip, commit], message, &[])?,
+        }
+    };
+    objects::update_ref(git, branch_ref, &new, Some(&tip), message)?;
+    Ok(Integrated::Moved(new))
+}
