@@ -20,6 +20,8 @@ pub struct StepEnv<'a> {
     pub slot: u32,
     /// The bundle workstream the run is.
     pub workstream: Option<&'a str>,
+    /// Which candidate of a best-of-N run this run is (1, 2, ...).
+    pub candidate: Option<u32>,
 }
 
 impl StepEnv<'_> {
@@ -47,12 +49,16 @@ impl StepEnv<'_> {
         if let Some(w) = self.workstream {
             set.push(("PIPELINE_WORKSTREAM".into(), w.into()));
         }
+        if let Some(c) = self.candidate {
+            set.push(("PIPELINE_CANDIDATE".into(), c.to_string().into()));
+        }
         for (k, v) in extra {
             set.push((k.clone(), v.into()));
         }
         let mut remove: Vec<String> = LOCAL_ENV_VARS.iter().map(|s| (*s).to_owned()).collect();
         remove.push("PIPELINE_PROMPT_FILE".to_owned());
         remove.push("PIPELINE_WORKSTREAM".to_owned());
+        remove.push("PIPELINE_CANDIDATE".to_owned());
         (set, remove)
     }
 }

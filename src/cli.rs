@@ -298,6 +298,11 @@ pub struct RunCmd {
     #[arg(long, short = 'j', value_name = "N", requires = "bundle")]
     pub jobs: Option<usize>,
 
+    /// Build N candidates in parallel worktrees; the verifier ships the best that passes its
+    /// gates (builders: each --agent builder=NAME in turn, else the configured one)
+    #[arg(long, value_name = "N", conflicts_with = "bundle")]
+    pub candidates: Option<u32>,
+
     /// Existing paths the run may modify or delete (repeatable; replaces scope.allow)
     #[arg(long = "scope", value_name = "GLOB")]
     pub scope: Vec<String>,

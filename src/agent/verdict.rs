@@ -15,6 +15,9 @@ pub struct Verdict {
     pub issues: Vec<String>,
     /// False when the agent gave no parseable verdict (and this one is the rejection we made up).
     pub parsed: bool,
+    /// Which candidate an approval chooses (best-of-N runs), when the verdict says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<u32>,
 }
 
 impl Verdict {
@@ -25,6 +28,7 @@ impl Verdict {
                 "no verdict: the output held no JSON object with a boolean \"approved\"".to_owned(),
             ],
             parsed: false,
+            choice: None,
         }
     }
 }
@@ -48,10 +52,15 @@ fn from_object(obj: &Map<String, Value>) -> Option<Verdict> {
         Some(Value::String(s)) if !s.trim().is_empty() => vec![s.clone()],
         _ => Vec::new(),
     };
+    let choice = obj
+        .get("choice")
+        .and_then(Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok());
     Some(Verdict {
         approved,
         issues,
         parsed: true,
+        choice,
     })
 }
 
@@ -105,6 +114,14 @@ mod tests {
         );
         assert!(!v.approved && v.parsed);
         assert_eq!(v.issues, vec!["no test"]);
+    }
+
+    #[test]
+    fn an_approval_may_choose_a_candidate() {
+        let v = parse(br#"Candidate 2 is cleaner. {"approved": true, "choice": 2, "issues": []}"#);
+        assert!(v.approved && v.parsed);
+        assert_eq!(v.choice, Some(2));
+        assert_eq!(parse(br#"{"approved": true, "choice": "2"}"#).choice, None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
 use crate::git::{Git, Repo, objects};
 use crate::pipeline::plan::{RunArgs, RunPlan, TrustState};
+use crate::pipeline::threads::{self, Work};
 use crate::pipeline::{self, Outcome};
 use crate::process::Cancel;
 use crate::redact::Redactor;
@@ -188,12 +189,6 @@ impl BundlePlan {
 
 /// How a workstream's thread ended.
 type Done = (usize, Result<Outcome>);
-
-/// What a workstream thread does: a fresh run in a folder made for it, or a resumed one.
-enum Work {
-    Fresh(Box<RunPlan>, RunDir),
-    Resume(PathBuf, RunDir),
-}
 
 struct Driver<'a> {
     plan: &'a BundlePlan,
@@ -368,7 +363,12 @@ pub async fn resume(
         .or_else(|| plan.repo.main_worktree.clone())
         .unwrap_or_else(|| plan.repo.common_dir.clone());
     for (i, run_dir) in to_resume {
-        d.spawn(i, Work::Resume(cwd.clone(), run_dir), &cancel)?;
+        let work = Work::Resume {
+            cwd: cwd.clone(),
+            dir: run_dir,
+            judge: None,
+        };
+        d.spawn(i, work, &cancel)?;
     }
     let rec = d.drive(cancel).await?;
     drop(lock);
@@ -554,15 +554,15 @@ impl<'a> Driver<'a> {
 
     fn spawn(&mut self, i: usize, work: Work, cancel: &Cancel) -> Result<()> {
         let tx = self.tx.clone();
-        let lane = self.ui.lane(&self.rec.workstreams[i].id);
-        let cancel = cancel.clone();
-        std::thread::Builder::new()
-            .name(format!("workstream-{i}"))
-            .spawn(move || {
-                let result = run_work(work, &lane, cancel);
+        threads::spawn(
+            format!("workstream-{i}"),
+            work,
+            self.ui.lane(&self.rec.workstreams[i].id),
+            cancel.clone(),
+            move |result| {
                 let _ = tx.send((i, result));
-            })
-            .map_err(|e| Error::io("cannot start a thread for a workstream", e))?;
+            },
+        )?;
         self.running += 1;
         self.rec.workstreams[i].state = WsState::Running;
         Ok(())
@@ -739,24 +739,6 @@ impl<'a> Driver<'a> {
             "bundle_finished",
             json!({"status": self.rec.status, "counts": c.to_string()}),
         )
-    }
-}
-
-/// A workstream's run, on its own thread with its own runtime (agents and gates of different
-/// workstreams wait on their processes independently).
-fn run_work(work: Work, ui: &Ui, cancel: Cancel) -> Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    match work {
-        Work::Fresh(plan, dir) => runtime.block_on(pipeline::execute_in(&plan, ui, cancel, dir)),
-        Work::Resume(cwd, dir) => {
-            let (plan, dir, rec, lock) = crate::pipeline::resume::reopen(&cwd, dir, ui)?;
-            runtime.block_on(crate::pipeline::resume::resume(
-                &plan, ui, dir, rec, lock, cancel,
-            ))
-        }
     }
 }
 

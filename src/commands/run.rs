@@ -43,6 +43,7 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         agents: cmd.agent,
         risk: cmd.risk.map(Into::into),
         stage: cmd.stage.map(Into::into),
+        candidates: cmd.candidates,
         ..RunArgs::default()
     };
     let plan = RunPlan::prepare(cwd, &args, &mut std::io::stdin().lock())?;
@@ -345,15 +346,20 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
     };
     v.push(("planning".to_owned(), planning));
     if let Some(b) = &plan.builder {
-        v.push((
-            "execution".to_owned(),
+        let text = if plan.candidates > 1 {
+            format!(
+                "{} candidates in parallel worktrees, each up to {} fix attempts; the verifier compares those that pass",
+                plan.candidates, plan.max_fix_attempts
+            )
+        } else {
             format!(
                 "builder `{}` ({}), up to {} fix attempts",
                 b.name,
                 argv(b),
                 plan.max_fix_attempts
-            ),
-        ));
+            )
+        };
+        v.push(("execution".to_owned(), text));
     }
     v.push((
         "scope check".to_owned(),

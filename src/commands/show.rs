@@ -134,6 +134,25 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     for i in &r.verification.issues {
         t.push_str(&format!("  - {i}\n"));
     }
+    if !r.candidates.is_empty() {
+        t.push_str("\ncandidates\n");
+        for c in &r.candidates {
+            t.push_str(&format!(
+                "  {}  {:<20}  {:<12}  {:<10}  {}\n",
+                c.index,
+                c.run_id,
+                c.agent,
+                c.state,
+                c.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if let Some(of) = &r.candidate_of {
+        t.push_str(&format!(
+            "\ncandidate {} of run {} (git pipeline show {})\n",
+            of.index, of.parent, of.parent
+        ));
+    }
     if !r.changed_paths.is_empty() {
         t.push_str("\nchanged paths\n");
         for p in &r.changed_paths {

@@ -62,6 +62,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                     "created_at": r.created_at,
                     "ended_at": r.ended_at,
                     "bundle": r.bundle,
+                    "candidate_of": r.candidate_of,
                 }),
                 Row::Bundle(b) => json!({
                     "bundle_id": b.bundle_id,
@@ -102,9 +103,19 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     );
     for row in &rows {
         match row {
-            // Listed under their bundle.
-            Row::Run(r) if r.bundle.is_some() => {}
-            Row::Run(r) => text.push_str(&run_line(r, &r.run_id, 40)),
+            // Listed under their bundle, or under the run they are candidates of.
+            Row::Run(r) if r.bundle.is_some() || r.candidate_of.is_some() => {}
+            Row::Run(r) => {
+                text.push_str(&run_line(r, &r.run_id, 40));
+                for row in &rows {
+                    if let Row::Run(c) = row
+                        && let Some(of) = &c.candidate_of
+                        && of.parent == r.run_id
+                    {
+                        text.push_str(&run_line(c, &format!("  └ candidate {}", of.index), 40));
+                    }
+                }
+            }
             Row::Bundle(b) => {
                 text.push_str(&format!(
                     "{:<20}  {:<22}  {:>4}  {:<40}  {}\n",

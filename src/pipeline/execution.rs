@@ -208,7 +208,11 @@ impl Run<'_> {
             // round again without counting against it).
             self.rec.resume.verifier_runs += 1;
             let round = self.rec.resume.verifier_runs;
-            match self.verify(round, &snapshot, cancel).await? {
+            let judged = match self.plan.judge.clone() {
+                Some(judge) => self.submit(&judge, round, &snapshot, cancel).await?,
+                None => self.verify(round, &snapshot, cancel).await?,
+            };
+            match judged {
                 super::verification::VerifyEnd::Stop(ending) => return Ok(ending),
                 super::verification::VerifyEnd::Rejected(v) => {
                     self.rec.resume.rejections += 1;
@@ -258,7 +262,7 @@ impl Run<'_> {
 
     /// Docs, then ship. `None`: shipped. `Some(Some(end))`: the run ends. `Some(None)`: the
     /// commit hook refused and the builder goes again.
-    async fn docs_and_ship(
+    pub(super) async fn docs_and_ship(
         &mut self,
         snapshot: &crate::git::snapshot::Snapshot,
         attempt: u32,

@@ -14,6 +14,7 @@
 //! all acting on the [`run::Run`] state.
 
 mod breaker;
+pub mod candidates;
 mod discovery;
 mod docs;
 mod execution;
@@ -26,6 +27,7 @@ pub mod rollback;
 mod run;
 pub mod ship;
 pub mod step;
+pub mod threads;
 mod verification;
 
 use std::path::PathBuf;
@@ -37,7 +39,7 @@ use crate::error::{Error, Exit, Result};
 use crate::process::Cancel;
 use crate::redact::Redactor;
 use crate::store::Store;
-use crate::store::record::{Reason, RunRecord, Status};
+use crate::store::record::{self as store_record, Reason, RunRecord, Status};
 use crate::ui::Ui;
 use plan::RunPlan;
 use run::Run;
@@ -47,6 +49,10 @@ pub(crate) enum Ending {
     Shipped,
     /// The approved plan is a bundle of workstreams: nothing is built here; the bundle runs.
     Split(crate::bundle::spec::Bundle),
+    /// A candidate of a best-of-N run was chosen: its parent ships its tree.
+    Chosen,
+    /// A candidate that was not chosen: rolled back, its work archived.
+    Dropped(String),
     Failed {
         reason: Reason,
         message: String,
@@ -129,6 +135,9 @@ pub async fn execute_in(
 ) -> Result<Outcome> {
     let lock = dir.lock()?;
     let mut run = Run::new(plan, ui, dir);
+    if let Some(from) = &plan.inherited {
+        run.inherit(&from.parent_dir, &from.artifacts)?;
+    }
     run.slot = Some(crate::store::lock::acquire_slot(&plan.repo.pipeline_dir())?);
     run.save()?;
     run.dir.event(
@@ -235,6 +244,22 @@ impl Run<'_> {
         } else {
             self.skip_stage("planning", &self.plan.start_reason.clone());
         }
-        self.execution(cancel).await
+        self.build(cancel).await
+    }
+
+    /// Execution: by this run's builder, or by several candidates it compares.
+    async fn build(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let shipping = matches!(
+            self.rec.resume.checkpoint,
+            Some(
+                store_record::Checkpoint::Approved { .. }
+                    | store_record::Checkpoint::Committed { .. }
+            )
+        );
+        if self.plan.candidates > 1 && !shipping {
+            self.best_of(cancel).await
+        } else {
+            self.execution(cancel).await
+        }
     }
 }

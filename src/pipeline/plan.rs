@@ -15,6 +15,9 @@ use crate::scope::Globs;
 use crate::scope::Scope;
 use crate::store::record::ArgsRecord;
 
+/// The most candidates `--candidates` builds at once.
+pub const MAX_CANDIDATES: u32 = 8;
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RunArgs {
@@ -31,6 +34,10 @@ pub struct RunArgs {
     pub gates: Option<Vec<String>>,
     /// The bundle this run is a workstream of: it ships on its branch, never merging.
     pub bundle: Option<crate::store::record::BundleRef>,
+    /// Build this many candidates in parallel and let the verifier choose (`--candidates`).
+    pub candidates: Option<u32>,
+    /// This run is a candidate of a best-of-N run.
+    pub candidate_of: Option<crate::store::record::CandidateRef>,
 }
 
 /// Where a run may start.
@@ -139,6 +146,12 @@ pub struct RunPlan {
     pub templates: Templates,
     pub gates: Vec<GateConfig>,
     pub bundle: Option<crate::store::record::BundleRef>,
+    /// How many candidates to build (1: an ordinary run).
+    pub candidates: u32,
+    /// A candidate's link to its parent: where to send its work for judging, and where its
+    /// parent's discovery and planning results are.
+    pub judge: Option<super::candidates::Judge>,
+    pub inherited: Option<super::candidates::Inherited>,
     pub worktree_root: PathBuf,
     pub branch_prefix: String,
     pub keep_failed: bool,
@@ -311,6 +324,8 @@ impl RunPlan {
             keep: a.keep,
             gates: a.gates.clone(),
             bundle: a.bundle.clone(),
+            candidates: a.candidates,
+            candidate_of: a.candidate_of.clone(),
             ..RunArgs::default()
         };
         RunPlan::build(
@@ -482,7 +497,16 @@ impl RunPlan {
             },
             gates: args.gates.clone(),
             bundle: args.bundle.clone(),
+            candidates: args.candidates,
+            candidate_of: args.candidate_of.clone(),
         };
+        if let Some(n) = args.candidates
+            && !(1..=MAX_CANDIDATES).contains(&n)
+        {
+            return Err(Error::usage(format!(
+                "--candidates {n}: give 1 to {MAX_CANDIDATES} candidates"
+            )));
+        }
         let gates = match &args.gates {
             None => c.gates.clone(),
             Some(names) => names
@@ -527,6 +551,9 @@ impl RunPlan {
             templates,
             gates,
             bundle: args.bundle.clone(),
+            candidates: args.candidates.unwrap_or(1),
+            judge: None,
+            inherited: None,
             worktree_root,
             branch_prefix: c.run.branch_prefix.clone(),
             keep_failed: args.keep || c.run.keep_failed,

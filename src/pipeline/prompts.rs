@@ -29,6 +29,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("planner", include_str!("prompts/planner.md")),
     ("reviewer", include_str!("prompts/reviewer.md")),
     ("docs", include_str!("prompts/docs.md")),
+    ("candidates", include_str!("prompts/candidates.md")),
 ];
 
 #[derive(Serialize)]
@@ -59,6 +60,29 @@ pub struct VerifierVars<'a> {
     pub diff: String,
     pub diff_cut: bool,
     pub diff_limit: usize,
+}
+
+/// One candidate of a best-of-N run, as the verifier reads it.
+#[derive(Serialize)]
+pub struct CandidateVars {
+    pub index: u32,
+    pub agent: String,
+    pub worktree: String,
+    pub gates: Vec<String>,
+    pub changed_paths: Vec<String>,
+    pub diff: String,
+    pub diff_cut: bool,
+}
+
+#[derive(Serialize)]
+pub struct CandidatesVars<'a> {
+    pub run_id: &'a str,
+    pub round: u32,
+    pub max_rounds: u32,
+    pub task: &'a str,
+    pub plan: Option<&'a str>,
+    pub scope: &'a [String],
+    pub candidates: Vec<CandidateVars>,
 }
 
 #[derive(Serialize)]
@@ -199,6 +223,26 @@ impl Templates {
                 diff: "d".to_owned(),
                 diff_cut: true,
                 diff_limit: 1,
+            },
+        )?;
+        self.render(
+            "candidates",
+            CandidatesVars {
+                run_id: "r",
+                round: 1,
+                max_rounds: 2,
+                task: "t",
+                plan: Some("p"),
+                scope: &scope,
+                candidates: vec![CandidateVars {
+                    index: 1,
+                    agent: "a".to_owned(),
+                    worktree: "w".to_owned(),
+                    gates: vec!["g".to_owned()],
+                    changed_paths: vec!["a".to_owned()],
+                    diff: "d".to_owned(),
+                    diff_cut: true,
+                }],
             },
         )?;
         self.render(

@@ -126,7 +126,7 @@ impl Run<'_> {
                 self.skip_stage("planning", &self.plan.start_reason.clone());
             }
         }
-        self.execution(cancel).await
+        self.build(cancel).await
     }
 
     /// Make the worktree usable again: reuse it when it is there, otherwise check the run's
@@ -250,26 +250,51 @@ impl<'a> Run<'a> {
         run.docs_session = rec.resume.sessions.docs.clone();
         run.breakers
             .restore(&rec.resume.error_counts, &rec.resume.attempt_trees);
+        run.rec = rec;
+        run.load_artifacts()?;
+        Ok(run)
+    }
+
+    /// The discovery findings, the approved plan and its manifest (the scope) that the record's
+    /// artifacts hold.
+    pub fn load_artifacts(&mut self) -> Result<()> {
         let read = |name: &str| -> Option<String> {
-            rec.artifacts
+            self.rec
+                .artifacts
                 .get(name)
-                .and_then(|p| std::fs::read_to_string(run.dir.path.join(p)).ok())
+                .and_then(|p| std::fs::read_to_string(self.dir.path.join(p)).ok())
         };
-        run.spec = read("spec");
+        self.spec = read("spec");
         if let Some(m) = read("manifest") {
             let m: Manifest = serde_json::from_str(&m)
                 .map_err(|e| Error::other(format!("the kept manifest is unreadable: {e}")))?;
-            run.scope = if plan.user_scope {
-                run.scope.clone().with_deny(&m.do_not_touch)
+            self.scope = if self.plan.user_scope {
+                self.scope.clone().with_deny(&m.do_not_touch)
             } else {
-                Scope::from_manifest(&m, &plan.deny)
+                Scope::from_manifest(&m, &self.plan.deny)
             }
             .map_err(Error::other)?;
-            run.plan_text = read("plan");
+            self.plan_text = read("plan");
         }
-        run.rec = rec;
-        run.rec.scope = run.scope.record();
-        Ok(run)
+        self.rec.scope = self.scope.record();
+        Ok(())
+    }
+
+    /// A candidate of a best-of-N run starts with what its parent's discovery and planning
+    /// produced: the files are copied into its own record, so that it also resumes alone.
+    pub fn inherit(
+        &mut self,
+        parent_dir: &Path,
+        artifacts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        for (name, rel) in artifacts {
+            let from = parent_dir.join(rel);
+            if let Ok(bytes) = std::fs::read(&from) {
+                self.dir.artifact(rel, &bytes)?;
+                self.rec.artifacts.insert(name.clone(), rel.clone());
+            }
+        }
+        self.load_artifacts()
     }
 }
 

@@ -99,6 +99,8 @@ impl<'a> Run<'a> {
             artifacts: Default::default(),
             bundle: plan.bundle.clone(),
             split_into: None,
+            candidates: Vec::new(),
+            candidate_of: plan.args.candidate_of.clone(),
             resume: ResumeState {
                 args: plan.args.clone(),
                 sessions: Sessions {
@@ -199,6 +201,7 @@ impl<'a> Run<'a> {
             base: &self.plan.base,
             slot: self.slot.as_ref().map_or(0, |s| s.number),
             workstream: self.plan.bundle.as_ref().map(|b| b.workstream.as_str()),
+            candidate: self.plan.args.candidate_of.as_ref().map(|c| c.index),
             dir: &self.dir,
             capture_limit: self.plan.output_bytes,
         }
@@ -596,6 +599,21 @@ impl<'a> Run<'a> {
         match ending {
             Ending::Shipped => {
                 self.rec.status = Status::Succeeded;
+            }
+            Ending::Chosen => {
+                // Its tree ships in the parent's commit; nothing here needs keeping.
+                self.rec.status = Status::Succeeded;
+                let _guard = self.repo_lock()?;
+                rollback::discard(&self.repo, &self.worktree, &self.branch)?;
+                self.rec.worktree = None;
+                self.rec.rolled_back = true;
+            }
+            Ending::Dropped(why) => {
+                self.rec.status = Status::Abandoned;
+                self.rec.error = Some(why.clone());
+                if let Err(e) = self.roll_back(&why) {
+                    self.details.push(format!("rollback incomplete: {e}"));
+                }
             }
             Ending::Split(bundle) => {
                 // Nothing was built here: the worktree and branch go, the workstreams make theirs.

@@ -20,6 +20,7 @@ pub struct StepCtx<'a> {
     pub base: &'a str,
     pub slot: u32,
     pub workstream: Option<&'a str>,
+    pub candidate: Option<u32>,
     pub dir: &'a RunDir,
     /// Bytes of each output stream kept (`limits.output_bytes`).
     pub capture_limit: usize,
@@ -133,6 +134,7 @@ pub async fn run_agent(
                 attempt: call.attempt,
                 slot: ctx.slot,
                 workstream: ctx.workstream,
+                candidate: ctx.candidate,
             }
             .build(&spec.env);
             process::run(
@@ -214,6 +216,7 @@ pub async fn run_gate(
         attempt,
         slot: ctx.slot,
         workstream: ctx.workstream,
+        candidate: ctx.candidate,
     }
     .build(&extra);
     let outcome = process::run(

@@ -18,6 +18,33 @@ pub(super) enum VerifyEnd {
 }
 
 impl Run<'_> {
+    /// Run the verifier on `prompt` in its own session; its verdict, or how the run ends.
+    pub(super) async fn run_verifier(
+        &mut self,
+        round: u32,
+        prompt: &str,
+        cancel: &mut Cancel,
+    ) -> Result<std::result::Result<Verdict, Ending>> {
+        let verifier = self.plan.verifier.clone();
+        let session = self.verify_session.clone();
+        let ran = self
+            .run_role(&verifier, "verification", round, &session, prompt, cancel)
+            .await?;
+        if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
+            return Ok(Err(ending));
+        }
+        // The verifier reads; if it wrote, what it approved is not what would ship.
+        if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
+            return Ok(Err(ending));
+        }
+        let program = std::path::Path::new(&ran.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.verifier_label = Some(format!("{} ({program})", ran.agent));
+        Ok(Ok(verdict::parse(&ran.outcome.stdout.bytes)))
+    }
+
     pub(super) async fn verify(
         &mut self,
         round: u32,
@@ -67,24 +94,10 @@ impl Run<'_> {
                 diff_limit: prompts::DIFF_LIMIT,
             },
         )?;
-        let verifier = self.plan.verifier.clone();
-        let session = self.verify_session.clone();
-        let ran = self
-            .run_role(&verifier, "verification", round, &session, &prompt, cancel)
-            .await?;
-        if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
-            return Ok(VerifyEnd::Stop(ending));
-        }
-        // The verifier reads; if it wrote, what it approved is not what would ship.
-        if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
-            return Ok(VerifyEnd::Stop(ending));
-        }
-        let program = std::path::Path::new(&ran.program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.verifier_label = Some(format!("{} ({program})", ran.agent));
-        let v = verdict::parse(&ran.outcome.stdout.bytes);
+        let v = match self.run_verifier(round, &prompt, cancel).await? {
+            Ok(v) => v,
+            Err(ending) => return Ok(VerifyEnd::Stop(ending)),
+        };
         self.rec.verification = Verification {
             rounds: round,
             approved: v.approved,

@@ -192,6 +192,37 @@ pub struct RunRecord {
     /// The bundle this run's approved plan split the task into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_into: Option<String>,
+    /// A best-of-N run's candidates (each a run of its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateRecord>,
+    /// The best-of-N run this run is a candidate of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_of: Option<CandidateRef>,
+}
+
+/// A run's place among the candidates of a best-of-N run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CandidateRef {
+    pub parent: String,
+    pub index: u32,
+}
+
+/// One candidate of a best-of-N run, as its parent sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CandidateRecord {
+    pub index: u32,
+    pub run_id: String,
+    /// The builder it used.
+    pub agent: String,
+    /// `building`, `ready` (passed scope and gates, waiting for the verifier), `chosen`,
+    /// `dropped` (another was chosen, or all were rejected), `failed`, `interrupted`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 /// A run's place in a bundle.
@@ -217,6 +248,11 @@ pub struct ArgsRecord {
     pub gates: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRef>,
+    /// `--candidates N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_of: Option<CandidateRef>,
 }
 
 /// The last point a run reached, written before and after each step that changes the worktree.

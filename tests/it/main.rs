@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real git, real processes.
 
 mod bundles;
+mod candidates;
 mod common;
 
 mod config_errors;
