@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Bundles: how long validation takes for thousands of workstreams over a large tree, and how
+close parallel workstreams come to the ideal.
+
+1. `git pipeline plan` of a bundle of W workstreams (each with its own folder as scope, a chain
+   of dependencies every tenth one) on a repository of F files: median wall time of 5 runs.
+2. `git pipeline run --bundle` of three independent workstreams whose builders each sleep S
+   seconds, with --jobs 1 and --jobs 3: wall time, against S (perfect overlap) and 3 S.
+
+usage: python3 bench/bundles.py [--workstreams 1000,5000] [--files 20000] [--sleep 2]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+AGENT = os.path.join(ROOT, "fixtures", "agents", "fake-agent")
+
+
+def env_for(tmp):
+    home = os.path.join(tmp, "home")
+    os.makedirs(os.path.join(home, ".config"), exist_ok=True)
+    with open(os.path.join(home, ".gitconfig"), "w") as f:
+        f.write("[user]\n\tname = Bench\n\temail = bench@example.com\n")
+    env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
+               GIT_CONFIG_GLOBAL=os.path.join(home, ".gitconfig"), GIT_CONFIG_NOSYSTEM="1",
+               LC_ALL="C")
+    for v in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(v, None)
+    return env
+
+
+def run(cmd, cwd, env, check=True):
+    return subprocess.run(cmd, cwd=cwd, env=env, check=check, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def make_repo(tmp, files, env, config):
+    repo = os.path.join(tmp, "repo")
+    subprocess.run([sys.executable, os.path.join(ROOT, "fixtures", "gen_repo.py"), str(files), repo],
+                   check=True, env=env)
+    with open(os.path.join(repo, ".pipeline.toml"), "w") as f:
+        f.write(config)
+    run(["git", "add", ".pipeline.toml"], repo, env)
+    run(["git", "commit", "-q", "-m", "config"], repo, env)
+    return repo
+
+
+def bench_validation(binary, workstreams, files):
+    tmp = tempfile.mkdtemp(prefix="gp-bench-")
+    try:
+        env = env_for(tmp)
+        repo = make_repo(tmp, files, env, f"""version = 1
+[agents.builder]
+command = ["{AGENT}"]
+[agents.verifier]
+command = ["{AGENT}", "*:approve"]
+""")
+        folders = max(1, files // 100)
+        for w in workstreams:
+            ws = [{"id": f"w{i}", "task": f"work on part {i}",
+                   "scope": [f"src/d{i % folders:04d}/f{i:06d}*"],
+                   "depends_on": [f"w{i - 1}"] if i % 10 and i else []}
+                  for i in range(w)]
+            path = os.path.join(tmp, f"bundle-{w}.json")
+            with open(path, "w") as f:
+                json.dump({"version": 1, "workstreams": ws}, f)
+            run([binary, "plan", path], repo, env)  # warm
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                run([binary, "plan", path], repo, env)
+                times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            run(["git", "ls-tree", "-r", "--name-only", "HEAD"], repo, env)
+            ls = time.perf_counter() - t
+            print(f"plan: {w:>6} workstreams, {files} files: {statistics.median(times) * 1000:8.1f} ms"
+                  f"   (git ls-tree -r alone: {ls * 1000:.1f} ms)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_parallel(binary, sleep):
+    tmp = tempfile.mkdtemp(prefix="gp-bench-")
+    try:
+        env = env_for(tmp)
+        repo = make_repo(tmp, 300, env, f"""version = 1
+[agents.builder]
+command = ["{AGENT}", "*:run:echo x >> src/d000$PIPELINE_WORKSTREAM/new.txt", "*:sleep:{sleep}"]
+[agents.verifier]
+command = ["{AGENT}", "*:approve"]
+""")
+        run([binary, "trust"], repo, env)
+        path = os.path.join(tmp, "three.json")
+        with open(path, "w") as f:
+            json.dump({"version": 1, "workstreams": [
+                {"id": str(i), "task": f"part {i}", "scope": [f"src/d000{i}/**"]} for i in range(3)]}, f)
+        for jobs in (1, 3):
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                run([binary, "-q", "run", "--bundle", path, "--jobs", str(jobs)], repo, env)
+                times.append(time.perf_counter() - t)
+            best = statistics.median(times)
+            print(f"run --bundle, 3 workstreams sleeping {sleep}s, --jobs {jobs}: {best:6.2f} s"
+                  f"   (ideal {sleep * 3 / jobs:.2f} s; overhead {best - sleep * 3 / jobs:+.2f} s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workstreams", default="1000,5000")
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--sleep", type=float, default=2.0)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "git-pipeline"))
+    args = ap.parse_args()
+    if not os.path.exists(args.bin):
+        sys.exit(f"build first: cargo build --release ({args.bin} missing)")
+    bench_validation(args.bin, [int(w) for w in args.workstreams.split(",")], args.files)
+    bench_parallel(args.bin, args.sleep)
+
+
+if __name__ == "__main__":
+    main()
