@@ -130,6 +130,8 @@ pub enum Action {
     },
     /// Delete an archive older than `run.archive_days`.
     ExpireArchive { reference: String, age_days: u64 },
+    /// Finish deleting a removed worktree's files (renamed aside; the deletion was cut short).
+    RemoveTrash { path: PathBuf },
 }
 
 /// Something `clean` leaves in place, and why.
@@ -293,6 +295,19 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
             });
         }
     }
+    // Worktrees renamed aside for deletion whose deletion did not finish (a crash, a reboot).
+    // Only folders of our own naming, in our worktree root. One still being deleted is
+    // harmless to delete too.
+    for entry in std::fs::read_dir(&o.worktree_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(worktree::TRASH_PREFIX) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            actions.push(Action::RemoveTrash { path: entry.path() });
+        }
+    }
     // Archives past their time.
     let out = git.run([
         "for-each-ref",
@@ -432,6 +447,15 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                 let _guard = acquire_repo(&repo.pipeline_dir())?;
                 git.run(["update-ref", "-d", reference])?;
                 freed.archives_expired += 1;
+            }
+            Action::RemoveTrash { path } => {
+                freed.bytes += size_of(path);
+                match std::fs::remove_dir_all(path) {
+                    Ok(()) => {}
+                    // Its own deletion got there first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io_path("remove", path, e)),
+                }
             }
         }
     }

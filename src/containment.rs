@@ -31,9 +31,28 @@ pub struct Checks {
     pub refs: bool,
 }
 
-/// Where things are.
-#[derive(Debug, Clone)]
+/// A run's containment checks, armed.
+#[derive(Debug)]
 pub struct Guard {
+    /// Where to look.
+    pub at: Places,
+    /// Found once when the guard is armed (a change to what decides them is itself a breach):
+    /// each checkout's git dir, the hooks folder, and every file git reads configuration from.
+    checkout_git_dirs: Vec<PathBuf>,
+    /// Per checkout, its inotify watch; `None` falls back to comparing `git status` listings.
+    watches: Vec<Option<crate::watch::CheckoutWatch>>,
+    /// Per checkout, what git ignores: changes inside ignored folders never count.
+    ignored: Vec<crate::watch::Ignored>,
+    hooks_dir: PathBuf,
+    config_files: Vec<PathBuf>,
+    /// The last run-branch tip known to contain the base.
+    sound_tip: std::sync::Mutex<Option<String>>,
+}
+
+/// Where a guard is to look.
+#[derive(Debug)]
+pub struct Places {
+    /// What to check.
     pub checks: Checks,
     /// The user's checkouts: the main worktree, and the one the run was started from.
     pub checkouts: Vec<PathBuf>,
@@ -47,15 +66,25 @@ pub struct Guard {
     pub branch_prefix: String,
 }
 
+/// What a checkout looked like, or what changed in it since the last look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CheckoutPrint {
+    /// Its status entries with their stat, plus index and HEAD.
+    Status(BTreeMap<String, u64>),
+    /// The paths its watch saw change since the fingerprint before.
+    Changed(std::collections::BTreeSet<String>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    /// Per checkout: its status entries with their stat, plus index and HEAD.
-    checkouts: Vec<BTreeMap<String, u64>>,
+    checkouts: Vec<CheckoutPrint>,
     /// The contents of the repository's small control files (config, hooks, info/), so that a
     /// change can be put back exactly.
     files: BTreeMap<PathBuf, Kept>,
     config: u64,
     refs: BTreeMap<String, String>,
+    /// The run branch's tip, as the same listing saw it.
+    branch_tip: Option<String>,
     /// What the worktree's `.git` file says.
     pointer: Option<Vec<u8>>,
 }
@@ -67,29 +96,81 @@ type Kept = Option<(Vec<u8>, u32)>;
 const KEEP_LIMIT: u64 = 1024 * 1024;
 
 impl Guard {
+    /// Arm a guard: find once what every fingerprint will look at.
+    pub fn new(p: Places) -> Result<Guard> {
+        let mut checkout_git_dirs = Vec::new();
+        for c in &p.checkouts {
+            checkout_git_dirs.push(PathBuf::from(Git::in_dir(c).text([
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-dir",
+            ])?));
+        }
+        let hooks_dir = PathBuf::from(p.repo.text([
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-path",
+            "hooks",
+        ])?);
+        let config_files = config_files(&p)?;
+        let mut watches = Vec::new();
+        let mut ignored = Vec::new();
+        for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {
+            let ig = if p.checks.checkout {
+                crate::watch::Ignored::of(c)?
+            } else {
+                Default::default()
+            };
+            watches.push(if p.checks.checkout && crate::watch::enabled() {
+                crate::watch::CheckoutWatch::new(c, Some(git_dir), ig.clone())?
+            } else {
+                None
+            });
+            ignored.push(ig);
+        }
+        Ok(Guard {
+            watches,
+            ignored,
+            at: p,
+            checkout_git_dirs,
+            hooks_dir,
+            config_files,
+            sound_tip: std::sync::Mutex::new(None),
+        })
+    }
+
     pub fn take(&self) -> Result<Fingerprint> {
         let mut checkouts = Vec::new();
-        if self.checks.checkout {
-            for c in &self.checkouts {
-                checkouts.push(checkout_print(c)?);
+        if self.at.checks.checkout {
+            for (i, c) in self.at.checkouts.iter().enumerate() {
+                checkouts.push(match &self.watches[i] {
+                    Some(w) => CheckoutPrint::Changed(w.changes()?),
+                    None => CheckoutPrint::Status(checkout_print(
+                        c,
+                        &self.checkout_git_dirs[i],
+                        &self.ignored[i],
+                        !self.at.checks.refs,
+                    )?),
+                });
             }
         }
-        let (files, config) = if self.checks.git_dir {
-            (self.control_files()?, self.config_print()?)
+        let (files, config) = if self.at.checks.git_dir {
+            (self.control_files(), self.config_print())
         } else {
             (BTreeMap::new(), 0)
         };
-        let refs = if self.checks.refs {
-            self.refs()?
-        } else {
-            BTreeMap::new()
-        };
+        let (refs, branch_tip) = self.refs()?;
         Ok(Fingerprint {
             checkouts,
             files,
             config,
-            refs,
-            pointer: std::fs::read(self.worktree.join(".git")).ok(),
+            refs: if self.at.checks.refs {
+                refs
+            } else {
+                BTreeMap::new()
+            },
+            branch_tip,
+            pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
         })
     }
 
@@ -98,7 +179,7 @@ impl Guard {
     pub fn restore(&self, before: &Fingerprint) -> Result<Vec<String>> {
         use std::os::unix::fs::PermissionsExt;
         let mut done = Vec::new();
-        let now = self.control_files()?;
+        let now = self.control_files();
         for (path, old) in &before.files {
             if now.get(path) == Some(old) {
                 continue;
@@ -124,14 +205,14 @@ impl Guard {
                 done.push(format!("removed {}", path.display()));
             }
         }
-        if self.checks.refs {
-            let refs = self.refs()?;
+        if self.at.checks.refs {
+            let (refs, _) = self.refs()?;
             for (name, old) in &before.refs {
                 match refs.get(name) {
                     Some(new) if new == old => {}
                     current => {
                         let current = current.cloned().unwrap_or_else(|| "0".repeat(old.len()));
-                        self.repo.run([
+                        self.at.repo.run([
                             "update-ref",
                             "-m",
                             "git-pipeline: undo a change made during a run",
@@ -145,16 +226,16 @@ impl Guard {
             }
             for (name, new) in &refs {
                 if !before.refs.contains_key(name) {
-                    self.repo.run(["update-ref", "-d", name, new])?;
+                    self.at.repo.run(["update-ref", "-d", name, new])?;
                     done.push(format!("deleted {name}"));
                 }
             }
         }
         if let Some(p) = &before.pointer
-            && std::fs::read(self.worktree.join(".git")).ok().as_ref() != Some(p)
+            && std::fs::read(self.at.worktree.join(".git")).ok().as_ref() != Some(p)
         {
-            std::fs::write(self.worktree.join(".git"), p).map_err(|e| {
-                crate::error::Error::io_path("restore", &self.worktree.join(".git"), e)
+            std::fs::write(self.at.worktree.join(".git"), p).map_err(|e| {
+                crate::error::Error::io_path("restore", &self.at.worktree.join(".git"), e)
             })?;
             done.push("restored the worktree's .git pointer".to_owned());
         }
@@ -166,17 +247,22 @@ impl Guard {
     pub fn breaches(&self, before: &Fingerprint, after: &Fingerprint) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for (i, (b, a)) in before.checkouts.iter().zip(&after.checkouts).enumerate() {
-            let changed: Vec<&str> = b
-                .iter()
-                .filter(|(k, v)| a.get(*k) != Some(v))
-                .map(|(k, _)| k.as_str())
-                .chain(a.keys().filter(|k| !b.contains_key(*k)).map(String::as_str))
-                .collect();
+            let changed: Vec<&str> = match (b, a) {
+                (CheckoutPrint::Status(b), CheckoutPrint::Status(a)) => b
+                    .iter()
+                    .filter(|(k, v)| a.get(*k) != Some(v))
+                    .map(|(k, _)| k.as_str())
+                    .chain(a.keys().filter(|k| !b.contains_key(*k)).map(String::as_str))
+                    .collect(),
+                // What the watch saw between the two looks: during the step.
+                (_, CheckoutPrint::Changed(seen)) => seen.iter().map(String::as_str).collect(),
+                (CheckoutPrint::Changed(_), CheckoutPrint::Status(_)) => Vec::new(),
+            };
             if !changed.is_empty() {
                 let shown: Vec<&str> = changed.iter().take(5).copied().collect();
                 out.push(format!(
                     "your checkout {} changed: {}",
-                    self.checkouts[i].display(),
+                    self.at.checkouts[i].display(),
                     shown.join(", ")
                 ));
             }
@@ -220,47 +306,70 @@ impl Guard {
                 out.push(format!("{name} was created"));
             }
         }
-        if let Some(b) = self.branch_breach()? {
+        if let Some(b) = self.branch_breach(after.branch_tip.as_deref())? {
             out.push(b);
         }
         Ok(out)
     }
 
+    /// What the worktree's HEAD names: read from its file, asking git only when the file does
+    /// not hold it (the reftable backend keeps HEAD in its tables).
+    fn worktree_head(&self) -> Result<String> {
+        if let Ok(text) = std::fs::read_to_string(self.at.worktree_git_dir.join("HEAD")) {
+            let text = text.trim();
+            match text.strip_prefix("ref: ") {
+                Some(r) if r != "refs/heads/.invalid" => return Ok(r.to_owned()),
+                None if !text.is_empty() => return Ok(String::new()),
+                _ => {}
+            }
+        }
+        let wt = Git::worktree(&self.at.worktree, &self.at.worktree_git_dir);
+        let head = wt.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
+        Ok(String::from_utf8_lossy(&head.stdout).trim().to_owned())
+    }
+
     /// The run branch must still be checked out in the worktree and contain its base.
-    fn branch_breach(&self) -> Result<Option<String>> {
-        if self.branch_ref.is_empty() || !self.worktree.exists() {
+    fn branch_breach(&self, tip: Option<&str>) -> Result<Option<String>> {
+        if self.at.branch_ref.is_empty() || !self.at.worktree.exists() {
             return Ok(None);
         }
-        let wt = Git::worktree(&self.worktree, &self.worktree_git_dir);
-        let head = wt.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
-        let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
-        if head != self.branch_ref {
+        let head = self.worktree_head()?;
+        if head != self.at.branch_ref {
             return Ok(Some(if head.is_empty() {
-                format!("the worktree's HEAD was detached from {}", self.branch_ref)
+                format!(
+                    "the worktree's HEAD was detached from {}",
+                    self.at.branch_ref
+                )
             } else {
                 format!(
                     "the worktree was switched from {} to {head}",
-                    self.branch_ref
+                    self.at.branch_ref
                 )
             }));
         }
-        let Some(tip) = objects::ref_value(&self.repo, &self.branch_ref)? else {
-            return Ok(Some(format!("{} was deleted", self.branch_ref)));
+        let Some(tip) = tip else {
+            return Ok(Some(format!("{} was deleted", self.at.branch_ref)));
         };
-        let contains = self
-            .repo
-            .output(
-                ["merge-base", "--is-ancestor", &self.base, &tip],
-                Opts::default(),
-            )?
-            .status
-            .success();
-        Ok((!contains).then(|| format!("{} was reset below its base", self.branch_ref)))
+        // Agents rarely commit: the tip is usually the base, or the tip checked last time.
+        let known = self.sound_tip.lock().ok().and_then(|t| t.clone());
+        if tip == self.at.base || known.as_deref() == Some(tip) {
+            return Ok(None);
+        }
+        if objects::is_ancestor(&self.at.repo, &self.at.base, tip)? {
+            if let Ok(mut t) = self.sound_tip.lock() {
+                *t = Some(tip.to_owned());
+            }
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{} was reset below its base",
+            self.at.branch_ref
+        )))
     }
 
     /// The repository's control files: config (shared and per-worktree), the hooks folder
     /// (honouring `core.hooksPath`) and `info/`.
-    fn control_files(&self) -> Result<BTreeMap<PathBuf, Kept>> {
+    fn control_files(&self) -> BTreeMap<PathBuf, Kept> {
         let mut files = BTreeMap::new();
         let mut add = |path: PathBuf| {
             let kept = std::fs::symlink_metadata(&path).ok().map(|m| {
@@ -273,19 +382,13 @@ impl Guard {
             });
             files.insert(path, kept);
         };
-        add(self.common_dir.join("config"));
-        add(self.common_dir.join("config.worktree"));
-        add(self.worktree_git_dir.join("config.worktree"));
-        let hooks = PathBuf::from(self.repo.text([
-            "rev-parse",
-            "--path-format=absolute",
-            "--git-path",
-            "hooks",
-        ])?);
+        add(self.at.common_dir.join("config"));
+        add(self.at.common_dir.join("config.worktree"));
+        add(self.at.worktree_git_dir.join("config.worktree"));
         for dir in [
-            hooks,
-            self.common_dir.join("hooks"),
-            self.common_dir.join("info"),
+            self.hooks_dir.clone(),
+            self.at.common_dir.join("hooks"),
+            self.at.common_dir.join("info"),
         ] {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if entry
@@ -297,34 +400,39 @@ impl Guard {
             }
         }
         // A file that did not exist is recorded as such, so its creation shows.
-        Ok(files)
+        files
     }
 
-    fn config_print(&self) -> Result<u64> {
-        let dir = if self.worktree.exists() {
-            Git::worktree(&self.worktree, &self.worktree_git_dir)
-        } else {
-            self.repo.clone()
-        };
-        let out = dir.output(["config", "--list", "--show-origin", "-z"], Opts::default())?;
+    /// Every file git reads configuration from, by content (absent ones too, so that creating
+    /// one shows). A new include would be added in one of them.
+    fn config_print(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        out.stdout.hash(&mut h);
-        Ok(h.finish())
+        for f in &self.config_files {
+            f.hash(&mut h);
+            std::fs::read(f).ok().hash(&mut h);
+        }
+        h.finish()
     }
 
     /// Refs that neither the run nor git-pipeline itself (other runs, notes, archives) nor
-    /// fetches (remote-tracking refs) may change.
-    fn refs(&self) -> Result<BTreeMap<String, String>> {
+    /// fetches (remote-tracking refs) may change; and the run branch's tip, from the same
+    /// listing.
+    fn refs(&self) -> Result<(BTreeMap<String, String>, Option<String>)> {
         let out = self
+            .at
             .repo
             .run(["for-each-ref", "--format=%(refname)%00%(objectname)"])?;
-        let ours = format!("refs/heads/{}", self.branch_prefix);
+        let ours = format!("refs/heads/{}", self.at.branch_prefix);
         let mut refs = BTreeMap::new();
+        let mut tip = None;
         for line in String::from_utf8_lossy(&out).lines() {
             let Some((name, oid)) = line.split_once('\0') else {
                 continue;
             };
-            let managed = name == self.branch_ref
+            if name == self.at.branch_ref {
+                tip = Some(oid.to_owned());
+            }
+            let managed = name == self.at.branch_ref
                 || name == crate::attest::NOTES_REF
                 || name.starts_with("refs/pipeline/")
                 || name.starts_with("refs/remotes/")
@@ -333,8 +441,56 @@ impl Guard {
                 refs.insert(name.to_owned(), oid.to_owned());
             }
         }
-        Ok(refs)
+        Ok((refs, tip))
     }
+}
+
+/// Where git reads configuration from for the run: what it lists now, and the standard places
+/// where a new file would be read (global, XDG, system, the repository's and the worktree's).
+fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
+    let dir = if p.worktree.exists() {
+        Git::worktree(&p.worktree, &p.worktree_git_dir)
+    } else {
+        p.repo.clone()
+    };
+    let out = dir.output(
+        ["config", "--list", "--show-origin", "--name-only", "-z"],
+        Opts::default(),
+    )?;
+    let base = if p.worktree.exists() {
+        p.worktree.clone()
+    } else {
+        p.common_dir.clone()
+    };
+    let mut files: Vec<PathBuf> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter_map(|f| f.strip_prefix(b"file:"))
+        .map(|f| base.join(crate::git::path_from_bytes(f)))
+        .collect();
+    let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    let home = env_path("HOME").unwrap_or_default();
+    files.extend(env_path("GIT_CONFIG_GLOBAL"));
+    files.extend(env_path("GIT_CONFIG_SYSTEM"));
+    files.push(home.join(".gitconfig"));
+    files.push(
+        env_path("XDG_CONFIG_HOME")
+            .unwrap_or_else(|| home.join(".config"))
+            .join("git/config"),
+    );
+    files.push(PathBuf::from("/etc/gitconfig"));
+    if let Ok(exec) = p.repo.text(["--exec-path"]) {
+        // <prefix>/libexec/git-core: the system config of a git built with that prefix.
+        if let Some(prefix) = Path::new(&exec).parent().and_then(Path::parent) {
+            files.push(prefix.join("etc/gitconfig"));
+        }
+    }
+    files.push(p.common_dir.join("config"));
+    files.push(p.common_dir.join("config.worktree"));
+    files.push(p.worktree_git_dir.join("config.worktree"));
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 /// Branches git-pipeline moves itself under its prefix: runs' (`<run-id>`) and bundles'
@@ -347,7 +503,12 @@ fn managed_branch(rest: &str) -> bool {
 }
 
 /// The status entries of a checkout with each entry's stat, its index's stat, and its HEAD.
-fn checkout_print(checkout: &Path) -> Result<BTreeMap<String, u64>> {
+fn checkout_print(
+    checkout: &Path,
+    git_dir: &Path,
+    ignored: &crate::watch::Ignored,
+    with_head_commit: bool,
+) -> Result<BTreeMap<String, u64>> {
     let git = Git::in_dir(checkout);
     let out = git.run([
         "--no-optional-locks",
@@ -362,6 +523,9 @@ fn checkout_print(checkout: &Path) -> Result<BTreeMap<String, u64>> {
     // Ignored entries (build outputs an editor or a background build keeps writing) count by
     // name only; every other entry also by its stat, so editing an already-changed file shows.
     for e in crate::git::status::entries(&out) {
+        if e.kind == '!' && ignored.within_dir(Path::new(e.path.trim_end_matches('/'))) {
+            continue;
+        }
         let print = if e.kind == '!' {
             0
         } else {
@@ -369,16 +533,19 @@ fn checkout_print(checkout: &Path) -> Result<BTreeMap<String, u64>> {
         };
         entries.insert(e.path, print);
     }
-    let git_dir = PathBuf::from(git.text(["rev-parse", "--path-format=absolute", "--git-dir"])?);
     entries.insert("(index)".to_owned(), stat_print(&git_dir.join("index")));
     let mut h = DefaultHasher::new();
     std::fs::read(git_dir.join("HEAD")).ok().hash(&mut h);
-    git.output(
-        ["rev-parse", "--verify", "--quiet", "HEAD"],
-        Opts::default(),
-    )?
-    .stdout
-    .hash(&mut h);
+    // The commit HEAD names moves with its branch, which the refs check watches; without it,
+    // ask git.
+    if with_head_commit {
+        git.output(
+            ["rev-parse", "--verify", "--quiet", "HEAD"],
+            Opts::default(),
+        )?
+        .stdout
+        .hash(&mut h);
+    }
     entries.insert("(HEAD)".to_owned(), h.finish());
     Ok(entries)
 }

@@ -31,3 +31,4 @@ pub mod store;
 pub mod trust;
 pub mod ui;
 pub mod verify;
+pub mod watch;

@@ -175,5 +175,9 @@ fn describe(a: &Action) -> String {
         } => {
             format!("delete {reference} ({age_days} days old)")
         }
+        Action::RemoveTrash { path } => format!(
+            "finish deleting {}, a removed worktree's files",
+            path.display()
+        ),
     }
 }

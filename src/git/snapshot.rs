@@ -70,6 +70,8 @@ pub struct Snapshotter {
     index: PathBuf,
     /// Our scratch index (in the run's record folder, never inside the worktree).
     scratch: PathBuf,
+    /// Whether the worktree's index had its stat data refreshed once it was no longer "racy".
+    refreshed: std::cell::Cell<bool>,
 }
 
 fn copy_mtime(from: &Path, to: &Path) -> Result<()> {
@@ -90,6 +92,7 @@ impl Snapshotter {
             git_dir: worktree_git_dir.to_owned(),
             index: worktree_git_dir.join("index"),
             scratch,
+            refreshed: std::cell::Cell::new(false),
         }
     }
 
@@ -100,6 +103,7 @@ impl Snapshotter {
 
     /// Stage the whole worktree into the scratch index and write it as a tree.
     pub fn tree(&self) -> Result<String> {
+        self.refresh_once();
         match std::fs::copy(&self.index, &self.scratch) {
             // The copy must keep the index's mtime: git trusts an entry's cached stat only when
             // the entry is older than its index file ("racy git"). A copy stamped now would make
@@ -128,6 +132,30 @@ impl Snapshotter {
             },
         )?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// An index written in the same second as the checkout leaves every entry "racy", and our
+    /// copies keep its time, so each snapshot would re-read every file. Once that second has
+    /// passed, refresh the index's stat data the way `git status` does on its own (stat data
+    /// only: what is staged does not change); from then on snapshots read only what changed.
+    fn refresh_once(&self) {
+        if self.refreshed.get() {
+            return;
+        }
+        let settled = std::fs::metadata(&self.index)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= std::time::Duration::from_secs(1));
+        if !settled {
+            return;
+        }
+        // Exit 1 means "some files changed", which is expected; a held index.lock (an agent's
+        // git still running) just leaves the index as it is.
+        let _ = self
+            .git()
+            .output(["update-index", "-q", "--refresh"], Opts::default());
+        self.refreshed.set(true);
     }
 
     /// Make the last snapshot's index the worktree's own, with git's lock protocol (create

@@ -40,9 +40,17 @@ pub fn add_existing(repo: &Git, path: &Path, branch: &str, lock_reason: &str) ->
     Ok(())
 }
 
-/// `git worktree add --quiet --lock --reason <reason>`: the start of every add of ours.
+/// `git worktree add --quiet --lock --reason <reason>`: the start of every add of ours, with
+/// git's own parallel checkout on (the files are what git writes either way; writers overlap
+/// with inflating, so twice the cores pays even on two).
 fn add_locked(lock_reason: &str) -> Vec<std::ffi::OsString> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(2)
+        .clamp(2, 16);
     vec![
+        "-c".into(),
+        format!("checkout.workers={workers}").into(),
         "worktree".into(),
         "add".into(),
         "--quiet".into(),
@@ -76,8 +84,8 @@ pub fn unlock(repo: &Git, path: &Path) -> Result<()> {
     }
 }
 
-/// Remove a worktree we created (unlocking it first). Its work must already be saved: this
-/// discards uncommitted changes.
+/// Remove a worktree we created, locked or not. Its work must already be saved: this discards
+/// uncommitted changes.
 pub fn remove(repo: &Git, path: &Path) -> Result<()> {
     // Our worktrees are folders we made; a symlink in their place (an agent's doing) is not
     // followed into whatever it points at.
@@ -87,14 +95,72 @@ pub fn remove(repo: &Git, path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    unlock(repo, path)?;
-    repo.run([
+    // Deleting thousands of files takes as long as checking them out. The folder is renamed
+    // aside at once (same filesystem), git forgets the worktree, and the files are deleted by a
+    // process of their own while we go on; `git pipeline clean` removes what such a process did
+    // not finish.
+    let trash = trash_path(path);
+    let moved = trash
+        .as_ref()
+        .is_some_and(|t| std::fs::rename(path, t).is_ok());
+    // Twice --force: also when locked (one git process instead of unlock + remove).
+    let removed = repo.run([
         std::ffi::OsStr::new("worktree"),
         "remove".as_ref(),
         "--force".as_ref(),
+        "--force".as_ref(),
         path.as_os_str(),
-    ])?;
+    ]);
+    match (removed, moved, trash) {
+        (Ok(_), true, Some(t)) => delete_in_background(&t),
+        // git kept the worktree: so do we, where it was.
+        (Err(e), true, Some(t)) => {
+            let _ = std::fs::rename(&t, path);
+            return Err(e);
+        }
+        (Err(e), _, _) => return Err(e),
+        _ => {}
+    }
     Ok(())
+}
+
+/// Where a worktree being removed is renamed to: beside it, named so that `clean` knows it.
+fn trash_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Some(path.with_file_name(format!("{TRASH_PREFIX}{name}-{stamp}")))
+}
+
+/// Folders named so in a worktree root are worktrees being deleted.
+pub const TRASH_PREFIX: &str = ".git-pipeline-trash-";
+
+/// `rm -rf` in its own process group (a Ctrl-C of ours does not stop it), reaped by a thread so
+/// that a long-lived process leaves no zombies; it outlives us if we exit first.
+pub fn delete_in_background(dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg("--")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        }
+        // No `rm`: delete it here, more slowly.
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 pub fn delete_branch(repo: &Git, branch: &str) -> Result<()> {

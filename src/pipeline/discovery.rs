@@ -57,6 +57,7 @@ impl Run<'_> {
             .collect();
         self.save()?;
         let before = self.fingerprint()?;
+        self.before_read_only()?;
         let ctx = self.ctx();
         let runs: Vec<_> = agents
             .iter()

@@ -198,7 +198,8 @@ impl Run<'_> {
             &wt_paths.git_dir,
             self.dir.scratch("index")?,
         ));
-        self.arm_guard(&wt_paths.git_dir);
+        self.arm_guard(&wt_paths.git_dir)?;
+        self.watch_worktree()?;
         self.rec.worktree = Some(self.worktree.clone());
         self.save()
     }

@@ -59,6 +59,8 @@ pub(crate) struct Run<'a> {
     pub slot: Option<crate::store::lock::Slot>,
     /// The bundle an approved plan split the task into.
     pub split: Option<crate::bundle::spec::Bundle>,
+    /// The run's worktree, watched for read-only steps.
+    pub wt_watch: Option<crate::watch::CheckoutWatch>,
 }
 
 impl<'a> Run<'a> {
@@ -135,6 +137,7 @@ impl<'a> Run<'a> {
             guard: None,
             slot: None,
             split: None,
+            wt_watch: None,
             rec,
             dir,
         }
@@ -208,7 +211,7 @@ impl<'a> Run<'a> {
     }
 
     /// Set up the containment checks for this run's worktree.
-    pub fn arm_guard(&mut self, worktree_git_dir: &Path) {
+    pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
         let mut checkouts: Vec<PathBuf> = Vec::new();
         for c in [&self.plan.repo.main_worktree, &self.plan.repo.work_tree]
             .into_iter()
@@ -218,21 +221,24 @@ impl<'a> Run<'a> {
                 checkouts.push(c.clone());
             }
         }
-        self.guard = Some(crate::containment::Guard {
-            checks: self.plan.containment.clone(),
-            checkouts,
-            common_dir: self.plan.repo.common_dir.clone(),
-            repo: self.repo.clone(),
-            worktree: self.worktree.clone(),
-            worktree_git_dir: worktree_git_dir.to_owned(),
-            branch_ref: if self.branch.is_empty() {
-                String::new()
-            } else {
-                format!("refs/heads/{}", self.branch)
+        self.guard = Some(crate::containment::Guard::new(
+            crate::containment::Places {
+                checks: self.plan.containment.clone(),
+                checkouts,
+                common_dir: self.plan.repo.common_dir.clone(),
+                repo: self.repo.clone(),
+                worktree: self.worktree.clone(),
+                worktree_git_dir: worktree_git_dir.to_owned(),
+                branch_ref: if self.branch.is_empty() {
+                    String::new()
+                } else {
+                    format!("refs/heads/{}", self.branch)
+                },
+                base: self.plan.base.clone(),
+                branch_prefix: self.plan.branch_prefix.clone(),
             },
-            base: self.plan.base.clone(),
-            branch_prefix: self.plan.branch_prefix.clone(),
-        });
+        )?);
+        Ok(())
     }
 
     /// The fingerprint to compare after a step.
@@ -317,6 +323,9 @@ impl<'a> Run<'a> {
         cancel: &mut Cancel,
     ) -> Result<AgentRun> {
         let before = self.fingerprint()?;
+        if !crate::agent::presets::role_edits(agent.role) {
+            self.before_read_only()?;
+        }
         let (key, cli_session) = self.cli_session(agent, session, prompt.len());
         if !cli_session.resumed {
             // Saved before the agent starts: after a crash its session exists and is resumed.
@@ -492,9 +501,36 @@ impl<'a> Run<'a> {
             .collect())
     }
 
+    /// Watch the run's worktree, so that a read-only step that wrote nothing costs no pass over
+    /// it.
+    pub fn watch_worktree(&mut self) -> Result<()> {
+        self.wt_watch = if crate::watch::enabled() {
+            crate::watch::CheckoutWatch::new(&self.worktree, None, Default::default())?
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Before a step that must only read: forget earlier changes (the builder's, a gate's
+    /// build output), so that what the watch sees after it is the step's own.
+    pub fn before_read_only(&self) -> Result<()> {
+        match &self.wt_watch {
+            Some(w) => w.drain(),
+            None => Ok(()),
+        }
+    }
+
     /// Discovery, planning, review and verification only read: if the worktree changed, the
     /// run stops.
     pub fn check_read_only(&mut self, who: &str) -> Result<Option<Ending>> {
+        // Nothing happened in the worktree during the step: nothing to compare. (Whatever did
+        // happen is compared with the last snapshot, the tree that was judged.)
+        if let Some(w) = &self.wt_watch
+            && w.changes()?.is_empty()
+        {
+            return Ok(None);
+        }
         let paths = self.changed_since_snapshot()?;
         if paths.is_empty() {
             return Ok(None);
@@ -527,7 +563,7 @@ impl<'a> Run<'a> {
             &wt_paths.git_dir,
             self.dir.scratch("index")?,
         ));
-        self.arm_guard(&wt_paths.git_dir);
+        self.arm_guard(&wt_paths.git_dir)?;
         let submodules = prepare::init_submodules(&self.worktree)?;
         let copied = match &self.plan.repo.main_worktree {
             Some(main) => {
@@ -564,6 +600,7 @@ impl<'a> Run<'a> {
                 "a post-checkout hook or a filter changed files; make it write ignored files only",
             ));
         }
+        self.watch_worktree()?;
         // Recorded only now: a run stopped before this point has no worktree worth keeping, and
         // `resume` makes it again from scratch.
         self.rec.worktree = Some(self.worktree.clone());

@@ -476,10 +476,11 @@ fn nix_kill(pid: u32, signal: &str) {
 fn a_failure_after_the_ship_commit_never_discards_the_shipped_branch() {
     let repo = TestRepo::new();
     repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
-    // A post-commit hook that breaks the worktree, so that removing it fails after the commit.
+    // A post-commit hook that makes git forget the worktree, so that removing it fails after
+    // the commit.
     repo.hook(
         "post-commit",
-        "#!/bin/sh\n[ \"$BREAK_WORKTREE\" = 1 ] && rm -f .git\nexit 0\n",
+        "#!/bin/sh\n[ \"$BREAK_WORKTREE\" = 1 ] && rm -rf \"$(git rev-parse --absolute-git-dir)\"\nexit 0\n",
     );
     let out = repo
         .pipeline_cmd()

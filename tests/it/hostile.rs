@@ -399,3 +399,58 @@ fn a_branch_prefix_that_is_not_a_valid_ref_is_refused() {
         out.stderr
     );
 }
+
+/// The checkout watch and the `git status` comparison it replaces agree: build outputs (ignored
+/// files rewritten, files inside ignored folders) are not changes; a new file, a staged change
+/// or an edit is, named.
+#[test]
+fn the_checkout_watch_and_the_status_comparison_agree() {
+    for watch in ["1", "0"] {
+        let repo = TestRepo::new();
+        repo.write(".gitignore", "build.log\ntarget/\n");
+        repo.commit_all("ignore");
+        repo.write("build.log", "old\n");
+        repo.write("target/out.o", "old\n");
+        let benign = "*:run:echo new >> ROOT/repo/build.log; echo new > ROOT/repo/target/out.o; mkdir -p ROOT/repo/target/deep; echo x > ROOT/repo/target/deep/y";
+        arm(&repo, benign);
+        let out = repo
+            .pipeline_cmd()
+            .args(["run", "--json", "fix the typo"])
+            .env("GIT_PIPELINE_WATCH", watch)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "watch={watch}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (trick, named) in [
+            ("*:run:echo x > ROOT/repo/notes.txt", "notes.txt"),
+            (
+                "*:run:cd ROOT/repo && echo y >> README.md && git add README.md",
+                "README.md",
+            ),
+            (
+                "*:run:cd ROOT/repo && git update-index --add --cacheinfo 100644,$(git hash-object -w README.md),staged.txt",
+                "(index)",
+            ),
+        ] {
+            arm(&repo, trick);
+            let out = repo
+                .pipeline_cmd()
+                .args(["run", "--json", "fix the typo"])
+                .env("GIT_PIPELINE_WATCH", watch)
+                .output()
+                .expect("run");
+            assert_eq!(out.status.code(), Some(1), "watch={watch} {trick}");
+            let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+            let error = r["error"].as_str().unwrap_or("");
+            assert!(
+                error.contains("your checkout") && error.contains(named),
+                "watch={watch} {trick}: {error}"
+            );
+            repo.git(&["reset", "-q", "--hard"]);
+            let _ = std::fs::remove_file(repo.path.join("notes.txt"));
+        }
+    }
+}

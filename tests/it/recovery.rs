@@ -378,6 +378,13 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     let mut live = repo.spawn_until(&["run", "fix the typo"], &started);
     let live_id = repo.run_ids().into_iter().max().expect("live id");
 
+    // A removed worktree whose background deletion was cut short, and a folder not ours.
+    let trash = repo.worktree_root().join(".git-pipeline-trash-x-1");
+    std::fs::create_dir_all(trash.join("src")).expect("trash");
+    std::fs::write(trash.join("src/f"), "x").expect("trash file");
+    let decoy = repo.worktree_root().join(".not-ours");
+    std::fs::create_dir_all(&decoy).expect("decoy");
+
     let refs_before = repo.git(&["for-each-ref"]);
     let worktrees_before = repo.git(&["worktree", "list", "--porcelain"]);
     let dry = repo.pipeline(&["clean", "--dry-run", "--json"]);
@@ -403,6 +410,8 @@ fn clean_removes_what_runs_left_and_nothing_else() {
         "clean did what --dry-run said"
     );
     assert!(did["freed"]["worktrees"].as_u64().unwrap_or(0) >= 1);
+    assert!(!trash.exists(), "the cut-short deletion is finished");
+    assert!(decoy.exists(), "a folder not ours is kept");
 
     let branches = repo.branches();
     let merged_branch = merged["branch"].as_str().expect("b").to_owned();
