@@ -5,11 +5,19 @@ approves, no gates) against the bare git sequence the same work needs:
 
 Pairs are interleaved (A B, then B A) because on this machine's unjournaled ext4, creating files
 right after deleting many is slowed by the kernel; both sides then suffer alike. Reports medians
-of whole-process wall time and the median of the per-pair ratios.
+of whole-process wall time and the median of the per-pair ratios. Then, once per repository:
+- the run's worktree (copied out by the builder before it edits) is compared file by file
+  (path, mode, symlink target, bytes) with what `git worktree add` makes;
+- the peak resident memory of the git-pipeline process itself (VmHWM, polled), not of git.
 
-usage: python3 bench/run_overhead.py [--files 1000,20000] [--pairs 15] [--bin PATH]
+Repositories: `gen:N` (fixtures/gen_repo.py: N files of ~100 bytes, 100 per folder),
+`clone:PATH` (a local clone of a repository), `tree:PATH` (a folder of real files committed
+as one repository).
+
+usage: python3 bench/run_overhead.py [--repos gen:1000,gen:20000] [--pairs 15] [--bin PATH]
 """
 import argparse
+import hashlib
 import os
 import shutil
 import statistics
@@ -24,7 +32,8 @@ AGENT = os.path.join(ROOT, "fixtures", "agents", "fake-agent")
 
 
 def run(cmd, cwd, env):
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def timed(fn):
@@ -33,29 +42,9 @@ def timed(fn):
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", default="1000,20000")
-    ap.add_argument("--pairs", type=int, default=15)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "git-pipeline"))
-    args = ap.parse_args()
-    if not os.path.exists(args.bin):
-        sys.exit(f"build first: cargo build --release ({args.bin} missing)")
-    fs = subprocess.run(["findmnt", "-no", "FSTYPE,OPTIONS", "-T", tempfile.gettempdir()],
-                        capture_output=True, text=True).stdout.strip()
-    print(f"filesystem of {tempfile.gettempdir()}: {fs or 'unknown'}")
-    print(f"{'files':>7} {'pipeline ms':>12} {'bare git ms':>12} {'ratio':>6}")
-    for n in [int(x) for x in args.files.split(",")]:
-        tmp = tempfile.mkdtemp(prefix="gp-bench-")
-        try:
-            bench_size(n, tmp, args)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def bench_size(n, tmp, args) -> None:
+def bench_env(tmp):
     home = os.path.join(tmp, "home")
-    os.makedirs(os.path.join(home, ".config"))
+    os.makedirs(os.path.join(home, ".config"), exist_ok=True)
     with open(os.path.join(home, ".gitconfig"), "w") as f:
         f.write("[user]\n\tname = Bench\n\temail = bench@example.com\n")
     env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
@@ -63,47 +52,167 @@ def bench_size(n, tmp, args) -> None:
                LC_ALL="C")
     for v in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         env.pop(v, None)
-    repo = os.path.join(tmp, "repo")
-    subprocess.run([sys.executable, os.path.join(ROOT, "fixtures", "gen_repo.py"), str(n), repo],
-                   check=True, env=env)
-    with open(os.path.join(repo, ".pipeline.toml"), "w") as f:
-        f.write(f"""version = 1
-[scope]
-allow = ["src/**"]
+    return env
+
+
+def make_repo(spec, repo, env):
+    """Create the repository `spec` names at `repo`; return a tracked file to edit."""
+    kind, _, arg = spec.partition(":")
+    if kind == "gen":
+        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures", "gen_repo.py"), arg, repo],
+                       check=True, env=env)
+    elif kind == "clone":
+        run(["git", "clone", "-q", "--no-hardlinks", arg, repo], tmpdir_of(repo), env)
+        run(["git", "checkout", "-q", "-B", "main"], repo, env)
+    elif kind == "tree":
+        shutil.copytree(arg, repo, symlinks=True)
+        run(["git", "init", "-q", "-b", "main"], repo, env)
+        run(["git", "add", "-A", "-f"], repo, env)
+        run(["git", "commit", "-q", "-m", "tree"], repo, env)
+    else:
+        sys.exit(f"unknown repository spec {spec!r}")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, env=env, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    # An ordinary text file to append to.
+    for f in files:
+        p = os.path.join(repo, f.decode())
+        if f and os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) < 65536:
+            return f.decode()
+    sys.exit(f"{spec}: no small regular file to edit")
+
+
+def tmpdir_of(path):
+    return os.path.dirname(path)
+
+
+def file_map(top):
+    """path -> (mode, symlink target or sha256 of the bytes), without .git."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            if name == ".git":
+                continue  # a worktree's pointer to its git dir: different by design
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, top)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = (oct(st.st_mode & 0o777), hashlib.sha256(f.read()).hexdigest())
+    return out
+
+
+def peak_rss_kib(cmd, cwd, env):
+    """Run `cmd`, polling its own VmHWM (children excluded); return the last value seen."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    peak = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.002)
+    if p.returncode != 0:
+        sys.exit(f"{cmd} failed")
+    return peak
+
+
+def bench_repo(spec, pairs, binary):
+    tmp = tempfile.mkdtemp(prefix="gp-bench-")
+    try:
+        env = bench_env(tmp)
+        repo = os.path.join(tmp, "repo")
+        target = make_repo(spec, repo, env)
+        files = len(subprocess.run(["git", "ls-files", "-z"], cwd=repo, env=env,
+                                   capture_output=True).stdout.split(b"\0")) - 1
+        copy = os.path.join(tmp, "copied")
+        config = f"""version = 1
 [agents.builder]
-command = ["{AGENT}", "*:append:src/d0000/f000000.txt:edited"]
+command = ["{AGENT}", "1:copyout:{copy}", "*:append:{target}:edited"]
 [agents.verifier]
 command = ["{AGENT}", "*:approve"]
-""")
-    run(["git", "add", ".pipeline.toml"], repo, env)
-    run(["git", "commit", "-q", "-m", "config"], repo, env)
-    run([args.bin, "trust"], repo, env)
-    wt = os.path.join(tmp, "bare-wt")
+"""
+        with open(os.path.join(repo, ".pipeline.toml"), "w") as f:
+            f.write(config)
+        run(["git", "add", ".pipeline.toml"], repo, env)
+        run(["git", "commit", "-q", "-m", "config"], repo, env)
+        run([binary, "trust"], repo, env)
 
-    def pipeline():
-        run([args.bin, "-q", "run", "fix the typo"], repo, env)
+        # The run's checkout against git's own, once (the first attempt copies it out).
+        run([binary, "-q", "run", "fix the typo"], repo, env)
+        reference = os.path.join(tmp, "reference")
+        run(["git", "worktree", "add", "-q", "--detach", reference, "HEAD~1"], repo, env)
+        ours, theirs = file_map(copy), file_map(reference)
+        ours.pop(".pipeline.toml", None)
+        theirs.pop(".pipeline.toml", None)
+        identical = ours == theirs
+        run(["git", "worktree", "remove", "--force", reference], repo, env)
+        shutil.rmtree(copy, ignore_errors=True)
+        with open(os.path.join(repo, ".pipeline.toml"), "w") as f:
+            f.write(config.replace(f'"1:copyout:{copy}", ', ""))
+        run(["git", "commit", "-q", "-am", "config without copy"], repo, env)
+        run([binary, "trust"], repo, env)
 
-    counter = [0]
+        wt = os.path.join(tmp, "bare-wt")
+        counter = [0]
 
-    def bare():
-        counter[0] += 1
-        run(["git", "worktree", "add", "-q", "-b", f"bench/{counter[0]}", wt, "HEAD"], repo, env)
-        with open(os.path.join(wt, "src/d0000/f000000.txt"), "a") as f:
-            f.write("edited\n")
-        run(["git", "add", "-A"], wt, env)
-        run(["git", "commit", "-q", "-m", "fix the typo"], wt, env)
-        run(["git", "notes", "--ref=bench", "add", "-f", "-m", "{}", "HEAD"], wt, env)
-        run(["git", "worktree", "remove", "--force", wt], repo, env)
+        def pipeline():
+            run([binary, "-q", "run", "fix the typo"], repo, env)
 
-    pipeline(), bare()  # warm caches once
-    a, b = [], []
-    for i in range(args.pairs):
-        order = [(pipeline, a), (bare, b)] if i % 2 == 0 else [(bare, b), (pipeline, a)]
-        for fn, out in order:
-            out.append(timed(fn))
-    ratios = [x / y for x, y in zip(a, b)]
-    print(f"{n:>7} {statistics.median(a) * 1000:>12.1f} {statistics.median(b) * 1000:>12.1f} "
-          f"{statistics.median(ratios):>6.2f}")
+        def bare():
+            counter[0] += 1
+            run(["git", "worktree", "add", "-q", "-b", f"bench/{counter[0]}", wt, "HEAD"], repo,
+                env)
+            with open(os.path.join(wt, target), "a") as f:
+                f.write("edited\n")
+            run(["git", "add", "-A"], wt, env)
+            run(["git", "commit", "-q", "-m", "fix the typo"], wt, env)
+            run(["git", "notes", "--ref=bench", "add", "-f", "-m", "{}", "HEAD"], wt, env)
+            run(["git", "worktree", "remove", "--force", wt], repo, env)
+
+        pipeline(), bare()  # warm caches once
+        a, b = [], []
+        for i in range(pairs):
+            order = [(pipeline, a), (bare, b)] if i % 2 == 0 else [(bare, b), (pipeline, a)]
+            for fn, out in order:
+                out.append(timed(fn))
+        rss = peak_rss_kib([binary, "-q", "run", "fix the typo"], repo, env)
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"{spec:<28} {files:>7} {statistics.median(a) * 1000:>10.1f} "
+              f"{statistics.median(b) * 1000:>10.1f} {statistics.median(ratios):>6.2f} "
+              f"{rss / 1024:>8.1f} {'yes' if identical else 'NO':>10}", flush=True)
+        if not identical:
+            diff = sorted(set(ours.items()) ^ set(theirs.items()))[:5]
+            print(f"  differences: {diff}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repos", default="gen:1000,gen:20000")
+    ap.add_argument("--files", help="shorthand for --repos gen:N,gen:M")
+    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "git-pipeline"))
+    args = ap.parse_args()
+    if not os.path.exists(args.bin):
+        sys.exit(f"build first: cargo build --release ({args.bin} missing)")
+    repos = args.repos.split(",")
+    if args.files:
+        repos = [f"gen:{n}" for n in args.files.split(",")]
+    fs = subprocess.run(["findmnt", "-no", "FSTYPE,OPTIONS", "-T", tempfile.gettempdir()],
+                        capture_output=True, text=True).stdout.strip()
+    print(f"filesystem of {tempfile.gettempdir()}: {fs or 'unknown'}")
+    print(f"{'repository':<28} {'files':>7} {'run ms':>10} {'bare ms':>10} {'ratio':>6} "
+          f"{'peak MiB':>8} {'identical':>10}")
+    for spec in repos:
+        bench_repo(spec, args.pairs, args.bin)
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
     let mut known_ids = std::collections::HashSet::new();
     for id in store.list()? {
         known_ids.insert(id.clone());
-        let dir = store.find(&id, Default::default())?;
+        let dir = store.open(&id, Default::default());
         // A bundle owns nothing itself: its workstreams' runs are cleaned one by one, and its
         // integration branch is its result.
         if crate::bundle::record::is_bundle(&dir.path) {
@@ -366,6 +366,8 @@ pub struct Freed {
 pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Result<Freed> {
     let git = repo.git();
     let mut freed = Freed::default();
+    // Orphans' branches go in one transaction at the end (one git process, not one each).
+    let mut orphan_branches = Vec::new();
     for action in &plan.actions {
         match action {
             Action::AbandonRun { run_id, why } => {
@@ -426,21 +428,26 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                 // No record to archive from: archive the worktree's state directly.
                 if path.join(".git").exists() {
                     let paths = worktree::paths(path)?;
+                    // The runs folder may not exist: these worktrees' records are gone.
+                    std::fs::create_dir_all(store.runs_dir())
+                        .map_err(|e| Error::io_path("create", store.runs_dir(), e))?;
                     let scratch = store.runs_dir().join(format!(".orphan-{run_id}.index"));
                     let snap = Snapshotter::new(path, &paths.git_dir, scratch.clone());
                     let tree = snap.tree();
                     let _ = std::fs::remove_file(&scratch);
-                    let head = Git::in_dir(path).text(["rev-parse", "HEAD"])?;
-                    rollback::archive(&git, run_id, &tree?, &head, None, "orphaned worktree")?;
+                    let tree = tree?;
+                    let head = Git::in_dir(path).text(["rev-parse", "HEAD", "HEAD^{tree}"])?;
+                    let (head, head_tree) = head.split_once('\n').unwrap_or((&head, ""));
+                    // A worktree that holds nothing but its commit has nothing to save.
+                    if tree != head_tree.trim() {
+                        rollback::archive(&git, run_id, &tree, head, None, "orphaned worktree")?;
+                    }
                 }
                 freed.bytes += size_of(path);
                 worktree::remove(&git, path)?;
                 freed.worktrees += 1;
-                if let Some(b) = branch
-                    && objects::ref_value(&git, &format!("refs/heads/{b}"))?.is_some()
-                {
-                    worktree::delete_branch(&git, b)?;
-                    freed.branches += 1;
+                if let Some(b) = branch {
+                    orphan_branches.push(format!("refs/heads/{b}"));
                 }
             }
             Action::ExpireArchive { reference, .. } => {
@@ -457,6 +464,30 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                     Err(e) => return Err(Error::io_path("remove", path, e)),
                 }
             }
+        }
+    }
+    if !orphan_branches.is_empty() {
+        let _guard = acquire_repo(&repo.pipeline_dir())?;
+        let listed = git.run(
+            std::iter::once("for-each-ref".to_owned())
+                .chain(["--format=%(refname)".to_owned()])
+                .chain(orphan_branches.iter().cloned()),
+        )?;
+        let existing: Vec<&str> = std::str::from_utf8(&listed)
+            .unwrap_or_default()
+            .lines()
+            .filter(|r| orphan_branches.iter().any(|b| b == r))
+            .collect();
+        if !existing.is_empty() {
+            let script: String = existing.iter().map(|r| format!("delete {r}\n")).collect();
+            git.run_opts(
+                ["update-ref", "--stdin"],
+                crate::git::Opts {
+                    stdin: Some(script.as_bytes()),
+                    ..Default::default()
+                },
+            )?;
+            freed.branches += existing.len();
         }
     }
     Ok(freed)

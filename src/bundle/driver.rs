@@ -50,6 +50,8 @@ pub struct BundlePlan {
     pub branch_prefix: String,
     /// The run whose planner wrote the bundle.
     pub parent_run: Option<String>,
+    /// The first workstream's plan, made in full: the others are derived from it.
+    pub sample: RunPlan,
 }
 
 /// A bundle read and validated against the repository: what `git pipeline plan` shows.
@@ -169,6 +171,7 @@ impl BundlePlan {
         Ok(BundlePlan {
             trust: sample.trust.clone(),
             branch_prefix: sample.branch_prefix.clone(),
+            sample,
             repo,
             bundle: checked.bundle,
             graph: checked.graph,
@@ -507,26 +510,24 @@ impl<'a> Driver<'a> {
             }),
             ..self.plan.shared.clone()
         };
-        let run_plan = match RunPlan::for_workstream(
-            self.plan.repo.clone(),
-            self.plan.loaded.clone(),
-            &ws,
-            base.clone(),
-            base_ref,
-            &shared,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                let w = &mut self.rec.workstreams[i];
-                w.state = WsState::Failed;
-                w.reason = Some(Reason::SetupFailed);
-                w.error = Some(e.to_string());
-                self.ui
-                    .step(format!("{}: FAIL (could not plan it: {e})", ws.id));
-                self.block_downstream(i);
-                return self.save();
-            }
-        };
+        let run_plan =
+            match self
+                .plan
+                .sample
+                .derive_workstream(&ws, base.clone(), base_ref, &shared)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let w = &mut self.rec.workstreams[i];
+                    w.state = WsState::Failed;
+                    w.reason = Some(Reason::SetupFailed);
+                    w.error = Some(e.to_string());
+                    self.ui
+                        .step(format!("{}: FAIL (could not plan it: {e})", ws.id));
+                    self.block_downstream(i);
+                    return self.save();
+                }
+            };
         let run_dir = pipeline::create_run_dir(&run_plan)?;
         {
             let w = &mut self.rec.workstreams[i];

@@ -13,7 +13,8 @@ use crate::cli::StatusCmd;
 use crate::error::{Exit, Result};
 use crate::git::Repo;
 use crate::redact::Redactor;
-use crate::store::{RunRecord, Store};
+use crate::store::Store;
+use crate::store::record::RunSummary as RunRecord;
 
 enum Row {
     Run(Box<RunRecord>),
@@ -27,7 +28,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let redactor = Arc::new(Redactor::default());
     let mut rows = Vec::new();
     for id in store.list()? {
-        let dir = store.find(&id, redactor.clone())?;
+        let dir = store.open(&id, redactor.clone());
         if bundle_record::is_bundle(&dir.path) {
             match bundle_record::read(&dir.path) {
                 Ok(mut b) => {
@@ -38,9 +39,9 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             }
             continue;
         }
-        match dir.read_record() {
+        match dir.read_summary() {
             Ok(mut r) => {
-                r.status = dir.effective_status(&r);
+                r.status = dir.effective(r.status);
                 rows.push(Row::Run(Box::new(r)));
             }
             Err(e) => rows.push(Row::Unreadable(id, e.to_string())),

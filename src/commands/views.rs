@@ -116,7 +116,7 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let mut stage_time: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     let mut unreadable = 0u64;
     for id in store.list()? {
-        let dir = store.find(&id, Arc::new(Redactor::default()))?;
+        let dir = store.open(&id, Arc::new(Redactor::default()));
         let Ok(r) = dir.read_record() else {
             unreadable += 1;
             continue;

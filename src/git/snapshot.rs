@@ -72,6 +72,8 @@ pub struct Snapshotter {
     scratch: PathBuf,
     /// Whether the worktree's index had its stat data refreshed once it was no longer "racy".
     refreshed: std::cell::Cell<bool>,
+    /// Snapshots taken so far: a one-off snapshot gains nothing from a refresh.
+    taken: std::cell::Cell<u32>,
 }
 
 fn copy_mtime(from: &Path, to: &Path) -> Result<()> {
@@ -93,6 +95,7 @@ impl Snapshotter {
             index: worktree_git_dir.join("index"),
             scratch,
             refreshed: std::cell::Cell::new(false),
+            taken: std::cell::Cell::new(0),
         }
     }
 
@@ -103,7 +106,10 @@ impl Snapshotter {
 
     /// Stage the whole worktree into the scratch index and write it as a tree.
     pub fn tree(&self) -> Result<String> {
-        self.refresh_once();
+        if self.taken.get() > 0 {
+            self.refresh_once();
+        }
+        self.taken.set(self.taken.get() + 1);
         match std::fs::copy(&self.index, &self.scratch) {
             // The copy must keep the index's mtime: git trusts an entry's cached stat only when
             // the entry is older than its index file ("racy git"). A copy stamped now would make

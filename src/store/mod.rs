@@ -72,6 +72,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// The run folder of an id that [`Store::list`] returned (no search: listing the folder once
+    /// per run would make `status` quadratic).
+    pub fn open(&self, id: &str, redactor: Arc<Redactor>) -> RunDir {
+        RunDir {
+            path: self.runs.join(id),
+            id: id.to_owned(),
+            redactor,
+            workstream: None,
+        }
+    }
+
     /// The run named by a full id or a unique prefix.
     pub fn find(&self, reference: &str, redactor: Arc<Redactor>) -> Result<RunDir> {
         if !ids::is_valid_run_ref(reference) {
@@ -276,14 +287,39 @@ impl RunDir {
     /// The status to show: a run recorded as running whose owner is gone (killed, machine
     /// rebooted) is interrupted, whatever the record still says.
     pub fn effective_status(&self, rec: &RunRecord) -> record::Status {
+        self.effective(rec.status)
+    }
+
+    /// What a recorded status means now (see [`RunDir::effective_status`]).
+    pub fn effective(&self, status: record::Status) -> record::Status {
         use record::Status;
-        match rec.status {
+        match status {
             Status::Running | Status::Pending => match self.liveness() {
                 lock::Liveness::Free => Status::Interrupted,
-                _ => rec.status,
+                _ => status,
             },
             s => s,
         }
+    }
+
+    /// The fields of the record that `status` lists.
+    pub fn read_summary(&self) -> Result<record::RunSummary> {
+        let path = self.record_path();
+        let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+        let s: record::RunSummary = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::other(format!(
+                "the run record {} is unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        if s.version > record::RECORD_VERSION {
+            return Err(Error::usage(format!(
+                "{} was written by a newer git-pipeline (record version {})",
+                path.display(),
+                s.version
+            )));
+        }
+        Ok(s)
     }
 
     /// Whether the process driving this run is alive.

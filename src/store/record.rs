@@ -225,6 +225,28 @@ pub struct CandidateRecord {
     pub tree: Option<String>,
 }
 
+/// The fields `status` lists, read without the rest of a record (stages, gates, outputs): with
+/// thousands of runs, most of the time went into building what was not shown.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunSummary {
+    pub version: u32,
+    pub run_id: String,
+    pub task: String,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub stage: Option<String>,
+    pub branch: String,
+    pub commit: Option<String>,
+    pub worktree: Option<PathBuf>,
+    pub rolled_back: bool,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub bundle: Option<BundleRef>,
+    #[serde(default)]
+    pub candidate_of: Option<CandidateRef>,
+}
+
 /// A run's place in a bundle.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BundleRef {

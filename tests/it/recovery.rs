@@ -556,3 +556,32 @@ fn stats_and_a_record_from_the_future() {
     status.assert_code(0);
     assert!(status.stdout.contains("unreadable"), "{}", status.stdout);
 }
+
+/// A worktree of ours whose records are all gone (even the runs folder) is still cleaned.
+#[test]
+fn clean_removes_orphans_when_no_record_is_left_at_all() {
+    let repo = TestRepo::new();
+    let id = "20250101-000000-000b";
+    let path = repo.worktree_root().join(id);
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--lock",
+        "--reason",
+        &format!("git-pipeline run {id} in progress"),
+        "-b",
+        &format!("pipeline/{id}"),
+        &path.to_string_lossy(),
+        "HEAD",
+    ]);
+    std::fs::write(path.join("work.txt"), "unsaved\n").expect("work");
+    assert!(!repo.path.join(".git/pipeline/runs").exists());
+    let out = repo.pipeline(&["clean"]);
+    out.assert_code(0);
+    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.pipeline_branches().is_empty());
+    // Its work was archived before the worktree went.
+    let archived = repo.git(&["show", &format!("refs/pipeline/archive/{id}:work.txt")]);
+    assert_eq!(archived, "unsaved");
+}
