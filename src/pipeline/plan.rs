@@ -242,14 +242,7 @@ impl RunPlan {
         base_ref: String,
         shared: &RunArgs,
     ) -> Result<RunPlan> {
-        let args = RunArgs {
-            scope: w.scope.clone(),
-            create: w.create.clone(),
-            risk: w.risk.or(shared.risk),
-            stage: if w.risk.is_some() { None } else { shared.stage },
-            gates: w.gates.clone(),
-            ..shared.clone()
-        };
+        let args = workstream_args(w, shared);
         let git = self.repo.git();
         let mut p = self.clone();
         if base != self.base {
@@ -292,15 +285,7 @@ impl RunPlan {
         base_ref: String,
         shared: &RunArgs,
     ) -> Result<RunPlan> {
-        // A workstream's own risk routes it; otherwise the bundle's defaults do.
-        let args = RunArgs {
-            scope: w.scope.clone(),
-            create: w.create.clone(),
-            risk: w.risk.or(shared.risk),
-            stage: if w.risk.is_some() { None } else { shared.stage },
-            gates: w.gates.clone(),
-            ..shared.clone()
-        };
+        let args = workstream_args(w, shared);
         RunPlan::build(
             repo,
             Mode::Build,
@@ -615,6 +600,19 @@ fn route(
         ),
     };
     Ok((risk, start, reason))
+}
+
+/// A workstream's run arguments: its scope, create and gates; its own risk routes it, otherwise
+/// the bundle's defaults do.
+fn workstream_args(w: &crate::bundle::spec::Workstream, shared: &RunArgs) -> RunArgs {
+    RunArgs {
+        scope: w.scope.clone(),
+        create: w.create.clone(),
+        risk: w.risk.or(shared.risk),
+        stage: if w.risk.is_some() { None } else { shared.stage },
+        gates: w.gates.clone(),
+        ..shared.clone()
+    }
 }
 
 /// True when the command line or the config gave a scope (otherwise a plan's manifest may).
