@@ -22,26 +22,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-AGENT = os.path.join(ROOT, "fixtures", "agents", "fake-agent")
-
-
-def env_for(tmp):
-    home = os.path.join(tmp, "home")
-    os.makedirs(os.path.join(home, ".config"), exist_ok=True)
-    with open(os.path.join(home, ".gitconfig"), "w") as f:
-        f.write("[user]\n\tname = Bench\n\temail = bench@example.com\n")
-    env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
-               GIT_CONFIG_GLOBAL=os.path.join(home, ".gitconfig"), GIT_CONFIG_NOSYSTEM="1",
-               LC_ALL="C")
-    for v in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(v, None)
-    return env
-
-
-def run(cmd, cwd, env, check=True):
-    return subprocess.run(cmd, cwd=cwd, env=env, check=check, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+sys.path.insert(0, HERE)
+from run_overhead import AGENT, ROOT, bench_env as env_for, run  # noqa: E402
 
 
 def make_repo(tmp, files, env, config):
