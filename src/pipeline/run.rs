@@ -448,8 +448,14 @@ impl<'a> Run<'a> {
                 format!("the {role} ({}) {}", ran.agent, end.describe()),
             )),
             _ => {
-                let stderr = String::from_utf8_lossy(&ran.outcome.stderr.bytes);
-                let mut details: Vec<String> = stderr
+                // Agent CLIs in JSON mode say why on stdout ("Not logged in"), others on stderr.
+                let stderr = String::from_utf8_lossy(&ran.outcome.stderr.bytes).into_owned();
+                let said = if stderr.trim().is_empty() {
+                    crate::agent::text::final_text(&ran.outcome.stdout.bytes)
+                } else {
+                    stderr
+                };
+                let mut details: Vec<String> = said
                     .lines()
                     .filter(|l| !l.trim().is_empty())
                     .rev()

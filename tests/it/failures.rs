@@ -502,3 +502,32 @@ fn a_failure_after_the_ship_commit_never_discards_the_shipped_branch() {
     );
     repo.git(&["notes", "--ref=refs/notes/pipeline", "show", commit]);
 }
+
+/// An agent CLI that says why it failed in its JSON result on stdout (Claude Code's "Not logged
+/// in"), with nothing on stderr: the error shows what it said.
+#[test]
+fn an_agent_failure_shows_what_the_agent_said_on_stdout() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:say:{\"type\":\"result\",\"is_error\":true,\"result\":\"Not logged in · Please run /login\"}",
+            "*:exit:1",
+        ],
+        &["*:approve"],
+        "",
+    );
+    let before = repo.user_state();
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("failed: exit status 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Not logged in · Please run /login"),
+        "{}",
+        out.stderr
+    );
+    assert_untouched(&before, &repo.user_state());
+}
