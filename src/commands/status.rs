@@ -14,10 +14,10 @@ use crate::error::{Exit, Result};
 use crate::git::Repo;
 use crate::redact::Redactor;
 use crate::store::Store;
-use crate::store::record::RunSummary as RunRecord;
+use crate::store::record::RunSummary;
 
 enum Row {
-    Run(Box<RunRecord>),
+    Run(Box<RunSummary>),
     Bundle(Box<BundleRecord>),
     Unreadable(String, String),
 }
@@ -91,7 +91,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         )?;
         return Ok(Exit::Success);
     }
-    let runs_of_bundles: std::collections::HashMap<String, &RunRecord> = rows
+    let runs_of_bundles: std::collections::HashMap<String, &RunSummary> = rows
         .iter()
         .filter_map(|r| match r {
             Row::Run(r) if r.bundle.is_some() => Some((r.run_id.clone(), r.as_ref())),
@@ -155,7 +155,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn run_line(r: &RunRecord, label: &str, width: usize) -> String {
+fn run_line(r: &RunSummary, label: &str, width: usize) -> String {
     let state = match (&r.stage, r.reason) {
         (Some(stage), _) if !r.status.is_final() => format!("{} ({stage})", r.status.name()),
         (_, Some(reason)) => format!("{} ({})", r.status.name(), reason.name()),

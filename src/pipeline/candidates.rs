@@ -152,15 +152,7 @@ impl Run<'_> {
     ) -> Result<VerifyEnd> {
         let index = self.plan.args.candidate_of.as_ref().map_or(0, |c| c.index);
         let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
-        let gates: Vec<GateRecord> = self
-            .rec
-            .gates
-            .iter()
-            .rev()
-            .take(self.plan.gates.len())
-            .rev()
-            .cloned()
-            .collect();
+        let gates: Vec<GateRecord> = self.last_gates().cloned().collect();
         let (reply, answer) = oneshot::channel();
         self.begin(
             "verification",
@@ -558,10 +550,7 @@ impl Run<'_> {
             })
             .collect();
         let scope = self.scope.describe();
-        let plan = self
-            .plan_text
-            .as_deref()
-            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let plan = self.bounded_plan();
         let prompt = self.plan.templates.render(
             "candidates",
             prompts::CandidatesVars {

@@ -334,10 +334,7 @@ impl Run<'_> {
             .spec
             .as_deref()
             .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
-        let plan = self
-            .plan_text
-            .as_deref()
-            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let plan = self.bounded_plan();
         self.plan.templates.render(
             "builder",
             prompts::BuilderVars {

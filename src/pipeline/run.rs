@@ -289,6 +289,19 @@ impl<'a> Run<'a> {
         )))
     }
 
+    /// The approved plan, bounded as prompts carry it.
+    pub fn bounded_plan(&self) -> Option<String> {
+        self.plan_text
+            .as_deref()
+            .map(|s| super::prompts::bounded(s, super::prompts::TEXT_LIMIT))
+    }
+
+    /// The gate results of the last attempt (each attempt records every gate in order).
+    pub fn last_gates(&self) -> impl Iterator<Item = &crate::store::record::GateRecord> {
+        let n = self.rec.gates.len();
+        self.rec.gates[n.saturating_sub(self.plan.gates.len())..].iter()
+    }
+
     /// The CLI session of the candidate that will run `agent` for a prompt of `prompt_bytes`.
     pub fn cli_session(
         &mut self,

@@ -65,18 +65,10 @@ impl Run<'_> {
         let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
         let scope = self.scope.describe();
         let gates = self
-            .rec
-            .gates
-            .iter()
-            .rev()
-            .take(self.plan.gates.len())
-            .rev()
+            .last_gates()
             .map(|g| format!("{} ({:.1}s)", g.name, g.duration_s))
             .collect();
-        let plan = self
-            .plan_text
-            .as_deref()
-            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let plan = self.bounded_plan();
         let prompt = self.plan.templates.render(
             "verifier",
             prompts::VerifierVars {
