@@ -23,6 +23,7 @@ pub mod git;
 pub mod hooks;
 pub mod ids;
 pub mod pipeline;
+pub mod platform;
 pub mod process;
 pub mod redact;
 pub mod risk;

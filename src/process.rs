@@ -294,38 +294,9 @@ fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| sig.to_string())
 }
 
-/// Processes that belong to a run: their environment names it (`PIPELINE_RUN_ID`, which every
-/// agent and gate gets and their children inherit) or they work inside its worktree. Read from
-/// Linux's `/proc`; elsewhere none are found.
+/// The processes of a run (see [`crate::platform::belongs_to_run`]).
 pub fn run_processes(run_id: &str, worktree: Option<&std::path::Path>) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let needle = format!("PIPELINE_RUN_ID={run_id}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let base = entry.path();
-        let by_env = std::fs::read(base.join("environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()));
-        let by_cwd = worktree.is_some_and(|w| {
-            std::fs::read_link(base.join("cwd")).is_ok_and(|cwd| cwd.starts_with(w))
-        });
-        if by_env || by_cwd {
-            pids.push(pid);
-        }
-    }
-    pids
+    crate::platform::run_processes(run_id, worktree)
 }
 
 /// SIGTERM the processes, give them [`GRACE`], SIGKILL what is left. For leftovers of a run whose
@@ -347,11 +318,6 @@ pub fn stop_pids(pids: &[i32]) {
     }
 }
 
-/// Alive and not a zombie waiting for its parent.
 fn is_running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
+    crate::platform::is_running(pid)
 }

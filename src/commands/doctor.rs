@@ -267,6 +267,19 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         &repo,
         &loaded.config.run.worktree_root,
     ));
+    let caps = crate::platform::CAPABILITIES;
+    let watch = if crate::watch::enabled() {
+        caps.checkout_watch
+    } else {
+        "off (GIT_PIPELINE_WATCH=0): git status comparison"
+    };
+    f.push(ok(
+        "platform",
+        format!(
+            "{}: checkout watch {watch}; leftover processes via {}",
+            caps.os, caps.process_listing
+        ),
+    ));
     match crate::hooks::status(&repo) {
         Ok(s) if s.pre_push == crate::hooks::PrePush::Installed => f.push(ok(
             "pre-push hook",

@@ -29,7 +29,7 @@ impl Owner {
     fn me() -> Owner {
         Owner {
             pid: std::process::id(),
-            process_start: process_start_ticks(std::process::id()),
+            process_start: crate::platform::process_start(std::process::id()),
             host: hostname(),
             at: ids::now_rfc3339(),
         }
@@ -216,15 +216,6 @@ pub fn try_gate_lock(pipeline_dir: &Path, name: &str) -> Result<Option<GateLock>
     Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .ok()
         .map(|flock| GateLock { _flock: flock }))
-}
-
-/// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
-/// pid, it tells a live owner from a recycled pid.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]

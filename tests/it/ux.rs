@@ -45,16 +45,17 @@ fn redact(repo: &TestRepo, text: &str) -> String {
     let mut i = 0;
     while i < chars.len() {
         // "[  12.3s]" at the start of a line
-        if chars[i] == '[' && (i == 0 || chars[i - 1] == '\n') {
-            if let Some(end) = chars[i..].iter().position(|c| *c == ']') {
-                let inner: String = chars[i + 1..i + end].iter().collect();
-                if inner.trim().ends_with('s')
-                    && inner.trim().trim_end_matches('s').parse::<f64>().is_ok()
-                {
-                    out.push_str("[time]");
-                    i += end + 1;
-                    continue;
-                }
+        if chars[i] == '['
+            && (i == 0 || chars[i - 1] == '\n')
+            && let Some(end) = chars[i..].iter().position(|c| *c == ']')
+        {
+            let inner: String = chars[i + 1..i + end].iter().collect();
+            if inner.trim().ends_with('s')
+                && inner.trim().trim_end_matches('s').parse::<f64>().is_ok()
+            {
+                out.push_str("[time]");
+                i += end + 1;
+                continue;
             }
         }
         // a run id anywhere (20 characters), a commit id (12 to 64 hex), a duration "1.2s"
@@ -283,6 +284,14 @@ fn doctor_names_what_stops_a_run_and_how_to_fix_it() {
     out.assert_code(0);
     assert!(
         out.stdout.contains("a run can start here"),
+        "{}",
+        out.stdout
+    );
+    // The platform line says what containment rests on here.
+    assert!(
+        out.stdout.contains(
+            "platform         linux: checkout watch inotify; leftover processes via /proc"
+        ),
         "{}",
         out.stdout
     );

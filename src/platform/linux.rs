@@ -1,0 +1,52 @@
+//! Linux: processes from `/proc`.
+
+use super::{Capabilities, ProcessView};
+
+pub const CAPABILITIES: Capabilities = Capabilities {
+    os: "linux",
+    checkout_watch: "inotify",
+    process_listing: "/proc",
+};
+
+pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let base = entry.path();
+        let environ = std::fs::read(base.join("environ"))
+            .map(|env| env.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
+            .unwrap_or_default();
+        let cwd = if with_cwd {
+            std::fs::read_link(base.join("cwd")).ok()
+        } else {
+            None
+        };
+        out.push(ProcessView { pid, environ, cwd });
+    }
+    out
+}
+
+pub fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}

@@ -1,0 +1,85 @@
+//! macOS: processes through `sysinfo`; no checkout watch.
+//!
+//! FSEvents delivers changes late and coalesced (its latency is a setting, not a bound), so "did
+//! the checkout change during this step?" could be answered before the step's own writes arrive.
+//! kqueue needs an open descriptor per file. Containment must not miss a change, so every check
+//! compares `git status` listings instead, as on Linux with `GIT_PIPELINE_WATCH=0`.
+
+use std::os::unix::ffi::OsStrExt;
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+
+use super::{Capabilities, ProcessView};
+use crate::error::Result;
+use crate::watch::Ignored;
+
+pub const CAPABILITIES: Capabilities = Capabilities {
+    os: "macos",
+    checkout_watch: "none (git status comparison)",
+    process_listing: "sysinfo",
+};
+
+pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
+    let mut kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
+    if with_cwd {
+        kind = kind.with_cwd(UpdateKind::Always);
+    }
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    sys.processes()
+        .values()
+        .map(|p| ProcessView {
+            pid: p.pid().as_u32() as i32,
+            environ: p.environ().iter().map(|e| e.as_bytes().to_vec()).collect(),
+            cwd: p.cwd().map(std::path::Path::to_path_buf),
+        })
+        .collect()
+}
+
+fn one(pid: u32) -> Option<(ProcessStatus, u64)> {
+    let pid = Pid::from_u32(pid);
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    sys.process(pid).map(|p| (p.status(), p.start_time()))
+}
+
+pub fn is_running(pid: i32) -> bool {
+    u32::try_from(pid)
+        .ok()
+        .and_then(one)
+        .is_some_and(|(status, _)| status != ProcessStatus::Zombie)
+}
+
+/// Seconds since the epoch.
+pub fn process_start(pid: u32) -> Option<u64> {
+    one(pid).map(|(_, start)| start)
+}
+
+/// There is no checkout watch on macOS (see the module's comment): `new` always answers `None`,
+/// which makes every containment check compare `git status` listings.
+#[derive(Debug)]
+pub struct CheckoutWatch {
+    never: std::convert::Infallible,
+}
+
+impl CheckoutWatch {
+    pub fn new(
+        _checkout: &std::path::Path,
+        _git_dir: Option<&std::path::Path>,
+        _ignored: Ignored,
+    ) -> Result<Option<CheckoutWatch>> {
+        Ok(None)
+    }
+
+    pub fn drain(&self) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn changes(&self) -> Result<std::collections::BTreeSet<String>> {
+        match self.never {}
+    }
+}

@@ -1,0 +1,148 @@
+//! Everything that differs between the operating systems git-pipeline runs on, behind one small
+//! interface: watching the user's checkout, listing the processes a step left running, telling
+//! whether a process still runs, and reading a process's start time. Process groups and signals
+//! are POSIX (`nix`) and need nothing here.
+//!
+//! The per-OS files only gather facts; what the facts mean (which processes belong to a run, what
+//! counts as a change) is decided in shared code that the Linux test suite exercises.
+//!
+//! | mechanism | Linux | macOS |
+//! |---|---|---|
+//! | checkout watch | inotify | none: every containment check compares `git status` listings |
+//! | processes of a run | `/proc/<pid>/environ` and `cwd` | `sysinfo` (`KERN_PROCARGS2`, `proc_pidinfo`) |
+//! | is a process running | `/proc/<pid>/stat`, zombies excluded | `sysinfo`, zombies excluded |
+//! | a process's start time | clock ticks since boot | seconds since the epoch |
+
+use std::path::{Path, PathBuf};
+
+#[cfg(target_os = "linux")]
+mod inotify;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+compile_error!("git-pipeline runs on Linux and macOS; on Windows, use it inside WSL");
+
+#[cfg(target_os = "linux")]
+pub use inotify::CheckoutWatch;
+#[cfg(target_os = "macos")]
+pub use macos::CheckoutWatch;
+
+/// What this platform offers, for `doctor` and the docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub os: &'static str,
+    /// How a change in the user's checkout during a step is seen.
+    pub checkout_watch: &'static str,
+    /// How the processes a step left running are found.
+    pub process_listing: &'static str,
+}
+
+pub const CAPABILITIES: Capabilities = os::CAPABILITIES;
+
+/// A process as the leftover scan sees it: its environment entries (`NAME=value`, as bytes) and
+/// its working directory, where the OS lets us read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessView {
+    pub pid: i32,
+    pub environ: Vec<Vec<u8>>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// Whether a process belongs to a run: its environment names the run (`PIPELINE_RUN_ID`, which
+/// every agent and gate gets and their children inherit), or it works inside the run's worktree.
+pub fn belongs_to_run(p: &ProcessView, run_id: &str, worktree: Option<&Path>) -> bool {
+    let needle = format!("PIPELINE_RUN_ID={run_id}");
+    p.environ.iter().any(|v| v == needle.as_bytes())
+        || worktree.is_some_and(|w| p.cwd.as_deref().is_some_and(|c| c.starts_with(w)))
+}
+
+/// The processes of a run, other than this one.
+pub fn run_processes(run_id: &str, worktree: Option<&Path>) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    os::processes(worktree.is_some())
+        .into_iter()
+        .filter(|p| p.pid != me && belongs_to_run(p, run_id, worktree))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Alive and not a zombie waiting for its parent.
+pub fn is_running(pid: i32) -> bool {
+    os::is_running(pid)
+}
+
+/// When a process started, in the platform's own unit (see the table above): with the pid, it
+/// tells a live lock owner from a recycled pid, for people to read.
+pub fn process_start(pid: u32) -> Option<u64> {
+    os::process_start(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(pid: i32, env: &[&str], cwd: Option<&str>) -> ProcessView {
+        ProcessView {
+            pid,
+            environ: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            cwd: cwd.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn a_process_belongs_to_a_run_by_its_environment_or_its_folder() {
+        let wt = Some(Path::new("/wt/r1"));
+        assert!(belongs_to_run(
+            &view(1, &["PIPELINE_RUN_ID=r1"], None),
+            "r1",
+            None
+        ));
+        assert!(!belongs_to_run(
+            &view(1, &["PIPELINE_RUN_ID=r10"], None),
+            "r1",
+            None
+        ));
+        assert!(!belongs_to_run(
+            &view(1, &["X=PIPELINE_RUN_ID=r1"], None),
+            "r1",
+            None
+        ));
+        assert!(belongs_to_run(&view(1, &[], Some("/wt/r1/src")), "r1", wt));
+        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r10")), "r1", wt));
+        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r1")), "r1", None));
+    }
+
+    #[test]
+    fn this_platform_finds_a_child_by_its_environment_and_sees_it_end() -> crate::error::Result<()>
+    {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("PIPELINE_RUN_ID", "platform-test-run")
+            .spawn()
+            .map_err(|e| crate::error::Error::io("spawn sleep", e))?;
+        let pid = child.id() as i32;
+        assert!(is_running(pid));
+        assert!(process_start(child.id()).is_some());
+        // Until the child has exec'd, /proc shows the parent's environment: poll a little.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = run_processes("platform-test-run", None);
+        while found.is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = run_processes("platform-test-run", None);
+        }
+        assert_eq!(found, vec![pid]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!is_running(pid));
+        assert!(run_processes("platform-test-run", None).is_empty());
+        Ok(())
+    }
+}
