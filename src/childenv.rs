@@ -22,6 +22,11 @@ pub struct StepEnv<'a> {
     pub workstream: Option<&'a str>,
     /// Which candidate of a best-of-N run this run is (1, 2, ...).
     pub candidate: Option<u32>,
+    /// The committer name marked with the run (see `containment.rs`); `None` leaves git's own.
+    pub committer_name: Option<&'a str>,
+    /// Settings for the step's git commands, besides `core.logAllRefUpdates=always` (every ref a
+    /// step's git moves gets a reflog entry that names the run).
+    pub git_config: &'a [(&'a str, &'a str)],
 }
 
 impl StepEnv<'_> {
@@ -52,6 +57,20 @@ impl StepEnv<'_> {
         if let Some(c) = self.candidate {
             set.push(("PIPELINE_CANDIDATE".into(), c.to_string().into()));
         }
+        // Programs that take their folder from $PWD (opencode) must see the worktree, not the
+        // folder of the shell that started git-pipeline.
+        set.push(("PWD".into(), self.worktree.as_os_str().to_owned()));
+        if let Some(name) = self.committer_name {
+            set.push(("GIT_COMMITTER_NAME".into(), name.into()));
+        }
+        let config: Vec<(&str, &str)> = std::iter::once(("core.logAllRefUpdates", "always"))
+            .chain(self.git_config.iter().copied())
+            .collect();
+        set.push(("GIT_CONFIG_COUNT".into(), config.len().to_string().into()));
+        for (i, (k, v)) in config.iter().enumerate() {
+            set.push((format!("GIT_CONFIG_KEY_{i}"), (*k).into()));
+            set.push((format!("GIT_CONFIG_VALUE_{i}"), (*v).into()));
+        }
         for (k, v) in extra {
             set.push((k.clone(), v.into()));
         }
@@ -59,6 +78,7 @@ impl StepEnv<'_> {
         remove.push("PIPELINE_PROMPT_FILE".to_owned());
         remove.push("PIPELINE_WORKSTREAM".to_owned());
         remove.push("PIPELINE_CANDIDATE".to_owned());
+        remove.push("OLDPWD".to_owned());
         (set, remove)
     }
 }

@@ -14,6 +14,16 @@
 //! A difference stops the run (`containment`, exit 1) before anything is shipped. The checks
 //! compare before and after each step, so the user may work between steps, but not in their
 //! checkout while an agent runs (`[containment] checkout = false` turns that check off).
+//!
+//! Refs are the user's to move at any time, from any worktree: a ref change counts against the
+//! step only when it is attributed to it for certain. Every agent and gate runs with a marked
+//! committer name ([`Guard::committer_name`]) and with reflogs for every ref
+//! (`core.logAllRefUpdates=always`), so each ref a step's git moves or creates gets a reflog entry
+//! carrying the mark. A change whose entries since the step began all carry the mark is the
+//! step's: it stops the run and is put back. Any other change (the user's commit, stash, tag or
+//! fetch, another run's ship or merge, a deletion, whose reflog goes with the ref) is reported and
+//! left as it is. A step that scrubs its environment escapes attribution: its ref changes are
+//! then reported, not undone (docs/security.md says where the line is).
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -47,6 +57,19 @@ pub struct Guard {
     config_files: Vec<PathBuf>,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
+    /// The committer name steps run with: the user's, marked with the run id.
+    marked_name: Option<String>,
+}
+
+/// What a step changed outside its worktree.
+#[derive(Debug, Default)]
+pub struct Review {
+    /// Changes made by the step, or that cannot be told apart from its own: they stop the run.
+    pub breaches: Vec<String>,
+    /// Changes someone else made meanwhile (the user, another run): reported, never undone.
+    pub others: Vec<String>,
+    /// Refs the step changed, with their value before it (`None`: it created them).
+    step_refs: Vec<(String, Option<String>)>,
 }
 
 /// Where a guard is to look.
@@ -64,6 +87,8 @@ pub struct Places {
     pub branch_ref: String,
     pub base: String,
     pub branch_prefix: String,
+    /// Marks the committer name of the run's steps.
+    pub run_id: String,
 }
 
 /// What a checkout looked like, or what changed in it since the last look.
@@ -87,6 +112,9 @@ pub struct Fingerprint {
     branch_tip: Option<String>,
     /// What the worktree's `.git` file says.
     pointer: Option<Vec<u8>>,
+    /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
+    /// or someone else's.
+    at: i64,
 }
 
 /// A control file's content (or, past [`KEEP_LIMIT`], its stat) and mode; `None` when absent.
@@ -113,6 +141,10 @@ impl Guard {
             "hooks",
         ])?);
         let config_files = config_files(&p)?;
+        let marked_name = objects::committer_identity(&p.repo)?
+            .ok()
+            .and_then(|ident| ident.rfind(" <").map(|i| ident[..i].to_owned()))
+            .map(|name| marked(&name, &p.run_id));
         let mut watches = Vec::new();
         let mut ignored = Vec::new();
         for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {
@@ -136,7 +168,14 @@ impl Guard {
             hooks_dir,
             config_files,
             sound_tip: std::sync::Mutex::new(None),
+            marked_name,
         })
+    }
+
+    /// The committer name the run's agents and gates get: the user's, marked with the run id, so
+    /// that the reflog entries their git commands write name the run.
+    pub fn committer_name(&self) -> Option<&str> {
+        self.marked_name.as_deref()
     }
 
     pub fn take(&self) -> Result<Fingerprint> {
@@ -171,12 +210,15 @@ impl Guard {
             },
             branch_tip,
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
+            at: now_secs(),
         })
     }
 
     /// Put back what can be put back safely: the repository's control files and other refs. The
     /// user's checkout is never written to (their own edits could be lost); it is reported.
-    pub fn restore(&self, before: &Fingerprint) -> Result<Vec<String>> {
+    /// Refs are put back only when the step changed them ([`Review`]): a change someone else
+    /// made meanwhile is theirs.
+    pub fn restore(&self, before: &Fingerprint, review: &Review) -> Result<Vec<String>> {
         use std::os::unix::fs::PermissionsExt;
         let mut done = Vec::new();
         let now = self.control_files();
@@ -205,30 +247,30 @@ impl Guard {
                 done.push(format!("removed {}", path.display()));
             }
         }
-        if self.at.checks.refs {
+        for (name, old) in &review.step_refs {
             let (refs, _) = self.refs()?;
-            for (name, old) in &before.refs {
-                match refs.get(name) {
-                    Some(new) if new == old => {}
-                    current => {
-                        let current = current.cloned().unwrap_or_else(|| "0".repeat(old.len()));
-                        self.at.repo.run([
-                            "update-ref",
-                            "-m",
-                            "git-pipeline: undo a change made during a run",
-                            name,
-                            old,
-                            &current,
-                        ])?;
-                        done.push(format!("put {name} back"));
-                    }
-                }
+            let current = refs.get(name);
+            if current == old.as_ref() {
+                continue;
             }
-            for (name, new) in &refs {
-                if !before.refs.contains_key(name) {
+            match (old, current) {
+                (Some(old), current) => {
+                    let zero = "0".repeat(old.len());
+                    self.at.repo.run([
+                        "update-ref",
+                        "-m",
+                        "git-pipeline: undo a change made during a run",
+                        name,
+                        old,
+                        current.map_or(zero.as_str(), String::as_str),
+                    ])?;
+                    done.push(format!("put {name} back"));
+                }
+                (None, Some(new)) => {
                     self.at.repo.run(["update-ref", "-d", name, new])?;
                     done.push(format!("deleted {name}"));
                 }
+                (None, None) => {}
             }
         }
         if let Some(p) = &before.pointer
@@ -243,9 +285,9 @@ impl Guard {
     }
 
     /// What changed between two fingerprints, and whether the run branch is still sound: one
-    /// sentence per breach, empty when nothing did.
-    pub fn breaches(&self, before: &Fingerprint, after: &Fingerprint) -> Result<Vec<String>> {
-        let mut out = Vec::new();
+    /// sentence per breach, and one per change someone else made.
+    pub fn review(&self, before: &Fingerprint, after: &Fingerprint) -> Result<Review> {
+        let mut review = Review::default();
         for (i, (b, a)) in before.checkouts.iter().zip(&after.checkouts).enumerate() {
             let changed: Vec<&str> = match (b, a) {
                 (CheckoutPrint::Status(b), CheckoutPrint::Status(a)) => b
@@ -258,9 +300,18 @@ impl Guard {
                 (_, CheckoutPrint::Changed(seen)) => seen.iter().map(String::as_str).collect(),
                 (CheckoutPrint::Changed(_), CheckoutPrint::Status(_)) => Vec::new(),
             };
+            if !changed.is_empty()
+                && self.moved_by_another_run(i, &changed, &before.refs, before.at)?
+            {
+                review.others.push(format!(
+                    "your checkout {} was fast-forwarded by another git-pipeline run",
+                    self.at.checkouts[i].display()
+                ));
+                continue;
+            }
             if !changed.is_empty() {
                 let shown: Vec<&str> = changed.iter().take(5).copied().collect();
-                out.push(format!(
+                review.breaches.push(format!(
                     "your checkout {} changed: {}",
                     self.at.checkouts[i].display(),
                     shown.join(", ")
@@ -281,35 +332,149 @@ impl Guard {
             )
             .collect();
         if !files.is_empty() {
-            out.push(format!(
+            review.breaches.push(format!(
                 "the repository's git config, hooks or info/ changed: {}",
                 files.join(", ")
             ));
         }
         if before.pointer != after.pointer {
-            out.push("the worktree's .git pointer was rewritten".to_owned());
+            review
+                .breaches
+                .push("the worktree's .git pointer was rewritten".to_owned());
         }
         if before.config != after.config {
-            out.push(
+            review.breaches.push(
                 "the git configuration seen by the run changed (a filter driver, core.hooksPath or core.fsmonitor could run code later)".to_owned(),
             );
         }
-        for (name, old) in &before.refs {
-            match after.refs.get(name) {
-                None => out.push(format!("{name} was deleted")),
-                Some(new) if new != old => out.push(format!("{name} was moved")),
-                _ => {}
-            }
-        }
-        for name in after.refs.keys() {
-            if !before.refs.contains_key(name) {
-                out.push(format!("{name} was created"));
+        let names: std::collections::BTreeSet<&String> =
+            before.refs.keys().chain(after.refs.keys()).collect();
+        for name in names {
+            let (old, new) = (before.refs.get(name), after.refs.get(name));
+            let what = match (old, new) {
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(_)) => "was moved",
+                (Some(_), None) => "was deleted",
+                (None, _) => "was created",
+            };
+            if self.by_the_step(
+                name,
+                old.map(String::as_str),
+                new.map(String::as_str),
+                before.at,
+            ) {
+                review.breaches.push(format!("{name} {what}"));
+                review.step_refs.push((name.clone(), old.cloned()));
+            } else {
+                let recover = match (what, old) {
+                    ("was deleted", Some(o)) => format!(" (it was at {o})"),
+                    _ => String::new(),
+                };
+                review
+                    .others
+                    .push(format!("{name} {what}{recover}, not by this run"));
             }
         }
         if let Some(b) = self.branch_breach(after.branch_tip.as_deref())? {
-            out.push(b);
+            review.breaches.push(b);
         }
-        Ok(out)
+        Ok(review)
+    }
+
+    /// Whether the only change to checkout `i` is another run's fast-forward of its branch
+    /// (`ship = "merge"`, which moves a checked-out branch only when its worktree is clean): its
+    /// reflog entries since the step began were all written by other runs and lead to its value
+    /// now; every changed path is one that the fast-forward changed; none of those is modified
+    /// now. Anything else in the checkout stays a breach.
+    fn moved_by_another_run(
+        &self,
+        i: usize,
+        changed: &[&str],
+        before_refs: &BTreeMap<String, String>,
+        since: i64,
+    ) -> Result<bool> {
+        let Some(head) = std::fs::read_to_string(self.checkout_git_dirs[i].join("HEAD"))
+            .ok()
+            .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned))
+        else {
+            return Ok(false);
+        };
+        let entries = crate::git::reflog::since(&self.at.common_dir, &head, since - 1);
+        let by_a_run = |e: &crate::git::reflog::Entry| {
+            e.name.ends_with(')')
+                && e.name.contains(" (git-pipeline ")
+                && Some(&e.name) != self.marked_name.as_ref()
+        };
+        // The entries since the value the branch had before the step, newest last.
+        let Some(was) = before_refs.get(&head) else {
+            return Ok(false);
+        };
+        let Some(start) = entries.iter().rposition(|e| &e.old == was) else {
+            return Ok(false);
+        };
+        let chain = &entries[start..];
+        let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+            return Ok(false);
+        };
+        if !chain.iter().all(by_a_run)
+            || objects::ref_value(&self.at.repo, &head)?.as_deref() != Some(last.new.as_str())
+        {
+            return Ok(false);
+        }
+        let moved: std::collections::BTreeSet<String> =
+            crate::git::snapshot::diff_trees(&self.at.repo, &first.old, &last.new)?
+                .into_iter()
+                .map(|c| c.path.to_string_lossy().into_owned())
+                .collect();
+        // Folders the fast-forward created or emptied show as changes of their own.
+        let folders: std::collections::BTreeSet<&str> = moved
+            .iter()
+            .flat_map(|p| Path::new(p).ancestors().skip(1))
+            .filter_map(|a| a.to_str())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if changed
+            .iter()
+            .any(|p| *p != "(index)" && !moved.contains(*p) && !folders.contains(p))
+        {
+            return Ok(false);
+        }
+        let mut args = vec![
+            "--no-optional-locks".to_owned(),
+            "status".to_owned(),
+            "--porcelain=v2".to_owned(),
+            "-z".to_owned(),
+            "--".to_owned(),
+        ];
+        args.extend(moved);
+        Ok(Git::in_dir(&self.at.checkouts[i]).run(&args)?.is_empty())
+    }
+
+    /// Whether a ref's change from `old` to `now` was made by the step: the reflog entries that
+    /// lead from `old` to `now` (written since the step began, allowing for the clock's second)
+    /// were all written under the run's marked name. A deleted ref has no reflog left: never
+    /// attributed.
+    fn by_the_step(&self, name: &str, old: Option<&str>, now: Option<&str>, since: i64) -> bool {
+        let (Some(mark), Some(now)) = (&self.marked_name, now) else {
+            return false;
+        };
+        let entries = crate::git::reflog::since(&self.at.common_dir, name, since - 1);
+        if entries.last().is_none_or(|e| e.new != now) {
+            return false;
+        }
+        let from_old = |e: &crate::git::reflog::Entry| match old {
+            Some(o) => e.old == o,
+            None => e.old.bytes().all(|b| b == b'0'),
+        };
+        for e in entries.iter().rev() {
+            if &e.name != mark {
+                return false;
+            }
+            if from_old(e) {
+                return true;
+            }
+        }
+        false
     }
 
     /// What the worktree's HEAD names: read from its file, asking git only when the file does
@@ -491,6 +656,17 @@ fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
     files.sort();
     files.dedup();
     Ok(files)
+}
+
+/// The committer name a run's steps get.
+pub fn marked(name: &str, run_id: &str) -> String {
+    format!("{name} (git-pipeline {run_id})")
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Branches git-pipeline moves itself under its prefix: runs' (`<run-id>`) and bundles'

@@ -651,11 +651,18 @@ impl<'a> Driver<'a> {
         );
         let outcome = {
             let _guard = crate::store::lock::acquire_repo(&self.plan.repo.pipeline_dir())?;
-            integrate::integrate(&self.git, &branch_ref, &commit, &message)?
+            integrate::integrate(
+                &self.git,
+                &self.plan.repo.common_dir,
+                &branch_ref,
+                &commit,
+                &message,
+            )?
         };
         match outcome {
             Integrated::Moved(_) | Integrated::Already => {
                 self.rec.workstreams[i].integrated = true;
+                self.rec.workstreams[i].error = None;
                 self.dir
                     .event_of(Some(&id), None, "integrated", json!({"commit": commit}))?;
                 self.ui.step(format!(
@@ -670,6 +677,20 @@ impl<'a> Driver<'a> {
                     list_paths(&paths)
                 );
                 self.block(i, Some(Reason::MergeConflict), why, paths);
+            }
+            Integrated::Refused(why) => {
+                // Shipped, not merged: `resume` merges what succeeded and is not integrated.
+                let why = format!(
+                    "not merged onto {}: {why}; `git pipeline resume {}` merges it once that is settled",
+                    self.rec.integration_branch, self.rec.bundle_id
+                );
+                self.rec.workstreams[i].error = Some(why.clone());
+                self.dir
+                    .event_of(Some(&id), None, "not_integrated", json!({"why": why}))?;
+                self.ui.step(format!(
+                    "{id}: shipped {}; {why}",
+                    &commit[..commit.len().min(12)]
+                ));
             }
         }
         Ok(())
@@ -717,7 +738,12 @@ impl<'a> Driver<'a> {
 
     fn finish(&mut self, interrupted: bool) -> Result<()> {
         let c = self.rec.counts();
-        self.rec.status = if interrupted || c.interrupted > 0 || c.pending > 0 {
+        let unmerged = self
+            .rec
+            .workstreams
+            .iter()
+            .any(|w| w.state == WsState::Succeeded && !w.integrated && w.commit.is_some());
+        self.rec.status = if interrupted || c.interrupted > 0 || c.pending > 0 || unmerged {
             BundleStatus::Interrupted
         } else if c.succeeded == self.rec.workstreams.len() {
             BundleStatus::Completed

@@ -50,12 +50,20 @@ pub enum Integrated {
     /// The commit was already on it.
     Already,
     Conflict(Vec<PathBuf>),
+    /// The branch could not be moved without undoing someone's work (see `git::advance`).
+    Refused(String),
 }
 
 /// Bring `commit` onto the integration branch `branch_ref`: a fast-forward when the branch has
 /// not moved past the commit's history, a merge commit otherwise. The branch is moved with
 /// compare-and-swap; the caller holds the repository lock.
-pub fn integrate(git: &Git, branch_ref: &str, commit: &str, message: &str) -> Result<Integrated> {
+pub fn integrate(
+    git: &Git,
+    common_dir: &std::path::Path,
+    branch_ref: &str,
+    commit: &str,
+    message: &str,
+) -> Result<Integrated> {
     let tip = objects::ref_value(git, branch_ref)?.ok_or_else(|| {
         crate::error::Error::other(format!(
             "the integration branch {branch_ref} is gone; the bundle cannot merge its results"
@@ -72,6 +80,15 @@ pub fn integrate(git: &Git, branch_ref: &str, commit: &str, message: &str) -> Re
             Merge::Clean(tree) => objects::commit_tree(git, &tree, &[&tip, commit], message, &[])?,
         }
     };
-    objects::update_ref(git, branch_ref, &new, Some(&tip), message)?;
-    Ok(Integrated::Moved(new))
+    let m = crate::git::advance::Move {
+        branch_ref,
+        expected: &tip,
+        new: &new,
+        message,
+        mover: None,
+    };
+    match crate::git::advance::advance(git, common_dir, &m)? {
+        crate::git::advance::Advance::Moved => Ok(Integrated::Moved(new)),
+        crate::git::advance::Advance::Refused(why) => Ok(Integrated::Refused(why)),
+    }
 }

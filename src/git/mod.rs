@@ -6,9 +6,11 @@
 //! and `docs/benchmarks.md` / `shared/MEASURED.md` show the CLI is the fastest of the three for the
 //! changed-path listing we do after every attempt.
 
+pub mod advance;
 pub mod merge;
 pub mod objects;
 pub mod prepare;
+pub mod reflog;
 pub mod repo;
 pub mod snapshot;
 pub mod status;

@@ -148,9 +148,24 @@ pub fn commit_tree(
 
 /// Set `name` to `new`, only if it currently is `old` (`None`: it must not exist yet).
 pub fn update_ref(git: &Git, name: &str, new: &str, old: Option<&str>, reason: &str) -> Result<()> {
+    update_ref_as(git, name, new, old, reason, &[])
+}
+
+/// [`update_ref`] with variables for git (a committer name, so that the reflog entry says who).
+pub fn update_ref_as(
+    git: &Git,
+    name: &str,
+    new: &str,
+    old: Option<&str>,
+    reason: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<()> {
     let zero = "0".repeat(new.len());
     let old = old.unwrap_or(&zero);
-    git.run(["update-ref", "-m", reason, name, new, old])?;
+    git.run_opts(
+        ["update-ref", "-m", reason, name, new, old],
+        Opts { stdin: None, env },
+    )?;
     Ok(())
 }
 

@@ -207,6 +207,7 @@ impl<'a> Run<'a> {
             candidate: self.plan.args.candidate_of.as_ref().map(|c| c.index),
             dir: &self.dir,
             capture_limit: self.plan.output_bytes,
+            committer_name: self.guard.as_ref().and_then(|g| g.committer_name()),
         }
     }
 
@@ -236,6 +237,7 @@ impl<'a> Run<'a> {
                 },
                 base: self.plan.base.clone(),
                 branch_prefix: self.plan.branch_prefix.clone(),
+                run_id: self.dir.id.clone(),
             },
         )?);
         Ok(())
@@ -270,11 +272,23 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let after = guard.take()?;
-        let breaches = guard.breaches(&before, &after)?;
-        if breaches.is_empty() {
+        let review = guard.review(&before, &after)?;
+        if !review.others.is_empty() {
+            self.ui.warn(format!(
+                "while {what} ran, refs changed that this run did not change (left as they are): {}",
+                review.others.join("; ")
+            ));
+            let _ = self.dir.event(
+                None,
+                "outside_changes",
+                json!({"after": what, "changes": review.others}),
+            );
+        }
+        if review.breaches.is_empty() {
             return Ok(());
         }
-        let restored = guard.restore(&before)?;
+        let breaches = &review.breaches;
+        let restored = guard.restore(&before, &review)?;
         for r in &restored {
             self.ui.warn(format!("containment: {r}"));
         }

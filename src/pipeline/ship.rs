@@ -2,15 +2,13 @@
 //! commit hooks run), its attestation note, and for `ship = "merge"` a fast-forward of the base
 //! branch when that is safe.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 
 use super::run::Run;
 use crate::attest::{self, Attestation};
 use crate::config::ShipMode;
 use crate::error::{Error, Result};
-use crate::git::{Git, Opts, objects, worktree};
+use crate::git::{Git, Opts, advance, objects, worktree};
 use crate::ids;
 use crate::store::record::{Checkpoint, StageRecord, StageStatus};
 
@@ -124,69 +122,6 @@ pub fn attest(repo: &Git, note: &Attestation) -> Result<()> {
     objects::add_note(repo, attest::NOTES_REF, &note.commit, &note.to_note())
 }
 
-/// What `ship = "merge"` did to the base branch.
-pub enum Merge {
-    FastForwarded { branch: String },
-    NotSafe { branch: String, why: String },
-}
-
-/// Fast-forward `branch_ref` from `base` to `commit`: by moving the ref when no worktree has it
-/// checked out, or with `git merge --ff-only` in the worktree that has it (which refuses to
-/// overwrite local changes), never otherwise.
-pub fn fast_forward(repo: &Git, branch_ref: &str, base: &str, commit: &str) -> Result<Merge> {
-    let branch = branch_ref
-        .strip_prefix("refs/heads/")
-        .unwrap_or(branch_ref)
-        .to_owned();
-    let current = objects::ref_value(repo, branch_ref)?;
-    if current.as_deref() != Some(base) {
-        return Ok(Merge::NotSafe {
-            branch,
-            why: format!(
-                "it moved since the run started (now at {})",
-                current
-                    .as_deref()
-                    .map_or("nothing", |c| &c[..c.len().min(12)])
-            ),
-        });
-    }
-    let checked_out: Option<PathBuf> = worktree::list(repo)?
-        .into_iter()
-        .find(|e| e.branch.as_deref() == Some(branch_ref))
-        .map(|e| e.path);
-    match checked_out {
-        None => {
-            objects::update_ref(
-                repo,
-                branch_ref,
-                commit,
-                Some(base),
-                "git-pipeline: fast-forward to a verified run",
-            )?;
-            Ok(Merge::FastForwarded { branch })
-        }
-        Some(path) => {
-            let out = Git::in_dir(&path)
-                .output(["merge", "--ff-only", "--quiet", commit], Opts::default())?;
-            if out.status.success() {
-                Ok(Merge::FastForwarded { branch })
-            } else {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let why = stderr
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("git merge --ff-only refused")
-                    .trim()
-                    .to_owned();
-                Ok(Merge::NotSafe {
-                    branch,
-                    why: format!("{} (checked out at {})", why, path.display()),
-                })
-            }
-        }
-    }
-}
-
 impl Run<'_> {
     /// The attestation of an approved commit.
     pub(super) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Attestation {
@@ -295,15 +230,30 @@ impl Run<'_> {
                     "not merged: the base {} is not a branch",
                     self.plan.base_ref
                 ),
-                Some(b) => match fast_forward(&self.repo, b, &self.plan.base, &commit) {
-                    Err(e) => format!("not merged into {b}: {e}"),
-                    Ok(Merge::FastForwarded { branch }) => {
-                        format!("fast-forwarded {branch} to {short}")
+                Some(b) => {
+                    let branch = b.strip_prefix("refs/heads/").unwrap_or(b);
+                    // Under the repository lock taken above: one run moves a branch at a time.
+                    match advance::advance(
+                        &self.repo,
+                        &self.plan.repo.common_dir,
+                        &advance::Move {
+                            branch_ref: b,
+                            expected: &self.plan.base,
+                            new: &commit,
+                            message: "git-pipeline: fast-forward to a verified run",
+                            mover: self.guard.as_ref().and_then(|g| g.committer_name()),
+                        },
+                    ) {
+                        Err(e) => format!("not merged into {branch}: {e}"),
+                        Ok(advance::Advance::Moved) => {
+                            format!("fast-forwarded {branch} to {short}")
+                        }
+                        Ok(advance::Advance::Refused(why)) => format!(
+                            "not merged into {branch}: {why}; the work stays on {}",
+                            self.branch
+                        ),
                     }
-                    Ok(Merge::NotSafe { branch, why }) => {
-                        format!("not merged into {branch}: {why}")
-                    }
-                },
+                }
             };
             self.ui.step(format!("ship: {merge}"));
             self.rec.merge = Some(merge);

@@ -24,6 +24,8 @@ pub struct StepCtx<'a> {
     pub dir: &'a RunDir,
     /// Bytes of each output stream kept (`limits.output_bytes`).
     pub capture_limit: usize,
+    /// The marked committer name steps run with (containment's attribution of ref changes).
+    pub committer_name: Option<&'a str>,
 }
 
 pub struct AgentRun {
@@ -135,6 +137,8 @@ pub async fn run_agent(
                 slot: ctx.slot,
                 workstream: ctx.workstream,
                 candidate: ctx.candidate,
+                committer_name: ctx.committer_name,
+                git_config: &[],
             }
             .build(&spec.env);
             process::run(
@@ -197,14 +201,6 @@ pub async fn run_gate(
     let name = gate.name.get_ref();
     let mut extra = gate.env.clone();
     extra.insert("PIPELINE_GATE".to_owned(), name.clone());
-    // Gates run code the agent wrote (its tests): a bare repository planted in the worktree must
-    // not be used by their git commands.
-    extra.insert("GIT_CONFIG_COUNT".to_owned(), "1".to_owned());
-    extra.insert(
-        "GIT_CONFIG_KEY_0".to_owned(),
-        "safe.bareRepository".to_owned(),
-    );
-    extra.insert("GIT_CONFIG_VALUE_0".to_owned(), "explicit".to_owned());
     let (env, env_remove) = StepEnv {
         run_id: ctx.run_id,
         stage: "gates",
@@ -217,6 +213,10 @@ pub async fn run_gate(
         slot: ctx.slot,
         workstream: ctx.workstream,
         candidate: ctx.candidate,
+        committer_name: ctx.committer_name,
+        // Gates run code the agent wrote (its tests): a bare repository planted in the worktree
+        // must not be used by their git commands.
+        git_config: &[("safe.bareRepository", "explicit")],
     }
     .build(&extra);
     let outcome = process::run(

@@ -12,5 +12,6 @@ mod hostile;
 mod loops;
 mod recovery;
 mod stages;
+mod user_works;
 mod ux;
 mod worktree_prep;
