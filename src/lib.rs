@@ -27,6 +27,7 @@ pub mod platform;
 pub mod process;
 pub mod redact;
 pub mod risk;
+pub mod sandbox;
 pub mod scope;
 pub mod store;
 pub mod trust;

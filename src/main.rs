@@ -5,6 +5,13 @@ use git_pipeline::cli::Cli;
 use git_pipeline::error::Exit;
 
 fn main() -> ExitCode {
+    // A step's program started in the OS sandbox: restrict, then exec (src/sandbox.rs). Before
+    // any parsing, threads or runtime: the restriction is this process's for its whole life.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some(git_pipeline::sandbox::SUBCOMMAND) {
+        let code = git_pipeline::sandbox::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

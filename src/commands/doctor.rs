@@ -280,6 +280,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
             caps.os, caps.process_listing
         ),
     ));
+    f.push(sandbox_finding(loaded.config.run.sandbox));
     match crate::hooks::status(&repo) {
         Ok(s) if s.pre_push == crate::hooks::PrePush::Installed => f.push(ok(
             "pre-push hook",
@@ -299,6 +300,44 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         )),
     }
     f
+}
+
+/// What the OS sandbox of agents and gates enforces here, against what the config asks.
+fn sandbox_finding(mode: crate::sandbox::Mode) -> Finding {
+    use crate::sandbox::Mode;
+    if mode == Mode::Off {
+        return Finding {
+            check: "sandbox".to_owned(),
+            level: Level::Note,
+            detail: "off (run.sandbox = \"off\"): agents and gates run with your rights, checked after each step".to_owned(),
+            fix: Some("remove run.sandbox = \"off\" to sandbox them where the platform can".to_owned()),
+        };
+    }
+    let found = crate::sandbox::probe();
+    match (mode, found.enforced) {
+        (_, true) => ok(
+            "sandbox",
+            format!(
+                "{}: agents and gates write only their worktree, git's objects and their branch, a private temporary folder, build caches and sandbox.writable",
+                found.detail
+            ),
+        ),
+        (Mode::Required, false) => bad(
+            "sandbox",
+            Level::Error,
+            format!("run.sandbox = \"required\", but {}", found.detail),
+            "use Linux 5.13 or newer with Landlock enabled, or macOS; or set run.sandbox = \"auto\"",
+        ),
+        (_, false) => bad(
+            "sandbox",
+            Level::Note,
+            format!(
+                "{}: agents and gates run with your rights, checked after each step",
+                found.detail
+            ),
+            "use Linux 5.13 or newer with Landlock enabled, or macOS",
+        ),
+    }
 }
 
 fn worktree_root_finding(repo: &Repo, configured: &str) -> Finding {

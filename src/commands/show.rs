@@ -57,6 +57,9 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             "split     the plan became bundle {b} (git pipeline show {b})\n"
         ));
     }
+    if let Some(sb) = &r.sandbox {
+        t.push_str(&format!("sandbox   {sb} (every agent and gate step)\n"));
+    }
     if let Some(m) = &r.merge {
         t.push_str(&format!("merge     {m}\n"));
     }

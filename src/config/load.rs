@@ -137,6 +137,7 @@ pub fn load(repo: &Repo, base: &str, base_label: &str) -> Result<Option<LoadedCo
             agent_origin.insert(name.clone(), Origin::Personal);
             config.agents.insert(name, entry);
         }
+        config.sandbox.writable.extend(mine.sandbox.writable);
     }
     let loaded = LoadedConfig {
         config,

@@ -43,6 +43,35 @@ pub struct Config {
     pub docs: DocsConfig,
     #[serde(default)]
     pub containment: ContainmentConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// `[sandbox]`: what a sandboxed step may write besides what every run needs (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// More folders (absolute, or `~/...`) agents and gates may write: a tool's state or cache.
+    pub writable: Vec<String>,
+    /// Gates may open TCP connections and listen (`false`: none, where the kernel can say so).
+    pub network: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            writable: Vec::new(),
+            network: true,
+        }
+    }
+}
+
+/// `[sandbox]` of the personal config: only folders of this person's own tools.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalSandbox {
+    #[serde(default)]
+    pub writable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +103,8 @@ pub struct PersonalConfig {
     pub version: Option<Spanned<i64>>,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentEntry>,
+    #[serde(default)]
+    pub sandbox: PersonalSandbox,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +117,8 @@ pub struct RunConfig {
     pub keep_failed: bool,
     pub include: Vec<String>,
     pub archive_days: u32,
+    /// Run agents and gates in the OS sandbox: `auto`, `required` or `off`.
+    pub sandbox: crate::sandbox::Mode,
 }
 
 impl Default for RunConfig {
@@ -98,6 +131,7 @@ impl Default for RunConfig {
             keep_failed: false,
             include: Vec::new(),
             archive_days: 30,
+            sandbox: crate::sandbox::Mode::Auto,
         }
     }
 }

@@ -111,6 +111,33 @@ pub enum Mode {
     Reverify { commit: String, tree: String },
 }
 
+/// How the run's agents and gates are sandboxed (`run.sandbox`, `[sandbox]`).
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    pub mode: crate::sandbox::Mode,
+    /// What the platform enforces here; `None` when the mode is `off`.
+    pub found: Option<crate::sandbox::Availability>,
+    /// `sandbox.writable`, expanded.
+    pub writable: Vec<PathBuf>,
+    pub gate_network: bool,
+}
+
+impl SandboxPlan {
+    /// Whether steps run sandboxed.
+    pub fn active(&self) -> bool {
+        self.found.as_ref().is_some_and(|f| f.kind != "none")
+    }
+
+    /// In words, for the run's header and record.
+    pub fn describe(&self) -> String {
+        match (&self.found, self.mode) {
+            (_, crate::sandbox::Mode::Off) => "off (run.sandbox = \"off\")".to_owned(),
+            (Some(f), _) => f.detail.clone(),
+            (None, _) => "none".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub repo: Repo,
@@ -163,6 +190,7 @@ pub struct RunPlan {
     pub max_same_error: u32,
     pub oscillation: bool,
     pub containment: crate::containment::Checks,
+    pub sandbox: SandboxPlan,
     /// The config's blob id, and whether it must be trusted before it runs anything.
     pub trust: TrustState,
     pub output_bytes: usize,
@@ -489,6 +517,15 @@ impl RunPlan {
                 "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned(),
             );
         }
+        let sandbox = sandbox_plan(&loaded.config)?;
+        if let Some(f) = &sandbox.found
+            && !f.enforced
+        {
+            warnings.push(format!(
+                "sandbox: {}; agents and gates run with your rights, checked after each step",
+                f.detail
+            ));
+        }
         let args_record = args_record(args, &mode);
         if let Some(n) = args.candidates
             && !(1..=MAX_CANDIDATES).contains(&n)
@@ -543,6 +580,7 @@ impl RunPlan {
             max_same_error: c.limits.max_same_error,
             oscillation: c.limits.oscillation,
             trust,
+            sandbox,
             containment: crate::containment::Checks {
                 checkout: c.containment.checkout,
                 git_dir: c.containment.git_dir,
@@ -830,5 +868,32 @@ fn uncommitted_config_warning(
             "{} has uncommitted changes; this run uses the version at {base_ref}",
             config::PROJECT_FILE
         )
+    })
+}
+
+/// `run.sandbox` and `[sandbox]` made concrete: `required` where nothing can be enforced is a
+/// usage error (exit 3) before anything starts.
+fn sandbox_plan(c: &crate::config::Config) -> Result<SandboxPlan> {
+    use crate::sandbox::{Mode, expand, probe};
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let writable = c
+        .sandbox
+        .writable
+        .iter()
+        .map(|w| expand(w, home.as_deref()))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(Error::usage)?;
+    let found = (c.run.sandbox != Mode::Off).then(probe);
+    if let Some(why) = crate::sandbox::refusal(c.run.sandbox, found.as_ref()) {
+        return Err(Error::usage_hint(
+            why,
+            "use Linux 5.13 or newer with Landlock enabled, or macOS; or set run.sandbox = \"auto\"",
+        ));
+    }
+    Ok(SandboxPlan {
+        mode: c.run.sandbox,
+        found,
+        writable,
+        gate_network: c.sandbox.network,
     })
 }

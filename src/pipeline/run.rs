@@ -55,6 +55,8 @@ pub(crate) struct Run<'a> {
     pub docs_changes: Vec<String>,
     /// Fingerprints of what no step may change (set once the worktree exists).
     pub guard: Option<crate::containment::Guard>,
+    /// How agents and gates are sandboxed, once the worktree exists.
+    pub sandbox: Option<crate::sandbox::Setup>,
     /// This run's `PIPELINE_SLOT`, held while it lives.
     pub slot: Option<crate::store::lock::Slot>,
     /// The bundle an approved plan split the task into.
@@ -103,6 +105,7 @@ impl<'a> Run<'a> {
             split_into: None,
             candidates: Vec::new(),
             candidate_of: plan.args.candidate_of.clone(),
+            sandbox: Some(plan.sandbox.describe()),
             resume: ResumeState {
                 args: plan.args.clone(),
                 sessions: Sessions {
@@ -135,6 +138,7 @@ impl<'a> Run<'a> {
             verifier_label: None,
             docs_changes: Vec::new(),
             guard: None,
+            sandbox: None,
             slot: None,
             split: None,
             wt_watch: None,
@@ -208,11 +212,57 @@ impl<'a> Run<'a> {
             dir: &self.dir,
             capture_limit: self.plan.output_bytes,
             committer_name: self.guard.as_ref().and_then(|g| g.committer_name()),
+            sandbox: self.sandbox.as_ref(),
         }
     }
 
-    /// Set up the containment checks for this run's worktree.
+    /// The sandbox of the run's steps: the worktree, what git needs to commit on the run's
+    /// branch (objects, the worktree's admin folder, the folder of its branch ref and reflog), a
+    /// private temporary folder, build caches and `sandbox.writable`.
+    fn sandbox_setup(&self, worktree_git_dir: &Path) -> Result<Option<crate::sandbox::Setup>> {
+        if !self.plan.sandbox.active() {
+            return Ok(None);
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("find git-pipeline itself for the sandbox", e))?;
+        let common = &self.plan.repo.common_dir;
+        let tmp = self.dir.path.join("tmp");
+        let mut writable = vec![
+            self.worktree.clone(),
+            common.join("objects"),
+            worktree_git_dir.to_owned(),
+            tmp.clone(),
+        ];
+        if !self.branch.is_empty() {
+            // git updates a ref through `<ref>.lock` beside it, so the ref's folder must be
+            // writable: other runs' branches share it, and containment keeps watching them.
+            let rel = Path::new("refs/heads").join(&self.branch);
+            for base in [common.clone(), common.join("logs")] {
+                if let Some(dir) = base.join(&rel).parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+                    writable.push(dir.to_owned());
+                }
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("create", &tmp, e))?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if let Some(h) = &home {
+            writable.extend(crate::sandbox::caches(h));
+        }
+        writable.extend(self.plan.sandbox.writable.iter().cloned());
+        Ok(Some(crate::sandbox::Setup {
+            exe,
+            writable,
+            tmp,
+            home,
+            gate_network: self.plan.sandbox.gate_network,
+            required: self.plan.sandbox.mode == crate::sandbox::Mode::Required,
+        }))
+    }
+
+    /// Set up the containment checks and the sandbox for this run's worktree.
     pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
+        self.sandbox = self.sandbox_setup(worktree_git_dir)?;
         let mut checkouts: Vec<PathBuf> = Vec::new();
         for c in [&self.plan.repo.main_worktree, &self.plan.repo.work_tree]
             .into_iter()
@@ -490,9 +540,18 @@ impl<'a> Run<'a> {
                     .map(str::to_owned)
                     .collect();
                 details.reverse();
+                // Its last words say why (a permission error from the sandbox, a bad flag).
+                let last: String = details
+                    .last()
+                    .map(|l| format!(": {}", l.trim().chars().take(200).collect::<String>()))
+                    .unwrap_or_default();
                 Some(Ending::Failed {
                     reason: Reason::AgentError,
-                    message: format!("the {role} ({}) failed: {}", ran.agent, end.describe()),
+                    message: format!(
+                        "the {role} ({}) failed: {}{last}",
+                        ran.agent,
+                        end.describe()
+                    ),
                     details,
                 })
             }
@@ -660,6 +719,8 @@ impl<'a> Run<'a> {
                 self.branch
             )
         });
+        self.ui
+            .info(format!("  sandbox {}", self.plan.sandbox.describe()));
         Ok(())
     }
 

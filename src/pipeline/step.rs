@@ -26,6 +26,31 @@ pub struct StepCtx<'a> {
     pub capture_limit: usize,
     /// The marked committer name steps run with (containment's attribution of ref changes).
     pub committer_name: Option<&'a str>,
+    /// The OS sandbox steps run in, where there is one.
+    pub sandbox: Option<&'a crate::sandbox::Setup>,
+}
+
+/// A step's argv and environment, put in the sandbox when there is one. A program that cannot be
+/// found is started as it is, so that it fails exactly as it would without a sandbox.
+fn sandboxed(
+    ctx: &StepCtx<'_>,
+    argv: Vec<std::ffi::OsString>,
+    env: &mut Vec<(String, std::ffi::OsString)>,
+    wrap: impl FnOnce(&crate::sandbox::Setup, &[std::ffi::OsString]) -> Vec<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let Some(sb) = ctx.sandbox else {
+        return argv;
+    };
+    let Some(program) = argv.first() else {
+        return argv;
+    };
+    if crate::sandbox::resolve(program, ctx.worktree).is_none() {
+        return argv;
+    }
+    for var in ["TMPDIR", "TMP", "TEMP"] {
+        env.push((var.to_owned(), sb.tmp.as_os_str().to_owned()));
+    }
+    wrap(sb, &argv)
 }
 
 pub struct AgentRun {
@@ -125,7 +150,7 @@ pub async fn run_agent(
             duration: Default::default(),
         },
         Ok(argv) => {
-            let (env, env_remove) = StepEnv {
+            let (mut env, env_remove) = StepEnv {
                 run_id: ctx.run_id,
                 stage: call.stage,
                 role,
@@ -141,6 +166,8 @@ pub async fn run_agent(
                 git_config: &[],
             }
             .build(&spec.env);
+            let preset = spec.preset;
+            let argv = sandboxed(ctx, argv, &mut env, |sb, argv| sb.agent_argv(preset, argv));
             process::run(
                 process::Spec {
                     argv,
@@ -201,7 +228,7 @@ pub async fn run_gate(
     let name = gate.name.get_ref();
     let mut extra = gate.env.clone();
     extra.insert("PIPELINE_GATE".to_owned(), name.clone());
-    let (env, env_remove) = StepEnv {
+    let (mut env, env_remove) = StepEnv {
         run_id: ctx.run_id,
         stage: "gates",
         role: "gate",
@@ -219,9 +246,15 @@ pub async fn run_gate(
         git_config: &[("safe.bareRepository", "explicit")],
     }
     .build(&extra);
+    let argv = sandboxed(
+        ctx,
+        gate.command.get_ref().iter().map(Into::into).collect(),
+        &mut env,
+        |sb, argv| sb.gate_argv(argv),
+    );
     let outcome = process::run(
         process::Spec {
-            argv: gate.command.get_ref().iter().map(Into::into).collect(),
+            argv,
             cwd: ctx.worktree.to_owned(),
             env,
             env_remove,

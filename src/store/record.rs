@@ -198,6 +198,10 @@ pub struct RunRecord {
     /// The best-of-N run this run is a candidate of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_of: Option<CandidateRef>,
+    /// The OS sandbox every agent and gate step of the run ran in, in words ("landlock ABI 7,
+    /// fully enforced", "off (run.sandbox = \"off\")").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 /// A run's place among the candidates of a best-of-N run.

@@ -124,6 +124,18 @@ impl TestRepo {
             "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n",
         )
         .expect("gitconfig");
+        // The person's own config: the fixture agents log outside the repository, which the
+        // sandbox must let them write (as a user would list their tool's folders).
+        std::fs::create_dir_all(home.join(".config/git-pipeline")).expect("personal config dir");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        std::fs::write(
+            home.join(".config/git-pipeline/config.toml"),
+            format!(
+                "version = 1\n[sandbox]\nwritable = [{:?}]\n",
+                logs.to_string_lossy()
+            ),
+        )
+        .expect("personal config");
         let repo = TestRepo {
             tmp,
             path,
@@ -207,6 +219,26 @@ impl TestRepo {
         // As its user would after reading it. A config that does not load is not trusted, which
         // the tests of bad configs want anyway.
         let _ = self.pipeline(&["trust"]);
+    }
+
+    /// Write the personal config (`~/.config/git-pipeline/config.toml`): `body`, plus the
+    /// sandbox's writable logs folder that every test's personal config has.
+    pub fn personal(&self, body: &str) {
+        let path = self.home.join(".config/git-pipeline/config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n[sandbox]\nwritable = [{:?}]\n",
+                self.expand(body),
+                self.logs.to_string_lossy()
+            ),
+        )
+        .expect("personal config");
+    }
+
+    /// No personal config at all.
+    pub fn no_personal_config(&self) {
+        let _ = std::fs::remove_file(self.home.join(".config/git-pipeline/config.toml"));
     }
 
     /// Commit a config without trusting it.

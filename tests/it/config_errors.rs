@@ -12,6 +12,7 @@ fn assert_nothing_created(repo: &TestRepo) {
 #[test]
 fn no_config_exits_3_and_says_how_to_write_one() {
     let repo = TestRepo::new();
+    repo.no_personal_config();
     let before = repo.user_state();
     let out = repo.pipeline(&["run", "fix the typo"]);
     out.assert_code(3);
@@ -28,6 +29,7 @@ fn no_config_exits_3_and_says_how_to_write_one() {
 #[test]
 fn an_uncommitted_config_is_named_as_such() {
     let repo = TestRepo::new();
+    repo.no_personal_config();
     repo.write(".pipeline.toml", "version = 1\n");
     let out = repo.pipeline(&["run", "fix the typo"]);
     out.assert_code(3);
@@ -215,12 +217,7 @@ fn a_personal_config_supplies_and_overrides_agents() {
     let repo = TestRepo::new();
     repo.config("version = 1\n[agents.builder]\ncommand = [\"no-such-agent-cli\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n");
     let personal = repo.home.join(".config/git-pipeline/config.toml");
-    std::fs::create_dir_all(personal.parent().expect("parent")).expect("mkdir");
-    std::fs::write(
-        &personal,
-        repo.expand("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/p.rs:p\"]\n[agents.mine]\ncommand = [\"AGENT\", \"*:write:src/m.rs:m\"]\n"),
-    )
-    .expect("write");
+    repo.personal("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/p.rs:p\"]\n[agents.mine]\ncommand = [\"AGENT\", \"*:write:src/m.rs:m\"]\n");
     repo.pipeline(&["run", "add it"]).assert_code(0);
     let out = repo.pipeline(&["run", "--json", "--agent", "builder=mine", "add it"]);
     out.assert_code(0);

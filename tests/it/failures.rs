@@ -258,7 +258,7 @@ fn a_builder_that_changes_nothing_fails_clearly() {
 #[test]
 fn a_builder_timing_out_is_killed_with_everything_it_started() {
     let repo = TestRepo::new();
-    let pidfile = repo.root().join("child.pid");
+    let pidfile = repo.root().join("logs/child.pid");
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:spawn:{}\", \"*:sleep:60\"]\ntimeout = \"1s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         pidfile.display()
@@ -431,7 +431,7 @@ fn secrets_from_the_environment_never_reach_stored_outputs() {
 #[test]
 fn sigint_stops_the_agent_records_interrupted_keeps_the_worktree_and_exits_130() {
     let repo = TestRepo::new();
-    let pidfile = repo.root().join("child.pid");
+    let pidfile = repo.root().join("logs/child.pid");
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/wip.rs:wip\", \"*:spawn:{}\", \"*:sleep:60\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         pidfile.display()

@@ -11,7 +11,9 @@ fn arm(repo: &TestRepo, trick: &str) {
     repo.agents(
         &["*:write:src/new.rs:x", trick],
         &["*:approve"],
-        "[limits]\nmax_fix_attempts = 0\n",
+        // Detection is what these tests prove: the fallback where no sandbox exists
+        // (tests/it/sandbox.rs runs the same tricks with the sandbox on).
+        "[run]\nsandbox = \"off\"\n[limits]\nmax_fix_attempts = 0\n",
     );
 }
 
@@ -185,7 +187,7 @@ fn a_symlink_leaving_the_worktree_is_a_scope_violation() {
 #[test]
 fn a_daemon_escaping_with_setsid_is_stopped() {
     let repo = TestRepo::new();
-    let pidfile = repo.root().join("daemon.pid");
+    let pidfile = repo.root().join("logs/daemon.pid");
     repo.agents(
         &[
             "*:write:src/new.rs:x",
@@ -242,13 +244,7 @@ fn an_untrusted_config_runs_nothing_until_trusted() {
 #[test]
 fn a_config_using_only_the_users_own_agents_needs_no_trust() {
     let repo = TestRepo::new();
-    let personal = repo.home.join(".config/git-pipeline/config.toml");
-    std::fs::create_dir_all(personal.parent().expect("parent")).expect("mkdir");
-    std::fs::write(
-        &personal,
-        repo.expand("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/new.rs:x\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"),
-    )
-    .expect("personal config");
+    repo.personal("[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/new.rs:x\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n");
     repo.config_untrusted("version = 1\n[scope]\nallow = [\"src/**\"]\n");
     repo.pipeline(&["run", "fix the typo"]).assert_code(0);
 }

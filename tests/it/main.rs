@@ -11,6 +11,7 @@ mod hooks;
 mod hostile;
 mod loops;
 mod recovery;
+mod sandbox;
 mod stages;
 mod user_works;
 mod ux;

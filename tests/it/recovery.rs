@@ -213,7 +213,7 @@ fn kill_during_ship_then_abandon() {
 #[test]
 fn sigint_then_resume_completes() {
     let repo = TestRepo::new();
-    let pidfile = repo.root().join("started");
+    let pidfile = repo.root().join("logs/started");
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/wip.rs:wip\", \"1:spawn:{}\", \"1:pause:60\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         pidfile.display()
@@ -243,7 +243,7 @@ fn sigint_then_resume_completes() {
 #[test]
 fn a_live_run_cannot_be_resumed_or_abandoned() {
     let repo = TestRepo::new();
-    let pidfile = repo.root().join("started");
+    let pidfile = repo.root().join("logs/started");
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:spawn:{}\", \"*:sleep:30\"]\ntimeout = \"40s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         pidfile.display()
@@ -370,7 +370,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     ]);
     repo.git(&["branch", "pipeline/not-a-run"]);
     // A live run.
-    let started = repo.root().join("live-started");
+    let started = repo.root().join("logs/live-started");
     repo.config(&repo.expand(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:spawn:{}\", \"*:sleep:30\"]\ntimeout = \"40s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         started.display()

@@ -7,8 +7,8 @@ use std::process::Child;
 use crate::common::TestRepo;
 
 /// A builder action that waits, bounded, until the test creates `ROOT/go` (after writing
-/// `ROOT/started-<run id>`), when the task mentions "wait".
-const WAIT_FOR_GO: &str = "*:run:touch ROOT/started-$PIPELINE_RUN_ID; if grep -q wait \"$PIPELINE_PROMPT_FILE\"; then i=0; while [ ! -e ROOT/go ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done; fi";
+/// `LOGS/started-<run id>`), when the task mentions "wait".
+const WAIT_FOR_GO: &str = "*:run:touch LOGS/started-$PIPELINE_RUN_ID; if grep -q wait \"$PIPELINE_PROMPT_FILE\"; then i=0; while [ ! -e ROOT/go ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done; fi";
 
 /// Start a run in the background and wait until its builder is running.
 fn start(repo: &TestRepo, task: &str) -> Child {
@@ -32,7 +32,7 @@ fn start(repo: &TestRepo, task: &str) -> Child {
 }
 
 fn started(repo: &TestRepo) -> usize {
-    std::fs::read_dir(repo.root())
+    std::fs::read_dir(repo.root().join("logs"))
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with("started-"))
@@ -235,7 +235,7 @@ fn a_bundles_integration_branch_checked_out_elsewhere_moves_only_with_a_clean_wo
         repo.write(&format!("src/{x}/f.txt"), x);
     }
     repo.commit_all("two folders");
-    let builder = "*:run:echo done > src/$PIPELINE_WORKSTREAM/out.txt; touch ROOT/started-$PIPELINE_WORKSTREAM; if [ $PIPELINE_WORKSTREAM = b ]; then i=0; while [ ! -e ROOT/go ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done; fi";
+    let builder = "*:run:echo done > src/$PIPELINE_WORKSTREAM/out.txt; touch LOGS/started-$PIPELINE_WORKSTREAM; if [ $PIPELINE_WORKSTREAM = b ]; then i=0; while [ ! -e ROOT/go ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done; fi";
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
     ));
@@ -255,7 +255,7 @@ fn a_bundles_integration_branch_checked_out_elsewhere_moves_only_with_a_clean_wo
         .spawn()
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !repo.root().join("started-b").exists() {
+    while !repo.root().join("logs/started-b").exists() {
         assert!(std::time::Instant::now() < deadline, "b never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -68,7 +68,7 @@ fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
         "#!/bin/sh\necho \"$3\" > .post-checkout-ran\n",
     );
 
-    let inspect = repo.root().join("inspect");
+    let inspect = repo.root().join("logs/inspect");
     repo.agents(
         &[
             &format!("*:copyout:{}", inspect.display()),
@@ -128,7 +128,7 @@ fn worktreeinclude_copies_ignored_files_and_nothing_else() {
         &["*:approve"],
         "[run]\ninclude = [\"local/\"]\n[scope]\nallow = [\"src/**\"]\n",
     );
-    let inspect = repo.root().join("inspect");
+    let inspect = repo.root().join("logs/inspect");
     // Add a copy-out after the checks so we can look at the worktree.
     repo.agents(
         &[
