@@ -18,6 +18,9 @@ pub struct Verdict {
     /// Which candidate an approval chooses (best-of-N runs), when the verdict says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub choice: Option<u32>,
+    /// The `"choice"` as written when it names no candidate number (`-1`, `"2"`), for messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice_written: Option<String>,
 }
 
 impl Verdict {
@@ -29,6 +32,7 @@ impl Verdict {
             ],
             parsed: false,
             choice: None,
+            choice_written: None,
         }
     }
 }
@@ -52,15 +56,17 @@ fn from_object(obj: &Map<String, Value>) -> Option<Verdict> {
         Some(Value::String(s)) if !s.trim().is_empty() => vec![s.clone()],
         _ => Vec::new(),
     };
-    let choice = obj
-        .get("choice")
+    let given = obj.get("choice").filter(|v| !v.is_null());
+    let choice = given
         .and_then(Value::as_u64)
         .and_then(|c| u32::try_from(c).ok());
+    let choice_written = given.filter(|_| choice.is_none()).map(Value::to_string);
     Some(Verdict {
         approved,
         issues,
         parsed: true,
         choice,
+        choice_written,
     })
 }
 
@@ -122,6 +128,14 @@ mod tests {
         assert!(v.approved && v.parsed);
         assert_eq!(v.choice, Some(2));
         assert_eq!(parse(br#"{"approved": true, "choice": "2"}"#).choice, None);
+        assert_eq!(
+            parse(br#"{"approved": true, "choice": -1}"#).choice_written,
+            Some("-1".to_owned())
+        );
+        assert_eq!(
+            parse(br#"{"approved": true, "choice": 3}"#).choice_written,
+            None
+        );
     }
 
     #[test]

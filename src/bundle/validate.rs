@@ -2,7 +2,8 @@
 //! unknown dependencies, cycles), and scopes that overlap.
 //!
 //! Two workstreams overlap when both may modify the same existing file of the base commit: run
-//! in parallel, they would edit it independently and their results would conflict. The check is
+//! in parallel, they would edit it independently and their results would conflict. A workstream
+//! that depends on another (directly or not) never runs beside it, so that pair never overlaps. The check is
 //! one pass over the base's files with one combined glob set, so its cost grows with the number
 //! of files, not with files × workstreams.
 
@@ -49,7 +50,7 @@ pub fn validate(bundle: &Bundle, ctx: &Context) -> (Graph, Vec<Problem>) {
     if !bundle.allow_overlap
         && let Some(files) = &ctx.files
     {
-        problems.extend(overlaps(bundle, ctx, files));
+        problems.extend(overlaps(bundle, ctx, files, &graph));
     }
     (graph, problems)
 }
@@ -122,8 +123,26 @@ const EXAMPLES: usize = 3;
 /// Pairs reported at most: a bundle where everything overlaps needs one line, not millions.
 const MAX_PAIRS: usize = 50;
 
-fn overlaps(bundle: &Bundle, ctx: &Context, files: &[PathBuf]) -> Vec<Problem> {
+fn overlaps(bundle: &Bundle, ctx: &Context, files: &[PathBuf], graph: &Graph) -> Vec<Problem> {
     let ws = &bundle.workstreams;
+    // Overlap matters only between workstreams that can run at once: one that depends on the
+    // other (directly or not) starts from its result.
+    let mut downstream: std::collections::HashMap<usize, std::collections::HashSet<usize>> =
+        std::collections::HashMap::new();
+    let mut ordered = |i: usize, j: usize| {
+        let (Some(gi), Some(gj)) = (graph.index_of(&ws[i].id), graph.index_of(&ws[j].id)) else {
+            return false;
+        };
+        let mut below = |g: usize| -> bool {
+            let other = if g == gi { gj } else { gi };
+            downstream
+                .entry(g)
+                .or_insert_with(|| graph.downstream(g).into_iter().collect())
+                .contains(&other)
+        };
+        // Each below the other is a cycle (reported as such): no order to rely on.
+        below(gi) != below(gj)
+    };
     let mut builder = GlobSetBuilder::new();
     let mut owner = Vec::new();
     let mut unrestricted = Vec::new();
@@ -164,6 +183,9 @@ fn overlaps(bundle: &Bundle, ctx: &Context, files: &[PathBuf]) -> Vec<Problem> {
             for b in a + 1..who.len() {
                 let (i, j) = (who[a], who[b]);
                 if ws[i].allow_overlap || ws[j].allow_overlap || ws[i].id == ws[j].id {
+                    continue;
+                }
+                if !pairs.contains_key(&(i, j)) && ordered(i, j) {
                     continue;
                 }
                 if let Some((n, ex)) = pairs.get_mut(&(i, j)) {
@@ -244,6 +266,29 @@ mod tests {
             "{}",
             p[0].message
         );
+    }
+
+    #[test]
+    fn a_dependent_may_share_its_dependencys_scope_but_siblings_may_not() {
+        let text = br#"{"workstreams":[
+            {"id":"a","task":"a","scope":["x"]},
+            {"id":"b","task":"b","scope":["x"],"depends_on":["a"]},
+            {"id":"c","task":"c","scope":["x"],"depends_on":["b"]},
+            {"id":"d","task":"d","scope":["x"],"depends_on":["a"]}]}"#;
+        let b = parse(text, "b.json").expect("parses");
+        let ctx = Context {
+            files: Some(vec![PathBuf::from("x")]),
+            ..Context::default()
+        };
+        let (_, problems) = validate(&b, &ctx);
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.workstream.as_deref().unwrap_or(""), p.message))
+            .collect();
+        // a < b < c is a chain; d runs beside b and c (both after a).
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].starts_with("b: overlaps with \"d\""), "{msgs:?}");
+        assert!(msgs[1].starts_with("c: overlaps with \"d\""), "{msgs:?}");
     }
 
     #[test]

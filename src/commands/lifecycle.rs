@@ -22,6 +22,7 @@ pub fn resume(cmd: RunRef, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<E
     if crate::bundle::record::is_bundle(&dir.path) {
         return super::bundle::resume(dir, cwd, out, ui, cmd.json);
     }
+    refuse_candidate(&dir, "resume")?;
     let (plan, dir, rec, lock) = crate::pipeline::resume::reopen(cwd, dir, ui)?;
     let plan = &plan;
     let outcome = super::interruptible(|cancel| async move {
@@ -37,6 +38,7 @@ pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     if crate::bundle::record::is_bundle(&dir.path) {
         return super::bundle::abandon(dir, cwd, out, cmd.json);
     }
+    refuse_candidate(&dir, "abandon")?;
     let _lock = dir.lock()?;
     let rec = dir.read_record()?;
     if rec.status == Status::Abandoned {
@@ -44,6 +46,18 @@ pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             "run {} is already abandoned",
             rec.run_id
         )));
+    }
+    // A best-of-N run goes down with its candidates, each archived first.
+    let mut family = Vec::new();
+    for c in &rec.candidates {
+        let cdir = store.find(&c.run_id, Arc::new(Redactor::default()))?;
+        let _clock = cdir.lock()?;
+        let crec = cdir.read_record()?;
+        if cdir.effective_status(&crec).is_final() {
+            continue;
+        }
+        let why = format!("its best-of-N run {} was abandoned by the user", rec.run_id);
+        family.push(cleanup::abandon(&repo, &cdir, crec, &why)?);
     }
     let rec = cleanup::abandon(&repo, &dir, rec, "abandoned by the user")?;
     if cmd.json {
@@ -58,11 +72,41 @@ pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         let mut t = format!("abandoned run {}", rec.run_id);
         match &rec.archive {
             Some(a) => t.push_str(&format!("; its work is saved at {a}\n")),
-            None => t.push_str("; it had changed nothing\n"),
+            None if family.is_empty() => t.push_str("; it had changed nothing\n"),
+            None => t.push('\n'),
+        }
+        for c in &family {
+            let index = c.candidate_of.as_ref().map_or(0, |r| r.index);
+            match &c.archive {
+                Some(a) => t.push_str(&format!(
+                    "abandoned its candidate {index} (run {}); its work is saved at {a}\n",
+                    c.run_id
+                )),
+                None => t.push_str(&format!(
+                    "abandoned its candidate {index} (run {}); it had changed nothing\n",
+                    c.run_id
+                )),
+            }
         }
         emit(out, &t)?;
     }
     Ok(Exit::Success)
+}
+
+/// A best-of-N candidate is resumed and abandoned only through its parent: on its own it would
+/// ship without being compared, or leave the parent waiting for it.
+fn refuse_candidate(dir: &crate::store::RunDir, verb: &str) -> Result<()> {
+    let rec = dir.read_record()?;
+    match &rec.candidate_of {
+        Some(c) => Err(Error::usage_hint(
+            format!(
+                "run {} is candidate {} of best-of-N run {}: a candidate is {verb}d only through its run",
+                rec.run_id, c.index, c.parent
+            ),
+            format!("git pipeline {verb} {}", c.parent),
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {

@@ -137,7 +137,27 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                 for w in &b.workstreams {
                     let label: String = format!("  └ {}", w.id).chars().take(20).collect();
                     match w.run_id.as_deref().and_then(|id| runs_of_bundles.get(id)) {
-                        Some(r) => text.push_str(&run_line(r, &label, 40)),
+                        Some(r) => {
+                            let mut line = run_line(r, &label, 40);
+                            // The run shipped, but the bundle did not take its result: say
+                            // what the bundle says (blocked by a conflict, not merged yet).
+                            let ws = match (w.state, w.integrated) {
+                                (crate::bundle::record::WsState::Blocked, _) => Some(format!(
+                                    "blocked ({})",
+                                    w.reason.map_or("blocked", |r| r.name())
+                                )),
+                                (crate::bundle::record::WsState::Succeeded, false)
+                                    if r.status == crate::store::record::Status::Succeeded =>
+                                {
+                                    Some("shipped, not merged".to_owned())
+                                }
+                                _ => None,
+                            };
+                            if let Some(ws) = ws {
+                                line = run_line_with(r, &label, 40, &ws);
+                            }
+                            text.push_str(&line);
+                        }
                         None => text.push_str(&format!(
                             "{:<20}  {:<22}  {:>4}  {:<40}  -\n",
                             label,
@@ -161,6 +181,10 @@ fn run_line(r: &RunSummary, label: &str, width: usize) -> String {
         (_, Some(reason)) => format!("{} ({})", r.status.name(), reason.name()),
         _ => r.status.name().to_owned(),
     };
+    run_line_with(r, label, width, &state)
+}
+
+fn run_line_with(r: &RunSummary, label: &str, width: usize, state: &str) -> String {
     let branch = if r.rolled_back {
         "-"
     } else {

@@ -113,6 +113,7 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let (mut verified, mut first_pass) = (0u64, 0u64);
     let (mut fix_sum, mut scope_violations, mut runs) = (0u64, 0u64, 0u64);
     let (mut tokens, mut cost, mut costed) = (0u64, 0f64, 0u64);
+    let mut with_tokens = 0u64;
     let mut stage_time: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     let mut unreadable = 0u64;
     for id in store.list()? {
@@ -121,6 +122,11 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             unreadable += 1;
             continue;
         };
+        // A best-of-N candidate is part of its run's task: its tokens and cost are already in
+        // the run's totals, and its outcome is the run's.
+        if r.candidate_of.is_some() {
+            continue;
+        }
         runs += 1;
         let status = dir.effective_status(&r);
         *by_status.entry(status.name()).or_default() += 1;
@@ -139,6 +145,9 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         }
         scope_violations += u64::from(r.metrics.scope_violations);
         tokens += r.metrics.tokens;
+        if r.metrics.tokens > 0 {
+            with_tokens += 1;
+        }
         if let Some(c) = r.metrics.cost_usd {
             cost += c;
             costed += 1;
@@ -172,8 +181,12 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         "mean_fix_attempts": mean(fix_sum as f64, finished),
         "scope_violations": scope_violations,
         "mean_stage_seconds": stage_means,
-        "mean_tokens_per_run": mean(tokens as f64, runs),
+        "finished": finished,
+        "verified": verified,
+        "mean_tokens_per_run": mean(tokens as f64, with_tokens),
+        "runs_with_tokens": with_tokens,
         "mean_cost_usd_per_run": mean(cost, costed),
+        "runs_with_cost": costed,
         "total_cost_usd": (costed > 0).then_some(cost),
     });
     if cmd.json {
@@ -185,32 +198,48 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     }
     let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{:.0}%", x * 100.0));
     let num = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.1}"));
-    let mut t = format!("runs                       {runs}");
+    let mut t = format!("runs (tasks)               {runs}");
     if !by_status.is_empty() {
         let parts: Vec<String> = by_status.iter().map(|(k, n)| format!("{n} {k}")).collect();
         t.push_str(&format!(" ({})", parts.join(", ")));
     }
     t.push('\n');
+    let over = |n: u64, what: &str| {
+        if n == runs {
+            String::new()
+        } else {
+            format!(" (over {n} {what})")
+        }
+    };
     t.push_str(&format!(
-        "success rate               {}\n",
-        pct(rate(succeeded, finished))
+        "success rate               {}{}\n",
+        pct(rate(succeeded, finished)),
+        over(finished, "finished")
     ));
     t.push_str(&format!(
-        "first-pass verification    {}\n",
-        pct(rate(first_pass, verified))
+        "first-pass verification    {}{}\n",
+        pct(rate(first_pass, verified)),
+        over(verified, "that reached verification")
     ));
     t.push_str(&format!(
-        "mean fix attempts          {}\n",
-        num(mean(fix_sum as f64, finished))
+        "mean fix attempts          {}{}\n",
+        num(mean(fix_sum as f64, finished)),
+        over(finished, "finished")
     ));
     t.push_str(&format!("scope violations           {scope_violations}\n"));
     t.push_str(&format!(
-        "mean tokens per run        {}\n",
-        num(mean(tokens as f64, runs))
+        "mean tokens per run        {}{}\n",
+        num(mean(tokens as f64, with_tokens)),
+        over(with_tokens, "that reported tokens")
     ));
     t.push_str(&format!(
-        "mean cost per run          {}\n",
-        mean(cost, costed).map_or("-".to_owned(), |c| format!("${c:.4}"))
+        "mean cost per run          {}{}\n",
+        mean(cost, costed).map_or("-".to_owned(), |c| format!("${c:.4}")),
+        if costed == 0 {
+            " (no run reported a cost)".to_owned()
+        } else {
+            over(costed, "that reported a cost")
+        }
     ));
     if !stage_means.is_empty() {
         t.push_str("mean time per stage\n");

@@ -299,6 +299,8 @@ impl Run<'_> {
                 spawn(Work::Fresh(Box::new(plan), dir), index, self.ui, cancel)?;
                 live.insert(index);
             }
+        } else if let Some(k) = self.rec.resume.chosen {
+            return self.ship_recorded_choice(k, cancel).await;
         } else {
             let store = Store::new(&self.plan.repo.pipeline_dir());
             let cwd = self
@@ -349,6 +351,9 @@ impl Run<'_> {
                             reply,
                             ..
                         } = chosen;
+                        // Durable before anyone acts on it: a kill from here on resumes to
+                        // shipping exactly this tree.
+                        self.keep_choice(k, &tree)?;
                         let _ = reply.send(Decision::Chosen);
                         let why = format!("the verifier chose candidate {k}");
                         drop_all(&mut ready, &why);
@@ -570,13 +575,10 @@ impl Run<'_> {
         let choice = match (v.approved, v.choice) {
             (true, Some(k)) if ready.contains_key(&k) => Some(k),
             (true, None) if ready.len() == 1 => ready.keys().next().copied(),
-            (true, _) => {
+            (true, named) => {
                 // An approval that names no candidate that is ready chooses nothing.
                 v.approved = false;
-                v.issues = vec![format!(
-                    "the verifier approved without choosing one of the candidates {:?} (\"choice\": N)",
-                    ready.keys().collect::<Vec<_>>()
-                )];
+                v.issues = vec![self.invalid_choice(named, v.choice_written.as_deref(), ready)];
                 None
             }
             (false, _) => None,
@@ -623,6 +625,71 @@ impl Run<'_> {
         })
     }
 
+    /// Record the verifier's choice and keep the chosen tree reachable (the candidate's archive
+    /// ref), before the candidates hear of it.
+    fn keep_choice(&mut self, k: u32, tree: &str) -> Result<()> {
+        let run_id = self.rec.candidates[k as usize - 1].run_id.clone();
+        let archive = super::rollback::archive(
+            &self.repo,
+            &run_id,
+            tree,
+            &self.plan.base,
+            None,
+            &format!("chosen by the verifier of run {}", self.dir.id),
+        )?;
+        let c = &mut self.rec.candidates[k as usize - 1];
+        c.state = "chosen".to_owned();
+        c.tree = Some(tree.to_owned());
+        self.rec.resume.chosen = Some(k);
+        self.save()?;
+        self.dir.event(
+            Some("verification"),
+            "candidate_chosen",
+            json!({"index": k, "tree": tree, "archive": archive}),
+        )
+    }
+
+    /// A resumed run whose verifier had already chosen: the candidates still unfinished are
+    /// abandoned (their work archived) and the chosen tree ships.
+    async fn ship_recorded_choice(&mut self, k: u32, cancel: &mut Cancel) -> Result<Ending> {
+        let store = Store::new(&self.plan.repo.pipeline_dir());
+        let mut chosen_rec = None;
+        for i in 0..self.rec.candidates.len() {
+            let c = self.rec.candidates[i].clone();
+            let dir = store.find(&c.run_id, Default::default())?;
+            let mut rec = dir.read_record()?;
+            if !dir.effective_status(&rec).is_final() {
+                let _lock = dir.lock()?;
+                let why = format!("the verifier of run {} chose candidate {k}", self.dir.id);
+                rec = crate::cleanup::abandon(&self.plan.repo, &dir, rec, &why)?;
+            }
+            if c.index == k && rec.status != Status::Failed {
+                chosen_rec = Some(rec);
+            } else {
+                if c.index == k {
+                    chosen_rec = Some(rec.clone());
+                }
+                self.candidate_ended(c.index, &rec);
+            }
+        }
+        let c = &self.rec.candidates[k as usize - 1];
+        let Some(tree) = c.tree.clone() else {
+            return Err(Error::other(format!(
+                "candidate {k} was chosen but its record holds no tree"
+            )));
+        };
+        let rec = chosen_rec.ok_or_else(|| Error::other(format!("candidate {k} is gone")))?;
+        let gates = {
+            let n = rec.gates.len();
+            rec.gates[n.saturating_sub(self.plan.gates.len())..].to_vec()
+        };
+        self.ui.step(format!(
+            "resume: shipping candidate {k}, which the verifier chose"
+        ));
+        self.ship_candidate(k, &tree, (rec.changed_paths.clone(), gates), cancel)
+            .await
+    }
+
     /// Bring the chosen candidate's tree into this run's worktree and ship it.
     async fn ship_candidate(
         &mut self,
@@ -631,17 +698,21 @@ impl Run<'_> {
         (changed_paths, gates): (Vec<String>, Vec<GateRecord>),
         cancel: &mut Cancel,
     ) -> Result<Ending> {
-        let state = &self.rec.candidates[k as usize - 1];
-        if state.state != "chosen" {
+        // The chosen tree is what the verifier judged, kept on the candidate's archive ref
+        // (keep_choice). It ships unless the candidate failed after the choice (it found the
+        // verifier had changed its files while comparing).
+        let c = &mut self.rec.candidates[k as usize - 1];
+        if c.state == "failed" {
             return Ok(Ending::Failed {
-                reason: state.reason.unwrap_or(Reason::AgentError),
+                reason: c.reason.unwrap_or(Reason::AgentError),
                 message: format!(
-                    "candidate {k} was chosen but did not hold its work: {}",
-                    state.error.as_deref().unwrap_or("it ended")
+                    "candidate {k} was chosen but failed: {}",
+                    c.error.as_deref().unwrap_or("it ended")
                 ),
                 details: Vec::new(),
             });
         }
+        c.state = "chosen".to_owned();
         // This worktree has stayed at the base: a two-tree read-tree moves it to the tree.
         crate::git::Git::in_dir(&self.worktree).run(["read-tree", "-u", "-m", "HEAD", tree])?;
         let snapshot = self.snapshot()?;
@@ -665,6 +736,44 @@ impl Run<'_> {
                 details: Vec::new(),
             }),
         }
+    }
+}
+
+impl Run<'_> {
+    /// Why an approval's choice ships nothing, in words: what it chose, and why that is not a
+    /// candidate that can ship.
+    fn invalid_choice(
+        &self,
+        named: Option<u32>,
+        written: Option<&str>,
+        ready: &BTreeMap<u32, Submission>,
+    ) -> String {
+        let ready_list = ready
+            .keys()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let why = match (named, written) {
+            (Some(k), _) => match k
+                .checked_sub(1)
+                .and_then(|i| self.rec.candidates.get(i as usize))
+            {
+                Some(c) => format!(
+                    "chose candidate {k}, which is not ready to ship (it {}{})",
+                    c.state,
+                    c.reason
+                        .map(|r| format!(": {}", r.name()))
+                        .unwrap_or_default()
+                ),
+                None => format!(
+                    "chose candidate {k}, and there are only {} candidates",
+                    self.rec.candidates.len()
+                ),
+            },
+            (None, Some(w)) => format!("gave \"choice\": {w}, which names no candidate"),
+            (None, None) => "approved without choosing (\"choice\": N)".to_owned(),
+        };
+        format!("the verifier {why}; the candidates ready to ship: {ready_list}")
     }
 }
 

@@ -340,14 +340,17 @@ impl RunPlan {
             )
         })?;
         let tree = objects::tree_of(&git, &commit)?;
-        let (base, base_ref) = match objects::resolve_commit(&git, &format!("{commit}^"))? {
-            Some(parent) => (parent, format!("{}^", &commit[..commit.len().min(12)])),
-            // A root commit is checked against the empty tree.
-            None => (
-                git.text(["hash-object", "-t", "tree", "/dev/null"])?,
-                "the empty tree".to_owned(),
-            ),
+        let Some(base) = objects::resolve_commit(&git, &format!("{commit}^"))? else {
+            // The rules (config, prompts) come from the parent, where the change cannot have
+            // written them; a root commit has none to be judged by.
+            return Err(Error::usage_hint(
+                format!(
+                    "{rev:?} is a root commit: reverify judges a commit's change by the config of its parent, and a root commit has no parent"
+                ),
+                "re-verify the commits after it; a repository's first commit cannot be attested",
+            ));
         };
+        let base_ref = format!("{}^", &commit[..commit.len().min(12)]);
         let message = git.text(["log", "-1", "--format=%B", &commit])?;
         let loaded = load_config(&repo, &base, &base_ref)?;
         let args = RunArgs {

@@ -326,6 +326,10 @@ pub struct ResumeState {
     /// gets a fresh one, so two agents never share one CLI conversation.
     #[serde(default)]
     pub agent_sessions: std::collections::BTreeMap<String, String>,
+    /// Best-of-N: the candidate the verifier chose, recorded (and its tree archived on the
+    /// candidate's archive ref) before the candidate is told, so a resume ships exactly it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<u32>,
 }
 
 impl RunRecord {

@@ -13,6 +13,7 @@ mod loops;
 mod recovery;
 mod sandbox;
 mod stages;
+mod stats;
 mod user_works;
 mod ux;
 mod worktree_prep;
