@@ -32,3 +32,6 @@ python3 bench/views.py
 echo
 echo "== bundles (bench/bundles.py)"
 python3 bench/bundles.py
+echo
+echo "== the OS sandbox (bench/sandbox.py)"
+python3 bench/sandbox.py
