@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod containment;
 pub mod error;
+pub mod gates;
 pub mod git;
 pub mod hooks;
 pub mod ids;

@@ -58,11 +58,8 @@ pub fn project_commands(loaded: &LoadedConfig) -> Vec<(String, String)> {
             }
         }
     }
-    for g in &loaded.config.gates {
-        out.push((
-            format!("gate {}", g.name.get_ref()),
-            g.command.get_ref().join(" "),
-        ));
+    for g in loaded.config.gates.iter().filter(|g| g.builtin.is_none()) {
+        out.push((format!("gate {}", g.name.get_ref()), g.describe()));
     }
     out
 }
@@ -72,7 +69,8 @@ pub fn needs_trust(loaded: &LoadedConfig) -> bool {
     if loaded.project.is_none() {
         return false;
     }
-    if !loaded.config.gates.is_empty() {
+    // A builtin gate runs no program of the repository's.
+    if loaded.config.gates.iter().any(|g| g.builtin.is_none()) {
         return true;
     }
     let personal: Vec<&crate::config::CommandSpec> = loaded

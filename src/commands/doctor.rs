@@ -242,8 +242,26 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         }
     }
     for g in &loaded.config.gates {
-        let program = g.command.get_ref().first().cloned().unwrap_or_default();
         let check = format!("gate {}", g.name.get_ref());
+        let Some(program) = g.program().map(str::to_owned) else {
+            // Builtin: its options were checked with the config; say which engine runs it.
+            let jscpd = crate::gates::jscpd::installed(&search);
+            let engine = g.engine.as_deref().unwrap_or("auto");
+            match (engine, jscpd) {
+                ("jscpd", None) => f.push(bad(
+                    &check,
+                    Level::Error,
+                    "engine = \"jscpd\", but no jscpd 5.x is on PATH: this gate would fail every run",
+                    "npm install -g jscpd@5.3.2, or set engine = \"auto\"",
+                )),
+                ("builtin", _) | (_, None) => f.push(ok(
+                    &check,
+                    format!("{} (in-process detector; always available)", g.describe()),
+                )),
+                (_, Some(v)) => f.push(ok(&check, format!("{} (jscpd {v})", g.describe()))),
+            }
+            continue;
+        };
         if agent::find_program(&program, &search).is_some() {
             f.push(ok(&check, g.command.get_ref().join(" ")));
         } else {

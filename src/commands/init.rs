@@ -240,6 +240,7 @@ pub fn render(project: &Project, agents: &[&'static str]) -> String {
             toml_list(&g.command)
         ));
     }
+    t.push_str("[[gates]]                  # code the run added that repeats code already in the repository\nname = \"duplicates\"        # goes back to the builder with both places named (in-process)\nbuiltin = \"duplicates\"\n# min_tokens = 50\n# min_lines = 5\n# ignore = [\"vendor/**\"]\n\n");
     t.push_str("[verify]\nmax_rounds = 2             # verifier rejections before the run stops (exit 2)\n\n[limits]\nmax_fix_attempts = 3       # builder retries after scope violations, gate or commit-hook failures\nmax_same_error = 2         # the same error this often stops the loop (0: off)\noscillation = true         # stop when an attempt repeats an earlier attempt's changes\n");
     t
 }
@@ -272,6 +273,7 @@ pub fn init(cmd: InitCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             g.why
         ));
     }
+    t.push_str("  gate duplicates: builtin (code the run added that repeats existing code)\n");
     t.push_str(&format!(
         "  agents on PATH: {}\n",
         if agents.is_empty() {

@@ -229,11 +229,14 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
         .gates
         .iter()
         .map(|g| {
-            let program = g.command.get_ref().first().cloned().unwrap_or_default();
+            let found = g.program().is_none_or(|program| {
+                crate::agent::find_program(program, &search_dir(plan)).is_some()
+            });
             json!({
                 "name": g.name.get_ref(),
                 "command": g.command.get_ref(),
-                "found": crate::agent::find_program(&program, &search_dir(plan)).is_some(),
+                "builtin": g.builtin.as_ref().map(|b| b.get_ref()),
+                "found": found,
             })
         })
         .collect();
@@ -366,15 +369,15 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         "changed paths against the scope".to_owned(),
     ));
     for g in &plan.gates {
-        let program = g.command.get_ref().first().cloned().unwrap_or_default();
-        let missing = if crate::agent::find_program(&program, &search_dir(plan)).is_none() {
-            "  [not found on PATH: this gate will fail]"
-        } else {
-            ""
+        let missing = match g.program() {
+            Some(program) if crate::agent::find_program(program, &search_dir(plan)).is_none() => {
+                "  [not found on PATH: this gate will fail]"
+            }
+            _ => "",
         };
         v.push((
             format!("gate {}", g.name.get_ref()),
-            format!("{}{missing}", g.command.get_ref().join(" ")),
+            format!("{}{missing}", g.describe()),
         ));
     }
     v.push((

@@ -208,11 +208,58 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
         if !seen.insert(name.clone()) {
             return Err(Error::usage(format!("{at}: two gates are named {name:?}")));
         }
-        if gate.command.get_ref().is_empty() {
-            let at = loaded.project_location(&gate.command.span());
-            return Err(Error::usage(format!(
-                "{at}: gate {name:?} has an empty command"
-            )));
+        match &gate.builtin {
+            Some(b) => {
+                let at = loaded.project_location(&b.span());
+                if !crate::gates::BUILTINS.contains(&b.get_ref().as_str()) {
+                    return Err(Error::usage(format!(
+                        "{at}: gate {name:?}: unknown builtin {:?}; builtins: {}",
+                        b.get_ref(),
+                        crate::gates::BUILTINS.join(", ")
+                    )));
+                }
+                if !gate.command.get_ref().is_empty() {
+                    return Err(Error::usage(format!(
+                        "{at}: gate {name:?} has both a command and a builtin; give one"
+                    )));
+                }
+                let known = crate::gates::duplicates::known_languages();
+                if let Some(l) = gate.languages.iter().find(|l| !known.contains(&l.as_str())) {
+                    return Err(Error::usage(format!(
+                        "{at}: gate {name:?}: unknown language {l:?}; known: {}",
+                        known.join(", ")
+                    )));
+                }
+                crate::gates::duplicates_options(gate)
+                    .map_err(|e| Error::usage(format!("{at}: {e}")))?;
+                if let Some(e) = gate
+                    .engine
+                    .as_deref()
+                    .filter(|e| !["auto", "builtin", "jscpd"].contains(e))
+                {
+                    return Err(Error::usage(format!(
+                        "{at}: gate {name:?}: engine {e:?}; give \"auto\", \"builtin\" or \"jscpd\""
+                    )));
+                }
+            }
+            None if gate.command.get_ref().is_empty() => {
+                let at = loaded.project_location(&gate.name.span());
+                return Err(Error::usage(format!(
+                    "{at}: gate {name:?} has no command; give `command = [...]` or `builtin = \"duplicates\"`"
+                )));
+            }
+            None => {
+                if gate.min_tokens.is_some()
+                    || gate.engine.is_some()
+                    || gate.min_lines.is_some()
+                    || !gate.languages.is_empty()
+                    || !gate.ignore.is_empty()
+                {
+                    return Err(Error::usage(format!(
+                        "{at}: gate {name:?}: min_tokens, min_lines, languages, ignore and engine are settings of `builtin = \"duplicates\"`"
+                    )));
+                }
+            }
         }
     }
     let docs_when = Some(c.docs.when.clone());

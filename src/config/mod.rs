@@ -214,7 +214,27 @@ impl<'de> Deserialize<'de> for CommandSpec {
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
     pub name: Spanned<String>,
+    /// The program and its arguments; empty for a builtin gate.
+    #[serde(default = "no_command")]
     pub command: Spanned<Vec<String>>,
+    /// A gate git-pipeline runs itself: `"duplicates"` (src/gates/).
+    #[serde(default)]
+    pub builtin: Option<Spanned<String>>,
+    /// `duplicates`: tokens a repeat must span (default 50).
+    #[serde(default)]
+    pub min_tokens: Option<usize>,
+    /// `duplicates`: lines a repeat must span (default 5).
+    #[serde(default)]
+    pub min_lines: Option<u32>,
+    /// `duplicates`: languages looked at (default: every one it knows).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// `duplicates`: globs of paths never looked at.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// `duplicates`: `"auto"` (jscpd 5.x when on PATH, else in-process), `"builtin"`, `"jscpd"`.
+    #[serde(default)]
+    pub engine: Option<String>,
     #[serde(default, with = "duration_opt")]
     pub timeout: Option<Duration>,
     #[serde(default)]
@@ -223,6 +243,28 @@ pub struct GateConfig {
     /// port): other runs wait for it.
     #[serde(default)]
     pub exclusive: bool,
+}
+
+fn no_command() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+impl GateConfig {
+    /// What the gate runs, for people: its command line, or `builtin NAME`.
+    pub fn describe(&self) -> String {
+        match &self.builtin {
+            Some(b) => format!("builtin {}", b.get_ref()),
+            None => self.command.get_ref().join(" "),
+        }
+    }
+
+    /// The program it starts; `None` for a builtin gate.
+    pub fn program(&self) -> Option<&str> {
+        if self.builtin.is_some() {
+            return None;
+        }
+        self.command.get_ref().first().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@
 //! changed-path listing we do after every attempt.
 
 pub mod advance;
+pub mod diff;
 pub mod merge;
 pub mod objects;
 pub mod prepare;

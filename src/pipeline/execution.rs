@@ -398,8 +398,15 @@ impl Run<'_> {
             };
             let before = self.fingerprint()?;
             self.ui.start(format!("gate {name}: running"));
-            let ran =
-                step::run_gate(&self.ctx(), gate, attempt, &self.exec_session, cancel).await?;
+            let tree = self.last_tree.clone();
+            let ran = step::run_gate(
+                &self.ctx(),
+                gate,
+                (attempt, tree.as_deref()),
+                &self.exec_session,
+                cancel,
+            )
+            .await?;
             // A gate runs code the agent wrote (its tests): held to the same containment.
             self.after_step(before, &format!("gate {name}"))?;
             let end = &ran.outcome.end;
@@ -431,7 +438,7 @@ impl Run<'_> {
             let output = String::from_utf8_lossy(&step::combined(&ran.outcome)).into_owned();
             let feedback = format!(
                 "Gate `{name}` (`{}`) failed: {}.\nIts output (the end of it):\n\n```\n{}\n```",
-                gate.command.get_ref().join(" "),
+                gate.describe(),
                 end.describe(),
                 prompts::tail(output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
             );

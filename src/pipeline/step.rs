@@ -218,13 +218,83 @@ pub struct GateRun {
     pub outcome: Outcome,
 }
 
+/// Run one gate on attempt `attempt`, whose snapshot is `tree` (what a builtin gate judges).
 pub async fn run_gate(
+    ctx: &StepCtx<'_>,
+    gate: &GateConfig,
+    (attempt, tree): (u32, Option<&str>),
+    session: &str,
+    cancel: &mut Cancel,
+) -> Result<GateRun> {
+    let name = gate.name.get_ref();
+    let outcome = if gate.builtin.is_some() {
+        builtin_gate(ctx, gate, tree).await?
+    } else {
+        command_gate(ctx, gate, attempt, session, cancel).await
+    };
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    ctx.dir.artifact(
+        &format!("outputs/gate-{attempt}.{safe}.log"),
+        &combined(&outcome),
+    )?;
+    ctx.dir.event(
+        Some("gates"),
+        "gate_finished",
+        json!({
+            "gate": name,
+            "attempt": attempt,
+            "end": outcome.end.describe(),
+            "status": if outcome.end.success() { "pass" } else { "fail" },
+            "duration_s": secs(outcome.duration),
+        }),
+    )?;
+    Ok(GateRun { outcome })
+}
+
+/// A builtin gate, in-process, on the attempt's snapshot (exactly the tree that would ship).
+async fn builtin_gate(ctx: &StepCtx<'_>, gate: &GateConfig, tree: Option<&str>) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let tree = tree
+        .ok_or_else(|| {
+            crate::error::Error::other("a builtin gate ran before the attempt's snapshot")
+        })?
+        .to_owned();
+    let (git, base, gate) = (
+        crate::git::Git::in_dir(ctx.worktree),
+        ctx.base.to_owned(),
+        gate.clone(),
+    );
+    let (passed, text) =
+        tokio::task::spawn_blocking(move || crate::gates::run(&git, &gate, &base, &tree))
+            .await
+            .map_err(|e| crate::error::Error::other(format!("the builtin gate stopped: {e}")))??;
+    Ok(Outcome {
+        end: End::Exited(if passed { 0 } else { 1 }),
+        stdout: crate::process::Captured {
+            bytes: text.into_bytes(),
+            cut: 0,
+        },
+        stderr: Default::default(),
+        duration: started.elapsed(),
+    })
+}
+
+async fn command_gate(
     ctx: &StepCtx<'_>,
     gate: &GateConfig,
     attempt: u32,
     session: &str,
     cancel: &mut Cancel,
-) -> Result<GateRun> {
+) -> Outcome {
     let name = gate.name.get_ref();
     let mut extra = gate.env.clone();
     extra.insert("PIPELINE_GATE".to_owned(), name.clone());
@@ -252,7 +322,7 @@ pub async fn run_gate(
         &mut env,
         |sb, argv| sb.gate_argv(argv),
     );
-    let outcome = process::run(
+    process::run(
         process::Spec {
             argv,
             cwd: ctx.worktree.to_owned(),
@@ -263,33 +333,7 @@ pub async fn run_gate(
         },
         cancel,
     )
-    .await;
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    ctx.dir.artifact(
-        &format!("outputs/gate-{attempt}.{safe}.log"),
-        &combined(&outcome),
-    )?;
-    ctx.dir.event(
-        Some("gates"),
-        "gate_finished",
-        json!({
-            "gate": name,
-            "attempt": attempt,
-            "end": outcome.end.describe(),
-            "status": if outcome.end.success() { "pass" } else { "fail" },
-            "duration_s": secs(outcome.duration),
-        }),
-    )?;
-    Ok(GateRun { outcome })
+    .await
 }
 
 /// stdout then stderr, as one text for logs and for the builder's next prompt.

@@ -5,6 +5,7 @@ mod candidates;
 mod common;
 
 mod config_errors;
+mod duplicates;
 mod failures;
 mod golden;
 mod hooks;
