@@ -286,7 +286,14 @@ impl Guard {
 
     /// What changed between two fingerprints, and whether the run branch is still sound: one
     /// sentence per breach, and one per change someone else made.
-    pub fn review(&self, before: &Fingerprint, after: &Fingerprint) -> Result<Review> {
+    /// `sandboxed`: the step ran in a fully enforced OS sandbox, where it cannot write your
+    /// checkout; a change there is then yours (reported, never a breach).
+    pub fn review(
+        &self,
+        before: &Fingerprint,
+        after: &Fingerprint,
+        sandboxed: bool,
+    ) -> Result<Review> {
         let mut review = Review::default();
         for (i, (b, a)) in before.checkouts.iter().zip(&after.checkouts).enumerate() {
             let changed: Vec<&str> = match (b, a) {
@@ -311,11 +318,18 @@ impl Guard {
             }
             if !changed.is_empty() {
                 let shown: Vec<&str> = changed.iter().take(5).copied().collect();
-                review.breaches.push(format!(
+                let what = format!(
                     "your checkout {} changed: {}",
                     self.at.checkouts[i].display(),
                     shown.join(", ")
-                ));
+                );
+                if sandboxed {
+                    review
+                        .others
+                        .push(format!("{what} (the sandboxed step could not write there)"));
+                } else {
+                    review.breaches.push(what);
+                }
             }
         }
         let files: Vec<String> = before

@@ -322,10 +322,12 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let after = guard.take()?;
-        let review = guard.review(&before, &after)?;
+        let sandboxed =
+            self.sandbox.is_some() && self.plan.sandbox.found.as_ref().is_some_and(|f| f.enforced);
+        let review = guard.review(&before, &after, sandboxed)?;
         if !review.others.is_empty() {
             self.ui.warn(format!(
-                "while {what} ran, refs changed that this run did not change (left as they are): {}",
+                "while {what} ran, things changed that this run did not change (left as they are): {}",
                 review.others.join("; ")
             ));
             let _ = self.dir.event(

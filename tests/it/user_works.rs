@@ -305,3 +305,33 @@ fn a_bundles_integration_branch_checked_out_elsewhere_moves_only_with_a_clean_wo
     assert!(other.join("src/b/out.txt").exists());
     assert_eq!(repo.git_in(&other, &["status", "--porcelain"]), "");
 }
+
+/// Editing your own checkout while a step runs: where the step is in a fully enforced sandbox it
+/// cannot have written there, so the change is yours (reported, the run ships); without a
+/// sandbox, file changes carry no author and the run stops (docs/security.md).
+#[test]
+fn editing_your_checkout_during_a_sandboxed_step_is_yours() {
+    for (sandbox, ships) in [("required", true), ("off", false)] {
+        let repo = TestRepo::new();
+        repo.agents(
+            &["*:write:src/new.rs:x", WAIT_FOR_GO],
+            &["*:approve"],
+            &format!("[run]\nsandbox = \"{sandbox}\"\n"),
+        );
+        let run = start(&repo, "add new.rs, wait for the user");
+        repo.write("README.md", "# my edit while the agent works\n");
+        go(&repo);
+        let (code, r, stderr) = finish(run);
+        assert_eq!(code == 0, ships, "sandbox {sandbox}: {stderr}");
+        if ships {
+            assert!(r["commit"].is_string(), "{r}");
+            assert!(
+                stderr.contains("the sandboxed step could not write there"),
+                "{stderr}"
+            );
+        } else {
+            assert_eq!(r["reason"], "containment", "{r}");
+        }
+        assert_eq!(repo.read("README.md"), "# my edit while the agent works\n");
+    }
+}
