@@ -108,6 +108,9 @@ pub struct Fingerprint {
     files: BTreeMap<PathBuf, Kept>,
     config: u64,
     refs: BTreeMap<String, String>,
+    /// git-pipeline's own refs (other runs' branches, notes, archives): other runs move them all
+    /// the time, so only what the step itself did to them counts.
+    managed: BTreeMap<String, String>,
     /// The run branch's tip, as the same listing saw it.
     branch_tip: Option<String>,
     /// What the worktree's `.git` file says.
@@ -198,13 +201,18 @@ impl Guard {
         } else {
             (BTreeMap::new(), 0)
         };
-        let (refs, branch_tip) = self.refs()?;
+        let (refs, managed, branch_tip) = self.refs()?;
         Ok(Fingerprint {
             checkouts,
             files,
             config,
             refs: if self.at.checks.refs {
                 refs
+            } else {
+                BTreeMap::new()
+            },
+            managed: if self.at.checks.refs {
+                managed
             } else {
                 BTreeMap::new()
             },
@@ -248,8 +256,8 @@ impl Guard {
             }
         }
         for (name, old) in &review.step_refs {
-            let (refs, _) = self.refs()?;
-            let current = refs.get(name);
+            let (refs, managed, _) = self.refs()?;
+            let current = refs.get(name).or_else(|| managed.get(name));
             if current == old.as_ref() {
                 continue;
             }
@@ -389,6 +397,35 @@ impl Guard {
                     .push(format!("{name} {what}{recover}, not by this run"));
             }
         }
+        // Our own refs: what the step did to them is a breach; an attestation note or an archive
+        // that vanished is one too (no run deletes those while others run; `clean` expires
+        // archives outside any run's step).
+        let names: std::collections::BTreeSet<&String> =
+            before.managed.keys().chain(after.managed.keys()).collect();
+        for name in names {
+            let (old, new) = (before.managed.get(name), after.managed.get(name));
+            let what = match (old, new) {
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(_)) => "was moved",
+                (Some(_), None) => "was deleted",
+                (None, _) => "was created",
+            };
+            let kept = name == crate::attest::NOTES_REF
+                || name.starts_with("refs/pipeline/archive/")
+                || self.shipped_branch(name);
+            let by_step = self.by_the_step(
+                name,
+                old.map(String::as_str),
+                new.map(String::as_str),
+                before.at,
+            );
+            if by_step || (kept && new.is_none()) {
+                review
+                    .breaches
+                    .push(format!("{name} (git-pipeline's own) {what}"));
+                review.step_refs.push((name.clone(), old.cloned()));
+            }
+        }
         if let Some(b) = self.branch_breach(after.branch_tip.as_deref())? {
             review.breaches.push(b);
         }
@@ -462,6 +499,25 @@ impl Guard {
         ];
         args.extend(moved);
         Ok(Git::in_dir(&self.at.checkouts[i]).run(&args)?.is_empty())
+    }
+
+    /// Whether `name` is the branch of a run that shipped: git-pipeline never deletes those
+    /// while other runs run (`clean` is the user's command).
+    fn shipped_branch(&self, name: &str) -> bool {
+        let ours = format!("refs/heads/{}", self.at.branch_prefix);
+        let Some(id) = name
+            .strip_prefix(&ours)
+            .filter(|r| crate::ids::is_run_id(r))
+        else {
+            return false;
+        };
+        let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
+        store
+            .open(id, Default::default())
+            .read_record()
+            .is_ok_and(|r| {
+                r.commit.is_some() && r.status == crate::store::record::Status::Succeeded
+            })
     }
 
     /// Whether a ref's change from `old` to `now` was made by the step: the reflog entries that
@@ -596,13 +652,21 @@ impl Guard {
     /// Refs that neither the run nor git-pipeline itself (other runs, notes, archives) nor
     /// fetches (remote-tracking refs) may change; and the run branch's tip, from the same
     /// listing.
-    fn refs(&self) -> Result<(BTreeMap<String, String>, Option<String>)> {
+    #[allow(clippy::type_complexity)]
+    fn refs(
+        &self,
+    ) -> Result<(
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        Option<String>,
+    )> {
         let out = self
             .at
             .repo
             .run(["for-each-ref", "--format=%(refname)%00%(objectname)"])?;
         let ours = format!("refs/heads/{}", self.at.branch_prefix);
         let mut refs = BTreeMap::new();
+        let mut own = BTreeMap::new();
         let mut tip = None;
         for line in String::from_utf8_lossy(&out).lines() {
             let Some((name, oid)) = line.split_once('\0') else {
@@ -611,16 +675,19 @@ impl Guard {
             if name == self.at.branch_ref {
                 tip = Some(oid.to_owned());
             }
-            let managed = name == self.at.branch_ref
-                || name == crate::attest::NOTES_REF
+            if name == self.at.branch_ref || name.starts_with("refs/remotes/") {
+                continue;
+            }
+            let managed = name == crate::attest::NOTES_REF
                 || name.starts_with("refs/pipeline/")
-                || name.starts_with("refs/remotes/")
                 || name.strip_prefix(&ours).is_some_and(managed_branch);
-            if !managed {
+            if managed {
+                own.insert(name.to_owned(), oid.to_owned());
+            } else {
                 refs.insert(name.to_owned(), oid.to_owned());
             }
         }
-        Ok((refs, tip))
+        Ok((refs, own, tip))
     }
 }
 

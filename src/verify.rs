@@ -51,7 +51,24 @@ pub fn list_commits(git: &Git, revs: &[String]) -> Result<Vec<Commit>> {
         "--format=%H%x00%T%x00%P%x00%s%x00".into(),
     ];
     args.extend(revs.iter().cloned());
-    let out = git.run(&args)?;
+    let out = git.output(&args, crate::git::Opts::default())?;
+    if !out.status.success() {
+        // A revision that names nothing is the user's mistake: one line, exit 3.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let fatal = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("fatal: "))
+            .unwrap_or("git rev-list refused it");
+        let fatal = fatal.split(": unknown revision").next().unwrap_or(fatal);
+        return Err(Error::usage_hint(
+            format!(
+                "{} does not name commits here (git: {fatal})",
+                revs.join(" ")
+            ),
+            "give commits or ranges that exist here, e.g. origin/main..HEAD",
+        ));
+    }
+    let out = out.stdout;
     let mut commits = Vec::new();
     let mut fields = split_z_keep_empty(&out);
     while let Some(id) = fields.next() {

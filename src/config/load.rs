@@ -91,6 +91,14 @@ pub fn personal_config_path() -> Option<PathBuf> {
 /// Load `.pipeline.toml` from `base` (a commit id; the worktree is the agent's and is not
 /// trusted) and the personal config. `None` when neither exists.
 pub fn load(repo: &Repo, base: &str, base_label: &str) -> Result<Option<LoadedConfig>> {
+    if let Some(target) = objects::symlink_target(&repo.git(), base, PROJECT_FILE)? {
+        return Err(Error::usage_hint(
+            format!(
+                "{PROJECT_FILE} at {base_label} is a symlink (to {target:?}); git-pipeline reads the config as committed, and a link is not a config"
+            ),
+            format!("commit {PROJECT_FILE} as a regular file"),
+        ));
+    }
     let project = objects::read_blob(&repo.git(), base, PROJECT_FILE)?
         .map(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
@@ -111,7 +119,17 @@ pub fn load(repo: &Repo, base: &str, base_label: &str) -> Result<Option<LoadedCo
                 text,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io_path("read", &path, e)),
+            Err(e) => {
+                let why = if e.kind() == std::io::ErrorKind::InvalidData {
+                    "it is not UTF-8 text".to_owned()
+                } else {
+                    e.to_string()
+                };
+                return Err(Error::usage_hint(
+                    format!("cannot read your personal config {}: {why}", path.display()),
+                    "fix it or move it away (it may hold only version, [agents] and [sandbox] writable)",
+                ));
+            }
         },
         None => None,
     };

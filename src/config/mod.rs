@@ -324,6 +324,8 @@ pub struct LimitsConfig {
     pub oscillation: bool,
     /// Bytes of each agent's and gate's stdout and stderr kept (the end); the cut is marked.
     pub output_bytes: u64,
+    /// The longest task accepted, in bytes (argument, stdin or --task-file).
+    pub max_task_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -333,6 +335,7 @@ impl Default for LimitsConfig {
             max_same_error: 2,
             oscillation: true,
             output_bytes: 4 * 1024 * 1024,
+            max_task_bytes: 1024 * 1024,
         }
     }
 }

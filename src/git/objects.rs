@@ -114,6 +114,16 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     Ok(blobs)
 }
 
+/// Where `path` at `commit` points when it is a symlink; `None` when it is anything else or absent.
+pub fn symlink_target(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
+    let out = git.run(["ls-tree", "-z", commit, "--", path])?;
+    let entry = String::from_utf8_lossy(&out);
+    if !entry.starts_with("120000 ") {
+        return Ok(None);
+    }
+    Ok(read_blob(git, commit, path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Call `f` with every file path of a commit's tree.
 pub fn for_each_file(git: &Git, commit: &str, mut f: impl FnMut(&std::path::Path)) -> Result<()> {
     let out = git.run(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit])?;

@@ -198,6 +198,42 @@ pub struct RunPlan {
     pub warnings: Vec<String>,
 }
 
+/// Never read more of a task than this, whatever `limits.max_task_bytes` says: `--task-file
+/// /dev/zero` or an endless stdin must not grow memory without bound.
+pub const TASK_READ_CAP: u64 = 64 * 1024 * 1024;
+
+fn too_long(what: &str, limit: u64) -> Error {
+    Error::task(
+        format!("the task {what} is longer than {limit} bytes"),
+        "give a shorter task (limits.max_task_bytes raises the limit, up to 64 MiB)",
+    )
+}
+
+/// Read up to [`TASK_READ_CAP`] bytes, and say when there was more.
+fn read_bounded(r: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(TASK_READ_CAP + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| {
+            Error::task(
+                format!("cannot read the task from {what}: {e}"),
+                "check where the task comes from",
+            )
+        })?;
+    if buf.len() as u64 > TASK_READ_CAP {
+        return Err(too_long(&format!("from {what}"), TASK_READ_CAP));
+    }
+    Ok(buf)
+}
+
+/// The task within `limits.max_task_bytes` (checked once the config is read).
+pub fn check_task_length(task: &str, limit: u64) -> Result<()> {
+    if task.len() as u64 > limit {
+        return Err(too_long(&format!("({} bytes)", task.len()), limit));
+    }
+    Ok(())
+}
+
 /// Read the task from the argument, `-` (stdin) or `--task-file`.
 pub fn read_task(args: &RunArgs, stdin: &mut dyn Read) -> Result<String> {
     let raw: Vec<u8> = match (&args.task, &args.task_file) {
@@ -206,23 +242,17 @@ pub fn read_task(args: &RunArgs, stdin: &mut dyn Read) -> Result<String> {
                 "give the task either as an argument or with --task-file, not both",
             ));
         }
-        (Some(t), None) if t == "-" => {
-            let mut buf = Vec::new();
-            stdin.read_to_end(&mut buf).map_err(|e| {
+        (Some(t), None) if t == "-" => read_bounded(stdin, "stdin")?,
+        (Some(t), None) => t.clone().into_bytes(),
+        (None, Some(f)) => {
+            let mut file = std::fs::File::open(f).map_err(|e| {
                 Error::task(
-                    format!("cannot read the task from stdin: {e}"),
-                    "pipe the task text into `git pipeline run -`",
+                    format!("cannot read the task file {}: {e}", f.display()),
+                    "check the path given to --task-file",
                 )
             })?;
-            buf
+            read_bounded(&mut file, &format!("the file {}", f.display()))?
         }
-        (Some(t), None) => t.clone().into_bytes(),
-        (None, Some(f)) => std::fs::read(f).map_err(|e| {
-            Error::task(
-                format!("cannot read the task file {}: {e}", f.display()),
-                "check the path given to --task-file",
-            )
-        })?,
         (None, None) => {
             return Err(Error::task(
                 "no task given",
@@ -256,6 +286,7 @@ impl RunPlan {
         let repo = Repo::discover(cwd)?;
         let task = read_task(args, stdin)?;
         let (base, base_ref, loaded) = base_and_config(&repo, args.base.as_deref())?;
+        check_task_length(&task, loaded.config.limits.max_task_bytes)?;
         RunPlan::build(repo, Mode::Build, task, base, base_ref, loaded, args)
     }
 

@@ -80,7 +80,7 @@ pub async fn resume(
         "resuming run {} ({})",
         run.dir.id,
         match &run.rec.resume.checkpoint {
-            Some(c) => format!("{c:?}"),
+            Some(c) => c.describe(),
             None => "from the start".to_owned(),
         }
     ));

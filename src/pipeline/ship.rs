@@ -95,6 +95,9 @@ pub fn commit(
     Ok(Committed::Ok { commit, tree })
 }
 
+/// The most of a task a commit message body carries.
+const MESSAGE_BODY_LIMIT: usize = 4096;
+
 pub fn message(task: &str, run_id: &str) -> String {
     let trimmed = task.trim();
     let (first, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
@@ -106,12 +109,25 @@ pub fn message(task: &str, run_id: &str) -> String {
     } else {
         first.to_owned()
     };
-    // A cut subject keeps the whole task in the body; otherwise the body is what follows it.
+    // A cut subject keeps the task in the body; otherwise the body is what follows it. Either way
+    // a long task stays a short message: the whole task is in the run's record.
     let body = if truncated { trimmed } else { rest.trim() };
+    let body = if body.len() > MESSAGE_BODY_LIMIT {
+        let mut end = MESSAGE_BODY_LIMIT;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}\n\n[the task is longer: see `git pipeline show {run_id}`]",
+            body[..end].trim_end()
+        )
+    } else {
+        body.to_owned()
+    };
     let mut msg = subject;
     msg.push_str("\n\n");
     if !body.is_empty() {
-        msg.push_str(body);
+        msg.push_str(&body);
         msg.push_str("\n\n");
     }
     msg.push_str(&format!("Pipeline-Run: {run_id}\n"));
@@ -289,5 +305,11 @@ mod tests {
         );
         let multi = message("Title\n\nbody line", "r");
         assert_eq!(multi, "Title\n\nbody line\n\nPipeline-Run: r\n");
+        // A megabyte of task is a few kilobytes of message, trailer kept.
+        let huge = format!("Title\n\n{}", "é".repeat(500_000));
+        let m = message(&huge, "r");
+        assert!(m.len() < 5000, "{}", m.len());
+        assert!(m.contains("[the task is longer: see `git pipeline show r`]"));
+        assert!(m.ends_with("Pipeline-Run: r\n"));
     }
 }

@@ -295,6 +295,30 @@ pub enum Checkpoint {
     Committed { commit: String, tree: String },
 }
 
+impl Checkpoint {
+    /// Where a resumed run goes on, in words.
+    pub fn describe(&self) -> String {
+        let short = |id: &str| id[..id.len().min(12)].to_owned();
+        match self {
+            Checkpoint::Builder { attempt } => {
+                format!("builder attempt {attempt} was running: it runs again")
+            }
+            Checkpoint::Built { attempt } => {
+                format!("builder attempt {attempt} finished: scope, gates and verification next")
+            }
+            Checkpoint::Approved { tree } => {
+                format!("tree {} was approved: docs and ship next", short(tree))
+            }
+            Checkpoint::Committed { commit, .. } => {
+                format!(
+                    "commit {} was made: attestation and cleanup next",
+                    short(commit)
+                )
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Sessions {
     pub plan: String,

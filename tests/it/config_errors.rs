@@ -90,6 +90,94 @@ fn empty_or_missing_task_exits_5() {
     assert!(repo.calls().is_empty());
 }
 
+/// Endless or huge input is read with a bound and refused at once; the config's limit applies.
+#[test]
+fn an_endless_or_too_long_task_exits_5_at_once() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/x:x"],
+        &["*:approve"],
+        "[limits]\nmax_task_bytes = 1000\n",
+    );
+    let started = std::time::Instant::now();
+    let out = repo.pipeline(&["run", "--task-file", "/dev/zero"]);
+    out.assert_code(5);
+    assert!(out.error_line().contains("longer than"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // An endless stdin.
+    let mut child = repo
+        .pipeline_cmd()
+        .args(["run", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b'x'; 1 << 16];
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = feeder.join();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than"));
+    // Over the config's limit, under the read cap.
+    let long = "fix ".repeat(400);
+    let out = repo.pipeline(&["run", &long]);
+    out.assert_code(5);
+    assert!(
+        out.error_line().contains("longer than 1000 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert_nothing_created(&repo);
+}
+
+/// Inputs that cannot be read say what and why in one line, exit 3.
+#[test]
+fn unreadable_inputs_are_named_in_one_line() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
+    let out = repo.pipeline(&["verify", "no-such-ref..HEAD"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("no-such-ref..HEAD does not name commits here"),
+        "{}",
+        out.stderr
+    );
+    let personal = repo.home.join(".config/git-pipeline/config.toml");
+    std::fs::write(&personal, b"\xff\xfe").expect("write");
+    let out = repo.pipeline(&["run", "x"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("cannot read your personal config")
+            && out.error_line().contains("not UTF-8"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&personal).expect("rm");
+    std::fs::create_dir(&personal).expect("a folder");
+    let out = repo.pipeline(&["run", "x"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("cannot read your personal config"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_dir(&personal).expect("rm");
+    // A committed .pipeline.toml that is a symlink.
+    std::fs::remove_file(repo.path.join(".pipeline.toml")).expect("rm");
+    std::os::unix::fs::symlink("/etc/hostname", repo.path.join(".pipeline.toml")).expect("ln");
+    repo.commit_all("a linked config");
+    let out = repo.pipeline(&["run", "x"]);
+    out.assert_code(3);
+    assert!(out.error_line().contains("is a symlink"), "{}", out.stderr);
+}
+
 #[test]
 fn malformed_toml_exits_3_with_file_and_line() {
     let repo = TestRepo::new();
@@ -262,17 +350,17 @@ fn no_identity_to_commit_with_exits_3_before_any_agent_runs() {
     repo.agents(&["*:write:src/x:x"], &["*:approve"], "");
     std::fs::write(repo.home.join(".gitconfig"), "").expect("clear identity");
     let mut cmd = repo.pipeline_cmd();
+    // user.useConfigOnly: git may not guess a name from the system user, so the absence is real.
     cmd.args(["run", "fix the typo"])
-        .env("GIT_AUTHOR_NAME", "")
-        .env("EMAIL", "")
-        .env("GIT_COMMITTER_NAME", "");
+        .env_remove("EMAIL")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "user.useConfigOnly")
+        .env("GIT_CONFIG_VALUE_0", "true");
     let out = cmd.output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // git may still find a name from the system user; only a real absence must stop us.
-    if out.status.code() == Some(3) {
-        assert!(stderr.contains("no identity"), "{stderr}");
-        assert!(repo.calls().is_empty());
-    }
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no identity"), "{stderr}");
+    assert!(repo.calls().is_empty());
 }
 
 #[test]

@@ -450,3 +450,119 @@ fn the_checkout_watch_and_the_status_comparison_agree() {
         }
     }
 }
+
+/// Our own refs and records are contained too (sandbox off: detection): a forged attestation
+/// note, a deleted note ref, a deleted archive and another run's deleted shipped branch all stop
+/// the run and are put back.
+#[test]
+fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
+    let repo = TestRepo::new();
+    // A shipped run (its branch and note), and a rolled-back one (its archive).
+    repo.agents(&["*:write:src/shipped.rs:x"], &["*:approve"], "");
+    let shipped = repo.pipeline(&["run", "--json", "fix the typo"]);
+    shipped.assert_code(0);
+    let shipped_branch = shipped.json()["branch"]
+        .as_str()
+        .expect("branch")
+        .to_owned();
+    repo.agents(
+        &["*:write:src/failed.rs:x"],
+        &["*:reject:no"],
+        "[verify]\nmax_rounds = 1\n",
+    );
+    repo.pipeline(&["run", "fix the typo"]).assert_code(2);
+    let refs = |repo: &TestRepo| {
+        repo.git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/notes/",
+            "refs/pipeline/",
+            "refs/heads/pipeline/",
+        ])
+    };
+    let before = refs(&repo);
+    assert_eq!(before.lines().count(), 3, "{before}");
+    let tree = repo.git(&["rev-parse", "main^{tree}"]);
+    let forged = format!(
+        "*:run:git notes --ref=pipeline add -f -m '{{\"version\":1,\"approved\":true,\"tree\":\"{}\"}}' main",
+        tree.trim()
+    );
+    let cases = [
+        (
+            forged.as_str(),
+            "refs/notes/pipeline (git-pipeline's own) was moved",
+        ),
+        (
+            "*:run:git update-ref -d refs/notes/pipeline",
+            "refs/notes/pipeline (git-pipeline's own) was deleted",
+        ),
+        (
+            "*:run:git for-each-ref --format='%(refname)' refs/pipeline/archive/ | xargs -n1 git update-ref -d",
+            "(git-pipeline's own) was deleted",
+        ),
+        (
+            &*format!("*:run:git branch -D {shipped_branch}"),
+            "(git-pipeline's own) was deleted",
+        ),
+    ];
+    for (trick, says) in cases {
+        let before = refs(&repo);
+        arm(&repo, trick);
+        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        out.assert_code(1);
+        let r = out.json();
+        assert_eq!(r["commit"], Value::Null, "nothing may ship");
+        assert_eq!(r["reason"], "containment", "{trick}: {r}");
+        let error = r["error"].as_str().unwrap_or("");
+        assert!(error.contains(says), "{trick}: {error}");
+        // As before, besides this run's own archive of its rolled-back work.
+        let id = r["run_id"].as_str().unwrap_or("?").to_owned();
+        let now: String = refs(&repo)
+            .lines()
+            .filter(|l| !l.contains(&id))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(now.trim_end(), before.trim_end(), "{trick}: put back");
+        let verify = repo.pipeline(&["verify", "main"]);
+        assert_ne!(verify.code, 0, "{trick}: main is not attested");
+    }
+}
+
+/// Agents and gates get `PWD` set to their worktree and no `OLDPWD`, whatever the shell that
+/// started git-pipeline had (opencode takes its folder from `$PWD`).
+#[test]
+fn agents_and_gates_see_their_worktree_as_pwd() {
+    let repo = TestRepo::new();
+    let probe = "import os; print(os.getcwd(), os.environ.get('PWD'), os.environ.get('OLDPWD'))";
+    repo.agents(
+        &[&format!("*:run:python3 -c \"{probe}\" > LOGS/agent-pwd"), "*:write:src/new.rs:x"],
+        &["*:approve"],
+        &format!(
+            "[run]\nsandbox = \"off\"\n[[gates]]\nname = \"pwd\"\ncommand = [\"sh\", \"-c\", \"python3 -c \\\"{probe}\\\" > LOGS/gate-pwd\"]\n"
+        ),
+    );
+    let out = repo
+        .pipeline_cmd()
+        .args(["run", "fix the typo"])
+        .env("PWD", repo.root())
+        .env("OLDPWD", "/somewhere/else")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for who in ["agent", "gate"] {
+        let seen = std::fs::read_to_string(repo.root().join(format!("logs/{who}-pwd")))
+            .expect("probe output");
+        let mut parts = seen.split_whitespace();
+        let (cwd, pwd, oldpwd) = (parts.next(), parts.next(), parts.next());
+        assert_eq!(cwd, pwd, "{who}: PWD is its working folder: {seen}");
+        assert!(
+            cwd.is_some_and(|c| c.contains("repo.pipeline")),
+            "{who}: works in the run's worktree: {seen}"
+        );
+        assert_eq!(oldpwd, Some("None"), "{who}: {seen}");
+    }
+}
