@@ -54,15 +54,21 @@ fn archive_run(
 }
 
 /// The worktree of a run: the one its record names, or one git knows under the run's branch.
+/// A path that is now a symlink, or another folder than the one the run made, is not it: it is
+/// left alone, never entered or removed.
 fn run_worktree(git: &Git, rec: &RunRecord) -> Result<Option<worktree::Entry>> {
     let wanted = format!("refs/heads/{}", rec.branch);
     let reason = format!("git-pipeline run {} ", rec.run_id);
     Ok(worktree::list(git)?.into_iter().find(|e| {
-        rec.worktree
+        let named = rec
+            .worktree
             .as_deref()
-            .is_some_and(|w| same_path(&e.path, w))
+            .is_some_and(|w| worktree::same_path(&e.path, w))
             || (!rec.branch.is_empty() && e.branch.as_deref() == Some(wanted.as_str()))
-            || e.locked.as_deref().is_some_and(|r| r.starts_with(&reason))
+            || e.locked.as_deref().is_some_and(|r| r.starts_with(&reason));
+        let replaced = std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.file_type().is_symlink())
+            || (e.path.exists() && !worktree::is_the_same_folder(&e.path, rec.worktree_identity));
+        named && !replaced
     }))
 }
 
@@ -87,9 +93,12 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
     if let Some(e) = &entry {
         worktree::remove(&git, &e.path)?;
     }
-    if !rec.branch.is_empty()
-        && objects::ref_value(&git, &format!("refs/heads/{}", rec.branch))?.is_some()
-    {
+    let branch_ref = format!("refs/heads/{}", rec.branch);
+    // A worktree left alone (replaced by a symlink or another folder) still holds the branch.
+    let held = worktree::list(&git)?
+        .iter()
+        .any(|e| e.branch.as_deref() == Some(branch_ref.as_str()));
+    if !rec.branch.is_empty() && !held && objects::ref_value(&git, &branch_ref)?.is_some() {
         worktree::delete_branch(&git, &rec.branch)?;
     }
     rec.status = Status::Abandoned;
@@ -280,7 +289,7 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
         let under_root = e
             .path
             .parent()
-            .is_some_and(|p| same_path(p, &o.worktree_root));
+            .is_some_and(|p| same_folder(p, &o.worktree_root));
         let our_branch = format!("refs/heads/{}{name}", o.branch_prefix);
         let ours_by_branch = e.branch.as_deref() == Some(our_branch.as_str());
         let ours_by_lock = e
@@ -503,7 +512,8 @@ fn size_of(path: &Path) -> u64 {
         .sum()
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
+/// Two folders are one (the worktree root may be reached through a symlink of the user's).
+fn same_folder(a: &Path, b: &Path) -> bool {
     a == b
         || matches!(
             (a.canonicalize(), b.canonicalize()),

@@ -115,6 +115,8 @@ pub struct Fingerprint {
     branch_tip: Option<String>,
     /// What the worktree's `.git` file says.
     pointer: Option<Vec<u8>>,
+    /// The worktree folder's identity: a folder or symlink put in its place is a breach.
+    folder: Option<(u64, u64)>,
     /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
     /// or someone else's.
     at: i64,
@@ -218,6 +220,7 @@ impl Guard {
             },
             branch_tip,
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
+            folder: crate::git::worktree::identity(&self.at.worktree),
             at: now_secs(),
         })
     }
@@ -281,7 +284,9 @@ impl Guard {
                 (None, None) => {}
             }
         }
+        // Never through a replaced folder: the pointer file would be someone else's.
         if let Some(p) = &before.pointer
+            && crate::git::worktree::identity(&self.at.worktree) == before.folder
             && std::fs::read(self.at.worktree.join(".git")).ok().as_ref() != Some(p)
         {
             std::fs::write(self.at.worktree.join(".git"), p).map_err(|e| {
@@ -359,7 +364,12 @@ impl Guard {
                 files.join(", ")
             ));
         }
-        if before.pointer != after.pointer {
+        if before.folder != after.folder {
+            review.breaches.push(
+                "the worktree folder was replaced (moved away, or a symlink or another folder put in its place)"
+                    .to_owned(),
+            );
+        } else if before.pointer != after.pointer {
             review
                 .breaches
                 .push("the worktree's .git pointer was rewritten".to_owned());

@@ -84,6 +84,37 @@ pub fn unlock(repo: &Git, path: &Path) -> Result<()> {
     }
 }
 
+/// Whether two paths name the same worktree folder. The last component is never resolved: a
+/// symlink put where a run's worktree was is not the folder it points at (an agent could point
+/// it at your own worktree).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let real = |p: &Path| -> Option<PathBuf> {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return None;
+        }
+        Some(p.parent()?.canonicalize().ok()?.join(p.file_name()?))
+    };
+    matches!((real(a), real(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// A folder's identity (device and inode), not following a symlink: what a run records of the
+/// worktree it made, so that a folder put in its place is never taken for it.
+pub fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `path` is still the folder recorded as `recorded` (no record: nothing to compare).
+pub fn is_the_same_folder(path: &Path, recorded: Option<(u64, u64)>) -> bool {
+    recorded.is_none_or(|r| identity(path) == Some(r))
+}
+
 /// Remove a worktree we created, locked or not. Its work must already be saved: this discards
 /// uncommitted changes.
 pub fn remove(repo: &Git, path: &Path) -> Result<()> {

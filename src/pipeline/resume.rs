@@ -133,10 +133,27 @@ impl Run<'_> {
     /// branch out again (never with `-B`) and refill it from the last snapshot. A setup that
     /// never completed is simply done again.
     fn reattach(&mut self) -> Result<()> {
+        let replaced = std::fs::symlink_metadata(&self.worktree)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            || (self.worktree.exists()
+                && !worktree::is_the_same_folder(&self.worktree, self.rec.worktree_identity));
+        if replaced {
+            return Err(Error::usage_hint(
+                format!(
+                    "run {}'s worktree {} was replaced (moved away, or a symlink or another folder put in its place): git-pipeline will not enter it",
+                    self.dir.id,
+                    self.worktree.display()
+                ),
+                format!(
+                    "look at it yourself; `git pipeline abandon {}` archives the run's branch and leaves that path alone",
+                    self.dir.id
+                ),
+            ));
+        }
         self.clear_stale_git_locks();
         let registered = worktree::list(&self.repo)?
             .into_iter()
-            .any(|e| same_path(&e.path, &self.worktree));
+            .any(|e| worktree::same_path(&e.path, &self.worktree));
         if self.rec.worktree.is_none() {
             // Stopped during setup: nothing an agent made is in there yet.
             if registered || self.worktree.exists() {
@@ -201,6 +218,7 @@ impl Run<'_> {
         self.arm_guard(&wt_paths.git_dir)?;
         self.watch_worktree()?;
         self.rec.worktree = Some(self.worktree.clone());
+        self.rec.worktree_identity = worktree::identity(&self.worktree);
         self.save()
     }
 
@@ -297,12 +315,4 @@ impl<'a> Run<'a> {
         }
         self.load_artifacts()
     }
-}
-
-fn same_path(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!(
-            (a.canonicalize(), b.canonicalize()),
-            (Ok(x), Ok(y)) if x == y
-        )
 }

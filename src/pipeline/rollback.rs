@@ -45,19 +45,14 @@ pub fn archive(
 pub fn discard(repo: &Git, wt: &Path, branch: &str) -> Result<()> {
     // `git worktree remove --force` also forgets a worktree whose folder was deleted by hand;
     // unlike `git worktree prune` it touches no other worktree.
-    if worktree::list(repo)?.iter().any(|e| same_path(&e.path, wt)) {
+    if worktree::list(repo)?
+        .iter()
+        .any(|e| worktree::same_path(&e.path, wt))
+    {
         worktree::remove(repo, wt)?;
     }
     if !branch.is_empty() && objects::ref_value(repo, &format!("refs/heads/{branch}"))?.is_some() {
         worktree::delete_branch(repo, branch)?;
     }
     Ok(())
-}
-
-fn same_path(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!(
-            (a.canonicalize(), b.canonicalize()),
-            (Ok(x), Ok(y)) if x == y
-        )
 }

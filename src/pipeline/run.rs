@@ -106,6 +106,7 @@ impl<'a> Run<'a> {
             candidates: Vec::new(),
             candidate_of: plan.args.candidate_of.clone(),
             sandbox: Some(plan.sandbox.describe()),
+            worktree_identity: None,
             resume: ResumeState {
                 args: plan.args.clone(),
                 sessions: Sessions {
@@ -698,6 +699,7 @@ impl<'a> Run<'a> {
         // Recorded only now: a run stopped before this point has no worktree worth keeping, and
         // `resume` makes it again from scratch.
         self.rec.worktree = Some(self.worktree.clone());
+        self.rec.worktree_identity = worktree::identity(&self.worktree);
         self.save()?;
         self.dir.event(
             None,
@@ -795,7 +797,20 @@ impl<'a> Run<'a> {
     /// Archive the work, then discard the worktree and branch (unless kept).
     fn roll_back(&mut self, why: &str) -> Result<()> {
         let _guard = self.repo_lock()?;
-        let wt_exists = self.rec.worktree.is_some() && self.worktree.exists();
+        // A worktree folder replaced during the run (a symlink to elsewhere, another folder) is
+        // never read, reset or removed: what the run saved (its last snapshot, its branch) is
+        // archived instead, and the path is left alone.
+        let replaced = std::fs::symlink_metadata(&self.worktree)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            || (self.worktree.exists()
+                && !worktree::is_the_same_folder(&self.worktree, self.rec.worktree_identity));
+        if replaced {
+            self.ui.warn(format!(
+                "the run's worktree {} was replaced (moved away, or a symlink put in its place); leaving that path alone",
+                self.worktree.display()
+            ));
+        }
+        let wt_exists = self.rec.worktree.is_some() && self.worktree.exists() && !replaced;
         let tree = if wt_exists {
             // Take the state as the agent left it; fall back to the last snapshot.
             self.snap
@@ -844,7 +859,9 @@ impl<'a> Run<'a> {
             // Never discard a branch that holds a shipped, attested commit.
             return Ok(());
         }
-        if self.rec.worktree.is_some() || tip.is_some() {
+        if replaced {
+            // git still has the worktree registered on the branch: both stay for the user.
+        } else if self.rec.worktree.is_some() || tip.is_some() {
             rollback::discard(&self.repo, &self.worktree, &self.branch)?;
         }
         self.rec.worktree = None;

@@ -160,6 +160,10 @@ pub struct RunRecord {
     pub branch: String,
     pub commit: Option<String>,
     pub worktree: Option<PathBuf>,
+    /// The worktree folder's device and inode when the run made it: a folder or symlink put in
+    /// its place is never entered, reset or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree_identity: Option<(u64, u64)>,
     pub rolled_back: bool,
     pub stages: Vec<StageRecord>,
     pub changed_paths: Vec<String>,

@@ -566,3 +566,83 @@ fn agents_and_gates_see_their_worktree_as_pwd() {
         assert_eq!(oldpwd, Some("None"), "{who}: {seen}");
     }
 }
+
+/// A builder moves its worktree aside and puts a symlink to your own linked worktree in its
+/// place. Nothing git-pipeline does afterwards (containment, rollback, resume after kill -9,
+/// abandon, `clean --all`) enters, resets or removes your worktree.
+#[test]
+fn a_swapped_worktree_is_never_followed() {
+    for kill in [false, true] {
+        let repo = TestRepo::new();
+        let mine = repo.root().join("mine");
+        repo.git(&[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "mywork",
+            &mine.to_string_lossy(),
+        ]);
+        std::fs::write(mine.join("README.md"), "# my uncommitted edit\n").expect("edit");
+        std::fs::write(mine.join("notes.txt"), "my untracked notes\n").expect("untracked");
+        let pointer = std::fs::read(mine.join(".git")).expect("pointer");
+        let swap = "*:run:mv \"$PIPELINE_WORKTREE\" \"$PIPELINE_WORKTREE.aside\" && ln -s ROOT/mine \"$PIPELINE_WORKTREE\"";
+        let mut builder = vec!["*:write:src/new.rs:x", swap];
+        if kill {
+            builder.push("*:killparent");
+        }
+        repo.agents(
+            &builder,
+            &["*:approve"],
+            "[run]\nsandbox = \"off\"\n[limits]\nmax_fix_attempts = 0\n",
+        );
+        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        let id = repo.run_ids().into_iter().max().expect("run id");
+        if kill {
+            assert_eq!(out.code, 137, "{}", out.stderr);
+            let resumed = repo.pipeline(&["resume", &id]);
+            resumed.assert_code(3);
+            assert!(
+                resumed.error_line().contains("was replaced"),
+                "{}",
+                resumed.stderr
+            );
+            repo.pipeline(&["abandon", &id]).assert_code(0);
+        } else {
+            out.assert_code(1);
+            let r = out.json();
+            assert_eq!(r["reason"], "containment", "{r}");
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("worktree folder was replaced"),
+                "{r}"
+            );
+        }
+        repo.pipeline(&["clean", "--all"]);
+        // Your worktree, its files and its pointer are as they were.
+        assert!(
+            mine.join(".git").exists(),
+            "kill={kill}: my worktree is still there"
+        );
+        assert_eq!(std::fs::read(mine.join(".git")).expect("pointer"), pointer);
+        assert_eq!(
+            std::fs::read_to_string(mine.join("README.md")).expect("readme"),
+            "# my uncommitted edit\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mine.join("notes.txt")).expect("notes"),
+            "my untracked notes\n"
+        );
+        assert!(
+            !mine.join("src/new.rs").exists(),
+            "kill={kill}: no agent ran in it"
+        );
+        let list = repo.git(&["worktree", "list", "--porcelain"]);
+        assert!(
+            list.contains(&mine.to_string_lossy().into_owned()),
+            "{list}"
+        );
+    }
+}
