@@ -22,6 +22,22 @@ pub fn store_path() -> Option<PathBuf> {
     Some(base.join("git-pipeline").join("trusted"))
 }
 
+/// What trust is given to at `commit`: the config's blob id, joined by the tree id of
+/// `.pipeline/` (the prompt templates the agents are told with) when the commit has one. A change
+/// to either needs trusting again; a repository without `.pipeline/` keeps its old trust.
+pub fn key(git: &crate::git::Git, commit: &str) -> Result<Option<String>> {
+    let Some(blob) = crate::git::objects::resolve_blob(git, commit, crate::config::PROJECT_FILE)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        match crate::git::objects::resolve_blob(git, commit, crate::scope::POLICY_DIR)? {
+            Some(tree) => format!("{blob}+{tree}"),
+            None => blob,
+        },
+    ))
+}
+
 pub fn is_trusted(blob: &str) -> bool {
     store_path()
         .and_then(|p| std::fs::read_to_string(p).ok())

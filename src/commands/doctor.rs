@@ -168,9 +168,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         .collect();
     f.push(ok("config", format!("valid: {}", sources.join(", "))));
     if crate::trust::needs_trust(&loaded) {
-        let blob = objects::resolve_blob(&git, &head, PROJECT_FILE)
-            .ok()
-            .flatten();
+        let blob = crate::trust::key(&git, &head).ok().flatten();
         if blob.as_deref().is_some_and(crate::trust::is_trusted) {
             f.push(ok(
                 "trust",

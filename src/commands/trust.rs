@@ -14,7 +14,7 @@ pub fn trust(cmd: TrustCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let git = repo.git();
     let commit = objects::resolve_commit(&git, &cmd.base)?
         .ok_or_else(|| Error::usage(format!("{:?} does not name a commit", cmd.base)))?;
-    let blob = objects::resolve_blob(&git, &commit, PROJECT_FILE)?.ok_or_else(|| {
+    let blob = crate::trust::key(&git, &commit)?.ok_or_else(|| {
         Error::usage_hint(
             format!("there is no {PROJECT_FILE} at {} to trust", cmd.base),
             "commit one first (git pipeline init writes a starter)",
@@ -25,7 +25,12 @@ pub fn trust(cmd: TrustCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         .ok_or_else(|| Error::usage(format!("no {PROJECT_FILE} at {}", cmd.base)))?;
     let store = crate::trust::record(&blob, &repo.common_dir)?;
     let mut t = format!(
-        "trusted {PROJECT_FILE} at {} (blob {}); it runs:\n",
+        "trusted {PROJECT_FILE}{} at {} (blob {}); it runs:\n",
+        if blob.contains('+') {
+            " and .pipeline/"
+        } else {
+            ""
+        },
         cmd.base,
         &blob[..blob.len().min(12)]
     );

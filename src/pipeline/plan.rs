@@ -496,7 +496,7 @@ impl RunPlan {
         let docs_paths = strings(&c.docs.paths);
         let templates = Templates::load(&git, &base)?;
         let trust = {
-            let blob = objects::resolve_blob(&git, &base, config::PROJECT_FILE)?;
+            let blob = crate::trust::key(&git, &base)?;
             let needed = crate::trust::needs_trust(&loaded);
             let trusted = blob.as_deref().is_some_and(crate::trust::is_trusted);
             TrustState {
@@ -823,8 +823,56 @@ fn build_scope(loaded: &LoadedConfig, args: &RunArgs) -> Result<Scope> {
     } else {
         Some(args.create.clone())
     };
-    let deny = strings(&s.deny).unwrap_or_default();
+    let mut deny = strings(&s.deny).unwrap_or_default();
+    deny.extend(checker_programs(loaded));
     Scope::new(allow, create, deny).map_err(Error::usage)
+}
+
+/// Programs of agents and gates given by a path inside the repository (`./tools/verify.sh`, or
+/// the script of `sh tools/check.sh`): a builder that rewrote them would decide its own
+/// verdict or gate, so they are never in its scope.
+fn checker_programs(loaded: &LoadedConfig) -> Vec<String> {
+    const INTERPRETERS: &[&str] = &[
+        "sh", "bash", "zsh", "python", "python3", "node", "ruby", "perl",
+    ];
+    let in_repo = |p: &str| -> Option<String> {
+        let path = Path::new(p);
+        if path.is_absolute() || !p.contains('/') || p.contains('{') {
+            return None;
+        }
+        let clean: std::path::PathBuf = path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        Some(globset::escape(&clean.to_string_lossy()))
+    };
+    let mut out = Vec::new();
+    let mut add = |argv: &[String]| {
+        let Some(first) = argv.first() else { return };
+        out.extend(in_repo(first));
+        let base = Path::new(first)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if INTERPRETERS.contains(&base)
+            && let Some(script) = argv.get(1)
+        {
+            out.extend(in_repo(script));
+        }
+    };
+    for config::AgentEntry(list) in loaded.config.agents.values() {
+        for spec in list {
+            if let config::CommandSpec::Argv(argv) = spec.command.get_ref() {
+                add(argv);
+            }
+        }
+    }
+    for g in &loaded.config.gates {
+        add(g.command.get_ref());
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn required_role(

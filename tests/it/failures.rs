@@ -393,13 +393,23 @@ fn task_from_stdin_and_from_a_file() {
 fn secrets_from_the_environment_never_reach_stored_outputs() {
     let repo = TestRepo::new();
     repo.agents(
-        &["*:write:src/new.rs:x", "*:env:MY_API_KEY"],
+        &[
+            "*:write:src/new.rs:x",
+            "*:env:MY_API_KEY",
+            "*:env:DATABASE_URL",
+            "*:env:SOME_SETTING",
+            "*:env:GH_PAT",
+        ],
         &["*:approve"],
         "",
     );
     let mut cmd = repo.pipeline_cmd();
+    // By name, and by shape under names that say nothing.
     cmd.args(["run", "--json", "add the helper"])
-        .env("MY_API_KEY", "sk-very-secret-value-123");
+        .env("MY_API_KEY", "sk-very-secret-value-123")
+        .env("DATABASE_URL", "postgres://app:hunter2-db-pass@db:5432/x")
+        .env("SOME_SETTING", "ghp_16C7e42F292c6912E7710c838347Ae178B4a")
+        .env("GH_PAT", "plain-looking-pat-value");
     let out = cmd.output().expect("run");
     assert!(
         out.status.success(),
@@ -413,11 +423,18 @@ fn secrets_from_the_environment_never_reach_stored_outputs() {
         if entry.file_type().is_file() {
             let text =
                 String::from_utf8_lossy(&std::fs::read(entry.path()).expect("read")).into_owned();
-            assert!(
-                !text.contains("sk-very-secret-value-123"),
-                "secret in {}",
-                entry.path().display()
-            );
+            for secret in [
+                "sk-very-secret-value-123",
+                "hunter2-db-pass",
+                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                "plain-looking-pat-value",
+            ] {
+                assert!(
+                    !text.contains(secret),
+                    "{secret} in {}",
+                    entry.path().display()
+                );
+            }
             found_mask |= text.contains("MY_API_KEY=***");
         }
     }
