@@ -36,7 +36,8 @@ fn archive_run(
     let tree = match worktree {
         Some(wt) if wt.join(".git").exists() => {
             let paths = worktree::paths(wt)?;
-            let snap = Snapshotter::new(wt, &paths.git_dir, dir.scratch("cleanup-index")?);
+            // The run's own index when it kept one (the agent's is not trusted).
+            let snap = Snapshotter::new(wt, &paths.git_dir, dir.scratch("index")?);
             Some(snap.tree()?)
         }
         _ => match &tip {

@@ -66,9 +66,11 @@ pub struct Snapshot {
 pub struct Snapshotter {
     worktree: PathBuf,
     git_dir: PathBuf,
-    /// The worktree's real index, copied before each snapshot.
+    /// The worktree's real index: the agent's to change, so never trusted after [`Self::seed`].
     index: PathBuf,
-    /// Our scratch index (in the run's record folder, never inside the worktree).
+    /// Our own index (in the run's record folder, never inside the worktree), carried from one
+    /// snapshot to the next: skip-worktree or assume-unchanged bits, intent-to-add entries or a
+    /// whole index an agent wrote into the worktree's index hide nothing from it.
     scratch: PathBuf,
     /// Whether the worktree's index had its stat data refreshed once it was no longer "racy".
     refreshed: std::cell::Cell<bool>,
@@ -104,39 +106,50 @@ impl Snapshotter {
         Git::worktree(&self.worktree, &self.git_dir)
     }
 
-    /// Stage the whole worktree into the scratch index and write it as a tree.
-    pub fn tree(&self) -> Result<String> {
-        if self.taken.get() > 0 {
-            self.refresh_once();
-        }
-        self.taken.set(self.taken.get() + 1);
+    /// Start our own index from the worktree's, while it is still the one git-pipeline's
+    /// checkout wrote (before any agent ran).
+    pub fn seed(&self) -> Result<()> {
         match std::fs::copy(&self.index, &self.scratch) {
             // The copy must keep the index's mtime: git trusts an entry's cached stat only when
             // the entry is older than its index file ("racy git"). A copy stamped now would make
             // a same-size edit made in the second of the checkout look unchanged.
-            Ok(_) => copy_mtime(&self.index, &self.scratch)?,
-            // An agent may delete the index; git then starts from an empty one.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_file(&self.scratch);
-            }
-            Err(e) => return Err(Error::io_path("copy the index", &self.index, e)),
+            Ok(_) => copy_mtime(&self.index, &self.scratch),
+            Err(e) => Err(Error::io_path("copy the index", &self.index, e)),
         }
+    }
+
+    /// A command on our index: never a split index or an untracked cache an agent turned on.
+    fn run_ours(&self, args: &[&str]) -> Result<Vec<u8>> {
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
-        let git = self.git();
-        git.run_opts(
-            ["add", "--all", "--", ":/"],
+        let mut full = vec![
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "core.untrackedCache=false",
+        ];
+        full.extend_from_slice(args);
+        self.git().run_opts(
+            &full,
             Opts {
                 env: &env,
                 ..Opts::default()
             },
-        )?;
-        let out = git.run_opts(
-            ["write-tree"],
-            Opts {
-                env: &env,
-                ..Opts::default()
-            },
-        )?;
+        )
+    }
+
+    /// Stage the whole worktree into our index and write it as a tree.
+    pub fn tree(&self) -> Result<String> {
+        if !self.scratch.exists() {
+            // No index of ours (a run made before we kept one, or a worktree found by
+            // `clean`): start from the commit the worktree has checked out, never from its
+            // index. Every file is read once.
+            self.run_ours(&["read-tree", "HEAD"])?;
+        } else if self.taken.get() > 0 {
+            self.refresh_once();
+        }
+        self.taken.set(self.taken.get() + 1);
+        self.run_ours(&["add", "--all", "--", ":/"])?;
+        let out = self.run_ours(&["write-tree"])?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
@@ -148,7 +161,7 @@ impl Snapshotter {
         if self.refreshed.get() {
             return;
         }
-        let settled = std::fs::metadata(&self.index)
+        let settled = std::fs::metadata(&self.scratch)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
@@ -156,11 +169,8 @@ impl Snapshotter {
         if !settled {
             return;
         }
-        // Exit 1 means "some files changed", which is expected; a held index.lock (an agent's
-        // git still running) just leaves the index as it is.
-        let _ = self
-            .git()
-            .output(["update-index", "-q", "--refresh"], Opts::default());
+        // Exit 1 means "some files changed", which is expected.
+        let _ = self.run_ours(&["update-index", "-q", "--refresh"]);
         self.refreshed.set(true);
     }
 

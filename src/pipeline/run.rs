@@ -227,7 +227,8 @@ impl<'a> Run<'a> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("find git-pipeline itself for the sandbox", e))?;
         let common = &self.plan.repo.common_dir;
-        let tmp = self.dir.path.join("tmp");
+        // Not the run's own scratch folder (`tmp`, where its index is): the agent's.
+        let tmp = self.dir.path.join("agent-tmp");
         let mut writable = vec![
             self.worktree.clone(),
             common.join("objects"),
@@ -653,11 +654,14 @@ impl<'a> Run<'a> {
             return Err(e);
         }
         let wt_paths = worktree::paths(&self.worktree)?;
-        self.snap = Some(Snapshotter::new(
+        let snap = Snapshotter::new(
             &self.worktree,
             &wt_paths.git_dir,
             self.dir.scratch("index")?,
-        ));
+        );
+        // Before any agent runs: from now on the worktree's index is the agent's.
+        snap.seed()?;
+        self.snap = Some(snap);
         self.arm_guard(&wt_paths.git_dir)?;
         let submodules = prepare::init_submodules(&self.worktree)?;
         let copied = match &self.plan.repo.main_worktree {

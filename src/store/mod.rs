@@ -271,12 +271,15 @@ impl RunDir {
 
     /// Drop the scratch files of a finished run (an interrupted run keeps them for resume).
     pub fn clear_scratch(&self) -> Result<()> {
-        let dir = self.path.join("tmp");
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io_path("remove", &dir, e)),
+        for name in ["tmp", "agent-tmp"] {
+            let dir = self.path.join(name);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io_path("remove", &dir, e)),
+            }
         }
+        Ok(())
     }
 
     /// Take the run's lock, naming this process as its owner.

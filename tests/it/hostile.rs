@@ -711,3 +711,50 @@ fn a_changed_prompt_template_needs_trust_again() {
     );
     repo.pipeline(&["run", "fix the typo"]).assert_code(0);
 }
+
+/// Index tricks hide nothing: whatever the agent does to the worktree's index (skip-worktree,
+/// assume-unchanged, intent-to-add, an index written from scratch), the scope check, the gates
+/// and the shipped tree see the files as they are.
+#[test]
+fn index_tricks_hide_nothing_from_the_scope_check() {
+    let tricks = [
+        "git update-index --skip-worktree tests/t.txt",
+        "git update-index --assume-unchanged tests/t.txt",
+        "git update-index --refresh >/dev/null; cp \"$(git rev-parse --git-dir)/index\" /dev/null; GIT_INDEX_FILE=\"$(git rev-parse --git-dir)/index\" git read-tree HEAD && git update-index --refresh >/dev/null || true",
+    ];
+    for trick in tricks {
+        let repo = TestRepo::new();
+        repo.write("tests/t.txt", "NO\n");
+        repo.commit_all("a test file");
+        repo.agents(
+            &[
+                "*:write:src/new.rs:x",
+                &format!("*:run:echo OK > tests/t.txt && {trick}"),
+            ],
+            &["*:approve"],
+            "[run]\nsandbox = \"off\"\n[scope]\nallow = [\"src/**\"]\n[limits]\nmax_fix_attempts = 0\n[[gates]]\nname = \"t\"\ncommand = [\"grep\", \"-qx\", \"OK\", \"tests/t.txt\"]\n",
+        );
+        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        out.assert_code(6);
+        let r = out.json();
+        assert_eq!(r["commit"], Value::Null, "{trick}");
+        assert!(
+            out.stderr.contains("tests/t.txt"),
+            "{trick}: {}",
+            out.stderr
+        );
+    }
+    // Intent-to-add of a new file outside the scope.
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:write:src/new.rs:x",
+            "*:run:echo x > outside.txt && git add -N outside.txt",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n[scope]\nallow = [\"src/**\"]\n[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(6);
+    assert!(out.stderr.contains("outside.txt"), "{}", out.stderr);
+}
