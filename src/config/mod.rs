@@ -243,6 +243,10 @@ pub struct GateConfig {
     /// port): other runs wait for it.
     #[serde(default)]
     pub exclusive: bool,
+    /// The gate edits files (a formatter): its edits become part of the change, scope-checked
+    /// again. Without it, a gate that changes files fails.
+    #[serde(default)]
+    pub fixes: bool,
 }
 
 fn no_command() -> Spanned<Vec<String>> {

@@ -202,6 +202,12 @@ impl Run<'_> {
             if cancel.is_cancelled() {
                 return Ok(Ending::Interrupted);
             }
+            // A gate that fixes (a formatter) made a new snapshot: that is what is judged.
+            let snapshot = if self.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
+                snapshot
+            } else {
+                self.snapshot()?
+            };
 
             // Verification, in a session the builder never sees. Rounds number verifier runs;
             // the cap counts rejections (a commit-hook refusal after an approval sends the work
@@ -413,6 +419,17 @@ impl Run<'_> {
             if *end == End::Interrupted {
                 return Err(Error::Interrupted);
             }
+            // What ships is the snapshot the gates judged: a gate's edits are taken into it
+            // (`fixes = true`, scope-checked again) or fail the gate.
+            let edits = if end.success() && gate.builtin.is_none() {
+                self.gate_edits(&name, gate.fixes)?
+            } else {
+                None
+            };
+            let end = &match &edits {
+                Some(_) => End::Exited(1),
+                None => end.clone(),
+            };
             let passed = end.success();
             self.rec.gates.push(GateRecord {
                 name: name.clone(),
@@ -423,7 +440,7 @@ impl Run<'_> {
                 },
                 attempt,
                 duration_s: step::secs(ran.outcome.duration),
-                error: (!passed).then(|| end.describe()),
+                error: (!passed).then(|| edits.clone().unwrap_or_else(|| end.describe())),
             });
             self.save()?;
             if passed {
@@ -433,9 +450,12 @@ impl Run<'_> {
                 ));
                 continue;
             }
-            self.ui
-                .step(format!("gate {name}: FAIL ({})", end.describe()));
-            let output = String::from_utf8_lossy(&step::combined(&ran.outcome)).into_owned();
+            let why = edits.clone().unwrap_or_else(|| end.describe());
+            self.ui.step(format!("gate {name}: FAIL ({why})"));
+            let mut output = String::from_utf8_lossy(&step::combined(&ran.outcome)).into_owned();
+            if let Some(e) = &edits {
+                output = format!("{e}\n{output}");
+            }
             let feedback = format!(
                 "Gate `{name}` (`{}`) failed: {}.\nIts output (the end of it):\n\n```\n{}\n```",
                 gate.describe(),
@@ -449,6 +469,46 @@ impl Run<'_> {
             });
         }
         Ok(GatesEnd::Passed)
+    }
+}
+
+impl Run<'_> {
+    /// After a gate passed: files it changed since the snapshot. `None` when it changed none, or
+    /// when it may (`fixes = true`) and its edits are within the scope: they are then part of
+    /// the change (a new snapshot). Otherwise why the gate fails.
+    fn gate_edits(&mut self, name: &str, fixes: bool) -> Result<Option<String>> {
+        let edited = self.changed_since_snapshot()?;
+        if edited.is_empty() {
+            return Ok(None);
+        }
+        let list = edited.join(", ");
+        if !fixes {
+            return Ok(Some(format!(
+                "gate {name} changed files: {list} (a gate that edits must say so: fixes = true)"
+            )));
+        }
+        let snapshot = self.snapshot()?;
+        let mut violations = self.scope.check(&snapshot.changes);
+        violations.extend(crate::scope::Scope::escaping_symlinks(
+            &self.worktree,
+            &snapshot.changes,
+        ));
+        if !violations.is_empty() {
+            let v: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            return Ok(Some(format!(
+                "gate {name} changed files outside the scope: {}",
+                v.join("; ")
+            )));
+        }
+        self.rec.changed_paths = snapshot
+            .changes
+            .iter()
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect();
+        self.ui.step(format!(
+            "gate {name}: its edits are part of the change: {list}"
+        ));
+        Ok(None)
     }
 }
 

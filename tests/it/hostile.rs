@@ -758,3 +758,60 @@ fn index_tricks_hide_nothing_from_the_scope_check() {
     out.assert_code(6);
     assert!(out.stderr.contains("outside.txt"), "{}", out.stderr);
 }
+
+/// A gate that edits tracked files: without `fixes = true` it fails (the verifier never judges a
+/// tree that does not ship); with it, its edits ship, scope-checked, and the verifier sees them.
+#[test]
+fn a_gate_that_edits_fails_unless_it_fixes_and_its_edits_ship() {
+    let gate = |fixes: &str| {
+        format!(
+            "[run]\nsandbox = \"off\"\n[scope]\nallow = [\"src/**\"]\n[limits]\nmax_fix_attempts = 0\n[[gates]]\nname = \"fmt\"\ncommand = [\"sh\", \"-c\", \"echo '// formatted' >> src/new.rs\"]\n{fixes}"
+        )
+    };
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], &gate(""));
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(4);
+    let r = out.json();
+    assert!(
+        r["gates"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gate fmt changed files: src/new.rs"),
+        "{r}"
+    );
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        &gate("fixes = true\n"),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let branch = out.json()["branch"].as_str().expect("branch").to_owned();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:src/new.rs")]),
+        "x\n// formatted"
+    );
+    assert!(
+        repo.prompt("verifier", 1).contains("// formatted"),
+        "the verifier judged the tree that ships"
+    );
+    // A fixing gate's edit outside the scope fails it.
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        &gate("fixes = true\n").replace("src/new.rs\"]", "README.md\"]"),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(4);
+    assert!(
+        out.json()["gates"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("outside the scope"),
+        "{}",
+        out.stdout
+    );
+}

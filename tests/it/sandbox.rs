@@ -131,6 +131,9 @@ fn writes_outside_the_policy_fail_in_the_agent_and_the_run_says_so() {
 #[test]
 fn edits_and_commits_inside_the_worktree_still_work_and_the_run_records_its_sandbox() {
     let repo = TestRepo::new();
+    // The gate's build output is ignored, as a build folder is.
+    repo.write(".gitignore", "target/\n");
+    repo.commit_all("ignore the build");
     repo.agents(
         &["*:write:src/new.rs:x", "*:commit:agent commit", "*:write:src/more.rs:y"],
         &["*:approve"],
