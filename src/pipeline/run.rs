@@ -815,14 +815,17 @@ impl<'a> Run<'a> {
             ));
         }
         let wt_exists = self.rec.worktree.is_some() && self.worktree.exists() && !replaced;
-        let tree = if wt_exists {
-            // Take the state as the agent left it; fall back to the last snapshot.
-            self.snap
-                .as_ref()
-                .and_then(|s| s.tree().ok())
-                .or_else(|| self.last_tree.clone())
+        // Take the state as the agent left it. When that cannot be read (a nested repository
+        // without a commit, unreadable files), the worktree is the only copy of the work: it is
+        // kept, whatever else happens.
+        let (tree, unarchivable) = if wt_exists {
+            match self.snap.as_ref().map(|s| s.tree()) {
+                Some(Ok(t)) => (Some(t), None),
+                Some(Err(e)) => (self.last_tree.clone(), Some(e.to_string())),
+                None => (self.last_tree.clone(), None),
+            }
         } else {
-            self.last_tree.clone()
+            (self.last_tree.clone(), None)
         };
         let tip = if self.branch.is_empty() {
             None
@@ -830,6 +833,11 @@ impl<'a> Run<'a> {
             objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?
         };
         let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.base);
+        // The worktree is gone (the agent removed it) but its commits are on the branch.
+        let tree = match (tree, &tip) {
+            (None, Some(t)) if agent_committed => Some(objects::tree_of(&self.repo, t)?),
+            (tree, _) => tree,
+        };
         match tree {
             // Nothing was changed: there is no work to keep. A reverified commit is its own record.
             _ if matches!(self.plan.mode, Mode::Reverify { .. }) => {}
@@ -846,6 +854,23 @@ impl<'a> Run<'a> {
                 self.rec.archive = Some(name);
             }
             None => {}
+        }
+        if let Some(why) = &unarchivable {
+            self.ui.warn(format!(
+                "the worktree's state could not be archived ({why}); it is kept with its work at {}",
+                self.worktree.display()
+            ));
+            self.details.push(format!(
+                "the work is in {} (not archived: {why}); remove it with git worktree remove --force once you have looked",
+                self.worktree.display()
+            ));
+            let _ = worktree::unlock(&self.repo, &self.worktree);
+            self.dir.event(
+                None,
+                "rolled_back",
+                json!({"kept": true, "unarchivable": why, "archive": self.rec.archive}),
+            )?;
+            return Ok(());
         }
         if self.plan.keep_failed {
             if wt_exists {

@@ -815,3 +815,54 @@ fn a_gate_that_edits_fails_unless_it_fixes_and_its_edits_ship() {
         out.stdout
     );
 }
+
+/// Agent work is never destroyed: a worktree whose state cannot be archived (a nested repository
+/// without a commit) is kept where it is; an agent that commits and then removes its own worktree
+/// leaves its commit reachable from the archive.
+#[test]
+fn agent_work_is_kept_when_it_cannot_be_archived_or_the_worktree_is_gone() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:write:src/new.rs:mine",
+            "*:run:mkdir nested && git -C nested init -q && echo x > nested/f",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("could not be archived"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_root().join(&id);
+    assert_eq!(
+        std::fs::read_to_string(wt.join("src/new.rs")).expect("the work is kept"),
+        "mine\n"
+    );
+    assert!(wt.join("nested/f").exists());
+
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:write:src/new.rs:committed",
+            "*:commit:the agent's own commit",
+            "*:run:cd / && git -C \"$PIPELINE_WORKTREE\" worktree remove -f -f \"$PIPELINE_WORKTREE\"",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let r = out.json();
+    let archive = r["archive"].as_str().expect("archived").to_owned();
+    assert_eq!(
+        repo.git(&["show", &format!("{archive}:src/new.rs")]),
+        "committed"
+    );
+    let log = repo.git(&["log", "--format=%s", &archive]);
+    assert!(log.contains("the agent's own commit"), "{log}");
+}
