@@ -106,6 +106,12 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
             if updates.is_empty() {
                 updates = from_pre_commit_env();
             }
+            if updates.is_empty() {
+                // No ref lines: a hook manager that kept git's stdin (pre-commit on a first push,
+                // lefthook without use_stdin). Never "nothing to check": work out what the push
+                // sends, or refuse.
+                updates = worked_out(&git)?;
+            }
             // What the remote already has: its remote-tracking branches, when it is a named
             // remote (the URL argument is never printed nor stored: it may hold credentials).
             let known = match remote.filter(|r| is_remote_name(&git, r)) {
@@ -177,6 +183,41 @@ fn from_pre_commit_env() -> Vec<Update> {
         }],
         _ => Vec::new(),
     }
+}
+
+/// What a push sends when the hook was told nothing: the local branch (pre-commit's
+/// `PRE_COMMIT_LOCAL_BRANCH`, else the branch checked out) to the remote branch of the same name
+/// (or `PRE_COMMIT_REMOTE_BRANCH`), as new: every commit of it that no ref of the remote has.
+fn worked_out(git: &Git) -> Result<Vec<Update>> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let local = match get("PRE_COMMIT_LOCAL_BRANCH") {
+        Some(b) => Some(b),
+        None => objects::branch_ref_of(git, "HEAD")?,
+    };
+    let cannot = |why: &str| {
+        Error::usage_hint(
+            format!(
+                "git-pipeline: the pre-push hook was given no ref lines and {why}: refusing, since what is pushed cannot be checked"
+            ),
+            "let the hook manager pass git's stdin to `git pipeline hook pre-push` (lefthook: use_stdin: true), or push from a branch",
+        )
+    };
+    let Some(local) = local else {
+        return Err(cannot("HEAD is not on a branch"));
+    };
+    let local_ref = if local.starts_with("refs/") {
+        local
+    } else {
+        format!("refs/heads/{local}")
+    };
+    let Some(oid) = objects::ref_value(git, &local_ref)? else {
+        return Err(cannot(&format!("{local_ref} names no commit")));
+    };
+    Ok(vec![Update {
+        local_oid: oid.clone(),
+        remote_ref: get("PRE_COMMIT_REMOTE_BRANCH").unwrap_or(local_ref),
+        remote_oid: "0".repeat(oid.len()),
+    }])
 }
 
 /// `push.branches` from the config at the pushed commit (the project's policy there); every

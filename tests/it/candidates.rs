@@ -291,6 +291,17 @@ fn a_kill_after_the_choice_resumes_to_shipping_the_chosen_candidate() {
         v["verification"]["approved"] == true && v["candidate_of"].is_null()
     });
     let parent = parent_run(&repo);
+    // A process the run had just started may hold its lock for a moment after the kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while repo
+        .pipeline(&["status", "--json"])
+        .json()
+        .as_array()
+        .is_some_and(|l| l.iter().any(|r| r["status"] == "running"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let resumed = repo.pipeline(&["resume", &parent, "--json"]);
     resumed.assert_code(0);
     let r = resumed.json();

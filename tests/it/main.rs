@@ -8,6 +8,7 @@ mod config_errors;
 mod duplicates;
 mod failures;
 mod golden;
+mod hook_managers;
 mod hooks;
 mod hostile;
 mod loops;
