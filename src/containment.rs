@@ -461,10 +461,24 @@ impl Guard {
             return Ok(false);
         };
         let entries = crate::git::reflog::since(&self.at.common_dir, &head, since - 1);
+        // A name is only a claim (an agent sets its own environment): the entry counts as a
+        // run's only when that run exists and shipped exactly the commit the branch moved to.
+        let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
         let by_a_run = |e: &crate::git::reflog::Entry| {
-            e.name.ends_with(')')
-                && e.name.contains(" (git-pipeline ")
-                && Some(&e.name) != self.marked_name.as_ref()
+            let Some(id) = e
+                .name
+                .strip_suffix(')')
+                .and_then(|n| n.rsplit_once(" (git-pipeline "))
+                .map(|(_, id)| id)
+                .filter(|id| crate::ids::is_run_id(id))
+            else {
+                return false;
+            };
+            Some(&e.name) != self.marked_name.as_ref()
+                && store
+                    .open(id, Default::default())
+                    .read_record()
+                    .is_ok_and(|r| r.commit.as_deref() == Some(e.new.as_str()))
         };
         // The entries since the value the branch had before the step, newest last.
         let Some(was) = before_refs.get(&head) else {
@@ -630,6 +644,10 @@ impl Guard {
         add(self.at.common_dir.join("config"));
         add(self.at.common_dir.join("config.worktree"));
         add(self.at.worktree_git_dir.join("config.worktree"));
+        // Where git finds the shared repository from the worktree: pointed elsewhere, our own
+        // commands would read another repository's config (and run its filters).
+        add(self.at.worktree_git_dir.join("commondir"));
+        add(self.at.worktree_git_dir.join("gitdir"));
         for dir in [
             self.hooks_dir.clone(),
             self.at.common_dir.join("hooks"),

@@ -174,8 +174,10 @@ pub fn resolve(program: &OsStr, cwd: &Path) -> Option<PathBuf> {
         let full = cwd.join(p);
         return full.is_file().then_some(full);
     }
+    // Relative PATH entries (`node_modules/.bin`) are searched from the step's folder, as the
+    // child's own lookup does.
     std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(p))
+        .map(|d| if d.is_relative() { cwd.join(d) } else { d }.join(p))
         .find(|c| c.is_file())
 }
 

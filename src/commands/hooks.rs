@@ -109,7 +109,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
             if updates.is_empty() {
                 // No ref lines: a hook manager that kept git's stdin (pre-commit on a first push,
                 // lefthook without use_stdin). Never "nothing to check": work out what the push
-                // sends, or refuse.
+                // sends where that is known, or refuse.
                 updates = worked_out(&git)?;
             }
             // What the remote already has: its remote-tracking branches, when it is a named
@@ -185,25 +185,22 @@ fn from_pre_commit_env() -> Vec<Update> {
     }
 }
 
-/// What a push sends when the hook was told nothing: the local branch (pre-commit's
-/// `PRE_COMMIT_LOCAL_BRANCH`, else the branch checked out) to the remote branch of the same name
-/// (or `PRE_COMMIT_REMOTE_BRANCH`), as new: every commit of it that no ref of the remote has.
+/// What a push sends when the hook was told nothing: pre-commit's first push to a remote names
+/// the local branch (`PRE_COMMIT_LOCAL_BRANCH`) and the remote one; every commit of it that no
+/// ref of the remote has is checked. Anything else cannot be known (the branch checked out is
+/// not necessarily what is pushed): refused.
 fn worked_out(git: &Git) -> Result<Vec<Update>> {
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let local = match get("PRE_COMMIT_LOCAL_BRANCH") {
-        Some(b) => Some(b),
-        None => objects::branch_ref_of(git, "HEAD")?,
-    };
     let cannot = |why: &str| {
         Error::usage_hint(
             format!(
-                "git-pipeline: the pre-push hook was given no ref lines and {why}: refusing, since what is pushed cannot be checked"
+                "git-pipeline: the pre-push hook was given no ref lines{why}: refusing, since what is pushed cannot be checked"
             ),
-            "let the hook manager pass git's stdin to `git pipeline hook pre-push` (lefthook: use_stdin: true), or push from a branch",
+            "let the hook manager pass git's stdin to `git pipeline hook pre-push` (lefthook: use_stdin: true)",
         )
     };
-    let Some(local) = local else {
-        return Err(cannot("HEAD is not on a branch"));
+    let Some(local) = get("PRE_COMMIT_LOCAL_BRANCH") else {
+        return Err(cannot(""));
     };
     let local_ref = if local.starts_with("refs/") {
         local
@@ -211,7 +208,7 @@ fn worked_out(git: &Git) -> Result<Vec<Update>> {
         format!("refs/heads/{local}")
     };
     let Some(oid) = objects::ref_value(git, &local_ref)? else {
-        return Err(cannot(&format!("{local_ref} names no commit")));
+        return Err(cannot(&format!(" and {local_ref} names no commit")));
     };
     Ok(vec![Update {
         local_oid: oid.clone(),

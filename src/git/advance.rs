@@ -60,10 +60,18 @@ pub fn advance(repo: &Git, common_dir: &Path, m: &Move<'_>) -> Result<Advance> {
     if let Some(why) = operation_in_progress(common_dir, branch_ref) {
         return Ok(Advance::Refused(why));
     }
-    let checked_out: Option<PathBuf> = worktree::list(repo)?
+    let holders: Vec<PathBuf> = worktree::list(repo)?
         .into_iter()
-        .find(|e| e.branch.as_deref() == Some(branch_ref))
-        .map(|e| e.path);
+        .filter(|e| e.branch.as_deref() == Some(branch_ref))
+        .map(|e| e.path)
+        .collect();
+    if holders.len() > 1 {
+        return Ok(Advance::Refused(format!(
+            "it is checked out in {} worktrees",
+            holders.len()
+        )));
+    }
+    let checked_out = holders.into_iter().next();
     let Some(path) = checked_out else {
         objects::update_ref_as(repo, branch_ref, new, Some(expected), message, &env)?;
         return Ok(Advance::Moved);

@@ -124,27 +124,55 @@ fn pre_commit_framework() {
     scenarios(&repo, &bare, "pre-commit");
 }
 
-#[test]
-fn lefthook_without_use_stdin() {
-    let Some(lefthook) = tool("lefthook") else {
-        return;
-    };
-    let (repo, bare) = setup();
-    // No use_stdin: git-pipeline gets no ref lines and must work out what is pushed.
-    repo.write(
-        "lefthook.yml",
-        "pre-push:\n  commands:\n    attestations:\n      run: git-pipeline hook pre-push\n",
-    );
+fn lefthook_with(repo: &TestRepo, lefthook: &Path, config: &str) {
+    repo.write("lefthook.yml", config);
     repo.commit_all("lefthook config");
     let out = repo
         .command(&lefthook.to_string_lossy(), &repo.path)
-        .args(["install"])
+        .args(["install", "--force"])
         .output()
         .expect("lefthook install");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn lefthook_with_and_without_use_stdin() {
+    let Some(lefthook) = tool("lefthook") else {
+        return;
+    };
+    // Without use_stdin, git-pipeline is told nothing: what is pushed cannot be known, so a push
+    // is refused, with the fix named.
+    let (repo, _bare) = setup();
+    lefthook_with(
+        &repo,
+        &lefthook,
+        "pre-push:\n  commands:\n    attestations:\n      run: git-pipeline hook pre-push\n",
+    );
+    repo.git(&["push", "-q", "--no-verify", "origin", "main"]);
+    let run = repo.pipeline(&["run", "--json", "fix the typo"]);
+    run.assert_code(0);
+    let commit = run.json()["commit"].as_str().expect("commit").to_owned();
+    repo.git(&["merge", "-q", "--ff-only", &commit]);
+    let out = push(&repo, &["origin", "main", "refs/notes/pipeline"]);
+    assert!(out.code != 0, "passed without knowing what was pushed");
+    // What the refusal says (lefthook may not relay it): the hook told nothing.
+    let told_nothing = repo.pipeline(&["hook", "pre-push", "origin", "unused-url"]);
+    assert_ne!(told_nothing.code, 0);
+    assert!(
+        told_nothing.stderr.contains("use_stdin: true"),
+        "{}",
+        told_nothing.stderr
+    );
+    // With it, the check is exact.
+    let (repo, bare) = setup();
+    lefthook_with(
+        &repo,
+        &lefthook,
+        "pre-push:\n  commands:\n    attestations:\n      run: git-pipeline hook pre-push {1} {2}\n      use_stdin: true\n",
     );
     scenarios(&repo, &bare, "lefthook");
 }

@@ -866,3 +866,25 @@ fn agent_work_is_kept_when_it_cannot_be_archived_or_the_worktree_is_gone() {
     let log = repo.git(&["log", "--format=%s", &archive]);
     assert!(log.contains("the agent's own commit"), "{log}");
 }
+
+/// An agent cannot pass its own changes off as another run's, nor point its worktree at another
+/// repository: a faked run name on a fast-forward of your checkout is a breach, and a rewritten
+/// `commondir` is caught and put back.
+#[test]
+fn faked_run_names_and_a_rewritten_commondir_are_caught() {
+    let repo = TestRepo::new();
+    let ff = "*:run:git add -A && git commit -qm mine && GIT_COMMITTER_NAME='Test User (git-pipeline 20990101-000000-abcd)' git -C ROOT/repo merge -q --ff-only $(git rev-parse HEAD)";
+    let r = hostile(&repo, ff, 1);
+    assert_eq!(r["reason"], "containment", "{r}");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.contains("your checkout"), "{error}");
+
+    let repo = TestRepo::new();
+    let common = "*:run:echo /tmp/elsewhere > \"$(git rev-parse --git-dir)/commondir\"";
+    let r = hostile(&repo, common, 1);
+    assert_eq!(r["reason"], "containment", "{r}");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("commondir"),
+        "{r}"
+    );
+}
