@@ -168,18 +168,7 @@ pub async fn run_agent(
             .build(&spec.env);
             let preset = spec.preset;
             let argv = sandboxed(ctx, argv, &mut env, |sb, argv| sb.agent_argv(preset, argv));
-            process::run(
-                process::Spec {
-                    argv,
-                    cwd: ctx.worktree.to_owned(),
-                    env,
-                    env_remove,
-                    timeout: Some(spec.timeout.unwrap_or(DEFAULT_TIMEOUT)),
-                    capture_limit: ctx.capture_limit,
-                },
-                cancel,
-            )
-            .await
+            in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel).await
         }
     };
     let _ = std::fs::remove_file(&prompt_file);
@@ -322,13 +311,24 @@ async fn command_gate(
         &mut env,
         |sb, argv| sb.gate_argv(argv),
     );
+    in_worktree(ctx, argv, (env, env_remove), gate.timeout, cancel).await
+}
+
+/// Run a step's program in the run's worktree, with its environment and timeout.
+async fn in_worktree(
+    ctx: &StepCtx<'_>,
+    argv: Vec<std::ffi::OsString>,
+    (env, env_remove): (Vec<(String, std::ffi::OsString)>, Vec<String>),
+    timeout: Option<std::time::Duration>,
+    cancel: &mut Cancel,
+) -> Outcome {
     process::run(
         process::Spec {
             argv,
             cwd: ctx.worktree.to_owned(),
             env,
             env_remove,
-            timeout: Some(gate.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+            timeout: Some(timeout.unwrap_or(DEFAULT_TIMEOUT)),
             capture_limit: ctx.capture_limit,
         },
         cancel,

@@ -198,16 +198,7 @@ fn a_best_of_n_run_resumes_after_kill_9() {
     ));
     let out = repo.pipeline(&["run", "--candidates", "2", "fix the typo"]);
     assert_eq!(out.code, 137, "{}", out.stderr);
-    let parent = repo
-        .pipeline(&["status", "--json"])
-        .json()
-        .as_array()
-        .and_then(|l| {
-            l.iter()
-                .find(|r| r["candidate_of"].is_null())
-                .and_then(|r| r["run_id"].as_str().map(str::to_owned))
-        })
-        .expect("parent run");
+    let parent = parent_run(&repo);
     let resumed = repo.pipeline(&["resume", &parent, "--json"]);
     resumed.assert_code(0);
     let r = resumed.json();

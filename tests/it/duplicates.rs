@@ -13,6 +13,26 @@ fn repo_with_parser() -> TestRepo {
     repo
 }
 
+/// The parser, and a copy of it committed before any run: duplication that was there already.
+fn repo_with_old_copy() -> TestRepo {
+    let repo = repo_with_parser();
+    repo.write(
+        "src/parse_copy.rs",
+        &ORIGINAL.replace("fn parse", "fn parse2"),
+    );
+    repo.commit_all("an old copy");
+    repo
+}
+
+/// The duplicates gate's output on attempt 1 of a run.
+fn gate_log(repo: &TestRepo, out: &crate::common::Out) -> String {
+    let id = out.json()["run_id"].as_str().expect("id").to_owned();
+    std::fs::read_to_string(repo.path.join(format!(
+        ".git/pipeline/runs/{id}/outputs/gate-1.duplicates.log"
+    )))
+    .expect("gate log")
+}
+
 const GATE: &str = "[[gates]]\nname = \"duplicates\"\nbuiltin = \"duplicates\"\nengine = \"builtin\"\nmin_tokens = 20\nmin_lines = 3\n";
 
 #[test]
@@ -43,13 +63,7 @@ fn a_copied_function_goes_back_to_the_builder_naming_the_original() {
 
 #[test]
 fn new_code_and_duplication_from_before_the_run_pass() {
-    let repo = repo_with_parser();
-    // Already duplicated before the run.
-    repo.write(
-        "src/parse_copy.rs",
-        &ORIGINAL.replace("fn parse", "fn parse2"),
-    );
-    repo.commit_all("an old copy");
+    let repo = repo_with_old_copy();
     repo.agents(
         &["*:write:src/total.rs:pub fn total(xs: &[u64]) -> u64 { xs.iter().sum() }"],
         &["*:approve"],
@@ -57,11 +71,7 @@ fn new_code_and_duplication_from_before_the_run_pass() {
     );
     let out = repo.pipeline(&["run", "--json", "add a total"]);
     out.assert_code(0);
-    let id = out.json()["run_id"].as_str().expect("id").to_owned();
-    let log = std::fs::read_to_string(repo.path.join(format!(
-        ".git/pipeline/runs/{id}/outputs/gate-1.duplicates.log"
-    )))
-    .expect("gate log");
+    let log = gate_log(&repo, &out);
     assert!(log.starts_with("[in-process] no duplicated code"), "{log}");
 }
 
@@ -125,12 +135,7 @@ fn jscpd_gives_the_same_verdicts_when_installed() {
             true,
         ),
     ] {
-        let repo = repo_with_parser();
-        repo.write(
-            "src/parse_copy.rs",
-            &ORIGINAL.replace("fn parse", "fn parse2"),
-        );
-        repo.commit_all("an old copy");
+        let repo = repo_with_old_copy();
         repo.agents(
             &[&format!("*:write:src/numbers.rs:{write}")],
             &["*:approve"],
@@ -138,11 +143,7 @@ fn jscpd_gives_the_same_verdicts_when_installed() {
         );
         let out = repo.pipeline(&["run", "--json", "add numbers"]);
         out.assert_code(if passes { 0 } else { 4 });
-        let id = out.json()["run_id"].as_str().expect("id").to_owned();
-        let log = std::fs::read_to_string(repo.path.join(format!(
-            ".git/pipeline/runs/{id}/outputs/gate-1.duplicates.log"
-        )))
-        .expect("gate log");
+        let log = gate_log(&repo, &out);
         assert!(log.starts_with("[jscpd 5."), "{log}");
         if !passes {
             assert!(log.contains("src/numbers.rs:"), "{log}");
