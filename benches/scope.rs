@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use git_pipeline::git::snapshot::{Change, ChangeKind, Snapshotter};
-use git_pipeline::scope::Scope;
+use git_pipeline::policy::scope::Scope;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -8,115 +8,21 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::Repo;
+use crate::git::objects;
 use crate::git::snapshot::Snapshotter;
-use crate::git::{Git, Repo, objects, worktree};
+use crate::git::worktree;
 use crate::ids;
-use crate::pipeline::rollback::{self, ARCHIVE_PREFIX};
-use crate::process;
-use crate::store::RunDir;
-use crate::store::lock::{Liveness, acquire_repo};
-use crate::store::record::{RunRecord, Status};
-
-/// Save a run's work (its worktree as it is, its branch) on its archive ref, when there is any
-/// work beyond the base. Returns the archive ref.
-fn archive_run(
-    git: &Git,
-    dir: &RunDir,
-    rec: &RunRecord,
-    worktree: Option<&Path>,
-    why: &str,
-) -> Result<Option<String>> {
-    let base_tree = objects::tree_of(git, &rec.base).ok();
-    let tip = if rec.branch.is_empty() {
-        None
-    } else {
-        objects::ref_value(git, &format!("refs/heads/{}", rec.branch))?
-    };
-    let tree = match worktree {
-        Some(wt) if wt.join(".git").exists() => {
-            let paths = worktree::paths(wt)?;
-            // The run's own index when it kept one (the agent's is not trusted).
-            let snap = Snapshotter::new(wt, &paths.git_dir, dir.scratch("index")?);
-            Some(snap.tree()?)
-        }
-        _ => match &tip {
-            Some(t) => Some(objects::tree_of(git, t)?),
-            None => None,
-        },
-    };
-    let agent_committed = tip.as_deref().is_some_and(|t| t != rec.base);
-    match tree {
-        Some(t) if Some(&t) != base_tree.as_ref() || agent_committed => Ok(Some(
-            rollback::archive(git, &rec.run_id, &t, &rec.base, tip.as_deref(), why)?,
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// The worktree of a run: the one its record names, or one git knows under the run's branch.
-/// A path that is now a symlink, or another folder than the one the run made, is not it: it is
-/// left alone, never entered or removed.
-fn run_worktree(git: &Git, rec: &RunRecord) -> Result<Option<worktree::Entry>> {
-    let wanted = format!("refs/heads/{}", rec.branch);
-    let reason = format!("git-pipeline run {} ", rec.run_id);
-    Ok(worktree::list(git)?.into_iter().find(|e| {
-        let named = rec
-            .worktree
-            .as_deref()
-            .is_some_and(|w| worktree::same_path(&e.path, w))
-            || (!rec.branch.is_empty() && e.branch.as_deref() == Some(wanted.as_str()))
-            || e.locked.as_deref().is_some_and(|r| r.starts_with(&reason));
-        let replaced = std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.file_type().is_symlink())
-            || (e.path.exists() && !worktree::is_the_same_folder(&e.path, rec.worktree_identity));
-        named && !replaced
-    }))
-}
-
-/// Stop a run for good: stop what it left running, archive its work, remove its worktree and
-/// branch, keep its record as `abandoned`. The caller holds the run's lock.
-pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Result<RunRecord> {
-    if rec.commit.is_some() && rec.status == Status::Succeeded {
-        return Err(Error::usage_hint(
-            format!("run {} shipped; there is nothing to abandon", rec.run_id),
-            format!("its branch {} is yours to merge or delete", rec.branch),
-        ));
-    }
-    let leftovers = process::run_processes(&rec.run_id, rec.worktree.as_deref());
-    process::stop_pids(&leftovers);
-    let git = repo.git();
-    let _guard = acquire_repo(&repo.pipeline_dir())?;
-    let entry = run_worktree(&git, &rec)?;
-    let wt_path = entry.as_ref().map(|e| e.path.clone());
-    if let Some(a) = archive_run(&git, dir, &rec, wt_path.as_deref(), why)? {
-        rec.archive = Some(a);
-    }
-    if let Some(e) = &entry {
-        worktree::remove(&git, &e.path)?;
-    }
-    let branch_ref = format!("refs/heads/{}", rec.branch);
-    // A worktree left alone (replaced by a symlink or another folder) still holds the branch.
-    let held = worktree::list(&git)?
-        .iter()
-        .any(|e| e.branch.as_deref() == Some(branch_ref.as_str()));
-    if !rec.branch.is_empty() && !held && objects::ref_value(&git, &branch_ref)?.is_some() {
-        worktree::delete_branch(&git, &rec.branch)?;
-    }
-    rec.status = Status::Abandoned;
-    rec.stage = None;
-    rec.worktree = None;
-    rec.rolled_back = true;
-    rec.ended_at = Some(ids::now_rfc3339());
-    rec.error.get_or_insert_with(|| why.to_owned());
-    dir.write_record(&rec)?;
-    dir.event(
-        None,
-        "rolled_back",
-        serde_json::json!({"abandoned": true, "archive": rec.archive, "stopped_processes": leftovers}),
-    )?;
-    let _ = dir.clear_scratch();
-    Ok(rec)
-}
+use crate::run::abandon::{archive_run, run_worktree};
+use crate::run::stages::rollback;
+use crate::run::stages::rollback::ARCHIVE_PREFIX;
+use crate::store::lock::Liveness;
+use crate::store::lock::acquire_repo;
+use crate::store::record::Status;
 
 /// One thing `clean` does (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
@@ -319,26 +225,15 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
         }
     }
     // Archives past their time.
-    let out = git.run([
-        "for-each-ref",
-        "--format=%(refname) %(committerdate:unix)",
-        ARCHIVE_PREFIX,
-    ])?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    for line in String::from_utf8_lossy(&out).lines() {
-        let Some((reference, when)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(when) = when.parse::<u64>() else {
-            continue;
-        };
+    for (reference, when) in crate::git::refs::with_dates(&git, ARCHIVE_PREFIX)? {
         let age_days = now.saturating_sub(when) / 86_400;
         if age_days >= u64::from(o.archive_days) {
             actions.push(Action::ExpireArchive {
-                reference: reference.to_owned(),
+                reference,
                 age_days,
             });
         }
@@ -348,18 +243,14 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
 
 /// Whether a shipped branch's commit is also on another branch (local, not ours, or remote).
 fn merged(git: &Git, branch: &str, prefix: &str) -> Result<bool> {
-    let out = git.run([
-        "for-each-ref",
-        "--format=%(refname)",
-        "--contains",
-        &format!("refs/heads/{branch}"),
-        "refs/heads/",
-        "refs/remotes/",
-    ])?;
     let ours = format!("refs/heads/{prefix}");
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .any(|r| !r.starts_with(&ours)))
+    Ok(crate::git::refs::containing(
+        git,
+        &format!("refs/heads/{branch}"),
+        &["refs/heads/", "refs/remotes/"],
+    )?
+    .iter()
+    .any(|r| !r.starts_with(&ours)))
 }
 
 /// What `clean` freed.
@@ -394,7 +285,7 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                 {
                     freed.branches += 1;
                 }
-                abandon(repo, &dir, rec, &format!("cleaned: {why}"))?;
+                crate::run::abandon::abandon(repo, &dir, rec, &format!("cleaned: {why}"))?;
                 freed.runs_abandoned += 1;
             }
             Action::RemoveWorktree { run_id, path } => {
@@ -446,11 +337,10 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                     let tree = snap.tree();
                     let _ = std::fs::remove_file(&scratch);
                     let tree = tree?;
-                    let head = Git::in_dir(path).text(["rev-parse", "HEAD", "HEAD^{tree}"])?;
-                    let (head, head_tree) = head.split_once('\n').unwrap_or((&head, ""));
+                    let (head, head_tree) = worktree::head_and_tree(path)?;
                     // A worktree that holds nothing but its commit has nothing to save.
-                    if tree != head_tree.trim() {
-                        rollback::archive(&git, run_id, &tree, head, None, "orphaned worktree")?;
+                    if tree != head_tree {
+                        rollback::archive(&git, run_id, &tree, &head, None, "orphaned worktree")?;
                     }
                 }
                 freed.bytes += size_of(path);
@@ -462,7 +352,7 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
             }
             Action::ExpireArchive { reference, .. } => {
                 let _guard = acquire_repo(&repo.pipeline_dir())?;
-                git.run(["update-ref", "-d", reference])?;
+                crate::git::refs::delete(&git, reference, None)?;
                 freed.archives_expired += 1;
             }
             Action::RemoveTrash { path } => {
@@ -478,25 +368,9 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
     }
     if !orphan_branches.is_empty() {
         let _guard = acquire_repo(&repo.pipeline_dir())?;
-        let listed = git.run(
-            std::iter::once("for-each-ref".to_owned())
-                .chain(["--format=%(refname)".to_owned()])
-                .chain(orphan_branches.iter().cloned()),
-        )?;
-        let existing: Vec<&str> = std::str::from_utf8(&listed)
-            .unwrap_or_default()
-            .lines()
-            .filter(|r| orphan_branches.iter().any(|b| b == r))
-            .collect();
+        let existing = crate::git::refs::existing(&git, &orphan_branches)?;
         if !existing.is_empty() {
-            let script: String = existing.iter().map(|r| format!("delete {r}\n")).collect();
-            git.run_opts(
-                ["update-ref", "--stdin"],
-                crate::git::Opts {
-                    stdin: Some(script.as_bytes()),
-                    ..Default::default()
-                },
-            )?;
+            crate::git::refs::delete_all(&git, &existing)?;
             freed.branches += existing.len();
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::risk::Risk;
+use crate::policy::risk::Risk;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -244,9 +244,9 @@ pub enum StageArg {
     Execution,
 }
 
-impl From<StageArg> for crate::pipeline::plan::Stage {
+impl From<StageArg> for crate::plan::Stage {
     fn from(s: StageArg) -> Self {
-        use crate::pipeline::plan::Stage;
+        use crate::plan::Stage;
         match s {
             StageArg::Discovery => Stage::Discovery,
             StageArg::Planning => Stage::Planning,

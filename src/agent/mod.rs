@@ -1,57 +1,23 @@
 //! Agents: which configured program plays which role, how its argv is built, and how its output
 //! is read (verdicts, usage). Running it is the pipeline's job (`pipeline::step`).
 
-pub mod argv;
 pub mod json_scan;
-pub mod manifest;
-pub mod presets;
 pub mod text;
 pub mod usage;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use crate::config::AgentEntry;
 
-use crate::config::{AgentEntry, AgentSpec, CommandSpec, LoadedConfig};
-use crate::error::{Error, Result};
+use crate::config::AgentSpec;
+use crate::preset::Role;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Builder,
-    Verifier,
-    Planner,
-    Reviewer,
-    Discovery,
-    Docs,
-}
+use crate::config::CommandSpec;
 
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Builder,
-        Role::Verifier,
-        Role::Planner,
-        Role::Reviewer,
-        Role::Discovery,
-        Role::Docs,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Builder => "builder",
-            Role::Verifier => "verifier",
-            Role::Planner => "planner",
-            Role::Reviewer => "reviewer",
-            Role::Discovery => "discovery",
-            Role::Docs => "docs",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == s)
-    }
-}
+use crate::config::LoadedConfig;
+use crate::error::Error;
+use crate::error::Result;
 
 /// One way to run an agent for a role: a preset expanded, or the config's argv.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +37,7 @@ impl Candidate {
     pub fn for_role(spec: &AgentSpec, role: Role) -> Candidate {
         let (argv, preset, start, resume) = match spec.command.get_ref() {
             CommandSpec::Argv(v) => (v.clone(), None, Vec::new(), Vec::new()),
-            CommandSpec::Preset(name) => match presets::find(name) {
+            CommandSpec::Preset(name) => match crate::preset::find(name) {
                 Some(p) => (
                     p.argv(role),
                     Some(p.name),

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::git::Git;
-use crate::git::merge::{Merge, merge_trees};
+use crate::git::merge::Merge;
+use crate::git::merge::merge_trees;
 use crate::git::objects;
 
 /// Where a workstream starts: the bundle's base, its one dependency's commit, or the merge of

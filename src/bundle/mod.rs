@@ -10,7 +10,6 @@
 //! - `driver`: the scheduler: ready workstreams up to `--jobs`, blocking, resume.
 
 pub mod dag;
-pub mod driver;
 pub mod integrate;
 pub mod record;
 pub mod spec;

@@ -4,7 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Exit, Result};
+use crate::error::Error;
+
+use crate::error::Exit;
+
+use crate::error::Result;
 use crate::store::record::Reason;
 
 pub const BUNDLE_RECORD: &str = "bundle.json";
@@ -131,7 +135,7 @@ pub struct BundleRecord {
     #[serde(default)]
     pub keep: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub risk: Option<crate::risk::Risk>,
+    pub risk: Option<crate::policy::risk::Risk>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     /// The run whose planner split its task into this bundle.

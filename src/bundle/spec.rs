@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Problem;
-use crate::risk::Risk;
+use crate::policy::risk::Risk;
 
 pub const BUNDLE_VERSION: u32 = 1;
 

@@ -15,7 +15,11 @@ use globset::GlobSetBuilder;
 use super::Problem;
 use super::dag::Graph;
 use super::spec::{Bundle, Workstream};
-use crate::scope::{Globs, compile_glob};
+use crate::config::LoadedConfig;
+use crate::error::{Error, Result};
+use crate::git::{Repo, objects};
+use crate::globs::Globs;
+use crate::globs::compile_glob;
 
 /// What the bundle is checked against: the project's config and the base commit's files.
 #[derive(Debug, Default)]
@@ -168,7 +172,7 @@ fn overlaps(bundle: &Bundle, ctx: &Context, files: &[PathBuf], graph: &Graph) ->
     let mut more_pairs = 0usize;
     let mut who: Vec<usize> = Vec::new();
     for f in files {
-        if crate::scope::always_denied(f).is_some() || deny.is_match(f) {
+        if crate::policy::scope::always_denied(f).is_some() || deny.is_match(f) {
             continue;
         }
         who.clear();
@@ -227,6 +231,73 @@ fn overlaps(bundle: &Bundle, ctx: &Context, files: &[PathBuf], graph: &Graph) ->
         });
     }
     out
+}
+
+/// A bundle read and validated against the repository: what `git pipeline plan` shows.
+pub struct Checked {
+    pub bundle: Bundle,
+    pub graph: Graph,
+    /// What could not be checked, and why (no repository, no config).
+    pub notes: Vec<String>,
+}
+
+/// Read and validate a bundle. In a repository, against the config and the files of `base`.
+pub fn check(path: &Path, repo: Option<(&Repo, &str, &LoadedConfig)>) -> Result<Checked> {
+    let source = path.display().to_string();
+    let bundle = super::spec::load(path).map_err(|p| invalid(&source, &p))?;
+    check_bundle(bundle, &source, repo)
+}
+
+/// Validate a bundle already read (from a file, or from a planner's output).
+pub fn check_bundle(
+    bundle: Bundle,
+    source: &str,
+    repo: Option<(&Repo, &str, &LoadedConfig)>,
+) -> Result<Checked> {
+    let mut notes = Vec::new();
+    let ctx = match repo {
+        None => {
+            notes.push(
+                "not in a git repository: gates and overlapping scopes were not checked".to_owned(),
+            );
+            Context::default()
+        }
+        Some((repo, base, loaded)) => {
+            let c = &loaded.config;
+            let strings = |v: &[toml::Spanned<String>]| {
+                v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>()
+            };
+            let mut files = Vec::new();
+            objects::for_each_file(&repo.git(), base, |p| files.push(p.to_owned()))?;
+            Context {
+                gates: Some(c.gates.iter().map(|g| g.name.get_ref().clone()).collect()),
+                config_allow: c.scope.allow.as_deref().map(strings),
+                deny: c.scope.deny.as_deref().map(strings).unwrap_or_default(),
+                files: Some(files),
+            }
+        }
+    };
+    let (graph, problems) = validate(&bundle, &ctx);
+    if !problems.is_empty() {
+        return Err(invalid(source, &problems));
+    }
+    Ok(Checked {
+        bundle,
+        graph,
+        notes,
+    })
+}
+
+fn invalid(source: &str, problems: &[crate::bundle::Problem]) -> Error {
+    Error::Invalid {
+        message: format!(
+            "the bundle {source} is not valid ({} problem{})",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        ),
+        problems: problems.iter().map(ToString::to_string).collect(),
+        hint: format!("fix them, then check again with: git pipeline plan {source}"),
+    }
 }
 
 #[cfg(test)]

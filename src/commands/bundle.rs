@@ -9,29 +9,38 @@ use serde_json::json;
 
 use super::emit;
 use crate::bundle::dag::Graph;
-use crate::bundle::driver::{self, BundlePlan, Checked};
-use crate::bundle::record::{self, BUNDLE_INPUT, BundleRecord, BundleStatus, WsState};
+use crate::bundle::record;
+use crate::bundle::record::BUNDLE_INPUT;
+use crate::bundle::record::BundleRecord;
+use crate::bundle::record::BundleStatus;
+use crate::bundle::record::WsState;
 use crate::bundle::spec::Bundle;
+use crate::bundle::validate::Checked;
 use crate::cli::PlanCmd;
-use crate::error::{Error, Exit, Result};
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
+use crate::fanout::bundle::BundlePlan;
 use crate::git::Repo;
-use crate::pipeline::plan::RunArgs;
-use crate::store::{RunDir, Store};
+use crate::plan::RunArgs;
+use crate::store::RunDir;
+use crate::store::Store;
 use crate::ui::Ui;
 
 /// `git pipeline plan PATH`: every problem at once (exit 3), or the DAG and its order.
 pub fn plan(cmd: PlanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let checked = match Repo::discover(cwd) {
         Ok(repo) => {
-            let (base, _, loaded) =
-                match crate::pipeline::plan::base_and_config(&repo, cmd.base.as_deref()) {
-                    Ok(x) => (Some(x.0), x.1, Some(x.2)),
-                    Err(_) if cmd.base.is_none() => (None, String::new(), None),
-                    Err(e) => return Err(e),
-                };
+            let (base, _, loaded) = match crate::plan::base_and_config(&repo, cmd.base.as_deref()) {
+                Ok(x) => (Some(x.0), x.1, Some(x.2)),
+                Err(_) if cmd.base.is_none() => (None, String::new(), None),
+                Err(e) => return Err(e),
+            };
             match (&base, &loaded) {
-                (Some(b), Some(l)) => driver::check(&cmd.path, Some((&repo, b, l))),
-                _ => driver::check(&cmd.path, None).map(|mut c| {
+                (Some(b), Some(l)) => {
+                    crate::bundle::validate::check(&cmd.path, Some((&repo, b, l)))
+                }
+                _ => crate::bundle::validate::check(&cmd.path, None).map(|mut c| {
                     c.notes = vec![
                         "no committed .pipeline.toml: gates and overlapping scopes were not checked"
                             .to_owned(),
@@ -40,7 +49,7 @@ pub fn plan(cmd: PlanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                 }),
             }
         }
-        Err(_) => driver::check(&cmd.path, None),
+        Err(_) => crate::bundle::validate::check(&cmd.path, None),
     };
     let checked = match checked {
         Ok(c) => c,
@@ -118,7 +127,7 @@ fn describe(source: &str, c: &Checked) -> String {
                 let names: Vec<&str> = g.deps[i].iter().map(|&d| g.ids[d].as_str()).collect();
                 format!("  ◄── {}", names.join(", "))
             };
-            let task = super::short_task(&c.bundle.workstreams[i].task, 60);
+            let task = crate::text::short_task(&c.bundle.workstreams[i].task, 60);
             t.push_str(&format!("{label:<9} {:<width$}  {task}{waits}\n", g.ids[i]));
         }
     }
@@ -184,7 +193,9 @@ pub fn run(
 
 /// Run a prepared bundle and print how it ended.
 pub fn execute(plan: &BundlePlan, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
-    let rec = super::interruptible(|cancel| async move { driver::run(plan, ui, cancel).await })?;
+    let rec = super::interruptible(|cancel| async move {
+        crate::fanout::bundle::run(plan, ui, cancel).await
+    })?;
     report(&rec, out, ui, json)
 }
 
@@ -210,16 +221,13 @@ pub fn resume(dir: RunDir, cwd: &Path, out: &mut dyn Write, ui: &Ui, json: bool)
         ))
     })?;
     let repo = Repo::discover(cwd)?;
-    let loaded = crate::pipeline::plan::load_config(&repo, &rec.base, &rec.base_ref)?;
+    let loaded = crate::plan::load_config(&repo, &rec.base, &rec.base_ref)?;
     let (graph, _) = Graph::new(&bundle.workstreams);
     let shared = RunArgs {
         agents: rec.agents.clone(),
         keep: rec.keep,
         risk: rec.risk,
-        stage: rec
-            .stage
-            .as_deref()
-            .and_then(crate::pipeline::plan::Stage::parse),
+        stage: rec.stage.as_deref().and_then(crate::plan::Stage::parse),
         ..RunArgs::default()
     };
     let mut plan = BundlePlan::from_checked(
@@ -238,12 +246,11 @@ pub fn resume(dir: RunDir, cwd: &Path, out: &mut dyn Write, ui: &Ui, json: bool)
     )?;
     plan.parent_run = rec.parent_run.clone();
     plan.trust.require(&plan.loaded, &plan.base_ref)?;
-    let dir = dir.with_redactor(Arc::new(driver::bundle_redactor(&plan)));
+    let dir = dir.with_redactor(Arc::new(crate::fanout::bundle::bundle_redactor(&plan)));
     let plan = &plan;
-    let rec =
-        super::interruptible(
-            |cancel| async move { driver::resume(plan, ui, dir, rec, cancel).await },
-        )?;
+    let rec = super::interruptible(|cancel| async move {
+        crate::fanout::bundle::resume(plan, ui, dir, rec, cancel).await
+    })?;
     report(&rec, out, ui, json)
 }
 
@@ -426,7 +433,7 @@ pub fn abandon(dir: RunDir, cwd: &Path, out: &mut dyn Write, json: bool) -> Resu
             continue;
         }
         let _run_lock = run_dir.lock()?;
-        crate::cleanup::abandon(
+        crate::run::abandon::abandon(
             &repo,
             &run_dir,
             run_rec,

@@ -7,8 +7,13 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use super::emit;
-use crate::cli::{Cli, CompletionsCmd, ManCmd, Shell};
-use crate::error::{Error, Exit, Result};
+use crate::cli::Cli;
+use crate::cli::CompletionsCmd;
+use crate::cli::ManCmd;
+use crate::cli::Shell;
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
 
 /// Render one man page.
 fn page(cmd: clap::Command) -> Result<Vec<u8>> {

@@ -6,11 +6,16 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::emit;
-use crate::agent::{self, Role};
+use crate::agent;
 use crate::cli::DoctorCmd;
-use crate::config::{self, PROJECT_FILE};
-use crate::error::{Exit, Result};
-use crate::git::{Repo, objects, prepare};
+use crate::config;
+use crate::config::PROJECT_FILE;
+use crate::error::Exit;
+use crate::error::Result;
+use crate::git::Repo;
+use crate::git::objects;
+use crate::git::prepare;
+use crate::preset::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,19 +57,6 @@ fn bad(check: &str, level: Level, detail: impl Into<String>, fix: impl Into<Stri
 /// The oldest git with everything git-pipeline uses (`merge-tree --write-tree`).
 const MIN_GIT: (u32, u32) = (2, 38);
 
-fn git_version() -> Option<(u32, u32, String)> {
-    let out = std::process::Command::new("git")
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let v = text.split_whitespace().nth(2)?;
-    let mut parts = v.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor, v.to_owned()))
-}
-
 pub fn doctor(cmd: DoctorCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let findings = diagnose(cwd);
     let can_run = findings.iter().all(|f| f.level != Level::Error);
@@ -99,7 +91,7 @@ pub fn doctor(cmd: DoctorCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
 
 fn diagnose(cwd: &Path) -> Vec<Finding> {
     let mut f = Vec::new();
-    match git_version() {
+    match crate::git::config::version() {
         Some((ma, mi, v)) if (ma, mi) >= MIN_GIT => f.push(ok("git", format!("git {v}"))),
         Some((_, _, v)) => f.push(bad(
             "git",
@@ -167,9 +159,12 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         .map(|s| s.name.clone())
         .collect();
     f.push(ok("config", format!("valid: {}", sources.join(", "))));
-    if crate::trust::needs_trust(&loaded) {
-        let blob = crate::trust::key(&git, &head).ok().flatten();
-        if blob.as_deref().is_some_and(crate::trust::is_trusted) {
+    if crate::policy::trust::needs_trust(&loaded) {
+        let blob = crate::policy::trust::key(&git, &head).ok().flatten();
+        if blob
+            .as_deref()
+            .is_some_and(crate::policy::trust::is_trusted)
+        {
             f.push(ok(
                 "trust",
                 "this .pipeline.toml is trusted on this machine",
@@ -284,7 +279,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         &loaded.config.run.worktree_root,
     ));
     let caps = crate::platform::CAPABILITIES;
-    let watch = if crate::watch::enabled() {
+    let watch = if crate::safety::watch::enabled() {
         caps.checkout_watch
     } else {
         "off (GIT_PIPELINE_WATCH=0): git status comparison"
@@ -297,8 +292,8 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         ),
     ));
     f.push(sandbox_finding(loaded.config.run.sandbox));
-    match crate::hooks::status(&repo) {
-        Ok(s) if s.pre_push == crate::hooks::PrePush::Installed => f.push(ok(
+    match crate::attest::hooks::status(&repo) {
+        Ok(s) if s.pre_push == crate::attest::hooks::PrePush::Installed => f.push(ok(
             "pre-push hook",
             format!("installed in {}", s.hooks_dir.display()),
         )),

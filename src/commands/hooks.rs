@@ -6,11 +6,23 @@ use std::path::Path;
 
 use super::emit;
 use crate::attest::NOTES_REF;
-use crate::cli::{HookKind, HooksAction, HooksCmd};
-use crate::config::{Config, PROJECT_FILE};
-use crate::error::{Error, Exit, Result};
-use crate::git::{Git, Repo, objects};
-use crate::hooks::{self, Installed, PrePush, Refusal, Uninstalled, Update};
+use crate::attest::hooks;
+use crate::attest::hooks::Installed;
+use crate::attest::hooks::PrePush;
+use crate::attest::hooks::Refusal;
+use crate::attest::hooks::Uninstalled;
+use crate::attest::hooks::Update;
+use crate::cli::HookKind;
+use crate::cli::HooksAction;
+use crate::cli::HooksCmd;
+use crate::config::Config;
+use crate::config::PROJECT_FILE;
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::Repo;
+use crate::git::objects;
 use crate::ui::Ui;
 
 pub fn hooks(cmd: HooksCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
@@ -125,7 +137,9 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
             // Notes pushed together with the code are the ones to judge by.
             let notes = updates
                 .iter()
-                .find(|u| u.remote_ref == NOTES_REF && !crate::verify::is_zero_id(&u.local_oid))
+                .find(|u| {
+                    u.remote_ref == NOTES_REF && !crate::attest::verify::is_zero_id(&u.local_oid)
+                })
                 .map_or_else(|| NOTES_REF.to_owned(), |u| u.local_oid.clone());
             (updates, vec!["--all".to_owned()], notes, "receive")
         }
@@ -164,12 +178,7 @@ fn report(ui: &Ui, refusals: &[Refusal], side: &str) {
 fn is_remote_name(git: &Git, name: &str) -> bool {
     !name.contains('/')
         && !name.contains(':')
-        && git
-            .output(
-                ["config", "--get", &format!("remote.{name}.url")],
-                crate::git::Opts::default(),
-            )
-            .is_ok_and(|o| o.status.success())
+        && crate::git::config::get(git, &format!("remote.{name}.url")).is_ok_and(|v| v.is_some())
 }
 
 /// The pre-commit framework runs pre-push hooks with environment variables, not stdin.

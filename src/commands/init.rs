@@ -8,7 +8,9 @@ use super::emit;
 use crate::agent::find_program;
 use crate::cli::InitCmd;
 use crate::config::PROJECT_FILE;
-use crate::error::{Error, Exit, Result};
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
 use crate::git::Repo;
 
 /// A proposed gate: name, argv, and where the proposal came from.

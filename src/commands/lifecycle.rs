@@ -5,11 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::emit;
-use crate::cleanup::{self, Action, CleanOptions};
-use crate::cli::{CleanCmd, RunRef};
-use crate::config::{Config, PROJECT_FILE};
-use crate::error::{Error, Exit, Result};
-use crate::git::{Repo, objects};
+use crate::cleanup;
+use crate::cleanup::Action;
+use crate::cleanup::CleanOptions;
+use crate::cli::CleanCmd;
+use crate::cli::RunRef;
+use crate::config::Config;
+use crate::config::PROJECT_FILE;
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
+use crate::git::Repo;
+use crate::git::objects;
 use crate::redact::Redactor;
 use crate::store::Store;
 use crate::store::record::Status;
@@ -23,10 +30,19 @@ pub fn resume(cmd: RunRef, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<E
         return super::bundle::resume(dir, cwd, out, ui, cmd.json);
     }
     refuse_candidate(&dir, "resume")?;
-    let (plan, dir, rec, lock) = crate::pipeline::resume::reopen(cwd, dir, ui)?;
+    let (plan, dir, rec, lock) = crate::run::resume::reopen(cwd, dir, ui)?;
     let plan = &plan;
     let outcome = super::interruptible(|cancel| async move {
-        crate::pipeline::resume::resume(plan, ui, dir, rec, lock, cancel).await
+        crate::run::resume::resume(
+            plan,
+            ui,
+            dir,
+            rec,
+            lock,
+            cancel,
+            &crate::fanout::threads::Threads,
+        )
+        .await
     })?;
     super::run::conclude(plan, &outcome, out, ui, cmd.json)
 }
@@ -57,9 +73,9 @@ pub fn abandon(cmd: RunRef, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             continue;
         }
         let why = format!("its best-of-N run {} was abandoned by the user", rec.run_id);
-        family.push(cleanup::abandon(&repo, &cdir, crec, &why)?);
+        family.push(crate::run::abandon::abandon(&repo, &cdir, crec, &why)?);
     }
-    let rec = cleanup::abandon(&repo, &dir, rec, "abandoned by the user")?;
+    let rec = crate::run::abandon::abandon(&repo, &dir, rec, "abandoned by the user")?;
     if cmd.json {
         emit(
             out,

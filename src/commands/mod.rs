@@ -17,8 +17,12 @@ mod views;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command};
-use crate::error::{Error, Exit, Result};
+use crate::cli::Cli;
+
+use crate::cli::Command;
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
 use crate::ui::Ui;
 
 /// Run the parsed command line; returns the process exit code.
@@ -60,7 +64,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
         Command::Hooks(cmd) => hooks::hooks(cmd, &cwd, out),
         Command::Hook(cmd) => hooks::hook(cmd.kind, &cwd, ui),
         Command::Reverify(cmd) => {
-            let plan = crate::pipeline::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
+            let plan = crate::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
             plan.trust.require(&plan.loaded, &plan.base_ref)?;
             run::execute(&plan, out, ui, cmd.json)
         }
@@ -95,7 +99,7 @@ fn working_dir(dash_c: Option<&std::path::Path>) -> Result<PathBuf> {
 /// Run async work on a runtime with SIGINT/SIGTERM turned into a cancel token.
 pub(crate) fn interruptible<T, F, Fut>(work: F) -> Result<T>
 where
-    F: FnOnce(crate::process::Cancel) -> Fut,
+    F: FnOnce(crate::safety::process::Cancel) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,7 +107,7 @@ where
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     runtime.block_on(async {
-        let cancel = crate::process::install_signal_handlers()
+        let cancel = crate::safety::process::install_signal_handlers()
             .map_err(|e| Error::io("cannot install signal handlers", e))?;
         work(cancel).await
     })
@@ -132,16 +136,5 @@ pub(crate) fn age(rfc3339: &str) -> String {
         60..3600 => format!("{}m", secs / 60),
         3600..86400 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86400),
-    }
-}
-
-/// The first line of a task, cut to `width` characters.
-pub(crate) fn short_task(task: &str, width: usize) -> String {
-    let line = task.trim().lines().next().unwrap_or("");
-    if line.chars().count() <= width {
-        line.to_owned()
-    } else {
-        let cut: String = line.chars().take(width.saturating_sub(1)).collect();
-        format!("{cut}…")
     }
 }

@@ -7,9 +7,12 @@ use serde_json::json;
 
 use super::emit;
 use crate::cli::RunCmd;
-use crate::error::{Error, Exit, Result};
-use crate::pipeline::plan::{RunArgs, RunPlan};
-use crate::pipeline::{self, Outcome};
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
+use crate::plan::RunArgs;
+use crate::plan::RunPlan;
+use crate::run::outcome::Outcome;
 use crate::store::record::Status;
 use crate::ui::Ui;
 
@@ -57,8 +60,9 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
 
 /// Execute a prepared plan, print its result, and return its exit code.
 pub fn execute(plan: &RunPlan, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<Exit> {
-    let outcome =
-        super::interruptible(|cancel| async move { pipeline::execute(plan, ui, cancel).await })?;
+    let outcome = super::interruptible(|cancel| async move {
+        crate::run::execute(plan, ui, cancel, &crate::fanout::threads::Threads).await
+    })?;
     conclude(plan, &outcome, out, ui, json)
 }
 
@@ -83,12 +87,12 @@ pub fn conclude(
     let shared = RunArgs {
         agents: plan.args.agents.clone(),
         keep: plan.args.keep,
-        stage: Some(crate::pipeline::plan::Stage::Execution),
+        stage: Some(crate::plan::Stage::Execution),
         ..RunArgs::default()
     };
-    let mut bundle_plan = crate::bundle::driver::BundlePlan::from_checked(
+    let mut bundle_plan = crate::fanout::bundle::BundlePlan::from_checked(
         plan.repo.clone(),
-        crate::bundle::driver::Checked {
+        crate::bundle::validate::Checked {
             bundle,
             graph,
             notes: Vec::new(),
@@ -271,7 +275,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     let mut t = String::new();
     t.push_str(&format!(
         "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({}); {}\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
-        super::short_task(&plan.task, 70),
+        crate::text::short_task(&plan.task, 70),
         plan.risk.risk.name(),
         plan.risk.reasons.join("; "),
         plan.start_reason,
@@ -306,7 +310,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
 }
 
 fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
-    use crate::pipeline::plan::Stage;
+    use crate::plan::Stage;
     let argv = |a: &crate::agent::RoleAgent| {
         a.candidates
             .first()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::emit;
 use crate::cli::ShowCmd;
-use crate::error::{Error, Exit, Result};
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
 use crate::git::Repo;
 use crate::redact::Redactor;
 use crate::store::Store;

@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{age, emit, short_task};
-use crate::bundle::record::{self as bundle_record, BundleRecord};
+use super::{age, emit};
+use crate::bundle::record as bundle_record;
+use crate::bundle::record::BundleRecord;
 use crate::cli::StatusCmd;
-use crate::error::{Exit, Result};
+use crate::error::Exit;
+use crate::error::Result;
 use crate::git::Repo;
 use crate::redact::Redactor;
 use crate::store::Store;
 use crate::store::record::RunSummary;
+use crate::text::short_task;
 
 enum Row {
     Run(Box<RunSummary>),

@@ -7,10 +7,13 @@ use serde_json::json;
 
 use super::emit;
 use crate::attest::NOTES_REF;
+use crate::attest::verify;
+use crate::attest::verify::Judged;
 use crate::cli::VerifyCmd;
-use crate::error::{Exit, Result};
-use crate::git::{Git, Opts, Repo};
-use crate::verify::{self, Judged};
+use crate::error::Exit;
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::Repo;
 
 pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
@@ -21,17 +24,11 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     } else {
         (cmd.range.clone(), cmd.range.join(" "))
     };
-    let commits = verify::list_commits(&git, &revs)?;
+    let commits = crate::git::history::list_commits(&git, &revs)?;
     let total = commits.len();
     let judged = verify::judge_commits(&git, commits, NOTES_REF)?;
     let bad: Vec<&Judged> = judged.iter().filter(|j| !j.attested()).collect();
-    let has_notes = git
-        .output(
-            ["rev-parse", "--verify", "--quiet", NOTES_REF],
-            Opts::default(),
-        )?
-        .status
-        .success();
+    let has_notes = crate::git::objects::ref_value(&git, NOTES_REF)?.is_some();
     if cmd.json {
         let v = json!({
             "version": 1,
@@ -82,20 +79,10 @@ pub fn line(j: &Judged) -> String {
 /// The commits of the current branch not on its upstream; without an upstream, those on no
 /// remote-tracking branch; in a repository without remotes, all of them.
 fn default_range(git: &Git) -> Result<(Vec<String>, String)> {
-    let up = git.output(
-        [
-            "rev-parse",
-            "--abbrev-ref",
-            "--symbolic-full-name",
-            "@{upstream}",
-        ],
-        Opts::default(),
-    )?;
-    if up.status.success() {
-        let name = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+    if let Some(name) = crate::git::refs::upstream(git)? {
         return Ok((vec![format!("{name}..HEAD")], format!("{name}..HEAD")));
     }
-    let remotes = git.text(["remote"])?;
+    let remotes = crate::git::config::remotes(git)?;
     if remotes.is_empty() {
         Ok((
             vec!["HEAD".to_owned()],

@@ -9,13 +9,19 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::emit;
-use crate::cli::{EventsCmd, StatsCmd};
-use crate::error::{Error, Exit, Result};
+use crate::cli::EventsCmd;
+use crate::cli::StatsCmd;
+use crate::error::Error;
+use crate::error::Exit;
+use crate::error::Result;
 use crate::git::Repo;
 use crate::redact::Redactor;
+use crate::store::RunDir;
+use crate::store::Store;
 use crate::store::lock::Liveness;
-use crate::store::record::{StageStatus, Status};
-use crate::store::{RunDir, Store, parse_events};
+use crate::store::parse_events;
+use crate::store::record::StageStatus;
+use crate::store::record::Status;
 
 pub fn events(cmd: EventsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;

@@ -5,8 +5,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::{AgentEntry, Config, PROJECT_FILE, PersonalConfig};
-use crate::error::{Error, Result};
-use crate::git::{Repo, objects};
+use crate::error::Error;
+use crate::error::Result;
+use crate::git::Repo;
+use crate::git::objects;
 
 /// One configuration text and the name we show for it.
 #[derive(Debug, Clone)]
@@ -194,14 +196,14 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
                         "{at}: agents.{name}.command is empty; give the program and its arguments"
                     )));
                 }
-                super::CommandSpec::Argv(argv) => crate::agent::argv::check(argv)
+                super::CommandSpec::Argv(argv) => crate::preset::argv::check(argv)
                     .map_err(|e| Error::usage(format!("{at}: agents.{name}.command: {e}")))?,
-                super::CommandSpec::Preset(p) if crate::agent::presets::find(p).is_none() => {
+                super::CommandSpec::Preset(p) if crate::preset::find(p).is_none() => {
                     return Err(Error::usage_hint(
                         format!("{at}: agents.{name}.command: unknown preset {p:?}"),
                         format!(
                             "presets: {}; or give an argv list",
-                            crate::agent::presets::names().join(", ")
+                            crate::preset::names().join(", ")
                         ),
                     ));
                 }
@@ -211,7 +213,7 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
                 .into_iter()
                 .flatten()
             {
-                crate::agent::argv::check(extra)
+                crate::preset::argv::check(extra)
                     .map_err(|e| Error::usage(format!("{at}: agents.{name}: {e}")))?;
             }
         }
@@ -229,36 +231,12 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
         match &gate.builtin {
             Some(b) => {
                 let at = loaded.project_location(&b.span());
-                if !crate::gates::BUILTINS.contains(&b.get_ref().as_str()) {
-                    return Err(Error::usage(format!(
-                        "{at}: gate {name:?}: unknown builtin {:?}; builtins: {}",
-                        b.get_ref(),
-                        crate::gates::BUILTINS.join(", ")
-                    )));
-                }
                 if !gate.command.get_ref().is_empty() {
                     return Err(Error::usage(format!(
                         "{at}: gate {name:?} has both a command and a builtin; give one"
                     )));
                 }
-                let known = crate::gates::duplicates::known_languages();
-                if let Some(l) = gate.languages.iter().find(|l| !known.contains(&l.as_str())) {
-                    return Err(Error::usage(format!(
-                        "{at}: gate {name:?}: unknown language {l:?}; known: {}",
-                        known.join(", ")
-                    )));
-                }
-                crate::gates::duplicates_options(gate)
-                    .map_err(|e| Error::usage(format!("{at}: {e}")))?;
-                if let Some(e) = gate
-                    .engine
-                    .as_deref()
-                    .filter(|e| !["auto", "builtin", "jscpd"].contains(e))
-                {
-                    return Err(Error::usage(format!(
-                        "{at}: gate {name:?}: engine {e:?}; give \"auto\", \"builtin\" or \"jscpd\""
-                    )));
-                }
+                super::gates::builtin(gate).map_err(|e| Error::usage(format!("{at}: {e}")))?;
             }
             None if gate.command.get_ref().is_empty() => {
                 let at = loaded.project_location(&gate.name.span());
@@ -290,7 +268,7 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
         ("docs.paths", &docs_paths),
     ] {
         for glob in list.iter().flatten() {
-            crate::scope::compile_glob(glob.get_ref()).map_err(|e| {
+            crate::globs::compile_glob(glob.get_ref()).map_err(|e| {
                 Error::usage(format!(
                     "{}: {key}: {e}",
                     loaded.project_location(&glob.span())

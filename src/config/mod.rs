@@ -1,6 +1,7 @@
 //! `.pipeline.toml` (project policy, read from the base commit) and the personal config (which
 //! agent CLIs this person has). Every key is documented in `docs/config.md`.
 
+pub mod gates;
 pub mod load;
 
 use std::collections::BTreeMap;

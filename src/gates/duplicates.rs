@@ -19,7 +19,7 @@ pub struct Options {
     /// Languages looked at, by name (`rust`, `python`...); empty: every one known.
     pub languages: Vec<String>,
     /// Paths never looked at (generated code, vendored copies).
-    pub ignore: crate::scope::Globs,
+    pub ignore: crate::globs::Globs,
 }
 
 pub const DEFAULT_MIN_TOKENS: usize = 50;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::duplicates::{Options, Repeat, language_of, report};
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::error::Result;
 
 /// The jscpd on PATH and its version (`"5.3.2"`), when it is a 5.x.
 pub fn installed(dir: &Path) -> Option<String> {
@@ -68,7 +69,7 @@ pub fn check(
     let text = std::fs::read(&path).map_err(|_| {
         Error::other(format!(
             "jscpd wrote no report ({}): {}",
-            crate::process::describe_status(&out.status),
+            crate::process_end::describe_status(&out.status),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     })?;

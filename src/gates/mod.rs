@@ -4,62 +4,71 @@
 pub mod duplicates;
 pub mod jscpd;
 
-use crate::config::GateConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The builtin gates, by name.
 pub const BUILTINS: &[&str] = &["duplicates"];
 
+/// A builtin gate as its config entry asks for it.
+#[derive(Debug, Clone)]
+pub enum Builtin {
+    Duplicates {
+        options: duplicates::Options,
+        engine: Engine,
+    },
+}
+
+/// Which detector the `duplicates` gate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// jscpd 5.x when it is on PATH, else the in-process one.
+    Auto,
+    Builtin,
+    Jscpd,
+}
+
+impl Engine {
+    pub const NAMES: [&'static str; 3] = ["auto", "builtin", "jscpd"];
+
+    pub fn parse(name: &str) -> Option<Engine> {
+        match name {
+            "auto" => Some(Engine::Auto),
+            "builtin" => Some(Engine::Builtin),
+            "jscpd" => Some(Engine::Jscpd),
+            _ => None,
+        }
+    }
+}
+
 /// Run builtin gate `gate` on the change from `base` to `tree`: `(passed, output)`.
 pub fn run(
     git: &crate::git::Git,
-    gate: &GateConfig,
+    gate: &Builtin,
     base: &str,
     tree: &str,
 ) -> Result<(bool, String)> {
-    match gate.builtin.as_ref().map(|b| b.get_ref().as_str()) {
-        Some("duplicates") => {
-            let opts = duplicates_options(gate)?;
-            let engine = gate.engine.as_deref().unwrap_or("auto");
+    match gate {
+        Builtin::Duplicates { options, engine } => {
             let jscpd = match engine {
-                "builtin" => None,
+                Engine::Builtin => None,
                 _ => jscpd::installed(git.dir()),
             };
             match (engine, jscpd) {
-                ("jscpd", None) => Ok((
+                (Engine::Jscpd, None) => Ok((
                     false,
                     "engine = \"jscpd\", but no jscpd 5.x is on PATH (npm install -g jscpd@5.3.2)\n"
                         .to_owned(),
                 )),
                 (_, Some(version)) => {
                     let added = crate::git::diff::added_lines(git, base, tree)?;
-                    let (passed, text) = jscpd::check(git.dir(), &added, &opts)?;
+                    let (passed, text) = jscpd::check(git.dir(), &added, options)?;
                     Ok((passed, format!("[jscpd {version}] {text}")))
                 }
                 (_, None) => {
-                    let (passed, text) = duplicates::check(git, base, tree, &opts)?;
+                    let (passed, text) = duplicates::check(git, base, tree, options)?;
                     Ok((passed, format!("[in-process] {text}")))
                 }
             }
         }
-        other => Err(Error::other(format!(
-            "gate {:?} is not a builtin gate ({other:?})",
-            gate.name.get_ref()
-        ))),
     }
-}
-
-/// The `duplicates` gate's options from its config entry.
-pub fn duplicates_options(gate: &GateConfig) -> Result<duplicates::Options> {
-    let ignore = crate::scope::Globs::new(&gate.ignore)
-        .map_err(|e| Error::usage(format!("gate {:?}: ignore: {e}", gate.name.get_ref())))?;
-    Ok(duplicates::Options {
-        min_tokens: gate
-            .min_tokens
-            .unwrap_or(duplicates::DEFAULT_MIN_TOKENS)
-            .max(1),
-        min_lines: gate.min_lines.unwrap_or(duplicates::DEFAULT_MIN_LINES),
-        languages: gate.languages.clone(),
-        ignore,
-    })
 }

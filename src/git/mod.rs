@@ -7,11 +7,16 @@
 //! changed-path listing we do after every attempt.
 
 pub mod advance;
+pub mod config;
 pub mod diff;
+pub mod history;
+pub mod ignored;
 pub mod merge;
+pub mod notes;
 pub mod objects;
 pub mod prepare;
 pub mod reflog;
+pub mod refs;
 pub mod repo;
 pub mod snapshot;
 pub mod status;
@@ -21,7 +26,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+use crate::error::Result;
 
 pub use repo::Repo;
 
@@ -159,7 +166,7 @@ impl Git {
     }
 
     /// Run and return the whole output, whatever the exit status.
-    pub fn output<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Output>
+    pub(in crate::git) fn output<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -188,7 +195,7 @@ impl Git {
     }
 
     /// Run, fail with the command, status and stderr on a non-zero exit, return stdout.
-    pub fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
+    pub(in crate::git) fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -196,7 +203,7 @@ impl Git {
         self.run_opts(args, Opts::default())
     }
 
-    pub fn run_opts<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Vec<u8>>
+    pub(in crate::git) fn run_opts<I, S>(&self, args: I, opts: Opts<'_>) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -211,7 +218,7 @@ impl Git {
     }
 
     /// Run and return stdout as trimmed text.
-    pub fn text<I, S>(&self, args: I) -> Result<String>
+    pub(in crate::git) fn text<I, S>(&self, args: I) -> Result<String>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -261,7 +268,7 @@ pub(crate) fn failure(args: &[OsString], out: &Output) -> Error {
         .join(" | ");
     Error::Git {
         args: show_args(args),
-        status: crate::process::describe_status(&out.status),
+        status: crate::process_end::describe_status(&out.status),
         stderr: if stderr.is_empty() {
             "no error output".to_owned()
         } else {

@@ -4,7 +4,8 @@
 use std::ffi::OsStr;
 
 use super::{Git, Opts};
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::error::Result;
 
 /// Resolve a revision to a commit id; `None` when it does not name a commit.
 pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<String>> {
@@ -26,11 +27,7 @@ fn rev_parse(git: &Git, spec: &str) -> Result<Option<String>> {
 /// The full ref a revision names when it is a branch (`HEAD` follows to its branch).
 pub fn branch_ref_of(git: &Git, rev: &str) -> Result<Option<String>> {
     if rev == "HEAD" {
-        let out = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
-        return Ok(out
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()));
+        return super::refs::head_branch(git);
     }
     let out = git.output(
         [
@@ -220,4 +217,40 @@ pub fn committer_identity(git: &Git) -> Result<std::result::Result<String, Strin
             .unwrap_or("no identity configured")
             .to_owned()))
     }
+}
+
+/// Whether `oid` names a commit this repository has.
+pub fn commit_exists(git: &Git, oid: &str) -> Result<bool> {
+    let out = git.output(
+        ["cat-file", "-e", &format!("{oid}^{{commit}}")],
+        Opts::default(),
+    )?;
+    Ok(out.status.success())
+}
+
+/// A commit's whole message.
+pub fn message_of(git: &Git, commit: &str) -> Result<String> {
+    git.text(["log", "-1", "--format=%B", commit])
+}
+
+/// Commit the index of the checkout `git` runs in, with `message` (its hooks run). `Err(text)`
+/// when git refused (a hook failed): what it printed and how it ended.
+pub fn commit_index(git: &Git, message: &str) -> Result<std::result::Result<(), String>> {
+    let out = git.output(
+        ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
+        Opts {
+            stdin: Some(message.as_bytes()),
+            ..Opts::default()
+        },
+    )?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(Err(format!(
+        "`git commit` failed ({}): {}",
+        crate::process_end::describe_status(&out.status),
+        text.trim()
+    )))
 }

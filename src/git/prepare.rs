@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{Git, Opts, path_from_bytes, split_z};
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::error::Result;
 
 /// Stop before creating anything when the base commit stores files in Git LFS and `git-lfs` is
 /// not installed: a worktree of pointer files would silently differ from the user's checkout.

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Git, split_z};
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::error::Result;
 
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -122,4 +123,23 @@ fn main_worktree(git: &Git) -> Result<Option<PathBuf>> {
         }
     }
     Ok(path)
+}
+
+/// The absolute git dir of the checkout `git` runs in.
+pub fn absolute_git_dir(git: &Git) -> Result<PathBuf> {
+    Ok(PathBuf::from(git.text([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-dir",
+    ])?))
+}
+
+/// The hooks folder git uses (honours `core.hooksPath`, shared by linked worktrees).
+pub fn hooks_dir(git: &Git) -> Result<PathBuf> {
+    Ok(PathBuf::from(git.text([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "hooks",
+    ])?))
 }

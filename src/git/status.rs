@@ -1,6 +1,7 @@
 //! Reading `git status --porcelain=v2 -z` records.
 
 use super::split_z;
+use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -42,6 +43,36 @@ pub fn entries(out: &[u8]) -> Vec<Entry> {
         }
     }
     entries
+}
+
+/// Whether `paths` show no change in the checkout (nothing staged, modified or untracked).
+pub fn paths_clean<'a>(
+    checkout: &std::path::Path,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> Result<bool> {
+    let mut args = vec![
+        "--no-optional-locks".to_owned(),
+        "status".to_owned(),
+        "--porcelain=v2".to_owned(),
+        "-z".to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(paths.into_iter().cloned());
+    Ok(super::Git::in_dir(checkout).run(&args)?.is_empty())
+}
+
+/// The whole status of a checkout, ignored files included (`--porcelain=v2 -z`), read without
+/// taking the index lock.
+pub fn listing_with_ignored(checkout: &std::path::Path) -> Result<Vec<u8>> {
+    super::Git::in_dir(checkout).run([
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v2",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=traditional",
+        "--ignore-submodules=none",
+    ])
 }
 
 #[cfg(test)]

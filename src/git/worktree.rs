@@ -289,3 +289,49 @@ pub fn checkout_may_differ(worktree: &Path, paths: &Paths) -> Result<bool> {
     )?;
     Ok(!out.stdout.is_empty())
 }
+
+/// Lock a registered worktree with `reason`; one already locked stays as it is.
+pub fn lock(repo: &Git, path: &Path, reason: &str) -> Result<()> {
+    let out = repo.output(
+        [
+            std::ffi::OsStr::new("worktree"),
+            "lock".as_ref(),
+            "--reason".as_ref(),
+            reason.as_ref(),
+            path.as_os_str(),
+        ],
+        Opts::default(),
+    )?;
+    if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already locked") {
+        Ok(())
+    } else {
+        Err(super::failure(
+            &[
+                "worktree".into(),
+                "lock".into(),
+                path.as_os_str().to_owned(),
+            ],
+            &out,
+        ))
+    }
+}
+
+/// Make a checkout's files and index exactly `tree` (work a lost folder held, brought back).
+pub fn fill_from_tree(worktree: &Path, tree: &str) -> Result<()> {
+    Git::in_dir(worktree).run(["read-tree", "--reset", "-u", tree])?;
+    Ok(())
+}
+
+/// Move a clean checkout from its HEAD's files to `tree` (two-tree merge: fails rather than
+/// overwrite a local change).
+pub fn switch_files_to(worktree: &Path, tree: &str) -> Result<()> {
+    Git::in_dir(worktree).run(["read-tree", "-u", "-m", "HEAD", tree])?;
+    Ok(())
+}
+
+/// The commit HEAD names and its tree.
+pub fn head_and_tree(worktree: &Path) -> Result<(String, String)> {
+    let out = Git::in_dir(worktree).text(["rev-parse", "HEAD", "HEAD^{tree}"])?;
+    let (head, tree) = out.split_once('\n').unwrap_or((&out, ""));
+    Ok((head.trim().to_owned(), tree.trim().to_owned()))
+}

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::error::{Error, Result};
-use crate::watch::Ignored;
+use crate::error::Error;
+
+use crate::error::Result;
+use crate::git::ignored::Ignored;
 
 pub struct CheckoutWatch {
     inotify: Inotify,

@@ -2,8 +2,6 @@
 
 use super::{Capabilities, ProcessView};
 
-pub use super::landlock::{exec as sandbox_exec, probe as sandbox_probe};
-
 pub const CAPABILITIES: Capabilities = Capabilities {
     os: "linux",
     checkout_watch: "inotify",

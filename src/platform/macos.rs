@@ -11,43 +11,13 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System,
 
 use super::{Capabilities, ProcessView};
 use crate::error::Result;
-use crate::watch::Ignored;
+use crate::git::ignored::Ignored;
 
 pub const CAPABILITIES: Capabilities = Capabilities {
     os: "macos",
     checkout_watch: "none (git status comparison)",
     process_listing: "sysinfo",
 };
-
-const SANDBOX_EXEC: &str = "/usr/bin/sandbox-exec";
-
-/// Seatbelt through `sandbox-exec`, which every macOS ships (deprecated in its man page, and
-/// still what Claude Code and Codex CLI use).
-pub fn sandbox_probe() -> crate::sandbox::Availability {
-    if std::path::Path::new(SANDBOX_EXEC).is_file() {
-        crate::sandbox::Availability {
-            kind: "seatbelt".to_owned(),
-            enforced: true,
-            detail: format!("seatbelt ({SANDBOX_EXEC})"),
-        }
-    } else {
-        crate::sandbox::Availability::none(format!("{SANDBOX_EXEC} is missing"))
-    }
-}
-
-/// Become `sandbox-exec -p <profile> <program> <args>`. Returns only on failure.
-pub fn sandbox_exec(policy: &crate::sandbox::Policy, argv: &[std::ffi::OsString]) -> String {
-    use std::os::unix::process::CommandExt;
-    if !std::path::Path::new(SANDBOX_EXEC).is_file() {
-        return format!("{SANDBOX_EXEC} is missing: no sandbox can be applied");
-    }
-    let err = std::process::Command::new(SANDBOX_EXEC)
-        .arg("-p")
-        .arg(crate::sandbox::seatbelt_profile(policy))
-        .args(argv)
-        .exec();
-    format!("cannot run {SANDBOX_EXEC}: {err}")
-}
 
 pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
     let mut kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);

@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 #[cfg(target_os = "linux")]
 mod inotify;
 #[cfg(target_os = "linux")]
-mod landlock;
-#[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as os;
@@ -37,18 +35,6 @@ compile_error!("git-pipeline runs on Linux and macOS; on Windows, use it inside 
 pub use inotify::CheckoutWatch;
 #[cfg(target_os = "macos")]
 pub use macos::CheckoutWatch;
-
-/// What the OS sandbox enforces here (Landlock on Linux, Seatbelt on macOS), found by
-/// restricting the calling process: only `git-pipeline __sandbox --probe` calls it.
-pub fn sandbox_probe() -> crate::sandbox::Availability {
-    os::sandbox_probe()
-}
-
-/// Restrict this process to the policy, then `exec` the program; returns only on failure, with
-/// the reason.
-pub fn sandbox_exec(policy: &crate::sandbox::Policy, argv: &[std::ffi::OsString]) -> String {
-    os::sandbox_exec(policy, argv)
-}
 
 /// What this platform offers, for `doctor` and the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+use crate::error::Result;
 
 /// Write to a temp file in the same folder, fsync it, rename it over `path`, fsync the folder.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {

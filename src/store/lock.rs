@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+use crate::error::Result;
 use crate::ids;
 
 /// Who holds (or held) a lock.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+use crate::error::Result;
 use crate::ids;
 use crate::redact::Redactor;
 pub use record::RunRecord;

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Exit};
-use crate::risk::Risk;
-use crate::scope::ScopeRecord;
+use crate::error::Error;
+
+use crate::error::Exit;
+use crate::policy::risk::Risk;
+use crate::policy::scope::ScopeRecord;
 
 pub const RECORD_VERSION: u32 = 1;
 

@@ -1,0 +1,321 @@
+//! The pre-push hook (installed, chained, removed) and what the hooks check.
+//!
+//! `hooks/pre-push` is installed as it is shipped. When a pre-push hook already exists it is
+//! moved to `pre-push.before-git-pipeline`, and the shipped hook runs it first with the same
+//! arguments and input; `uninstall` moves it back, byte for byte.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::attest::NOTES_REF;
+use crate::attest::verify;
+use crate::attest::verify::Judged;
+use crate::attest::verify::is_zero_id;
+use crate::error::Error;
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::Repo;
+
+pub const PRE_PUSH: &str = include_str!("../../hooks/pre-push");
+pub const MARKER: &str = "git-pipeline pre-push hook";
+pub const CHAINED_SUFFIX: &str = ".before-git-pipeline";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStatus {
+    pub hooks_dir: PathBuf,
+    /// `core.hooksPath` when set.
+    pub hooks_path_config: Option<String>,
+    pub pre_push: PrePush,
+    /// The hook git-pipeline chains to, when there was one.
+    pub chained: Option<PathBuf>,
+    /// `notes.rewriteRef` includes refs/notes/pipeline (notes follow amend and rebase).
+    pub notes_follow_rewrites: bool,
+    /// Remotes whose fetch refspecs bring the notes.
+    pub remotes_fetching_notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrePush {
+    /// git-pipeline's hook is installed.
+    Installed,
+    /// Another program's pre-push hook is there; git-pipeline is not.
+    Foreign,
+    None,
+}
+
+pub fn status(repo: &Repo) -> Result<HookStatus> {
+    let git = hook_git(repo);
+    let dir = crate::git::repo::hooks_dir(&git)?;
+    let hook = dir.join("pre-push");
+    let chained = dir.join(format!("pre-push{CHAINED_SUFFIX}"));
+    let pre_push = match std::fs::read(&hook) {
+        Ok(bytes) if String::from_utf8_lossy(&bytes).contains(MARKER) => PrePush::Installed,
+        Ok(_) => PrePush::Foreign,
+        Err(_) => PrePush::None,
+    };
+    let mut remotes_fetching_notes = Vec::new();
+    for (key, value) in crate::git::config::get_regexp(&git, r"^remote\..*\.fetch$")? {
+        if value.contains(NOTES_REF) {
+            let name = key
+                .trim_start_matches("remote.")
+                .trim_end_matches(".fetch")
+                .to_owned();
+            remotes_fetching_notes.push(name);
+        }
+    }
+    Ok(HookStatus {
+        hooks_path_config: crate::git::config::get_all(&git, "core.hooksPath")?.pop(),
+        pre_push,
+        chained: chained.exists().then_some(chained),
+        notes_follow_rewrites: crate::git::config::get_all(&git, "notes.rewriteRef")?
+            .iter()
+            .any(|r| r == NOTES_REF),
+        remotes_fetching_notes,
+        hooks_dir: dir,
+    })
+}
+
+/// Git for hook work: in the user's worktree when there is one, so `core.hooksPath` relative to
+/// it resolves as git resolves it.
+fn hook_git(repo: &Repo) -> Git {
+    match &repo.work_tree {
+        Some(w) => Git::in_dir(w),
+        None => repo.git(),
+    }
+}
+
+pub enum Installed {
+    Fresh,
+    Chained(PathBuf),
+    AlreadyThere,
+}
+
+pub fn install(repo: &Repo) -> Result<(Installed, PathBuf)> {
+    let git = hook_git(repo);
+    let dir = crate::git::repo::hooks_dir(&git)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+    let hook = dir.join("pre-push");
+    let chained = dir.join(format!("pre-push{CHAINED_SUFFIX}"));
+    let result = match std::fs::read(&hook) {
+        Ok(bytes) if String::from_utf8_lossy(&bytes).contains(MARKER) => {
+            // Refresh our own hook (a newer version may ship a better one).
+            write_hook(&hook)?;
+            Installed::AlreadyThere
+        }
+        Ok(_) => {
+            if chained.exists() {
+                return Err(Error::usage_hint(
+                    format!(
+                        "both {} and {} exist; not touching either",
+                        hook.display(),
+                        chained.display()
+                    ),
+                    "decide which pre-push hook to keep, remove the other, and install again",
+                ));
+            }
+            // A rename keeps the user's hook byte for byte, with its mode.
+            std::fs::rename(&hook, &chained).map_err(|e| Error::io_path("move", &hook, e))?;
+            write_hook(&hook)?;
+            Installed::Chained(chained)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_hook(&hook)?;
+            Installed::Fresh
+        }
+        Err(e) => return Err(Error::io_path("read", &hook, e)),
+    };
+    // Notes follow `commit --amend` and `rebase`; the tree in each note decides if they still hold.
+    if !crate::git::config::get_all(&git, "notes.rewriteRef")?
+        .iter()
+        .any(|r| r == NOTES_REF)
+    {
+        crate::git::config::add(&git, "notes.rewriteRef", NOTES_REF)?;
+    }
+    Ok((result, hook))
+}
+
+fn write_hook(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, PRE_PUSH).map_err(|e| Error::io_path("write", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io_path("make executable", path, e))
+}
+
+pub enum Uninstalled {
+    Removed,
+    Restored(PathBuf),
+    NotInstalled,
+}
+
+pub fn uninstall(repo: &Repo) -> Result<Uninstalled> {
+    let git = hook_git(repo);
+    let dir = crate::git::repo::hooks_dir(&git)?;
+    let hook = dir.join("pre-push");
+    let chained = dir.join(format!("pre-push{CHAINED_SUFFIX}"));
+    let ours = std::fs::read(&hook).is_ok_and(|b| String::from_utf8_lossy(&b).contains(MARKER));
+    let result = if !ours {
+        Uninstalled::NotInstalled
+    } else if chained.exists() {
+        std::fs::rename(&chained, &hook).map_err(|e| Error::io_path("restore", &chained, e))?;
+        Uninstalled::Restored(hook)
+    } else {
+        std::fs::remove_file(&hook).map_err(|e| Error::io_path("remove", &hook, e))?;
+        Uninstalled::Removed
+    };
+    let rewrite_refs = crate::git::config::get_all(&git, "notes.rewriteRef")?;
+    if rewrite_refs.iter().any(|r| r == NOTES_REF) {
+        crate::git::config::unset_value(&git, "notes.rewriteRef", NOTES_REF)?;
+    }
+    Ok(result)
+}
+
+/// One ref update a hook is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub local_oid: String,
+    pub remote_ref: String,
+    pub remote_oid: String,
+}
+
+/// pre-push stdin: `<local ref> <local oid> <remote ref> <remote oid>` per line.
+pub fn parse_pre_push(input: &str) -> Result<Vec<Update>> {
+    parse_lines(input, "pre-push", 4, |f| Update {
+        local_oid: f[1].to_owned(),
+        remote_ref: f[2].to_owned(),
+        remote_oid: f[3].to_owned(),
+    })
+}
+
+/// pre-receive stdin: `<old oid> <new oid> <ref>` per line.
+pub fn parse_pre_receive(input: &str) -> Result<Vec<Update>> {
+    parse_lines(input, "pre-receive", 3, |f| Update {
+        local_oid: f[1].to_owned(),
+        remote_ref: f[2].to_owned(),
+        remote_oid: f[0].to_owned(),
+    })
+}
+
+/// Lines of exactly `fields` space-separated fields; any other line is an error, never skipped.
+fn parse_lines(
+    input: &str,
+    hook: &str,
+    fields: usize,
+    make: impl Fn(&[&str]) -> Update,
+) -> Result<Vec<Update>> {
+    input
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.len() == fields {
+                Ok(make(&f))
+            } else {
+                Err(Error::other(format!("unexpected {hook} input line: {l:?}")))
+            }
+        })
+        .collect()
+}
+
+/// What a hook found: the offending commits per updated branch.
+pub struct Refusal {
+    pub branch: String,
+    pub commits: Vec<Judged>,
+}
+
+/// Check the branch updates of a push. `known_remote`: what the receiving side already has, as
+/// rev-list arguments to exclude when the old value is unknown (a new branch).
+pub fn check_updates(
+    git: &Git,
+    updates: &[Update],
+    known_remote: &[String],
+    notes_rev: &str,
+    branch_globs: &dyn Fn(&str) -> Result<Option<globset::GlobSet>>,
+) -> Result<Vec<Refusal>> {
+    let mut refusals = Vec::new();
+    // A push of many branches at the same commits is checked once per distinct (new, old) pair.
+    let mut seen: std::collections::HashMap<(String, String), Vec<Judged>> =
+        std::collections::HashMap::new();
+    for u in updates {
+        // Deletions, tags, notes and other refs pass; only branches carry code to check.
+        let Some(branch) = u.remote_ref.strip_prefix("refs/heads/") else {
+            continue;
+        };
+        if is_zero_id(&u.local_oid) {
+            continue;
+        }
+        if let Some(globs) = branch_globs(&u.local_oid)?
+            && !globs.is_match(branch)
+        {
+            continue;
+        }
+        let key = (u.local_oid.clone(), u.remote_oid.clone());
+        let bad = match seen.get(&key) {
+            Some(bad) => bad.clone(),
+            None => {
+                let mut revs = vec![u.local_oid.clone()];
+                let old_known = !is_zero_id(&u.remote_oid)
+                    && crate::git::objects::commit_exists(git, &u.remote_oid)?;
+                if old_known {
+                    revs.push(format!("^{}", u.remote_oid));
+                } else {
+                    revs.push("--not".to_owned());
+                    revs.extend(known_remote.iter().cloned());
+                }
+                let commits = crate::git::history::list_commits(git, &revs)?;
+                let bad: Vec<Judged> = verify::judge_commits(git, commits, notes_rev)?
+                    .into_iter()
+                    .filter(|j| !j.attested())
+                    .collect();
+                seen.insert(key, bad.clone());
+                bad
+            }
+        };
+        if !bad.is_empty() {
+            refusals.push(Refusal {
+                branch: branch.to_owned(),
+                commits: bad,
+            });
+        }
+    }
+    Ok(refusals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_hook_input() -> Result<()> {
+        let zero64 = "0".repeat(64);
+        let input = format!(
+            "refs/heads/a {} refs/heads/a {zero64}\n(delete) {zero64} refs/heads/b {}\n",
+            "a".repeat(64),
+            "b".repeat(64)
+        );
+        let u = parse_pre_push(&input)?;
+        assert_eq!(u.len(), 2);
+        assert!(is_zero_id(&u[0].remote_oid));
+        assert!(is_zero_id(&u[1].local_oid));
+        let r = parse_pre_receive(&format!(
+            "{zero64} {} refs/notes/pipeline\n",
+            "c".repeat(64)
+        ))?;
+        assert_eq!(r[0].remote_ref, "refs/notes/pipeline");
+        assert!(parse_pre_push("garbage").is_err());
+        Ok(())
+    }
+
+    proptest! {
+        /// Any input parses or is refused with an error; never a panic, never a silent skip of a
+        /// well-formed line.
+        #[test]
+        fn hook_input_never_panics(input in ".{0,400}") {
+            if let Ok(updates) = parse_pre_push(&input) {
+                prop_assert_eq!(updates.len(), input.lines().filter(|l| !l.trim().is_empty()).count());
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Listing and moving refs by name: what containment fingerprints and puts back, what `clean`
+//! expires, and which branch a checkout is on.
+
+use super::{Git, Opts};
+use crate::error::Result;
+
+/// Every ref with the object it points at.
+pub fn all(git: &Git) -> Result<Vec<(String, String)>> {
+    let out = git.run(["for-each-ref", "--format=%(refname)%00%(objectname)"])?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_once('\0'))
+        .map(|(n, o)| (n.to_owned(), o.to_owned()))
+        .collect())
+}
+
+/// The refs under `prefix` with their commit's committer date (unix seconds).
+pub fn with_dates(git: &Git, prefix: &str) -> Result<Vec<(String, u64)>> {
+    let out = git.run([
+        "for-each-ref",
+        "--format=%(refname) %(committerdate:unix)",
+        prefix,
+    ])?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(n, d)| Some((n.to_owned(), d.parse().ok()?)))
+        .collect())
+}
+
+/// The refs matching `patterns` (for-each-ref patterns) whose history contains `commit_ish`.
+pub fn containing(git: &Git, commit_ish: &str, patterns: &[&str]) -> Result<Vec<String>> {
+    let mut args = vec![
+        "for-each-ref".to_owned(),
+        "--format=%(refname)".to_owned(),
+        "--contains".to_owned(),
+        commit_ish.to_owned(),
+    ];
+    args.extend(patterns.iter().map(|p| (*p).to_owned()));
+    let out = git.run(&args)?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Which of `names` exist.
+pub fn existing(git: &Git, names: &[String]) -> Result<Vec<String>> {
+    let mut args = vec!["for-each-ref".to_owned(), "--format=%(refname)".to_owned()];
+    args.extend(names.iter().cloned());
+    let out = git.run(&args)?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|r| names.iter().any(|n| n == r))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Set `name` back to `old`, expecting it at `current` (`None`: it was deleted).
+pub fn put_back(git: &Git, name: &str, old: &str, current: Option<&str>, why: &str) -> Result<()> {
+    let zero = "0".repeat(old.len());
+    git.run([
+        "update-ref",
+        "-m",
+        why,
+        name,
+        old,
+        current.unwrap_or(zero.as_str()),
+    ])?;
+    Ok(())
+}
+
+/// Delete `name`, only if it still points at `expected` when given.
+pub fn delete(git: &Git, name: &str, expected: Option<&str>) -> Result<()> {
+    let mut args = vec!["update-ref", "-d", name];
+    args.extend(expected);
+    git.run(args)?;
+    Ok(())
+}
+
+/// Delete several refs in one transaction.
+pub fn delete_all(git: &Git, names: &[String]) -> Result<()> {
+    let script: String = names.iter().map(|r| format!("delete {r}\n")).collect();
+    git.run_opts(
+        ["update-ref", "--stdin"],
+        Opts {
+            stdin: Some(script.as_bytes()),
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// The branch ref HEAD is on (`refs/heads/...`), `None` when detached.
+pub fn head_branch(git: &Git) -> Result<Option<String>> {
+    let out = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((!name.is_empty()).then_some(name))
+}
+
+/// The commit HEAD names, `None` on an unborn branch.
+pub fn head_commit(git: &Git) -> Result<Option<String>> {
+    super::objects::resolve_commit(git, "HEAD")
+}
+
+/// The upstream of the current branch (`origin/main`), `None` without one.
+pub fn upstream(git: &Git) -> Result<Option<String>> {
+    let out = git.output(
+        [
+            "rev-parse",
+            "--abbrev-ref",
+            "--symbolic-full-name",
+            "@{upstream}",
+        ],
+        Opts::default(),
+    )?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// Whether git accepts `name` as a branch name.
+pub fn is_valid_branch_name(git: &Git, name: &str) -> Result<bool> {
+    Ok(git
+        .output(["check-ref-format", "--branch", name], Opts::default())?
+        .status
+        .success())
+}

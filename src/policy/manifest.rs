@@ -1,0 +1,123 @@
+//! The plan's file-impact manifest: the paths (or globs) the plan will modify, create and delete,
+//! and those it promises not to touch. It is the last JSON object in the planner's output with a
+//! `file_impact` object:
+//!
+//! ```json
+//! {"file_impact": {"modify": ["src/pager.rs"], "create": ["tests/pager.rs"],
+//!                  "delete": [], "do_not_touch": ["Cargo.lock"]}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::agent::json_scan;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub modify: Vec<String>,
+    pub create: Vec<String>,
+    pub delete: Vec<String>,
+    pub do_not_touch: Vec<String>,
+}
+
+impl Manifest {
+    /// As plain lines for prompts.
+    pub fn describe(&self) -> Vec<String> {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        vec![
+            format!("modify: {}", list(&self.modify)),
+            format!("create: {}", list(&self.create)),
+            format!("delete: {}", list(&self.delete)),
+            format!("do not touch: {}", list(&self.do_not_touch)),
+        ]
+    }
+}
+
+/// Find and check the manifest; the error says what is wrong, for the planner's next round.
+pub fn parse(output: &str) -> Result<Manifest, String> {
+    let mut found: Option<Result<Manifest, String>> = None;
+    json_scan::visit_nested(output, &mut |obj| {
+        if let Some(v) = obj.get("file_impact") {
+            found = Some(from_value(v));
+        }
+    });
+    let manifest = found.unwrap_or_else(|| {
+        Err("the plan has no file-impact manifest (a JSON object with \"file_impact\": {\"modify\": [...], \"create\": [...], \"delete\": [...], \"do_not_touch\": [...]})".to_owned())
+    })?;
+    for glob in manifest
+        .modify
+        .iter()
+        .chain(&manifest.create)
+        .chain(&manifest.delete)
+        .chain(&manifest.do_not_touch)
+    {
+        crate::globs::compile_glob(glob).map_err(|e| format!("file_impact: {e}"))?;
+    }
+    if manifest.modify.is_empty() && manifest.create.is_empty() && manifest.delete.is_empty() {
+        return Err(
+            "the file-impact manifest lists nothing to modify, create or delete".to_owned(),
+        );
+    }
+    Ok(manifest)
+}
+
+fn from_value(v: &Value) -> Result<Manifest, String> {
+    let Value::Object(obj) = v else {
+        return Err("\"file_impact\" must be an object".to_owned());
+    };
+    Ok(Manifest {
+        modify: list(obj, "modify")?,
+        create: list(obj, "create")?,
+        delete: list(obj, "delete")?,
+        do_not_touch: list(obj, "do_not_touch")?,
+    })
+}
+
+fn list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("file_impact.{key} must hold strings, found {i}"))
+            })
+            .collect(),
+        Some(other) => Err(format!(
+            "file_impact.{key} must be a list of paths, found {other}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_last_manifest_in_prose() -> Result<(), String> {
+        let out = "Plan:\n1. change the pager\n```json\n{\"file_impact\": {\"modify\": [\"src/a.rs\"], \"create\": [\"tests/**\"], \"do_not_touch\": [\"Cargo.lock\"]}}\n```\n";
+        let m = parse(out)?;
+        assert_eq!(m.modify, vec!["src/a.rs"]);
+        assert_eq!(m.create, vec!["tests/**"]);
+        assert!(m.delete.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn missing_empty_or_bad_manifests_are_errors() {
+        assert!(parse("just prose").is_err_and(|e| e.contains("no file-impact manifest")));
+        assert!(parse(r#"{"file_impact": {}}"#).is_err_and(|e| e.contains("nothing")));
+        assert!(parse(r#"{"file_impact": {"modify": "src"}}"#).is_err_and(|e| e.contains("list")));
+        assert!(
+            parse(r#"{"file_impact": {"modify": ["src/[x"]}}"#)
+                .is_err_and(|e| e.contains("src/[x"))
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Built-in agent presets: `command = "claude"` instead of an argv. Each preset runs its CLI
+//! headless with the prompt, in the current folder (the run's worktree), and has two forms:
+//! roles that edit files (builder, docs) and roles that must only read (verifier, reviewer,
+//! planner, discovery), using the CLI's own read-only mode where it has one. git-pipeline's
+//! read-only checks hold either way.
+//!
+//! Written against the versions in [`Preset::version`], whose `--help` was read on 2026-11-21
+//! (goose excepted: not installable here; written from its documentation). See docs/agents.md.
+
+use serde::Serialize;
+
+pub mod argv;
+
+/// What an agent is asked to do in a run; each preset has an argv per role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Builder,
+    Verifier,
+    Planner,
+    Reviewer,
+    Discovery,
+    Docs,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Builder,
+        Role::Verifier,
+        Role::Planner,
+        Role::Reviewer,
+        Role::Discovery,
+        Role::Docs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Builder => "builder",
+            Role::Verifier => "verifier",
+            Role::Planner => "planner",
+            Role::Reviewer => "reviewer",
+            Role::Discovery => "discovery",
+            Role::Docs => "docs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+pub struct Preset {
+    pub name: &'static str,
+    /// The CLI version the argv was written against.
+    pub version: &'static str,
+    pub edit: &'static [&'static str],
+    pub read_only: &'static [&'static str],
+    /// Appended the first time a session id is used by this agent in a run, and on later uses.
+    pub session_start: &'static [&'static str],
+    pub session_resume: &'static [&'static str],
+    pub notes: &'static str,
+}
+
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "claude",
+        version: "Claude Code 2.1.197",
+        edit: &[
+            "claude",
+            "-p",
+            "{prompt}",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+        ],
+        read_only: &[
+            "claude",
+            "-p",
+            "{prompt}",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "plan",
+        ],
+        session_start: &["--session-id", "{session}"],
+        session_resume: &["--resume", "{session}"],
+        notes: "usage and cost from its JSON result; acceptEdits lets it edit but asks before running commands, which -p mode refuses: allow the commands your gates need with --allowedTools in your own argv",
+    },
+    Preset {
+        name: "codex",
+        version: "codex-cli 0.169.0",
+        edit: &[
+            "codex",
+            "exec",
+            "--sandbox",
+            "workspace-write",
+            "--skip-git-repo-check",
+            "--json",
+            "{prompt}",
+        ],
+        read_only: &[
+            "codex",
+            "exec",
+            "--sandbox",
+            "read-only",
+            "--skip-git-repo-check",
+            "--json",
+            "{prompt}",
+        ],
+        session_start: &[],
+        session_resume: &[],
+        notes: "usage from its turn.completed events; it cannot start a session under a given id, so each attempt is a fresh session (the prompt carries what came before)",
+    },
+    Preset {
+        name: "aider",
+        version: "aider 0.86.2",
+        edit: &[
+            "aider",
+            "--message",
+            "{prompt}",
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-check-update",
+            "--no-show-model-warnings",
+            "--no-pretty",
+            "--no-stream",
+            "--analytics-disable",
+        ],
+        read_only: &[
+            "aider",
+            "--message",
+            "{prompt}",
+            "--chat-mode",
+            "ask",
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-check-update",
+            "--no-show-model-warnings",
+            "--no-pretty",
+            "--no-stream",
+            "--analytics-disable",
+        ],
+        session_start: &[],
+        session_resume: &[],
+        notes: "no usage report (estimated); ask mode for the read-only roles",
+    },
+    Preset {
+        name: "gemini",
+        version: "Gemini CLI 0.61.0",
+        edit: &[
+            "gemini",
+            "-p",
+            "{prompt}",
+            "--approval-mode",
+            "auto_edit",
+            "--output-format",
+            "json",
+        ],
+        read_only: &[
+            "gemini",
+            "-p",
+            "{prompt}",
+            "--approval-mode",
+            "plan",
+            "--output-format",
+            "json",
+        ],
+        session_start: &[],
+        session_resume: &[],
+        notes: "its answer is read from the JSON response field; it resumes sessions by index, not by id, so each attempt is a fresh session",
+    },
+    Preset {
+        name: "opencode",
+        version: "opencode 1.18.33",
+        edit: &["opencode", "run", "--format", "json", "{prompt}"],
+        read_only: &[
+            "opencode", "run", "--agent", "plan", "--format", "json", "{prompt}",
+        ],
+        session_start: &[],
+        session_resume: &[],
+        notes: "the plan agent for the read-only roles; its answer from the text parts and usage and cost from the step_finish events of --format json; permissions it would ask for are refused (headless), so allow what your gates need in opencode.json; sessions are its own, so each attempt is a fresh one",
+    },
+    Preset {
+        name: "goose",
+        version: "goose 1.x (from its documentation; not run here)",
+        edit: &["goose", "run", "--no-session", "--text", "{prompt}"],
+        read_only: &["goose", "run", "--no-session", "--text", "{prompt}"],
+        session_start: &[],
+        session_resume: &[],
+        notes: "no read-only mode of its own: git-pipeline's read-only checks still stop a verifier that writes",
+    },
+    Preset {
+        name: "droid",
+        version: "Factory droid 0.225.2",
+        edit: &[
+            "droid",
+            "exec",
+            "--auto",
+            "medium",
+            "--output-format",
+            "json",
+            "{prompt}",
+        ],
+        read_only: &["droid", "exec", "--output-format", "json", "{prompt}"],
+        session_start: &[],
+        session_resume: &[],
+        notes: "--auto medium lets it edit and run build and test commands; without --auto it is read-only; usage from its JSON result",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}
+
+impl Preset {
+    /// The argv for a role.
+    pub fn argv(&self, role: Role) -> Vec<String> {
+        let list = if role_edits(role) {
+            self.edit
+        } else {
+            self.read_only
+        };
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+/// Builders and the docs agent change files; every other role only reads.
+pub fn role_edits(role: Role) -> bool {
+    matches!(role, Role::Builder | Role::Docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_a_valid_template_that_passes_the_prompt() {
+        for p in PRESETS {
+            for role in Role::ALL {
+                let argv = p.argv(role);
+                assert!(crate::preset::argv::check(&argv).is_ok(), "{}", p.name);
+                assert!(
+                    crate::preset::argv::uses_prompt(&argv),
+                    "{} {:?}",
+                    p.name,
+                    role
+                );
+                assert_eq!(argv[0], p.name, "the program is the preset's name");
+            }
+            assert!(crate::preset::argv::check(&to_vec(p.session_start)).is_ok());
+            assert!(crate::preset::argv::check(&to_vec(p.session_resume)).is_ok());
+        }
+    }
+
+    fn to_vec(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+#[cfg(test)]
+mod snapshots {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    /// Each preset's argv for a sample prompt, for the editing and the read-only roles, with its
+    /// session flags: reviewed by people when a preset changes.
+    #[test]
+    fn preset_argv_for_a_sample_prompt() -> Result<(), String> {
+        let vars = crate::preset::argv::Vars {
+            prompt: OsStr::new("Fix the off-by-one in the pager"),
+            prompt_file: OsStr::new("/tmp/prompt.md"),
+            worktree: OsStr::new("/work/repo.pipeline/20261121-120000-0000"),
+            run_id: OsStr::new("20261121-120000-0000"),
+            stage: OsStr::new("execution"),
+            session: OsStr::new("123e4567-e89b-12d3-a456-426614174000"),
+        };
+        let mut text = String::new();
+        for p in PRESETS {
+            text.push_str(&format!("{} ({})\n", p.name, p.version));
+            for (label, role) in [
+                ("  edit     ", Role::Builder),
+                ("  read-only", Role::Verifier),
+            ] {
+                let argv = crate::preset::argv::render(&p.argv(role), &vars)?;
+                let shown: Vec<String> = argv
+                    .iter()
+                    .map(|a| format!("{:?}", a.to_string_lossy()))
+                    .collect();
+                text.push_str(&format!("{label} {}\n", shown.join(" ")));
+            }
+            for (label, extra) in [
+                ("  start    ", p.session_start),
+                ("  resume   ", p.session_resume),
+            ] {
+                if !extra.is_empty() {
+                    let v: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+                    let argv = crate::preset::argv::render(&v, &vars)?;
+                    let shown: Vec<String> = argv
+                        .iter()
+                        .map(|a| format!("{:?}", a.to_string_lossy()))
+                        .collect();
+                    text.push_str(&format!("{label} + {}\n", shown.join(" ")));
+                }
+            }
+        }
+        insta::assert_snapshot!(text);
+        Ok(())
+    }
+}

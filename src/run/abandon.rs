@@ -1,0 +1,115 @@
+//! Abandoning a run from its record: stop what it left running, archive its work, remove its
+//! worktree and branch. Used by `abandon`, by `clean`, and by a best-of-N parent for the
+//! candidates it did not choose.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::git::snapshot::Snapshotter;
+use crate::git::{Git, Repo, objects, worktree};
+use crate::ids;
+use crate::run::stages::rollback;
+use crate::safety::process;
+use crate::store::RunDir;
+use crate::store::lock::acquire_repo;
+use crate::store::record::{RunRecord, Status};
+
+/// Save a run's work (its worktree as it is, its branch) on its archive ref, when there is any
+/// work beyond the base. Returns the archive ref.
+pub(crate) fn archive_run(
+    git: &Git,
+    dir: &RunDir,
+    rec: &RunRecord,
+    worktree: Option<&Path>,
+    why: &str,
+) -> Result<Option<String>> {
+    let base_tree = objects::tree_of(git, &rec.base).ok();
+    let tip = if rec.branch.is_empty() {
+        None
+    } else {
+        objects::ref_value(git, &format!("refs/heads/{}", rec.branch))?
+    };
+    let tree = match worktree {
+        Some(wt) if wt.join(".git").exists() => {
+            let paths = worktree::paths(wt)?;
+            // The run's own index when it kept one (the agent's is not trusted).
+            let snap = Snapshotter::new(wt, &paths.git_dir, dir.scratch("index")?);
+            Some(snap.tree()?)
+        }
+        _ => match &tip {
+            Some(t) => Some(objects::tree_of(git, t)?),
+            None => None,
+        },
+    };
+    let agent_committed = tip.as_deref().is_some_and(|t| t != rec.base);
+    match tree {
+        Some(t) if Some(&t) != base_tree.as_ref() || agent_committed => Ok(Some(
+            rollback::archive(git, &rec.run_id, &t, &rec.base, tip.as_deref(), why)?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The worktree of a run: the one its record names, or one git knows under the run's branch.
+/// A path that is now a symlink, or another folder than the one the run made, is not it: it is
+/// left alone, never entered or removed.
+pub(crate) fn run_worktree(git: &Git, rec: &RunRecord) -> Result<Option<worktree::Entry>> {
+    let wanted = format!("refs/heads/{}", rec.branch);
+    let reason = format!("git-pipeline run {} ", rec.run_id);
+    Ok(worktree::list(git)?.into_iter().find(|e| {
+        let named = rec
+            .worktree
+            .as_deref()
+            .is_some_and(|w| worktree::same_path(&e.path, w))
+            || (!rec.branch.is_empty() && e.branch.as_deref() == Some(wanted.as_str()))
+            || e.locked.as_deref().is_some_and(|r| r.starts_with(&reason));
+        let replaced = std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.file_type().is_symlink())
+            || (e.path.exists() && !worktree::is_the_same_folder(&e.path, rec.worktree_identity));
+        named && !replaced
+    }))
+}
+
+/// Stop a run for good: stop what it left running, archive its work, remove its worktree and
+/// branch, keep its record as `abandoned`. The caller holds the run's lock.
+pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Result<RunRecord> {
+    if rec.commit.is_some() && rec.status == Status::Succeeded {
+        return Err(Error::usage_hint(
+            format!("run {} shipped; there is nothing to abandon", rec.run_id),
+            format!("its branch {} is yours to merge or delete", rec.branch),
+        ));
+    }
+    let leftovers = process::run_processes(&rec.run_id, rec.worktree.as_deref());
+    process::stop_pids(&leftovers);
+    let git = repo.git();
+    let _guard = acquire_repo(&repo.pipeline_dir())?;
+    let entry = run_worktree(&git, &rec)?;
+    let wt_path = entry.as_ref().map(|e| e.path.clone());
+    if let Some(a) = archive_run(&git, dir, &rec, wt_path.as_deref(), why)? {
+        rec.archive = Some(a);
+    }
+    if let Some(e) = &entry {
+        worktree::remove(&git, &e.path)?;
+    }
+    let branch_ref = format!("refs/heads/{}", rec.branch);
+    // A worktree left alone (replaced by a symlink or another folder) still holds the branch.
+    let held = worktree::list(&git)?
+        .iter()
+        .any(|e| e.branch.as_deref() == Some(branch_ref.as_str()));
+    if !rec.branch.is_empty() && !held && objects::ref_value(&git, &branch_ref)?.is_some() {
+        worktree::delete_branch(&git, &rec.branch)?;
+    }
+    rec.status = Status::Abandoned;
+    rec.stage = None;
+    rec.worktree = None;
+    rec.rolled_back = true;
+    rec.ended_at = Some(ids::now_rfc3339());
+    rec.error.get_or_insert_with(|| why.to_owned());
+    dir.write_record(&rec)?;
+    dir.event(
+        None,
+        "rolled_back",
+        serde_json::json!({"abandoned": true, "archive": rec.archive, "stopped_processes": leftovers}),
+    )?;
+    let _ = dir.clear_scratch();
+    Ok(rec)
+}

@@ -1,0 +1,215 @@
+//! The run driver: one task, in its own worktree, from the first stage the router chose to a
+//! shipped, attested commit or a rollback that archives the work.
+//!
+//! ```text
+//! setup ─► [discovery] ─► [planning] ─► execution ─► scope check ─► gates ─► verification ─► [docs] ─► ship
+//!                                          ▲   violation │   failure │  rejection │          hook fails │
+//!                                          └─────────────┴───────────┴────────────┴─────────────────────┘
+//!                                            fix loop, capped; circuit breakers on repeats
+//! any terminal failure ─► rollback (archive ref, then worktree + branch removed)
+//! SIGINT/SIGTERM ─► interrupted (worktree kept)
+//! ```
+//!
+//! One module per stage (`discovery`, `planning`, `execution`, `verification`, `docs`, `ship`),
+//! all acting on the [`run::Run`] state.
+
+pub mod abandon;
+mod breaker;
+pub mod launch;
+pub mod outcome;
+pub mod resume;
+pub mod stages;
+pub(crate) mod state;
+pub mod step;
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::error::Error;
+
+use crate::error::Result;
+use crate::plan::RunPlan;
+use crate::redact::Redactor;
+use crate::run::state::Run;
+use crate::safety::process::Cancel;
+use crate::store::Store;
+use crate::store::record as store_record;
+use crate::store::record::Reason;
+use crate::store::record::Status;
+use crate::ui::Ui;
+use outcome::{Ending, Outcome};
+
+/// Redactor for a run: the process environment plus every agent's and gate's `env` table.
+pub fn redactor_for(plan: &RunPlan) -> Redactor {
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    for entry in plan.loaded.config.agents.values() {
+        for spec in &entry.0 {
+            extra.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+    }
+    for gate in &plan.gates {
+        extra.extend(gate.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    Redactor::from_env(extra)
+}
+
+/// Execute a prepared plan. Errors returned here happened before the run existed (its record
+/// could not be created); everything after that ends in a record.
+pub async fn execute(
+    plan: &RunPlan,
+    ui: &Ui,
+    cancel: Cancel,
+    launch: &dyn launch::Launch,
+) -> Result<Outcome> {
+    let dir = create_run_dir(plan)?;
+    execute_in(plan, ui, cancel, dir, launch).await
+}
+
+/// A new run folder for `plan`, storing through its redactor.
+pub fn create_run_dir(plan: &RunPlan) -> Result<crate::store::RunDir> {
+    let redactor = Arc::new(redactor_for(plan));
+    let store = Store::new(&plan.repo.pipeline_dir());
+    Ok(store
+        .create_run(redactor)?
+        .with_workstream(plan.bundle.as_ref().map(|b| b.workstream.clone())))
+}
+
+/// Execute a prepared plan in a run folder made for it by [`create_run_dir`].
+pub async fn execute_in(
+    plan: &RunPlan,
+    ui: &Ui,
+    mut cancel: Cancel,
+    dir: crate::store::RunDir,
+    launch: &dyn launch::Launch,
+) -> Result<Outcome> {
+    let lock = dir.lock()?;
+    let mut run = Run::new(plan, ui, dir, launch);
+    if let Some(from) = &plan.inherited {
+        run.inherit(&from.parent_dir, &from.artifacts)?;
+    }
+    run.slot = Some(crate::store::lock::acquire_slot(&plan.repo.pipeline_dir())?);
+    run.save()?;
+    run.dir.event(
+        None,
+        "run_started",
+        json!({
+            "task": plan.task,
+            "base": plan.base,
+            "base_ref": plan.base_ref,
+            "branch": run.branch,
+            "risk": plan.risk.risk,
+            "risk_reasons": plan.risk.reasons,
+            "start": plan.start,
+            "scope": plan.scope.record(),
+        }),
+    )?;
+    ui.info(match &plan.mode {
+        crate::plan::Mode::Build => format!(
+            "run {}: risk {} ({}); {}",
+            run.dir.id,
+            plan.risk.risk.name(),
+            plan.risk.reasons.join("; "),
+            plan.start_reason
+        ),
+        crate::plan::Mode::Reverify { commit, .. } => format!(
+            "run {}: reverify {} against {}",
+            run.dir.id,
+            &commit[..commit.len().min(12)],
+            plan.base_ref
+        ),
+    });
+    for w in &plan.warnings {
+        ui.warn(w);
+    }
+    run.rec.status = Status::Running;
+    let ending = match run.setup() {
+        Ok(()) => {
+            let driven = run.drive(&mut cancel).await;
+            run.ending_of(driven, &cancel)
+        }
+        Err(_) if cancel.is_cancelled() => {
+            let _ = stages::rollback::discard(&run.repo, &run.worktree, &run.branch);
+            run.rec.worktree = None;
+            Ending::Interrupted
+        }
+        Err(e) => Ending::Failed {
+            reason: Reason::SetupFailed,
+            message: format!("could not prepare the worktree: {e}"),
+            details: e.hint().map(str::to_owned).into_iter().collect(),
+        },
+    };
+    run.finish(ending)?;
+    drop(lock);
+    Ok(run.into_outcome())
+}
+
+impl Run<'_> {
+    /// How the stages' result ends the run. Ctrl-C reaches our own git commands too (they share
+    /// our process group), so a git error while a stop was requested is the interruption, not a
+    /// failure; and once the commit is attested, a later error cannot undo the shipping.
+    fn ending_of(&self, driven: Result<Ending>, cancel: &Cancel) -> Ending {
+        match driven {
+            Ok(e) => e,
+            Err(e) if self.rec.commit.is_some() => {
+                self.ui
+                    .warn(format!("the run shipped, but a last step failed: {e}"));
+                Ending::Shipped
+            }
+            Err(_) if cancel.is_cancelled() => Ending::Interrupted,
+            Err(Error::Interrupted) => Ending::Interrupted,
+            Err(Error::Containment(message)) => Ending::Failed {
+                reason: Reason::Containment,
+                message,
+                details: vec![
+                    "nothing was shipped; see docs/security.md ([containment] turns checks off)"
+                        .to_owned(),
+                ],
+            },
+            Err(e) => Ending::Failed {
+                reason: Reason::AgentError,
+                message: e.to_string(),
+                details: e.hint().map(str::to_owned).into_iter().collect(),
+            },
+        }
+    }
+
+    /// The stages in order, from where the router said to start.
+    async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        use crate::plan::Stage;
+        if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.mode {
+            return self.reverify(commit, tree, cancel).await;
+        }
+        if self.plan.start <= Stage::Discovery {
+            if let Some(end) = self.discovery(cancel).await? {
+                return Ok(end);
+            }
+        } else {
+            self.skip_stage("discovery", &self.plan.start_reason.clone());
+        }
+        if self.plan.start <= Stage::Planning {
+            if let Some(end) = self.planning(cancel).await? {
+                return Ok(end);
+            }
+        } else {
+            self.skip_stage("planning", &self.plan.start_reason.clone());
+        }
+        self.build(cancel).await
+    }
+
+    /// Execution: by this run's builder, or by several candidates it compares.
+    async fn build(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let shipping = matches!(
+            self.rec.resume.checkpoint,
+            Some(
+                store_record::Checkpoint::Approved { .. }
+                    | store_record::Checkpoint::Committed { .. }
+            )
+        );
+        if self.plan.candidates > 1 && !shipping {
+            self.best_of(cancel).await
+        } else {
+            self.execution(cancel).await
+        }
+    }
+}

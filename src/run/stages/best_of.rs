@@ -1,0 +1,765 @@
+//! Best-of-N (`run --candidates N`): N builders work on the task at once, each in a run of its
+//! own (its worktree, branch, session, scope check, gates and fix loop). A candidate that passes
+//! its gates does not call a verifier: it hands its work to its parent run and waits. When every
+//! candidate still in the race is ready, the parent's verifier compares them and either chooses
+//! one (`"choice": k`), which the parent then ships as an ordinary run would, or rejects them
+//! all, which sends its issues back to every builder as a verifier rejection would. Candidates
+//! not chosen are rolled back (their work archived).
+//!
+//! ```text
+//!            ┌─ candidate 1: builder ⇄ scope ⇄ gates ─┐ ready
+//! parent ────┼─ candidate 2: builder ⇄ scope ⇄ gates ─┼──────► verifier compares ──► choice k:
+//! (discovery,└─ candidate 3: builder ⇄ scope ⇄ gates ─┘            │ reject all     parent ships k,
+//!  planning)        ▲                                              │                the rest dropped
+//!                   └──────────── issues to every builder ◄────────┘
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::plan::RunPlan;
+
+use crate::agent;
+use crate::agent::RoleAgent;
+use crate::agent::verdict::Verdict;
+use crate::error::Error;
+use crate::error::Result;
+use crate::git::snapshot;
+use crate::git::snapshot::Snapshot;
+use crate::plan::Stage;
+use crate::plan::links::{Decision, Inherited, Judge, Submission};
+use crate::plan::prompts;
+use crate::preset::Role;
+use crate::run::create_run_dir;
+use crate::run::launch::Work;
+use crate::run::outcome::Ending;
+use crate::run::outcome::Outcome;
+use crate::run::stages::verification::VerifyEnd;
+use crate::run::state::Run;
+use crate::safety::process::Cancel;
+use crate::store::Store;
+use crate::store::record::CandidateRecord;
+use crate::store::record::CandidateRef;
+use crate::store::record::Checkpoint;
+use crate::store::record::GateRecord;
+use crate::store::record::Reason;
+use crate::store::record::StageStatus;
+use crate::store::record::Status;
+use crate::store::record::Verification;
+
+impl RunPlan {
+    /// The plan of candidate `index`: the parent's, built by `builder`, starting at execution.
+    fn candidate(
+        &self,
+        index: u32,
+        builder: (&str, RoleAgent),
+        judge: Judge,
+        inherited: Inherited,
+        parent: &str,
+    ) -> RunPlan {
+        let mut p = self.clone();
+        p.candidates = 1;
+        p.judge = Some(judge);
+        p.inherited = Some(inherited);
+        p.builder = Some(builder.1);
+        p.start = Stage::Execution;
+        p.start_reason = format!(
+            "candidate {index} of {} of run {parent}: planned there",
+            self.candidates
+        );
+        p.warnings.clear();
+        p.args.candidates = None;
+        p.args.candidate_of = Some(CandidateRef {
+            parent: parent.to_owned(),
+            index,
+        });
+        p.args.stage = Some("execution".to_owned());
+        p.args.agents.retain(|a| !a.starts_with("builder="));
+        p.args.agents.push(format!("builder={}", builder.0));
+        p
+    }
+
+    /// The builder of each candidate: the `--agent builder=NAME` given, in turn, or the
+    /// configured builder for all.
+    fn candidate_builders(&self) -> Result<Vec<(String, RoleAgent)>> {
+        let named: Vec<String> = agent::parse_overrides(&self.args.agents)?
+            .into_iter()
+            .filter(|(r, _)| *r == Role::Builder)
+            .map(|(_, n)| n)
+            .collect();
+        let names = if named.is_empty() {
+            vec![Role::Builder.name().to_owned()]
+        } else {
+            named
+        };
+        let search_dir = self
+            .repo
+            .work_tree
+            .clone()
+            .or_else(|| self.repo.main_worktree.clone())
+            .unwrap_or_else(|| self.repo.common_dir.clone());
+        (0..self.candidates as usize)
+            .map(|k| {
+                let name = names[k % names.len()].clone();
+                let agent = agent::resolve(
+                    &self.loaded,
+                    Role::Builder,
+                    &[(Role::Builder, name.clone())],
+                    &search_dir,
+                )?
+                .ok_or_else(|| Error::usage(format!("no builder agent {name:?}")))?;
+                Ok((name, agent))
+            })
+            .collect()
+    }
+}
+
+impl Run<'_> {
+    /// The candidate side: hand the work in and wait for the parent's decision.
+    pub(crate) async fn submit(
+        &mut self,
+        judge: &Judge,
+        round: u32,
+        snapshot: &Snapshot,
+        cancel: &mut Cancel,
+    ) -> Result<VerifyEnd> {
+        let index = self.plan.args.candidate_of.as_ref().map_or(0, |c| c.index);
+        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
+        let gates: Vec<GateRecord> = self.last_gates().cloned().collect();
+        let (reply, answer) = oneshot::channel();
+        self.begin(
+            "verification",
+            format!("verification {round}: waiting for the other candidates and the verifier"),
+        )?;
+        let agent = self
+            .plan
+            .builder
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
+        judge
+            .tx
+            .send(Submission {
+                index,
+                agent,
+                worktree: self.worktree.clone(),
+                tree: snapshot.tree.clone(),
+                changed_paths: self.rec.changed_paths.clone(),
+                patch,
+                gates,
+                reply,
+            })
+            .map_err(|_| Error::other("the run comparing the candidates is gone"))?;
+        let decision = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Error::Interrupted),
+            d = answer => d.map_err(|_| {
+                if cancel.is_cancelled() {
+                    Error::Interrupted
+                } else {
+                    Error::other("the run comparing the candidates is gone")
+                }
+            })?,
+        };
+        let step = self.rec.stages.last_mut();
+        match decision {
+            Decision::Chosen => {
+                if let Some(s) = step {
+                    s.status = StageStatus::Pass;
+                    s.note = Some("chosen by the verifier".to_owned());
+                }
+                // The verifier read this folder; what it chose must be what is here.
+                let now = self.snapshot()?;
+                if now.tree != snapshot.tree {
+                    return Ok(VerifyEnd::Stop(Ending::failed(
+                        Reason::AgentError,
+                        "the verifier changed this candidate's files while comparing",
+                    )));
+                }
+                self.ui.step("verification: chosen");
+                Ok(VerifyEnd::Stop(Ending::Chosen))
+            }
+            Decision::Rejected(v) => {
+                if let Some(s) = step {
+                    s.status = StageStatus::Fail;
+                    s.error = Some(format!(
+                        "every candidate rejected ({} issue(s))",
+                        v.issues.len()
+                    ));
+                }
+                self.rec.verification = Verification {
+                    rounds: round,
+                    approved: false,
+                    issues: v.issues.clone(),
+                };
+                self.rec.metrics.verification_rounds = round;
+                self.ui.step(format!(
+                    "verification {round}: every candidate rejected ({} issue(s))",
+                    v.issues.len()
+                ));
+                Ok(VerifyEnd::Rejected(v))
+            }
+            Decision::Dropped(why) => {
+                if let Some(s) = step {
+                    s.status = StageStatus::Fail;
+                    s.error = Some(why.clone());
+                }
+                self.ui.step(format!("verification: not chosen ({why})"));
+                Ok(VerifyEnd::Stop(Ending::Dropped(why)))
+            }
+        }
+    }
+
+    /// The parent side: build the candidates, have them compared, ship the chosen one.
+    pub(crate) async fn best_of(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let (sub_tx, mut submissions) = mpsc::unbounded_channel::<Submission>();
+        let (done_tx, mut finished) = mpsc::unbounded_channel::<(u32, Result<Outcome>)>();
+        let judge = Judge { tx: sub_tx };
+        let mut live = BTreeSet::new();
+        let spawn = |work: Work, index: u32, ui: &crate::ui::Ui, cancel: &Cancel| {
+            let done = done_tx.clone();
+            self.launch.launch(
+                format!("candidate-{index}"),
+                work,
+                ui.lane(&format!("c{index}")),
+                cancel.clone(),
+                Box::new(move |r| {
+                    let _ = done.send((index, r));
+                }),
+            )
+        };
+        if self.rec.candidates.is_empty() {
+            let inherited = Inherited {
+                parent_dir: self.dir.path.clone(),
+                artifacts: self.rec.artifacts.clone(),
+            };
+            let builders = self.plan.candidate_builders()?;
+            self.ui.step(format!(
+                "execution: {} candidates ({})",
+                builders.len(),
+                builders
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            for (k, (name, agent)) in builders.into_iter().enumerate() {
+                let index = k as u32 + 1;
+                let plan = self.plan.candidate(
+                    index,
+                    (&name, agent),
+                    judge.clone(),
+                    inherited.clone(),
+                    &self.dir.id,
+                );
+                let dir = create_run_dir(&plan)?;
+                self.rec.candidates.push(CandidateRecord {
+                    index,
+                    run_id: dir.id.clone(),
+                    agent: name,
+                    state: "building".to_owned(),
+                    reason: None,
+                    error: None,
+                    tree: None,
+                });
+                // Recorded before it starts: a resumed parent finds its candidates.
+                self.save()?;
+                self.dir.event(
+                    Some("execution"),
+                    "candidate_started",
+                    json!({"index": index, "run_id": dir.id}),
+                )?;
+                spawn(Work::Fresh(Box::new(plan), dir), index, self.ui, cancel)?;
+                live.insert(index);
+            }
+        } else if let Some(k) = self.rec.resume.chosen {
+            return self.ship_recorded_choice(k, cancel).await;
+        } else {
+            let store = Store::new(&self.plan.repo.pipeline_dir());
+            let cwd = self
+                .plan
+                .repo
+                .work_tree
+                .clone()
+                .or_else(|| self.plan.repo.main_worktree.clone())
+                .unwrap_or_else(|| self.plan.repo.common_dir.clone());
+            for i in 0..self.rec.candidates.len() {
+                let c = self.rec.candidates[i].clone();
+                let dir = store.find(&c.run_id, Default::default())?;
+                let rec = dir.read_record()?;
+                match dir.effective_status(&rec) {
+                    Status::Interrupted => {
+                        self.ui.step(format!("resume: candidate {}", c.index));
+                        let work = Work::Resume {
+                            cwd: cwd.clone(),
+                            dir,
+                            judge: Some(judge.clone()),
+                        };
+                        spawn(work, c.index, self.ui, cancel)?;
+                        live.insert(c.index);
+                    }
+                    Status::Running | Status::Pending => {
+                        return Err(Error::usage(format!(
+                            "candidate {} (run {}) is still running",
+                            c.index, c.run_id
+                        )));
+                    }
+                    _ => self.candidate_ended(c.index, &rec),
+                }
+            }
+        }
+        drop(done_tx);
+        let mut ready: BTreeMap<u32, Submission> = BTreeMap::new();
+        loop {
+            if !ready.is_empty() && ready.len() == live.len() {
+                match self.compare(&ready, cancel).await? {
+                    Compared::Chose(k) => {
+                        let Some(chosen) = ready.remove(&k) else {
+                            return Err(Error::other(format!("candidate {k} is not ready")));
+                        };
+                        let Submission {
+                            tree,
+                            changed_paths,
+                            gates,
+                            reply,
+                            ..
+                        } = chosen;
+                        // Durable before anyone acts on it: a kill from here on resumes to
+                        // shipping exactly this tree.
+                        self.keep_choice(k, &tree)?;
+                        let _ = reply.send(Decision::Chosen);
+                        let why = format!("the verifier chose candidate {k}");
+                        drop_all(&mut ready, &why);
+                        self.wait_all(&mut finished, &mut live).await;
+                        return self
+                            .ship_candidate(k, &tree, (changed_paths, gates), cancel)
+                            .await;
+                    }
+                    Compared::Rejected(v) => {
+                        self.rec.resume.rejections += 1;
+                        let rejections = self.rec.resume.rejections;
+                        if rejections >= self.plan.max_rounds {
+                            drop_all(&mut ready, "every candidate was rejected");
+                            self.wait_all(&mut finished, &mut live).await;
+                            return Ok(Ending::Failed {
+                                reason: Reason::VerifyRejected,
+                                message: format!(
+                                    "the verifier rejected every candidate {rejections} time(s) (verify.max_rounds = {})",
+                                    self.plan.max_rounds
+                                ),
+                                details: v.issues,
+                            });
+                        }
+                        for (_, s) in std::mem::take(&mut ready) {
+                            let _ = s.reply.send(Decision::Rejected(v.clone()));
+                        }
+                        self.save()?;
+                    }
+                    Compared::Stop(ending) => {
+                        if !matches!(ending, Ending::Interrupted) {
+                            drop_all(&mut ready, "the comparison failed");
+                        }
+                        // Interrupted: the candidates stop on their own and resume later.
+                        ready.clear();
+                        self.wait_all(&mut finished, &mut live).await;
+                        return Ok(ending);
+                    }
+                }
+                continue;
+            }
+            if live.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(sub) = submissions.recv() => {
+                    let c = &mut self.rec.candidates[sub.index as usize - 1];
+                    c.state = "ready".to_owned();
+                    c.tree = Some(sub.tree.clone());
+                    self.ui.step(format!("candidate {}: ready for the verifier", sub.index));
+                    self.save()?;
+                    ready.insert(sub.index, sub);
+                }
+                Some((k, result)) = finished.recv() => {
+                    live.remove(&k);
+                    ready.remove(&k);
+                    self.candidate_finished(k, result);
+                    self.save()?;
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            return Ok(Ending::Interrupted);
+        }
+        Ok(self.none_passed())
+    }
+
+    /// Every candidate still running ends (dropped, interrupted, or after a decision).
+    async fn wait_all(
+        &mut self,
+        finished: &mut mpsc::UnboundedReceiver<(u32, Result<Outcome>)>,
+        live: &mut BTreeSet<u32>,
+    ) {
+        while !live.is_empty() {
+            let Some((k, result)) = finished.recv().await else {
+                break;
+            };
+            live.remove(&k);
+            self.candidate_finished(k, result);
+        }
+        let _ = self.save();
+    }
+
+    fn candidate_finished(&mut self, k: u32, result: Result<Outcome>) {
+        match result {
+            Ok(o) => self.candidate_ended(k, &o.record),
+            Err(e) => {
+                let c = &mut self.rec.candidates[k as usize - 1];
+                c.state = "failed".to_owned();
+                c.reason = Some(Reason::SetupFailed);
+                c.error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn candidate_ended(&mut self, k: u32, r: &crate::store::RunRecord) {
+        let c = &mut self.rec.candidates[k as usize - 1];
+        c.state = match r.status {
+            Status::Succeeded => "chosen",
+            Status::Abandoned => "dropped",
+            Status::Interrupted | Status::Running | Status::Pending => "interrupted",
+            Status::Failed => "failed",
+        }
+        .to_owned();
+        c.reason = r.reason;
+        c.error = r.error.clone();
+        let line = match (&c.reason, &c.error) {
+            (Some(reason), Some(e)) => {
+                format!("candidate {k}: {} ({}: {e})", c.state, reason.name())
+            }
+            _ => format!("candidate {k}: {}", c.state),
+        };
+        self.ui.step(line);
+        // The candidates' work counts towards the parent's totals.
+        self.rec.stages.push(crate::store::record::StageRecord {
+            stage: "execution".to_owned(),
+            status: if r.status == Status::Failed {
+                StageStatus::Fail
+            } else {
+                StageStatus::Pass
+            },
+            attempt: r.metrics.fix_attempts + 1,
+            session_id: None,
+            agent: Some(format!("candidate {k} ({})", c.agent)),
+            started_at: Some(r.created_at.clone()),
+            ended_at: r.ended_at.clone(),
+            tokens: r.metrics.tokens,
+            tokens_estimated: r.stages.iter().any(|s| s.tokens_estimated),
+            cost_usd: r.metrics.cost_usd,
+            error: r.error.clone(),
+            note: Some(format!("run {}", c.run_id)),
+        });
+    }
+
+    /// No candidate got to the verifier: the run fails as its first candidate did.
+    fn none_passed(&self) -> Ending {
+        let first = self.rec.candidates.iter().find(|c| c.reason.is_some());
+        let details = self
+            .rec
+            .candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "candidate {} ({}): {} {}",
+                    c.index,
+                    c.run_id,
+                    c.state,
+                    c.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        Ending::Failed {
+            reason: first.and_then(|c| c.reason).unwrap_or(Reason::AgentError),
+            message: format!(
+                "none of the {} candidates passed its scope check and gates",
+                self.rec.candidates.len()
+            ),
+            details,
+        }
+    }
+
+    /// The verifier compares the ready candidates.
+    async fn compare(
+        &mut self,
+        ready: &BTreeMap<u32, Submission>,
+        cancel: &mut Cancel,
+    ) -> Result<Compared> {
+        self.rec.resume.verifier_runs += 1;
+        let round = self.rec.resume.verifier_runs;
+        let max = self.plan.max_rounds;
+        let verifier = self.plan.verifier.clone();
+        self.begin(
+            "verification",
+            format!(
+                "verification {round}/{max}: verifier ({}) compares {} candidate{}",
+                verifier.name,
+                ready.len(),
+                if ready.len() == 1 { "" } else { "s" }
+            ),
+        )?;
+        // The diffs share the budget of one.
+        let limit = prompts::DIFF_LIMIT / ready.len().max(1);
+        let candidates = ready
+            .values()
+            .map(|s| {
+                let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&s.patch), limit);
+                prompts::CandidateVars {
+                    index: s.index,
+                    agent: s.agent.clone(),
+                    worktree: s.worktree.display().to_string(),
+                    gates: s
+                        .gates
+                        .iter()
+                        .map(|g| format!("{} ({:.1}s)", g.name, g.duration_s))
+                        .collect(),
+                    changed_paths: s.changed_paths.clone(),
+                    diff,
+                    diff_cut,
+                }
+            })
+            .collect();
+        let scope = self.scope.describe();
+        let plan = self.bounded_plan();
+        let prompt = self.plan.templates.render(
+            "candidates",
+            prompts::CandidatesVars {
+                run_id: &self.dir.id,
+                round,
+                max_rounds: max,
+                task: &self.plan.task,
+                plan: plan.as_deref(),
+                scope: &scope,
+                candidates,
+            },
+        )?;
+        let mut v = match self.run_verifier(round, &prompt, cancel).await? {
+            Ok(v) => v,
+            Err(ending) => return Ok(Compared::Stop(ending)),
+        };
+        let choice = match (v.approved, v.choice) {
+            (true, Some(k)) if ready.contains_key(&k) => Some(k),
+            (true, None) if ready.len() == 1 => ready.keys().next().copied(),
+            (true, named) => {
+                // An approval that names no candidate that is ready chooses nothing.
+                v.approved = false;
+                v.issues = vec![self.invalid_choice(named, v.choice_written.as_deref(), ready)];
+                None
+            }
+            (false, _) => None,
+        };
+        self.rec.verification = Verification {
+            rounds: round,
+            approved: choice.is_some(),
+            issues: v.issues.clone(),
+        };
+        self.rec.metrics.verification_rounds = round;
+        if let Some(last) = self.rec.stages.last_mut() {
+            last.status = if choice.is_some() {
+                StageStatus::Pass
+            } else {
+                StageStatus::Fail
+            };
+            match choice {
+                Some(k) => {
+                    last.note = Some(format!("chose candidate {k} ({} compared)", ready.len()));
+                }
+                None => last.error = Some(format!("rejected ({} issue(s))", v.issues.len())),
+            }
+        }
+        self.dir.event(
+            Some("verification"),
+            "verdict",
+            json!({"round": round, "approved": choice.is_some(), "choice": choice, "parsed": v.parsed, "issues": v.issues}),
+        )?;
+        self.save()?;
+        Ok(match choice {
+            Some(k) => {
+                self.ui.step(format!(
+                    "verification {round}/{max}: approved candidate {k}"
+                ));
+                Compared::Chose(k)
+            }
+            None => {
+                self.ui.step(format!(
+                    "verification {round}/{max}: rejected every candidate ({} issue(s))",
+                    v.issues.len()
+                ));
+                Compared::Rejected(v)
+            }
+        })
+    }
+
+    /// Record the verifier's choice and keep the chosen tree reachable (the candidate's archive
+    /// ref), before the candidates hear of it.
+    fn keep_choice(&mut self, k: u32, tree: &str) -> Result<()> {
+        let run_id = self.rec.candidates[k as usize - 1].run_id.clone();
+        let archive = crate::run::stages::rollback::archive(
+            &self.repo,
+            &run_id,
+            tree,
+            &self.plan.base,
+            None,
+            &format!("chosen by the verifier of run {}", self.dir.id),
+        )?;
+        let c = &mut self.rec.candidates[k as usize - 1];
+        c.state = "chosen".to_owned();
+        c.tree = Some(tree.to_owned());
+        self.rec.resume.chosen = Some(k);
+        self.save()?;
+        self.dir.event(
+            Some("verification"),
+            "candidate_chosen",
+            json!({"index": k, "tree": tree, "archive": archive}),
+        )
+    }
+
+    /// A resumed run whose verifier had already chosen: the candidates still unfinished are
+    /// abandoned (their work archived) and the chosen tree ships.
+    async fn ship_recorded_choice(&mut self, k: u32, cancel: &mut Cancel) -> Result<Ending> {
+        let store = Store::new(&self.plan.repo.pipeline_dir());
+        let mut chosen_rec = None;
+        for i in 0..self.rec.candidates.len() {
+            let c = self.rec.candidates[i].clone();
+            let dir = store.find(&c.run_id, Default::default())?;
+            let mut rec = dir.read_record()?;
+            if !dir.effective_status(&rec).is_final() {
+                let _lock = dir.lock()?;
+                let why = format!("the verifier of run {} chose candidate {k}", self.dir.id);
+                rec = crate::run::abandon::abandon(&self.plan.repo, &dir, rec, &why)?;
+            }
+            if c.index == k && rec.status != Status::Failed {
+                chosen_rec = Some(rec);
+            } else {
+                if c.index == k {
+                    chosen_rec = Some(rec.clone());
+                }
+                self.candidate_ended(c.index, &rec);
+            }
+        }
+        let c = &self.rec.candidates[k as usize - 1];
+        let Some(tree) = c.tree.clone() else {
+            return Err(Error::other(format!(
+                "candidate {k} was chosen but its record holds no tree"
+            )));
+        };
+        let rec = chosen_rec.ok_or_else(|| Error::other(format!("candidate {k} is gone")))?;
+        let gates = {
+            let n = rec.gates.len();
+            rec.gates[n.saturating_sub(self.plan.gates.len())..].to_vec()
+        };
+        self.ui.step(format!(
+            "resume: shipping candidate {k}, which the verifier chose"
+        ));
+        self.ship_candidate(k, &tree, (rec.changed_paths.clone(), gates), cancel)
+            .await
+    }
+
+    /// Bring the chosen candidate's tree into this run's worktree and ship it.
+    async fn ship_candidate(
+        &mut self,
+        k: u32,
+        tree: &str,
+        (changed_paths, gates): (Vec<String>, Vec<GateRecord>),
+        cancel: &mut Cancel,
+    ) -> Result<Ending> {
+        // The chosen tree is what the verifier judged, kept on the candidate's archive ref
+        // (keep_choice). It ships unless the candidate failed after the choice (it found the
+        // verifier had changed its files while comparing).
+        let c = &mut self.rec.candidates[k as usize - 1];
+        if c.state == "failed" {
+            return Ok(Ending::Failed {
+                reason: c.reason.unwrap_or(Reason::AgentError),
+                message: format!(
+                    "candidate {k} was chosen but failed: {}",
+                    c.error.as_deref().unwrap_or("it ended")
+                ),
+                details: Vec::new(),
+            });
+        }
+        c.state = "chosen".to_owned();
+        // This worktree has stayed at the base: a two-tree read-tree moves it to the tree.
+        crate::git::worktree::switch_files_to(&self.worktree, tree)?;
+        let snapshot = self.snapshot()?;
+        if snapshot.tree != tree {
+            return Err(Error::other(format!(
+                "the worktree does not hold candidate {k}'s tree after checking it out"
+            )));
+        }
+        self.rec.changed_paths = changed_paths;
+        self.rec.gates.extend(gates);
+        self.checkpoint(Checkpoint::Approved {
+            tree: tree.to_owned(),
+        })?;
+        match self.docs_and_ship(&snapshot, 1, cancel).await? {
+            None => Ok(Ending::Shipped),
+            Some(Some(end)) => Ok(end),
+            // No builder here to fix what the commit hook refused.
+            Some(None) => Ok(Ending::Failed {
+                reason: Reason::GateFailed,
+                message: format!("the repository's commit hook refused candidate {k}"),
+                details: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Why an approval's choice ships nothing, in words: what it chose, and why that is not a
+    /// candidate that can ship.
+    fn invalid_choice(
+        &self,
+        named: Option<u32>,
+        written: Option<&str>,
+        ready: &BTreeMap<u32, Submission>,
+    ) -> String {
+        let ready_list = ready
+            .keys()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let why = match (named, written) {
+            (Some(k), _) => match k
+                .checked_sub(1)
+                .and_then(|i| self.rec.candidates.get(i as usize))
+            {
+                Some(c) => format!(
+                    "chose candidate {k}, which is not ready to ship (it {}{})",
+                    c.state,
+                    c.reason
+                        .map(|r| format!(": {}", r.name()))
+                        .unwrap_or_default()
+                ),
+                None => format!(
+                    "chose candidate {k}, and there are only {} candidates",
+                    self.rec.candidates.len()
+                ),
+            },
+            (None, Some(w)) => format!("gave \"choice\": {w}, which names no candidate"),
+            (None, None) => "approved without choosing (\"choice\": N)".to_owned(),
+        };
+        format!("the verifier {why}; the candidates ready to ship: {ready_list}")
+    }
+}
+
+enum Compared {
+    Chose(u32),
+    Rejected(Verdict),
+    Stop(Ending),
+}
+
+fn drop_all(ready: &mut BTreeMap<u32, Submission>, why: &str) {
+    for (_, s) in std::mem::take(ready) {
+        let _ = s.reply.send(Decision::Dropped(why.to_owned()));
+    }
+}

@@ -1,0 +1,168 @@
+//! Discovery: every `agents.discovery` entry looks at the task at the same time, read-only; their
+//! findings are kept and merged into the spec in configured order, never in finishing order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use crate::agent::text;
+use crate::error::Result;
+use crate::plan::prompts;
+use crate::run::outcome::Ending;
+use crate::run::state::Run;
+use crate::run::step;
+use crate::run::step::AgentCall;
+use crate::run::step::AgentRun;
+use crate::safety::process::Cancel;
+use crate::store::record::Reason;
+
+impl Run<'_> {
+    /// `Some(ending)` when the run stops here.
+    pub(crate) async fn discovery(&mut self, cancel: &mut Cancel) -> Result<Option<Ending>> {
+        let Some(role) = self.plan.discovery.clone() else {
+            self.skip_stage("discovery", "no [agents.discovery] configured");
+            return Ok(None);
+        };
+        let agents = role.each();
+        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        self.begin(
+            "discovery",
+            format!(
+                "discovery: {} agent(s) at once ({})",
+                agents.len(),
+                names.join(", ")
+            ),
+        )?;
+        let scope = if self.plan.user_scope {
+            self.scope.describe()
+        } else {
+            Vec::new()
+        };
+        let mut prompts_by_agent = Vec::new();
+        for (i, _) in agents.iter().enumerate() {
+            prompts_by_agent.push(self.plan.templates.render(
+                "discovery",
+                prompts::DiscoveryVars {
+                    run_id: &self.dir.id,
+                    base: &self.plan.base,
+                    task: &self.plan.task,
+                    scope: &scope,
+                    index: i + 1,
+                    count: agents.len(),
+                },
+            )?);
+        }
+        let session = self.plan_session.clone();
+        let cli_sessions: Vec<_> = agents
+            .iter()
+            .zip(&prompts_by_agent)
+            .map(|(agent, prompt)| self.cli_session(agent, &session, prompt.len()).1)
+            .collect();
+        self.save()?;
+        let before = self.fingerprint()?;
+        self.before_read_only()?;
+        let ctx = self.ctx();
+        let runs: Vec<_> = agents
+            .iter()
+            .zip(&prompts_by_agent)
+            .zip(&cli_sessions)
+            .enumerate()
+            .map(|(i, ((agent, prompt), cli_session))| {
+                let mut cancel = cancel.clone();
+                let ctx = &ctx;
+                let session = &session;
+                async move {
+                    step::run_agent(
+                        ctx,
+                        AgentCall {
+                            agent,
+                            stage: "discovery",
+                            attempt: (i + 1) as u32,
+                            session,
+                            prompt,
+                            cli_session,
+                        },
+                        &mut cancel,
+                    )
+                    .await
+                }
+            })
+            .collect();
+        let results: Vec<Result<AgentRun>> = join_all(runs).await;
+        self.after_step(before, "a discovery agent")?;
+
+        let mut findings = Vec::new();
+        let mut failures = Vec::new();
+        for (i, (agent, result)) in agents.iter().zip(results).enumerate() {
+            let ran = result?;
+            if let Some(ending) =
+                self.record_agent("discovery", (i + 1) as u32, &session, &ran, agent)
+            {
+                if matches!(ending, Ending::Interrupted) {
+                    return Ok(Some(ending));
+                }
+                failures.push(ending);
+                continue;
+            }
+            let found = text::final_text(&ran.outcome.stdout.bytes);
+            findings.push(format!(
+                "### Discovery {} ({})\n\n{}\n",
+                i + 1,
+                agent.name,
+                prompts::bounded(found.trim(), prompts::TEXT_LIMIT)
+            ));
+        }
+        // One discovery agent failing is survivable; all of them is not.
+        if findings.is_empty() {
+            return Ok(failures.into_iter().next().or(Some(Ending::failed(
+                Reason::AgentError,
+                "no discovery agent could run",
+            ))));
+        }
+        for f in &failures {
+            if let Ending::Failed { message, .. } = f {
+                self.ui
+                    .warn(format!("discovery: {message}; continuing without it"));
+            }
+        }
+        if let Some(ending) = self.check_read_only("a discovery agent")? {
+            return Ok(Some(ending));
+        }
+        let spec = findings.join("\n");
+        self.dir.artifact("spec.md", spec.as_bytes())?;
+        self.rec
+            .artifacts
+            .insert("spec".to_owned(), "spec.md".to_owned());
+        self.spec = Some(spec);
+        self.ui.step(format!(
+            "discovery: {} finding(s) merged into the spec",
+            agents.len() - failures.len()
+        ));
+        self.save()?;
+        Ok(None)
+    }
+}
+
+/// Await all futures at once; results in the order given (not the order they finish).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

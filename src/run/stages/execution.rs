@@ -1,0 +1,557 @@
+//! Execution and its fix loop: the builder works, its changes are checked against the scope,
+//! the gates run, the verifier judges, the docs agent may follow, and the work ships. What fails
+//! goes back to the builder (capped), unless a circuit breaker says the loop is going nowhere.
+
+use serde_json::json;
+
+use crate::agent::verdict::Verdict;
+use crate::error::Error;
+use crate::error::Result;
+use crate::plan::prompts;
+use crate::policy::scope::Violation;
+use crate::process_end::End;
+use crate::run::outcome::Ending;
+use crate::run::state::Run;
+use crate::run::step;
+use crate::safety::process::Cancel;
+use crate::store::record::Checkpoint;
+use crate::store::record::GateRecord;
+use crate::store::record::Reason;
+use crate::store::record::StageStatus;
+
+pub(crate) enum GatesEnd {
+    Passed,
+    Failed {
+        gate: String,
+        output: String,
+        feedback: String,
+    },
+}
+
+impl Run<'_> {
+    pub(crate) async fn execution(&mut self, cancel: &mut Cancel) -> Result<Ending> {
+        let builder = self
+            .plan
+            .builder
+            .clone()
+            .ok_or_else(|| Error::other("this run has no builder"))?;
+        let max_fix = self.plan.max_fix_attempts;
+        // Where to enter the loop: a fresh run starts with the builder; a resumed one continues
+        // from its checkpoint (re-run an interrupted builder, re-check what it built, or ship
+        // what the verifier approved when the worktree still holds exactly that).
+        let mut skip_builder = false;
+        let mut approved_tree: Option<String> = None;
+        match self.rec.resume.checkpoint.clone() {
+            Some(Checkpoint::Built { .. }) => skip_builder = true,
+            Some(Checkpoint::Approved { tree }) => {
+                skip_builder = true;
+                approved_tree = Some(tree);
+            }
+            Some(Checkpoint::Builder { attempt }) => {
+                // That attempt never finished: run it again under the same number.
+                self.rec.resume.attempt = attempt.saturating_sub(1);
+            }
+            Some(Checkpoint::Committed { commit, tree }) => {
+                // The commit was made; only its attestation and the cleanup were left.
+                let tip = crate::git::objects::ref_value(
+                    &self.repo,
+                    &format!("refs/heads/{}", self.branch),
+                )?;
+                if tip.as_deref() == Some(commit.as_str()) {
+                    self.ui.step("resume: the commit was made; attesting it");
+                    self.complete_ship(&commit, &tree)?;
+                    return Ok(Ending::Shipped);
+                }
+                skip_builder = true;
+                approved_tree = Some(tree);
+            }
+            None => {}
+        }
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Ending::Interrupted);
+            }
+            if !skip_builder {
+                self.rec.resume.attempt += 1;
+                let attempt = self.rec.resume.attempt;
+                let feedback = self.rec.resume.feedback.take();
+                let prompt = self.builder_prompt(attempt, feedback)?;
+                let label = if attempt == 1 {
+                    format!("execution: builder ({})", builder.name)
+                } else {
+                    format!(
+                        "execution attempt {attempt}: builder ({}) {}",
+                        builder.name, self.rec.resume.why_again
+                    )
+                };
+                self.begin("execution", label)?;
+                self.checkpoint(Checkpoint::Builder { attempt })?;
+                let session = self.exec_session.clone();
+                let ran = self
+                    .run_role(&builder, "execution", attempt, &session, &prompt, cancel)
+                    .await?;
+                if let Some(ending) =
+                    self.record_agent("execution", attempt, &session, &ran, &builder)
+                {
+                    return Ok(ending);
+                }
+                self.checkpoint(Checkpoint::Built { attempt })?;
+            }
+            let was_resumed_check = skip_builder;
+            skip_builder = false;
+            let attempt = self.rec.resume.attempt.max(1);
+
+            // Scope check, before any gate or verifier sees the work.
+            let snapshot = self.snapshot()?;
+            self.rec.changed_paths = snapshot
+                .changes
+                .iter()
+                .map(|c| c.path.to_string_lossy().into_owned())
+                .collect();
+            if snapshot.changes.is_empty() {
+                return Ok(Ending::failed(
+                    Reason::AgentError,
+                    "the builder finished without changing any file",
+                ));
+            }
+            // A resumed check of an attempt already recorded is not a new attempt.
+            if !was_resumed_check && let Some(why) = self.breakers.attempt(attempt, &snapshot.tree)
+            {
+                return Ok(self.trip("oscillation", &why, Vec::new()));
+            }
+            if let Some(tree) = approved_tree.take()
+                && tree == snapshot.tree
+            {
+                self.ui
+                    .step("resume: the worktree holds the approved change; shipping it");
+                match self.docs_and_ship(&snapshot, attempt, cancel).await? {
+                    None => return Ok(Ending::Shipped),
+                    Some(again) => {
+                        if let Some(end) = again {
+                            return Ok(end);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let mut violations = self.scope.check(&snapshot.changes);
+            violations.extend(crate::policy::scope::Scope::escaping_symlinks(
+                &self.worktree,
+                &snapshot.changes,
+            ));
+            self.dir.event(
+                Some("execution"),
+                "scope_checked",
+                json!({
+                    "attempt": attempt,
+                    "changed": snapshot.changes.len(),
+                    "violations": violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            )?;
+            self.save()?;
+            if !violations.is_empty() {
+                self.rec.metrics.scope_violations += 1;
+                self.ui.step(format!(
+                    "scope: {} of {} changed paths outside the scope",
+                    violations.len(),
+                    snapshot.changes.len()
+                ));
+                if self.rec.resume.fixes < max_fix {
+                    self.again("scope violation".to_owned(), scope_feedback(&violations))?;
+                    continue;
+                }
+                let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                details.truncate(50);
+                return Ok(Ending::Failed {
+                    reason: Reason::ScopeViolation,
+                    message: format!(
+                        "{} changed path(s) outside the scope after {} fix attempt(s)",
+                        violations.len(),
+                        self.rec.resume.fixes
+                    ),
+                    details,
+                });
+            }
+            self.ui.step(format!(
+                "scope: ok ({} changed path{})",
+                snapshot.changes.len(),
+                if snapshot.changes.len() == 1 { "" } else { "s" }
+            ));
+
+            // Gates, fail-closed, in order.
+            if let GatesEnd::Failed {
+                gate,
+                output,
+                feedback: f,
+            } = self.run_gates(attempt, cancel).await?
+            {
+                let source = format!("gate {gate}");
+                if let Some(why) = self.breakers.error(&source, &output) {
+                    return Ok(self.trip("same_error", &why, first_lines(&output, 5)));
+                }
+                if self.rec.resume.fixes < max_fix {
+                    self.again(format!("gate {gate} failed"), f)?;
+                    continue;
+                }
+                return Ok(Ending::Failed {
+                    reason: Reason::GateFailed,
+                    message: format!(
+                        "gate {gate} still fails after {} fix attempt(s)",
+                        self.rec.resume.fixes
+                    ),
+                    details: vec![format!(
+                        "its output is in {}",
+                        self.dir.path.join("outputs").display()
+                    )],
+                });
+            }
+            if cancel.is_cancelled() {
+                return Ok(Ending::Interrupted);
+            }
+            // A gate that fixes (a formatter) made a new snapshot: that is what is judged.
+            let snapshot = if self.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
+                snapshot
+            } else {
+                self.snapshot()?
+            };
+
+            // Verification, in a session the builder never sees. Rounds number verifier runs;
+            // the cap counts rejections (a commit-hook refusal after an approval sends the work
+            // round again without counting against it).
+            self.rec.resume.verifier_runs += 1;
+            let round = self.rec.resume.verifier_runs;
+            let judged = match self.plan.judge.clone() {
+                Some(judge) => self.submit(&judge, round, &snapshot, cancel).await?,
+                None => self.verify(round, &snapshot, cancel).await?,
+            };
+            match judged {
+                crate::run::stages::verification::VerifyEnd::Stop(ending) => return Ok(ending),
+                crate::run::stages::verification::VerifyEnd::Rejected(v) => {
+                    self.rec.resume.rejections += 1;
+                    let rejections = self.rec.resume.rejections;
+                    if rejections >= self.plan.max_rounds {
+                        return Ok(Ending::Failed {
+                            reason: Reason::VerifyRejected,
+                            message: format!(
+                                "the verifier rejected the work {rejections} time(s) (verify.max_rounds = {})",
+                                self.plan.max_rounds
+                            ),
+                            details: v.issues.clone(),
+                        });
+                    }
+                    if let Some(why) = self.breakers.error("the verifier", &v.issues.join("\n")) {
+                        return Ok(self.trip("same_error", &why, v.issues.clone()));
+                    }
+                    self.rec.resume.why_again = format!("(verification round {round} rejected)");
+                    self.rec.resume.feedback = Some(verifier_feedback(&v));
+                    self.save()?;
+                    continue;
+                }
+                crate::run::stages::verification::VerifyEnd::Approved => {}
+            }
+            self.checkpoint(Checkpoint::Approved {
+                tree: snapshot.tree.clone(),
+            })?;
+            match self.docs_and_ship(&snapshot, attempt, cancel).await? {
+                None => return Ok(Ending::Shipped),
+                Some(Some(end)) => return Ok(end),
+                Some(None) => continue,
+            }
+        }
+    }
+
+    /// Count a fix attempt and say what the builder is told next.
+    fn again(&mut self, why: String, feedback: String) -> Result<()> {
+        self.rec.resume.fixes += 1;
+        self.rec.metrics.fix_attempts = self.rec.resume.fixes;
+        self.rec.resume.why_again = format!(
+            "(fix {}/{}: {why})",
+            self.rec.resume.fixes, self.plan.max_fix_attempts
+        );
+        self.rec.resume.feedback = Some(feedback);
+        self.save()
+    }
+
+    /// Docs, then ship. `None`: shipped. `Some(Some(end))`: the run ends. `Some(None)`: the
+    /// commit hook refused and the builder goes again.
+    pub(crate) async fn docs_and_ship(
+        &mut self,
+        snapshot: &crate::git::snapshot::Snapshot,
+        attempt: u32,
+        cancel: &mut Cancel,
+    ) -> Result<Option<Option<Ending>>> {
+        let shipped_tree = match self.docs(snapshot, attempt, cancel).await? {
+            Some(tree) => tree,
+            None => snapshot.tree.clone(),
+        };
+        self.begin("ship", "ship: committing".to_owned())?;
+        let Some(hook_output) = self.ship(&shipped_tree)? else {
+            return Ok(None);
+        };
+        self.ui.step("ship: the commit hook refused");
+        self.rec.gates.push(GateRecord {
+            name: "commit-hook".to_owned(),
+            status: StageStatus::Fail,
+            attempt,
+            duration_s: 0.0,
+            error: Some(first_line(&hook_output)),
+        });
+        // The builder works from the verified state, without the docs agent's edits.
+        self.undo_docs(snapshot)?;
+        if let Some(why) = self.breakers.error("the commit hook", &hook_output) {
+            return Ok(Some(Some(self.trip(
+                "same_error",
+                &why,
+                first_lines(&hook_output, 5),
+            ))));
+        }
+        if self.rec.resume.fixes < self.plan.max_fix_attempts {
+            self.again(
+                "commit hook failed".to_owned(),
+                format!(
+                    "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
+                    prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
+                ),
+            )?;
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(Ending::Failed {
+            reason: Reason::GateFailed,
+            message: format!(
+                "the commit hook still refuses after {} fix attempt(s)",
+                self.rec.resume.fixes
+            ),
+            details: vec![first_line(&hook_output)],
+        })))
+    }
+
+    /// Stop the loop on a circuit breaker: recorded, with its evidence.
+    fn trip(&mut self, breaker: &str, why: &str, evidence: Vec<String>) -> Ending {
+        self.ui.step(why);
+        let _ = self.dir.event(
+            Some("execution"),
+            "breaker_tripped",
+            json!({"breaker": breaker, "reason": why, "evidence": evidence}),
+        );
+        Ending::Failed {
+            reason: Reason::BreakerTripped,
+            message: why.to_owned(),
+            details: evidence,
+        }
+    }
+
+    fn builder_prompt(&self, attempt: u32, feedback: Option<String>) -> Result<String> {
+        let scope = self.scope.describe();
+        let spec = self
+            .spec
+            .as_deref()
+            .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
+        let plan = self.bounded_plan();
+        self.plan.templates.render(
+            "builder",
+            prompts::BuilderVars {
+                run_id: &self.dir.id,
+                attempt,
+                branch: &self.branch,
+                base: &self.plan.base,
+                task: &self.plan.task,
+                spec: spec.as_deref(),
+                plan: plan.as_deref(),
+                scope: &scope,
+                gates: self
+                    .plan
+                    .gates
+                    .iter()
+                    .map(|g| g.name.get_ref().as_str())
+                    .collect(),
+                feedback,
+            },
+        )
+    }
+
+    /// Wait until no other run of the repository is running the exclusive gate `name`.
+    async fn exclusive_gate(
+        &self,
+        name: &str,
+        cancel: &mut Cancel,
+    ) -> Result<crate::store::lock::GateLock> {
+        let dir = self.plan.repo.pipeline_dir();
+        let mut told = false;
+        loop {
+            if let Some(lock) = crate::store::lock::try_gate_lock(&dir, name)? {
+                return Ok(lock);
+            }
+            if !told {
+                self.ui.step(format!(
+                    "gate {name}: waiting (exclusive; another run has it)"
+                ));
+                told = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                () = cancel.cancelled() => return Err(Error::Interrupted),
+            }
+        }
+    }
+
+    /// Run the gates in order; the first failure stops the rest.
+    pub(crate) async fn run_gates(
+        &mut self,
+        attempt: u32,
+        cancel: &mut Cancel,
+    ) -> Result<GatesEnd> {
+        for gate in &self.plan.gates {
+            let name = gate.name.get_ref().clone();
+            self.rec.stage = Some("gates".to_owned());
+            let _exclusive = if gate.exclusive {
+                Some(self.exclusive_gate(&name, cancel).await?)
+            } else {
+                None
+            };
+            let before = self.fingerprint()?;
+            self.ui.start(format!("gate {name}: running"));
+            let tree = self.last_tree.clone();
+            let ran = step::run_gate(
+                &self.ctx(),
+                gate,
+                (attempt, tree.as_deref()),
+                &self.exec_session,
+                cancel,
+            )
+            .await?;
+            // A gate runs code the agent wrote (its tests): held to the same containment.
+            self.after_step(before, &format!("gate {name}"))?;
+            let end = &ran.outcome.end;
+            if *end == End::Interrupted {
+                return Err(Error::Interrupted);
+            }
+            // What ships is the snapshot the gates judged: a gate's edits are taken into it
+            // (`fixes = true`, scope-checked again) or fail the gate.
+            let edits = if end.success() && gate.builtin.is_none() {
+                self.gate_edits(&name, gate.fixes)?
+            } else {
+                None
+            };
+            let end = &match &edits {
+                Some(_) => End::Exited(1),
+                None => end.clone(),
+            };
+            let passed = end.success();
+            self.rec.gates.push(GateRecord {
+                name: name.clone(),
+                status: if passed {
+                    StageStatus::Pass
+                } else {
+                    StageStatus::Fail
+                },
+                attempt,
+                duration_s: step::secs(ran.outcome.duration),
+                error: (!passed).then(|| edits.clone().unwrap_or_else(|| end.describe())),
+            });
+            self.save()?;
+            if passed {
+                self.ui.step(format!(
+                    "gate {name}: pass ({:.1}s)",
+                    ran.outcome.duration.as_secs_f64()
+                ));
+                continue;
+            }
+            let why = edits.clone().unwrap_or_else(|| end.describe());
+            self.ui.step(format!("gate {name}: FAIL ({why})"));
+            let mut output = String::from_utf8_lossy(&step::combined(&ran.outcome)).into_owned();
+            if let Some(e) = &edits {
+                output = format!("{e}\n{output}");
+            }
+            let feedback = format!(
+                "Gate `{name}` (`{}`) failed: {}.\nIts output (the end of it):\n\n```\n{}\n```",
+                gate.describe(),
+                end.describe(),
+                prompts::tail(output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
+            );
+            return Ok(GatesEnd::Failed {
+                gate: name,
+                output: format!("{}\n{output}", end.describe()),
+                feedback,
+            });
+        }
+        Ok(GatesEnd::Passed)
+    }
+}
+
+impl Run<'_> {
+    /// After a gate passed: files it changed since the snapshot. `None` when it changed none, or
+    /// when it may (`fixes = true`) and its edits are within the scope: they are then part of
+    /// the change (a new snapshot). Otherwise why the gate fails.
+    fn gate_edits(&mut self, name: &str, fixes: bool) -> Result<Option<String>> {
+        let edited = self.changed_since_snapshot()?;
+        if edited.is_empty() {
+            return Ok(None);
+        }
+        let list = edited.join(", ");
+        if !fixes {
+            return Ok(Some(format!(
+                "gate {name} changed files: {list} (a gate that edits must say so: fixes = true)"
+            )));
+        }
+        let snapshot = self.snapshot()?;
+        let mut violations = self.scope.check(&snapshot.changes);
+        violations.extend(crate::policy::scope::Scope::escaping_symlinks(
+            &self.worktree,
+            &snapshot.changes,
+        ));
+        if !violations.is_empty() {
+            let v: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            return Ok(Some(format!(
+                "gate {name} changed files outside the scope: {}",
+                v.join("; ")
+            )));
+        }
+        self.rec.changed_paths = snapshot
+            .changes
+            .iter()
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect();
+        self.ui.step(format!(
+            "gate {name}: its edits are part of the change: {list}"
+        ));
+        Ok(None)
+    }
+}
+
+fn scope_feedback(violations: &[Violation]) -> String {
+    let mut text = String::from(
+        "These changed paths are outside the run's scope. Undo those changes (restore modified or deleted files, remove added ones) and do the task within the scope:\n\n",
+    );
+    for v in violations.iter().take(100) {
+        text.push_str(&format!("- {v}\n"));
+    }
+    if violations.len() > 100 {
+        text.push_str(&format!("- ... and {} more\n", violations.len() - 100));
+    }
+    text
+}
+
+fn verifier_feedback(v: &Verdict) -> String {
+    let mut text =
+        String::from("An independent verifier reviewed your change and rejected it:\n\n");
+    for issue in &v.issues {
+        text.push_str(&format!("- {issue}\n"));
+    }
+    text
+}
+
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+fn first_lines(s: &str, n: usize) -> Vec<String> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| l.trim().to_owned())
+        .collect()
+}

@@ -1,0 +1,92 @@
+//! Reverify: an existing commit (work done by hand, or rebased) goes through the scope check
+//! against its parent, the gates and the verifier, in a detached worktree of its own; approved,
+//! it gets the attestation a pipeline run would have given it. Nothing is built and nothing is
+//! committed, so there is no fix loop: a violation, a failing gate or a rejection ends the run.
+
+use crate::error::Result;
+use crate::run::outcome::Ending;
+use crate::run::stages::ship;
+use crate::run::stages::verification::VerifyEnd;
+use crate::run::state::Run;
+use crate::safety::process::Cancel;
+use crate::store::record::Reason;
+
+impl Run<'_> {
+    pub(crate) async fn reverify(
+        &mut self,
+        commit: &str,
+        tree: &str,
+        cancel: &mut Cancel,
+    ) -> Result<Ending> {
+        for stage in ["discovery", "planning", "execution"] {
+            self.skip_stage(stage, "reverify: the commit is the work");
+        }
+        let snapshot = self.snapshot()?;
+        if snapshot.tree != tree {
+            return Ok(Ending::failed(
+                Reason::SetupFailed,
+                "the checkout of the commit differs from the commit itself (a filter or a hook changed files)",
+            ));
+        }
+        self.rec.changed_paths = snapshot
+            .changes
+            .iter()
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect();
+        let mut violations = self.scope.check(&snapshot.changes);
+        violations.extend(crate::policy::scope::Scope::escaping_symlinks(
+            &self.worktree,
+            &snapshot.changes,
+        ));
+        if !violations.is_empty() {
+            return Ok(Ending::Failed {
+                reason: Reason::ScopeViolation,
+                message: format!(
+                    "{} changed path(s) of the commit are outside the scope",
+                    violations.len()
+                ),
+                details: violations.iter().map(ToString::to_string).collect(),
+            });
+        }
+        self.ui.step(format!(
+            "scope: ok ({} changed path{})",
+            snapshot.changes.len(),
+            if snapshot.changes.len() == 1 { "" } else { "s" }
+        ));
+        if let crate::run::stages::execution::GatesEnd::Failed { gate, .. } =
+            self.run_gates(1, cancel).await?
+        {
+            return Ok(Ending::failed(
+                Reason::GateFailed,
+                format!("gate {gate} fails on the commit"),
+            ));
+        }
+        match self.verify(1, &snapshot, cancel).await? {
+            VerifyEnd::Stop(ending) => return Ok(ending),
+            VerifyEnd::Rejected(v) => {
+                return Ok(Ending::Failed {
+                    reason: Reason::VerifyRejected,
+                    message: "the verifier rejected the commit".to_owned(),
+                    details: v.issues,
+                });
+            }
+            VerifyEnd::Approved => {}
+        }
+        let note = self.attestation(commit, tree, 1);
+        let _guard = self.repo_lock()?;
+        ship::attest(&self.repo, &note)?;
+        self.rec.commit = Some(commit.to_owned());
+        self.ui.step(format!(
+            "attested {} (git notes --ref=pipeline show {})",
+            &commit[..commit.len().min(12)],
+            &commit[..commit.len().min(12)]
+        ));
+        if let Err(e) = crate::git::worktree::remove(&self.repo, &self.worktree) {
+            self.ui
+                .warn(format!("the run's worktree could not be removed: {e}"));
+        } else {
+            self.rec.worktree = None;
+        }
+        Ok(Ending::Shipped)
+    }
+}

@@ -1,0 +1,136 @@
+//! Verification: an independent agent, in a session no builder sees, reads the task, the plan,
+//! the diff and the gate results, and answers with a JSON verdict. It must not write.
+
+use serde_json::json;
+
+use crate::agent::verdict;
+use crate::agent::verdict::Verdict;
+use crate::error::Result;
+use crate::git::snapshot;
+use crate::git::snapshot::Snapshot;
+use crate::plan::prompts;
+use crate::run::outcome::Ending;
+use crate::run::state::Run;
+use crate::safety::process::Cancel;
+use crate::store::record::StageStatus;
+use crate::store::record::Verification;
+
+pub(crate) enum VerifyEnd {
+    Approved,
+    Rejected(Verdict),
+    Stop(Ending),
+}
+
+impl Run<'_> {
+    /// Run the verifier on `prompt` in its own session; its verdict, or how the run ends.
+    pub(crate) async fn run_verifier(
+        &mut self,
+        round: u32,
+        prompt: &str,
+        cancel: &mut Cancel,
+    ) -> Result<std::result::Result<Verdict, Ending>> {
+        let verifier = self.plan.verifier.clone();
+        let session = self.verify_session.clone();
+        let ran = self
+            .run_role(&verifier, "verification", round, &session, prompt, cancel)
+            .await?;
+        if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
+            return Ok(Err(ending));
+        }
+        // The verifier reads; if it wrote, what it approved is not what would ship.
+        if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
+            return Ok(Err(ending));
+        }
+        let program = std::path::Path::new(&ran.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.verifier_label = Some(format!("{} ({program})", ran.agent));
+        Ok(Ok(verdict::parse(&ran.outcome.stdout.bytes)))
+    }
+
+    pub(crate) async fn verify(
+        &mut self,
+        round: u32,
+        snapshot: &Snapshot,
+        cancel: &mut Cancel,
+    ) -> Result<VerifyEnd> {
+        let max = self.plan.max_rounds;
+        let label = if round <= max {
+            format!("verification {round}/{max}")
+        } else {
+            format!("verification {round}")
+        };
+        self.begin(
+            "verification",
+            format!("{label}: verifier ({})", self.plan.verifier.name),
+        )?;
+        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
+        let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
+        let scope = self.scope.describe();
+        let gates = self
+            .last_gates()
+            .map(|g| format!("{} ({:.1}s)", g.name, g.duration_s))
+            .collect();
+        let plan = self.bounded_plan();
+        let prompt = self.plan.templates.render(
+            "verifier",
+            prompts::VerifierVars {
+                run_id: &self.dir.id,
+                round,
+                max_rounds: max,
+                task: &self.plan.task,
+                base: &self.plan.base,
+                plan: plan.as_deref(),
+                scope: &scope,
+                gates,
+                changed_paths: self.rec.changed_paths.clone(),
+                diff,
+                diff_cut,
+                diff_limit: prompts::DIFF_LIMIT,
+            },
+        )?;
+        let v = match self.run_verifier(round, &prompt, cancel).await? {
+            Ok(v) => v,
+            Err(ending) => return Ok(VerifyEnd::Stop(ending)),
+        };
+        self.rec.verification = Verification {
+            rounds: round,
+            approved: v.approved,
+            issues: v.issues.clone(),
+        };
+        self.rec.metrics.verification_rounds = round;
+        if let Some(last) = self.rec.stages.last_mut() {
+            last.status = if v.approved {
+                StageStatus::Pass
+            } else {
+                StageStatus::Fail
+            };
+            if !v.approved {
+                last.error = Some(if v.parsed {
+                    format!("rejected ({} issue(s))", v.issues.len())
+                } else {
+                    "no verdict".to_owned()
+                });
+            }
+        }
+        self.dir.event(
+            Some("verification"),
+            "verdict",
+            json!({"round": round, "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),
+        )?;
+        self.save()?;
+        if v.approved {
+            self.ui.step(format!("{label}: approved"));
+            Ok(VerifyEnd::Approved)
+        } else {
+            let what = if v.parsed {
+                format!("rejected ({} issue(s))", v.issues.len())
+            } else {
+                "rejected: no verdict in the verifier's output".to_owned()
+            };
+            self.ui.step(format!("{label}: {what}"));
+            Ok(VerifyEnd::Rejected(v))
+        }
+    }
+}

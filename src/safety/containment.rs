@@ -1,0 +1,799 @@
+//! Containment checks: an agent is code running with the user's rights, so the scope check of its
+//! worktree is not enough. Around every agent and gate step, cheap fingerprints of what the run
+//! must not change are compared:
+//!
+//! - the user's checkout: the `git status` entries (tracked changes, untracked and ignored files
+//!   at the granularity git lists them) with each entry's size and mtime, the index's stat, HEAD;
+//! - the shared git dir: its `config`, the hooks folder (honouring `core.hooksPath`), `info/`;
+//! - the effective git configuration of the run's worktree (`git config --list`, every level):
+//!   a new filter driver, `core.fsmonitor` or `core.hooksPath` would make later git commands run
+//!   the agent's code;
+//! - refs other than the run's own and those git-pipeline itself manages;
+//! - the run branch: still checked out in the worktree, and not reset below its base.
+//!
+//! A difference stops the run (`containment`, exit 1) before anything is shipped. The checks
+//! compare before and after each step, so the user may work between steps, but not in their
+//! checkout while an agent runs (`[containment] checkout = false` turns that check off).
+//!
+//! Refs are the user's to move at any time, from any worktree: a ref change counts against the
+//! step only when it is attributed to it for certain. Every agent and gate runs with a marked
+//! committer name ([`Guard::committer_name`]) and with reflogs for every ref
+//! (`core.logAllRefUpdates=always`), so each ref a step's git moves or creates gets a reflog entry
+//! carrying the mark. A change whose entries since the step began all carry the mark is the
+//! step's: it stops the run and is put back. Any other change (the user's commit, stash, tag or
+//! fetch, another run's ship or merge, a deletion, whose reflog goes with the ref) is reported and
+//! left as it is. A step that scrubs its environment escapes attribution: its ref changes are
+//! then reported, not undone (docs/security.md says where the line is).
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::git::Git;
+use crate::git::objects;
+
+/// What to check; from `[containment]`.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    pub checkout: bool,
+    pub git_dir: bool,
+    pub refs: bool,
+}
+
+/// A run's containment checks, armed.
+#[derive(Debug)]
+pub struct Guard {
+    /// Where to look.
+    pub at: Places,
+    /// Found once when the guard is armed (a change to what decides them is itself a breach):
+    /// each checkout's git dir, the hooks folder, and every file git reads configuration from.
+    checkout_git_dirs: Vec<PathBuf>,
+    /// Per checkout, its inotify watch; `None` falls back to comparing `git status` listings.
+    watches: Vec<Option<crate::safety::watch::CheckoutWatch>>,
+    /// Per checkout, what git ignores: changes inside ignored folders never count.
+    ignored: Vec<crate::git::ignored::Ignored>,
+    hooks_dir: PathBuf,
+    config_files: Vec<PathBuf>,
+    /// The last run-branch tip known to contain the base.
+    sound_tip: std::sync::Mutex<Option<String>>,
+    /// The committer name steps run with: the user's, marked with the run id.
+    marked_name: Option<String>,
+}
+
+/// What a step changed outside its worktree.
+#[derive(Debug, Default)]
+pub struct Review {
+    /// Changes made by the step, or that cannot be told apart from its own: they stop the run.
+    pub breaches: Vec<String>,
+    /// Changes someone else made meanwhile (the user, another run): reported, never undone.
+    pub others: Vec<String>,
+    /// Refs the step changed, with their value before it (`None`: it created them).
+    step_refs: Vec<(String, Option<String>)>,
+}
+
+/// Where a guard is to look.
+#[derive(Debug)]
+pub struct Places {
+    /// What to check.
+    pub checks: Checks,
+    /// The user's checkouts: the main worktree, and the one the run was started from.
+    pub checkouts: Vec<PathBuf>,
+    pub common_dir: PathBuf,
+    pub repo: Git,
+    pub worktree: PathBuf,
+    pub worktree_git_dir: PathBuf,
+    /// `refs/heads/<branch>` of the run, or empty for a detached (reverify) run.
+    pub branch_ref: String,
+    pub base: String,
+    pub branch_prefix: String,
+    /// Marks the committer name of the run's steps.
+    pub run_id: String,
+}
+
+/// What a checkout looked like, or what changed in it since the last look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CheckoutPrint {
+    /// Its status entries with their stat, plus index and HEAD.
+    Status(BTreeMap<String, u64>),
+    /// The paths its watch saw change since the fingerprint before.
+    Changed(std::collections::BTreeSet<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    checkouts: Vec<CheckoutPrint>,
+    /// The contents of the repository's small control files (config, hooks, info/), so that a
+    /// change can be put back exactly.
+    files: BTreeMap<PathBuf, Kept>,
+    config: u64,
+    refs: BTreeMap<String, String>,
+    /// git-pipeline's own refs (other runs' branches, notes, archives): other runs move them all
+    /// the time, so only what the step itself did to them counts.
+    managed: BTreeMap<String, String>,
+    /// The run branch's tip, as the same listing saw it.
+    branch_tip: Option<String>,
+    /// What the worktree's `.git` file says.
+    pointer: Option<Vec<u8>>,
+    /// The worktree folder's identity: a folder or symlink put in its place is a breach.
+    folder: Option<(u64, u64)>,
+    /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
+    /// or someone else's.
+    at: i64,
+}
+
+/// A control file's content (or, past [`KEEP_LIMIT`], its stat) and mode; `None` when absent.
+type Kept = Option<(Vec<u8>, u32)>;
+
+/// Files larger than this in the repository's control folders are compared by stat only.
+const KEEP_LIMIT: u64 = 1024 * 1024;
+
+impl Guard {
+    /// Arm a guard: find once what every fingerprint will look at.
+    pub fn new(p: Places) -> Result<Guard> {
+        let mut checkout_git_dirs = Vec::new();
+        for c in &p.checkouts {
+            checkout_git_dirs.push(crate::git::repo::absolute_git_dir(&Git::in_dir(c))?);
+        }
+        let hooks_dir = crate::git::repo::hooks_dir(&p.repo)?;
+        let config_files = config_files(&p)?;
+        let marked_name = objects::committer_identity(&p.repo)?
+            .ok()
+            .and_then(|ident| ident.rfind(" <").map(|i| ident[..i].to_owned()))
+            .map(|name| marked(&name, &p.run_id));
+        let mut watches = Vec::new();
+        let mut ignored = Vec::new();
+        for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {
+            let ig = if p.checks.checkout {
+                crate::git::ignored::Ignored::of(c)?
+            } else {
+                Default::default()
+            };
+            watches.push(if p.checks.checkout && crate::safety::watch::enabled() {
+                crate::safety::watch::CheckoutWatch::new(c, Some(git_dir), ig.clone())?
+            } else {
+                None
+            });
+            ignored.push(ig);
+        }
+        Ok(Guard {
+            watches,
+            ignored,
+            at: p,
+            checkout_git_dirs,
+            hooks_dir,
+            config_files,
+            sound_tip: std::sync::Mutex::new(None),
+            marked_name,
+        })
+    }
+
+    /// The committer name the run's agents and gates get: the user's, marked with the run id, so
+    /// that the reflog entries their git commands write name the run.
+    pub fn committer_name(&self) -> Option<&str> {
+        self.marked_name.as_deref()
+    }
+
+    pub fn take(&self) -> Result<Fingerprint> {
+        let mut checkouts = Vec::new();
+        if self.at.checks.checkout {
+            for (i, c) in self.at.checkouts.iter().enumerate() {
+                checkouts.push(match &self.watches[i] {
+                    Some(w) => CheckoutPrint::Changed(w.changes()?),
+                    None => CheckoutPrint::Status(checkout_print(
+                        c,
+                        &self.checkout_git_dirs[i],
+                        &self.ignored[i],
+                        !self.at.checks.refs,
+                    )?),
+                });
+            }
+        }
+        let (files, config) = if self.at.checks.git_dir {
+            (self.control_files(), self.config_print())
+        } else {
+            (BTreeMap::new(), 0)
+        };
+        let (refs, managed, branch_tip) = self.refs()?;
+        Ok(Fingerprint {
+            checkouts,
+            files,
+            config,
+            refs: if self.at.checks.refs {
+                refs
+            } else {
+                BTreeMap::new()
+            },
+            managed: if self.at.checks.refs {
+                managed
+            } else {
+                BTreeMap::new()
+            },
+            branch_tip,
+            pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
+            folder: crate::git::worktree::identity(&self.at.worktree),
+            at: now_secs(),
+        })
+    }
+
+    /// Put back what can be put back safely: the repository's control files and other refs. The
+    /// user's checkout is never written to (their own edits could be lost); it is reported.
+    /// Refs are put back only when the step changed them ([`Review`]): a change someone else
+    /// made meanwhile is theirs.
+    pub fn restore(&self, before: &Fingerprint, review: &Review) -> Result<Vec<String>> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut done = Vec::new();
+        let now = self.control_files();
+        for (path, old) in &before.files {
+            if now.get(path) == Some(old) {
+                continue;
+            }
+            match old {
+                Some((bytes, mode)) => {
+                    std::fs::write(path, bytes)
+                        .and_then(|()| {
+                            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                        })
+                        .map_err(|e| crate::error::Error::io_path("restore", path, e))?;
+                    done.push(format!("restored {}", path.display()));
+                }
+                None => {
+                    if std::fs::remove_file(path).is_ok() {
+                        done.push(format!("removed {}", path.display()));
+                    }
+                }
+            }
+        }
+        for path in now.keys() {
+            if !before.files.contains_key(path) && std::fs::remove_file(path).is_ok() {
+                done.push(format!("removed {}", path.display()));
+            }
+        }
+        for (name, old) in &review.step_refs {
+            let (refs, managed, _) = self.refs()?;
+            let current = refs.get(name).or_else(|| managed.get(name));
+            if current == old.as_ref() {
+                continue;
+            }
+            match (old, current) {
+                (Some(old), current) => {
+                    crate::git::refs::put_back(
+                        &self.at.repo,
+                        name,
+                        old,
+                        current.map(String::as_str),
+                        "git-pipeline: undo a change made during a run",
+                    )?;
+                    done.push(format!("put {name} back"));
+                }
+                (None, Some(new)) => {
+                    crate::git::refs::delete(&self.at.repo, name, Some(new))?;
+                    done.push(format!("deleted {name}"));
+                }
+                (None, None) => {}
+            }
+        }
+        // Never through a replaced folder: the pointer file would be someone else's.
+        if let Some(p) = &before.pointer
+            && crate::git::worktree::identity(&self.at.worktree) == before.folder
+            && std::fs::read(self.at.worktree.join(".git")).ok().as_ref() != Some(p)
+        {
+            std::fs::write(self.at.worktree.join(".git"), p).map_err(|e| {
+                crate::error::Error::io_path("restore", &self.at.worktree.join(".git"), e)
+            })?;
+            done.push("restored the worktree's .git pointer".to_owned());
+        }
+        Ok(done)
+    }
+
+    /// What changed between two fingerprints, and whether the run branch is still sound: one
+    /// sentence per breach, and one per change someone else made.
+    /// `sandboxed`: the step ran in a fully enforced OS sandbox, where it cannot write your
+    /// checkout; a change there is then yours (reported, never a breach).
+    pub fn review(
+        &self,
+        before: &Fingerprint,
+        after: &Fingerprint,
+        sandboxed: bool,
+    ) -> Result<Review> {
+        let mut review = Review::default();
+        for (i, (b, a)) in before.checkouts.iter().zip(&after.checkouts).enumerate() {
+            let changed: Vec<&str> = match (b, a) {
+                (CheckoutPrint::Status(b), CheckoutPrint::Status(a)) => b
+                    .iter()
+                    .filter(|(k, v)| a.get(*k) != Some(v))
+                    .map(|(k, _)| k.as_str())
+                    .chain(a.keys().filter(|k| !b.contains_key(*k)).map(String::as_str))
+                    .collect(),
+                // What the watch saw between the two looks: during the step.
+                (_, CheckoutPrint::Changed(seen)) => seen.iter().map(String::as_str).collect(),
+                (CheckoutPrint::Changed(_), CheckoutPrint::Status(_)) => Vec::new(),
+            };
+            if !changed.is_empty()
+                && self.moved_by_another_run(i, &changed, &before.refs, before.at)?
+            {
+                review.others.push(format!(
+                    "your checkout {} was fast-forwarded by another git-pipeline run",
+                    self.at.checkouts[i].display()
+                ));
+                continue;
+            }
+            if !changed.is_empty() {
+                let shown: Vec<&str> = changed.iter().take(5).copied().collect();
+                let what = format!(
+                    "your checkout {} changed: {}",
+                    self.at.checkouts[i].display(),
+                    shown.join(", ")
+                );
+                if sandboxed {
+                    review
+                        .others
+                        .push(format!("{what} (the sandboxed step could not write there)"));
+                } else {
+                    review.breaches.push(what);
+                }
+            }
+        }
+        let files: Vec<String> = before
+            .files
+            .iter()
+            .filter(|(k, v)| after.files.get(*k) != Some(v))
+            .map(|(k, _)| k.display().to_string())
+            .chain(
+                after
+                    .files
+                    .keys()
+                    .filter(|k| !before.files.contains_key(*k))
+                    .map(|k| k.display().to_string()),
+            )
+            .collect();
+        if !files.is_empty() {
+            review.breaches.push(format!(
+                "the repository's git config, hooks or info/ changed: {}",
+                files.join(", ")
+            ));
+        }
+        if before.folder != after.folder {
+            review.breaches.push(
+                "the worktree folder was replaced (moved away, or a symlink or another folder put in its place)"
+                    .to_owned(),
+            );
+        } else if before.pointer != after.pointer {
+            review
+                .breaches
+                .push("the worktree's .git pointer was rewritten".to_owned());
+        }
+        if before.config != after.config {
+            review.breaches.push(
+                "the git configuration seen by the run changed (a filter driver, core.hooksPath or core.fsmonitor could run code later)".to_owned(),
+            );
+        }
+        let names: std::collections::BTreeSet<&String> =
+            before.refs.keys().chain(after.refs.keys()).collect();
+        for name in names {
+            let (old, new) = (before.refs.get(name), after.refs.get(name));
+            let what = match (old, new) {
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(_)) => "was moved",
+                (Some(_), None) => "was deleted",
+                (None, _) => "was created",
+            };
+            if self.by_the_step(
+                name,
+                old.map(String::as_str),
+                new.map(String::as_str),
+                before.at,
+            ) {
+                review.breaches.push(format!("{name} {what}"));
+                review.step_refs.push((name.clone(), old.cloned()));
+            } else {
+                let recover = match (what, old) {
+                    ("was deleted", Some(o)) => format!(" (it was at {o})"),
+                    _ => String::new(),
+                };
+                review
+                    .others
+                    .push(format!("{name} {what}{recover}, not by this run"));
+            }
+        }
+        // Our own refs: what the step did to them is a breach; an attestation note or an archive
+        // that vanished is one too (no run deletes those while others run; `clean` expires
+        // archives outside any run's step).
+        let names: std::collections::BTreeSet<&String> =
+            before.managed.keys().chain(after.managed.keys()).collect();
+        for name in names {
+            let (old, new) = (before.managed.get(name), after.managed.get(name));
+            let what = match (old, new) {
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(_)) => "was moved",
+                (Some(_), None) => "was deleted",
+                (None, _) => "was created",
+            };
+            let kept = name == crate::attest::NOTES_REF
+                || name.starts_with("refs/pipeline/archive/")
+                || self.shipped_branch(name);
+            let by_step = self.by_the_step(
+                name,
+                old.map(String::as_str),
+                new.map(String::as_str),
+                before.at,
+            );
+            if by_step || (kept && new.is_none()) {
+                review
+                    .breaches
+                    .push(format!("{name} (git-pipeline's own) {what}"));
+                review.step_refs.push((name.clone(), old.cloned()));
+            }
+        }
+        if let Some(b) = self.branch_breach(after.branch_tip.as_deref())? {
+            review.breaches.push(b);
+        }
+        Ok(review)
+    }
+
+    /// Whether the only change to checkout `i` is another run's fast-forward of its branch
+    /// (`ship = "merge"`, which moves a checked-out branch only when its worktree is clean): its
+    /// reflog entries since the step began were all written by other runs and lead to its value
+    /// now; every changed path is one that the fast-forward changed; none of those is modified
+    /// now. Anything else in the checkout stays a breach.
+    fn moved_by_another_run(
+        &self,
+        i: usize,
+        changed: &[&str],
+        before_refs: &BTreeMap<String, String>,
+        since: i64,
+    ) -> Result<bool> {
+        let Some(head) = std::fs::read_to_string(self.checkout_git_dirs[i].join("HEAD"))
+            .ok()
+            .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned))
+        else {
+            return Ok(false);
+        };
+        let entries = crate::git::reflog::since(&self.at.common_dir, &head, since - 1);
+        // A name is only a claim (an agent sets its own environment): the entry counts as a
+        // run's only when that run exists and shipped exactly the commit the branch moved to.
+        let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
+        let by_a_run = |e: &crate::git::reflog::Entry| {
+            let Some(id) = e
+                .name
+                .strip_suffix(')')
+                .and_then(|n| n.rsplit_once(" (git-pipeline "))
+                .map(|(_, id)| id)
+                .filter(|id| crate::ids::is_run_id(id))
+            else {
+                return false;
+            };
+            Some(&e.name) != self.marked_name.as_ref()
+                && store
+                    .open(id, Default::default())
+                    .read_record()
+                    .is_ok_and(|r| r.commit.as_deref() == Some(e.new.as_str()))
+        };
+        // The entries since the value the branch had before the step, newest last.
+        let Some(was) = before_refs.get(&head) else {
+            return Ok(false);
+        };
+        let Some(start) = entries.iter().rposition(|e| &e.old == was) else {
+            return Ok(false);
+        };
+        let chain = &entries[start..];
+        let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+            return Ok(false);
+        };
+        if !chain.iter().all(by_a_run)
+            || objects::ref_value(&self.at.repo, &head)?.as_deref() != Some(last.new.as_str())
+        {
+            return Ok(false);
+        }
+        let moved: std::collections::BTreeSet<String> =
+            crate::git::snapshot::diff_trees(&self.at.repo, &first.old, &last.new)?
+                .into_iter()
+                .map(|c| c.path.to_string_lossy().into_owned())
+                .collect();
+        // Folders the fast-forward created or emptied show as changes of their own.
+        let folders: std::collections::BTreeSet<&str> = moved
+            .iter()
+            .flat_map(|p| Path::new(p).ancestors().skip(1))
+            .filter_map(|a| a.to_str())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if changed
+            .iter()
+            .any(|p| *p != "(index)" && !moved.contains(*p) && !folders.contains(p))
+        {
+            return Ok(false);
+        }
+        crate::git::status::paths_clean(&self.at.checkouts[i], &moved)
+    }
+
+    /// Whether `name` is the branch of a run that shipped: git-pipeline never deletes those
+    /// while other runs run (`clean` is the user's command).
+    fn shipped_branch(&self, name: &str) -> bool {
+        let ours = format!("refs/heads/{}", self.at.branch_prefix);
+        let Some(id) = name
+            .strip_prefix(&ours)
+            .filter(|r| crate::ids::is_run_id(r))
+        else {
+            return false;
+        };
+        let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
+        store
+            .open(id, Default::default())
+            .read_record()
+            .is_ok_and(|r| {
+                r.commit.is_some() && r.status == crate::store::record::Status::Succeeded
+            })
+    }
+
+    /// Whether a ref's change from `old` to `now` was made by the step: the reflog entries that
+    /// lead from `old` to `now` (written since the step began, allowing for the clock's second)
+    /// were all written under the run's marked name. A deleted ref has no reflog left: never
+    /// attributed.
+    fn by_the_step(&self, name: &str, old: Option<&str>, now: Option<&str>, since: i64) -> bool {
+        let (Some(mark), Some(now)) = (&self.marked_name, now) else {
+            return false;
+        };
+        let entries = crate::git::reflog::since(&self.at.common_dir, name, since - 1);
+        if entries.last().is_none_or(|e| e.new != now) {
+            return false;
+        }
+        let from_old = |e: &crate::git::reflog::Entry| match old {
+            Some(o) => e.old == o,
+            None => e.old.bytes().all(|b| b == b'0'),
+        };
+        for e in entries.iter().rev() {
+            if &e.name != mark {
+                return false;
+            }
+            if from_old(e) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// What the worktree's HEAD names: read from its file, asking git only when the file does
+    /// not hold it (the reftable backend keeps HEAD in its tables).
+    fn worktree_head(&self) -> Result<String> {
+        if let Ok(text) = std::fs::read_to_string(self.at.worktree_git_dir.join("HEAD")) {
+            let text = text.trim();
+            match text.strip_prefix("ref: ") {
+                Some(r) if r != "refs/heads/.invalid" => return Ok(r.to_owned()),
+                None if !text.is_empty() => return Ok(String::new()),
+                _ => {}
+            }
+        }
+        let wt = Git::worktree(&self.at.worktree, &self.at.worktree_git_dir);
+        Ok(crate::git::refs::head_branch(&wt)?.unwrap_or_default())
+    }
+
+    /// The run branch must still be checked out in the worktree and contain its base.
+    fn branch_breach(&self, tip: Option<&str>) -> Result<Option<String>> {
+        if self.at.branch_ref.is_empty() || !self.at.worktree.exists() {
+            return Ok(None);
+        }
+        let head = self.worktree_head()?;
+        if head != self.at.branch_ref {
+            return Ok(Some(if head.is_empty() {
+                format!(
+                    "the worktree's HEAD was detached from {}",
+                    self.at.branch_ref
+                )
+            } else {
+                format!(
+                    "the worktree was switched from {} to {head}",
+                    self.at.branch_ref
+                )
+            }));
+        }
+        let Some(tip) = tip else {
+            return Ok(Some(format!("{} was deleted", self.at.branch_ref)));
+        };
+        // Agents rarely commit: the tip is usually the base, or the tip checked last time.
+        let known = self.sound_tip.lock().ok().and_then(|t| t.clone());
+        if tip == self.at.base || known.as_deref() == Some(tip) {
+            return Ok(None);
+        }
+        if objects::is_ancestor(&self.at.repo, &self.at.base, tip)? {
+            if let Ok(mut t) = self.sound_tip.lock() {
+                *t = Some(tip.to_owned());
+            }
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{} was reset below its base",
+            self.at.branch_ref
+        )))
+    }
+
+    /// The repository's control files: config (shared and per-worktree), the hooks folder
+    /// (honouring `core.hooksPath`) and `info/`.
+    fn control_files(&self) -> BTreeMap<PathBuf, Kept> {
+        let mut files = BTreeMap::new();
+        let mut add = |path: PathBuf| {
+            let kept = std::fs::symlink_metadata(&path).ok().map(|m| {
+                let bytes = if m.len() <= KEEP_LIMIT {
+                    std::fs::read(&path).unwrap_or_default()
+                } else {
+                    format!("{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec()).into_bytes()
+                };
+                (bytes, m.mode() & 0o7777)
+            });
+            files.insert(path, kept);
+        };
+        add(self.at.common_dir.join("config"));
+        add(self.at.common_dir.join("config.worktree"));
+        add(self.at.worktree_git_dir.join("config.worktree"));
+        // Where git finds the shared repository from the worktree: pointed elsewhere, our own
+        // commands would read another repository's config (and run its filters).
+        add(self.at.worktree_git_dir.join("commondir"));
+        add(self.at.worktree_git_dir.join("gitdir"));
+        for dir in [
+            self.hooks_dir.clone(),
+            self.at.common_dir.join("hooks"),
+            self.at.common_dir.join("info"),
+        ] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry
+                    .file_type()
+                    .is_ok_and(|t| t.is_file() || t.is_symlink())
+                {
+                    add(entry.path());
+                }
+            }
+        }
+        // A file that did not exist is recorded as such, so its creation shows.
+        files
+    }
+
+    /// Every file git reads configuration from, by content (absent ones too, so that creating
+    /// one shows). A new include would be added in one of them.
+    fn config_print(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        for f in &self.config_files {
+            f.hash(&mut h);
+            std::fs::read(f).ok().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Refs that neither the run nor git-pipeline itself (other runs, notes, archives) nor
+    /// fetches (remote-tracking refs) may change; and the run branch's tip, from the same
+    /// listing.
+    #[allow(clippy::type_complexity)]
+    fn refs(
+        &self,
+    ) -> Result<(
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        Option<String>,
+    )> {
+        let all = crate::git::refs::all(&self.at.repo)?;
+        let ours = format!("refs/heads/{}", self.at.branch_prefix);
+        let mut refs = BTreeMap::new();
+        let mut own = BTreeMap::new();
+        let mut tip = None;
+        for (name, oid) in &all {
+            let (name, oid) = (name.as_str(), oid.as_str());
+            if name == self.at.branch_ref {
+                tip = Some(oid.to_owned());
+            }
+            if name == self.at.branch_ref || name.starts_with("refs/remotes/") {
+                continue;
+            }
+            let managed = name == crate::attest::NOTES_REF
+                || name.starts_with("refs/pipeline/")
+                || name.strip_prefix(&ours).is_some_and(managed_branch);
+            if managed {
+                own.insert(name.to_owned(), oid.to_owned());
+            } else {
+                refs.insert(name.to_owned(), oid.to_owned());
+            }
+        }
+        Ok((refs, own, tip))
+    }
+}
+
+/// Where git reads configuration from for the run: what it lists now, and the standard places
+/// where a new file would be read (global, XDG, system, the repository's and the worktree's).
+fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
+    let dir = if p.worktree.exists() {
+        Git::worktree(&p.worktree, &p.worktree_git_dir)
+    } else {
+        p.repo.clone()
+    };
+    let base = if p.worktree.exists() {
+        p.worktree.clone()
+    } else {
+        p.common_dir.clone()
+    };
+    let mut files = crate::git::config::files_read(&dir, &base)?;
+    let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    let home = env_path("HOME").unwrap_or_default();
+    files.extend(env_path("GIT_CONFIG_GLOBAL"));
+    files.extend(env_path("GIT_CONFIG_SYSTEM"));
+    files.push(home.join(".gitconfig"));
+    files.push(
+        env_path("XDG_CONFIG_HOME")
+            .unwrap_or_else(|| home.join(".config"))
+            .join("git/config"),
+    );
+    files.push(PathBuf::from("/etc/gitconfig"));
+    if let Ok(exec) = crate::git::config::exec_path(&p.repo) {
+        // <prefix>/libexec/git-core: the system config of a git built with that prefix.
+        if let Some(prefix) = Path::new(&exec).parent().and_then(Path::parent) {
+            files.push(prefix.join("etc/gitconfig"));
+        }
+    }
+    files.push(p.common_dir.join("config"));
+    files.push(p.common_dir.join("config.worktree"));
+    files.push(p.worktree_git_dir.join("config.worktree"));
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The committer name a run's steps get.
+pub fn marked(name: &str, run_id: &str) -> String {
+    format!("{name} (git-pipeline {run_id})")
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Branches git-pipeline moves itself under its prefix: runs' (`<run-id>`) and bundles'
+/// integration branches (`<bundle-id>/integration`).
+fn managed_branch(rest: &str) -> bool {
+    crate::ids::is_run_id(rest)
+        || rest
+            .split_once('/')
+            .is_some_and(|(id, what)| crate::ids::is_run_id(id) && what == "integration")
+}
+
+/// The status entries of a checkout with each entry's stat, its index's stat, and its HEAD.
+fn checkout_print(
+    checkout: &Path,
+    git_dir: &Path,
+    ignored: &crate::git::ignored::Ignored,
+    with_head_commit: bool,
+) -> Result<BTreeMap<String, u64>> {
+    let git = Git::in_dir(checkout);
+    let out = crate::git::status::listing_with_ignored(checkout)?;
+    let mut entries = BTreeMap::new();
+    // Ignored entries (build outputs an editor or a background build keeps writing) count by
+    // name only; every other entry also by its stat, so editing an already-changed file shows.
+    for e in crate::git::status::entries(&out) {
+        if e.kind == '!' && ignored.within_dir(Path::new(e.path.trim_end_matches('/'))) {
+            continue;
+        }
+        let print = if e.kind == '!' {
+            0
+        } else {
+            stat_print(&checkout.join(&e.path))
+        };
+        entries.insert(e.path, print);
+    }
+    entries.insert("(index)".to_owned(), stat_print(&git_dir.join("index")));
+    let mut h = DefaultHasher::new();
+    std::fs::read(git_dir.join("HEAD")).ok().hash(&mut h);
+    // The commit HEAD names moves with its branch, which the refs check watches; without it,
+    // ask git.
+    if with_head_commit {
+        crate::git::refs::head_commit(&git)?.hash(&mut h);
+    }
+    entries.insert("(HEAD)".to_owned(), h.finish());
+    Ok(entries)
+}
+
+fn stat_print(path: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => (m.len(), m.mtime(), m.mtime_nsec(), m.mode(), m.ino()).hash(&mut h),
+        Err(_) => 0u8.hash(&mut h),
+    }
+    h.finish()
+}

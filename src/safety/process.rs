@@ -1,0 +1,278 @@
+//! Agents and gates are managed children: each starts in its own process group so that a timeout,
+//! Ctrl-C or the end of the step stops everything it started, not just the first process.
+
+use crate::process_end::{End, end_of};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+/// How long we wait for output pipes to close once the group is gone (a daemonised escapee may
+/// hold them open forever).
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub struct Spec {
+    pub argv: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, OsString)>,
+    pub env_remove: Vec<String>,
+    pub timeout: Option<Duration>,
+    /// Bytes of stdout and of stderr kept (the tail: verdicts and errors come last).
+    pub capture_limit: usize,
+}
+
+pub struct Outcome {
+    pub end: End,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub duration: Duration,
+}
+
+/// The tail of a stream, with how much was cut before it.
+#[derive(Debug, Default, Clone)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub cut: u64,
+}
+
+impl Captured {
+    /// The bytes, with a marker line where the beginning was cut.
+    pub fn marked(&self) -> Vec<u8> {
+        if self.cut == 0 {
+            return self.bytes.clone();
+        }
+        let mut v = format!("[git-pipeline: {} earlier bytes cut]\n", self.cut).into_bytes();
+        v.extend_from_slice(&self.bytes);
+        v
+    }
+}
+
+/// Turns true when the user asked us to stop (SIGINT/SIGTERM).
+#[derive(Clone)]
+pub struct Cancel {
+    rx: watch::Receiver<bool>,
+}
+
+impl Cancel {
+    pub fn is_cancelled(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    pub async fn cancelled(&mut self) {
+        loop {
+            if *self.rx.borrow_and_update() {
+                return;
+            }
+            if self.rx.changed().await.is_err() {
+                // Sender gone without cancelling: never fires.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Install SIGINT/SIGTERM handlers that flip the returned token.
+pub fn install_signal_handlers() -> std::io::Result<Cancel> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers keep seeing `true`.
+        std::future::pending::<()>().await;
+    });
+    Ok(Cancel { rx })
+}
+
+pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
+    let started = Instant::now();
+    let Some((program, args)) = spec.argv.split_first() else {
+        return spawn_failed("empty command", started);
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in &spec.env_remove {
+        cmd.env_remove(var);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    if cancel.is_cancelled() {
+        return Outcome {
+            end: End::Interrupted,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            duration: started.elapsed(),
+        };
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let name = program.to_string_lossy();
+            let msg = match e.kind() {
+                std::io::ErrorKind::NotFound => format!("command not found: {name}"),
+                std::io::ErrorKind::PermissionDenied => format!("permission denied: {name}"),
+                _ => format!("cannot start {name}: {e}"),
+            };
+            return spawn_failed(&msg, started);
+        }
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let limit = spec.capture_limit;
+    let out_task = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(read_tail(s, limit)));
+    let err_task = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(read_tail(s, limit)));
+
+    let deadline = async {
+        match spec.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) => end_of(s),
+            Err(e) => End::SpawnFailed(format!("cannot wait for the process: {e}")),
+        },
+        _ = deadline => {
+            stop_group(pgid, &mut child).await;
+            End::TimedOut(spec.timeout.unwrap_or_default())
+        }
+        _ = cancel.cancelled() => {
+            stop_group(pgid, &mut child).await;
+            End::Interrupted
+        }
+    };
+    // The leader is gone; whatever it left running in its group goes too.
+    stop_group(pgid, &mut child).await;
+
+    let stdout = collect(out_task).await;
+    let stderr = collect(err_task).await;
+    Outcome {
+        end,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    }
+}
+
+fn spawn_failed(msg: &str, started: Instant) -> Outcome {
+    Outcome {
+        end: End::SpawnFailed(msg.to_owned()),
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        duration: started.elapsed(),
+    }
+}
+
+async fn collect(task: Option<tokio::task::JoinHandle<Captured>>) -> Captured {
+    let Some(task) = task else {
+        return Captured::default();
+    };
+    match tokio::time::timeout(DRAIN, task).await {
+        Ok(Ok(c)) => c,
+        _ => Captured::default(),
+    }
+}
+
+/// SIGTERM the group, give it [`GRACE`], then SIGKILL whatever is left.
+async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child) {
+    let Some(pgid) = pgid else {
+        return;
+    };
+    if killpg(pgid, Signal::SIGTERM).is_err() {
+        // ESRCH: the group is already empty.
+        let _ = child.try_wait();
+        return;
+    }
+    let until = Instant::now() + GRACE;
+    loop {
+        // Reap the leader if it exited, so that it does not keep the group alive as a zombie.
+        let _ = child.try_wait();
+        if killpg(pgid, None).is_err() {
+            return;
+        }
+        if Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+async fn read_tail<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> Captured {
+    let mut buf = Vec::new();
+    let mut cut: u64 = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > limit.saturating_mul(2).max(1) {
+                    let excess = buf.len() - limit;
+                    buf.drain(..excess);
+                    cut += excess as u64;
+                }
+            }
+        }
+    }
+    if buf.len() > limit {
+        let excess = buf.len() - limit;
+        buf.drain(..excess);
+        cut += excess as u64;
+    }
+    Captured { bytes: buf, cut }
+}
+
+/// The processes of a run (see [`crate::platform::belongs_to_run`]).
+pub fn run_processes(run_id: &str, worktree: Option<&std::path::Path>) -> Vec<i32> {
+    crate::platform::run_processes(run_id, worktree)
+}
+
+/// SIGTERM the processes, give them [`GRACE`], SIGKILL what is left. For leftovers of a run whose
+/// owner died, outside any async runtime.
+pub fn stop_pids(pids: &[i32]) {
+    use nix::sys::signal::kill;
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    let until = Instant::now() + GRACE;
+    while Instant::now() < until {
+        if pids.iter().all(|&p| !is_running(p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+fn is_running(pid: i32) -> bool {
+    crate::platform::is_running(pid)
+}
