@@ -100,7 +100,14 @@ pub fn head_branch(git: &Git) -> Result<Option<String>> {
 
 /// The commit HEAD names, `None` on an unborn branch.
 pub fn head_commit(git: &Git) -> Result<Option<String>> {
-    super::objects::resolve_commit(git, "HEAD")
+    let out = git.output(
+        ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+        Opts::default(),
+    )?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// The upstream of the current branch (`origin/main`), `None` without one.

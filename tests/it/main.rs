@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real git, real processes.
 
+mod architecture;
 mod bundles;
 mod candidates;
 mod common;
