@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::verdict::Verdict;
 use crate::store::record::GateRecord;
 
 /// What a candidate starts from: its parent's discovery findings, plan and manifest.
@@ -43,6 +42,7 @@ pub struct Submission {
 /// What the parent decides about a candidate's work.
 pub enum Decision {
     Chosen,
-    Rejected(Verdict),
+    /// Every candidate rejected, with the verifier's issues.
+    Rejected(Vec<String>),
     Dropped(String),
 }

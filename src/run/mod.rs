@@ -16,6 +16,7 @@
 pub mod abandon;
 mod breaker;
 pub mod launch;
+pub(crate) mod next;
 pub mod outcome;
 pub mod resume;
 pub mod stages;
@@ -38,6 +39,7 @@ use crate::store::record as store_record;
 use crate::store::record::Reason;
 use crate::store::record::Status;
 use crate::ui::Ui;
+use next::Next;
 use outcome::{Ending, Outcome};
 
 /// Redactor for a run: the process environment plus every agent's and gate's `env` table.
@@ -174,25 +176,37 @@ impl Run<'_> {
         }
     }
 
-    /// The stages in order, from where the router said to start.
+    /// The stages in order, from where the router said to start, for a new run and a resumed
+    /// one alike: discovery and planning that finished (their artifacts are kept) are not run
+    /// again, and once execution has a checkpoint it continues from there.
     async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         use crate::plan::Stage;
         if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.mode {
             return self.reverify(commit, tree, cancel).await;
         }
-        if self.plan.start <= Stage::Discovery {
-            if let Some(end) = self.discovery(cancel).await? {
-                return Ok(end);
+        // A run that recorded no stage yet starts from the router's choice (a candidate's
+        // inherited plan included); otherwise what its artifacts hold is done.
+        let fresh = self.rec.stages.is_empty();
+        let executing = self.rec.resume.checkpoint.is_some();
+        let planned = !fresh && self.plan_text.is_some();
+        let discovered = !fresh && self.spec.is_some();
+        if !executing && !planned && !discovered {
+            if self.plan.start <= Stage::Discovery {
+                if let Some(end) = before_execution(self.discovery(cancel).await?) {
+                    return Ok(end);
+                }
+            } else {
+                self.skip_stage("discovery", &self.plan.start_reason.clone());
             }
-        } else {
-            self.skip_stage("discovery", &self.plan.start_reason.clone());
         }
-        if self.plan.start <= Stage::Planning {
-            if let Some(end) = self.planning(cancel).await? {
-                return Ok(end);
+        if !executing && !planned {
+            if self.plan.start <= Stage::Planning {
+                if let Some(end) = before_execution(self.planning(cancel).await?) {
+                    return Ok(end);
+                }
+            } else {
+                self.skip_stage("planning", &self.plan.start_reason.clone());
             }
-        } else {
-            self.skip_stage("planning", &self.plan.start_reason.clone());
         }
         self.build(cancel).await
     }
@@ -211,5 +225,19 @@ impl Run<'_> {
         } else {
             self.execution(cancel).await
         }
+    }
+}
+
+/// A stage before execution either lets the run go on or ends it; it has no builder to send
+/// work back to.
+fn before_execution(next: Next) -> Option<Ending> {
+    match next {
+        Next::Continue(()) => None,
+        Next::End(ending) => Some(ending),
+        Next::Retry(again) => Some(Ending::Failed {
+            reason: Reason::AgentError,
+            message: "a stage before execution asked for another round".to_owned(),
+            details: again.into_issues(),
+        }),
     }
 }

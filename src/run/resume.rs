@@ -7,8 +7,6 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::plan::Mode;
-
 use crate::error::Error;
 use crate::error::Result;
 use crate::git::objects;
@@ -94,7 +92,7 @@ pub async fn resume(
     ));
     let ending = match run.reattach() {
         Ok(()) => {
-            let driven = run.drive_resumed(&mut cancel).await;
+            let driven = run.drive(&mut cancel).await;
             run.ending_of(driven, &cancel)
         }
         Err(_) if cancel.is_cancelled() => Ending::Interrupted,
@@ -110,33 +108,6 @@ pub async fn resume(
 }
 
 impl Run<'_> {
-    async fn drive_resumed(&mut self, cancel: &mut Cancel) -> Result<Ending> {
-        if let Mode::Reverify { commit, tree } = &self.plan.mode {
-            return self.reverify(commit, tree, cancel).await;
-        }
-        // Discovery and planning that finished are not run again.
-        let planned = self.plan_text.is_some();
-        if self.spec.is_none() && !planned && self.rec.resume.checkpoint.is_none() {
-            if self.plan.start <= crate::plan::Stage::Discovery {
-                if let Some(end) = self.discovery(cancel).await? {
-                    return Ok(end);
-                }
-            } else {
-                self.skip_stage("discovery", &self.plan.start_reason.clone());
-            }
-        }
-        if !planned && self.rec.resume.checkpoint.is_none() {
-            if self.plan.start <= crate::plan::Stage::Planning {
-                if let Some(end) = self.planning(cancel).await? {
-                    return Ok(end);
-                }
-            } else {
-                self.skip_stage("planning", &self.plan.start_reason.clone());
-            }
-        }
-        self.build(cancel).await
-    }
-
     /// Make the worktree usable again: reuse it when it is there, otherwise check the run's
     /// branch out again (never with `-B`) and refill it from the last snapshot. A setup that
     /// never completed is simply done again.

@@ -23,7 +23,6 @@ use crate::plan::RunPlan;
 
 use crate::agent;
 use crate::agent::RoleAgent;
-use crate::agent::verdict::Verdict;
 use crate::error::Error;
 use crate::error::Result;
 use crate::git::snapshot;
@@ -34,9 +33,9 @@ use crate::plan::prompts;
 use crate::preset::Role;
 use crate::run::create_run_dir;
 use crate::run::launch::Work;
+use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
 use crate::run::outcome::Outcome;
-use crate::run::stages::verification::VerifyEnd;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
 use crate::store::Store;
@@ -124,7 +123,7 @@ impl Run<'_> {
         round: u32,
         snapshot: &Snapshot,
         cancel: &mut Cancel,
-    ) -> Result<VerifyEnd> {
+    ) -> Result<Next> {
         let index = self.plan.args.candidate_of.as_ref().map_or(0, |c| c.index);
         let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
         let gates: Vec<GateRecord> = self.last_gates().cloned().collect();
@@ -173,33 +172,33 @@ impl Run<'_> {
                 // The verifier read this folder; what it chose must be what is here.
                 let now = self.snapshot()?;
                 if now.tree != snapshot.tree {
-                    return Ok(VerifyEnd::Stop(Ending::failed(
+                    return Ok(Next::End(Ending::failed(
                         Reason::AgentError,
                         "the verifier changed this candidate's files while comparing",
                     )));
                 }
                 self.ui.step("verification: chosen");
-                Ok(VerifyEnd::Stop(Ending::Chosen))
+                Ok(Next::End(Ending::Chosen))
             }
-            Decision::Rejected(v) => {
+            Decision::Rejected(issues) => {
                 if let Some(s) = step {
                     s.status = StageStatus::Fail;
                     s.error = Some(format!(
                         "every candidate rejected ({} issue(s))",
-                        v.issues.len()
+                        issues.len()
                     ));
                 }
                 self.rec.verification = Verification {
                     rounds: round,
                     approved: false,
-                    issues: v.issues.clone(),
+                    issues: issues.clone(),
                 };
                 self.rec.metrics.verification_rounds = round;
                 self.ui.step(format!(
                     "verification {round}: every candidate rejected ({} issue(s))",
-                    v.issues.len()
+                    issues.len()
                 ));
-                Ok(VerifyEnd::Rejected(v))
+                Ok(Next::Retry(Again::Rejected { issues }))
             }
             Decision::Dropped(why) => {
                 if let Some(s) = step {
@@ -207,7 +206,7 @@ impl Run<'_> {
                     s.error = Some(why.clone());
                 }
                 self.ui.step(format!("verification: not chosen ({why})"));
-                Ok(VerifyEnd::Stop(Ending::Dropped(why)))
+                Ok(Next::End(Ending::Dropped(why)))
             }
         }
     }
@@ -315,7 +314,7 @@ impl Run<'_> {
         loop {
             if !ready.is_empty() && ready.len() == live.len() {
                 match self.compare(&ready, cancel).await? {
-                    Compared::Chose(k) => {
+                    Next::Continue(k) => {
                         let Some(chosen) = ready.remove(&k) else {
                             return Err(Error::other(format!("candidate {k} is not ready")));
                         };
@@ -337,7 +336,8 @@ impl Run<'_> {
                             .ship_candidate(k, &tree, (changed_paths, gates), cancel)
                             .await;
                     }
-                    Compared::Rejected(v) => {
+                    Next::Retry(again) => {
+                        let issues = again.into_issues();
                         self.rec.resume.rejections += 1;
                         let rejections = self.rec.resume.rejections;
                         if rejections >= self.plan.max_rounds {
@@ -349,15 +349,15 @@ impl Run<'_> {
                                     "the verifier rejected every candidate {rejections} time(s) (verify.max_rounds = {})",
                                     self.plan.max_rounds
                                 ),
-                                details: v.issues,
+                                details: issues,
                             });
                         }
                         for (_, s) in std::mem::take(&mut ready) {
-                            let _ = s.reply.send(Decision::Rejected(v.clone()));
+                            let _ = s.reply.send(Decision::Rejected(issues.clone()));
                         }
                         self.save()?;
                     }
-                    Compared::Stop(ending) => {
+                    Next::End(ending) => {
                         if !matches!(ending, Ending::Interrupted) {
                             drop_all(&mut ready, "the comparison failed");
                         }
@@ -494,7 +494,7 @@ impl Run<'_> {
         &mut self,
         ready: &BTreeMap<u32, Submission>,
         cancel: &mut Cancel,
-    ) -> Result<Compared> {
+    ) -> Result<Next<u32>> {
         self.rec.resume.verifier_runs += 1;
         let round = self.rec.resume.verifier_runs;
         let max = self.plan.max_rounds;
@@ -543,10 +543,7 @@ impl Run<'_> {
                 candidates,
             },
         )?;
-        let mut v = match self.run_verifier(round, &prompt, cancel).await? {
-            Ok(v) => v,
-            Err(ending) => return Ok(Compared::Stop(ending)),
-        };
+        let mut v = crate::run::next::proceed!(self.run_verifier(round, &prompt, cancel).await?);
         let choice = match (v.approved, v.choice) {
             (true, Some(k)) if ready.contains_key(&k) => Some(k),
             (true, None) if ready.len() == 1 => ready.keys().next().copied(),
@@ -588,14 +585,14 @@ impl Run<'_> {
                 self.ui.step(format!(
                     "verification {round}/{max}: approved candidate {k}"
                 ));
-                Compared::Chose(k)
+                Next::Continue(k)
             }
             None => {
                 self.ui.step(format!(
                     "verification {round}/{max}: rejected every candidate ({} issue(s))",
                     v.issues.len()
                 ));
-                Compared::Rejected(v)
+                Next::Retry(Again::Rejected { issues: v.issues })
             }
         })
     }
@@ -702,10 +699,10 @@ impl Run<'_> {
             tree: tree.to_owned(),
         })?;
         match self.docs_and_ship(&snapshot, 1, cancel).await? {
-            None => Ok(Ending::Shipped),
-            Some(Some(end)) => Ok(end),
+            Next::Continue(()) => Ok(Ending::Shipped),
+            Next::End(end) => Ok(end),
             // No builder here to fix what the commit hook refused.
-            Some(None) => Ok(Ending::Failed {
+            Next::Retry(_) => Ok(Ending::Failed {
                 reason: Reason::GateFailed,
                 message: format!("the repository's commit hook refused candidate {k}"),
                 details: Vec::new(),
@@ -750,12 +747,6 @@ impl Run<'_> {
         };
         format!("the verifier {why}; the candidates ready to ship: {ready_list}")
     }
-}
-
-enum Compared {
-    Chose(u32),
-    Rejected(Verdict),
-    Stop(Ending),
 }
 
 fn drop_all(ready: &mut BTreeMap<u32, Submission>, why: &str) {

@@ -8,6 +8,7 @@ use std::task::Poll;
 use crate::agent::text;
 use crate::error::Result;
 use crate::plan::prompts;
+use crate::run::next::Next;
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::run::step;
@@ -17,11 +18,11 @@ use crate::safety::process::Cancel;
 use crate::store::record::Reason;
 
 impl Run<'_> {
-    /// `Some(ending)` when the run stops here.
-    pub(crate) async fn discovery(&mut self, cancel: &mut Cancel) -> Result<Option<Ending>> {
+    /// Discovery: `Continue` with its findings kept, `End` when the run stops here.
+    pub(crate) async fn discovery(&mut self, cancel: &mut Cancel) -> Result<Next> {
         let Some(role) = self.plan.discovery.clone() else {
             self.skip_stage("discovery", "no [agents.discovery] configured");
-            return Ok(None);
+            return Ok(Next::Continue(()));
         };
         let agents = role.each();
         let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
@@ -99,7 +100,7 @@ impl Run<'_> {
                 self.record_agent("discovery", (i + 1) as u32, &session, &ran, agent)
             {
                 if matches!(ending, Ending::Interrupted) {
-                    return Ok(Some(ending));
+                    return Ok(Next::End(ending));
                 }
                 failures.push(ending);
                 continue;
@@ -114,10 +115,9 @@ impl Run<'_> {
         }
         // One discovery agent failing is survivable; all of them is not.
         if findings.is_empty() {
-            return Ok(failures.into_iter().next().or(Some(Ending::failed(
-                Reason::AgentError,
-                "no discovery agent could run",
-            ))));
+            return Ok(Next::End(failures.into_iter().next().unwrap_or_else(
+                || Ending::failed(Reason::AgentError, "no discovery agent could run"),
+            )));
         }
         for f in &failures {
             if let Ending::Failed { message, .. } = f {
@@ -126,7 +126,7 @@ impl Run<'_> {
             }
         }
         if let Some(ending) = self.check_read_only("a discovery agent")? {
-            return Ok(Some(ending));
+            return Ok(Next::End(ending));
         }
         let spec = findings.join("\n");
         self.dir.artifact("spec.md", spec.as_bytes())?;
@@ -139,7 +139,7 @@ impl Run<'_> {
             agents.len() - failures.len()
         ));
         self.save()?;
-        Ok(None)
+        Ok(Next::Continue(()))
     }
 }
 

@@ -9,6 +9,7 @@ use crate::git::snapshot;
 use crate::git::snapshot::Snapshot;
 use crate::plan::prompts;
 use crate::policy::scope::Scope;
+use crate::run::next::{Again, Next};
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
 
@@ -104,15 +105,12 @@ impl Run<'_> {
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
         if !self.plan.gates.is_empty()
-            && let crate::run::stages::execution::GatesEnd::Failed { gate, .. } =
-                self.run_gates(attempt, cancel).await?
+            && let Next::Retry(Again::Fix(fix)) = self.run_gates(attempt, cancel).await?
         {
-            self.fail_last_step(&format!("gate {gate} failed after the docs changes"));
+            let what = fix.what;
+            self.fail_last_step(&format!("{what} failed after the docs changes"));
             return self
-                .discard_docs(
-                    approved,
-                    &format!("gate {gate} failed with the docs changes"),
-                )
+                .discard_docs(approved, &format!("{what} failed with the docs changes"))
                 .map(|()| None);
         }
         self.ui

@@ -4,12 +4,14 @@
 
 use serde_json::json;
 
-use crate::agent::verdict::Verdict;
+use crate::agent::RoleAgent;
 use crate::error::Error;
 use crate::error::Result;
+use crate::git::snapshot::Snapshot;
 use crate::plan::prompts;
 use crate::policy::scope::Violation;
 use crate::process_end::End;
+use crate::run::next::{Again, Fix, Next, proceed};
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::run::step;
@@ -19,37 +21,59 @@ use crate::store::record::GateRecord;
 use crate::store::record::Reason;
 use crate::store::record::StageStatus;
 
-pub(crate) enum GatesEnd {
-    Passed,
-    Failed {
-        gate: String,
-        output: String,
-        feedback: String,
-    },
+/// Where a (resumed) execution enters its loop.
+enum Entry {
+    /// Run the builder.
+    Build,
+    /// Check what an earlier builder run left (it finished before the interruption).
+    Check,
+    /// Check it, and ship it at once if it is the tree the verifier approved.
+    Approved(String),
 }
 
 impl Run<'_> {
+    /// The fix loop: rounds of build, scope check, gates, judgement and ship, until one ships or
+    /// the run ends. Every step answers with a [`Next`]; [`Run::retry`] decides what a retry
+    /// costs.
     pub(crate) async fn execution(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         let builder = self
             .plan
             .builder
             .clone()
             .ok_or_else(|| Error::other("this run has no builder"))?;
-        let max_fix = self.plan.max_fix_attempts;
-        // Where to enter the loop: a fresh run starts with the builder; a resumed one continues
-        // from its checkpoint (re-run an interrupted builder, re-check what it built, or ship
-        // what the verifier approved when the worktree still holds exactly that).
-        let mut skip_builder = false;
-        let mut approved_tree: Option<String> = None;
-        match self.rec.resume.checkpoint.clone() {
-            Some(Checkpoint::Built { .. }) => skip_builder = true,
-            Some(Checkpoint::Approved { tree }) => {
-                skip_builder = true;
-                approved_tree = Some(tree);
+        let mut entry = match self.entry()? {
+            Ok(entry) => entry,
+            Err(ending) => return Ok(ending),
+        };
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Ending::Interrupted);
             }
+            match self.round(&builder, entry, cancel).await? {
+                Next::Continue(()) => return Ok(Ending::Shipped),
+                Next::End(ending) => return Ok(ending),
+                Next::Retry(again) => {
+                    if let Some(ending) = self.retry(again)? {
+                        return Ok(ending);
+                    }
+                    entry = Entry::Build;
+                }
+            }
+        }
+    }
+
+    /// Where to enter the loop: a fresh run starts with the builder; a resumed one continues
+    /// from its checkpoint (re-run an interrupted builder, re-check what it built, or ship what
+    /// the verifier approved when the worktree still holds exactly that). `Err`: the run ends.
+    fn entry(&mut self) -> Result<std::result::Result<Entry, Ending>> {
+        Ok(Ok(match self.rec.resume.checkpoint.clone() {
+            None => Entry::Build,
+            Some(Checkpoint::Built { .. }) => Entry::Check,
+            Some(Checkpoint::Approved { tree }) => Entry::Approved(tree),
             Some(Checkpoint::Builder { attempt }) => {
                 // That attempt never finished: run it again under the same number.
                 self.rec.resume.attempt = attempt.saturating_sub(1);
+                Entry::Build
             }
             Some(Checkpoint::Committed { commit, tree }) => {
                 // The commit was made; only its attestation and the cleanup were left.
@@ -60,109 +84,121 @@ impl Run<'_> {
                 if tip.as_deref() == Some(commit.as_str()) {
                     self.ui.step("resume: the commit was made; attesting it");
                     self.complete_ship(&commit, &tree)?;
-                    return Ok(Ending::Shipped);
+                    return Ok(Err(Ending::Shipped));
                 }
-                skip_builder = true;
-                approved_tree = Some(tree);
+                Entry::Approved(tree)
             }
-            None => {}
-        }
-        loop {
-            if cancel.is_cancelled() {
-                return Ok(Ending::Interrupted);
-            }
-            if !skip_builder {
-                self.rec.resume.attempt += 1;
-                let attempt = self.rec.resume.attempt;
-                let feedback = self.rec.resume.feedback.take();
-                let prompt = self.builder_prompt(attempt, feedback)?;
-                let label = if attempt == 1 {
-                    format!("execution: builder ({})", builder.name)
-                } else {
-                    format!(
-                        "execution attempt {attempt}: builder ({}) {}",
-                        builder.name, self.rec.resume.why_again
-                    )
-                };
-                self.begin("execution", label)?;
-                self.checkpoint(Checkpoint::Builder { attempt })?;
-                let session = self.exec_session.clone();
-                let ran = self
-                    .run_role(&builder, "execution", attempt, &session, &prompt, cancel)
-                    .await?;
-                if let Some(ending) =
-                    self.record_agent("execution", attempt, &session, &ran, &builder)
-                {
-                    return Ok(ending);
-                }
-                self.checkpoint(Checkpoint::Built { attempt })?;
-            }
-            let was_resumed_check = skip_builder;
-            skip_builder = false;
-            let attempt = self.rec.resume.attempt.max(1);
+        }))
+    }
 
-            // Scope check, before any gate or verifier sees the work.
-            let snapshot = self.snapshot()?;
-            self.rec.changed_paths = snapshot
-                .changes
-                .iter()
-                .map(|c| c.path.to_string_lossy().into_owned())
-                .collect();
-            if snapshot.changes.is_empty() {
-                return Ok(Ending::failed(
-                    Reason::AgentError,
-                    "the builder finished without changing any file",
-                ));
-            }
-            // A resumed check of an attempt already recorded is not a new attempt.
-            if !was_resumed_check && let Some(why) = self.breakers.attempt(attempt, &snapshot.tree)
-            {
-                return Ok(self.trip("oscillation", &why, Vec::new()));
-            }
-            if let Some(tree) = approved_tree.take()
-                && tree == snapshot.tree
-            {
-                self.ui
-                    .step("resume: the worktree holds the approved change; shipping it");
-                match self.docs_and_ship(&snapshot, attempt, cancel).await? {
-                    None => return Ok(Ending::Shipped),
-                    Some(again) => {
-                        if let Some(end) = again {
-                            return Ok(end);
-                        }
-                        continue;
-                    }
-                }
-            }
-            let mut violations = self.scope.check(&snapshot.changes);
-            violations.extend(crate::policy::scope::Scope::escaping_symlinks(
-                &self.worktree,
-                &snapshot.changes,
+    /// One round: the builder works (unless resuming after it), then its change is checked,
+    /// gated, judged and shipped. `Continue`: shipped.
+    async fn round(
+        &mut self,
+        builder: &RoleAgent,
+        entry: Entry,
+        cancel: &mut Cancel,
+    ) -> Result<Next> {
+        let resumed = !matches!(entry, Entry::Build);
+        if !resumed {
+            proceed!(self.build_attempt(builder, cancel).await?);
+        }
+        let attempt = self.rec.resume.attempt.max(1);
+        let snapshot = proceed!(self.changes(attempt, resumed)?);
+        if let Entry::Approved(tree) = &entry
+            && *tree == snapshot.tree
+        {
+            self.ui
+                .step("resume: the worktree holds the approved change; shipping it");
+            return self.docs_and_ship(&snapshot, attempt, cancel).await;
+        }
+        proceed!(self.scope_check(attempt, &snapshot)?);
+        let snapshot = proceed!(self.gates(attempt, snapshot, cancel).await?);
+        proceed!(self.judgement(&snapshot, cancel).await?);
+        self.docs_and_ship(&snapshot, attempt, cancel).await
+    }
+
+    /// The builder's turn: a new attempt, with the feedback of the last one.
+    async fn build_attempt(&mut self, builder: &RoleAgent, cancel: &mut Cancel) -> Result<Next> {
+        self.rec.resume.attempt += 1;
+        let attempt = self.rec.resume.attempt;
+        let feedback = self.rec.resume.feedback.take();
+        let prompt = self.builder_prompt(attempt, feedback)?;
+        let label = if attempt == 1 {
+            format!("execution: builder ({})", builder.name)
+        } else {
+            format!(
+                "execution attempt {attempt}: builder ({}) {}",
+                builder.name, self.rec.resume.why_again
+            )
+        };
+        self.begin("execution", label)?;
+        self.checkpoint(Checkpoint::Builder { attempt })?;
+        let session = self.exec_session.clone();
+        let ran = self
+            .run_role(builder, "execution", attempt, &session, &prompt, cancel)
+            .await?;
+        if let Some(ending) = self.record_agent("execution", attempt, &session, &ran, builder) {
+            return Ok(Next::End(ending));
+        }
+        self.checkpoint(Checkpoint::Built { attempt })?;
+        Ok(Next::Continue(()))
+    }
+
+    /// What the builder changed, as a snapshot; the run ends when it changed nothing or when the
+    /// tree repeats an earlier attempt's (oscillation). A resumed check of an attempt already
+    /// recorded is not a new attempt.
+    fn changes(&mut self, attempt: u32, resumed: bool) -> Result<Next<Snapshot>> {
+        let snapshot = self.snapshot()?;
+        self.rec.changed_paths = snapshot
+            .changes
+            .iter()
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect();
+        if snapshot.changes.is_empty() {
+            return Ok(Next::End(Ending::failed(
+                Reason::AgentError,
+                "the builder finished without changing any file",
+            )));
+        }
+        if !resumed && let Some(why) = self.breakers.attempt(attempt, &snapshot.tree) {
+            return Ok(Next::End(self.trip("oscillation", &why, Vec::new())));
+        }
+        Ok(Next::Continue(snapshot))
+    }
+
+    /// The scope check, before any gate or verifier sees the work.
+    fn scope_check(&mut self, attempt: u32, snapshot: &Snapshot) -> Result<Next> {
+        let mut violations = self.scope.check(&snapshot.changes);
+        violations.extend(crate::policy::scope::Scope::escaping_symlinks(
+            &self.worktree,
+            &snapshot.changes,
+        ));
+        self.dir.event(
+            Some("execution"),
+            "scope_checked",
+            json!({
+                "attempt": attempt,
+                "changed": snapshot.changes.len(),
+                "violations": violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        )?;
+        self.save()?;
+        if !violations.is_empty() {
+            self.rec.metrics.scope_violations += 1;
+            self.ui.step(format!(
+                "scope: {} of {} changed paths outside the scope",
+                violations.len(),
+                snapshot.changes.len()
             ));
-            self.dir.event(
-                Some("execution"),
-                "scope_checked",
-                json!({
-                    "attempt": attempt,
-                    "changed": snapshot.changes.len(),
-                    "violations": violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                }),
-            )?;
-            self.save()?;
-            if !violations.is_empty() {
-                self.rec.metrics.scope_violations += 1;
-                self.ui.step(format!(
-                    "scope: {} of {} changed paths outside the scope",
-                    violations.len(),
-                    snapshot.changes.len()
-                ));
-                if self.rec.resume.fixes < max_fix {
-                    self.again("scope violation".to_owned(), scope_feedback(&violations))?;
-                    continue;
-                }
-                let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-                details.truncate(50);
-                return Ok(Ending::Failed {
+            let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            details.truncate(50);
+            return Ok(Next::Retry(Again::Fix(Fix {
+                what: "scope".to_owned(),
+                why: "scope violation".to_owned(),
+                feedback: scope_feedback(&violations),
+                output: None,
+                exhausted: Ending::Failed {
                     reason: Reason::ScopeViolation,
                     message: format!(
                         "{} changed path(s) outside the scope after {} fix attempt(s)",
@@ -170,92 +206,90 @@ impl Run<'_> {
                         self.rec.resume.fixes
                     ),
                     details,
-                });
-            }
-            self.ui.step(format!(
-                "scope: ok ({} changed path{})",
-                snapshot.changes.len(),
-                if snapshot.changes.len() == 1 { "" } else { "s" }
-            ));
+                },
+            })));
+        }
+        self.ui.step(format!(
+            "scope: ok ({} changed path{})",
+            snapshot.changes.len(),
+            if snapshot.changes.len() == 1 { "" } else { "s" }
+        ));
+        Ok(Next::Continue(()))
+    }
 
-            // Gates, fail-closed, in order.
-            if let GatesEnd::Failed {
-                gate,
-                output,
-                feedback: f,
-            } = self.run_gates(attempt, cancel).await?
-            {
-                let source = format!("gate {gate}");
-                if let Some(why) = self.breakers.error(&source, &output) {
-                    return Ok(self.trip("same_error", &why, first_lines(&output, 5)));
-                }
-                if self.rec.resume.fixes < max_fix {
-                    self.again(format!("gate {gate} failed"), f)?;
-                    continue;
-                }
-                return Ok(Ending::Failed {
-                    reason: Reason::GateFailed,
-                    message: format!(
-                        "gate {gate} still fails after {} fix attempt(s)",
-                        self.rec.resume.fixes
-                    ),
-                    details: vec![format!(
-                        "its output is in {}",
-                        self.dir.path.join("outputs").display()
-                    )],
-                });
-            }
-            if cancel.is_cancelled() {
-                return Ok(Ending::Interrupted);
-            }
-            // A gate that fixes (a formatter) made a new snapshot: that is what is judged.
-            let snapshot = if self.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
-                snapshot
-            } else {
-                self.snapshot()?
-            };
+    /// The gates, fail-closed, in order. A gate that fixes (a formatter) made a new snapshot:
+    /// that is what is judged and shipped.
+    async fn gates(
+        &mut self,
+        attempt: u32,
+        snapshot: Snapshot,
+        cancel: &mut Cancel,
+    ) -> Result<Next<Snapshot>> {
+        proceed!(self.run_gates(attempt, cancel).await?);
+        if cancel.is_cancelled() {
+            return Ok(Next::End(Ending::Interrupted));
+        }
+        if self.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
+            Ok(Next::Continue(snapshot))
+        } else {
+            Ok(Next::Continue(self.snapshot()?))
+        }
+    }
 
-            // Verification, in a session the builder never sees. Rounds number verifier runs;
-            // the cap counts rejections (a commit-hook refusal after an approval sends the work
-            // round again without counting against it).
-            self.rec.resume.verifier_runs += 1;
-            let round = self.rec.resume.verifier_runs;
-            let judged = match self.plan.judge.clone() {
-                Some(judge) => self.submit(&judge, round, &snapshot, cancel).await?,
-                None => self.verify(round, &snapshot, cancel).await?,
-            };
-            match judged {
-                crate::run::stages::verification::VerifyEnd::Stop(ending) => return Ok(ending),
-                crate::run::stages::verification::VerifyEnd::Rejected(v) => {
-                    self.rec.resume.rejections += 1;
-                    let rejections = self.rec.resume.rejections;
-                    if rejections >= self.plan.max_rounds {
-                        return Ok(Ending::Failed {
-                            reason: Reason::VerifyRejected,
-                            message: format!(
-                                "the verifier rejected the work {rejections} time(s) (verify.max_rounds = {})",
-                                self.plan.max_rounds
-                            ),
-                            details: v.issues.clone(),
-                        });
-                    }
-                    if let Some(why) = self.breakers.error("the verifier", &v.issues.join("\n")) {
-                        return Ok(self.trip("same_error", &why, v.issues.clone()));
-                    }
-                    self.rec.resume.why_again = format!("(verification round {round} rejected)");
-                    self.rec.resume.feedback = Some(verifier_feedback(&v));
-                    self.save()?;
-                    continue;
+    /// Verification, in a session the builder never sees (or, for a candidate, its parent's
+    /// comparison). Rounds number verifier runs; the cap counts rejections (a commit-hook
+    /// refusal after an approval sends the work round again without counting against it).
+    async fn judgement(&mut self, snapshot: &Snapshot, cancel: &mut Cancel) -> Result<Next> {
+        self.rec.resume.verifier_runs += 1;
+        let round = self.rec.resume.verifier_runs;
+        match self.plan.judge.clone() {
+            Some(judge) => proceed!(self.submit(&judge, round, snapshot, cancel).await?),
+            None => proceed!(self.verify(round, snapshot, cancel).await?),
+        }
+        self.checkpoint(Checkpoint::Approved {
+            tree: snapshot.tree.clone(),
+        })?;
+        Ok(Next::Continue(()))
+    }
+
+    /// What a retry costs: `Some(ending)` when a cap or a circuit breaker ends the run instead.
+    fn retry(&mut self, again: Again) -> Result<Option<Ending>> {
+        match again {
+            Again::Fix(fix) => {
+                if let Some(output) = &fix.output
+                    && let Some(why) = self.breakers.error(&fix.what, output)
+                {
+                    return Ok(Some(self.trip("same_error", &why, first_lines(output, 5))));
                 }
-                crate::run::stages::verification::VerifyEnd::Approved => {}
+                if self.rec.resume.fixes >= self.plan.max_fix_attempts {
+                    return Ok(Some(fix.exhausted));
+                }
+                self.again(fix.why, fix.feedback)?;
+                Ok(None)
             }
-            self.checkpoint(Checkpoint::Approved {
-                tree: snapshot.tree.clone(),
-            })?;
-            match self.docs_and_ship(&snapshot, attempt, cancel).await? {
-                None => return Ok(Ending::Shipped),
-                Some(Some(end)) => return Ok(end),
-                Some(None) => continue,
+            Again::Rejected { issues } => {
+                self.rec.resume.rejections += 1;
+                let rejections = self.rec.resume.rejections;
+                if rejections >= self.plan.max_rounds {
+                    return Ok(Some(Ending::Failed {
+                        reason: Reason::VerifyRejected,
+                        message: format!(
+                            "the verifier rejected the work {rejections} time(s) (verify.max_rounds = {})",
+                            self.plan.max_rounds
+                        ),
+                        details: issues,
+                    }));
+                }
+                if let Some(why) = self.breakers.error("the verifier", &issues.join("\n")) {
+                    return Ok(Some(self.trip("same_error", &why, issues)));
+                }
+                self.rec.resume.why_again = format!(
+                    "(verification round {} rejected)",
+                    self.rec.resume.verifier_runs
+                );
+                self.rec.resume.feedback = Some(verifier_feedback(&issues));
+                self.save()?;
+                Ok(None)
             }
         }
     }
@@ -272,21 +306,20 @@ impl Run<'_> {
         self.save()
     }
 
-    /// Docs, then ship. `None`: shipped. `Some(Some(end))`: the run ends. `Some(None)`: the
-    /// commit hook refused and the builder goes again.
+    /// Docs, then ship. `Continue`: shipped; `Retry`: the commit hook refused.
     pub(crate) async fn docs_and_ship(
         &mut self,
-        snapshot: &crate::git::snapshot::Snapshot,
+        snapshot: &Snapshot,
         attempt: u32,
         cancel: &mut Cancel,
-    ) -> Result<Option<Option<Ending>>> {
+    ) -> Result<Next> {
         let shipped_tree = match self.docs(snapshot, attempt, cancel).await? {
             Some(tree) => tree,
             None => snapshot.tree.clone(),
         };
         self.begin("ship", "ship: committing".to_owned())?;
         let Some(hook_output) = self.ship(&shipped_tree)? else {
-            return Ok(None);
+            return Ok(Next::Continue(()));
         };
         self.ui.step("ship: the commit hook refused");
         self.rec.gates.push(GateRecord {
@@ -298,30 +331,22 @@ impl Run<'_> {
         });
         // The builder works from the verified state, without the docs agent's edits.
         self.undo_docs(snapshot)?;
-        if let Some(why) = self.breakers.error("the commit hook", &hook_output) {
-            return Ok(Some(Some(self.trip(
-                "same_error",
-                &why,
-                first_lines(&hook_output, 5),
-            ))));
-        }
-        if self.rec.resume.fixes < self.plan.max_fix_attempts {
-            self.again(
-                "commit hook failed".to_owned(),
-                format!(
-                    "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
-                    prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
-                ),
-            )?;
-            return Ok(Some(None));
-        }
-        Ok(Some(Some(Ending::Failed {
-            reason: Reason::GateFailed,
-            message: format!(
-                "the commit hook still refuses after {} fix attempt(s)",
-                self.rec.resume.fixes
+        Ok(Next::Retry(Again::Fix(Fix {
+            what: "the commit hook".to_owned(),
+            why: "commit hook failed".to_owned(),
+            feedback: format!(
+                "The work was approved, but the repository's commit hook refused the commit:\n\n```\n{}\n```",
+                prompts::tail(&hook_output, prompts::GATE_OUTPUT_LIMIT)
             ),
-            details: vec![first_line(&hook_output)],
+            exhausted: Ending::Failed {
+                reason: Reason::GateFailed,
+                message: format!(
+                    "the commit hook still refuses after {} fix attempt(s)",
+                    self.rec.resume.fixes
+                ),
+                details: vec![first_line(&hook_output)],
+            },
+            output: Some(hook_output),
         })))
     }
 
@@ -395,11 +420,7 @@ impl Run<'_> {
     }
 
     /// Run the gates in order; the first failure stops the rest.
-    pub(crate) async fn run_gates(
-        &mut self,
-        attempt: u32,
-        cancel: &mut Cancel,
-    ) -> Result<GatesEnd> {
+    pub(crate) async fn run_gates(&mut self, attempt: u32, cancel: &mut Cancel) -> Result<Next> {
         for gate in &self.plan.gates {
             let name = gate.name.get_ref().clone();
             self.rec.stage = Some("gates".to_owned());
@@ -468,13 +489,25 @@ impl Run<'_> {
                 end.describe(),
                 prompts::tail(output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
             );
-            return Ok(GatesEnd::Failed {
-                gate: name,
-                output: format!("{}\n{output}", end.describe()),
+            return Ok(Next::Retry(Again::Fix(Fix {
+                what: format!("gate {name}"),
+                why: format!("gate {name} failed"),
                 feedback,
-            });
+                output: Some(format!("{}\n{output}", end.describe())),
+                exhausted: Ending::Failed {
+                    reason: Reason::GateFailed,
+                    message: format!(
+                        "gate {name} still fails after {} fix attempt(s)",
+                        self.rec.resume.fixes
+                    ),
+                    details: vec![format!(
+                        "its output is in {}",
+                        self.dir.path.join("outputs").display()
+                    )],
+                },
+            })));
         }
-        Ok(GatesEnd::Passed)
+        Ok(Next::Continue(()))
     }
 }
 
@@ -531,10 +564,10 @@ fn scope_feedback(violations: &[Violation]) -> String {
     text
 }
 
-fn verifier_feedback(v: &Verdict) -> String {
+fn verifier_feedback(issues: &[String]) -> String {
     let mut text =
         String::from("An independent verifier reviewed your change and rejected it:\n\n");
-    for issue in &v.issues {
+    for issue in issues {
         text.push_str(&format!("- {issue}\n"));
     }
     text

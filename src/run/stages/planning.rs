@@ -14,6 +14,7 @@ use crate::plan::prompts;
 use crate::policy::manifest;
 use crate::policy::manifest::Manifest;
 use crate::policy::scope::Scope;
+use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
@@ -21,11 +22,12 @@ use crate::store::record::Reason;
 use crate::store::record::StageStatus;
 
 impl Run<'_> {
-    /// `Some(ending)` when the run stops here.
-    pub(crate) async fn planning(&mut self, cancel: &mut Cancel) -> Result<Option<Ending>> {
+    /// Planning and its review rounds: `Continue` with an adopted plan, `End` when the run
+    /// stops here (or splits into a bundle).
+    pub(crate) async fn planning(&mut self, cancel: &mut Cancel) -> Result<Next> {
         let Some(planner) = self.plan.planner.clone() else {
             self.skip_stage("planning", "no [agents.planner] configured");
-            return Ok(None);
+            return Ok(Next::Continue(()));
         };
         let reviewer = self.plan.reviewer.clone();
         let max = self.plan.plan_max_rounds;
@@ -64,10 +66,10 @@ impl Run<'_> {
                 .run_role(&planner, "planning", round, &session, &prompt, cancel)
                 .await?;
             if let Some(ending) = self.record_agent("planning", round, &session, &ran, &planner) {
-                return Ok(Some(ending));
+                return Ok(Next::End(ending));
             }
             if let Some(ending) = self.check_read_only(&format!("the planner ({})", ran.agent))? {
-                return Ok(Some(ending));
+                return Ok(Next::End(ending));
             }
             let plan_text = text::final_text(&ran.outcome.stdout.bytes);
             self.dir
@@ -96,7 +98,7 @@ impl Run<'_> {
                     Ok(bundle) => {
                         let lines = describe_bundle(&bundle);
                         let verdict = match &reviewer {
-                            None => Review::Approved,
+                            None => Next::Continue(()),
                             Some(reviewer) => {
                                 self.review(
                                     round,
@@ -110,11 +112,11 @@ impl Run<'_> {
                             }
                         };
                         match verdict {
-                            Review::Stop(ending) => return Ok(Some(ending)),
-                            Review::Approved => {
-                                return self.adopt_split(plan_text, bundle).map(Some);
+                            Next::End(ending) => return Ok(Next::End(ending)),
+                            Next::Continue(()) => {
+                                return self.adopt_split(plan_text, bundle).map(Next::End);
                             }
-                            Review::Rejected(issues) => issues,
+                            Next::Retry(again) => again.into_issues(),
                         }
                     }
                 }
@@ -135,7 +137,7 @@ impl Run<'_> {
                                     "no [agents.reviewer] configured: the plan is not reviewed",
                                 );
                             }
-                            return self.adopt_plan(plan_text, &m).map(|()| None);
+                            return self.adopt_plan(plan_text, &m).map(Next::Continue);
                         }
                         Some(reviewer) => {
                             match self
@@ -149,11 +151,11 @@ impl Run<'_> {
                                 )
                                 .await?
                             {
-                                Review::Stop(ending) => return Ok(Some(ending)),
-                                Review::Approved => {
-                                    return self.adopt_plan(plan_text, &m).map(|()| None);
+                                Next::End(ending) => return Ok(Next::End(ending)),
+                                Next::Continue(()) => {
+                                    return self.adopt_plan(plan_text, &m).map(Next::Continue);
                                 }
-                                Review::Rejected(issues) => issues,
+                                Next::Retry(again) => again.into_issues(),
                             }
                         }
                     },
@@ -166,7 +168,7 @@ impl Run<'_> {
             )?;
             last_issues = issues.clone();
             if round == max {
-                return Ok(Some(Ending::Failed {
+                return Ok(Next::End(Ending::Failed {
                     reason: Reason::PlanRejected,
                     message: format!(
                         "the plan was rejected {round} time(s) (plan.max_rounds = {max}); it is kept at {}",
@@ -191,7 +193,7 @@ impl Run<'_> {
         manifest: Vec<String>,
         spec: Option<&str>,
         cancel: &mut Cancel,
-    ) -> Result<Review> {
+    ) -> Result<Next> {
         let max = self.plan.plan_max_rounds;
         let session = self.plan_session.clone();
         self.ui.step(format!(
@@ -215,10 +217,10 @@ impl Run<'_> {
             .run_role(reviewer, "planning", round, &session, &prompt, cancel)
             .await?;
         if let Some(ending) = self.record_agent("planning", round, &session, &ran, reviewer) {
-            return Ok(Review::Stop(ending));
+            return Ok(Next::End(ending));
         }
         if let Some(ending) = self.check_read_only(&format!("the plan reviewer ({})", ran.agent))? {
-            return Ok(Review::Stop(ending));
+            return Ok(Next::End(ending));
         }
         let v = verdict::parse(&ran.outcome.stdout.bytes);
         self.dir.event(
@@ -229,14 +231,14 @@ impl Run<'_> {
         if v.approved {
             self.ui
                 .step(format!("planning {round}/{max}: plan approved"));
-            Ok(Review::Approved)
+            Ok(Next::Continue(()))
         } else {
             self.fail_last_step(if v.parsed { "rejected" } else { "no verdict" });
             self.ui.step(format!(
                 "planning {round}/{max}: plan rejected ({} issue(s))",
                 v.issues.len()
             ));
-            Ok(Review::Rejected(v.issues))
+            Ok(Next::Retry(Again::Rejected { issues: v.issues }))
         }
     }
 
@@ -371,10 +373,4 @@ impl Run<'_> {
         self.save()?;
         Ok(Ending::Split(bundle))
     }
-}
-
-enum Review {
-    Approved,
-    Rejected(Vec<String>),
-    Stop(Ending),
 }

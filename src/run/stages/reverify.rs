@@ -4,9 +4,9 @@
 //! committed, so there is no fix loop: a violation, a failing gate or a rejection ends the run.
 
 use crate::error::Result;
+use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
 use crate::run::stages::ship;
-use crate::run::stages::verification::VerifyEnd;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
 use crate::store::record::Reason;
@@ -53,24 +53,30 @@ impl Run<'_> {
             snapshot.changes.len(),
             if snapshot.changes.len() == 1 { "" } else { "s" }
         ));
-        if let crate::run::stages::execution::GatesEnd::Failed { gate, .. } =
-            self.run_gates(1, cancel).await?
-        {
-            return Ok(Ending::failed(
-                Reason::GateFailed,
-                format!("gate {gate} fails on the commit"),
-            ));
+        match self.run_gates(1, cancel).await? {
+            Next::Continue(()) => {}
+            Next::End(ending) => return Ok(ending),
+            Next::Retry(again) => {
+                let what = match again {
+                    Again::Fix(fix) => fix.what,
+                    Again::Rejected { .. } => "a gate".to_owned(),
+                };
+                return Ok(Ending::failed(
+                    Reason::GateFailed,
+                    format!("{what} fails on the commit"),
+                ));
+            }
         }
         match self.verify(1, &snapshot, cancel).await? {
-            VerifyEnd::Stop(ending) => return Ok(ending),
-            VerifyEnd::Rejected(v) => {
+            Next::Continue(()) => {}
+            Next::End(ending) => return Ok(ending),
+            Next::Retry(again) => {
                 return Ok(Ending::Failed {
                     reason: Reason::VerifyRejected,
                     message: "the verifier rejected the commit".to_owned(),
-                    details: v.issues,
+                    details: again.into_issues(),
                 });
             }
-            VerifyEnd::Approved => {}
         }
         let note = self.attestation(commit, tree, 1);
         let _guard = self.repo_lock()?;

@@ -9,17 +9,11 @@ use crate::error::Result;
 use crate::git::snapshot;
 use crate::git::snapshot::Snapshot;
 use crate::plan::prompts;
-use crate::run::outcome::Ending;
+use crate::run::next::{Again, Next, proceed};
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
 use crate::store::record::StageStatus;
 use crate::store::record::Verification;
-
-pub(crate) enum VerifyEnd {
-    Approved,
-    Rejected(Verdict),
-    Stop(Ending),
-}
 
 impl Run<'_> {
     /// Run the verifier on `prompt` in its own session; its verdict, or how the run ends.
@@ -28,25 +22,25 @@ impl Run<'_> {
         round: u32,
         prompt: &str,
         cancel: &mut Cancel,
-    ) -> Result<std::result::Result<Verdict, Ending>> {
+    ) -> Result<Next<Verdict>> {
         let verifier = self.plan.verifier.clone();
         let session = self.verify_session.clone();
         let ran = self
             .run_role(&verifier, "verification", round, &session, prompt, cancel)
             .await?;
         if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
-            return Ok(Err(ending));
+            return Ok(Next::End(ending));
         }
         // The verifier reads; if it wrote, what it approved is not what would ship.
         if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
-            return Ok(Err(ending));
+            return Ok(Next::End(ending));
         }
         let program = std::path::Path::new(&ran.program)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         self.verifier_label = Some(format!("{} ({program})", ran.agent));
-        Ok(Ok(verdict::parse(&ran.outcome.stdout.bytes)))
+        Ok(Next::Continue(verdict::parse(&ran.outcome.stdout.bytes)))
     }
 
     pub(crate) async fn verify(
@@ -54,7 +48,7 @@ impl Run<'_> {
         round: u32,
         snapshot: &Snapshot,
         cancel: &mut Cancel,
-    ) -> Result<VerifyEnd> {
+    ) -> Result<Next> {
         let max = self.plan.max_rounds;
         let label = if round <= max {
             format!("verification {round}/{max}")
@@ -90,10 +84,7 @@ impl Run<'_> {
                 diff_limit: prompts::DIFF_LIMIT,
             },
         )?;
-        let v = match self.run_verifier(round, &prompt, cancel).await? {
-            Ok(v) => v,
-            Err(ending) => return Ok(VerifyEnd::Stop(ending)),
-        };
+        let v = proceed!(self.run_verifier(round, &prompt, cancel).await?);
         self.rec.verification = Verification {
             rounds: round,
             approved: v.approved,
@@ -122,7 +113,7 @@ impl Run<'_> {
         self.save()?;
         if v.approved {
             self.ui.step(format!("{label}: approved"));
-            Ok(VerifyEnd::Approved)
+            Ok(Next::Continue(()))
         } else {
             let what = if v.parsed {
                 format!("rejected ({} issue(s))", v.issues.len())
@@ -130,7 +121,7 @@ impl Run<'_> {
                 "rejected: no verdict in the verifier's output".to_owned()
             };
             self.ui.step(format!("{label}: {what}"));
-            Ok(VerifyEnd::Rejected(v))
+            Ok(Next::Retry(Again::Rejected { issues: v.issues }))
         }
     }
 }
