@@ -328,18 +328,24 @@ impl<'a> Run<'a> {
 
     /// After a step: processes it left running (a daemon, a `setsid` escapee) are stopped, and a
     /// change outside the worktree stops the run.
-    pub fn after_step(
+    pub async fn after_step(
         &self,
         before: Option<crate::safety::containment::Fingerprint>,
         what: &str,
     ) -> Result<()> {
-        let escaped = crate::safety::process::run_processes(&self.dir.id, None);
+        let run_id = self.dir.id.clone();
+        // Reading every process's environment is a scan of /proc: off the runtime's thread.
+        let escaped = tokio::task::spawn_blocking(move || {
+            crate::safety::process::run_processes(&run_id, None)
+        })
+        .await
+        .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
         if !escaped.is_empty() {
             self.ui.warn(format!(
                 "{what} left {} process(es) running; stopping them",
                 escaped.len()
             ));
-            crate::safety::process::stop_pids(&escaped);
+            crate::safety::process::stop_pids_async(&escaped).await;
             let _ = self.dir.event(
                 None,
                 "stopped_processes",
@@ -460,7 +466,8 @@ impl<'a> Run<'a> {
         self.after_step(
             before,
             &format!("the {} ({})", agent.role.name(), agent.name),
-        )?;
+        )
+        .await?;
         Ok(ran)
     }
 

@@ -257,20 +257,37 @@ pub fn run_processes(run_id: &str, worktree: Option<&std::path::Path>) -> Vec<i3
 /// SIGTERM the processes, give them [`GRACE`], SIGKILL what is left. For leftovers of a run whose
 /// owner died, outside any async runtime.
 pub fn stop_pids(pids: &[i32]) {
-    use nix::sys::signal::kill;
-    for &p in pids {
-        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
-    }
+    signal_all(pids, Signal::SIGTERM);
     let until = Instant::now() + GRACE;
-    while Instant::now() < until {
-        if pids.iter().all(|&p| !is_running(p)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    while Instant::now() < until && !all_gone(pids) {
+        std::thread::sleep(POLL);
     }
+    signal_all(pids, Signal::SIGKILL);
+}
+
+/// [`stop_pids`] inside a run: the wait yields to the runtime (Ctrl-C, timers) instead of
+/// blocking its thread for up to [`GRACE`].
+pub async fn stop_pids_async(pids: &[i32]) {
+    signal_all(pids, Signal::SIGTERM);
+    let until = Instant::now() + GRACE;
+    while Instant::now() < until && !all_gone(pids) {
+        tokio::time::sleep(POLL).await;
+    }
+    signal_all(pids, Signal::SIGKILL);
+}
+
+const POLL: Duration = Duration::from_millis(20);
+
+fn signal_all(pids: &[i32], sig: Signal) {
     for &p in pids {
-        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        if sig == Signal::SIGTERM || is_running(p) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), sig);
+        }
     }
+}
+
+fn all_gone(pids: &[i32]) -> bool {
+    pids.iter().all(|&p| !is_running(p))
 }
 
 fn is_running(pid: i32) -> bool {

@@ -90,7 +90,7 @@ impl Run<'_> {
             })
             .collect();
         let results: Vec<Result<AgentRun>> = join_all(runs).await;
-        self.after_step(before, "a discovery agent")?;
+        self.after_step(before, "a discovery agent").await?;
 
         let mut findings = Vec::new();
         let mut failures = Vec::new();

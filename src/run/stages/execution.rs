@@ -441,7 +441,7 @@ impl Run<'_> {
             )
             .await?;
             // A gate runs code the agent wrote (its tests): held to the same containment.
-            self.after_step(before, &format!("gate {name}"))?;
+            self.after_step(before, &format!("gate {name}")).await?;
             let end = &ran.outcome.end;
             if *end == End::Interrupted {
                 return Err(Error::Interrupted);
