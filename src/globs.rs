@@ -5,6 +5,14 @@ use std::path::Path;
 
 use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
+/// A glob that cannot be compiled, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid glob {pattern:?}: {why}")]
+pub struct GlobError {
+    pub pattern: String,
+    pub why: String,
+}
+
 /// A compiled list of scope globs that remembers which glob matched.
 #[derive(Debug, Clone)]
 pub struct Globs {
@@ -13,12 +21,15 @@ pub struct Globs {
 }
 
 impl Globs {
-    pub fn new(patterns: &[String]) -> Result<Globs, String> {
+    pub fn new(patterns: &[String]) -> Result<Globs, GlobError> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
             b.add(compile_glob(p)?);
         }
-        let set = b.build().map_err(|e| e.to_string())?;
+        let set = b.build().map_err(|e| GlobError {
+            pattern: patterns.join(", "),
+            why: e.kind().to_string(),
+        })?;
         Ok(Globs {
             patterns: patterns.to_vec(),
             set,
@@ -42,16 +53,20 @@ impl Globs {
 }
 
 /// Compile one scope glob, or say which glob is wrong and why.
-pub fn compile_glob(pattern: &str) -> Result<Glob, String> {
+pub fn compile_glob(pattern: &str) -> Result<Glob, GlobError> {
+    let error = |why: String| GlobError {
+        pattern: pattern.to_owned(),
+        why,
+    };
     let normalized = normalize(pattern);
     if normalized.is_empty() {
-        return Err(format!("invalid glob {pattern:?}: it is empty"));
+        return Err(error("it is empty".to_owned()));
     }
     GlobBuilder::new(&normalized)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
-        .map_err(|e| format!("invalid glob {pattern:?}: {}", e.kind()))
+        .map_err(|e| error(e.kind().to_string()))
 }
 
 fn normalize(pattern: &str) -> String {

@@ -58,9 +58,9 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, notes_rev: &str) -> Result
         let note = index.get(&c.commit).and_then(|b| blobs.get(b));
         let (run_id, problem) = match attest::judge(note.map(Vec::as_slice), &c.tree) {
             Ok(a) => (Some(a.run_id), None),
-            Err(why) if c.parents.len() > 1 => match clean_merge(git, &c)? {
-                Ok(()) => (None, None),
-                Err(merge_why) => (
+            Err(why) if c.parents.len() > 1 => match merge_problem(git, &c)? {
+                None => (None, None),
+                Some(merge_why) => (
                     None,
                     Some(if why == Unattested::NoNote {
                         Unattested::Merge(merge_why)
@@ -81,20 +81,21 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, notes_rev: &str) -> Result
 }
 
 /// `Ok` when the merge commit's tree is the conflict-free merge of its two parents.
-fn clean_merge(git: &Git, c: &Commit) -> Result<std::result::Result<(), String>> {
+/// `None` when the merge is exactly the clean merge of its two parents; otherwise why not.
+fn merge_problem(git: &Git, c: &Commit) -> Result<Option<String>> {
     if c.parents.len() != 2 {
-        return Ok(Err(format!(
+        return Ok(Some(format!(
             "octopus merge of {} parents without a note",
             c.parents.len()
         )));
     }
     match crate::git::merge::merge_trees(git, &c.parents[0], &c.parents[1])? {
-        Merge::Clean(tree) if tree == c.tree => Ok(Ok(())),
-        Merge::Clean(_) => Ok(Err(
+        Merge::Clean(tree) if tree == c.tree => Ok(None),
+        Merge::Clean(_) => Ok(Some(
             "merge without a note whose tree differs from the clean merge of its parents"
                 .to_owned(),
         )),
-        Merge::Conflict(_) => Ok(Err(
+        Merge::Conflict(_) => Ok(Some(
             "merge without a note whose conflicts were resolved by hand".to_owned(),
         )),
     }

@@ -446,14 +446,24 @@ mod duration_opt {
     }
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); write it like \"90s\", \"5m\" or \"1h\"")
+/// A duration in the config that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {text:?} ({why}); write it like \"90s\", \"5m\" or \"1h\"")]
+    Unreadable { text: String, why: String },
+    #[error("invalid duration {text:?}: it must be more than zero")]
+    Zero { text: String },
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| DurationError::Unreadable {
+        text: text.to_owned(),
+        why: e.to_string(),
     })?;
     if d.is_zero() {
-        return Err(format!(
-            "invalid duration {text:?}: it must be more than zero"
-        ));
+        return Err(DurationError::Zero {
+            text: text.to_owned(),
+        });
     }
     Ok(d)
 }

@@ -205,17 +205,39 @@ pub fn add_note(git: &Git, notes_ref: &str, commit: &str, content: &str) -> Resu
     Ok(())
 }
 
+/// Who git would commit as.
+pub enum Identity {
+    /// `Name <email> <date>`, as `git var GIT_COMMITTER_IDENT` prints it.
+    Known(String),
+    /// Why git has none (its `fatal:` line).
+    Missing(String),
+}
+
+impl Identity {
+    /// The committer's name, when there is one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Identity::Known(ident) => ident.rfind(" <").map(|i| &ident[..i]),
+            Identity::Missing(_) => None,
+        }
+    }
+}
+
 /// The identity git would use for a commit, or an explanation of why there is none.
-pub fn committer_identity(git: &Git) -> Result<std::result::Result<String, String>> {
+pub fn committer_identity(git: &Git) -> Result<Identity> {
     let out = git.output(["var", "GIT_COMMITTER_IDENT"], Opts::default())?;
     if out.status.success() {
-        Ok(Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        Ok(Identity::Known(
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        ))
     } else {
-        Ok(Err(String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .find(|l| l.starts_with("fatal:"))
-            .unwrap_or("no identity configured")
-            .to_owned()))
+        Ok(Identity::Missing(
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .find(|l| l.starts_with("fatal:"))
+                .unwrap_or("no identity configured")
+                .to_owned(),
+        ))
     }
 }
 
@@ -233,9 +255,15 @@ pub fn message_of(git: &Git, commit: &str) -> Result<String> {
     git.text(["log", "-1", "--format=%B", commit])
 }
 
-/// Commit the index of the checkout `git` runs in, with `message` (its hooks run). `Err(text)`
-/// when git refused (a hook failed): what it printed and how it ended.
-pub fn commit_index(git: &Git, message: &str) -> Result<std::result::Result<(), String>> {
+/// What `git commit` did.
+pub enum Committed {
+    Made,
+    /// git refused (a hook failed): what it printed and how it ended.
+    Refused(String),
+}
+
+/// Commit the index of the checkout `git` runs in, with `message` (its hooks run).
+pub fn commit_index(git: &Git, message: &str) -> Result<Committed> {
     let out = git.output(
         ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
         Opts {
@@ -244,11 +272,11 @@ pub fn commit_index(git: &Git, message: &str) -> Result<std::result::Result<(), 
         },
     )?;
     if out.status.success() {
-        return Ok(Ok(()));
+        return Ok(Committed::Made);
     }
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok(Err(format!(
+    Ok(Committed::Refused(format!(
         "`git commit` failed ({}): {}",
         crate::process_end::describe_status(&out.status),
         text.trim()

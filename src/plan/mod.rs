@@ -507,7 +507,8 @@ impl RunPlan {
             .collect();
         let strings =
             |v: &[toml::Spanned<String>]| v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>();
-        let docs_when = Globs::new(&strings(&c.docs.when)).map_err(Error::usage)?;
+        let docs_when =
+            Globs::new(&strings(&c.docs.when)).map_err(|e| Error::usage(e.to_string()))?;
         let docs_paths = strings(&c.docs.paths);
         let templates = Templates::load(&git, &base)?;
         let trust = {
@@ -536,7 +537,7 @@ impl RunPlan {
             Mode::Reverify { commit, .. } => commit.as_str(),
         };
         prepare::check_lfs(&git, checkout)?;
-        if let Err(why) = objects::committer_identity(&git)? {
+        if let objects::Identity::Missing(why) = objects::committer_identity(&git)? {
             return Err(Error::usage_hint(
                 format!("git has no identity to commit the run's work with ({why})"),
                 "set one: git config --global user.name \"Your Name\" && git config --global user.email you@example.com",
@@ -835,7 +836,7 @@ fn build_scope(loaded: &LoadedConfig, args: &RunArgs) -> Result<Scope> {
     };
     let mut deny = strings(&s.deny).unwrap_or_default();
     deny.extend(checker_programs(loaded));
-    Scope::new(allow, create, deny).map_err(Error::usage)
+    Scope::new(allow, create, deny).map_err(|e| Error::usage(e.to_string()))
 }
 
 /// Programs of agents and gates given by a path inside the repository (`./tools/verify.sh`, or
@@ -975,8 +976,8 @@ fn sandbox_plan(c: &crate::config::Config) -> Result<SandboxPlan> {
         .writable
         .iter()
         .map(|w| expand(w, home.as_deref()))
-        .collect::<std::result::Result<Vec<_>, String>>()
-        .map_err(Error::usage)?;
+        .collect::<std::result::Result<Vec<_>, crate::sandbox::WritableError>>()
+        .map_err(|e| Error::usage(e.to_string()))?;
     let found = (c.run.sandbox != Mode::Off).then(probe);
     if let Some(why) = crate::sandbox::refusal(c.run.sandbox, found.as_ref()) {
         return Err(Error::usage_hint(

@@ -39,16 +39,27 @@ impl Manifest {
     }
 }
 
+/// Why a plan's output holds no usable manifest, in words the planner's next round is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+impl From<String> for ManifestError {
+    fn from(why: String) -> Self {
+        ManifestError(why)
+    }
+}
+
 /// Find and check the manifest; the error says what is wrong, for the planner's next round.
-pub fn parse(output: &str) -> Result<Manifest, String> {
-    let mut found: Option<Result<Manifest, String>> = None;
+pub fn parse(output: &str) -> Result<Manifest, ManifestError> {
+    let mut found: Option<Result<Manifest, ManifestError>> = None;
     json_scan::visit_nested(output, &mut |obj| {
         if let Some(v) = obj.get("file_impact") {
             found = Some(from_value(v));
         }
     });
     let manifest = found.unwrap_or_else(|| {
-        Err("the plan has no file-impact manifest (a JSON object with \"file_impact\": {\"modify\": [...], \"create\": [...], \"delete\": [...], \"do_not_touch\": [...]})".to_owned())
+        Err(ManifestError("the plan has no file-impact manifest (a JSON object with \"file_impact\": {\"modify\": [...], \"create\": [...], \"delete\": [...], \"do_not_touch\": [...]})".to_owned()))
     })?;
     for glob in manifest
         .modify
@@ -60,16 +71,18 @@ pub fn parse(output: &str) -> Result<Manifest, String> {
         crate::globs::compile_glob(glob).map_err(|e| format!("file_impact: {e}"))?;
     }
     if manifest.modify.is_empty() && manifest.create.is_empty() && manifest.delete.is_empty() {
-        return Err(
+        return Err(ManifestError(
             "the file-impact manifest lists nothing to modify, create or delete".to_owned(),
-        );
+        ));
     }
     Ok(manifest)
 }
 
-fn from_value(v: &Value) -> Result<Manifest, String> {
+fn from_value(v: &Value) -> Result<Manifest, ManifestError> {
     let Value::Object(obj) = v else {
-        return Err("\"file_impact\" must be an object".to_owned());
+        return Err(ManifestError(
+            "\"file_impact\" must be an object".to_owned(),
+        ));
     };
     Ok(Manifest {
         modify: list(obj, "modify")?,
@@ -79,20 +92,20 @@ fn from_value(v: &Value) -> Result<Manifest, String> {
     })
 }
 
-fn list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+fn list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, ManifestError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
             .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("file_impact.{key} must hold strings, found {i}"))
+                i.as_str().map(str::to_owned).ok_or_else(|| {
+                    ManifestError(format!("file_impact.{key} must hold strings, found {i}"))
+                })
             })
             .collect(),
-        Some(other) => Err(format!(
+        Some(other) => Err(ManifestError(format!(
             "file_impact.{key} must be a list of paths, found {other}"
-        )),
+        ))),
     }
 }
 
@@ -101,7 +114,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_last_manifest_in_prose() -> Result<(), String> {
+    fn parses_the_last_manifest_in_prose() -> Result<(), Box<dyn std::error::Error>> {
         let out = "Plan:\n1. change the pager\n```json\n{\"file_impact\": {\"modify\": [\"src/a.rs\"], \"create\": [\"tests/**\"], \"do_not_touch\": [\"Cargo.lock\"]}}\n```\n";
         let m = parse(out)?;
         assert_eq!(m.modify, vec!["src/a.rs"]);
@@ -112,12 +125,14 @@ mod tests {
 
     #[test]
     fn missing_empty_or_bad_manifests_are_errors() {
-        assert!(parse("just prose").is_err_and(|e| e.contains("no file-impact manifest")));
-        assert!(parse(r#"{"file_impact": {}}"#).is_err_and(|e| e.contains("nothing")));
-        assert!(parse(r#"{"file_impact": {"modify": "src"}}"#).is_err_and(|e| e.contains("list")));
+        assert!(parse("just prose").is_err_and(|e| e.0.contains("no file-impact manifest")));
+        assert!(parse(r#"{"file_impact": {}}"#).is_err_and(|e| e.0.contains("nothing")));
+        assert!(
+            parse(r#"{"file_impact": {"modify": "src"}}"#).is_err_and(|e| e.0.contains("list"))
+        );
         assert!(
             parse(r#"{"file_impact": {"modify": ["src/[x"]}}"#)
-                .is_err_and(|e| e.contains("src/[x"))
+                .is_err_and(|e| e.0.contains("src/[x"))
         );
     }
 }

@@ -17,6 +17,21 @@ pub const PLACEHOLDERS: &[&str] = &[
     "session",
 ];
 
+/// A template element with a `{name}` that is not a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown placeholder {{{name}}}; known: {}", known())]
+pub struct TemplateError {
+    pub name: String,
+}
+
+fn known() -> String {
+    PLACEHOLDERS
+        .iter()
+        .map(|p| format!("{{{p}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece<'a> {
     Lit(&'a str),
@@ -27,7 +42,7 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
-fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
+fn parse(element: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     let mut pieces = Vec::new();
     let mut lit_start = 0;
     let mut i = 0;
@@ -53,14 +68,9 @@ fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
         {
             let name = &rest[1..close];
             if !PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "unknown placeholder {{{name}}}; known: {}",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                return Err(TemplateError {
+                    name: name.to_owned(),
+                });
             }
             if lit_start < i {
                 pieces.push(Piece::Lit(&element[lit_start..i]));
@@ -79,7 +89,7 @@ fn parse(element: &str) -> Result<Vec<Piece<'_>>, String> {
 }
 
 /// Check a template when the config is read.
-pub fn check(template: &[String]) -> Result<(), String> {
+pub fn check(template: &[String]) -> Result<(), TemplateError> {
     for element in template {
         parse(element)?;
     }
@@ -119,7 +129,7 @@ impl Vars<'_> {
     }
 }
 
-pub fn render(template: &[String], vars: &Vars<'_>) -> Result<Vec<OsString>, String> {
+pub fn render(template: &[String], vars: &Vars<'_>) -> Result<Vec<OsString>, TemplateError> {
     template
         .iter()
         .map(|element| {
@@ -156,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn substitutes_inside_elements() -> Result<(), String> {
+    fn substitutes_inside_elements() -> Result<(), Box<dyn std::error::Error>> {
         let out = render(
             &t(&[
                 "agent",
@@ -175,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn escapes_and_json_stay_literal() -> Result<(), String> {
+    fn escapes_and_json_stay_literal() -> Result<(), Box<dyn std::error::Error>> {
         let out = render(
             &t(&[
                 "{{prompt}}",
@@ -203,7 +213,10 @@ mod tests {
 
     #[test]
     fn unknown_placeholder_is_named() {
-        let err = check(&t(&["x", "{promt}"])).err().unwrap_or_default();
+        let err = check(&t(&["x", "{promt}"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("{promt}"), "{err}");
     }
 
@@ -213,14 +226,14 @@ mod tests {
         #[test]
         fn prompt_arrives_byte_for_byte(prompt in any::<String>(), pre in "[a-z=-]{0,5}", post in "[a-z]{0,5}") {
             let template = vec![format!("{pre}{{prompt}}{post}")];
-            let out = render(&template, &vars(&prompt, "/w")).map_err(TestCaseError::fail)?;
+            let out = render(&template, &vars(&prompt, "/w")).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(out, vec![OsString::from(format!("{pre}{prompt}{post}"))]);
         }
 
         /// Templates without a `{name}` render to themselves, braces and all.
         #[test]
         fn plain_elements_are_unchanged(element in "[^a-z]{0,40}") {
-            let out = render(std::slice::from_ref(&element), &vars("p", "/w")).map_err(TestCaseError::fail)?;
+            let out = render(std::slice::from_ref(&element), &vars("p", "/w")).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(out, vec![OsString::from(element)]);
         }
 

@@ -271,7 +271,7 @@ mod snapshots {
     /// Each preset's argv for a sample prompt, for the editing and the read-only roles, with its
     /// session flags: reviewed by people when a preset changes.
     #[test]
-    fn preset_argv_for_a_sample_prompt() -> Result<(), String> {
+    fn preset_argv_for_a_sample_prompt() -> Result<(), Box<dyn std::error::Error>> {
         let vars = crate::preset::argv::Vars {
             prompt: OsStr::new("Fix the off-by-one in the pager"),
             prompt_file: OsStr::new("/tmp/prompt.md"),

@@ -256,7 +256,7 @@ impl<'a> Run<'a> {
             } else {
                 Scope::from_manifest(&m, &self.plan.deny)
             }
-            .map_err(Error::other)?;
+            .map_err(|e| Error::other(e.to_string()))?;
             self.plan_text = read("plan");
         }
         self.rec.scope = self.scope.record();

@@ -152,7 +152,7 @@ pub async fn run_agent(
     });
     let outcome = match rendered {
         Err(e) => Outcome {
-            end: End::SpawnFailed(e),
+            end: End::SpawnFailed(e.to_string()),
             stdout: Default::default(),
             stderr: Default::default(),
             duration: Default::default(),

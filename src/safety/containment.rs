@@ -139,9 +139,8 @@ impl Guard {
         let hooks_dir = crate::git::repo::hooks_dir(&p.repo)?;
         let config_files = config_files(&p)?;
         let marked_name = objects::committer_identity(&p.repo)?
-            .ok()
-            .and_then(|ident| ident.rfind(" <").map(|i| ident[..i].to_owned()))
-            .map(|name| marked(&name, &p.run_id));
+            .name()
+            .map(|name| marked(name, &p.run_id));
         let mut watches = Vec::new();
         let mut ignored = Vec::new();
         for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {

@@ -29,8 +29,13 @@ const DEVICES: &[&str] = &[
     "/dev/shm",
 ];
 
-fn restrict(policy: &Policy) -> Result<landlock::RestrictionStatus, String> {
-    let fail = |e: landlock::RulesetError| format!("cannot set up the Landlock sandbox: {e}");
+/// The kernel refused the ruleset.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Landlock sandbox: {0}")]
+struct RestrictError(#[from] landlock::RulesetError);
+
+fn restrict(policy: &Policy) -> Result<landlock::RestrictionStatus, RestrictError> {
+    let fail = RestrictError::from;
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(PINNED))
         .map_err(fail)?;
@@ -88,7 +93,7 @@ pub fn probe() -> Availability {
         ..Policy::default()
     }) {
         Ok(status) => describe(&status),
-        Err(e) => Availability::none(e),
+        Err(e) => Availability::none(e.to_string()),
     }
 }
 
@@ -96,7 +101,7 @@ pub fn probe() -> Availability {
 pub fn exec(policy: &Policy, argv: &[OsString]) -> String {
     let status = match restrict(policy) {
         Ok(s) => s,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     if policy.required && status.ruleset != RulesetStatus::FullyEnforced {
         return format!(

@@ -71,7 +71,7 @@ impl Policy {
     }
 
     /// The inverse of [`Policy::wrap`]'s arguments after the subcommand: the policy and the argv.
-    pub fn parse(args: &[OsString]) -> std::result::Result<(Policy, Vec<OsString>), String> {
+    pub fn parse(args: &[OsString]) -> std::result::Result<(Policy, Vec<OsString>), ArgsError> {
         let mut policy = Policy {
             network: true,
             ..Policy::default()
@@ -81,21 +81,21 @@ impl Policy {
             match a.to_str() {
                 Some("--write") => match it.next() {
                     Some(p) => policy.writable.push(PathBuf::from(p)),
-                    None => return Err("--write needs a path".to_owned()),
+                    None => return Err(ArgsError("--write needs a path".to_owned())),
                 },
                 Some("--no-network") => policy.network = false,
                 Some("--required") => policy.required = true,
                 Some("--") => {
                     let argv: Vec<OsString> = it.cloned().collect();
                     if argv.is_empty() {
-                        return Err("no program to run after --".to_owned());
+                        return Err(ArgsError("no program to run after --".to_owned()));
                     }
                     return Ok((policy, argv));
                 }
-                _ => return Err(format!("unexpected argument {a:?}")),
+                _ => return Err(ArgsError(format!("unexpected argument {a:?}"))),
             }
         }
-        Err("no program to run (missing --)".to_owned())
+        Err(ArgsError("no program to run (missing --)".to_owned()))
     }
 }
 
@@ -338,18 +338,30 @@ pub fn caches(home: &Path) -> Vec<PathBuf> {
 }
 
 /// A `sandbox.writable` entry as a path: absolute, or `~/...` under `home`.
-pub fn expand(entry: &str, home: Option<&Path>) -> std::result::Result<PathBuf, String> {
+pub fn expand(entry: &str, home: Option<&Path>) -> std::result::Result<PathBuf, WritableError> {
     if let Some(rest) = entry.strip_prefix("~/") {
         return home
             .map(|h| h.join(rest))
-            .ok_or_else(|| format!("sandbox.writable {entry:?}: HOME is not set"));
+            .ok_or_else(|| WritableError::NoHome(entry.to_owned()));
     }
     let p = PathBuf::from(entry);
     if p.is_absolute() {
         Ok(p)
     } else {
-        Err(format!(
-            "sandbox.writable {entry:?}: give an absolute path or one under ~/"
-        ))
+        Err(WritableError::Relative(entry.to_owned()))
     }
+}
+
+/// `git-pipeline __sandbox` arguments that are not what [`Policy::wrap`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArgsError(String);
+
+/// A `sandbox.writable` entry that names no folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WritableError {
+    #[error("sandbox.writable {0:?}: HOME is not set")]
+    NoHome(String),
+    #[error("sandbox.writable {0:?}: give an absolute path or one under ~/")]
+    Relative(String),
 }

@@ -500,3 +500,18 @@ pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
 }
+
+/// The tool on PATH, or `None` (a panic in CI, where .ci/run installs it).
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have {name} on PATH (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: {name} is not on PATH");
+    }
+    found
+}

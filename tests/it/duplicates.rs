@@ -116,15 +116,7 @@ fn a_bad_builtin_is_a_config_error_and_doctor_and_init_know_the_gate() {
 /// test cannot be skipped; elsewhere it says loudly that it did not run.
 #[test]
 fn jscpd_gives_the_same_verdicts_when_installed() {
-    let probe = std::process::Command::new("jscpd")
-        .arg("--version")
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have jscpd 5.3.2 on PATH (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED jscpd_gives_the_same_verdicts_when_installed: jscpd is not on PATH");
+    if crate::common::tool("jscpd").is_none() {
         return;
     }
     let gate = GATE.replace("engine = \"builtin\"", "engine = \"jscpd\"");

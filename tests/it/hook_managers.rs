@@ -7,21 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crate::common::TestRepo;
 
-/// The tool on PATH, or `None` (a panic in CI, where .ci/run installs it).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have {name} on PATH (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: {name} is not on PATH");
-    }
-    found
-}
-
 fn push(repo: &TestRepo, args: &[&str]) -> crate::common::Out {
     let mut all = vec!["push", "-q"];
     all.extend_from_slice(args);
@@ -102,7 +87,7 @@ fn scenarios(repo: &TestRepo, bare: &Path, who: &str) {
 
 #[test]
 fn pre_commit_framework() {
-    let Some(pre_commit) = tool("pre-commit") else {
+    let Some(pre_commit) = crate::common::tool("pre-commit") else {
         return;
     };
     let (repo, bare) = setup();
@@ -141,7 +126,7 @@ fn lefthook_with(repo: &TestRepo, lefthook: &Path, config: &str) {
 
 #[test]
 fn lefthook_with_and_without_use_stdin() {
-    let Some(lefthook) = tool("lefthook") else {
+    let Some(lefthook) = crate::common::tool("lefthook") else {
         return;
     };
     // Without use_stdin, git-pipeline is told nothing: what is pushed cannot be known, so a push
@@ -179,7 +164,7 @@ fn lefthook_with_and_without_use_stdin() {
 
 #[test]
 fn husky() {
-    let Some(husky) = tool("husky") else {
+    let Some(husky) = crate::common::tool("husky") else {
         return;
     };
     let (repo, bare) = setup();

@@ -81,7 +81,7 @@ impl Run<'_> {
             return Ok(None);
         }
         let docs_scope = Scope::only(&self.plan.docs_paths, &self.plan.deny, "docs.paths")
-            .map_err(Error::usage)?;
+            .map_err(|e| Error::usage(e.to_string()))?;
         let mut violations = docs_scope.check(&delta);
         violations.extend(Scope::escaping_symlinks(&self.worktree, &delta));
         if !violations.is_empty() {

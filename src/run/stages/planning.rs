@@ -126,7 +126,7 @@ impl Run<'_> {
                     Err(why) => {
                         self.fail_last_step("no valid file-impact manifest");
                         self.ui.step(format!("planning {round}/{max}: {why}"));
-                        vec![why]
+                        vec![why.to_string()]
                     }
                     Ok(m) => match &reviewer {
                         None => {

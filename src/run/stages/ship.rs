@@ -59,7 +59,7 @@ pub fn commit(
             "git-pipeline: fold the run's commits",
         )?;
     }
-    if let Err(refused) = objects::commit_index(git, message)? {
+    if let objects::Committed::Refused(refused) = objects::commit_index(git, message)? {
         return Ok(Committed::HookFailed(refused));
     }
     // Read the result from the repository, not through the worktree: a post-commit hook may
