@@ -17,6 +17,31 @@ pub fn new_run_id(now: SystemTime) -> String {
     format!("{date}-{time}-{millis}{}", &random[..1])
 }
 
+/// `GIT_PIPELINE_TEST_CLOCK=<unix seconds>`, for tests only: run ids then come from that time
+/// plus one millisecond per run already in the store, with `0` as the random digit, so that a
+/// test's output names the same runs on every machine (as jj's `JJ_TIMESTAMP` does).
+pub struct TestClock {
+    start: SystemTime,
+}
+
+impl TestClock {
+    pub fn from_env() -> Option<TestClock> {
+        let secs: u64 = std::env::var("GIT_PIPELINE_TEST_CLOCK")
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(TestClock {
+            start: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        })
+    }
+
+    /// The id of the `n`th run made under this clock.
+    pub fn run_id(&self, n: u64) -> String {
+        let id = new_run_id(self.start + std::time::Duration::from_millis(n));
+        format!("{}0", &id[..id.len() - 1])
+    }
+}
+
 /// Sessions are UUIDs: agent CLIs such as Claude Code accept them as their own session ids.
 pub fn new_session_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -87,6 +87,27 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn issues_may_be_one_string_and_a_blank_one_is_none() {
+        let v = parse(br#"{"approved": false, "issues": "the gate output is ignored"}"#);
+        assert_eq!(v.issues, ["the gate output is ignored"]);
+        let v = parse(br#"{"approved": false, "issues": "  "}"#);
+        assert!(v.issues.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn only_the_last_half_mebibyte_is_read() {
+        let mut out = br#"{"approved": true}"#.to_vec();
+        out.extend(std::iter::repeat_n(b'.', 100 * 1024));
+        assert!(
+            parse(&out).approved,
+            "a verdict 100 KiB before the end is read"
+        );
+        let mut out = br#"{"approved": true}"#.to_vec();
+        out.extend(std::iter::repeat_n(b'.', SCAN_BYTES));
+        assert!(!parse(&out).approved, "one beyond the scanned tail is not");
+    }
+
+    #[test]
     fn last_verdict_wins() {
         let v = parse(b"{\"approved\": false, \"issues\": [\"x\"]}\nthen\n{\"approved\": true}");
         assert!(v.approved && v.parsed);

@@ -57,20 +57,22 @@ pub struct ProcessView {
     pub cwd: Option<PathBuf>,
 }
 
-/// Whether a process belongs to a run: its environment names the run (`PIPELINE_RUN_ID`, which
-/// every agent and gate gets and their children inherit), or it works inside the run's worktree.
-pub fn belongs_to_run(p: &ProcessView, run_id: &str, worktree: Option<&Path>) -> bool {
-    let needle = format!("PIPELINE_RUN_ID={run_id}");
-    p.environ.iter().any(|v| v == needle.as_bytes())
+/// Whether a process belongs to a run: its environment names the run's folder
+/// (`PIPELINE_RUN_DIR`, which every agent and gate gets and their children inherit), or it works
+/// inside the run's worktree. The folder, not the id: ids are unique within a repository only.
+pub fn belongs_to_run(p: &ProcessView, run_dir: &Path, worktree: Option<&Path>) -> bool {
+    let mut needle = b"PIPELINE_RUN_DIR=".to_vec();
+    needle.extend_from_slice(run_dir.as_os_str().as_encoded_bytes());
+    p.environ.contains(&needle)
         || worktree.is_some_and(|w| p.cwd.as_deref().is_some_and(|c| c.starts_with(w)))
 }
 
 /// The processes of a run, other than this one.
-pub fn run_processes(run_id: &str, worktree: Option<&Path>) -> Vec<i32> {
+pub fn run_processes(run_dir: &Path, worktree: Option<&Path>) -> Vec<i32> {
     let me = std::process::id() as i32;
     os::processes(worktree.is_some())
         .into_iter()
-        .filter(|p| p.pid != me && belongs_to_run(p, run_id, worktree))
+        .filter(|p| p.pid != me && belongs_to_run(p, run_dir, worktree))
         .map(|p| p.pid)
         .collect()
 }
@@ -101,24 +103,35 @@ mod tests {
     #[test]
     fn a_process_belongs_to_a_run_by_its_environment_or_its_folder() {
         let wt = Some(Path::new("/wt/r1"));
+        let r1 = Path::new("/a/runs/r1");
         assert!(belongs_to_run(
-            &view(1, &["PIPELINE_RUN_ID=r1"], None),
-            "r1",
+            &view(1, &["PIPELINE_RUN_DIR=/a/runs/r1"], None),
+            r1,
+            None
+        ));
+        // The same run id in another repository is another run.
+        assert!(!belongs_to_run(
+            &view(
+                1,
+                &["PIPELINE_RUN_DIR=/b/runs/r1", "PIPELINE_RUN_ID=r1"],
+                None
+            ),
+            r1,
             None
         ));
         assert!(!belongs_to_run(
-            &view(1, &["PIPELINE_RUN_ID=r10"], None),
-            "r1",
+            &view(1, &["PIPELINE_RUN_DIR=/a/runs/r10"], None),
+            r1,
             None
         ));
         assert!(!belongs_to_run(
-            &view(1, &["X=PIPELINE_RUN_ID=r1"], None),
-            "r1",
+            &view(1, &["X=PIPELINE_RUN_DIR=/a/runs/r1"], None),
+            r1,
             None
         ));
-        assert!(belongs_to_run(&view(1, &[], Some("/wt/r1/src")), "r1", wt));
-        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r10")), "r1", wt));
-        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r1")), "r1", None));
+        assert!(belongs_to_run(&view(1, &[], Some("/wt/r1/src")), r1, wt));
+        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r10")), r1, wt));
+        assert!(!belongs_to_run(&view(1, &[], Some("/wt/r1")), r1, None));
     }
 
     #[test]
@@ -126,7 +139,7 @@ mod tests {
     {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
-            .env("PIPELINE_RUN_ID", "platform-test-run")
+            .env("PIPELINE_RUN_DIR", "/platform-test/runs/r")
             .spawn()
             .map_err(|e| crate::error::Error::io("spawn sleep", e))?;
         let pid = child.id() as i32;
@@ -134,16 +147,16 @@ mod tests {
         assert!(process_start(child.id()).is_some());
         // Until the child has exec'd, /proc shows the parent's environment: poll a little.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let mut found = run_processes("platform-test-run", None);
+        let mut found = run_processes(Path::new("/platform-test/runs/r"), None);
         while found.is_empty() && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(10));
-            found = run_processes("platform-test-run", None);
+            found = run_processes(Path::new("/platform-test/runs/r"), None);
         }
         assert_eq!(found, vec![pid]);
         let _ = child.kill();
         let _ = child.wait();
         assert!(!is_running(pid));
-        assert!(run_processes("platform-test-run", None).is_empty());
+        assert!(run_processes(Path::new("/platform-test/runs/r"), None).is_empty());
         Ok(())
     }
 }

@@ -188,4 +188,42 @@ mod tests {
         let unordered = assess("limit the rate", &cfg, None);
         assert!(unordered.reasons[0].contains("unknown"), "{unordered:?}");
     }
+
+    #[test]
+    fn the_limits_are_exclusive_and_the_reasons_exact() {
+        let cfg = RiskConfig::default();
+        let at_limit = assess("fix a typo", &cfg, Some(cfg.max_files_low));
+        assert_eq!(at_limit.risk, Risk::Low, "{at_limit:?}");
+        assert_eq!(
+            at_limit.reasons,
+            [
+                "only low-risk words: \"typo\"".to_owned(),
+                format!("the scope covers {} existing files", cfg.max_files_low)
+            ]
+        );
+        let two = RiskConfig {
+            medium: vec!["refactor".to_owned(), "rename".to_owned()],
+            ..RiskConfig::default()
+        };
+        assert_eq!(
+            assess("rename and refactor docs", &two, None).reasons,
+            ["medium-risk words: \"refactor\", \"rename\"".to_owned()]
+        );
+        let names: Vec<&str> = [Risk::Low, Risk::Medium, Risk::High]
+            .into_iter()
+            .map(Risk::name)
+            .collect();
+        assert_eq!(names, ["low", "medium", "high"]);
+    }
+
+    #[test]
+    fn only_the_last_word_of_a_phrase_may_be_plural() {
+        let cfg = RiskConfig {
+            high: vec!["rate limit".to_owned()],
+            low: vec!["tune".to_owned()],
+            ..RiskConfig::default()
+        };
+        assert_eq!(assess("tune the rate limit", &cfg, None).risk, Risk::High);
+        assert_eq!(assess("tune the rates limit", &cfg, None).risk, Risk::Low);
+    }
 }

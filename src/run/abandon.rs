@@ -78,7 +78,7 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
             format!("its branch {} is yours to merge or delete", rec.branch),
         ));
     }
-    let leftovers = process::run_processes(&rec.run_id, rec.worktree.as_deref());
+    let leftovers = process::run_processes(&dir.path, rec.worktree.as_deref());
     process::stop_pids(&leftovers);
     let git = repo.git();
     let _guard = acquire_repo(&repo.pipeline_dir())?;

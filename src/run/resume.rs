@@ -42,7 +42,7 @@ pub fn reopen(cwd: &Path, dir: RunDir, ui: &Ui) -> Result<(RunPlan, RunDir, RunR
             "start a new run with git pipeline run",
         ));
     }
-    let leftovers = crate::safety::process::run_processes(&rec.run_id, rec.worktree.as_deref());
+    let leftovers = crate::safety::process::run_processes(&dir.path, rec.worktree.as_deref());
     if !leftovers.is_empty() {
         ui.warn(format!(
             "stopping {} process(es) the interrupted run left running: {:?}",

@@ -333,10 +333,10 @@ impl<'a> Run<'a> {
         before: Option<crate::safety::containment::Fingerprint>,
         what: &str,
     ) -> Result<()> {
-        let run_id = self.dir.id.clone();
+        let run_dir = self.dir.path.clone();
         // Reading every process's environment is a scan of /proc: off the runtime's thread.
         let escaped = tokio::task::spawn_blocking(move || {
-            crate::safety::process::run_processes(&run_id, None)
+            crate::safety::process::run_processes(&run_dir, None)
         })
         .await
         .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;

@@ -160,6 +160,7 @@ pub async fn run_agent(
         Ok(argv) => {
             let (mut env, env_remove) = StepEnv {
                 run_id: ctx.run_id,
+                run_dir: &ctx.dir.path,
                 stage: call.stage,
                 role,
                 session: call.session,
@@ -299,6 +300,7 @@ async fn command_gate(
     extra.insert("PIPELINE_GATE".to_owned(), name.clone());
     let (mut env, env_remove) = StepEnv {
         run_id: ctx.run_id,
+        run_dir: &ctx.dir.path,
         stage: "gates",
         role: "gate",
         session,

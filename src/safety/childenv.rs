@@ -10,6 +10,9 @@ use crate::git::LOCAL_ENV_VARS;
 
 pub struct StepEnv<'a> {
     pub run_id: &'a str,
+    /// The run's folder: with the id, what tells this run's processes from any other's (two
+    /// repositories can start runs with the same id in the same millisecond).
+    pub run_dir: &'a Path,
     pub stage: &'a str,
     pub role: &'a str,
     pub session: &'a str,
@@ -37,6 +40,10 @@ impl StepEnv<'_> {
     ) -> (Vec<(String, OsString)>, Vec<String>) {
         let mut set: Vec<(String, OsString)> = vec![
             ("PIPELINE_RUN_ID".into(), self.run_id.into()),
+            (
+                "PIPELINE_RUN_DIR".into(),
+                self.run_dir.as_os_str().to_owned(),
+            ),
             ("PIPELINE_STAGE".into(), self.stage.into()),
             ("PIPELINE_ROLE".into(), self.role.into()),
             ("PIPELINE_SESSION_ID".into(), self.session.into()),

@@ -250,8 +250,8 @@ async fn read_tail<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> Captured {
 }
 
 /// The processes of a run (see [`crate::platform::belongs_to_run`]).
-pub fn run_processes(run_id: &str, worktree: Option<&std::path::Path>) -> Vec<i32> {
-    crate::platform::run_processes(run_id, worktree)
+pub fn run_processes(run_dir: &std::path::Path, worktree: Option<&std::path::Path>) -> Vec<i32> {
+    crate::platform::run_processes(run_dir, worktree)
 }
 
 /// SIGTERM the processes, give them [`GRACE`], SIGKILL what is left. For leftovers of a run whose

@@ -38,8 +38,12 @@ impl Store {
     /// Make a new, empty run folder with a fresh id (retrying on the rare same-second clash).
     pub fn create_run(&self, redactor: Arc<Redactor>) -> Result<RunDir> {
         std::fs::create_dir_all(&self.runs).map_err(|e| Error::io_path("create", &self.runs, e))?;
-        for _ in 0..16 {
-            let id = ids::new_run_id(std::time::SystemTime::now());
+        let clock = ids::TestClock::from_env();
+        for attempt in 0..16 {
+            let id = match &clock {
+                Some(c) => c.run_id(self.list()?.len() as u64 + attempt),
+                None => ids::new_run_id(std::time::SystemTime::now()),
+            };
             let path = self.runs.join(&id);
             match std::fs::create_dir(&path) {
                 Ok(()) => {

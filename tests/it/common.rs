@@ -12,6 +12,7 @@ use serde_json::Value;
 pub const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/agents/fake-agent");
 pub const BIN: &str = env!("CARGO_BIN_EXE_git-pipeline");
 
+#[must_use = "a command's result is there to be checked"]
 pub struct Out {
     pub code: i32,
     pub stdout: String,
@@ -19,7 +20,7 @@ pub struct Out {
 }
 
 impl Out {
-    fn from(o: Output) -> Out {
+    pub fn from(o: Output) -> Out {
         use std::os::unix::process::ExitStatusExt;
         Out {
             code: o
@@ -77,11 +78,30 @@ pub fn test_path() -> std::ffi::OsString {
     std::env::join_paths(dirs).expect("PATH")
 }
 
+/// Variables a test process keeps from the environment the suite runs in: what the machine
+/// needs to run programs at all, and the switches CI sets for the whole suite.
+const PASSED_THROUGH: &[&str] = &[
+    "TMPDIR",
+    "CI",
+    "GIT_PIPELINE_WATCH",
+    "RUST_BACKTRACE",
+    "LLVM_PROFILE_FILE",
+];
+
+/// Every command a test starts sees only this environment (the way jj's tests do it): nothing
+/// of the developer's shell, git config or agent keys leaks in, and git may not guess an
+/// identity (`user.useConfigOnly` in the test's gitconfig).
 pub fn hermetic(cmd: &mut Command, home: &Path, logs: &Path) {
-    for v in git_pipeline::git::LOCAL_ENV_VARS {
-        cmd.env_remove(v);
+    cmd.env_clear();
+    for v in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(v) {
+            cmd.env(v, value);
+        }
     }
     cmd.env("PATH", test_path());
+    // Run ids from a fixed clock (one millisecond per run already in the store): a run's id,
+    // its branch and its worktree folder are the same on every machine and every run.
+    cmd.env("GIT_PIPELINE_TEST_CLOCK", "1800000000");
     cmd.env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("GIT_CONFIG_GLOBAL", home.join(".gitconfig"))
@@ -90,12 +110,7 @@ pub fn hermetic(cmd: &mut Command, home: &Path, logs: &Path) {
         .env("GIT_EDITOR", ":")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("NO_COLOR", "1")
-        .env("FIXTURE_LOG_DIR", logs)
-        .env_remove("GIT_PIPELINE_LOG")
-        .env_remove("GIT_AUTHOR_NAME")
-        .env_remove("GIT_AUTHOR_EMAIL")
-        .env_remove("GIT_COMMITTER_NAME")
-        .env_remove("GIT_COMMITTER_EMAIL");
+        .env("FIXTURE_LOG_DIR", logs);
 }
 
 impl TestRepo {
@@ -121,7 +136,7 @@ impl TestRepo {
         std::fs::create_dir_all(&path).expect("repo dir");
         std::fs::write(
             home.join(".gitconfig"),
-            "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n",
+            "[user]\n\tname = Test User\n\temail = test@example.com\n\tuseConfigOnly = true\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n",
         )
         .expect("gitconfig");
         // The person's own config: the fixture agents log outside the repository, which the
@@ -514,4 +529,48 @@ pub fn tool(name: &str) -> Option<std::path::PathBuf> {
         eprintln!("SKIPPED: {name} is not on PATH");
     }
     found
+}
+
+/// insta filters for what a snapshot of git-pipeline's output must not hold: paths under the
+/// test's temporary folder, commit and session ids, clock times, durations, token estimates
+/// (they follow the prompts' length, which holds temp paths) and what this machine's sandbox
+/// enforces (tests/it/sandbox.rs checks that). Run ids stay: the tests' clock fixes them.
+pub fn snapshot_settings(repo: &TestRepo) -> insta::Settings {
+    let root: String = repo
+        .root()
+        .to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect();
+    [
+        (root.as_str(), "<tmp>"),
+        (r"\S*gp-test-[A-Za-z0-9_]+", "<tmp>"),
+        (r"(?m)^(\s*sandbox\s+).*$", "$1<what this machine enforces>"),
+        (r"(?m)^\[\s*\d+(\.\d+)?s\]", "[time]"),
+        (r"(?m)^\d\d:\d\d:\d\d\.\d{3}", "<hh:mm:ss>"),
+        (
+            r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+            "<uuid>",
+        ),
+        (r"\b[0-9a-f]{40}\b", "<commit>"),
+        (r"\b[0-9a-f]{12}\b", "<commit>"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "<time>"),
+        (r"(duration_s|tokens)=[0-9.]+", "$1=<n>"),
+        (r"\b\d+(\.\d+)?(ms|s)\b", "<secs>"),
+        (r"\b\d+m \d+s\b", "<secs>"),
+        (r"(just now|\d+[smhd] ago)", "<age>"),
+        (r"~?\d+(\.\d+)?[kM]? tokens", "<n> tokens"),
+        (r"tokens \d+", "tokens <n>"),
+    ]
+    .into_iter()
+    .fold(insta::Settings::clone_current(), |mut s, (regex, with)| {
+        s.add_filter(regex, with);
+        s
+    })
 }

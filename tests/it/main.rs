@@ -19,4 +19,5 @@ mod stages;
 mod stats;
 mod user_works;
 mod ux;
+mod views;
 mod worktree_prep;

@@ -34,103 +34,6 @@ fn help_of_every_command_is_kept_as_a_snapshot() {
     );
 }
 
-/// Progress with times, run ids, commit ids, durations and temp paths replaced by stable names.
-fn redact(repo: &TestRepo, text: &str) -> String {
-    let root = repo.root().to_string_lossy().into_owned();
-    let text = text.replace(&root, "<tmp>");
-    // What the sandbox enforces depends on the machine's kernel (tests/it/sandbox.rs checks it).
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("  sandbox ") {
-                "  sandbox <what this machine enforces>\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        // "[  12.3s]" at the start of a line
-        if chars[i] == '['
-            && (i == 0 || chars[i - 1] == '\n')
-            && let Some(end) = chars[i..].iter().position(|c| *c == ']')
-        {
-            let inner: String = chars[i + 1..i + end].iter().collect();
-            if inner.trim().ends_with('s')
-                && inner.trim().trim_end_matches('s').parse::<f64>().is_ok()
-            {
-                out.push_str("[time]");
-                i += end + 1;
-                continue;
-            }
-        }
-        // a run id anywhere (20 characters), a commit id (12 to 64 hex), a duration "1.2s"
-        let rest: String = chars[i..chars.len().min(i + 20)].iter().collect();
-        if git_pipeline::ids::is_run_id(&rest) {
-            out.push_str("<run-id>");
-            i += 20;
-            continue;
-        }
-        let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
-        let hex = chars[i..]
-            .iter()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .count();
-        if boundary
-            && (12..=64).contains(&hex)
-            && chars
-                .get(i + hex)
-                .is_none_or(|c| !c.is_ascii_alphanumeric())
-        {
-            out.push_str("<commit>");
-            i += hex;
-            continue;
-        }
-        let digits = chars[i..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit() || **c == '.')
-            .count();
-        if boundary
-            && digits > 0
-            && chars.get(i + digits) == Some(&'s')
-            && chars
-                .get(i + digits + 1)
-                .is_none_or(|c| !c.is_ascii_alphanumeric())
-        {
-            out.push_str("<secs>");
-            i += digits + 1;
-            continue;
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    // Estimated token counts follow the prompts' length, which holds temp paths.
-    redact_token_counts(&out)
-}
-
-fn redact_token_counts(text: &str) -> String {
-    let words: Vec<&str> = text.split(' ').collect();
-    let mut out: Vec<&str> = Vec::with_capacity(words.len());
-    for (i, word) in words.iter().enumerate() {
-        let number = word.trim_start_matches('~');
-        let counts_tokens = words.get(i + 1).is_some_and(|n| n.starts_with("tokens"));
-        if counts_tokens
-            && number.starts_with(|c: char| c.is_ascii_digit())
-            && number
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b".kM".contains(&b))
-        {
-            out.push("<n>");
-        } else {
-            out.push(word);
-        }
-    }
-    out.join(" ")
-}
-
 #[test]
 fn the_plain_progress_of_a_run_is_stable() {
     let repo = TestRepo::new();
@@ -141,8 +44,10 @@ fn the_plain_progress_of_a_run_is_stable() {
     );
     let out = repo.pipeline(&["run", "fix the typo in the value"]);
     out.assert_code(0);
-    insta::assert_snapshot!("golden-progress", redact(&repo, &out.stderr));
-    insta::assert_snapshot!("golden-summary", redact(&repo, &out.stdout));
+    crate::common::snapshot_settings(&repo).bind(|| {
+        insta::assert_snapshot!("golden-progress", out.stderr);
+        insta::assert_snapshot!("golden-summary", out.stdout);
+    });
 }
 
 #[test]
