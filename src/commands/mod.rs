@@ -65,7 +65,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
         Command::Hook(cmd) => hooks::hook(cmd.kind, &cwd, ui),
         Command::Reverify(cmd) => {
             let plan = crate::plan::RunPlan::for_reverify(&cwd, &cmd.rev, &cmd.agent)?;
-            plan.trust.require(&plan.loaded, &plan.base_ref)?;
+            plan.policy
+                .trust
+                .require(&plan.policy.loaded, &plan.target.base_ref)?;
             run::execute(&plan, out, ui, cmd.json)
         }
         Command::Trust(cmd) => trust::trust(cmd, &cwd, out),

@@ -54,7 +54,9 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         dry_run(&plan, out, cmd.json)?;
         return Ok(Exit::Success);
     }
-    plan.trust.require(&plan.loaded, &plan.base_ref)?;
+    plan.policy
+        .trust
+        .require(&plan.policy.loaded, &plan.target.base_ref)?;
     execute(&plan, out, ui, cmd.json)
 }
 
@@ -85,22 +87,22 @@ pub fn conclude(
     let (graph, _) = crate::bundle::dag::Graph::new(&bundle.workstreams);
     // Planned already: its workstreams start at execution (unless one asks for a risk).
     let shared = RunArgs {
-        agents: plan.args.agents.clone(),
-        keep: plan.args.keep,
+        agents: plan.target.args.agents.clone(),
+        keep: plan.target.args.keep,
         stage: Some(crate::plan::Stage::Execution),
         ..RunArgs::default()
     };
     let mut bundle_plan = crate::fanout::bundle::BundlePlan::from_checked(
-        plan.repo.clone(),
+        plan.target.repo.clone(),
         crate::bundle::validate::Checked {
             bundle,
             graph,
             notes: Vec::new(),
         },
         format!("the plan of run {id}"),
-        plan.base.clone(),
-        plan.base_ref.clone(),
-        plan.loaded.clone(),
+        plan.target.base.clone(),
+        plan.target.base_ref.clone(),
+        plan.policy.loaded.clone(),
         super::bundle::default_jobs(),
         shared,
     )?;
@@ -221,8 +223,8 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
-    let branch = format!("{}<run-id>", plan.branch_prefix);
-    let worktree = plan.worktree_root.join("<run-id>");
+    let branch = format!("{}<run-id>", plan.landing.branch_prefix);
+    let worktree = plan.landing.worktree_root.join("<run-id>");
     let agent_argv = |a: &crate::agent::RoleAgent| -> Vec<String> {
         a.candidates
             .first()
@@ -230,6 +232,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
             .unwrap_or_default()
     };
     let gates: Vec<serde_json::Value> = plan
+        .policy
         .gates
         .iter()
         .map(|g| {
@@ -249,23 +252,23 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
         let v = json!({
             "version": 1,
             "dry_run": true,
-            "task": plan.task,
-            "risk": plan.risk.risk,
-            "risk_reasons": plan.risk.reasons,
-            "start": plan.start,
-            "base": plan.base,
-            "base_ref": plan.base_ref,
+            "task": plan.target.task,
+            "risk": plan.routing.risk.risk,
+            "risk_reasons": plan.routing.risk.reasons,
+            "start": plan.routing.start,
+            "base": plan.target.base,
+            "base_ref": plan.target.base_ref,
             "branch": branch,
             "worktree": worktree,
             "stages": stages.iter().map(|(s, d)| json!({"stage": s, "plan": d})).collect::<Vec<_>>(),
             "agents": {
-                "builder": plan.builder.as_ref().map(|b| json!({"name": b.name, "command": agent_argv(b)})),
-                "verifier": {"name": plan.verifier.name, "command": agent_argv(&plan.verifier)},
+                "builder": plan.agents.builder.as_ref().map(|b| json!({"name": b.name, "command": agent_argv(b)})),
+                "verifier": {"name": plan.agents.verifier.name, "command": agent_argv(&plan.agents.verifier)},
             },
             "gates": gates,
-            "scope": plan.scope.record(),
-            "ship": plan.ship,
-            "trust": {"needed": plan.trust.needed, "trusted": plan.trust.trusted, "config_blob": plan.trust.blob},
+            "scope": plan.policy.scope.record(),
+            "ship": plan.landing.ship,
+            "trust": {"needed": plan.policy.trust.needed, "trusted": plan.policy.trust.trusted, "config_blob": plan.policy.trust.blob},
             "warnings": plan.warnings,
         });
         let text = serde_json::to_string_pretty(&v)
@@ -275,32 +278,32 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     let mut t = String::new();
     t.push_str(&format!(
         "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({}); {}\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
-        crate::text::short_task(&plan.task, 70),
-        plan.risk.risk.name(),
-        plan.risk.reasons.join("; "),
-        plan.start_reason,
-        plan.base_ref,
-        &plan.base[..plan.base.len().min(12)],
+        crate::text::short_task(&plan.target.task, 70),
+        plan.routing.risk.risk.name(),
+        plan.routing.risk.reasons.join("; "),
+        plan.routing.start_reason,
+        plan.target.base_ref,
+        &plan.target.base[..plan.target.base.len().min(12)],
         worktree.display(),
     ));
     for (stage, what) in &stages {
         t.push_str(&format!("  {stage:<13} {what}\n"));
     }
     t.push_str("\nscope:\n");
-    for line in plan.scope.describe() {
+    for line in plan.policy.scope.describe() {
         t.push_str(&format!("  {line}\n"));
     }
-    if plan.trust.needed {
-        t.push_str(if plan.trust.trusted {
+    if plan.policy.trust.needed {
+        t.push_str(if plan.policy.trust.trusted {
             "\ntrust: this .pipeline.toml is trusted on this machine\n"
         } else {
             "\ntrust: NOT trusted on this machine; a run refuses until you check it and run: git pipeline trust\n"
         });
     }
-    if !plan.templates.overridden.is_empty() {
+    if !plan.agents.templates.overridden.is_empty() {
         t.push_str(&format!(
             "\nprompts overridden by .pipeline/prompts/: {}\n",
-            plan.templates.overridden.join(", ")
+            plan.agents.templates.overridden.join(", ")
         ));
     }
     for w in &plan.warnings {
@@ -318,8 +321,11 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
             .unwrap_or_default()
     };
     let mut v = Vec::new();
-    let discovery = match (&plan.discovery, plan.start <= Stage::Discovery) {
-        (_, false) => format!("skipped: {}", plan.start_reason),
+    let discovery = match (
+        &plan.agents.discovery,
+        plan.routing.start <= Stage::Discovery,
+    ) {
+        (_, false) => format!("skipped: {}", plan.routing.start_reason),
         (None, true) => "skipped: no [agents.discovery] configured".to_owned(),
         (Some(d), true) => format!(
             "{} agent(s) at once: {}",
@@ -332,19 +338,19 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         ),
     };
     v.push(("discovery".to_owned(), discovery));
-    let planning = match (&plan.planner, plan.start <= Stage::Planning) {
-        (_, false) => format!("skipped: {}", plan.start_reason),
+    let planning = match (&plan.agents.planner, plan.routing.start <= Stage::Planning) {
+        (_, false) => format!("skipped: {}", plan.routing.start_reason),
         (None, true) => "skipped: no [agents.planner] configured".to_owned(),
         (Some(p), true) => format!(
             "planner `{}` ({}), reviewer {}, up to {} round(s){}",
             p.name,
             argv(p),
-            plan.reviewer.as_ref().map_or(
+            plan.agents.reviewer.as_ref().map_or(
                 "none (the plan is not reviewed)".to_owned(),
                 |r| format!("`{}` ({})", r.name, argv(r))
             ),
-            plan.plan_max_rounds,
-            if plan.user_scope {
+            plan.policy.plan_max_rounds,
+            if plan.policy.user_scope {
                 ""
             } else {
                 "; the approved manifest becomes the scope"
@@ -352,18 +358,18 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         ),
     };
     v.push(("planning".to_owned(), planning));
-    if let Some(b) = &plan.builder {
-        let text = if plan.candidates > 1 {
+    if let Some(b) = &plan.agents.builder {
+        let text = if plan.agents.candidates > 1 {
             format!(
                 "{} candidates in parallel worktrees, each up to {} fix attempts; the verifier compares those that pass",
-                plan.candidates, plan.max_fix_attempts
+                plan.agents.candidates, plan.policy.max_fix_attempts
             )
         } else {
             format!(
                 "builder `{}` ({}), up to {} fix attempts",
                 b.name,
                 argv(b),
-                plan.max_fix_attempts
+                plan.policy.max_fix_attempts
             )
         };
         v.push(("execution".to_owned(), text));
@@ -372,7 +378,7 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         "scope check".to_owned(),
         "changed paths against the scope".to_owned(),
     ));
-    for g in &plan.gates {
+    for g in &plan.policy.gates {
         let missing = match g.program() {
             Some(program) if crate::agent::find_program(program, &search_dir(plan)).is_none() => {
                 "  [not found on PATH: this gate will fail]"
@@ -388,31 +394,34 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         "verification".to_owned(),
         format!(
             "verifier `{}` ({}), up to {} round(s)",
-            plan.verifier.name,
-            argv(&plan.verifier),
-            plan.max_rounds
+            plan.agents.verifier.name,
+            argv(&plan.agents.verifier),
+            plan.policy.max_rounds
         ),
     ));
     v.push((
         "docs".to_owned(),
-        match &plan.docs {
+        match &plan.agents.docs {
             None => "skipped: no [agents.docs] configured".to_owned(),
             Some(d) => format!(
                 "`{}` ({}) when the change touches {}; may edit {}",
                 d.name,
                 argv(d),
-                plan.docs_when.patterns().join(", "),
-                plan.docs_paths.join(", ")
+                plan.policy.docs_when.patterns().join(", "),
+                plan.policy.docs_paths.join(", ")
             ),
         },
     ));
     v.push((
         "ship".to_owned(),
-        match plan.ship {
+        match plan.landing.ship {
             crate::config::ShipMode::Branch => "commit + attestation on the run branch".to_owned(),
             crate::config::ShipMode::Merge => format!(
                 "commit + attestation, then fast-forward {} when safe",
-                plan.base_branch.as_deref().unwrap_or(&plan.base_ref)
+                plan.target
+                    .base_branch
+                    .as_deref()
+                    .unwrap_or(&plan.target.base_ref)
             ),
         },
     ));
@@ -421,11 +430,12 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
 
 /// Where relative program paths are looked up before the worktree exists.
 fn search_dir(plan: &RunPlan) -> std::path::PathBuf {
-    plan.repo
+    plan.target
+        .repo
         .work_tree
         .clone()
-        .or_else(|| plan.repo.main_worktree.clone())
-        .unwrap_or_else(|| plan.repo.common_dir.clone())
+        .or_else(|| plan.target.repo.main_worktree.clone())
+        .unwrap_or_else(|| plan.target.repo.common_dir.clone())
 }
 
 #[cfg(test)]

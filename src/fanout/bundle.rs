@@ -117,8 +117,8 @@ impl BundlePlan {
             &shared,
         )?;
         Ok(BundlePlan {
-            trust: sample.trust.clone(),
-            branch_prefix: sample.branch_prefix.clone(),
+            trust: sample.policy.trust.clone(),
+            branch_prefix: sample.landing.branch_prefix.clone(),
             sample,
             repo,
             bundle: checked.bundle,
@@ -482,7 +482,7 @@ impl<'a> Driver<'a> {
             w.state = WsState::Running;
             w.run_id = Some(run_dir.id.clone());
             w.base = Some(base.clone());
-            w.branch = Some(format!("{}{}", run_plan.branch_prefix, run_dir.id));
+            w.branch = Some(format!("{}{}", run_plan.landing.branch_prefix, run_dir.id));
         }
         // Recorded before the run starts: after a crash, resume finds it by this id.
         self.save()?;

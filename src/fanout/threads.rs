@@ -42,7 +42,7 @@ fn run(work: Work, ui: &Ui, cancel: Cancel) -> Result<Outcome> {
         Work::Fresh(plan, dir) => runtime.block_on(execute_in(&plan, ui, cancel, dir, &Threads)),
         Work::Resume { cwd, dir, judge } => {
             let (mut plan, dir, rec, lock) = resume::reopen(&cwd, dir, ui)?;
-            plan.judge = judge;
+            plan.agents.judge = judge;
             runtime.block_on(resume::resume(&plan, ui, dir, rec, lock, cancel, &Threads))
         }
     }

@@ -153,8 +153,21 @@ impl SandboxPlan {
     }
 }
 
+/// Everything a run needs, resolved and checked before it exists, in five parts.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
+    pub target: Target,
+    pub agents: Agents,
+    pub policy: Policy,
+    pub routing: Routing,
+    pub landing: Landing,
+    /// Things the user should know that do not stop the run.
+    pub warnings: Vec<String>,
+}
+
+/// What the run works on: the repository, the task and the base.
+#[derive(Debug, Clone)]
+pub struct Target {
     pub repo: Repo,
     pub mode: Mode,
     /// The arguments as given, kept in the record for `resume`.
@@ -166,12 +179,13 @@ pub struct RunPlan {
     pub base_tree: String,
     /// `refs/heads/<name>` when the base is a branch (for `ship = "merge"`).
     pub base_branch: Option<String>,
-    pub loaded: LoadedConfig,
-    pub scope: Scope,
-    pub risk: Assessment,
-    /// Where the run starts, and why.
-    pub start: Stage,
-    pub start_reason: String,
+    /// The bundle workstream this run is.
+    pub bundle: Option<crate::store::record::BundleRef>,
+}
+
+/// Who works: the agent of each role, their prompt templates, and best-of-N's candidates.
+#[derive(Debug, Clone)]
+pub struct Agents {
     /// Required to build; a reverify run has no builder.
     pub builder: Option<RoleAgent>,
     pub verifier: RoleAgent,
@@ -179,26 +193,27 @@ pub struct RunPlan {
     pub planner: Option<RoleAgent>,
     pub reviewer: Option<RoleAgent>,
     pub docs: Option<RoleAgent>,
-    /// True when the CLI or the config gave a scope; otherwise an approved plan's manifest
-    /// becomes the scope.
-    pub user_scope: bool,
-    pub deny: Vec<String>,
-    pub docs_when: Globs,
-    pub docs_paths: Vec<String>,
     pub templates: Templates,
-    pub gates: Vec<GateConfig>,
-    pub bundle: Option<crate::store::record::BundleRef>,
     /// How many candidates to build (1: an ordinary run).
     pub candidates: u32,
     /// A candidate's link to its parent: where to send its work for judging, and where its
     /// parent's discovery and planning results are.
     pub judge: Option<links::Judge>,
     pub inherited: Option<links::Inherited>,
-    pub worktree_root: PathBuf,
-    pub branch_prefix: String,
-    pub keep_failed: bool,
-    pub ship: ShipMode,
-    pub include: Vec<String>,
+}
+
+/// What holds the run: the config, scope, gates, caps, containment, sandbox and trust.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub loaded: LoadedConfig,
+    pub scope: Scope,
+    /// True when the CLI or the config gave a scope; otherwise an approved plan's manifest
+    /// becomes the scope.
+    pub user_scope: bool,
+    pub deny: Vec<String>,
+    pub gates: Vec<GateConfig>,
+    pub docs_when: Globs,
+    pub docs_paths: Vec<String>,
     pub max_fix_attempts: u32,
     pub max_rounds: u32,
     pub plan_max_rounds: u32,
@@ -209,8 +224,24 @@ pub struct RunPlan {
     /// The config's blob id, and whether it must be trusted before it runs anything.
     pub trust: TrustState,
     pub output_bytes: usize,
-    /// Things the user should know that do not stop the run.
-    pub warnings: Vec<String>,
+}
+
+/// How risky the task is, and so where the run starts.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub risk: Assessment,
+    pub start: Stage,
+    pub start_reason: String,
+}
+
+/// Where the run's worktree and branch go, and how its result lands.
+#[derive(Debug, Clone)]
+pub struct Landing {
+    pub worktree_root: PathBuf,
+    pub branch_prefix: String,
+    pub keep_failed: bool,
+    pub ship: ShipMode,
+    pub include: Vec<String>,
 }
 
 /// Never read more of a task than this, whatever `limits.max_task_bytes` says: `--task-file
@@ -317,35 +348,29 @@ impl RunPlan {
         shared: &RunArgs,
     ) -> Result<RunPlan> {
         let args = workstream_args(w, shared);
-        let git = self.repo.git();
+        let git = self.target.repo.git();
         let mut p = self.clone();
-        if base != self.base {
-            p.base_tree = objects::tree_of(&git, &base)?;
+        if base != self.target.base {
+            p.target.base_tree = objects::tree_of(&git, &base)?;
             // A dependency may have changed .gitattributes.
             prepare::check_lfs(&git, &base)?;
         }
-        p.scope = build_scope(&p.loaded, &args)?;
-        let (risk, start, start_reason) = route(&git, &base, &w.task, &p.loaded, &p.scope, &args)?;
-        p.risk = risk;
-        p.start = start;
-        p.start_reason = start_reason;
-        p.user_scope = user_scope(&p.loaded, &args);
-        p.gates = pick_gates(&p.loaded, &args)?;
-        p.args = args_record(&args, &p.mode);
-        p.bundle = args.bundle.clone();
-        p.base_branch = None;
-        p.ship = ShipMode::Branch;
-        p.keep_failed = args.keep || p.loaded.config.run.keep_failed;
-        p.task = w.task.clone();
-        p.base = base;
-        p.base_ref = base_ref;
-        p.warnings = if p.scope.unrestricted()
-            && (p.start == Stage::Execution || p.planner.is_none())
-        {
-            vec!["scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned()]
-        } else {
-            Vec::new()
-        };
+        let (scope, routing) = scope_and_routing(&git, &base, &w.task, &p.policy.loaded, &args)?;
+        p.policy.scope = scope;
+        p.routing = routing;
+        p.policy.user_scope = user_scope(&p.policy.loaded, &args);
+        p.policy.gates = pick_gates(&p.policy.loaded, &args)?;
+        p.target.args = args_record(&args, &p.target.mode);
+        p.target.bundle = args.bundle.clone();
+        p.target.base_branch = None;
+        p.landing.ship = ShipMode::Branch;
+        p.landing.keep_failed = args.keep || p.policy.loaded.config.run.keep_failed;
+        p.target.task = w.task.clone();
+        p.target.base = base;
+        p.target.base_ref = base_ref;
+        p.warnings = unrestricted_warning(&p.policy.scope, &p.routing, p.agents.planner.is_some())
+            .into_iter()
+            .collect();
         Ok(p)
     }
 
@@ -454,8 +479,8 @@ impl RunPlan {
 
     /// What the worktree is made from: the base, or the commit being reverified.
     pub fn checkout(&self) -> (&str, &str) {
-        match &self.mode {
-            Mode::Build => (&self.base, &self.base_tree),
+        match &self.target.mode {
+            Mode::Build => (&self.target.base, &self.target.base_tree),
             Mode::Reverify { commit, tree } => (commit, tree),
         }
     }
@@ -473,7 +498,7 @@ impl RunPlan {
         let base_tree = objects::tree_of(&git, &base)?;
         let base_branch = objects::branch_ref_of(&git, &base_ref)?;
         let c = &loaded.config;
-        let scope = build_scope(&loaded, args)?;
+        let (scope, routing) = scope_and_routing(&git, &base, &task, &loaded, args)?;
         let overrides = agent::parse_overrides(&args.agents)?;
         let search_dir = repo
             .work_tree
@@ -496,7 +521,6 @@ impl RunPlan {
         let reviewer = optional(Role::Reviewer)?;
         let docs = optional(Role::Docs)?;
 
-        let (risk, start, start_reason) = route(&git, &base, &task, &loaded, &scope, args)?;
         let user_scope = user_scope(&loaded, args);
         let deny: Vec<String> = c
             .scope
@@ -557,11 +581,7 @@ impl RunPlan {
         if let Some(w) = uncommitted_config_warning(&repo, &loaded, &base_ref) {
             warnings.push(w);
         }
-        if scope.unrestricted() && (start == Stage::Execution || planner.is_none()) {
-            warnings.push(
-                "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned(),
-            );
-        }
+        warnings.extend(unrestricted_warning(&scope, &routing, planner.is_some()));
         let sandbox = sandbox_plan(&loaded.config)?;
         if let Some(f) = &sandbox.found
             && !f.enforced
@@ -586,59 +606,93 @@ impl RunPlan {
         } else {
             (c.run.ship, base_branch)
         };
-        Ok(RunPlan {
-            mode,
-            args: args_record,
-            task,
-            base,
-            base_ref,
-            base_tree,
-            base_branch,
-            scope,
-            risk,
-            start,
-            start_reason,
-            builder,
-            verifier,
-            discovery,
-            planner,
-            reviewer,
-            docs,
-            user_scope,
-            deny,
-            docs_when,
-            docs_paths,
-            templates,
-            gates,
-            bundle: args.bundle.clone(),
-            candidates: args.candidates.unwrap_or(1),
-            judge: None,
-            inherited: None,
+        let landing = Landing {
             worktree_root,
             branch_prefix: c.run.branch_prefix.clone(),
             keep_failed: args.keep || c.run.keep_failed,
             ship,
             include: c.run.include.clone(),
-            max_fix_attempts: c.limits.max_fix_attempts,
-            max_rounds: c.verify.max_rounds,
-            plan_max_rounds: c.plan.max_rounds,
-            max_same_error: c.limits.max_same_error,
-            oscillation: c.limits.oscillation,
-            trust,
-            sandbox,
-            containment: crate::safety::containment::Checks {
-                checkout: c.containment.checkout,
-                git_dir: c.containment.git_dir,
-                refs: c.containment.refs,
+        };
+        Ok(RunPlan {
+            target: Target {
+                repo,
+                mode,
+                args: args_record,
+                task,
+                base,
+                base_ref,
+                base_tree,
+                base_branch,
+                bundle: args.bundle.clone(),
             },
-            output_bytes: usize::try_from(c.limits.output_bytes)
-                .unwrap_or(usize::MAX)
-                .max(1024),
+            agents: Agents {
+                builder,
+                verifier,
+                discovery,
+                planner,
+                reviewer,
+                docs,
+                templates,
+                candidates: args.candidates.unwrap_or(1),
+                judge: None,
+                inherited: None,
+            },
+            policy: Policy {
+                scope,
+                user_scope,
+                deny,
+                gates,
+                docs_when,
+                docs_paths,
+                max_fix_attempts: c.limits.max_fix_attempts,
+                max_rounds: c.verify.max_rounds,
+                plan_max_rounds: c.plan.max_rounds,
+                max_same_error: c.limits.max_same_error,
+                oscillation: c.limits.oscillation,
+                containment: crate::safety::containment::Checks {
+                    checkout: c.containment.checkout,
+                    git_dir: c.containment.git_dir,
+                    refs: c.containment.refs,
+                },
+                sandbox,
+                trust,
+                output_bytes: usize::try_from(c.limits.output_bytes)
+                    .unwrap_or(usize::MAX)
+                    .max(1024),
+                loaded,
+            },
+            routing,
+            landing,
             warnings,
-            loaded,
-            repo,
         })
     }
+}
+
+/// The parts of a plan that depend on the task: its scope, and where it starts. Shared by a
+/// run's plan and a workstream's plan derived from another.
+fn scope_and_routing(
+    git: &crate::git::Git,
+    base: &str,
+    task: &str,
+    loaded: &LoadedConfig,
+    args: &RunArgs,
+) -> Result<(Scope, Routing)> {
+    let scope = build_scope(loaded, args)?;
+    let (risk, start, start_reason) = route(git, base, task, loaded, &scope, args)?;
+    Ok((
+        scope,
+        Routing {
+            risk,
+            start,
+            start_reason,
+        },
+    ))
+}
+
+/// A run that may change every path and has no planner to narrow it is told so.
+fn unrestricted_warning(scope: &Scope, routing: &Routing, has_planner: bool) -> Option<String> {
+    (scope.unrestricted() && (routing.start == Stage::Execution || !has_planner))
+    .then(|| "scope: unrestricted: no --scope/--create and no scope.allow/scope.create; every path except scope.deny may change".to_owned())
 }
 
 /// How risky the task is, where the run starts, and why. The number of existing files the scope

@@ -22,6 +22,7 @@ pub mod resume;
 pub mod stages;
 pub(crate) mod state;
 pub mod step;
+pub(crate) mod workspace;
 
 use std::sync::Arc;
 
@@ -45,12 +46,12 @@ use outcome::{Ending, Outcome};
 /// Redactor for a run: the process environment plus every agent's and gate's `env` table.
 pub fn redactor_for(plan: &RunPlan) -> Redactor {
     let mut extra: Vec<(&str, &str)> = Vec::new();
-    for entry in plan.loaded.config.agents.values() {
+    for entry in plan.policy.loaded.config.agents.values() {
         for spec in &entry.0 {
             extra.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
     }
-    for gate in &plan.gates {
+    for gate in &plan.policy.gates {
         extra.extend(gate.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
     Redactor::from_env(extra)
@@ -71,10 +72,10 @@ pub async fn execute(
 /// A new run folder for `plan`, storing through its redactor.
 pub fn create_run_dir(plan: &RunPlan) -> Result<crate::store::RunDir> {
     let redactor = Arc::new(redactor_for(plan));
-    let store = Store::new(&plan.repo.pipeline_dir());
+    let store = Store::new(&plan.target.repo.pipeline_dir());
     Ok(store
         .create_run(redactor)?
-        .with_workstream(plan.bundle.as_ref().map(|b| b.workstream.clone())))
+        .with_workstream(plan.target.bundle.as_ref().map(|b| b.workstream.clone())))
 }
 
 /// Execute a prepared plan in a run folder made for it by [`create_run_dir`].
@@ -87,52 +88,54 @@ pub async fn execute_in(
 ) -> Result<Outcome> {
     let lock = dir.lock()?;
     let mut run = Run::new(plan, ui, dir, launch);
-    if let Some(from) = &plan.inherited {
+    if let Some(from) = &plan.agents.inherited {
         run.inherit(&from.parent_dir, &from.artifacts)?;
     }
-    run.slot = Some(crate::store::lock::acquire_slot(&plan.repo.pipeline_dir())?);
+    run.ws.slot = Some(crate::store::lock::acquire_slot(
+        &plan.target.repo.pipeline_dir(),
+    )?);
     run.save()?;
-    run.dir.event(
+    run.log.dir.event(
         None,
         "run_started",
         json!({
-            "task": plan.task,
-            "base": plan.base,
-            "base_ref": plan.base_ref,
-            "branch": run.branch,
-            "risk": plan.risk.risk,
-            "risk_reasons": plan.risk.reasons,
-            "start": plan.start,
-            "scope": plan.scope.record(),
+            "task": plan.target.task,
+            "base": plan.target.base,
+            "base_ref": plan.target.base_ref,
+            "branch": run.ws.branch,
+            "risk": plan.routing.risk.risk,
+            "risk_reasons": plan.routing.risk.reasons,
+            "start": plan.routing.start,
+            "scope": plan.policy.scope.record(),
         }),
     )?;
-    ui.info(match &plan.mode {
+    ui.info(match &plan.target.mode {
         crate::plan::Mode::Build => format!(
             "run {}: risk {} ({}); {}",
-            run.dir.id,
-            plan.risk.risk.name(),
-            plan.risk.reasons.join("; "),
-            plan.start_reason
+            run.log.dir.id,
+            plan.routing.risk.risk.name(),
+            plan.routing.risk.reasons.join("; "),
+            plan.routing.start_reason
         ),
         crate::plan::Mode::Reverify { commit, .. } => format!(
             "run {}: reverify {} against {}",
-            run.dir.id,
+            run.log.dir.id,
             &commit[..commit.len().min(12)],
-            plan.base_ref
+            plan.target.base_ref
         ),
     });
     for w in &plan.warnings {
         ui.warn(w);
     }
-    run.rec.status = Status::Running;
+    run.log.rec.status = Status::Running;
     let ending = match run.setup() {
         Ok(()) => {
             let driven = run.drive(&mut cancel).await;
             run.ending_of(driven, &cancel)
         }
         Err(_) if cancel.is_cancelled() => {
-            let _ = stages::rollback::discard(&run.repo, &run.worktree, &run.branch);
-            run.rec.worktree = None;
+            let _ = stages::rollback::discard(&run.ws.repo, &run.ws.worktree, &run.ws.branch);
+            run.log.rec.worktree = None;
             Ending::Interrupted
         }
         Err(e) => Ending::Failed {
@@ -153,7 +156,7 @@ impl Run<'_> {
     fn ending_of(&self, driven: Result<Ending>, cancel: &Cancel) -> Ending {
         match driven {
             Ok(e) => e,
-            Err(e) if self.rec.commit.is_some() => {
+            Err(e) if self.log.rec.commit.is_some() => {
                 self.ui
                     .warn(format!("the run shipped, but a last step failed: {e}"));
                 Ending::Shipped
@@ -181,31 +184,31 @@ impl Run<'_> {
     /// again, and once execution has a checkpoint it continues from there.
     async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         use crate::plan::Stage;
-        if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.mode {
+        if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.target.mode {
             return self.reverify(commit, tree, cancel).await;
         }
         // A run that recorded no stage yet starts from the router's choice (a candidate's
         // inherited plan included); otherwise what its artifacts hold is done.
-        let fresh = self.rec.stages.is_empty();
-        let executing = self.rec.resume.checkpoint.is_some();
+        let fresh = self.log.rec.stages.is_empty();
+        let executing = self.log.rec.resume.checkpoint.is_some();
         let planned = !fresh && self.plan_text.is_some();
         let discovered = !fresh && self.spec.is_some();
         if !executing && !planned && !discovered {
-            if self.plan.start <= Stage::Discovery {
+            if self.plan.routing.start <= Stage::Discovery {
                 if let Some(end) = before_execution(self.discovery(cancel).await?) {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage("discovery", &self.plan.start_reason.clone());
+                self.skip_stage("discovery", &self.plan.routing.start_reason.clone());
             }
         }
         if !executing && !planned {
-            if self.plan.start <= Stage::Planning {
+            if self.plan.routing.start <= Stage::Planning {
                 if let Some(end) = before_execution(self.planning(cancel).await?) {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage("planning", &self.plan.start_reason.clone());
+                self.skip_stage("planning", &self.plan.routing.start_reason.clone());
             }
         }
         self.build(cancel).await
@@ -214,13 +217,13 @@ impl Run<'_> {
     /// Execution: by this run's builder, or by several candidates it compares.
     async fn build(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         let shipping = matches!(
-            self.rec.resume.checkpoint,
+            self.log.rec.resume.checkpoint,
             Some(
                 store_record::Checkpoint::Approved { .. }
                     | store_record::Checkpoint::Committed { .. }
             )
         );
-        if self.plan.candidates > 1 && !shipping {
+        if self.plan.agents.candidates > 1 && !shipping {
             self.best_of(cancel).await
         } else {
             self.execution(cancel).await

@@ -1,7 +1,6 @@
 //! The state of one live run, and what every stage shares: recording steps, snapshots, the
 //! read-only check, setting up the worktree, finishing and rolling back.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
@@ -11,7 +10,6 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::git::Git;
 use crate::git::objects;
-use crate::git::prepare;
 use crate::git::snapshot::Snapshot;
 use crate::git::snapshot::Snapshotter;
 use crate::git::worktree;
@@ -41,16 +39,40 @@ use crate::store::record::StageStatus;
 use crate::store::record::Status;
 use crate::store::record::Verification;
 use crate::ui::Ui;
+use std::path::PathBuf;
 
+/// What a run writes down: its folder (events, prompts, outputs) and its record.
+pub(crate) struct Recorder {
+    pub dir: RunDir,
+    pub rec: RunRecord,
+}
+
+/// Where a run works: the repository, its worktree and branch, and what snapshots, watches and
+/// sandboxes them. Made by `setup` (run/workspace.rs) or brought back by `reattach`.
+pub(crate) struct Workspace {
+    pub repo: Git,
+    pub worktree: PathBuf,
+    /// Empty for a reverify run, which works on a detached checkout.
+    pub branch: String,
+    pub snap: Option<Snapshotter>,
+    /// The tree of the last snapshot, for the archive when the worktree is gone.
+    pub last_tree: Option<String>,
+    /// Fingerprints of what no step may change (set once the worktree exists).
+    pub guard: Option<crate::safety::containment::Guard>,
+    /// How agents and gates are sandboxed, once the worktree exists.
+    pub sandbox: Option<crate::sandbox::Setup>,
+    /// This run's `PIPELINE_SLOT`, held while it lives.
+    pub slot: Option<crate::store::lock::Slot>,
+    /// The run's worktree, watched for read-only steps.
+    pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
+}
+
+/// One live run: its plan, what it records, where it works, and the state of its stages.
 pub(crate) struct Run<'a> {
     pub plan: &'a RunPlan,
     pub ui: &'a Ui,
-    pub dir: RunDir,
-    pub rec: RunRecord,
-    pub repo: Git,
-    pub worktree: PathBuf,
-    pub branch: String,
-    pub snap: Option<Snapshotter>,
+    pub log: Recorder,
+    pub ws: Workspace,
     /// Discovery and planning share one session, execution another, verification a third that
     /// no builder sees, docs a fourth.
     pub plan_session: String,
@@ -65,22 +87,12 @@ pub(crate) struct Run<'a> {
     pub breakers: Breakers,
     started: Instant,
     pub details: Vec<String>,
-    /// The tree of the last snapshot, for the archive when the worktree is gone.
-    pub last_tree: Option<String>,
     /// `<config entry> (<program>)` of the verifier that last ran, for the attestation.
     pub verifier_label: Option<String>,
     /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
     pub docs_changes: Vec<String>,
-    /// Fingerprints of what no step may change (set once the worktree exists).
-    pub guard: Option<crate::safety::containment::Guard>,
-    /// How agents and gates are sandboxed, once the worktree exists.
-    pub sandbox: Option<crate::sandbox::Setup>,
-    /// This run's `PIPELINE_SLOT`, held while it lives.
-    pub slot: Option<crate::store::lock::Slot>,
     /// The bundle an approved plan split the task into.
     pub split: Option<crate::bundle::spec::Bundle>,
-    /// The run's worktree, watched for read-only steps.
-    pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
     /// How this run starts the runs it fans out to (a best-of-N parent's candidates).
     pub launch: &'a dyn crate::run::launch::Launch,
 }
@@ -93,21 +105,21 @@ impl<'a> Run<'a> {
         launch: &'a dyn crate::run::launch::Launch,
     ) -> Run<'a> {
         // A reverify run works on a detached checkout of the commit: no branch of its own.
-        let branch = match plan.mode {
-            Mode::Build => format!("{}{}", plan.branch_prefix, dir.id),
+        let branch = match plan.target.mode {
+            Mode::Build => format!("{}{}", plan.landing.branch_prefix, dir.id),
             Mode::Reverify { .. } => String::new(),
         };
-        let worktree = plan.worktree_root.join(&dir.id);
+        let worktree = plan.landing.worktree_root.join(&dir.id);
         let rec = RunRecord {
             version: crate::store::record::RECORD_VERSION,
             run_id: dir.id.clone(),
-            task: plan.task.clone(),
-            risk: plan.risk.risk,
-            risk_reasons: plan.risk.reasons.clone(),
+            task: plan.target.task.clone(),
+            risk: plan.routing.risk.risk,
+            risk_reasons: plan.routing.risk.reasons.clone(),
             status: Status::Pending,
             reason: None,
             exit_code: None,
-            base: plan.base.clone(),
+            base: plan.target.base.clone(),
             branch: branch.clone(),
             commit: None,
             worktree: None,
@@ -119,21 +131,21 @@ impl<'a> Run<'a> {
             metrics: Metrics::default(),
             stage: None,
             error: None,
-            base_ref: plan.base_ref.clone(),
+            base_ref: plan.target.base_ref.clone(),
             archive: None,
-            scope: plan.scope.record(),
+            scope: plan.policy.scope.record(),
             created_at: ids::now_rfc3339(),
             ended_at: None,
             merge: None,
             artifacts: Default::default(),
-            bundle: plan.bundle.clone(),
+            bundle: plan.target.bundle.clone(),
             split_into: None,
             candidates: Vec::new(),
-            candidate_of: plan.args.candidate_of.clone(),
-            sandbox: Some(plan.sandbox.describe()),
+            candidate_of: plan.target.args.candidate_of.clone(),
+            sandbox: Some(plan.policy.sandbox.describe()),
             worktree_identity: None,
             resume: ResumeState {
-                args: plan.args.clone(),
+                args: plan.target.args.clone(),
                 sessions: Sessions {
                     plan: ids::new_session_id(),
                     execution: ids::new_session_id(),
@@ -146,38 +158,39 @@ impl<'a> Run<'a> {
         Run {
             plan,
             ui,
-            repo: plan.repo.git(),
-            worktree,
-            branch,
-            snap: None,
+            ws: Workspace {
+                repo: plan.target.repo.git(),
+                worktree,
+                branch,
+                snap: None,
+                last_tree: None,
+                guard: None,
+                sandbox: None,
+                slot: None,
+                wt_watch: None,
+            },
             plan_session: rec.resume.sessions.plan.clone(),
             exec_session: rec.resume.sessions.execution.clone(),
             verify_session: rec.resume.sessions.verification.clone(),
             docs_session: rec.resume.sessions.docs.clone(),
-            scope: plan.scope.clone(),
+            scope: plan.policy.scope.clone(),
             spec: None,
             plan_text: None,
-            breakers: Breakers::new(plan.max_same_error, plan.oscillation),
+            breakers: Breakers::new(plan.policy.max_same_error, plan.policy.oscillation),
             started: Instant::now(),
             details: Vec::new(),
-            last_tree: None,
             verifier_label: None,
             docs_changes: Vec::new(),
-            guard: None,
-            sandbox: None,
-            slot: None,
             split: None,
-            wt_watch: None,
             launch,
-            rec,
-            dir,
+            log: Recorder { dir, rec },
         }
     }
 
     pub fn into_outcome(self) -> Outcome {
         Outcome {
-            dir: self.dir.path.clone(),
-            record: self.rec,
+            dir: self.log.dir.path.clone(),
+            record: self.log.rec,
             details: self.details,
             split: self.split,
         }
@@ -186,31 +199,38 @@ impl<'a> Run<'a> {
     pub fn save(&mut self) -> Result<()> {
         self.update_metrics();
         let (counts, trees) = self.breakers.memory();
-        self.rec.resume.error_counts = counts;
-        self.rec.resume.attempt_trees = trees;
-        self.rec.resume.snapshot_tree = self.last_tree.clone();
-        self.dir.write_record(&self.rec)
+        self.log.rec.resume.error_counts = counts;
+        self.log.rec.resume.attempt_trees = trees;
+        self.log.rec.resume.snapshot_tree = self.ws.last_tree.clone();
+        self.log.dir.write_record(&self.log.rec)
     }
 
     /// Serialise our ref and worktree changes with other runs of this repository.
     pub fn repo_lock(&self) -> Result<crate::store::lock::RepoLock> {
-        crate::store::lock::acquire_repo(&self.plan.repo.pipeline_dir())
+        crate::store::lock::acquire_repo(&self.plan.target.repo.pipeline_dir())
     }
 
     /// Record how far the run got, durably, before going on.
     pub fn checkpoint(&mut self, at: Checkpoint) -> Result<()> {
-        self.rec.resume.checkpoint = Some(at);
+        self.log.rec.resume.checkpoint = Some(at);
         self.save()
     }
 
     fn update_metrics(&mut self) {
-        let m = &mut self.rec.metrics;
+        let m = &mut self.log.rec.metrics;
         m.total_time_s = step::secs(self.started.elapsed());
-        m.tokens = self.rec.stages.iter().map(|s| s.tokens).sum();
-        let costs: Vec<f64> = self.rec.stages.iter().filter_map(|s| s.cost_usd).collect();
+        m.tokens = self.log.rec.stages.iter().map(|s| s.tokens).sum();
+        let costs: Vec<f64> = self
+            .log
+            .rec
+            .stages
+            .iter()
+            .filter_map(|s| s.cost_usd)
+            .collect();
         m.cost_usd = (!costs.is_empty()).then(|| costs.iter().sum());
         let distinct = |skip: bool| {
             let mut names: Vec<&str> = self
+                .log
                 .rec
                 .stages
                 .iter()
@@ -223,107 +243,34 @@ impl<'a> Run<'a> {
         };
         let executed = distinct(false);
         let skipped = distinct(true);
-        let m = &mut self.rec.metrics;
+        let m = &mut self.log.rec.metrics;
         m.stages_executed = executed;
         m.stages_skipped = skipped;
     }
 
     pub fn ctx(&self) -> StepCtx<'_> {
         StepCtx {
-            run_id: &self.dir.id,
-            worktree: &self.worktree,
-            base: &self.plan.base,
-            slot: self.slot.as_ref().map_or(0, |s| s.number),
-            workstream: self.plan.bundle.as_ref().map(|b| b.workstream.as_str()),
-            candidate: self.plan.args.candidate_of.as_ref().map(|c| c.index),
-            dir: &self.dir,
-            capture_limit: self.plan.output_bytes,
-            committer_name: self.guard.as_ref().and_then(|g| g.committer_name()),
-            sandbox: self.sandbox.as_ref(),
+            run_id: &self.log.dir.id,
+            worktree: &self.ws.worktree,
+            base: &self.plan.target.base,
+            slot: self.ws.slot.as_ref().map_or(0, |s| s.number),
+            workstream: self
+                .plan
+                .target
+                .bundle
+                .as_ref()
+                .map(|b| b.workstream.as_str()),
+            candidate: self.plan.target.args.candidate_of.as_ref().map(|c| c.index),
+            dir: &self.log.dir,
+            capture_limit: self.plan.policy.output_bytes,
+            committer_name: self.ws.guard.as_ref().and_then(|g| g.committer_name()),
+            sandbox: self.ws.sandbox.as_ref(),
         }
-    }
-
-    /// The sandbox of the run's steps: the worktree, what git needs to commit on the run's
-    /// branch (objects, the worktree's admin folder, the folder of its branch ref and reflog), a
-    /// private temporary folder, build caches and `sandbox.writable`.
-    fn sandbox_setup(&self, worktree_git_dir: &Path) -> Result<Option<crate::sandbox::Setup>> {
-        if !self.plan.sandbox.active() {
-            return Ok(None);
-        }
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::io("find git-pipeline itself for the sandbox", e))?;
-        let common = &self.plan.repo.common_dir;
-        // Not the run's own scratch folder (`tmp`, where its index is): the agent's.
-        let tmp = self.dir.path.join("agent-tmp");
-        let mut writable = vec![
-            self.worktree.clone(),
-            common.join("objects"),
-            worktree_git_dir.to_owned(),
-            tmp.clone(),
-        ];
-        if !self.branch.is_empty() {
-            // git updates a ref through `<ref>.lock` beside it, so the ref's folder must be
-            // writable: other runs' branches share it, and containment keeps watching them.
-            let rel = Path::new("refs/heads").join(&self.branch);
-            for base in [common.clone(), common.join("logs")] {
-                if let Some(dir) = base.join(&rel).parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
-                    writable.push(dir.to_owned());
-                }
-            }
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("create", &tmp, e))?;
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        if let Some(h) = &home {
-            writable.extend(crate::sandbox::caches(h));
-        }
-        writable.extend(self.plan.sandbox.writable.iter().cloned());
-        Ok(Some(crate::sandbox::Setup {
-            exe,
-            writable,
-            tmp,
-            home,
-            gate_network: self.plan.sandbox.gate_network,
-            required: self.plan.sandbox.mode == crate::sandbox::Mode::Required,
-        }))
-    }
-
-    /// Set up the containment checks and the sandbox for this run's worktree.
-    pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
-        self.sandbox = self.sandbox_setup(worktree_git_dir)?;
-        let mut checkouts: Vec<PathBuf> = Vec::new();
-        for c in [&self.plan.repo.main_worktree, &self.plan.repo.work_tree]
-            .into_iter()
-            .flatten()
-        {
-            if !checkouts.iter().any(|x| x == c) {
-                checkouts.push(c.clone());
-            }
-        }
-        self.guard = Some(crate::safety::containment::Guard::new(
-            crate::safety::containment::Places {
-                checks: self.plan.containment.clone(),
-                checkouts,
-                common_dir: self.plan.repo.common_dir.clone(),
-                repo: self.repo.clone(),
-                worktree: self.worktree.clone(),
-                worktree_git_dir: worktree_git_dir.to_owned(),
-                branch_ref: if self.branch.is_empty() {
-                    String::new()
-                } else {
-                    format!("refs/heads/{}", self.branch)
-                },
-                base: self.plan.base.clone(),
-                branch_prefix: self.plan.branch_prefix.clone(),
-                run_id: self.dir.id.clone(),
-            },
-        )?);
-        Ok(())
     }
 
     /// The fingerprint to compare after a step.
     pub fn fingerprint(&self) -> Result<Option<crate::safety::containment::Fingerprint>> {
-        self.guard.as_ref().map(|g| g.take()).transpose()
+        self.ws.guard.as_ref().map(|g| g.take()).transpose()
     }
 
     /// After a step: processes it left running (a daemon, a `setsid` escapee) are stopped, and a
@@ -333,7 +280,7 @@ impl<'a> Run<'a> {
         before: Option<crate::safety::containment::Fingerprint>,
         what: &str,
     ) -> Result<()> {
-        let run_dir = self.dir.path.clone();
+        let run_dir = self.log.dir.path.clone();
         // Reading every process's environment is a scan of /proc: off the runtime's thread.
         let escaped = tokio::task::spawn_blocking(move || {
             crate::safety::process::run_processes(&run_dir, None)
@@ -346,25 +293,31 @@ impl<'a> Run<'a> {
                 escaped.len()
             ));
             crate::safety::process::stop_pids_async(&escaped).await;
-            let _ = self.dir.event(
+            let _ = self.log.dir.event(
                 None,
                 "stopped_processes",
                 json!({"after": what, "pids": escaped}),
             );
         }
-        let (Some(guard), Some(before)) = (&self.guard, before) else {
+        let (Some(guard), Some(before)) = (&self.ws.guard, before) else {
             return Ok(());
         };
         let after = guard.take()?;
-        let sandboxed =
-            self.sandbox.is_some() && self.plan.sandbox.found.as_ref().is_some_and(|f| f.enforced);
+        let sandboxed = self.ws.sandbox.is_some()
+            && self
+                .plan
+                .policy
+                .sandbox
+                .found
+                .as_ref()
+                .is_some_and(|f| f.enforced);
         let review = guard.review(&before, &after, sandboxed)?;
         if !review.others.is_empty() {
             self.ui.warn(format!(
                 "while {what} ran, things changed that this run did not change (left as they are): {}",
                 review.others.join("; ")
             ));
-            let _ = self.dir.event(
+            let _ = self.log.dir.event(
                 None,
                 "outside_changes",
                 json!({"after": what, "changes": review.others}),
@@ -378,7 +331,7 @@ impl<'a> Run<'a> {
         for r in &restored {
             self.ui.warn(format!("containment: {r}"));
         }
-        let _ = self.dir.event(
+        let _ = self.log.dir.event(
             None,
             "containment_breach",
             json!({"after": what, "breaches": breaches, "restored": restored}),
@@ -398,8 +351,8 @@ impl<'a> Run<'a> {
 
     /// The gate results of the last attempt (each attempt records every gate in order).
     pub fn last_gates(&self) -> impl Iterator<Item = &crate::store::record::GateRecord> {
-        let n = self.rec.gates.len();
-        self.rec.gates[n.saturating_sub(self.plan.gates.len())..].iter()
+        let n = self.log.rec.gates.len();
+        self.log.rec.gates[n.saturating_sub(self.plan.policy.gates.len())..].iter()
     }
 
     /// The CLI session of the candidate that will run `agent` for a prompt of `prompt_bytes`.
@@ -411,7 +364,7 @@ impl<'a> Run<'a> {
     ) -> (String, step::CliSession) {
         let index = agent.pick(prompt_bytes).map_or(0, |(i, _)| i);
         let key = format!("{}#{}:{session}", agent.name, index + 1);
-        let sessions = &mut self.rec.resume.agent_sessions;
+        let sessions = &mut self.log.rec.resume.agent_sessions;
         if let Some(id) = sessions.get(&key) {
             let id = id.clone();
             return (key, step::CliSession { id, resumed: true });
@@ -461,7 +414,7 @@ impl<'a> Run<'a> {
             && !cli_session.resumed
         {
             // Nothing started, so there is nothing to resume.
-            self.rec.resume.agent_sessions.remove(&key);
+            self.log.rec.resume.agent_sessions.remove(&key);
         }
         self.after_step(
             before,
@@ -472,9 +425,11 @@ impl<'a> Run<'a> {
     }
 
     pub fn begin(&mut self, stage: &str, line: String) -> Result<()> {
-        self.rec.stage = Some(stage.to_owned());
+        self.log.rec.stage = Some(stage.to_owned());
         self.save()?;
-        self.dir.event(Some(stage), "stage_started", json!({}))?;
+        self.log
+            .dir
+            .event(Some(stage), "stage_started", json!({}))?;
         self.ui.start(line);
         Ok(())
     }
@@ -482,6 +437,7 @@ impl<'a> Run<'a> {
     /// The `stage_finished` event. Best effort: the record holds the same facts.
     pub fn finished_stage(&self, stage: &str, status: &str) {
         let _ = self
+            .log
             .dir
             .event(Some(stage), "stage_finished", json!({"status": status}));
     }
@@ -495,7 +451,7 @@ impl<'a> Run<'a> {
         let who = agent.map(|a| format!(" ({a})")).unwrap_or_default();
         self.ui.step(format!("{stage}{who}: skipped ({why})"));
         // A resumed run passes the same skips again; record each once.
-        let known = self.rec.stages.iter().any(|s| {
+        let known = self.log.rec.stages.iter().any(|s| {
             s.stage == stage
                 && s.status == StageStatus::Skip
                 && s.agent.as_deref() == agent
@@ -504,7 +460,7 @@ impl<'a> Run<'a> {
         if known {
             return;
         }
-        self.rec.stages.push(StageRecord {
+        self.log.rec.stages.push(StageRecord {
             stage: stage.to_owned(),
             status: StageStatus::Skip,
             attempt: 0,
@@ -518,7 +474,7 @@ impl<'a> Run<'a> {
             error: None,
             note: Some(why.to_owned()),
         });
-        let _ = self.dir.event(
+        let _ = self.log.dir.event(
             Some(stage),
             "stage_finished",
             json!({"status": "skip", "agent": agent, "reason": why}),
@@ -536,7 +492,7 @@ impl<'a> Run<'a> {
     ) -> Option<Ending> {
         let end = &ran.outcome.end;
         let error = (!end.success()).then(|| end.describe());
-        self.rec.stages.push(StageRecord {
+        self.log.rec.stages.push(StageRecord {
             stage: stage.to_owned(),
             status: if end.success() {
                 StageStatus::Pass
@@ -599,7 +555,7 @@ impl<'a> Run<'a> {
 
     /// Mark the last recorded step as failed with `why`.
     pub fn fail_last_step(&mut self, why: &str) {
-        if let Some(last) = self.rec.stages.last_mut() {
+        if let Some(last) = self.log.rec.stages.last_mut() {
             last.status = StageStatus::Fail;
             last.error = Some(why.to_owned());
         }
@@ -607,18 +563,20 @@ impl<'a> Run<'a> {
 
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let snap = self
+            .ws
             .snap
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?;
-        let s = snap.take(&self.plan.base_tree)?;
-        self.last_tree = Some(s.tree.clone());
+        let s = snap.take(&self.plan.target.base_tree)?;
+        self.ws.last_tree = Some(s.tree.clone());
         Ok(s)
     }
 
     /// Paths changed since the last snapshot (or since the base, when none was taken yet).
     pub fn changed_since_snapshot(&mut self) -> Result<Vec<String>> {
-        if self.last_tree.is_some() {
+        if self.ws.last_tree.is_some() {
             let snap = self
+                .ws
                 .snap
                 .as_ref()
                 .ok_or_else(|| Error::other("the worktree was not set up"))?;
@@ -632,21 +590,10 @@ impl<'a> Run<'a> {
             .collect())
     }
 
-    /// Watch the run's worktree, so that a read-only step that wrote nothing costs no pass over
-    /// it.
-    pub fn watch_worktree(&mut self) -> Result<()> {
-        self.wt_watch = if crate::safety::watch::enabled() {
-            crate::safety::watch::CheckoutWatch::new(&self.worktree, None, Default::default())?
-        } else {
-            None
-        };
-        Ok(())
-    }
-
     /// Before a step that must only read: forget earlier changes (the builder's, a gate's
     /// build output), so that what the watch sees after it is the step's own.
     pub fn before_read_only(&self) -> Result<()> {
-        match &self.wt_watch {
+        match &self.ws.wt_watch {
             Some(w) => w.drain(),
             None => Ok(()),
         }
@@ -657,7 +604,7 @@ impl<'a> Run<'a> {
     pub fn check_read_only(&mut self, who: &str) -> Result<Option<Ending>> {
         // Nothing happened in the worktree during the step: nothing to compare. (Whatever did
         // happen is compared with the last snapshot, the tree that was judged.)
-        if let Some(w) = &self.wt_watch
+        if let Some(w) = &self.ws.wt_watch
             && w.changes()?.is_empty()
         {
             return Ok(None);
@@ -674,129 +621,36 @@ impl<'a> Run<'a> {
         }))
     }
 
-    pub fn setup(&mut self) -> Result<()> {
-        let root = &self.plan.worktree_root;
-        std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
-        let reason = format!("git-pipeline run {} in progress", self.dir.id);
-        let (checkout, checkout_tree) = self.plan.checkout();
-        let branch = (!self.branch.is_empty()).then_some(self.branch.as_str());
-        let guard = self.repo_lock()?;
-        let added = worktree::add(&self.repo, &self.worktree, branch, checkout, &reason);
-        drop(guard);
-        if let Err(e) = added {
-            // git may leave a half-made worktree or branch behind; both are ours to remove.
-            let _ = rollback::discard(&self.repo, &self.worktree, &self.branch);
-            return Err(e);
-        }
-        let wt_paths = worktree::paths(&self.worktree)?;
-        let snap = Snapshotter::new(
-            &self.worktree,
-            &wt_paths.git_dir,
-            self.dir.scratch("index")?,
-        );
-        // Before any agent runs: from now on the worktree's index is the agent's.
-        snap.seed()?;
-        self.snap = Some(snap);
-        self.arm_guard(&wt_paths.git_dir)?;
-        let submodules = prepare::init_submodules(&self.worktree)?;
-        let copied = match &self.plan.repo.main_worktree {
-            Some(main) => {
-                let patterns = prepare::include_patterns(main, &self.plan.include)?;
-                prepare::copy_includes(
-                    main,
-                    &self.worktree,
-                    &patterns,
-                    &self.dir.scratch("worktreeinclude")?,
-                )?
-            }
-            None => Vec::new(),
-        };
-        // The starting point must be the base itself: a post-checkout hook or a filter that
-        // leaves changes behind would be blamed on the agent (and shipped) otherwise. Without
-        // either, git's checkout is the base by construction and the check is skipped.
-        let start = if worktree::checkout_may_differ(&self.worktree, &wt_paths)? {
-            let s = self.snapshot()?;
-            crate::git::snapshot::diff_trees(&self.repo, checkout_tree, &s.tree)?
-        } else {
-            Vec::new()
-        };
-        if !start.is_empty() {
-            let paths: Vec<String> = start
-                .iter()
-                .take(5)
-                .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
-                .collect();
-            return Err(Error::other_hint(
-                format!(
-                    "right after checkout the worktree already differs from the base: {}",
-                    paths.join(", ")
-                ),
-                "a post-checkout hook or a filter changed files; make it write ignored files only",
-            ));
-        }
-        self.watch_worktree()?;
-        // Recorded only now: a run stopped before this point has no worktree worth keeping, and
-        // `resume` makes it again from scratch.
-        self.rec.worktree = Some(self.worktree.clone());
-        self.rec.worktree_identity = worktree::identity(&self.worktree);
-        self.save()?;
-        self.dir.event(
-            None,
-            "worktree_ready",
-            json!({
-                "worktree": self.worktree,
-                "branch": self.branch,
-                "submodules": submodules,
-                "included": copied.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-            }),
-        )?;
-        self.ui.info(if self.branch.is_empty() {
-            format!(
-                "  worktree {} (detached at {checkout})",
-                self.worktree.display()
-            )
-        } else {
-            format!(
-                "  worktree {} on branch {}",
-                self.worktree.display(),
-                self.branch
-            )
-        });
-        self.ui
-            .info(format!("  sandbox {}", self.plan.sandbox.describe()));
-        Ok(())
-    }
-
     pub fn finish(&mut self, ending: Ending) -> Result<()> {
-        self.rec.stage = None;
-        self.rec.ended_at = Some(ids::now_rfc3339());
+        self.log.rec.stage = None;
+        self.log.rec.ended_at = Some(ids::now_rfc3339());
         match ending {
             Ending::Shipped => {
-                self.rec.status = Status::Succeeded;
+                self.log.rec.status = Status::Succeeded;
             }
             Ending::Chosen => {
                 // Its tree ships in the parent's commit; nothing here needs keeping.
-                self.rec.status = Status::Succeeded;
+                self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.repo, &self.worktree, &self.branch)?;
-                self.rec.worktree = None;
-                self.rec.rolled_back = true;
+                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+                self.log.rec.worktree = None;
+                self.log.rec.rolled_back = true;
             }
             Ending::Dropped(why) => {
-                self.rec.status = Status::Abandoned;
-                self.rec.error = Some(why.clone());
+                self.log.rec.status = Status::Abandoned;
+                self.log.rec.error = Some(why.clone());
                 if let Err(e) = self.roll_back(&why) {
                     self.details.push(format!("rollback incomplete: {e}"));
                 }
             }
             Ending::Split(bundle) => {
                 // Nothing was built here: the worktree and branch go, the workstreams make theirs.
-                self.rec.status = Status::Succeeded;
+                self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.repo, &self.worktree, &self.branch)?;
-                self.rec.worktree = None;
-                self.rec.branch = String::new();
-                self.dir.event(
+                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+                self.log.rec.worktree = None;
+                self.log.rec.branch = String::new();
+                self.log.dir.event(
                     None,
                     "split",
                     json!({"workstreams": bundle.workstreams.len()}),
@@ -804,9 +658,12 @@ impl<'a> Run<'a> {
                 self.split = Some(bundle);
             }
             Ending::Interrupted => {
-                self.rec.status = Status::Interrupted;
-                self.dir
-                    .event(None, "interrupted", json!({"worktree": self.rec.worktree}))?;
+                self.log.rec.status = Status::Interrupted;
+                self.log.dir.event(
+                    None,
+                    "interrupted",
+                    json!({"worktree": self.log.rec.worktree}),
+                )?;
                 self.ui.step("interrupted: the worktree is kept");
             }
             Ending::Failed {
@@ -814,22 +671,24 @@ impl<'a> Run<'a> {
                 message,
                 details,
             } => {
-                self.rec.status = Status::Failed;
-                self.rec.reason = Some(reason);
-                self.rec.error = Some(message.clone());
+                self.log.rec.status = Status::Failed;
+                self.log.rec.reason = Some(reason);
+                self.log.rec.error = Some(message.clone());
                 self.details = details;
                 if let Err(e) = self.roll_back(&message) {
                     self.details.push(format!("rollback incomplete: {e}"));
-                    let _ =
-                        self.dir
-                            .event(None, "rollback_failed", json!({"error": e.to_string()}));
+                    let _ = self.log.dir.event(
+                        None,
+                        "rollback_failed",
+                        json!({"error": e.to_string()}),
+                    );
                 }
             }
         }
-        if self.rec.status.is_final() {
-            self.dir.clear_scratch()?;
+        if self.log.rec.status.is_final() {
+            self.log.dir.clear_scratch()?;
         }
-        self.rec.exit_code = Some(exit_of(&self.rec).code());
+        self.log.rec.exit_code = Some(exit_of(&self.log.rec).code());
         self.save()
     }
 
@@ -839,101 +698,104 @@ impl<'a> Run<'a> {
         // A worktree folder replaced during the run (a symlink to elsewhere, another folder) is
         // never read, reset or removed: what the run saved (its last snapshot, its branch) is
         // archived instead, and the path is left alone.
-        let replaced = std::fs::symlink_metadata(&self.worktree)
+        let replaced = std::fs::symlink_metadata(&self.ws.worktree)
             .is_ok_and(|m| m.file_type().is_symlink())
-            || (self.worktree.exists()
-                && !worktree::is_the_same_folder(&self.worktree, self.rec.worktree_identity));
+            || (self.ws.worktree.exists()
+                && !worktree::is_the_same_folder(
+                    &self.ws.worktree,
+                    self.log.rec.worktree_identity,
+                ));
         if replaced {
             self.ui.warn(format!(
                 "the run's worktree {} was replaced (moved away, or a symlink put in its place); leaving that path alone",
-                self.worktree.display()
+                self.ws.worktree.display()
             ));
         }
-        let wt_exists = self.rec.worktree.is_some() && self.worktree.exists() && !replaced;
+        let wt_exists = self.log.rec.worktree.is_some() && self.ws.worktree.exists() && !replaced;
         // Take the state as the agent left it. When that cannot be read (a nested repository
         // without a commit, unreadable files), the worktree is the only copy of the work: it is
         // kept, whatever else happens.
         let (tree, unarchivable) = if wt_exists {
-            match self.snap.as_ref().map(|s| s.tree()) {
+            match self.ws.snap.as_ref().map(|s| s.tree()) {
                 Some(Ok(t)) => (Some(t), None),
-                Some(Err(e)) => (self.last_tree.clone(), Some(e.to_string())),
-                None => (self.last_tree.clone(), None),
+                Some(Err(e)) => (self.ws.last_tree.clone(), Some(e.to_string())),
+                None => (self.ws.last_tree.clone(), None),
             }
         } else {
-            (self.last_tree.clone(), None)
+            (self.ws.last_tree.clone(), None)
         };
-        let tip = if self.branch.is_empty() {
+        let tip = if self.ws.branch.is_empty() {
             None
         } else {
-            objects::ref_value(&self.repo, &format!("refs/heads/{}", self.branch))?
+            objects::ref_value(&self.ws.repo, &format!("refs/heads/{}", self.ws.branch))?
         };
-        let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.base);
+        let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.target.base);
         // The worktree is gone (the agent removed it) but its commits are on the branch.
         let tree = match (tree, &tip) {
-            (None, Some(t)) if agent_committed => Some(objects::tree_of(&self.repo, t)?),
+            (None, Some(t)) if agent_committed => Some(objects::tree_of(&self.ws.repo, t)?),
             (tree, _) => tree,
         };
         match tree {
             // Nothing was changed: there is no work to keep. A reverified commit is its own record.
-            _ if matches!(self.plan.mode, Mode::Reverify { .. }) => {}
-            Some(t) if t == self.plan.base_tree && !agent_committed => {}
+            _ if matches!(self.plan.target.mode, Mode::Reverify { .. }) => {}
+            Some(t) if t == self.plan.target.base_tree && !agent_committed => {}
             Some(tree) => {
                 let name = rollback::archive(
-                    &self.repo,
-                    &self.dir.id,
+                    &self.ws.repo,
+                    &self.log.dir.id,
                     &tree,
-                    &self.plan.base,
+                    &self.plan.target.base,
                     tip.as_deref(),
                     why,
                 )?;
-                self.rec.archive = Some(name);
+                self.log.rec.archive = Some(name);
             }
             None => {}
         }
         if let Some(why) = &unarchivable {
             self.ui.warn(format!(
                 "the worktree's state could not be archived ({why}); it is kept with its work at {}",
-                self.worktree.display()
+                self.ws.worktree.display()
             ));
             self.details.push(format!(
                 "the work is in {} (not archived: {why}); remove it with git worktree remove --force once you have looked",
-                self.worktree.display()
+                self.ws.worktree.display()
             ));
-            let _ = worktree::unlock(&self.repo, &self.worktree);
-            self.dir.event(
+            let _ = worktree::unlock(&self.ws.repo, &self.ws.worktree);
+            self.log.dir.event(
                 None,
                 "rolled_back",
-                json!({"kept": true, "unarchivable": why, "archive": self.rec.archive}),
+                json!({"kept": true, "unarchivable": why, "archive": self.log.rec.archive}),
             )?;
             return Ok(());
         }
-        if self.plan.keep_failed {
+        if self.plan.landing.keep_failed {
             if wt_exists {
                 // Kept for a person to inspect: no longer locked, so `git worktree remove` works.
-                worktree::unlock(&self.repo, &self.worktree)?;
+                worktree::unlock(&self.ws.repo, &self.ws.worktree)?;
             }
-            self.dir.event(
+            self.log.dir.event(
                 None,
                 "rolled_back",
-                json!({"kept": true, "archive": self.rec.archive}),
+                json!({"kept": true, "archive": self.log.rec.archive}),
             )?;
             return Ok(());
         }
-        if self.rec.commit.is_some() {
+        if self.log.rec.commit.is_some() {
             // Never discard a branch that holds a shipped, attested commit.
             return Ok(());
         }
         if replaced {
             // git still has the worktree registered on the branch: both stay for the user.
-        } else if self.rec.worktree.is_some() || tip.is_some() {
-            rollback::discard(&self.repo, &self.worktree, &self.branch)?;
+        } else if self.log.rec.worktree.is_some() || tip.is_some() {
+            rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
         }
-        self.rec.worktree = None;
-        self.rec.rolled_back = true;
-        self.dir.event(
+        self.log.rec.worktree = None;
+        self.log.rec.rolled_back = true;
+        self.log.dir.event(
             None,
             "rolled_back",
-            json!({"kept": false, "archive": self.rec.archive}),
+            json!({"kept": false, "archive": self.log.rec.archive}),
         )?;
         Ok(())
     }

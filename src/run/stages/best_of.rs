@@ -59,31 +59,31 @@ impl RunPlan {
         parent: &str,
     ) -> RunPlan {
         let mut p = self.clone();
-        p.candidates = 1;
-        p.judge = Some(judge);
-        p.inherited = Some(inherited);
-        p.builder = Some(builder.1);
-        p.start = Stage::Execution;
-        p.start_reason = format!(
+        p.agents.candidates = 1;
+        p.agents.judge = Some(judge);
+        p.agents.inherited = Some(inherited);
+        p.agents.builder = Some(builder.1);
+        p.routing.start = Stage::Execution;
+        p.routing.start_reason = format!(
             "candidate {index} of {} of run {parent}: planned there",
-            self.candidates
+            self.agents.candidates
         );
         p.warnings.clear();
-        p.args.candidates = None;
-        p.args.candidate_of = Some(CandidateRef {
+        p.target.args.candidates = None;
+        p.target.args.candidate_of = Some(CandidateRef {
             parent: parent.to_owned(),
             index,
         });
-        p.args.stage = Some("execution".to_owned());
-        p.args.agents.retain(|a| !a.starts_with("builder="));
-        p.args.agents.push(format!("builder={}", builder.0));
+        p.target.args.stage = Some("execution".to_owned());
+        p.target.args.agents.retain(|a| !a.starts_with("builder="));
+        p.target.args.agents.push(format!("builder={}", builder.0));
         p
     }
 
     /// The builder of each candidate: the `--agent builder=NAME` given, in turn, or the
     /// configured builder for all.
     fn candidate_builders(&self) -> Result<Vec<(String, RoleAgent)>> {
-        let named: Vec<String> = agent::parse_overrides(&self.args.agents)?
+        let named: Vec<String> = agent::parse_overrides(&self.target.args.agents)?
             .into_iter()
             .filter(|(r, _)| *r == Role::Builder)
             .map(|(_, n)| n)
@@ -94,16 +94,17 @@ impl RunPlan {
             named
         };
         let search_dir = self
+            .target
             .repo
             .work_tree
             .clone()
-            .or_else(|| self.repo.main_worktree.clone())
-            .unwrap_or_else(|| self.repo.common_dir.clone());
-        (0..self.candidates as usize)
+            .or_else(|| self.target.repo.main_worktree.clone())
+            .unwrap_or_else(|| self.target.repo.common_dir.clone());
+        (0..self.agents.candidates as usize)
             .map(|k| {
                 let name = names[k % names.len()].clone();
                 let agent = agent::resolve(
-                    &self.loaded,
+                    &self.policy.loaded,
                     Role::Builder,
                     &[(Role::Builder, name.clone())],
                     &search_dir,
@@ -124,8 +125,14 @@ impl Run<'_> {
         snapshot: &Snapshot,
         cancel: &mut Cancel,
     ) -> Result<Next> {
-        let index = self.plan.args.candidate_of.as_ref().map_or(0, |c| c.index);
-        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
+        let index = self
+            .plan
+            .target
+            .args
+            .candidate_of
+            .as_ref()
+            .map_or(0, |c| c.index);
+        let patch = snapshot::patch(&self.ws.repo, &self.plan.target.base_tree, &snapshot.tree)?;
         let gates: Vec<GateRecord> = self.last_gates().cloned().collect();
         let (reply, answer) = oneshot::channel();
         self.begin(
@@ -134,6 +141,7 @@ impl Run<'_> {
         )?;
         let agent = self
             .plan
+            .agents
             .builder
             .as_ref()
             .map(|b| b.name.clone())
@@ -143,9 +151,9 @@ impl Run<'_> {
             .send(Submission {
                 index,
                 agent,
-                worktree: self.worktree.clone(),
+                worktree: self.ws.worktree.clone(),
                 tree: snapshot.tree.clone(),
-                changed_paths: self.rec.changed_paths.clone(),
+                changed_paths: self.log.rec.changed_paths.clone(),
                 patch,
                 gates,
                 reply,
@@ -162,7 +170,7 @@ impl Run<'_> {
                 }
             })?,
         };
-        let step = self.rec.stages.last_mut();
+        let step = self.log.rec.stages.last_mut();
         match decision {
             Decision::Chosen => {
                 if let Some(s) = step {
@@ -188,12 +196,12 @@ impl Run<'_> {
                         issues.len()
                     ));
                 }
-                self.rec.verification = Verification {
+                self.log.rec.verification = Verification {
                     rounds: round,
                     approved: false,
                     issues: issues.clone(),
                 };
-                self.rec.metrics.verification_rounds = round;
+                self.log.rec.metrics.verification_rounds = round;
                 self.ui.step(format!(
                     "verification {round}: every candidate rejected ({} issue(s))",
                     issues.len()
@@ -229,10 +237,10 @@ impl Run<'_> {
                 }),
             )
         };
-        if self.rec.candidates.is_empty() {
+        if self.log.rec.candidates.is_empty() {
             let inherited = Inherited {
-                parent_dir: self.dir.path.clone(),
-                artifacts: self.rec.artifacts.clone(),
+                parent_dir: self.log.dir.path.clone(),
+                artifacts: self.log.rec.artifacts.clone(),
             };
             let builders = self.plan.candidate_builders()?;
             self.ui.step(format!(
@@ -251,10 +259,10 @@ impl Run<'_> {
                     (&name, agent),
                     judge.clone(),
                     inherited.clone(),
-                    &self.dir.id,
+                    &self.log.dir.id,
                 );
                 let dir = create_run_dir(&plan)?;
-                self.rec.candidates.push(CandidateRecord {
+                self.log.rec.candidates.push(CandidateRecord {
                     index,
                     run_id: dir.id.clone(),
                     agent: name,
@@ -265,7 +273,7 @@ impl Run<'_> {
                 });
                 // Recorded before it starts: a resumed parent finds its candidates.
                 self.save()?;
-                self.dir.event(
+                self.log.dir.event(
                     Some("execution"),
                     "candidate_started",
                     json!({"index": index, "run_id": dir.id}),
@@ -273,19 +281,20 @@ impl Run<'_> {
                 spawn(Work::Fresh(Box::new(plan), dir), index, self.ui, cancel)?;
                 live.insert(index);
             }
-        } else if let Some(k) = self.rec.resume.chosen {
+        } else if let Some(k) = self.log.rec.resume.chosen {
             return self.ship_recorded_choice(k, cancel).await;
         } else {
-            let store = Store::new(&self.plan.repo.pipeline_dir());
+            let store = Store::new(&self.plan.target.repo.pipeline_dir());
             let cwd = self
                 .plan
+                .target
                 .repo
                 .work_tree
                 .clone()
-                .or_else(|| self.plan.repo.main_worktree.clone())
-                .unwrap_or_else(|| self.plan.repo.common_dir.clone());
-            for i in 0..self.rec.candidates.len() {
-                let c = self.rec.candidates[i].clone();
+                .or_else(|| self.plan.target.repo.main_worktree.clone())
+                .unwrap_or_else(|| self.plan.target.repo.common_dir.clone());
+            for i in 0..self.log.rec.candidates.len() {
+                let c = self.log.rec.candidates[i].clone();
                 let dir = store.find(&c.run_id, Default::default())?;
                 let rec = dir.read_record()?;
                 match dir.effective_status(&rec) {
@@ -338,16 +347,16 @@ impl Run<'_> {
                     }
                     Next::Retry(again) => {
                         let issues = again.into_issues();
-                        self.rec.resume.rejections += 1;
-                        let rejections = self.rec.resume.rejections;
-                        if rejections >= self.plan.max_rounds {
+                        self.log.rec.resume.rejections += 1;
+                        let rejections = self.log.rec.resume.rejections;
+                        if rejections >= self.plan.policy.max_rounds {
                             drop_all(&mut ready, "every candidate was rejected");
                             self.wait_all(&mut finished, &mut live).await;
                             return Ok(Ending::Failed {
                                 reason: Reason::VerifyRejected,
                                 message: format!(
                                     "the verifier rejected every candidate {rejections} time(s) (verify.max_rounds = {})",
-                                    self.plan.max_rounds
+                                    self.plan.policy.max_rounds
                                 ),
                                 details: issues,
                             });
@@ -374,7 +383,7 @@ impl Run<'_> {
             }
             tokio::select! {
                 Some(sub) = submissions.recv() => {
-                    let c = &mut self.rec.candidates[sub.index as usize - 1];
+                    let c = &mut self.log.rec.candidates[sub.index as usize - 1];
                     c.state = "ready".to_owned();
                     c.tree = Some(sub.tree.clone());
                     self.ui.step(format!("candidate {}: ready for the verifier", sub.index));
@@ -415,7 +424,7 @@ impl Run<'_> {
         match result {
             Ok(o) => self.candidate_ended(k, &o.record),
             Err(e) => {
-                let c = &mut self.rec.candidates[k as usize - 1];
+                let c = &mut self.log.rec.candidates[k as usize - 1];
                 c.state = "failed".to_owned();
                 c.reason = Some(Reason::SetupFailed);
                 c.error = Some(e.to_string());
@@ -424,7 +433,7 @@ impl Run<'_> {
     }
 
     fn candidate_ended(&mut self, k: u32, r: &crate::store::RunRecord) {
-        let c = &mut self.rec.candidates[k as usize - 1];
+        let c = &mut self.log.rec.candidates[k as usize - 1];
         c.state = match r.status {
             Status::Succeeded => "chosen",
             Status::Abandoned => "dropped",
@@ -442,7 +451,7 @@ impl Run<'_> {
         };
         self.ui.step(line);
         // The candidates' work counts towards the parent's totals.
-        self.rec.stages.push(crate::store::record::StageRecord {
+        self.log.rec.stages.push(crate::store::record::StageRecord {
             stage: "execution".to_owned(),
             status: if r.status == Status::Failed {
                 StageStatus::Fail
@@ -464,8 +473,9 @@ impl Run<'_> {
 
     /// No candidate got to the verifier: the run fails as its first candidate did.
     fn none_passed(&self) -> Ending {
-        let first = self.rec.candidates.iter().find(|c| c.reason.is_some());
+        let first = self.log.rec.candidates.iter().find(|c| c.reason.is_some());
         let details = self
+            .log
             .rec
             .candidates
             .iter()
@@ -483,7 +493,7 @@ impl Run<'_> {
             reason: first.and_then(|c| c.reason).unwrap_or(Reason::AgentError),
             message: format!(
                 "none of the {} candidates passed its scope check and gates",
-                self.rec.candidates.len()
+                self.log.rec.candidates.len()
             ),
             details,
         }
@@ -495,10 +505,10 @@ impl Run<'_> {
         ready: &BTreeMap<u32, Submission>,
         cancel: &mut Cancel,
     ) -> Result<Next<u32>> {
-        self.rec.resume.verifier_runs += 1;
-        let round = self.rec.resume.verifier_runs;
-        let max = self.plan.max_rounds;
-        let verifier = self.plan.verifier.clone();
+        self.log.rec.resume.verifier_runs += 1;
+        let round = self.log.rec.resume.verifier_runs;
+        let max = self.plan.policy.max_rounds;
+        let verifier = self.plan.agents.verifier.clone();
         self.begin(
             "verification",
             format!(
@@ -531,13 +541,13 @@ impl Run<'_> {
             .collect();
         let scope = self.scope.describe();
         let plan = self.bounded_plan();
-        let prompt = self.plan.templates.render(
+        let prompt = self.plan.agents.templates.render(
             "candidates",
             prompts::CandidatesVars {
-                run_id: &self.dir.id,
+                run_id: &self.log.dir.id,
                 round,
                 max_rounds: max,
-                task: &self.plan.task,
+                task: &self.plan.target.task,
                 plan: plan.as_deref(),
                 scope: &scope,
                 candidates,
@@ -555,13 +565,13 @@ impl Run<'_> {
             }
             (false, _) => None,
         };
-        self.rec.verification = Verification {
+        self.log.rec.verification = Verification {
             rounds: round,
             approved: choice.is_some(),
             issues: v.issues.clone(),
         };
-        self.rec.metrics.verification_rounds = round;
-        if let Some(last) = self.rec.stages.last_mut() {
+        self.log.rec.metrics.verification_rounds = round;
+        if let Some(last) = self.log.rec.stages.last_mut() {
             last.status = if choice.is_some() {
                 StageStatus::Pass
             } else {
@@ -574,7 +584,7 @@ impl Run<'_> {
                 None => last.error = Some(format!("rejected ({} issue(s))", v.issues.len())),
             }
         }
-        self.dir.event(
+        self.log.dir.event(
             Some("verification"),
             "verdict",
             json!({"round": round, "approved": choice.is_some(), "choice": choice, "parsed": v.parsed, "issues": v.issues}),
@@ -600,21 +610,21 @@ impl Run<'_> {
     /// Record the verifier's choice and keep the chosen tree reachable (the candidate's archive
     /// ref), before the candidates hear of it.
     fn keep_choice(&mut self, k: u32, tree: &str) -> Result<()> {
-        let run_id = self.rec.candidates[k as usize - 1].run_id.clone();
+        let run_id = self.log.rec.candidates[k as usize - 1].run_id.clone();
         let archive = crate::run::stages::rollback::archive(
-            &self.repo,
+            &self.ws.repo,
             &run_id,
             tree,
-            &self.plan.base,
+            &self.plan.target.base,
             None,
-            &format!("chosen by the verifier of run {}", self.dir.id),
+            &format!("chosen by the verifier of run {}", self.log.dir.id),
         )?;
-        let c = &mut self.rec.candidates[k as usize - 1];
+        let c = &mut self.log.rec.candidates[k as usize - 1];
         c.state = "chosen".to_owned();
         c.tree = Some(tree.to_owned());
-        self.rec.resume.chosen = Some(k);
+        self.log.rec.resume.chosen = Some(k);
         self.save()?;
-        self.dir.event(
+        self.log.dir.event(
             Some("verification"),
             "candidate_chosen",
             json!({"index": k, "tree": tree, "archive": archive}),
@@ -624,16 +634,19 @@ impl Run<'_> {
     /// A resumed run whose verifier had already chosen: the candidates still unfinished are
     /// abandoned (their work archived) and the chosen tree ships.
     async fn ship_recorded_choice(&mut self, k: u32, cancel: &mut Cancel) -> Result<Ending> {
-        let store = Store::new(&self.plan.repo.pipeline_dir());
+        let store = Store::new(&self.plan.target.repo.pipeline_dir());
         let mut chosen_rec = None;
-        for i in 0..self.rec.candidates.len() {
-            let c = self.rec.candidates[i].clone();
+        for i in 0..self.log.rec.candidates.len() {
+            let c = self.log.rec.candidates[i].clone();
             let dir = store.find(&c.run_id, Default::default())?;
             let mut rec = dir.read_record()?;
             if !dir.effective_status(&rec).is_final() {
                 let _lock = dir.lock()?;
-                let why = format!("the verifier of run {} chose candidate {k}", self.dir.id);
-                rec = crate::run::abandon::abandon(&self.plan.repo, &dir, rec, &why)?;
+                let why = format!(
+                    "the verifier of run {} chose candidate {k}",
+                    self.log.dir.id
+                );
+                rec = crate::run::abandon::abandon(&self.plan.target.repo, &dir, rec, &why)?;
             }
             if c.index == k && rec.status != Status::Failed {
                 chosen_rec = Some(rec);
@@ -644,7 +657,7 @@ impl Run<'_> {
                 self.candidate_ended(c.index, &rec);
             }
         }
-        let c = &self.rec.candidates[k as usize - 1];
+        let c = &self.log.rec.candidates[k as usize - 1];
         let Some(tree) = c.tree.clone() else {
             return Err(Error::other(format!(
                 "candidate {k} was chosen but its record holds no tree"
@@ -653,7 +666,7 @@ impl Run<'_> {
         let rec = chosen_rec.ok_or_else(|| Error::other(format!("candidate {k} is gone")))?;
         let gates = {
             let n = rec.gates.len();
-            rec.gates[n.saturating_sub(self.plan.gates.len())..].to_vec()
+            rec.gates[n.saturating_sub(self.plan.policy.gates.len())..].to_vec()
         };
         self.ui.step(format!(
             "resume: shipping candidate {k}, which the verifier chose"
@@ -673,7 +686,7 @@ impl Run<'_> {
         // The chosen tree is what the verifier judged, kept on the candidate's archive ref
         // (keep_choice). It ships unless the candidate failed after the choice (it found the
         // verifier had changed its files while comparing).
-        let c = &mut self.rec.candidates[k as usize - 1];
+        let c = &mut self.log.rec.candidates[k as usize - 1];
         if c.state == "failed" {
             return Ok(Ending::Failed {
                 reason: c.reason.unwrap_or(Reason::AgentError),
@@ -686,15 +699,15 @@ impl Run<'_> {
         }
         c.state = "chosen".to_owned();
         // This worktree has stayed at the base: a two-tree read-tree moves it to the tree.
-        crate::git::worktree::switch_files_to(&self.worktree, tree)?;
+        crate::git::worktree::switch_files_to(&self.ws.worktree, tree)?;
         let snapshot = self.snapshot()?;
         if snapshot.tree != tree {
             return Err(Error::other(format!(
                 "the worktree does not hold candidate {k}'s tree after checking it out"
             )));
         }
-        self.rec.changed_paths = changed_paths;
-        self.rec.gates.extend(gates);
+        self.log.rec.changed_paths = changed_paths;
+        self.log.rec.gates.extend(gates);
         self.checkpoint(Checkpoint::Approved {
             tree: tree.to_owned(),
         })?;
@@ -728,7 +741,7 @@ impl Run<'_> {
         let why = match (named, written) {
             (Some(k), _) => match k
                 .checked_sub(1)
-                .and_then(|i| self.rec.candidates.get(i as usize))
+                .and_then(|i| self.log.rec.candidates.get(i as usize))
             {
                 Some(c) => format!(
                     "chose candidate {k}, which is not ready to ship (it {}{})",
@@ -739,7 +752,7 @@ impl Run<'_> {
                 ),
                 None => format!(
                     "chose candidate {k}, and there are only {} candidates",
-                    self.rec.candidates.len()
+                    self.log.rec.candidates.len()
                 ),
             },
             (None, Some(w)) => format!("gave \"choice\": {w}, which names no candidate"),

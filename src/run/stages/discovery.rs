@@ -20,7 +20,7 @@ use crate::store::record::Reason;
 impl Run<'_> {
     /// Discovery: `Continue` with its findings kept, `End` when the run stops here.
     pub(crate) async fn discovery(&mut self, cancel: &mut Cancel) -> Result<Next> {
-        let Some(role) = self.plan.discovery.clone() else {
+        let Some(role) = self.plan.agents.discovery.clone() else {
             self.skip_stage("discovery", "no [agents.discovery] configured");
             return Ok(Next::Continue(()));
         };
@@ -34,19 +34,19 @@ impl Run<'_> {
                 names.join(", ")
             ),
         )?;
-        let scope = if self.plan.user_scope {
+        let scope = if self.plan.policy.user_scope {
             self.scope.describe()
         } else {
             Vec::new()
         };
         let mut prompts_by_agent = Vec::new();
         for (i, _) in agents.iter().enumerate() {
-            prompts_by_agent.push(self.plan.templates.render(
+            prompts_by_agent.push(self.plan.agents.templates.render(
                 "discovery",
                 prompts::DiscoveryVars {
-                    run_id: &self.dir.id,
-                    base: &self.plan.base,
-                    task: &self.plan.task,
+                    run_id: &self.log.dir.id,
+                    base: &self.plan.target.base,
+                    task: &self.plan.target.task,
                     scope: &scope,
                     index: i + 1,
                     count: agents.len(),
@@ -129,8 +129,9 @@ impl Run<'_> {
             return Ok(Next::End(ending));
         }
         let spec = findings.join("\n");
-        self.dir.artifact("spec.md", spec.as_bytes())?;
-        self.rec
+        self.log.dir.artifact("spec.md", spec.as_bytes())?;
+        self.log
+            .rec
             .artifacts
             .insert("spec".to_owned(), "spec.md".to_owned());
         self.spec = Some(spec);

@@ -22,8 +22,8 @@ impl Run<'_> {
         cancel: &mut Cancel,
     ) -> Result<Option<String>> {
         self.docs_changes.clear();
-        let Some(agent) = self.plan.docs.clone() else {
-            if !self.rec.stages.iter().any(|s| s.stage == "docs") {
+        let Some(agent) = self.plan.agents.docs.clone() else {
+            if !self.log.rec.stages.iter().any(|s| s.stage == "docs") {
                 self.skip_stage("docs", "no [agents.docs] configured");
             }
             return Ok(None);
@@ -31,7 +31,7 @@ impl Run<'_> {
         let triggers: Vec<String> = approved
             .changes
             .iter()
-            .filter(|c| self.plan.docs_when.is_match(&c.path))
+            .filter(|c| self.plan.policy.docs_when.is_match(&c.path))
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
         if triggers.is_empty() {
@@ -46,15 +46,15 @@ impl Run<'_> {
                 triggers.join(", ")
             ),
         )?;
-        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &approved.tree)?;
+        let patch = snapshot::patch(&self.ws.repo, &self.plan.target.base_tree, &approved.tree)?;
         let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
-        let prompt = self.plan.templates.render(
+        let prompt = self.plan.agents.templates.render(
             "docs",
             prompts::DocsVars {
-                run_id: &self.dir.id,
-                task: &self.plan.task,
-                paths: &self.plan.docs_paths,
-                changed_paths: self.rec.changed_paths.clone(),
+                run_id: &self.log.dir.id,
+                task: &self.plan.target.task,
+                paths: &self.plan.policy.docs_paths,
+                changed_paths: self.log.rec.changed_paths.clone(),
                 diff,
                 diff_cut,
                 diff_limit: prompts::DIFF_LIMIT,
@@ -75,15 +75,19 @@ impl Run<'_> {
             return self.discard_docs(approved, &why).map(|()| None);
         }
         let after = self.snapshot()?;
-        let delta = snapshot::diff_trees(&self.repo, &approved.tree, &after.tree)?;
+        let delta = snapshot::diff_trees(&self.ws.repo, &approved.tree, &after.tree)?;
         if delta.is_empty() {
             self.ui.step("docs: no documentation change");
             return Ok(None);
         }
-        let docs_scope = Scope::only(&self.plan.docs_paths, &self.plan.deny, "docs.paths")
-            .map_err(|e| Error::usage(e.to_string()))?;
+        let docs_scope = Scope::only(
+            &self.plan.policy.docs_paths,
+            &self.plan.policy.deny,
+            "docs.paths",
+        )
+        .map_err(|e| Error::usage(e.to_string()))?;
         let mut violations = docs_scope.check(&delta);
-        violations.extend(Scope::escaping_symlinks(&self.worktree, &delta));
+        violations.extend(Scope::escaping_symlinks(&self.ws.worktree, &delta));
         if !violations.is_empty() {
             let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
             self.fail_last_step(&format!(
@@ -104,7 +108,7 @@ impl Run<'_> {
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
-        if !self.plan.gates.is_empty()
+        if !self.plan.policy.gates.is_empty()
             && let Next::Retry(Again::Fix(fix)) = self.run_gates(attempt, cancel).await?
         {
             let what = fix.what;
@@ -141,13 +145,14 @@ impl Run<'_> {
     /// Bring the worktree back to `approved` and make the scratch index hold it again.
     fn restore_to(&mut self, approved: &Snapshot) -> Result<()> {
         let now = self.snapshot()?;
-        let delta = snapshot::diff_trees(&self.repo, &approved.tree, &now.tree)?;
+        let delta = snapshot::diff_trees(&self.ws.repo, &approved.tree, &now.tree)?;
         let git = self
+            .ws
             .snap
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .git();
-        snapshot::restore(&git, &self.worktree, &approved.tree, &delta)?;
+        snapshot::restore(&git, &self.ws.worktree, &approved.tree, &delta)?;
         let back = self.snapshot()?;
         if back.tree != approved.tree {
             return Err(Error::other(

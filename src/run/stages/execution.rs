@@ -38,6 +38,7 @@ impl Run<'_> {
     pub(crate) async fn execution(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         let builder = self
             .plan
+            .agents
             .builder
             .clone()
             .ok_or_else(|| Error::other("this run has no builder"))?;
@@ -66,20 +67,20 @@ impl Run<'_> {
     /// from its checkpoint (re-run an interrupted builder, re-check what it built, or ship what
     /// the verifier approved when the worktree still holds exactly that). `Err`: the run ends.
     fn entry(&mut self) -> Result<std::result::Result<Entry, Ending>> {
-        Ok(Ok(match self.rec.resume.checkpoint.clone() {
+        Ok(Ok(match self.log.rec.resume.checkpoint.clone() {
             None => Entry::Build,
             Some(Checkpoint::Built { .. }) => Entry::Check,
             Some(Checkpoint::Approved { tree }) => Entry::Approved(tree),
             Some(Checkpoint::Builder { attempt }) => {
                 // That attempt never finished: run it again under the same number.
-                self.rec.resume.attempt = attempt.saturating_sub(1);
+                self.log.rec.resume.attempt = attempt.saturating_sub(1);
                 Entry::Build
             }
             Some(Checkpoint::Committed { commit, tree }) => {
                 // The commit was made; only its attestation and the cleanup were left.
                 let tip = crate::git::objects::ref_value(
-                    &self.repo,
-                    &format!("refs/heads/{}", self.branch),
+                    &self.ws.repo,
+                    &format!("refs/heads/{}", self.ws.branch),
                 )?;
                 if tip.as_deref() == Some(commit.as_str()) {
                     self.ui.step("resume: the commit was made; attesting it");
@@ -103,7 +104,7 @@ impl Run<'_> {
         if !resumed {
             proceed!(self.build_attempt(builder, cancel).await?);
         }
-        let attempt = self.rec.resume.attempt.max(1);
+        let attempt = self.log.rec.resume.attempt.max(1);
         let snapshot = proceed!(self.changes(attempt, resumed)?);
         if let Entry::Approved(tree) = &entry
             && *tree == snapshot.tree
@@ -120,16 +121,16 @@ impl Run<'_> {
 
     /// The builder's turn: a new attempt, with the feedback of the last one.
     async fn build_attempt(&mut self, builder: &RoleAgent, cancel: &mut Cancel) -> Result<Next> {
-        self.rec.resume.attempt += 1;
-        let attempt = self.rec.resume.attempt;
-        let feedback = self.rec.resume.feedback.take();
+        self.log.rec.resume.attempt += 1;
+        let attempt = self.log.rec.resume.attempt;
+        let feedback = self.log.rec.resume.feedback.take();
         let prompt = self.builder_prompt(attempt, feedback)?;
         let label = if attempt == 1 {
             format!("execution: builder ({})", builder.name)
         } else {
             format!(
                 "execution attempt {attempt}: builder ({}) {}",
-                builder.name, self.rec.resume.why_again
+                builder.name, self.log.rec.resume.why_again
             )
         };
         self.begin("execution", label)?;
@@ -150,7 +151,7 @@ impl Run<'_> {
     /// recorded is not a new attempt.
     fn changes(&mut self, attempt: u32, resumed: bool) -> Result<Next<Snapshot>> {
         let snapshot = self.snapshot()?;
-        self.rec.changed_paths = snapshot
+        self.log.rec.changed_paths = snapshot
             .changes
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())
@@ -171,10 +172,10 @@ impl Run<'_> {
     fn scope_check(&mut self, attempt: u32, snapshot: &Snapshot) -> Result<Next> {
         let mut violations = self.scope.check(&snapshot.changes);
         violations.extend(crate::policy::scope::Scope::escaping_symlinks(
-            &self.worktree,
+            &self.ws.worktree,
             &snapshot.changes,
         ));
-        self.dir.event(
+        self.log.dir.event(
             Some("execution"),
             "scope_checked",
             json!({
@@ -185,7 +186,7 @@ impl Run<'_> {
         )?;
         self.save()?;
         if !violations.is_empty() {
-            self.rec.metrics.scope_violations += 1;
+            self.log.rec.metrics.scope_violations += 1;
             self.ui.step(format!(
                 "scope: {} of {} changed paths outside the scope",
                 violations.len(),
@@ -203,7 +204,7 @@ impl Run<'_> {
                     message: format!(
                         "{} changed path(s) outside the scope after {} fix attempt(s)",
                         violations.len(),
-                        self.rec.resume.fixes
+                        self.log.rec.resume.fixes
                     ),
                     details,
                 },
@@ -229,7 +230,7 @@ impl Run<'_> {
         if cancel.is_cancelled() {
             return Ok(Next::End(Ending::Interrupted));
         }
-        if self.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
+        if self.ws.last_tree.as_deref() == Some(snapshot.tree.as_str()) {
             Ok(Next::Continue(snapshot))
         } else {
             Ok(Next::Continue(self.snapshot()?))
@@ -240,9 +241,9 @@ impl Run<'_> {
     /// comparison). Rounds number verifier runs; the cap counts rejections (a commit-hook
     /// refusal after an approval sends the work round again without counting against it).
     async fn judgement(&mut self, snapshot: &Snapshot, cancel: &mut Cancel) -> Result<Next> {
-        self.rec.resume.verifier_runs += 1;
-        let round = self.rec.resume.verifier_runs;
-        match self.plan.judge.clone() {
+        self.log.rec.resume.verifier_runs += 1;
+        let round = self.log.rec.resume.verifier_runs;
+        match self.plan.agents.judge.clone() {
             Some(judge) => proceed!(self.submit(&judge, round, snapshot, cancel).await?),
             None => proceed!(self.verify(round, snapshot, cancel).await?),
         }
@@ -261,21 +262,21 @@ impl Run<'_> {
                 {
                     return Ok(Some(self.trip("same_error", &why, first_lines(output, 5))));
                 }
-                if self.rec.resume.fixes >= self.plan.max_fix_attempts {
+                if self.log.rec.resume.fixes >= self.plan.policy.max_fix_attempts {
                     return Ok(Some(fix.exhausted));
                 }
                 self.again(fix.why, fix.feedback)?;
                 Ok(None)
             }
             Again::Rejected { issues } => {
-                self.rec.resume.rejections += 1;
-                let rejections = self.rec.resume.rejections;
-                if rejections >= self.plan.max_rounds {
+                self.log.rec.resume.rejections += 1;
+                let rejections = self.log.rec.resume.rejections;
+                if rejections >= self.plan.policy.max_rounds {
                     return Ok(Some(Ending::Failed {
                         reason: Reason::VerifyRejected,
                         message: format!(
                             "the verifier rejected the work {rejections} time(s) (verify.max_rounds = {})",
-                            self.plan.max_rounds
+                            self.plan.policy.max_rounds
                         ),
                         details: issues,
                     }));
@@ -283,11 +284,11 @@ impl Run<'_> {
                 if let Some(why) = self.breakers.error("the verifier", &issues.join("\n")) {
                     return Ok(Some(self.trip("same_error", &why, issues)));
                 }
-                self.rec.resume.why_again = format!(
+                self.log.rec.resume.why_again = format!(
                     "(verification round {} rejected)",
-                    self.rec.resume.verifier_runs
+                    self.log.rec.resume.verifier_runs
                 );
-                self.rec.resume.feedback = Some(verifier_feedback(&issues));
+                self.log.rec.resume.feedback = Some(verifier_feedback(&issues));
                 self.save()?;
                 Ok(None)
             }
@@ -296,13 +297,13 @@ impl Run<'_> {
 
     /// Count a fix attempt and say what the builder is told next.
     fn again(&mut self, why: String, feedback: String) -> Result<()> {
-        self.rec.resume.fixes += 1;
-        self.rec.metrics.fix_attempts = self.rec.resume.fixes;
-        self.rec.resume.why_again = format!(
+        self.log.rec.resume.fixes += 1;
+        self.log.rec.metrics.fix_attempts = self.log.rec.resume.fixes;
+        self.log.rec.resume.why_again = format!(
             "(fix {}/{}: {why})",
-            self.rec.resume.fixes, self.plan.max_fix_attempts
+            self.log.rec.resume.fixes, self.plan.policy.max_fix_attempts
         );
-        self.rec.resume.feedback = Some(feedback);
+        self.log.rec.resume.feedback = Some(feedback);
         self.save()
     }
 
@@ -322,7 +323,7 @@ impl Run<'_> {
             return Ok(Next::Continue(()));
         };
         self.ui.step("ship: the commit hook refused");
-        self.rec.gates.push(GateRecord {
+        self.log.rec.gates.push(GateRecord {
             name: "commit-hook".to_owned(),
             status: StageStatus::Fail,
             attempt,
@@ -342,7 +343,7 @@ impl Run<'_> {
                 reason: Reason::GateFailed,
                 message: format!(
                     "the commit hook still refuses after {} fix attempt(s)",
-                    self.rec.resume.fixes
+                    self.log.rec.resume.fixes
                 ),
                 details: vec![first_line(&hook_output)],
             },
@@ -353,7 +354,7 @@ impl Run<'_> {
     /// Stop the loop on a circuit breaker: recorded, with its evidence.
     fn trip(&mut self, breaker: &str, why: &str, evidence: Vec<String>) -> Ending {
         self.ui.step(why);
-        let _ = self.dir.event(
+        let _ = self.log.dir.event(
             Some("execution"),
             "breaker_tripped",
             json!({"breaker": breaker, "reason": why, "evidence": evidence}),
@@ -372,19 +373,20 @@ impl Run<'_> {
             .as_deref()
             .map(|s| prompts::bounded(s, prompts::TEXT_LIMIT));
         let plan = self.bounded_plan();
-        self.plan.templates.render(
+        self.plan.agents.templates.render(
             "builder",
             prompts::BuilderVars {
-                run_id: &self.dir.id,
+                run_id: &self.log.dir.id,
                 attempt,
-                branch: &self.branch,
-                base: &self.plan.base,
-                task: &self.plan.task,
+                branch: &self.ws.branch,
+                base: &self.plan.target.base,
+                task: &self.plan.target.task,
                 spec: spec.as_deref(),
                 plan: plan.as_deref(),
                 scope: &scope,
                 gates: self
                     .plan
+                    .policy
                     .gates
                     .iter()
                     .map(|g| g.name.get_ref().as_str())
@@ -400,7 +402,7 @@ impl Run<'_> {
         name: &str,
         cancel: &mut Cancel,
     ) -> Result<crate::store::lock::GateLock> {
-        let dir = self.plan.repo.pipeline_dir();
+        let dir = self.plan.target.repo.pipeline_dir();
         let mut told = false;
         loop {
             if let Some(lock) = crate::store::lock::try_gate_lock(&dir, name)? {
@@ -421,9 +423,9 @@ impl Run<'_> {
 
     /// Run the gates in order; the first failure stops the rest.
     pub(crate) async fn run_gates(&mut self, attempt: u32, cancel: &mut Cancel) -> Result<Next> {
-        for gate in &self.plan.gates {
+        for gate in &self.plan.policy.gates {
             let name = gate.name.get_ref().clone();
-            self.rec.stage = Some("gates".to_owned());
+            self.log.rec.stage = Some("gates".to_owned());
             let _exclusive = if gate.exclusive {
                 Some(self.exclusive_gate(&name, cancel).await?)
             } else {
@@ -431,7 +433,7 @@ impl Run<'_> {
             };
             let before = self.fingerprint()?;
             self.ui.start(format!("gate {name}: running"));
-            let tree = self.last_tree.clone();
+            let tree = self.ws.last_tree.clone();
             let ran = step::run_gate(
                 &self.ctx(),
                 gate,
@@ -458,7 +460,7 @@ impl Run<'_> {
                 None => end.clone(),
             };
             let passed = end.success();
-            self.rec.gates.push(GateRecord {
+            self.log.rec.gates.push(GateRecord {
                 name: name.clone(),
                 status: if passed {
                     StageStatus::Pass
@@ -498,11 +500,11 @@ impl Run<'_> {
                     reason: Reason::GateFailed,
                     message: format!(
                         "gate {name} still fails after {} fix attempt(s)",
-                        self.rec.resume.fixes
+                        self.log.rec.resume.fixes
                     ),
                     details: vec![format!(
                         "its output is in {}",
-                        self.dir.path.join("outputs").display()
+                        self.log.dir.path.join("outputs").display()
                     )],
                 },
             })));
@@ -529,7 +531,7 @@ impl Run<'_> {
         let snapshot = self.snapshot()?;
         let mut violations = self.scope.check(&snapshot.changes);
         violations.extend(crate::policy::scope::Scope::escaping_symlinks(
-            &self.worktree,
+            &self.ws.worktree,
             &snapshot.changes,
         ));
         if !violations.is_empty() {
@@ -539,7 +541,7 @@ impl Run<'_> {
                 v.join("; ")
             )));
         }
-        self.rec.changed_paths = snapshot
+        self.log.rec.changed_paths = snapshot
             .changes
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())

@@ -25,14 +25,14 @@ impl Run<'_> {
     /// Planning and its review rounds: `Continue` with an adopted plan, `End` when the run
     /// stops here (or splits into a bundle).
     pub(crate) async fn planning(&mut self, cancel: &mut Cancel) -> Result<Next> {
-        let Some(planner) = self.plan.planner.clone() else {
+        let Some(planner) = self.plan.agents.planner.clone() else {
             self.skip_stage("planning", "no [agents.planner] configured");
             return Ok(Next::Continue(()));
         };
-        let reviewer = self.plan.reviewer.clone();
-        let max = self.plan.plan_max_rounds;
+        let reviewer = self.plan.agents.reviewer.clone();
+        let max = self.plan.policy.plan_max_rounds;
         let session = self.plan_session.clone();
-        let user_scope = if self.plan.user_scope {
+        let user_scope = if self.plan.policy.user_scope {
             self.scope.describe()
         } else {
             Vec::new()
@@ -48,14 +48,14 @@ impl Run<'_> {
                 "planning",
                 format!("planning {round}/{max}: planner ({})", planner.name),
             )?;
-            let prompt = self.plan.templates.render(
+            let prompt = self.plan.agents.templates.render(
                 "planner",
                 prompts::PlannerVars {
-                    run_id: &self.dir.id,
+                    run_id: &self.log.dir.id,
                     round,
                     max_rounds: max,
-                    base: &self.plan.base,
-                    task: &self.plan.task,
+                    base: &self.plan.target.base,
+                    task: &self.plan.target.task,
                     spec: spec.as_deref(),
                     scope: &user_scope,
                     feedback: feedback.take(),
@@ -72,10 +72,12 @@ impl Run<'_> {
                 return Ok(Next::End(ending));
             }
             let plan_text = text::final_text(&ran.outcome.stdout.bytes);
-            self.dir
+            self.log
+                .dir
                 .artifact(&format!("plan-{round}.md"), plan_text.as_bytes())?;
-            let plan_path = self.dir.artifact("plan.md", plan_text.as_bytes())?;
-            self.rec
+            let plan_path = self.log.dir.artifact("plan.md", plan_text.as_bytes())?;
+            self.log
+                .rec
                 .artifacts
                 .insert("plan".to_owned(), "plan.md".to_owned());
 
@@ -161,7 +163,7 @@ impl Run<'_> {
                     },
                 }
             };
-            self.dir.event(
+            self.log.dir.event(
                 Some("planning"),
                 "plan_rejected",
                 json!({"round": round, "issues": issues}),
@@ -194,20 +196,20 @@ impl Run<'_> {
         spec: Option<&str>,
         cancel: &mut Cancel,
     ) -> Result<Next> {
-        let max = self.plan.plan_max_rounds;
+        let max = self.plan.policy.plan_max_rounds;
         let session = self.plan_session.clone();
         self.ui.step(format!(
             "planning {round}/{max}: reviewer ({})",
             reviewer.name
         ));
-        let prompt = self.plan.templates.render(
+        let prompt = self.plan.agents.templates.render(
             "reviewer",
             prompts::ReviewerVars {
-                run_id: &self.dir.id,
+                run_id: &self.log.dir.id,
                 round,
                 max_rounds: max,
-                base: &self.plan.base,
-                task: &self.plan.task,
+                base: &self.plan.target.base,
+                task: &self.plan.target.task,
                 spec,
                 plan: &prompts::bounded(plan_text, prompts::TEXT_LIMIT),
                 manifest,
@@ -223,7 +225,7 @@ impl Run<'_> {
             return Ok(Next::End(ending));
         }
         let v = verdict::parse(&ran.outcome.stdout.bytes);
-        self.dir.event(
+        self.log.dir.event(
             Some("planning"),
             "verdict",
             json!({"round": round, "role": "reviewer", "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),
@@ -245,38 +247,40 @@ impl Run<'_> {
     /// The approved plan feeds the builder; its manifest holds the builder when the user gave no
     /// scope, and its do-not-touch list holds it always.
     fn adopt_plan(&mut self, plan_text: String, m: &Manifest) -> Result<()> {
-        let scope = if self.plan.user_scope {
+        let scope = if self.plan.policy.user_scope {
             self.scope.clone().with_deny(&m.do_not_touch)
         } else {
-            Scope::from_manifest(m, &self.plan.deny)
+            Scope::from_manifest(m, &self.plan.policy.deny)
         }
         .map_err(|e| Error::other(format!("the plan's manifest: {e}")))?;
         self.scope = scope;
-        self.rec.scope = self.scope.record();
-        self.dir.artifact(
+        self.log.rec.scope = self.scope.record();
+        self.log.dir.artifact(
             "manifest.json",
             serde_json::to_string_pretty(m)
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        self.rec
+        self.log
+            .rec
             .artifacts
             .insert("manifest".to_owned(), "manifest.json".to_owned());
         self.plan_text = Some(plan_text);
         if let Some(last) = self
+            .log
             .rec
             .stages
             .iter_mut()
             .rev()
             .find(|s| s.stage == "planning" && s.status != StageStatus::Skip)
         {
-            last.note = Some(if self.plan.user_scope {
+            last.note = Some(if self.plan.policy.user_scope {
                 "plan approved; its do-not-touch list joins the scope".to_owned()
             } else {
                 "plan approved; its manifest is the scope".to_owned()
             });
         }
-        self.ui.step(if self.plan.user_scope {
+        self.ui.step(if self.plan.policy.user_scope {
             "planning: the builder follows the plan within the given scope".to_owned()
         } else {
             "planning: the plan's manifest is now the scope".to_owned()
@@ -325,10 +329,10 @@ fn describe_bundle(b: &Bundle) -> Vec<String> {
 impl Run<'_> {
     /// Only a high-risk run without a scope of its own, not itself a workstream, may split.
     fn may_split(&self) -> bool {
-        self.plan.risk.risk == crate::policy::risk::Risk::High
-            && !self.plan.user_scope
-            && self.plan.bundle.is_none()
-            && matches!(self.plan.mode, crate::plan::Mode::Build)
+        self.plan.routing.risk.risk == crate::policy::risk::Risk::High
+            && !self.plan.policy.user_scope
+            && self.plan.target.bundle.is_none()
+            && matches!(self.plan.target.mode, crate::plan::Mode::Build)
     }
 
     /// The planner's bundle, checked like `git pipeline plan` checks a file.
@@ -337,7 +341,11 @@ impl Run<'_> {
         let source = "the plan's bundle";
         let bundle = crate::bundle::spec::parse(text.as_bytes(), source)
             .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let repo = (&self.plan.repo, self.plan.base.as_str(), &self.plan.loaded);
+        let repo = (
+            &self.plan.target.repo,
+            self.plan.target.base.as_str(),
+            &self.plan.policy.loaded,
+        );
         match crate::bundle::validate::check_bundle(bundle, source, Some(repo)) {
             Ok(c) => Ok(c.bundle),
             Err(Error::Invalid { problems, .. }) => Err(problems),
@@ -350,11 +358,13 @@ impl Run<'_> {
         self.plan_text = Some(plan_text);
         let json = serde_json::to_vec_pretty(&bundle)
             .map_err(|e| Error::other(format!("cannot encode the plan's bundle: {e}")))?;
-        self.dir.artifact("split.json", &json)?;
-        self.rec
+        self.log.dir.artifact("split.json", &json)?;
+        self.log
+            .rec
             .artifacts
             .insert("bundle".to_owned(), "split.json".to_owned());
         if let Some(last) = self
+            .log
             .rec
             .stages
             .iter_mut()

@@ -28,14 +28,14 @@ impl Run<'_> {
                 "the checkout of the commit differs from the commit itself (a filter or a hook changed files)",
             ));
         }
-        self.rec.changed_paths = snapshot
+        self.log.rec.changed_paths = snapshot
             .changes
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
         let mut violations = self.scope.check(&snapshot.changes);
         violations.extend(crate::policy::scope::Scope::escaping_symlinks(
-            &self.worktree,
+            &self.ws.worktree,
             &snapshot.changes,
         ));
         if !violations.is_empty() {
@@ -80,18 +80,18 @@ impl Run<'_> {
         }
         let note = self.attestation(commit, tree, 1);
         let _guard = self.repo_lock()?;
-        ship::attest(&self.repo, &note)?;
-        self.rec.commit = Some(commit.to_owned());
+        ship::attest(&self.ws.repo, &note)?;
+        self.log.rec.commit = Some(commit.to_owned());
         self.ui.step(format!(
             "attested {} (git notes --ref=pipeline show {})",
             &commit[..commit.len().min(12)],
             &commit[..commit.len().min(12)]
         ));
-        if let Err(e) = crate::git::worktree::remove(&self.repo, &self.worktree) {
+        if let Err(e) = crate::git::worktree::remove(&self.ws.repo, &self.ws.worktree) {
             self.ui
                 .warn(format!("the run's worktree could not be removed: {e}"));
         } else {
-            self.rec.worktree = None;
+            self.log.rec.worktree = None;
         }
         Ok(Ending::Shipped)
     }

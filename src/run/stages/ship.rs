@@ -136,18 +136,19 @@ impl Run<'_> {
     pub(crate) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Attestation {
         Attestation {
             version: attest::VERSION,
-            run_id: self.dir.id.clone(),
+            run_id: self.log.dir.id.clone(),
             commit: commit.to_owned(),
             tree: tree.to_owned(),
-            base: self.plan.base.clone(),
+            base: self.plan.target.base.clone(),
             approved: true,
             verifier: self
                 .verifier_label
                 .clone()
-                .unwrap_or_else(|| self.plan.verifier.name.clone()),
+                .unwrap_or_else(|| self.plan.agents.verifier.name.clone()),
             rounds,
             gates: self
                 .plan
+                .policy
                 .gates
                 .iter()
                 .map(|g| attest::GateResult {
@@ -163,22 +164,24 @@ impl Run<'_> {
     /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
     /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
     pub(crate) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
-        let message = message(&self.plan.task, &self.dir.id);
-        let branch_ref = format!("refs/heads/{}", self.branch);
-        self.snap
+        let message = message(&self.plan.target.task, &self.log.dir.id);
+        let branch_ref = format!("refs/heads/{}", self.ws.branch);
+        self.ws
+            .snap
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .install()?;
         let wt_git = self
+            .ws
             .snap
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .git();
         let (commit, tree) = match commit(
-            &self.repo,
+            &self.ws.repo,
             &wt_git,
             &branch_ref,
-            &self.plan.base,
+            &self.plan.target.base,
             tree,
             &message,
         )? {
@@ -198,24 +201,24 @@ impl Run<'_> {
     pub(crate) fn complete_ship(&mut self, commit: &str, tree: &str) -> Result<()> {
         let _guard = self.repo_lock()?;
         let commit = commit.to_owned();
-        let note = self.attestation(&commit, tree, self.rec.verification.rounds);
-        attest(&self.repo, &note)?;
-        self.rec.commit = Some(commit.clone());
+        let note = self.attestation(&commit, tree, self.log.rec.verification.rounds);
+        attest(&self.ws.repo, &note)?;
+        self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
-        match worktree::remove(&self.repo, &self.worktree) {
-            Ok(()) => self.rec.worktree = None,
+        match worktree::remove(&self.ws.repo, &self.ws.worktree) {
+            Ok(()) => self.log.rec.worktree = None,
             Err(e) => {
                 self.ui.warn(format!(
                     "the shipped run's worktree could not be removed: {e}"
                 ));
                 self.details.push(format!(
                     "remove it with: git worktree remove --force {}",
-                    self.worktree.display()
+                    self.ws.worktree.display()
                 ));
             }
         }
         let short = &commit[..commit.len().min(12)];
-        self.rec.stages.push(StageRecord {
+        self.log.rec.stages.push(StageRecord {
             stage: "ship".to_owned(),
             status: StageStatus::Pass,
             attempt: 1,
@@ -227,30 +230,30 @@ impl Run<'_> {
             tokens_estimated: false,
             cost_usd: None,
             error: None,
-            note: Some(format!("committed {commit} on {}", self.branch)),
+            note: Some(format!("committed {commit} on {}", self.ws.branch)),
         });
         self.ui.step(format!(
             "ship: committed {short} on {} (attested)",
-            self.branch
+            self.ws.branch
         ));
-        if self.plan.ship == ShipMode::Merge {
-            let merge = match &self.plan.base_branch {
+        if self.plan.landing.ship == ShipMode::Merge {
+            let merge = match &self.plan.target.base_branch {
                 None => format!(
                     "not merged: the base {} is not a branch",
-                    self.plan.base_ref
+                    self.plan.target.base_ref
                 ),
                 Some(b) => {
                     let branch = b.strip_prefix("refs/heads/").unwrap_or(b);
                     // Under the repository lock taken above: one run moves a branch at a time.
                     match advance::advance(
-                        &self.repo,
-                        &self.plan.repo.common_dir,
+                        &self.ws.repo,
+                        &self.plan.target.repo.common_dir,
                         &advance::Move {
                             branch_ref: b,
-                            expected: &self.plan.base,
+                            expected: &self.plan.target.base,
                             new: &commit,
                             message: "git-pipeline: fast-forward to a verified run",
-                            mover: self.guard.as_ref().and_then(|g| g.committer_name()),
+                            mover: self.ws.guard.as_ref().and_then(|g| g.committer_name()),
                         },
                     ) {
                         Err(e) => format!("not merged into {branch}: {e}"),
@@ -259,19 +262,19 @@ impl Run<'_> {
                         }
                         Ok(advance::Advance::Refused(why)) => format!(
                             "not merged into {branch}: {why}; the work stays on {}",
-                            self.branch
+                            self.ws.branch
                         ),
                     }
                 }
             };
             self.ui.step(format!("ship: {merge}"));
-            self.rec.merge = Some(merge);
+            self.log.rec.merge = Some(merge);
         }
         self.finished_stage("ship", "pass");
-        if let Err(e) = self.dir.event(
+        if let Err(e) = self.log.dir.event(
             Some("ship"),
             "shipped",
-            json!({"commit": commit, "branch": self.branch, "merge": self.rec.merge}),
+            json!({"commit": commit, "branch": self.ws.branch, "merge": self.log.rec.merge}),
         ) {
             self.ui
                 .warn(format!("could not log the shipped event: {e}"));

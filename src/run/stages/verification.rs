@@ -23,7 +23,7 @@ impl Run<'_> {
         prompt: &str,
         cancel: &mut Cancel,
     ) -> Result<Next<Verdict>> {
-        let verifier = self.plan.verifier.clone();
+        let verifier = self.plan.agents.verifier.clone();
         let session = self.verify_session.clone();
         let ran = self
             .run_role(&verifier, "verification", round, &session, prompt, cancel)
@@ -49,7 +49,7 @@ impl Run<'_> {
         snapshot: &Snapshot,
         cancel: &mut Cancel,
     ) -> Result<Next> {
-        let max = self.plan.max_rounds;
+        let max = self.plan.policy.max_rounds;
         let label = if round <= max {
             format!("verification {round}/{max}")
         } else {
@@ -57,9 +57,9 @@ impl Run<'_> {
         };
         self.begin(
             "verification",
-            format!("{label}: verifier ({})", self.plan.verifier.name),
+            format!("{label}: verifier ({})", self.plan.agents.verifier.name),
         )?;
-        let patch = snapshot::patch(&self.repo, &self.plan.base_tree, &snapshot.tree)?;
+        let patch = snapshot::patch(&self.ws.repo, &self.plan.target.base_tree, &snapshot.tree)?;
         let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
         let scope = self.scope.describe();
         let gates = self
@@ -67,31 +67,31 @@ impl Run<'_> {
             .map(|g| format!("{} ({:.1}s)", g.name, g.duration_s))
             .collect();
         let plan = self.bounded_plan();
-        let prompt = self.plan.templates.render(
+        let prompt = self.plan.agents.templates.render(
             "verifier",
             prompts::VerifierVars {
-                run_id: &self.dir.id,
+                run_id: &self.log.dir.id,
                 round,
                 max_rounds: max,
-                task: &self.plan.task,
-                base: &self.plan.base,
+                task: &self.plan.target.task,
+                base: &self.plan.target.base,
                 plan: plan.as_deref(),
                 scope: &scope,
                 gates,
-                changed_paths: self.rec.changed_paths.clone(),
+                changed_paths: self.log.rec.changed_paths.clone(),
                 diff,
                 diff_cut,
                 diff_limit: prompts::DIFF_LIMIT,
             },
         )?;
         let v = proceed!(self.run_verifier(round, &prompt, cancel).await?);
-        self.rec.verification = Verification {
+        self.log.rec.verification = Verification {
             rounds: round,
             approved: v.approved,
             issues: v.issues.clone(),
         };
-        self.rec.metrics.verification_rounds = round;
-        if let Some(last) = self.rec.stages.last_mut() {
+        self.log.rec.metrics.verification_rounds = round;
+        if let Some(last) = self.log.rec.stages.last_mut() {
             last.status = if v.approved {
                 StageStatus::Pass
             } else {
@@ -105,7 +105,7 @@ impl Run<'_> {
                 });
             }
         }
-        self.dir.event(
+        self.log.dir.event(
             Some("verification"),
             "verdict",
             json!({"round": round, "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),

@@ -1,0 +1,315 @@
+//! Where a run works, and its whole life: `setup` makes the worktree and branch for a new run,
+//! `reattach` brings them back for a resumed one (reusing the folder, or checking the branch
+//! out again and refilling it from the last snapshot), and both go through `attach` and
+//! `attached`: the run's own index, the containment guard, the sandbox and the watch.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::git::snapshot::Snapshotter;
+use crate::git::{objects, prepare, worktree};
+use crate::run::stages::rollback;
+use crate::run::state::Run;
+
+impl Run<'_> {
+    /// The run's own index (never the agent's), the containment guard and the sandbox, for
+    /// the worktree that is now there.
+    fn attach(&mut self) -> Result<worktree::Paths> {
+        let wt_paths = worktree::paths(&self.ws.worktree)?;
+        self.ws.snap = Some(Snapshotter::new(
+            &self.ws.worktree,
+            &wt_paths.git_dir,
+            self.log.dir.scratch("index")?,
+        ));
+        self.arm_guard(&wt_paths.git_dir)?;
+        Ok(wt_paths)
+    }
+
+    /// The worktree is ready: watched, and named in the record with its identity (what resume,
+    /// abandon and clean check before they enter it).
+    fn attached(&mut self) -> Result<()> {
+        self.watch_worktree()?;
+        self.log.rec.worktree = Some(self.ws.worktree.clone());
+        self.log.rec.worktree_identity = worktree::identity(&self.ws.worktree);
+        self.save()
+    }
+
+    pub fn setup(&mut self) -> Result<()> {
+        let root = &self.plan.landing.worktree_root;
+        std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
+        let reason = format!("git-pipeline run {} in progress", self.log.dir.id);
+        let (checkout, checkout_tree) = self.plan.checkout();
+        let branch = (!self.ws.branch.is_empty()).then_some(self.ws.branch.as_str());
+        let guard = self.repo_lock()?;
+        let added = worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason);
+        drop(guard);
+        if let Err(e) = added {
+            // git may leave a half-made worktree or branch behind; both are ours to remove.
+            let _ = rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch);
+            return Err(e);
+        }
+        let wt_paths = self.attach()?;
+        // Before any agent runs: from now on the worktree's index is the agent's.
+        if let Some(snap) = &self.ws.snap {
+            snap.seed()?;
+        }
+        let submodules = prepare::init_submodules(&self.ws.worktree)?;
+        let copied = match &self.plan.target.repo.main_worktree {
+            Some(main) => {
+                let patterns = prepare::include_patterns(main, &self.plan.landing.include)?;
+                prepare::copy_includes(
+                    main,
+                    &self.ws.worktree,
+                    &patterns,
+                    &self.log.dir.scratch("worktreeinclude")?,
+                )?
+            }
+            None => Vec::new(),
+        };
+        // The starting point must be the base itself: a post-checkout hook or a filter that
+        // leaves changes behind would be blamed on the agent (and shipped) otherwise. Without
+        // either, git's checkout is the base by construction and the check is skipped.
+        let start = if worktree::checkout_may_differ(&self.ws.worktree, &wt_paths)? {
+            let s = self.snapshot()?;
+            crate::git::snapshot::diff_trees(&self.ws.repo, checkout_tree, &s.tree)?
+        } else {
+            Vec::new()
+        };
+        if !start.is_empty() {
+            let paths: Vec<String> = start
+                .iter()
+                .take(5)
+                .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+                .collect();
+            return Err(Error::other_hint(
+                format!(
+                    "right after checkout the worktree already differs from the base: {}",
+                    paths.join(", ")
+                ),
+                "a post-checkout hook or a filter changed files; make it write ignored files only",
+            ));
+        }
+        // Recorded only now: a run stopped before this point has no worktree worth keeping, and
+        // `resume` makes it again from scratch.
+        self.attached()?;
+        self.log.dir.event(
+            None,
+            "worktree_ready",
+            json!({
+                "worktree": self.ws.worktree,
+                "branch": self.ws.branch,
+                "submodules": submodules,
+                "included": copied.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            }),
+        )?;
+        self.ui.info(if self.ws.branch.is_empty() {
+            format!(
+                "  worktree {} (detached at {checkout})",
+                self.ws.worktree.display()
+            )
+        } else {
+            format!(
+                "  worktree {} on branch {}",
+                self.ws.worktree.display(),
+                self.ws.branch
+            )
+        });
+        self.ui
+            .info(format!("  sandbox {}", self.plan.policy.sandbox.describe()));
+        Ok(())
+    }
+
+    /// Make the worktree usable again: reuse it when it is there, otherwise check the run's
+    /// branch out again (never with `-B`) and refill it from the last snapshot. A setup that
+    /// never completed is simply done again.
+    pub(crate) fn reattach(&mut self) -> Result<()> {
+        let replaced = std::fs::symlink_metadata(&self.ws.worktree)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            || (self.ws.worktree.exists()
+                && !worktree::is_the_same_folder(
+                    &self.ws.worktree,
+                    self.log.rec.worktree_identity,
+                ));
+        if replaced {
+            return Err(Error::usage_hint(
+                format!(
+                    "run {}'s worktree {} was replaced (moved away, or a symlink or another folder put in its place): git-pipeline will not enter it",
+                    self.log.dir.id,
+                    self.ws.worktree.display()
+                ),
+                format!(
+                    "look at it yourself; `git pipeline abandon {}` archives the run's branch and leaves that path alone",
+                    self.log.dir.id
+                ),
+            ));
+        }
+        self.clear_stale_git_locks();
+        let registered = worktree::list(&self.ws.repo)?
+            .into_iter()
+            .any(|e| worktree::same_path(&e.path, &self.ws.worktree));
+        if self.log.rec.worktree.is_none() {
+            // Stopped during setup: nothing an agent made is in there yet.
+            if registered || self.ws.worktree.exists() {
+                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+            }
+            if self.ws.worktree.exists() {
+                std::fs::remove_dir_all(&self.ws.worktree)
+                    .map_err(|e| Error::io_path("remove", &self.ws.worktree, e))?;
+            }
+            return self.setup();
+        }
+        let reason = format!("git-pipeline run {} in progress", self.log.dir.id);
+        if registered && self.ws.worktree.join(".git").exists() {
+            worktree::lock(&self.ws.repo, &self.ws.worktree, &reason)?;
+        } else {
+            if registered {
+                // Its folder was deleted by hand: let git forget it first.
+                worktree::remove(&self.ws.repo, &self.ws.worktree)?;
+            }
+            let branch_exists = !self.ws.branch.is_empty()
+                && objects::ref_value(&self.ws.repo, &format!("refs/heads/{}", self.ws.branch))?
+                    .is_some();
+            let (checkout, _) = self.plan.checkout();
+            let _guard = crate::store::lock::acquire_repo(&self.plan.target.repo.pipeline_dir())?;
+            if branch_exists {
+                worktree::add_existing(&self.ws.repo, &self.ws.worktree, &self.ws.branch, &reason)?;
+            } else {
+                let branch = (!self.ws.branch.is_empty()).then_some(self.ws.branch.as_str());
+                worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)?;
+            }
+            if let Some(tree) = &self.log.rec.resume.snapshot_tree {
+                // Bring back the work the lost folder held.
+                worktree::fill_from_tree(&self.ws.worktree, tree)?;
+            }
+            self.ui.step(format!(
+                "resume: the worktree was gone; made it again at {}",
+                self.ws.worktree.display()
+            ));
+        }
+        self.attach()?;
+        self.attached()
+    }
+
+    /// Lock files a killed git leaves behind, in what belongs to this run only.
+    fn clear_stale_git_locks(&self) {
+        let mut candidates = vec![
+            self.log.dir.path.join("tmp/index.lock"),
+            self.plan
+                .target
+                .repo
+                .common_dir
+                .join("worktrees")
+                .join(&self.log.dir.id)
+                .join("index.lock"),
+        ];
+        if !self.ws.branch.is_empty() {
+            candidates.push(
+                self.plan
+                    .target
+                    .repo
+                    .common_dir
+                    .join(format!("refs/heads/{}.lock", self.ws.branch)),
+            );
+        }
+        for path in candidates {
+            if path.exists() && std::fs::remove_file(&path).is_ok() {
+                self.ui
+                    .step(format!("resume: removed a stale lock {}", path.display()));
+            }
+        }
+    }
+
+    /// The sandbox of the run's steps: the worktree, what git needs to commit on the run's
+    /// branch (objects, the worktree's admin folder, the folder of its branch ref and reflog), a
+    /// private temporary folder, build caches and `sandbox.writable`.
+    fn sandbox_setup(&self, worktree_git_dir: &Path) -> Result<Option<crate::sandbox::Setup>> {
+        if !self.plan.policy.sandbox.active() {
+            return Ok(None);
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("find git-pipeline itself for the sandbox", e))?;
+        let common = &self.plan.target.repo.common_dir;
+        // Not the run's own scratch folder (`tmp`, where its index is): the agent's.
+        let tmp = self.log.dir.path.join("agent-tmp");
+        let mut writable = vec![
+            self.ws.worktree.clone(),
+            common.join("objects"),
+            worktree_git_dir.to_owned(),
+            tmp.clone(),
+        ];
+        if !self.ws.branch.is_empty() {
+            // git updates a ref through `<ref>.lock` beside it, so the ref's folder must be
+            // writable: other runs' branches share it, and containment keeps watching them.
+            let rel = Path::new("refs/heads").join(&self.ws.branch);
+            for base in [common.clone(), common.join("logs")] {
+                if let Some(dir) = base.join(&rel).parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+                    writable.push(dir.to_owned());
+                }
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("create", &tmp, e))?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if let Some(h) = &home {
+            writable.extend(crate::sandbox::caches(h));
+        }
+        writable.extend(self.plan.policy.sandbox.writable.iter().cloned());
+        Ok(Some(crate::sandbox::Setup {
+            exe,
+            writable,
+            tmp,
+            home,
+            gate_network: self.plan.policy.sandbox.gate_network,
+            required: self.plan.policy.sandbox.mode == crate::sandbox::Mode::Required,
+        }))
+    }
+
+    /// Set up the containment checks and the sandbox for this run's worktree.
+    pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
+        self.ws.sandbox = self.sandbox_setup(worktree_git_dir)?;
+        let mut checkouts: Vec<PathBuf> = Vec::new();
+        for c in [
+            &self.plan.target.repo.main_worktree,
+            &self.plan.target.repo.work_tree,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !checkouts.iter().any(|x| x == c) {
+                checkouts.push(c.clone());
+            }
+        }
+        self.ws.guard = Some(crate::safety::containment::Guard::new(
+            crate::safety::containment::Places {
+                checks: self.plan.policy.containment.clone(),
+                checkouts,
+                common_dir: self.plan.target.repo.common_dir.clone(),
+                repo: self.ws.repo.clone(),
+                worktree: self.ws.worktree.clone(),
+                worktree_git_dir: worktree_git_dir.to_owned(),
+                branch_ref: if self.ws.branch.is_empty() {
+                    String::new()
+                } else {
+                    format!("refs/heads/{}", self.ws.branch)
+                },
+                base: self.plan.target.base.clone(),
+                branch_prefix: self.plan.landing.branch_prefix.clone(),
+                run_id: self.log.dir.id.clone(),
+            },
+        )?);
+        Ok(())
+    }
+
+    /// Watch the run's worktree, so that a read-only step that wrote nothing costs no pass over
+    /// it.
+    pub fn watch_worktree(&mut self) -> Result<()> {
+        self.ws.wt_watch = if crate::safety::watch::enabled() {
+            crate::safety::watch::CheckoutWatch::new(&self.ws.worktree, None, Default::default())?
+        } else {
+            None
+        };
+        Ok(())
+    }
+}
