@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::fanout::bundle::BundlePlan;
 use crate::git::Repo;
 use crate::plan::RunArgs;
+use crate::store::EventKind;
 use crate::store::RunDir;
 use crate::store::Store;
 use crate::ui::Ui;
@@ -446,7 +447,11 @@ pub fn abandon(dir: RunDir, cwd: &Path, out: &mut dyn Write, json: bool) -> Resu
     rec.status = BundleStatus::Abandoned;
     rec.ended_at = Some(crate::ids::now_rfc3339());
     dir.write_json(record::BUNDLE_RECORD, &rec)?;
-    dir.event(None, "abandoned", json!({"workstreams": abandoned}))?;
+    dir.event(
+        None,
+        EventKind::Abandoned,
+        json!({"workstreams": abandoned}),
+    )?;
     if json {
         emit(out, &format!("{}\n", pretty(&json!(rec))))?;
     } else {

@@ -20,6 +20,7 @@ use crate::store::RunDir;
 use crate::store::Store;
 use crate::store::lock::Liveness;
 use crate::store::parse_events;
+use crate::store::record::StageName;
 use crate::store::record::StageStatus;
 use crate::store::record::Status;
 
@@ -143,7 +144,7 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         if status == Status::Succeeded {
             succeeded += 1;
         }
-        if let Some(first) = r.stages.iter().find(|s| s.stage == "verification") {
+        if let Some(first) = r.stages.iter().find(|s| s.stage == StageName::Verification) {
             verified += 1;
             if first.status == StageStatus::Pass {
                 first_pass += 1;
@@ -166,7 +167,7 @@ pub fn stats(cmd: StatsCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                 )
                 && let Ok(d) = b.duration_since(a)
             {
-                let e = stage_time.entry(s.stage.clone()).or_default();
+                let e = stage_time.entry(s.stage.name().to_owned()).or_default();
                 e.0 += d.as_secs_f64();
                 e.1 += 1;
             }

@@ -10,6 +10,7 @@
 //! ones resumed, the others started.
 
 use crate::bundle::validate::{Checked, check};
+use crate::store::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -222,7 +223,7 @@ pub async fn run(plan: &BundlePlan, ui: &Ui, cancel: Cancel) -> Result<BundleRec
     d.save()?;
     d.dir.event(
         None,
-        "bundle_started",
+        EventKind::BundleStarted,
         json!({
             "source": plan.source,
             "base": plan.base,
@@ -260,7 +261,7 @@ pub async fn resume(
     d.rec.status = BundleStatus::Running;
     d.rec.exit_code = None;
     d.rec.ended_at = None;
-    d.dir.event(None, "resumed", json!({}))?;
+    d.dir.event(None, EventKind::Resumed, json!({}))?;
     ui.info(format!(
         "resuming bundle {} ({})",
         d.rec.bundle_id,
@@ -489,7 +490,7 @@ impl<'a> Driver<'a> {
         self.dir.event_of(
             Some(&ws.id),
             None,
-            "workstream_started",
+            EventKind::WorkstreamStarted,
             json!({"run_id": run_dir.id, "base": base}),
         )?;
         self.ui.step(format!(
@@ -546,7 +547,7 @@ impl<'a> Driver<'a> {
         self.dir.event_of(
             Some(&id),
             None,
-            "workstream_finished",
+            EventKind::WorkstreamFinished,
             json!({
                 "state": self.rec.workstreams[i].state,
                 "reason": self.rec.workstreams[i].reason,
@@ -611,8 +612,12 @@ impl<'a> Driver<'a> {
             Integrated::Moved(_) | Integrated::Already => {
                 self.rec.workstreams[i].integrated = true;
                 self.rec.workstreams[i].error = None;
-                self.dir
-                    .event_of(Some(&id), None, "integrated", json!({"commit": commit}))?;
+                self.dir.event_of(
+                    Some(&id),
+                    None,
+                    EventKind::Integrated,
+                    json!({"commit": commit}),
+                )?;
                 self.ui.step(format!(
                     "{id}: shipped {}; merged onto {}",
                     &commit[..commit.len().min(12)],
@@ -633,8 +638,12 @@ impl<'a> Driver<'a> {
                     self.rec.integration_branch, self.rec.bundle_id
                 );
                 self.rec.workstreams[i].error = Some(why.clone());
-                self.dir
-                    .event_of(Some(&id), None, "not_integrated", json!({"why": why}))?;
+                self.dir.event_of(
+                    Some(&id),
+                    None,
+                    EventKind::NotIntegrated,
+                    json!({"why": why}),
+                )?;
                 self.ui.step(format!(
                     "{id}: shipped {}; {why}",
                     &commit[..commit.len().min(12)]
@@ -655,7 +664,7 @@ impl<'a> Driver<'a> {
         let _ = self.dir.event_of(
             Some(&id),
             None,
-            "blocked",
+            EventKind::Blocked,
             json!({"why": why, "conflicts": w.conflicts}),
         );
         let blocked = self.block_downstream(i);
@@ -711,7 +720,7 @@ impl<'a> Driver<'a> {
         self.save()?;
         self.dir.event(
             None,
-            "bundle_finished",
+            EventKind::BundleFinished,
             json!({"status": self.rec.status, "counts": c.to_string()}),
         )
     }

@@ -10,6 +10,7 @@ use crate::git::{Git, Repo, objects, worktree};
 use crate::ids;
 use crate::run::stages::rollback;
 use crate::safety::process;
+use crate::store::EventKind;
 use crate::store::RunDir;
 use crate::store::lock::acquire_repo;
 use crate::store::record::{RunRecord, Status};
@@ -107,7 +108,7 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
     dir.write_record(&rec)?;
     dir.event(
         None,
-        "rolled_back",
+        EventKind::RolledBack,
         serde_json::json!({"abandoned": true, "archive": rec.archive, "stopped_processes": leftovers}),
     )?;
     let _ = dir.clear_scratch();

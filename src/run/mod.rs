@@ -29,6 +29,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::error::Error;
+use crate::store::EventKind;
+use crate::store::record::StageName;
 
 use crate::error::Result;
 use crate::plan::RunPlan;
@@ -97,7 +99,7 @@ pub async fn execute_in(
     run.save()?;
     run.log.dir.event(
         None,
-        "run_started",
+        EventKind::RunStarted,
         json!({
             "task": plan.target.task,
             "base": plan.target.base,
@@ -199,7 +201,10 @@ impl Run<'_> {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage("discovery", &self.plan.routing.start_reason.clone());
+                self.skip_stage(
+                    StageName::Discovery,
+                    &self.plan.routing.start_reason.clone(),
+                );
             }
         }
         if !executing && !planned {
@@ -208,7 +213,7 @@ impl Run<'_> {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage("planning", &self.plan.routing.start_reason.clone());
+                self.skip_stage(StageName::Planning, &self.plan.routing.start_reason.clone());
             }
         }
         self.build(cancel).await

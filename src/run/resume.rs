@@ -16,6 +16,7 @@ use crate::run::outcome::Ending;
 use crate::run::outcome::Outcome;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
+use crate::store::EventKind;
 use crate::store::RunDir;
 use crate::store::lock::RunLock;
 use crate::store::record::RunRecord;
@@ -79,7 +80,7 @@ pub async fn resume(
     run.save()?;
     run.log.dir.event(
         None,
-        "resumed",
+        EventKind::Resumed,
         json!({"checkpoint": run.log.rec.resume.checkpoint, "worktree": run.log.rec.worktree}),
     )?;
     ui.info(format!(

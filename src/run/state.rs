@@ -27,6 +27,7 @@ use crate::run::step;
 use crate::run::step::AgentRun;
 use crate::run::step::StepCtx;
 use crate::safety::process::Cancel;
+use crate::store::EventKind;
 use crate::store::RunDir;
 use crate::store::record::Checkpoint;
 use crate::store::record::Metrics;
@@ -34,6 +35,7 @@ use crate::store::record::Reason;
 use crate::store::record::ResumeState;
 use crate::store::record::RunRecord;
 use crate::store::record::Sessions;
+use crate::store::record::StageName;
 use crate::store::record::StageRecord;
 use crate::store::record::StageStatus;
 use crate::store::record::Status;
@@ -235,7 +237,7 @@ impl<'a> Run<'a> {
                 .stages
                 .iter()
                 .filter(|s| (s.status == StageStatus::Skip) == skip)
-                .map(|s| s.stage.as_str())
+                .map(|s| s.stage.name())
                 .collect();
             names.sort_unstable();
             names.dedup();
@@ -295,7 +297,7 @@ impl<'a> Run<'a> {
             crate::safety::process::stop_pids_async(&escaped).await;
             let _ = self.log.dir.event(
                 None,
-                "stopped_processes",
+                EventKind::StoppedProcesses,
                 json!({"after": what, "pids": escaped}),
             );
         }
@@ -319,7 +321,7 @@ impl<'a> Run<'a> {
             ));
             let _ = self.log.dir.event(
                 None,
-                "outside_changes",
+                EventKind::OutsideChanges,
                 json!({"after": what, "changes": review.others}),
             );
         }
@@ -333,7 +335,7 @@ impl<'a> Run<'a> {
         }
         let _ = self.log.dir.event(
             None,
-            "containment_breach",
+            EventKind::ContainmentBreach,
             json!({"after": what, "breaches": breaches, "restored": restored}),
         );
         Err(Error::Containment(format!(
@@ -382,7 +384,7 @@ impl<'a> Run<'a> {
     pub async fn run_role(
         &mut self,
         agent: &RoleAgent,
-        stage: &str,
+        stage: StageName,
         attempt: u32,
         session: &str,
         prompt: &str,
@@ -424,30 +426,31 @@ impl<'a> Run<'a> {
         Ok(ran)
     }
 
-    pub fn begin(&mut self, stage: &str, line: String) -> Result<()> {
+    pub fn begin(&mut self, stage: StageName, line: String) -> Result<()> {
         self.log.rec.stage = Some(stage.to_owned());
         self.save()?;
         self.log
             .dir
-            .event(Some(stage), "stage_started", json!({}))?;
+            .event(Some(stage), EventKind::StageStarted, json!({}))?;
         self.ui.start(line);
         Ok(())
     }
 
     /// The `stage_finished` event. Best effort: the record holds the same facts.
-    pub fn finished_stage(&self, stage: &str, status: &str) {
-        let _ = self
-            .log
-            .dir
-            .event(Some(stage), "stage_finished", json!({"status": status}));
+    pub fn finished_stage(&self, stage: StageName, status: &str) {
+        let _ = self.log.dir.event(
+            Some(stage),
+            EventKind::StageFinished,
+            json!({"status": status}),
+        );
     }
 
     /// A stage (or one role of it) that does not run, and why; shown and recorded.
-    pub fn skip_stage(&mut self, stage: &str, why: &str) {
+    pub fn skip_stage(&mut self, stage: StageName, why: &str) {
         self.skip_role(stage, None, why);
     }
 
-    pub fn skip_role(&mut self, stage: &str, agent: Option<&str>, why: &str) {
+    pub fn skip_role(&mut self, stage: StageName, agent: Option<&str>, why: &str) {
         let who = agent.map(|a| format!(" ({a})")).unwrap_or_default();
         self.ui.step(format!("{stage}{who}: skipped ({why})"));
         // A resumed run passes the same skips again; record each once.
@@ -476,7 +479,7 @@ impl<'a> Run<'a> {
         });
         let _ = self.log.dir.event(
             Some(stage),
-            "stage_finished",
+            EventKind::StageFinished,
             json!({"status": "skip", "agent": agent, "reason": why}),
         );
     }
@@ -484,7 +487,7 @@ impl<'a> Run<'a> {
     /// Record an agent step; the ending when it failed.
     pub fn record_agent(
         &mut self,
-        stage: &str,
+        stage: StageName,
         attempt: u32,
         session: &str,
         ran: &AgentRun,
@@ -652,7 +655,7 @@ impl<'a> Run<'a> {
                 self.log.rec.branch = String::new();
                 self.log.dir.event(
                     None,
-                    "split",
+                    EventKind::Split,
                     json!({"workstreams": bundle.workstreams.len()}),
                 )?;
                 self.split = Some(bundle);
@@ -661,7 +664,7 @@ impl<'a> Run<'a> {
                 self.log.rec.status = Status::Interrupted;
                 self.log.dir.event(
                     None,
-                    "interrupted",
+                    EventKind::Interrupted,
                     json!({"worktree": self.log.rec.worktree}),
                 )?;
                 self.ui.step("interrupted: the worktree is kept");
@@ -679,7 +682,7 @@ impl<'a> Run<'a> {
                     self.details.push(format!("rollback incomplete: {e}"));
                     let _ = self.log.dir.event(
                         None,
-                        "rollback_failed",
+                        EventKind::RollbackFailed,
                         json!({"error": e.to_string()}),
                     );
                 }
@@ -764,7 +767,7 @@ impl<'a> Run<'a> {
             let _ = worktree::unlock(&self.ws.repo, &self.ws.worktree);
             self.log.dir.event(
                 None,
-                "rolled_back",
+                EventKind::RolledBack,
                 json!({"kept": true, "unarchivable": why, "archive": self.log.rec.archive}),
             )?;
             return Ok(());
@@ -776,7 +779,7 @@ impl<'a> Run<'a> {
             }
             self.log.dir.event(
                 None,
-                "rolled_back",
+                EventKind::RolledBack,
                 json!({"kept": true, "archive": self.log.rec.archive}),
             )?;
             return Ok(());
@@ -794,7 +797,7 @@ impl<'a> Run<'a> {
         self.log.rec.rolled_back = true;
         self.log.dir.event(
             None,
-            "rolled_back",
+            EventKind::RolledBack,
             json!({"kept": false, "archive": self.log.rec.archive}),
         )?;
         Ok(())

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::agent::RoleAgent;
+use crate::store::EventKind;
+use crate::store::record::StageName;
 
 use crate::preset::argv;
 
@@ -73,7 +75,7 @@ pub struct AgentRun {
 
 pub struct AgentCall<'a> {
     pub agent: &'a RoleAgent,
-    pub stage: &'a str,
+    pub stage: crate::store::record::StageName,
     pub attempt: u32,
     /// The run's session for this stage (`PIPELINE_SESSION_ID`, `{session}` in the argv).
     pub session: &'a str,
@@ -139,7 +141,7 @@ pub async fn run_agent(
         prompt_file: prompt_file.as_os_str(),
         worktree: ctx.worktree.as_os_str(),
         run_id: OsStr::new(ctx.run_id),
-        stage: OsStr::new(call.stage),
+        stage: OsStr::new(call.stage.name()),
         session: OsStr::new(call.session),
     };
     let flag_vars = argv::Vars {
@@ -161,7 +163,7 @@ pub async fn run_agent(
             let (mut env, env_remove) = StepEnv {
                 run_id: ctx.run_id,
                 run_dir: &ctx.dir.path,
-                stage: call.stage,
+                stage: call.stage.name(),
                 role,
                 session: call.session,
                 worktree: ctx.worktree,
@@ -189,7 +191,7 @@ pub async fn run_agent(
     let ended_at = crate::ids::now_rfc3339();
     ctx.dir.event(
         Some(call.stage),
-        "agent_exited",
+        EventKind::AgentExited,
         json!({
             "role": role,
             "agent": agent,
@@ -245,8 +247,8 @@ pub async fn run_gate(
         &combined(&outcome),
     )?;
     ctx.dir.event(
-        Some("gates"),
-        "gate_finished",
+        Some(StageName::Gates),
+        EventKind::GateFinished,
         json!({
             "gate": name,
             "attempt": attempt,

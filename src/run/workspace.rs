@@ -12,6 +12,7 @@ use crate::git::snapshot::Snapshotter;
 use crate::git::{objects, prepare, worktree};
 use crate::run::stages::rollback;
 use crate::run::state::Run;
+use crate::store::EventKind;
 
 impl Run<'_> {
     /// The run's own index (never the agent's), the containment guard and the sandbox, for
@@ -96,7 +97,7 @@ impl Run<'_> {
         self.attached()?;
         self.log.dir.event(
             None,
-            "worktree_ready",
+            EventKind::WorktreeReady,
             json!({
                 "worktree": self.ws.worktree,
                 "branch": self.ws.branch,

@@ -3,9 +3,11 @@
 //! and the prompts and outputs of every step.
 
 pub mod atomic;
+pub mod events;
 pub mod lock;
 pub mod record;
 
+pub use events::EventKind;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -147,8 +149,8 @@ struct Event<'a> {
     ts: String,
     run_id: &'a str,
     workstream: Option<&'a str>,
-    stage: Option<&'a str>,
-    event: &'a str,
+    stage: Option<crate::store::record::StageName>,
+    event: EventKind,
     data: serde_json::Value,
 }
 
@@ -224,7 +226,12 @@ impl RunDir {
 
     /// Append one event line. A single `write` on an `O_APPEND` file, so concurrent writers do
     /// not interleave within a line.
-    pub fn event(&self, stage: Option<&str>, event: &str, data: serde_json::Value) -> Result<()> {
+    pub fn event(
+        &self,
+        stage: Option<crate::store::record::StageName>,
+        event: EventKind,
+        data: serde_json::Value,
+    ) -> Result<()> {
         self.event_of(self.workstream.as_deref(), stage, event, data)
     }
 
@@ -232,8 +239,8 @@ impl RunDir {
     pub fn event_of(
         &self,
         workstream: Option<&str>,
-        stage: Option<&str>,
-        event: &str,
+        stage: Option<crate::store::record::StageName>,
+        event: EventKind,
         data: serde_json::Value,
     ) -> Result<()> {
         let ev = Event {

@@ -98,9 +98,42 @@ pub enum StageStatus {
     Skip,
 }
 
+/// A step of a run, by the name records and events give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageName {
+    Discovery,
+    Planning,
+    Execution,
+    Gates,
+    Verification,
+    Docs,
+    Ship,
+}
+
+impl StageName {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageName::Discovery => "discovery",
+            StageName::Planning => "planning",
+            StageName::Execution => "execution",
+            StageName::Gates => "gates",
+            StageName::Verification => "verification",
+            StageName::Docs => "docs",
+            StageName::Ship => "ship",
+        }
+    }
+}
+
+impl std::fmt::Display for StageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
-    pub stage: String,
+    pub stage: StageName,
     pub status: StageStatus,
     pub attempt: u32,
     pub session_id: Option<String>,
@@ -173,7 +206,7 @@ pub struct RunRecord {
     pub verification: Verification,
     pub metrics: Metrics,
     /// The step running now (`execution`, `gates`, `verification`, `ship`...).
-    pub stage: Option<String>,
+    pub stage: Option<StageName>,
     /// One line saying why the run failed, for people.
     pub error: Option<String>,
     /// What the user typed as base (`HEAD`, a branch...), resolved into `base`.
@@ -217,6 +250,40 @@ pub struct CandidateRef {
     pub index: u32,
 }
 
+/// Where a candidate of a best-of-N run is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateState {
+    Building,
+    /// Passed scope and gates, waiting for the verifier.
+    Ready,
+    Chosen,
+    /// Another was chosen, or all were rejected.
+    Dropped,
+    Failed,
+    Interrupted,
+}
+
+impl CandidateState {
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateState::Building => "building",
+            CandidateState::Ready => "ready",
+            CandidateState::Chosen => "chosen",
+            CandidateState::Dropped => "dropped",
+            CandidateState::Failed => "failed",
+            CandidateState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for CandidateState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // pad, not write_str: `show` aligns it in a column.
+        f.pad(self.name())
+    }
+}
+
 /// One candidate of a best-of-N run, as its parent sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CandidateRecord {
@@ -224,9 +291,7 @@ pub struct CandidateRecord {
     pub run_id: String,
     /// The builder it used.
     pub agent: String,
-    /// `building`, `ready` (passed scope and gates, waiting for the verifier), `chosen`,
-    /// `dropped` (another was chosen, or all were rejected), `failed`, `interrupted`.
-    pub state: String,
+    pub state: CandidateState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,7 +309,7 @@ pub struct RunSummary {
     pub task: String,
     pub status: Status,
     pub reason: Option<Reason>,
-    pub stage: Option<String>,
+    pub stage: Option<StageName>,
     pub branch: String,
     pub commit: Option<String>,
     pub worktree: Option<PathBuf>,

@@ -20,6 +20,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::plan::RunPlan;
+use crate::store::EventKind;
+use crate::store::record::StageName;
 
 use crate::agent;
 use crate::agent::RoleAgent;
@@ -41,6 +43,7 @@ use crate::safety::process::Cancel;
 use crate::store::Store;
 use crate::store::record::CandidateRecord;
 use crate::store::record::CandidateRef;
+use crate::store::record::CandidateState;
 use crate::store::record::Checkpoint;
 use crate::store::record::GateRecord;
 use crate::store::record::Reason;
@@ -136,7 +139,7 @@ impl Run<'_> {
         let gates: Vec<GateRecord> = self.last_gates().cloned().collect();
         let (reply, answer) = oneshot::channel();
         self.begin(
-            "verification",
+            StageName::Verification,
             format!("verification {round}: waiting for the other candidates and the verifier"),
         )?;
         let agent = self
@@ -266,7 +269,7 @@ impl Run<'_> {
                     index,
                     run_id: dir.id.clone(),
                     agent: name,
-                    state: "building".to_owned(),
+                    state: CandidateState::Building,
                     reason: None,
                     error: None,
                     tree: None,
@@ -274,8 +277,8 @@ impl Run<'_> {
                 // Recorded before it starts: a resumed parent finds its candidates.
                 self.save()?;
                 self.log.dir.event(
-                    Some("execution"),
-                    "candidate_started",
+                    Some(StageName::Execution),
+                    EventKind::CandidateStarted,
                     json!({"index": index, "run_id": dir.id}),
                 )?;
                 spawn(Work::Fresh(Box::new(plan), dir), index, self.ui, cancel)?;
@@ -384,7 +387,7 @@ impl Run<'_> {
             tokio::select! {
                 Some(sub) = submissions.recv() => {
                     let c = &mut self.log.rec.candidates[sub.index as usize - 1];
-                    c.state = "ready".to_owned();
+                    c.state = CandidateState::Ready;
                     c.tree = Some(sub.tree.clone());
                     self.ui.step(format!("candidate {}: ready for the verifier", sub.index));
                     self.save()?;
@@ -425,7 +428,7 @@ impl Run<'_> {
             Ok(o) => self.candidate_ended(k, &o.record),
             Err(e) => {
                 let c = &mut self.log.rec.candidates[k as usize - 1];
-                c.state = "failed".to_owned();
+                c.state = CandidateState::Failed;
                 c.reason = Some(Reason::SetupFailed);
                 c.error = Some(e.to_string());
             }
@@ -435,12 +438,11 @@ impl Run<'_> {
     fn candidate_ended(&mut self, k: u32, r: &crate::store::RunRecord) {
         let c = &mut self.log.rec.candidates[k as usize - 1];
         c.state = match r.status {
-            Status::Succeeded => "chosen",
-            Status::Abandoned => "dropped",
-            Status::Interrupted | Status::Running | Status::Pending => "interrupted",
-            Status::Failed => "failed",
-        }
-        .to_owned();
+            Status::Succeeded => CandidateState::Chosen,
+            Status::Abandoned => CandidateState::Dropped,
+            Status::Interrupted | Status::Running | Status::Pending => CandidateState::Interrupted,
+            Status::Failed => CandidateState::Failed,
+        };
         c.reason = r.reason;
         c.error = r.error.clone();
         let line = match (&c.reason, &c.error) {
@@ -452,7 +454,7 @@ impl Run<'_> {
         self.ui.step(line);
         // The candidates' work counts towards the parent's totals.
         self.log.rec.stages.push(crate::store::record::StageRecord {
-            stage: "execution".to_owned(),
+            stage: StageName::Execution,
             status: if r.status == Status::Failed {
                 StageStatus::Fail
             } else {
@@ -510,7 +512,7 @@ impl Run<'_> {
         let max = self.plan.policy.max_rounds;
         let verifier = self.plan.agents.verifier.clone();
         self.begin(
-            "verification",
+            StageName::Verification,
             format!(
                 "verification {round}/{max}: verifier ({}) compares {} candidate{}",
                 verifier.name,
@@ -585,8 +587,8 @@ impl Run<'_> {
             }
         }
         self.log.dir.event(
-            Some("verification"),
-            "verdict",
+            Some(StageName::Verification),
+            EventKind::Verdict,
             json!({"round": round, "approved": choice.is_some(), "choice": choice, "parsed": v.parsed, "issues": v.issues}),
         )?;
         self.save()?;
@@ -620,13 +622,13 @@ impl Run<'_> {
             &format!("chosen by the verifier of run {}", self.log.dir.id),
         )?;
         let c = &mut self.log.rec.candidates[k as usize - 1];
-        c.state = "chosen".to_owned();
+        c.state = CandidateState::Chosen;
         c.tree = Some(tree.to_owned());
         self.log.rec.resume.chosen = Some(k);
         self.save()?;
         self.log.dir.event(
-            Some("verification"),
-            "candidate_chosen",
+            Some(StageName::Verification),
+            EventKind::CandidateChosen,
             json!({"index": k, "tree": tree, "archive": archive}),
         )
     }
@@ -687,7 +689,7 @@ impl Run<'_> {
         // (keep_choice). It ships unless the candidate failed after the choice (it found the
         // verifier had changed its files while comparing).
         let c = &mut self.log.rec.candidates[k as usize - 1];
-        if c.state == "failed" {
+        if c.state == CandidateState::Failed {
             return Ok(Ending::Failed {
                 reason: c.reason.unwrap_or(Reason::AgentError),
                 message: format!(
@@ -697,7 +699,7 @@ impl Run<'_> {
                 details: Vec::new(),
             });
         }
-        c.state = "chosen".to_owned();
+        c.state = CandidateState::Chosen;
         // This worktree has stayed at the base: a two-tree read-tree moves it to the tree.
         crate::git::worktree::switch_files_to(&self.ws.worktree, tree)?;
         let snapshot = self.snapshot()?;

@@ -16,18 +16,19 @@ use crate::run::step::AgentCall;
 use crate::run::step::AgentRun;
 use crate::safety::process::Cancel;
 use crate::store::record::Reason;
+use crate::store::record::StageName;
 
 impl Run<'_> {
     /// Discovery: `Continue` with its findings kept, `End` when the run stops here.
     pub(crate) async fn discovery(&mut self, cancel: &mut Cancel) -> Result<Next> {
         let Some(role) = self.plan.agents.discovery.clone() else {
-            self.skip_stage("discovery", "no [agents.discovery] configured");
+            self.skip_stage(StageName::Discovery, "no [agents.discovery] configured");
             return Ok(Next::Continue(()));
         };
         let agents = role.each();
         let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
         self.begin(
-            "discovery",
+            StageName::Discovery,
             format!(
                 "discovery: {} agent(s) at once ({})",
                 agents.len(),
@@ -77,7 +78,7 @@ impl Run<'_> {
                         ctx,
                         AgentCall {
                             agent,
-                            stage: "discovery",
+                            stage: StageName::Discovery,
                             attempt: (i + 1) as u32,
                             session,
                             prompt,
@@ -97,7 +98,7 @@ impl Run<'_> {
         for (i, (agent, result)) in agents.iter().zip(results).enumerate() {
             let ran = result?;
             if let Some(ending) =
-                self.record_agent("discovery", (i + 1) as u32, &session, &ran, agent)
+                self.record_agent(StageName::Discovery, (i + 1) as u32, &session, &ran, agent)
             {
                 if matches!(ending, Ending::Interrupted) {
                     return Ok(Next::End(ending));

@@ -12,6 +12,7 @@ use crate::policy::scope::Scope;
 use crate::run::next::{Again, Next};
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
+use crate::store::record::StageName;
 
 impl Run<'_> {
     /// The tree that ships when the docs agent changed something, else `None`.
@@ -23,8 +24,14 @@ impl Run<'_> {
     ) -> Result<Option<String>> {
         self.docs_changes.clear();
         let Some(agent) = self.plan.agents.docs.clone() else {
-            if !self.log.rec.stages.iter().any(|s| s.stage == "docs") {
-                self.skip_stage("docs", "no [agents.docs] configured");
+            if !self
+                .log
+                .rec
+                .stages
+                .iter()
+                .any(|s| s.stage == StageName::Docs)
+            {
+                self.skip_stage(StageName::Docs, "no [agents.docs] configured");
             }
             return Ok(None);
         };
@@ -35,11 +42,14 @@ impl Run<'_> {
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
         if triggers.is_empty() {
-            self.skip_stage("docs", "the change touches no public surface (docs.when)");
+            self.skip_stage(
+                StageName::Docs,
+                "the change touches no public surface (docs.when)",
+            );
             return Ok(None);
         }
         self.begin(
-            "docs",
+            StageName::Docs,
             format!(
                 "docs: documentation agent ({}) for {}",
                 agent.name,
@@ -62,9 +72,9 @@ impl Run<'_> {
         )?;
         let session = self.docs_session.clone();
         let ran = self
-            .run_role(&agent, "docs", attempt, &session, &prompt, cancel)
+            .run_role(&agent, StageName::Docs, attempt, &session, &prompt, cancel)
             .await?;
-        if let Some(ending) = self.record_agent("docs", attempt, &session, &ran, &agent) {
+        if let Some(ending) = self.record_agent(StageName::Docs, attempt, &session, &ran, &agent) {
             if matches!(ending, crate::run::outcome::Ending::Interrupted) {
                 return Err(Error::Interrupted);
             }

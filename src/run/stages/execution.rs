@@ -16,9 +16,11 @@ use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::run::step;
 use crate::safety::process::Cancel;
+use crate::store::EventKind;
 use crate::store::record::Checkpoint;
 use crate::store::record::GateRecord;
 use crate::store::record::Reason;
+use crate::store::record::StageName;
 use crate::store::record::StageStatus;
 
 /// Where a (resumed) execution enters its loop.
@@ -133,13 +135,22 @@ impl Run<'_> {
                 builder.name, self.log.rec.resume.why_again
             )
         };
-        self.begin("execution", label)?;
+        self.begin(StageName::Execution, label)?;
         self.checkpoint(Checkpoint::Builder { attempt })?;
         let session = self.exec_session.clone();
         let ran = self
-            .run_role(builder, "execution", attempt, &session, &prompt, cancel)
+            .run_role(
+                builder,
+                StageName::Execution,
+                attempt,
+                &session,
+                &prompt,
+                cancel,
+            )
             .await?;
-        if let Some(ending) = self.record_agent("execution", attempt, &session, &ran, builder) {
+        if let Some(ending) =
+            self.record_agent(StageName::Execution, attempt, &session, &ran, builder)
+        {
             return Ok(Next::End(ending));
         }
         self.checkpoint(Checkpoint::Built { attempt })?;
@@ -176,8 +187,8 @@ impl Run<'_> {
             &snapshot.changes,
         ));
         self.log.dir.event(
-            Some("execution"),
-            "scope_checked",
+            Some(StageName::Execution),
+            EventKind::ScopeChecked,
             json!({
                 "attempt": attempt,
                 "changed": snapshot.changes.len(),
@@ -318,7 +329,7 @@ impl Run<'_> {
             Some(tree) => tree,
             None => snapshot.tree.clone(),
         };
-        self.begin("ship", "ship: committing".to_owned())?;
+        self.begin(StageName::Ship, "ship: committing".to_owned())?;
         let Some(hook_output) = self.ship(&shipped_tree)? else {
             return Ok(Next::Continue(()));
         };
@@ -355,8 +366,8 @@ impl Run<'_> {
     fn trip(&mut self, breaker: &str, why: &str, evidence: Vec<String>) -> Ending {
         self.ui.step(why);
         let _ = self.log.dir.event(
-            Some("execution"),
-            "breaker_tripped",
+            Some(StageName::Execution),
+            EventKind::BreakerTripped,
             json!({"breaker": breaker, "reason": why, "evidence": evidence}),
         );
         Ending::Failed {
@@ -425,7 +436,7 @@ impl Run<'_> {
     pub(crate) async fn run_gates(&mut self, attempt: u32, cancel: &mut Cancel) -> Result<Next> {
         for gate in &self.plan.policy.gates {
             let name = gate.name.get_ref().clone();
-            self.log.rec.stage = Some("gates".to_owned());
+            self.log.rec.stage = Some(StageName::Gates);
             let _exclusive = if gate.exclusive {
                 Some(self.exclusive_gate(&name, cancel).await?)
             } else {

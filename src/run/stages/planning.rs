@@ -18,7 +18,9 @@ use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
+use crate::store::EventKind;
 use crate::store::record::Reason;
+use crate::store::record::StageName;
 use crate::store::record::StageStatus;
 
 impl Run<'_> {
@@ -26,7 +28,7 @@ impl Run<'_> {
     /// stops here (or splits into a bundle).
     pub(crate) async fn planning(&mut self, cancel: &mut Cancel) -> Result<Next> {
         let Some(planner) = self.plan.agents.planner.clone() else {
-            self.skip_stage("planning", "no [agents.planner] configured");
+            self.skip_stage(StageName::Planning, "no [agents.planner] configured");
             return Ok(Next::Continue(()));
         };
         let reviewer = self.plan.agents.reviewer.clone();
@@ -45,7 +47,7 @@ impl Run<'_> {
         let mut last_issues = Vec::new();
         for round in 1..=max {
             self.begin(
-                "planning",
+                StageName::Planning,
                 format!("planning {round}/{max}: planner ({})", planner.name),
             )?;
             let prompt = self.plan.agents.templates.render(
@@ -63,9 +65,18 @@ impl Run<'_> {
                 },
             )?;
             let ran = self
-                .run_role(&planner, "planning", round, &session, &prompt, cancel)
+                .run_role(
+                    &planner,
+                    StageName::Planning,
+                    round,
+                    &session,
+                    &prompt,
+                    cancel,
+                )
                 .await?;
-            if let Some(ending) = self.record_agent("planning", round, &session, &ran, &planner) {
+            if let Some(ending) =
+                self.record_agent(StageName::Planning, round, &session, &ran, &planner)
+            {
                 return Ok(Next::End(ending));
             }
             if let Some(ending) = self.check_read_only(&format!("the planner ({})", ran.agent))? {
@@ -134,7 +145,7 @@ impl Run<'_> {
                         None => {
                             if round == 1 {
                                 self.skip_role(
-                                    "planning",
+                                    StageName::Planning,
                                     Some("reviewer"),
                                     "no [agents.reviewer] configured: the plan is not reviewed",
                                 );
@@ -164,8 +175,8 @@ impl Run<'_> {
                 }
             };
             self.log.dir.event(
-                Some("planning"),
-                "plan_rejected",
+                Some(StageName::Planning),
+                EventKind::PlanRejected,
                 json!({"round": round, "issues": issues}),
             )?;
             last_issues = issues.clone();
@@ -216,9 +227,18 @@ impl Run<'_> {
             },
         )?;
         let ran = self
-            .run_role(reviewer, "planning", round, &session, &prompt, cancel)
+            .run_role(
+                reviewer,
+                StageName::Planning,
+                round,
+                &session,
+                &prompt,
+                cancel,
+            )
             .await?;
-        if let Some(ending) = self.record_agent("planning", round, &session, &ran, reviewer) {
+        if let Some(ending) =
+            self.record_agent(StageName::Planning, round, &session, &ran, reviewer)
+        {
             return Ok(Next::End(ending));
         }
         if let Some(ending) = self.check_read_only(&format!("the plan reviewer ({})", ran.agent))? {
@@ -226,8 +246,8 @@ impl Run<'_> {
         }
         let v = verdict::parse(&ran.outcome.stdout.bytes);
         self.log.dir.event(
-            Some("planning"),
-            "verdict",
+            Some(StageName::Planning),
+            EventKind::Verdict,
             json!({"round": round, "role": "reviewer", "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),
         )?;
         if v.approved {
@@ -272,7 +292,7 @@ impl Run<'_> {
             .stages
             .iter_mut()
             .rev()
-            .find(|s| s.stage == "planning" && s.status != StageStatus::Skip)
+            .find(|s| s.stage == StageName::Planning && s.status != StageStatus::Skip)
         {
             last.note = Some(if self.plan.policy.user_scope {
                 "plan approved; its do-not-touch list joins the scope".to_owned()
@@ -369,7 +389,7 @@ impl Run<'_> {
             .stages
             .iter_mut()
             .rev()
-            .find(|s| s.stage == "planning" && s.status != StageStatus::Skip)
+            .find(|s| s.stage == StageName::Planning && s.status != StageStatus::Skip)
         {
             last.note = Some(format!(
                 "plan approved: a bundle of {} workstreams",

@@ -18,7 +18,12 @@ impl Run<'_> {
         tree: &str,
         cancel: &mut Cancel,
     ) -> Result<Ending> {
-        for stage in ["discovery", "planning", "execution"] {
+        use crate::store::record::StageName;
+        for stage in [
+            StageName::Discovery,
+            StageName::Planning,
+            StageName::Execution,
+        ] {
             self.skip_stage(stage, "reverify: the commit is the work");
         }
         let snapshot = self.snapshot()?;

@@ -15,7 +15,9 @@ use crate::git::objects;
 use crate::git::worktree;
 use crate::ids;
 use crate::run::state::Run;
+use crate::store::EventKind;
 use crate::store::record::Checkpoint;
+use crate::store::record::StageName;
 use crate::store::record::StageRecord;
 use crate::store::record::StageStatus;
 
@@ -219,7 +221,7 @@ impl Run<'_> {
         }
         let short = &commit[..commit.len().min(12)];
         self.log.rec.stages.push(StageRecord {
-            stage: "ship".to_owned(),
+            stage: StageName::Ship,
             status: StageStatus::Pass,
             attempt: 1,
             session_id: None,
@@ -270,10 +272,10 @@ impl Run<'_> {
             self.ui.step(format!("ship: {merge}"));
             self.log.rec.merge = Some(merge);
         }
-        self.finished_stage("ship", "pass");
+        self.finished_stage(StageName::Ship, "pass");
         if let Err(e) = self.log.dir.event(
-            Some("ship"),
-            "shipped",
+            Some(StageName::Ship),
+            EventKind::Shipped,
             json!({"commit": commit, "branch": self.ws.branch, "merge": self.log.rec.merge}),
         ) {
             self.ui

@@ -12,6 +12,8 @@ use crate::plan::prompts;
 use crate::run::next::{Again, Next, proceed};
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
+use crate::store::EventKind;
+use crate::store::record::StageName;
 use crate::store::record::StageStatus;
 use crate::store::record::Verification;
 
@@ -26,9 +28,18 @@ impl Run<'_> {
         let verifier = self.plan.agents.verifier.clone();
         let session = self.verify_session.clone();
         let ran = self
-            .run_role(&verifier, "verification", round, &session, prompt, cancel)
+            .run_role(
+                &verifier,
+                StageName::Verification,
+                round,
+                &session,
+                prompt,
+                cancel,
+            )
             .await?;
-        if let Some(ending) = self.record_agent("verification", round, &session, &ran, &verifier) {
+        if let Some(ending) =
+            self.record_agent(StageName::Verification, round, &session, &ran, &verifier)
+        {
             return Ok(Next::End(ending));
         }
         // The verifier reads; if it wrote, what it approved is not what would ship.
@@ -56,7 +67,7 @@ impl Run<'_> {
             format!("verification {round}")
         };
         self.begin(
-            "verification",
+            StageName::Verification,
             format!("{label}: verifier ({})", self.plan.agents.verifier.name),
         )?;
         let patch = snapshot::patch(&self.ws.repo, &self.plan.target.base_tree, &snapshot.tree)?;
@@ -106,8 +117,8 @@ impl Run<'_> {
             }
         }
         self.log.dir.event(
-            Some("verification"),
-            "verdict",
+            Some(StageName::Verification),
+            EventKind::Verdict,
             json!({"round": round, "approved": v.approved, "parsed": v.parsed, "issues": v.issues}),
         )?;
         self.save()?;

@@ -1,0 +1,37 @@
+//! The kinds of event a run writes to its `events.jsonl`, by the names on disk.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Abandoned,
+    AgentExited,
+    Blocked,
+    BreakerTripped,
+    BundleFinished,
+    BundleStarted,
+    CandidateChosen,
+    CandidateStarted,
+    ContainmentBreach,
+    GateFinished,
+    Integrated,
+    Interrupted,
+    NotIntegrated,
+    OutsideChanges,
+    PlanRejected,
+    Resumed,
+    RollbackFailed,
+    RolledBack,
+    RunStarted,
+    ScopeChecked,
+    Shipped,
+    Split,
+    StageFinished,
+    StageStarted,
+    StoppedProcesses,
+    Verdict,
+    WorkstreamFinished,
+    WorkstreamStarted,
+    WorktreeReady,
+}
