@@ -122,7 +122,7 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
         }
         let entry = run_worktree(&git, &rec)?;
         let branch_exists = !rec.branch.is_empty()
-            && objects::ref_value(&git, &format!("refs/heads/{}", rec.branch))?.is_some();
+            && objects::ref_value(&git, &crate::git::refs::heads(&rec.branch))?.is_some();
         match rec.status {
             Status::Pending | Status::Running | Status::Interrupted => {
                 let old = age(&rec.created_at).is_some_and(|a| a >= o.older_than);
@@ -197,7 +197,7 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
             .path
             .parent()
             .is_some_and(|p| same_folder(p, &o.worktree_root));
-        let our_branch = format!("refs/heads/{}{name}", o.branch_prefix);
+        let our_branch = crate::git::refs::heads(&format!("{}{name}", o.branch_prefix));
         let ours_by_branch = e.branch.as_deref() == Some(our_branch.as_str());
         let ours_by_lock = e
             .locked
@@ -243,11 +243,11 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
 
 /// Whether a shipped branch's commit is also on another branch (local, not ours, or remote).
 fn merged(git: &Git, branch: &str, prefix: &str) -> Result<bool> {
-    let ours = format!("refs/heads/{prefix}");
+    let ours = crate::git::refs::heads(prefix);
     Ok(crate::git::refs::containing(
         git,
-        &format!("refs/heads/{branch}"),
-        &["refs/heads/", "refs/remotes/"],
+        &crate::git::refs::heads(branch),
+        &[crate::git::refs::HEADS, "refs/remotes/"],
     )?
     .iter()
     .any(|r| !r.starts_with(&ours)))
@@ -281,7 +281,7 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                     freed.worktrees += 1;
                 }
                 if !rec.branch.is_empty()
-                    && objects::ref_value(&git, &format!("refs/heads/{}", rec.branch))?.is_some()
+                    && objects::ref_value(&git, &crate::git::refs::heads(&rec.branch))?.is_some()
                 {
                     freed.branches += 1;
                 }
@@ -347,7 +347,7 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
                 worktree::remove(&git, path)?;
                 freed.worktrees += 1;
                 if let Some(b) = branch {
-                    orphan_branches.push(format!("refs/heads/{b}"));
+                    orphan_branches.push(crate::git::refs::heads(b));
                 }
             }
             Action::ExpireArchive { reference, .. } => {

@@ -239,7 +239,7 @@ pub fn check_updates(
         std::collections::HashMap::new();
     for u in updates {
         // Deletions, tags, notes and other refs pass; only branches carry code to check.
-        let Some(branch) = u.remote_ref.strip_prefix("refs/heads/") else {
+        let Some(branch) = u.remote_ref.strip_prefix(crate::git::refs::HEADS) else {
             continue;
         };
         if is_zero_id(&u.local_oid) {

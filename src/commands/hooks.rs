@@ -214,7 +214,7 @@ fn worked_out(git: &Git) -> Result<Vec<Update>> {
     let local_ref = if local.starts_with("refs/") {
         local
     } else {
-        format!("refs/heads/{local}")
+        crate::git::refs::heads(&local)
     };
     let Some(oid) = objects::ref_value(git, &local_ref)? else {
         return Err(cannot(&format!(" and {local_ref} names no commit")));

@@ -210,7 +210,7 @@ pub async fn run(plan: &BundlePlan, ui: &Ui, cancel: Cancel) -> Result<BundleRec
         let _guard = crate::store::lock::acquire_repo(&plan.repo.pipeline_dir())?;
         objects::update_ref(
             &plan.repo.git(),
-            &format!("refs/heads/{integration}"),
+            &crate::git::refs::heads(&integration),
             &plan.base,
             None,
             &format!("git-pipeline: bundle {} starts", dir.id),
@@ -593,7 +593,7 @@ impl<'a> Driver<'a> {
         let Some(commit) = w.commit.clone() else {
             return Ok(());
         };
-        let branch_ref = format!("refs/heads/{}", self.rec.integration_branch);
+        let branch_ref = crate::git::refs::heads(&self.rec.integration_branch);
         let message = format!(
             "Merge workstream {id} (run {run_id}) of bundle {}",
             self.rec.bundle_id
@@ -711,7 +711,7 @@ impl<'a> Driver<'a> {
         };
         self.rec.integration_commit = objects::ref_value(
             &self.git,
-            &format!("refs/heads/{}", self.rec.integration_branch),
+            &crate::git::refs::heads(&self.rec.integration_branch),
         )?;
         self.rec.total_time_s += self.started.elapsed().as_secs_f64();
         self.rec.ended_at =

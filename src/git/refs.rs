@@ -4,6 +4,45 @@
 use super::{Git, Opts};
 use crate::error::Result;
 
+/// Where local branches live.
+pub const HEADS: &str = "refs/heads/";
+
+/// A local branch, by its short name (`pipeline/20261202-101502-1234`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BranchName(String);
+
+impl BranchName {
+    pub fn new(name: impl Into<String>) -> BranchName {
+        BranchName(name.into())
+    }
+
+    /// A branch as a run's record writes it: an empty name is no branch (a reverify run works
+    /// detached).
+    pub fn from_record(name: &str) -> Option<BranchName> {
+        (!name.is_empty()).then(|| BranchName::new(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its full ref, `refs/heads/<name>`.
+    pub fn full(&self) -> String {
+        format!("{HEADS}{}", self.0)
+    }
+}
+
+impl std::fmt::Display for BranchName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+/// `refs/heads/<name>` for a branch name that may be a prefix (`pipeline/`).
+pub fn heads(name: &str) -> String {
+    format!("{HEADS}{name}")
+}
+
 /// Every ref with the object it points at.
 pub fn all(git: &Git) -> Result<Vec<(String, String)>> {
     let out = git.run(["for-each-ref", "--format=%(refname)%00%(objectname)"])?;

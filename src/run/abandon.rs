@@ -28,7 +28,7 @@ pub(crate) fn archive_run(
     let tip = if rec.branch.is_empty() {
         None
     } else {
-        objects::ref_value(git, &format!("refs/heads/{}", rec.branch))?
+        objects::ref_value(git, &crate::git::refs::heads(&rec.branch))?
     };
     let tree = match worktree {
         Some(wt) if wt.join(".git").exists() => {
@@ -55,7 +55,7 @@ pub(crate) fn archive_run(
 /// A path that is now a symlink, or another folder than the one the run made, is not it: it is
 /// left alone, never entered or removed.
 pub(crate) fn run_worktree(git: &Git, rec: &RunRecord) -> Result<Option<worktree::Entry>> {
-    let wanted = format!("refs/heads/{}", rec.branch);
+    let wanted = crate::git::refs::heads(&rec.branch);
     let reason = format!("git-pipeline run {} ", rec.run_id);
     Ok(worktree::list(git)?.into_iter().find(|e| {
         let named = rec
@@ -91,7 +91,7 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
     if let Some(e) = &entry {
         worktree::remove(&git, &e.path)?;
     }
-    let branch_ref = format!("refs/heads/{}", rec.branch);
+    let branch_ref = crate::git::refs::heads(&rec.branch);
     // A worktree left alone (replaced by a symlink or another folder) still holds the branch.
     let held = worktree::list(&git)?
         .iter()

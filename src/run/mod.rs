@@ -104,7 +104,7 @@ pub async fn execute_in(
             "task": plan.target.task,
             "base": plan.target.base,
             "base_ref": plan.target.base_ref,
-            "branch": run.ws.branch,
+            "branch": run.ws.branch.as_ref().map(|b| b.as_str()),
             "risk": plan.routing.risk.risk,
             "risk_reasons": plan.routing.risk.reasons,
             "start": plan.routing.start,
@@ -136,7 +136,8 @@ pub async fn execute_in(
             run.ending_of(driven, &cancel)
         }
         Err(_) if cancel.is_cancelled() => {
-            let _ = stages::rollback::discard(&run.ws.repo, &run.ws.worktree, &run.ws.branch);
+            let _ =
+                stages::rollback::discard(&run.ws.repo, &run.ws.worktree, run.ws.branch.as_ref());
             run.log.rec.worktree = None;
             Ending::Interrupted
         }

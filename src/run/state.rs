@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::git::Git;
 use crate::git::objects;
+use crate::git::refs::BranchName;
 use crate::git::snapshot::Snapshot;
 use crate::git::snapshot::Snapshotter;
 use crate::git::worktree;
@@ -54,8 +55,8 @@ pub(crate) struct Recorder {
 pub(crate) struct Workspace {
     pub repo: Git,
     pub worktree: PathBuf,
-    /// Empty for a reverify run, which works on a detached checkout.
-    pub branch: String,
+    /// `None` for a reverify run, which works on a detached checkout.
+    pub branch: Option<BranchName>,
     pub snap: Option<Snapshotter>,
     /// The tree of the last snapshot, for the archive when the worktree is gone.
     pub last_tree: Option<String>,
@@ -108,8 +109,11 @@ impl<'a> Run<'a> {
     ) -> Run<'a> {
         // A reverify run works on a detached checkout of the commit: no branch of its own.
         let branch = match plan.target.mode {
-            Mode::Build => format!("{}{}", plan.landing.branch_prefix, dir.id),
-            Mode::Reverify { .. } => String::new(),
+            Mode::Build => Some(BranchName::new(format!(
+                "{}{}",
+                plan.landing.branch_prefix, dir.id
+            ))),
+            Mode::Reverify { .. } => None,
         };
         let worktree = plan.landing.worktree_root.join(&dir.id);
         let rec = RunRecord {
@@ -122,7 +126,7 @@ impl<'a> Run<'a> {
             reason: None,
             exit_code: None,
             base: plan.target.base.clone(),
-            branch: branch.clone(),
+            branch: branch.as_ref().map(|b| b.to_string()).unwrap_or_default(),
             commit: None,
             worktree: None,
             rolled_back: false,
@@ -635,7 +639,7 @@ impl<'a> Run<'a> {
                 // Its tree ships in the parent's commit; nothing here needs keeping.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
                 self.log.rec.worktree = None;
                 self.log.rec.rolled_back = true;
             }
@@ -650,7 +654,7 @@ impl<'a> Run<'a> {
                 // Nothing was built here: the worktree and branch go, the workstreams make theirs.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
                 self.log.rec.worktree = None;
                 self.log.rec.branch = String::new();
                 self.log.dir.event(
@@ -727,10 +731,9 @@ impl<'a> Run<'a> {
         } else {
             (self.ws.last_tree.clone(), None)
         };
-        let tip = if self.ws.branch.is_empty() {
-            None
-        } else {
-            objects::ref_value(&self.ws.repo, &format!("refs/heads/{}", self.ws.branch))?
+        let tip = match &self.ws.branch {
+            None => None,
+            Some(b) => objects::ref_value(&self.ws.repo, &b.full())?,
         };
         let agent_committed = tip.as_deref().is_some_and(|t| t != self.plan.target.base);
         // The worktree is gone (the agent removed it) but its commits are on the branch.
@@ -791,7 +794,7 @@ impl<'a> Run<'a> {
         if replaced {
             // git still has the worktree registered on the branch: both stay for the user.
         } else if self.log.rec.worktree.is_some() || tip.is_some() {
-            rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+            rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
         }
         self.log.rec.worktree = None;
         self.log.rec.rolled_back = true;

@@ -42,13 +42,13 @@ impl Run<'_> {
         std::fs::create_dir_all(root).map_err(|e| Error::io_path("create", root, e))?;
         let reason = format!("git-pipeline run {} in progress", self.log.dir.id);
         let (checkout, checkout_tree) = self.plan.checkout();
-        let branch = (!self.ws.branch.is_empty()).then_some(self.ws.branch.as_str());
+        let branch = self.ws.branch.as_ref().map(|b| b.as_str());
         let guard = self.repo_lock()?;
         let added = worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason);
         drop(guard);
         if let Err(e) = added {
             // git may leave a half-made worktree or branch behind; both are ours to remove.
-            let _ = rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch);
+            let _ = rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref());
             return Err(e);
         }
         let wt_paths = self.attach()?;
@@ -100,22 +100,20 @@ impl Run<'_> {
             EventKind::WorktreeReady,
             json!({
                 "worktree": self.ws.worktree,
-                "branch": self.ws.branch,
+                "branch": self.ws.branch.as_ref().map(|b| b.as_str()),
                 "submodules": submodules,
                 "included": copied.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
             }),
         )?;
-        self.ui.info(if self.ws.branch.is_empty() {
-            format!(
+        self.ui.info(match &self.ws.branch {
+            None => format!(
                 "  worktree {} (detached at {checkout})",
                 self.ws.worktree.display()
-            )
-        } else {
-            format!(
-                "  worktree {} on branch {}",
+            ),
+            Some(branch) => format!(
+                "  worktree {} on branch {branch}",
                 self.ws.worktree.display(),
-                self.ws.branch
-            )
+            ),
         });
         self.ui
             .info(format!("  sandbox {}", self.plan.policy.sandbox.describe()));
@@ -153,7 +151,7 @@ impl Run<'_> {
         if self.log.rec.worktree.is_none() {
             // Stopped during setup: nothing an agent made is in there yet.
             if registered || self.ws.worktree.exists() {
-                rollback::discard(&self.ws.repo, &self.ws.worktree, &self.ws.branch)?;
+                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
             }
             if self.ws.worktree.exists() {
                 std::fs::remove_dir_all(&self.ws.worktree)
@@ -169,15 +167,16 @@ impl Run<'_> {
                 // Its folder was deleted by hand: let git forget it first.
                 worktree::remove(&self.ws.repo, &self.ws.worktree)?;
             }
-            let branch_exists = !self.ws.branch.is_empty()
-                && objects::ref_value(&self.ws.repo, &format!("refs/heads/{}", self.ws.branch))?
-                    .is_some();
+            let existing = match &self.ws.branch {
+                Some(b) if objects::ref_value(&self.ws.repo, &b.full())?.is_some() => Some(b),
+                _ => None,
+            };
             let (checkout, _) = self.plan.checkout();
             let _guard = crate::store::lock::acquire_repo(&self.plan.target.repo.pipeline_dir())?;
-            if branch_exists {
-                worktree::add_existing(&self.ws.repo, &self.ws.worktree, &self.ws.branch, &reason)?;
+            if let Some(b) = existing {
+                worktree::add_existing(&self.ws.repo, &self.ws.worktree, b.as_str(), &reason)?;
             } else {
-                let branch = (!self.ws.branch.is_empty()).then_some(self.ws.branch.as_str());
+                let branch = self.ws.branch.as_ref().map(|b| b.as_str());
                 worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)?;
             }
             if let Some(tree) = &self.log.rec.resume.snapshot_tree {
@@ -205,13 +204,13 @@ impl Run<'_> {
                 .join(&self.log.dir.id)
                 .join("index.lock"),
         ];
-        if !self.ws.branch.is_empty() {
+        if let Some(b) = &self.ws.branch {
             candidates.push(
                 self.plan
                     .target
                     .repo
                     .common_dir
-                    .join(format!("refs/heads/{}.lock", self.ws.branch)),
+                    .join(format!("{}.lock", b.full())),
             );
         }
         for path in candidates {
@@ -240,10 +239,10 @@ impl Run<'_> {
             worktree_git_dir.to_owned(),
             tmp.clone(),
         ];
-        if !self.ws.branch.is_empty() {
+        if let Some(b) = &self.ws.branch {
             // git updates a ref through `<ref>.lock` beside it, so the ref's folder must be
             // writable: other runs' branches share it, and containment keeps watching them.
-            let rel = Path::new("refs/heads").join(&self.ws.branch);
+            let rel = PathBuf::from(b.full());
             for base in [common.clone(), common.join("logs")] {
                 if let Some(dir) = base.join(&rel).parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
@@ -290,11 +289,12 @@ impl Run<'_> {
                 repo: self.ws.repo.clone(),
                 worktree: self.ws.worktree.clone(),
                 worktree_git_dir: worktree_git_dir.to_owned(),
-                branch_ref: if self.ws.branch.is_empty() {
-                    String::new()
-                } else {
-                    format!("refs/heads/{}", self.ws.branch)
-                },
+                branch_ref: self
+                    .ws
+                    .branch
+                    .as_ref()
+                    .map(|b| b.full())
+                    .unwrap_or_default(),
                 base: self.plan.target.base.clone(),
                 branch_prefix: self.plan.landing.branch_prefix.clone(),
                 run_id: self.log.dir.id.clone(),

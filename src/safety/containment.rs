@@ -509,7 +509,7 @@ impl Guard {
     /// Whether `name` is the branch of a run that shipped: git-pipeline never deletes those
     /// while other runs run (`clean` is the user's command).
     fn shipped_branch(&self, name: &str) -> bool {
-        let ours = format!("refs/heads/{}", self.at.branch_prefix);
+        let ours = crate::git::refs::heads(&self.at.branch_prefix);
         let Some(id) = name
             .strip_prefix(&ours)
             .filter(|r| crate::ids::is_run_id(r))
@@ -669,7 +669,7 @@ impl Guard {
         Option<String>,
     )> {
         let all = crate::git::refs::all(&self.at.repo)?;
-        let ours = format!("refs/heads/{}", self.at.branch_prefix);
+        let ours = crate::git::refs::heads(&self.at.branch_prefix);
         let mut refs = BTreeMap::new();
         let mut own = BTreeMap::new();
         let mut tip = None;

@@ -82,7 +82,12 @@ impl Run<'_> {
                 // The commit was made; only its attestation and the cleanup were left.
                 let tip = crate::git::objects::ref_value(
                     &self.ws.repo,
-                    &format!("refs/heads/{}", self.ws.branch),
+                    &self
+                        .ws
+                        .branch
+                        .as_ref()
+                        .map(|b| b.full())
+                        .unwrap_or_default(),
                 )?;
                 if tip.as_deref() == Some(commit.as_str()) {
                     self.ui.step("resume: the commit was made; attesting it");
@@ -389,7 +394,7 @@ impl Run<'_> {
             prompts::BuilderVars {
                 run_id: &self.log.dir.id,
                 attempt,
-                branch: &self.ws.branch,
+                branch: self.ws.branch.as_ref().map_or("", |b| b.as_str()),
                 base: &self.plan.target.base,
                 task: &self.plan.target.task,
                 spec: spec.as_deref(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::Result;
 use crate::git::Git;
 use crate::git::objects;
+use crate::git::refs::BranchName;
 use crate::git::worktree;
 
 pub const ARCHIVE_PREFIX: &str = "refs/pipeline/archive/";
@@ -44,7 +45,7 @@ pub fn archive(
 }
 
 /// Remove the run's worktree and branch (both ours: made by this run).
-pub fn discard(repo: &Git, wt: &Path, branch: &str) -> Result<()> {
+pub fn discard(repo: &Git, wt: &Path, branch: Option<&BranchName>) -> Result<()> {
     // `git worktree remove --force` also forgets a worktree whose folder was deleted by hand;
     // unlike `git worktree prune` it touches no other worktree.
     if worktree::list(repo)?
@@ -53,8 +54,10 @@ pub fn discard(repo: &Git, wt: &Path, branch: &str) -> Result<()> {
     {
         worktree::remove(repo, wt)?;
     }
-    if !branch.is_empty() && objects::ref_value(repo, &format!("refs/heads/{branch}"))?.is_some() {
-        worktree::delete_branch(repo, branch)?;
+    if let Some(b) = branch
+        && objects::ref_value(repo, &b.full())?.is_some()
+    {
+        worktree::delete_branch(repo, b.as_str())?;
     }
     Ok(())
 }

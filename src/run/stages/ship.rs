@@ -167,7 +167,11 @@ impl Run<'_> {
     /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
     pub(crate) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
         let message = message(&self.plan.target.task, &self.log.dir.id);
-        let branch_ref = format!("refs/heads/{}", self.ws.branch);
+        let branch =
+            self.ws.branch.clone().ok_or_else(|| {
+                Error::other("a run without a branch of its own has nothing to ship")
+            })?;
+        let branch_ref = branch.full();
         self.ws
             .snap
             .as_ref()
@@ -203,6 +207,12 @@ impl Run<'_> {
     pub(crate) fn complete_ship(&mut self, commit: &str, tree: &str) -> Result<()> {
         let _guard = self.repo_lock()?;
         let commit = commit.to_owned();
+        let run_branch = self
+            .ws
+            .branch
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
         let note = self.attestation(&commit, tree, self.log.rec.verification.rounds);
         attest(&self.ws.repo, &note)?;
         self.log.rec.commit = Some(commit.clone());
@@ -232,11 +242,11 @@ impl Run<'_> {
             tokens_estimated: false,
             cost_usd: None,
             error: None,
-            note: Some(format!("committed {commit} on {}", self.ws.branch)),
+            note: Some(format!("committed {commit} on {}", run_branch)),
         });
         self.ui.step(format!(
             "ship: committed {short} on {} (attested)",
-            self.ws.branch
+            run_branch
         ));
         if self.plan.landing.ship == ShipMode::Merge {
             let merge = match &self.plan.target.base_branch {
@@ -245,7 +255,7 @@ impl Run<'_> {
                     self.plan.target.base_ref
                 ),
                 Some(b) => {
-                    let branch = b.strip_prefix("refs/heads/").unwrap_or(b);
+                    let branch = b.strip_prefix(crate::git::refs::HEADS).unwrap_or(b);
                     // Under the repository lock taken above: one run moves a branch at a time.
                     match advance::advance(
                         &self.ws.repo,
@@ -264,7 +274,7 @@ impl Run<'_> {
                         }
                         Ok(advance::Advance::Refused(why)) => format!(
                             "not merged into {branch}: {why}; the work stays on {}",
-                            self.ws.branch
+                            run_branch
                         ),
                     }
                 }
@@ -276,7 +286,7 @@ impl Run<'_> {
         if let Err(e) = self.log.dir.event(
             Some(StageName::Ship),
             EventKind::Shipped,
-            json!({"commit": commit, "branch": self.ws.branch, "merge": self.log.rec.merge}),
+            json!({"commit": commit, "branch": run_branch, "merge": self.log.rec.merge}),
         ) {
             self.ui
                 .warn(format!("could not log the shipped event: {e}"));
