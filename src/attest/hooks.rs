@@ -308,6 +308,64 @@ mod tests {
         Ok(())
     }
 
+    /// A real repository with two unattested commits on main: (first, second).
+    fn two_commits(dir: &Path) -> (String, String) {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .current_dir(dir)
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "T")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "T")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "two"]);
+        (first, git(&["rev-parse", "HEAD"]))
+    }
+
+    #[test]
+    fn a_push_is_judged_from_what_the_remote_has_on_protected_branches_only() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let (first, second) = two_commits(tmp.path());
+        let git = Git::in_dir(tmp.path());
+        let update = |branch: &str, old: &str| Update {
+            local_oid: second.clone(),
+            remote_ref: format!("refs/heads/{branch}"),
+            remote_oid: old.to_owned(),
+        };
+        let only_main = |_: &str| -> Result<Option<globset::GlobSet>> {
+            let mut b = globset::GlobSetBuilder::new();
+            b.add(globset::Glob::new("main").map_err(|e| Error::other(e.to_string()))?);
+            Ok(Some(b.build().map_err(|e| Error::other(e.to_string()))?))
+        };
+        // The remote has the first commit: only the second is new, and it is not attested.
+        let r = check_updates(&git, &[update("main", &first)], &[], NOTES_REF, &only_main)?;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].branch, "main");
+        assert_eq!(r[0].commits.len(), 1, "{:?}", r[0].commits);
+        // A new branch: every commit the remote does not know.
+        let zero = "0".repeat(40);
+        let r = check_updates(&git, &[update("main", &zero)], &[], NOTES_REF, &only_main)?;
+        assert_eq!(r[0].commits.len(), 2);
+        // A branch the protected list leaves out is not checked.
+        let r = check_updates(&git, &[update("topic", &first)], &[], NOTES_REF, &only_main)?;
+        assert!(r.is_empty(), "{} refusals", r.len());
+        Ok(())
+    }
+
     proptest! {
         /// Any input parses or is refused with an error; never a panic, never a silent skip of a
         /// well-formed line.

@@ -294,6 +294,58 @@ pub fn always_denied(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_scope_reads_as_sentences() -> Result<(), Box<dyn std::error::Error>> {
+        let user = Scope::new(
+            Some(vec!["src/**".to_owned()]),
+            Some(vec![]),
+            vec!["src/secret/**".to_owned()],
+        )?;
+        assert_eq!(
+            user.describe(),
+            [
+                "may modify or delete: src/**",
+                "may create: (nothing)",
+                "never touch: src/secret/**, .pipeline.toml, .pipeline/, .git",
+            ]
+        );
+        let m = crate::policy::manifest::Manifest {
+            modify: vec!["src/a.rs".to_owned()],
+            create: vec![],
+            delete: vec!["src/old.rs".to_owned()],
+            do_not_touch: vec![],
+        };
+        let planned = Scope::from_manifest(&m, &[])?;
+        assert_eq!(
+            planned.describe(),
+            [
+                "may modify: src/a.rs",
+                "may delete: src/old.rs",
+                "may create: (nothing)",
+                "never touch: .pipeline.toml, .pipeline/, .git",
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_user_scope_lets_allowed_files_be_deleted_and_says_why_not_otherwise()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let user = Scope::new(Some(vec!["src/**".to_owned()]), None, vec![])?;
+        assert_eq!(
+            user.check_path(Path::new("src/a.rs"), ChangeKind::Deleted),
+            None
+        );
+        let v = user.check(&[Change {
+            path: "README.md".into(),
+            kind: ChangeKind::Modified,
+            mode: 0o100644,
+        }]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].to_string(), "M README.md: not in scope.allow");
+        Ok(())
+    }
+
     use super::*;
 
     type R = Result<(), Box<dyn std::error::Error>>;

@@ -147,6 +147,22 @@ pub fn render(template: &[String], vars: &Vars<'_>) -> Result<Vec<OsString>, Tem
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unknown_placeholder_lists_the_known_ones_and_prompts_are_found() {
+        let err = check(&["{promt}".to_owned()]).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "unknown placeholder {promt}; known: {prompt}, {prompt_file}, {worktree}, {run_id}, {stage}, {session}"
+            )
+        );
+        assert!(uses_prompt(&[
+            "x".to_owned(),
+            "--file={prompt_file}".to_owned()
+        ]));
+        assert!(!uses_prompt(&["x".to_owned(), "{worktree}".to_owned()]));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -116,6 +116,14 @@ pub fn normalize(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_either_way_and_hex_with_a_digit_are_dropped_words_are_kept() {
+        assert_eq!(normalize(r"failed at C:\work\a.rs"), "failed at <path>");
+        assert_eq!(normalize("failed at src/a.rs"), "failed at <path>");
+        assert_eq!(normalize("commit 1a2b3c4d"), "commit <hex>");
+        assert_eq!(normalize("a facade of decade"), "a facade of decade");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
