@@ -295,6 +295,32 @@ pub fn always_denied(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_symlink_leaving_the_worktree_is_a_violation() -> Result<(), Box<dyn std::error::Error>> {
+        let wt = tempfile::tempdir()?;
+        std::os::unix::fs::symlink("/etc/passwd", wt.path().join("out"))?;
+        std::os::unix::fs::symlink("inside.txt", wt.path().join("in"))?;
+        let change = |p: &str| Change {
+            path: p.into(),
+            kind: ChangeKind::Added,
+            mode: 0o120000,
+        };
+        let v = Scope::escaping_symlinks(wt.path(), &[change("out"), change("in")]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].path, Path::new("out"));
+        assert_eq!(v[0].why, "symlink to /etc/passwd leaves the worktree");
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_without_an_origin_is_the_users_scope() -> Result<(), Box<dyn std::error::Error>> {
+        let r: ScopeRecord = serde_json::from_str(
+            r#"{"allow": null, "create": null, "deny": [], "unrestricted": true}"#,
+        )?;
+        assert_eq!(r.origin, "scope");
+        Ok(())
+    }
+
+    #[test]
     fn the_scope_reads_as_sentences() -> Result<(), Box<dyn std::error::Error>> {
         let user = Scope::new(
             Some(vec!["src/**".to_owned()]),
