@@ -42,7 +42,7 @@ fn the_plain_progress_of_a_run_is_stable() {
         &["1:reject:add a final line", "2:approve"],
         "[scope]\nallow = [\"src/**\"]\n[[gates]]\nname = \"answer\"\ncommand = [\"sh\", \"-c\", \"grep -q 42 src/value.txt\"]\n",
     );
-    let out = repo.pipeline(&["run", "fix the typo in the value"]);
+    let out = repo.pipeline(&["run", "fix the typo in the readme text"]);
     out.assert_code(0);
     crate::common::snapshot_settings(&repo).bind(|| {
         insta::assert_snapshot!("golden-progress", out.stderr);

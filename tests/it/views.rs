@@ -18,7 +18,7 @@ fn shipped_run() -> (TestRepo, String) {
         &["1:reject:say why it is 42", "2:approve"],
         "[scope]\nallow = [\"src/**\"]\n[[gates]]\nname = \"answer\"\ncommand = [\"sh\", \"-c\", \"grep -q 42 src/value.txt\"]\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo in the value"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo in the readme text"]);
     out.assert_code(0);
     let id = out.json()["run_id"].as_str().expect("run id").to_owned();
     (repo, id)
