@@ -319,6 +319,10 @@ pub struct RunCmd {
     #[arg(long)]
     pub keep: bool,
 
+    /// A scope glob that matches no file at the base is an error, not a warning
+    #[arg(long)]
+    pub strict: bool,
+
     /// Override the risk router (low starts at execution, medium at planning, high at discovery)
     #[arg(long, value_enum)]
     pub risk: Option<RiskArg>,

@@ -44,6 +44,11 @@ impl Globs {
         self.set.is_match(path)
     }
 
+    /// Which patterns match `path` (their indexes in [`Globs::patterns`]).
+    pub fn matching(&self, path: &Path) -> Vec<usize> {
+        self.set.matches(path)
+    }
+
     pub(crate) fn first_match(&self, c: &Candidate<'_>) -> Option<&str> {
         self.set
             .matches_candidate(c)
@@ -76,9 +81,26 @@ fn normalize(pattern: &str) -> String {
         p = rest;
     }
     let p = p.trim_start_matches('/');
-    if let Some(dir) = p.strip_suffix('/') {
-        format!("{dir}/**")
-    } else {
-        p.to_owned()
+    let mut p = p.to_owned();
+    while p.contains("//") {
+        p = p.replace("//", "/");
+    }
+    match p.strip_suffix('/') {
+        Some(dir) => format!("{dir}/**"),
+        None => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubled_slashes_and_a_leading_dot_slash_are_the_same_path() -> Result<(), GlobError> {
+        let g = Globs::new(&["./src//lib.rs".to_owned(), "docs/".to_owned()])?;
+        assert!(g.is_match(Path::new("src/lib.rs")));
+        assert!(g.is_match(Path::new("docs/a/b.md")));
+        assert_eq!(g.matching(Path::new("docs/x.md")), [1]);
+        Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit
         risk: cmd.risk.map(Into::into),
         stage: cmd.stage.map(Into::into),
         candidates: cmd.candidates,
+        strict: cmd.strict,
         ..RunArgs::default()
     };
     let plan = RunPlan::prepare(cwd, &args, &mut std::io::stdin().lock())?;

@@ -53,6 +53,8 @@ pub struct RunArgs {
     pub candidates: Option<u32>,
     /// This run is a candidate of a best-of-N run.
     pub candidate_of: Option<crate::store::record::CandidateRef>,
+    /// A scope glob that matches no file is an error, not a warning (`--strict`).
+    pub strict: bool,
 }
 
 /// Where a run may start.
@@ -355,7 +357,13 @@ impl RunPlan {
             // A dependency may have changed .gitattributes.
             prepare::check_lfs(&git, &base)?;
         }
-        let (scope, routing) = scope_and_routing(&git, &base, &w.task, &p.policy.loaded, &args)?;
+        let (scope, routing, scope_warnings) = scope_and_routing(
+            &git,
+            (&base, self.target.repo.work_tree.as_deref()),
+            &w.task,
+            &p.policy.loaded,
+            &args,
+        )?;
         p.policy.scope = scope;
         p.routing = routing;
         p.policy.user_scope = user_scope(&p.policy.loaded, &args);
@@ -368,9 +376,12 @@ impl RunPlan {
         p.target.task = w.task.clone();
         p.target.base = base;
         p.target.base_ref = base_ref;
-        p.warnings = unrestricted_warning(&p.policy.scope, &p.routing, p.agents.planner.is_some())
-            .into_iter()
-            .collect();
+        p.warnings = scope_warnings;
+        p.warnings.extend(unrestricted_warning(
+            &p.policy.scope,
+            &p.routing,
+            p.agents.planner.is_some(),
+        ));
         Ok(p)
     }
 
@@ -498,7 +509,13 @@ impl RunPlan {
         let base_tree = objects::tree_of(&git, &base)?;
         let base_branch = objects::branch_ref_of(&git, &base_ref)?;
         let c = &loaded.config;
-        let (scope, routing) = scope_and_routing(&git, &base, &task, &loaded, args)?;
+        let (scope, routing, scope_warnings) = scope_and_routing(
+            &git,
+            (&base, repo.work_tree.as_deref()),
+            &task,
+            &loaded,
+            args,
+        )?;
         let overrides = agent::parse_overrides(&args.agents)?;
         let search_dir = repo
             .work_tree
@@ -581,6 +598,7 @@ impl RunPlan {
         if let Some(w) = uncommitted_config_warning(&repo, &loaded, &base_ref) {
             warnings.push(w);
         }
+        warnings.extend(scope_warnings);
         warnings.extend(unrestricted_warning(&scope, &routing, planner.is_some()));
         let sandbox = sandbox_plan(&loaded.config)?;
         if let Some(f) = &sandbox.found
@@ -672,13 +690,66 @@ impl RunPlan {
 /// run's plan and a workstream's plan derived from another.
 fn scope_and_routing(
     git: &crate::git::Git,
-    base: &str,
+    (base, root): (&str, Option<&Path>),
     task: &str,
     loaded: &LoadedConfig,
     args: &RunArgs,
-) -> Result<(Scope, Routing)> {
-    let scope = build_scope(loaded, args)?;
-    let (risk, start, start_reason) = route(git, base, task, loaded, &scope, args)?;
+) -> Result<(Scope, Routing, Vec<String>)> {
+    let scope = build_scope(loaded, args, root)?;
+    // One pass over the base's files: how many the scope lets the run modify (the router
+    // weighs it), and which allow globs match none (a typo the user hears of now, not after
+    // a builder ran into it). Skipped when the risk is set by hand: nothing needs the count.
+    let mut warnings = Vec::new();
+    let covered = if args.risk.is_some() || scope.unrestricted() {
+        None
+    } else {
+        let allow = scope.allow_globs();
+        let mut hit = vec![false; allow.map_or(0, |g| g.patterns().len())];
+        let mut under = vec![false; hit.len()];
+        let mut n = 0;
+        objects::for_each_file(git, base, |p| {
+            if scope.may_modify(p) {
+                n += 1;
+            }
+            if let Some(g) = allow {
+                for i in g.matching(p) {
+                    hit[i] = true;
+                }
+                for (i, pat) in g.patterns().iter().enumerate() {
+                    if !hit[i] && p.starts_with(pat) {
+                        under[i] = true;
+                    }
+                }
+            }
+        })?;
+        for (i, pat) in allow
+            .map(|g| g.patterns())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if !hit[i] {
+                warnings.push(if under[i] {
+                    format!(
+                        "scope: {pat:?} matches no file at the base; a glob names files: did you mean \"{}/**\"?",
+                        pat.trim_end_matches('/')
+                    )
+                } else {
+                    format!("scope: {pat:?} matches no file at the base (a typo?)")
+                });
+            }
+        }
+        Some(n)
+    };
+    if args.strict
+        && let Some(first) = warnings.first()
+    {
+        return Err(Error::usage_hint(
+            first.trim_start_matches("scope: ").to_owned(),
+            "fix the glob, or run without --strict to be warned only",
+        ));
+    }
+    let (risk, start, start_reason) = route(task, loaded, covered, args);
     Ok((
         scope,
         Routing {
@@ -686,6 +757,7 @@ fn scope_and_routing(
             start,
             start_reason,
         },
+        warnings,
     ))
 }
 
@@ -698,32 +770,17 @@ fn unrestricted_warning(scope: &Scope, routing: &Routing, has_planner: bool) -> 
 /// How risky the task is, where the run starts, and why. The number of existing files the scope
 /// lets it modify counts too, unless the risk was set by hand (then that listing is skipped).
 fn route(
-    git: &crate::git::Git,
-    base: &str,
     task: &str,
     loaded: &LoadedConfig,
-    scope: &Scope,
+    covered: Option<usize>,
     args: &RunArgs,
-) -> Result<(Assessment, Stage, String)> {
+) -> (Assessment, Stage, String) {
     let risk = match args.risk {
         Some(r) => Assessment {
             risk: r,
             reasons: vec![format!("set with --risk {}", r.name())],
         },
-        None => {
-            let covered = if scope.unrestricted() {
-                None
-            } else {
-                let mut n = 0;
-                objects::for_each_file(git, base, |p| {
-                    if scope.may_modify(p) {
-                        n += 1;
-                    }
-                })?;
-                Some(n)
-            };
-            risk::assess(task, &loaded.config.risk, covered)
-        }
+        None => risk::assess(task, &loaded.config.risk, covered),
     };
     let (start, reason) = match args.stage {
         Some(s) => (s, format!("--stage {}", s.name())),
@@ -736,7 +793,7 @@ fn route(
             ),
         ),
     };
-    Ok((risk, start, reason))
+    (risk, start, reason)
 }
 
 /// A workstream's run arguments: its scope, create and gates; its own risk routes it, otherwise
@@ -867,30 +924,61 @@ pub fn load_config(repo: &Repo, base: &str, base_ref: &str) -> Result<LoadedConf
     ))
 }
 
-fn build_scope(loaded: &LoadedConfig, args: &RunArgs) -> Result<Scope> {
+fn build_scope(loaded: &LoadedConfig, args: &RunArgs, root: Option<&Path>) -> Result<Scope> {
     let strings = |v: &Option<Vec<toml::Spanned<String>>>| {
         v.as_ref()
             .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
     };
-    for (flag, globs) in [("--scope", &args.scope), ("--create", &args.create)] {
-        for g in globs {
-            crate::globs::compile_glob(g).map_err(|e| Error::usage(format!("{flag}: {e}")))?;
-        }
-    }
+    let given = |flag: &str, globs: &[String]| -> Result<Vec<String>> {
+        globs.iter().map(|g| user_glob(flag, g, root)).collect()
+    };
+    let (scope_flag, create_flag) = (
+        given("--scope", &args.scope)?,
+        given("--create", &args.create)?,
+    );
     let s = &loaded.config.scope;
-    let allow = if args.scope.is_empty() {
+    let allow = if scope_flag.is_empty() {
         strings(&s.allow)
     } else {
-        Some(args.scope.clone())
+        Some(scope_flag)
     };
-    let create = if args.create.is_empty() {
+    let create = if create_flag.is_empty() {
         strings(&s.create)
     } else {
-        Some(args.create.clone())
+        Some(create_flag)
     };
     let mut deny = strings(&s.deny).unwrap_or_default();
     deny.extend(checker_programs(loaded));
     Scope::new(allow, create, deny).map_err(|e| Error::usage(e.to_string()))
+}
+
+/// A `--scope`/`--create` glob as the scope holds it: relative to the repository root (an
+/// absolute path inside the checkout is made relative; one outside it, or one climbing out
+/// with `..`, is refused), compiled.
+fn user_glob(flag: &str, glob: &str, root: Option<&Path>) -> Result<String> {
+    let mut g = glob.to_owned();
+    if Path::new(glob).is_absolute() {
+        match root.and_then(|r| Path::new(glob).strip_prefix(r).ok()) {
+            Some(rel) => g = rel.to_string_lossy().into_owned(),
+            None => {
+                return Err(Error::usage_hint(
+                    format!("{flag} {glob:?}: an absolute path outside the repository"),
+                    "give paths relative to the repository root, e.g. src/**",
+                ));
+            }
+        }
+    }
+    if Path::new(&g)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::usage_hint(
+            format!("{flag} {glob:?}: `..` leaves the repository"),
+            "give paths relative to the repository root, e.g. src/**",
+        ));
+    }
+    crate::globs::compile_glob(&g).map_err(|e| Error::usage(format!("{flag}: {e}")))?;
+    Ok(g)
 }
 
 /// Programs of agents and gates given by a path inside the repository (`./tools/verify.sh`, or

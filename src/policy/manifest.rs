@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::agent::json_scan;
+use crate::globs::GlobError;
+use crate::policy::scope::{ALWAYS_DENIED, POLICY_DIR, Scope};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -70,12 +72,57 @@ pub fn parse(output: &str) -> Result<Manifest, ManifestError> {
     {
         crate::globs::compile_glob(glob).map_err(|e| format!("file_impact: {e}"))?;
     }
+    for (key, list) in [
+        ("modify", &manifest.modify),
+        ("create", &manifest.create),
+        ("delete", &manifest.delete),
+    ] {
+        for glob in list {
+            if let Some(why) = outside_any_scope(glob) {
+                return Err(ManifestError(format!("file_impact.{key}: {glob:?} {why}")));
+            }
+        }
+    }
     if manifest.modify.is_empty() && manifest.create.is_empty() && manifest.delete.is_empty() {
         return Err(ManifestError(
             "the file-impact manifest lists nothing to modify, create or delete".to_owned(),
         ));
     }
     Ok(manifest)
+}
+
+impl Manifest {
+    /// The scope this manifest promises, with the configured `deny` on top.
+    pub fn scope(&self, deny: &[String]) -> Result<Scope, GlobError> {
+        Scope::planned(
+            [&self.modify, &self.create, &self.delete, &self.do_not_touch],
+            deny,
+        )
+    }
+}
+
+/// Why a path a plan wants to change can be in no run's scope, in words for the planner.
+fn outside_any_scope(glob: &str) -> Option<&'static str> {
+    let p = std::path::Path::new(glob);
+    if p.is_absolute() {
+        return Some("is an absolute path: list paths relative to the repository root");
+    }
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Some("climbs out with `..`: list paths inside the repository");
+    }
+    let clean = glob.trim_start_matches("./");
+    let first = clean.split('/').next().unwrap_or("");
+    if first == ".git" || clean == ALWAYS_DENIED || first == POLICY_DIR {
+        return Some(
+            "is git's or the pipeline's own (.git, .pipeline.toml, .pipeline/): no run may change it",
+        );
+    }
+    if matches!(clean, "**" | "*" | "**/*" | "**/**") {
+        return Some("is every path: name the files and folders the change needs");
+    }
+    None
 }
 
 fn from_value(v: &Value) -> Result<Manifest, ManifestError> {
@@ -111,6 +158,29 @@ fn list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, ManifestErro
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_plan_cannot_promise_what_no_run_may_change() {
+        for (glob, why) in [
+            (".pipeline.toml", "pipeline's own"),
+            (".pipeline/prompts/builder.md", "pipeline's own"),
+            (".git/hooks/pre-push", "pipeline's own"),
+            ("./.git/config", "pipeline's own"),
+            ("../other/x.rs", "`..`"),
+            ("src/../../x", "`..`"),
+            ("/etc/passwd", "absolute"),
+            ("**", "every path"),
+            ("*", "every path"),
+        ] {
+            let out = format!(r#"{{"file_impact": {{"modify": [{glob:?}]}}}}"#);
+            let err = parse(&out).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains(why), "{glob}: {err}");
+            assert!(err.starts_with("file_impact.modify: "), "{err}");
+        }
+        // What not to touch may name anything.
+        let out = r#"{"file_impact": {"modify": ["src/a.rs"], "do_not_touch": [".git/**", "**/*.lock"]}}"#;
+        assert!(parse(out).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -91,19 +91,20 @@ impl Scope {
         })
     }
 
-    /// The scope an approved plan promises: modify, create and delete exactly what its manifest
-    /// lists, never what it says not to touch (on top of the configured `deny`).
-    pub fn from_manifest(
-        m: &crate::policy::manifest::Manifest,
+    /// The scope an approved plan promises: modify, create and delete exactly what it lists,
+    /// never what it says not to touch (on top of the configured `deny`). See
+    /// [`crate::policy::manifest::Manifest::scope`].
+    pub fn planned(
+        [modify, create, delete, do_not_touch]: [&[String]; 4],
         deny: &[String],
     ) -> Result<Scope, GlobError> {
         let mut all_deny = deny.to_vec();
-        all_deny.extend(m.do_not_touch.iter().cloned());
+        all_deny.extend(do_not_touch.iter().cloned());
         Ok(Scope {
-            allow: Some(Globs::new(&m.modify)?),
-            create: Some(Globs::new(&m.create)?),
+            allow: Some(Globs::new(modify)?),
+            create: Some(Globs::new(create)?),
             deny: Globs::new(&all_deny)?,
-            delete: Some(Globs::new(&m.delete)?),
+            delete: Some(Globs::new(delete)?),
             origin: "the plan's manifest",
         })
     }
@@ -128,6 +129,11 @@ impl Scope {
         deny.extend(more.iter().cloned());
         self.deny = Globs::new(&deny)?;
         Ok(self)
+    }
+
+    /// The globs of existing paths the run may change, when it is restricted.
+    pub fn allow_globs(&self) -> Option<&Globs> {
+        self.allow.as_ref()
     }
 
     pub fn deny_patterns(&self) -> &[String] {
@@ -341,7 +347,7 @@ mod tests {
             delete: vec!["src/old.rs".to_owned()],
             do_not_touch: vec![],
         };
-        let planned = Scope::from_manifest(&m, &[])?;
+        let planned = m.scope(&[])?;
         assert_eq!(
             planned.describe(),
             [
@@ -445,7 +451,7 @@ mod tests {
             delete: vec!["src/old.rs".to_owned()],
             do_not_touch: vec!["src/keep.rs".to_owned()],
         };
-        let scope = Scope::from_manifest(&m, &[])?;
+        let scope = m.scope(&[])?;
         assert!(ok(&scope, "src/a.rs", ChangeKind::Modified));
         assert!(ok(&scope, "tests/t.rs", ChangeKind::Added));
         assert!(ok(&scope, "src/old.rs", ChangeKind::Deleted));

@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::plan::RunPlan;
 use crate::policy::manifest::Manifest;
-use crate::policy::scope::Scope;
 use crate::run::outcome::Ending;
 use crate::run::outcome::Outcome;
 use crate::run::state::Run;
@@ -150,7 +149,7 @@ impl<'a> Run<'a> {
             self.scope = if self.plan.policy.user_scope {
                 self.scope.clone().with_deny(&m.do_not_touch)
             } else {
-                Scope::from_manifest(&m, &self.plan.policy.deny)
+                m.scope(&self.plan.policy.deny)
             }
             .map_err(|e| Error::other(e.to_string()))?;
             self.plan_text = read("plan");

@@ -382,3 +382,56 @@ fn usage_errors_exit_3() {
     let out = repo.pipeline(&["--help"]);
     out.assert_code(0);
 }
+
+/// Scope globs as people type them: an absolute path inside the checkout is the same glob made
+/// relative; one outside it, or one climbing out, is refused before anything exists.
+#[test]
+fn scope_globs_are_normalised_or_refused_before_the_run() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x.txt:x"], &["*:approve"], "");
+    let abs = format!("{}/src/**", repo.path.display());
+    let out = repo.pipeline(&["run", "--json", "--scope", &abs, "fix the typo"]);
+    out.assert_code(0);
+    assert_eq!(out.json()["scope"]["allow"][0], "src/**", "{}", out.stdout);
+
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x.txt:x"], &["*:approve"], "");
+    for glob in ["/etc/**", "../elsewhere/**", "src/../../x"] {
+        let out = repo.pipeline(&["run", "--scope", glob, "fix the typo"]);
+        out.assert_code(3);
+        assert!(out.error_line().contains(glob), "{}", out.stderr);
+    }
+    assert_nothing_created(&repo);
+    assert!(repo.calls().is_empty());
+}
+
+/// A scope glob that matches no file is said before any agent runs (`src` is a folder: the
+/// glob names a file), and with --strict it stops the run.
+#[test]
+fn a_scope_glob_matching_nothing_is_a_warning_or_with_strict_an_error() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/lib.rs:x"], &["*:approve"], "");
+    let out = repo.pipeline(&[
+        "run",
+        "--scope",
+        "src",
+        "--create",
+        "src/**",
+        "fix the typo",
+    ]);
+    assert!(
+        out.stderr.contains(
+            "\"src\" matches no file at the base; a glob names files: did you mean \"src/**\"?"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = repo.pipeline(&["run", "--strict", "--scope", "srcc/**", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("\"srcc/**\" matches no file at the base"),
+        "{}",
+        out.stderr
+    );
+}

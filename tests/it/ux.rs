@@ -290,7 +290,7 @@ fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
     let file = repo.root().join("gp.bash");
     std::fs::write(&file, &out.stdout).expect("write");
     let probe = format!(
-        "source {}; COMP_WORDS=(git pipeline run --st); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline res); COMP_CWORD=2; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
+        "source {}; COMP_WORDS=(git pipeline run --sta); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline res); COMP_CWORD=2; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
         file.display()
     );
     let bash = std::process::Command::new("bash")

@@ -13,7 +13,6 @@ use crate::error::Result;
 use crate::plan::prompts;
 use crate::policy::manifest;
 use crate::policy::manifest::Manifest;
-use crate::policy::scope::Scope;
 use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
@@ -270,7 +269,7 @@ impl Run<'_> {
         let scope = if self.plan.policy.user_scope {
             self.scope.clone().with_deny(&m.do_not_touch)
         } else {
-            Scope::from_manifest(m, &self.plan.policy.deny)
+            m.scope(&self.plan.policy.deny)
         }
         .map_err(|e| Error::other(format!("the plan's manifest: {e}")))?;
         self.scope = scope;
