@@ -135,12 +135,25 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
     let loaded = match config::load(&repo, &head, "HEAD") {
         Ok(Some(l)) => l,
         Ok(None) => {
-            f.push(bad(
-                "config",
-                Level::Error,
-                format!("no {PROJECT_FILE} at HEAD and no personal config"),
-                "git pipeline init, then commit it",
-            ));
+            let on_disk = repo
+                .work_tree
+                .as_ref()
+                .is_some_and(|w| w.join(PROJECT_FILE).is_file());
+            f.push(if on_disk {
+                bad(
+                    "config",
+                    Level::Error,
+                    format!("{PROJECT_FILE} is not committed: runs read the config at the base commit, and HEAD has none"),
+                    format!("commit it: git add {PROJECT_FILE} && git commit -m \"Add {PROJECT_FILE}\""),
+                )
+            } else {
+                bad(
+                    "config",
+                    Level::Error,
+                    format!("no {PROJECT_FILE} at HEAD and no personal config"),
+                    "git pipeline init, then commit it",
+                )
+            });
             return f;
         }
         Err(e) => {
@@ -159,6 +172,15 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         .map(|s| s.name.clone())
         .collect();
     f.push(ok("config", format!("valid: {}", sources.join(", "))));
+    if let Some(w) = crate::plan::uncommitted_config_warning(&repo, &loaded, "HEAD") {
+        f.push(Finding {
+            check: "config".to_owned(),
+            level: Level::Note,
+            detail: w,
+            fix: Some(format!("commit {PROJECT_FILE} for runs to use your edits")),
+        });
+    }
+    f.extend(misspelt_roles(&loaded));
     if crate::policy::trust::needs_trust(&loaded) {
         let blob = crate::policy::trust::key(&git, &head).ok().flatten();
         if blob
@@ -234,6 +256,8 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
             )),
         }
     }
+    f.extend(prompt_limit_finding(&loaded, &git, &head, &search));
+    f.extend(scope_findings(&loaded, &git, &head));
     for g in &loaded.config.gates {
         let check = format!("gate {}", g.name.get_ref());
         let Some(program) = g.program().map(str::to_owned) else {
@@ -313,6 +337,120 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
     f
 }
 
+/// `[agents.<name>]` entries whose name is almost a role: a typo there leaves the role without
+/// the agent the user meant (any other name is an agent picked with `--agent ROLE=NAME`).
+fn misspelt_roles(loaded: &crate::config::LoadedConfig) -> Vec<Finding> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    loaded
+        .config
+        .agents
+        .keys()
+        .filter(|name| Role::parse(name).is_none())
+        .filter_map(|name| {
+            let role = Role::ALL
+                .into_iter()
+                .find(|r| distance(name, r.name()) <= 2)?;
+            Some(Finding {
+                check: format!("agent {name}"),
+                level: Level::Note,
+                detail: format!(
+                    "[agents.{name}] is not a role: it runs only when picked with --agent ROLE={name}"
+                ),
+                fix: Some(format!("did you mean [agents.{}]?", role.name())),
+            })
+        })
+        .collect()
+}
+
+/// A builder whose every candidate refuses prompts as long as the shortest one a run sends
+/// could never start.
+fn prompt_limit_finding(
+    loaded: &crate::config::LoadedConfig,
+    git: &crate::git::Git,
+    head: &str,
+    search: &Path,
+) -> Option<Finding> {
+    let builder = agent::resolve(loaded, Role::Builder, &[], search).ok()??;
+    let templates = crate::plan::prompts::Templates::load(git, head).ok()?;
+    let smallest = templates
+        .render(
+            "builder",
+            crate::plan::prompts::BuilderVars {
+                run_id: "20260101-000000-0000",
+                attempt: 1,
+                branch: "pipeline/20260101-000000-0000",
+                base: head,
+                task: "x",
+                spec: None,
+                plan: None,
+                scope: &[],
+                gates: Vec::new(),
+                feedback: None,
+            },
+        )
+        .ok()?
+        .len();
+    builder.pick(smallest).is_none().then(|| {
+        bad(
+            "agent builder",
+            Level::Error,
+            format!(
+                "every builder command has a max_prompt_bytes below {smallest} bytes, the size of the shortest builder prompt: no run can start its builder"
+            ),
+            "raise max_prompt_bytes, or add a command without a limit",
+        )
+    })
+}
+
+/// Scope globs of the config that match no file at HEAD (a typo, or a folder named without
+/// `/**`): the same warning a run gives.
+fn scope_findings(
+    loaded: &crate::config::LoadedConfig,
+    git: &crate::git::Git,
+    head: &str,
+) -> Vec<Finding> {
+    let strings = |v: &Option<Vec<toml::Spanned<String>>>| {
+        v.as_ref()
+            .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
+    };
+    let s = &loaded.config.scope;
+    let Ok(scope) = crate::policy::scope::Scope::new(
+        strings(&s.allow),
+        strings(&s.create),
+        strings(&s.deny).unwrap_or_default(),
+    ) else {
+        return Vec::new();
+    };
+    if scope.unrestricted() {
+        return Vec::new();
+    }
+    match crate::plan::scope_at_base(git, head, &scope) {
+        Ok((_, warnings)) => warnings
+            .into_iter()
+            .map(|w| Finding {
+                check: "scope".to_owned(),
+                level: Level::Note,
+                detail: w.trim_start_matches("scope: ").to_owned(),
+                fix: Some("fix scope.allow in .pipeline.toml".to_owned()),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// What the OS sandbox of agents and gates enforces here, against what the config asks.
 fn sandbox_finding(mode: crate::sandbox::Mode) -> Finding {
     use crate::sandbox::Mode;
@@ -353,13 +491,19 @@ fn sandbox_finding(mode: crate::sandbox::Mode) -> Finding {
 
 fn worktree_root_finding(repo: &Repo, configured: &str) -> Finding {
     use std::os::unix::fs::MetadataExt;
-    let root = if configured.trim().is_empty() {
-        repo.default_worktree_root()
-    } else {
-        repo.main_worktree
-            .clone()
-            .unwrap_or_else(|| repo.common_dir.clone())
-            .join(configured)
+    // The same rule a run applies: inside the checkout or the git dir is refused.
+    let root = match crate::plan::worktree_root(repo, configured) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(
+                "worktree root",
+                Level::Error,
+                e.to_string(),
+                e.hint()
+                    .unwrap_or("set run.worktree_root to a folder outside the checkout")
+                    .to_owned(),
+            );
+        }
     };
     // The nearest folder that exists is where the root would be created.
     let mut probe = root.clone();

@@ -618,6 +618,7 @@ impl RunPlan {
             )));
         }
         let gates = pick_gates(&loaded, args)?;
+        check_gate_programs(&git, &base, &gates, &search_dir)?;
         // A workstream's result goes to its bundle's integration branch, not to the base.
         let (ship, base_branch) = if args.bundle.is_some() {
             (ShipMode::Branch, None)
@@ -696,50 +697,14 @@ fn scope_and_routing(
     args: &RunArgs,
 ) -> Result<(Scope, Routing, Vec<String>)> {
     let scope = build_scope(loaded, args, root)?;
-    // One pass over the base's files: how many the scope lets the run modify (the router
-    // weighs it), and which allow globs match none (a typo the user hears of now, not after
-    // a builder ran into it). Skipped when the risk is set by hand: nothing needs the count.
-    let mut warnings = Vec::new();
-    let covered = if args.risk.is_some() || scope.unrestricted() {
-        None
+    // How many files the scope covers (the router weighs it), and which allow globs match none
+    // (a typo the user hears of now, not after a builder ran into it). Skipped when the risk is
+    // set by hand: nothing needs the count.
+    let (covered, warnings) = if args.risk.is_some() || scope.unrestricted() {
+        (None, Vec::new())
     } else {
-        let allow = scope.allow_globs();
-        let mut hit = vec![false; allow.map_or(0, |g| g.patterns().len())];
-        let mut under = vec![false; hit.len()];
-        let mut n = 0;
-        objects::for_each_file(git, base, |p| {
-            if scope.may_modify(p) {
-                n += 1;
-            }
-            if let Some(g) = allow {
-                for i in g.matching(p) {
-                    hit[i] = true;
-                }
-                for (i, pat) in g.patterns().iter().enumerate() {
-                    if !hit[i] && p.starts_with(pat) {
-                        under[i] = true;
-                    }
-                }
-            }
-        })?;
-        for (i, pat) in allow
-            .map(|g| g.patterns())
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            if !hit[i] {
-                warnings.push(if under[i] {
-                    format!(
-                        "scope: {pat:?} matches no file at the base; a glob names files: did you mean \"{}/**\"?",
-                        pat.trim_end_matches('/')
-                    )
-                } else {
-                    format!("scope: {pat:?} matches no file at the base (a typo?)")
-                });
-            }
-        }
-        Some(n)
+        let (n, w) = scope_at_base(git, base, &scope)?;
+        (Some(n), w)
     };
     if args.strict
         && let Some(first) = warnings.first()
@@ -759,6 +724,51 @@ fn scope_and_routing(
         },
         warnings,
     ))
+}
+
+/// One pass over the base's files: how many the scope lets a run modify, and a warning for each
+/// allow glob that matches none (with a did-you-mean for a folder named without `/**`).
+pub fn scope_at_base(
+    git: &crate::git::Git,
+    base: &str,
+    scope: &Scope,
+) -> Result<(usize, Vec<String>)> {
+    let allow = scope.allow_globs();
+    let patterns = allow.map(|g| g.patterns()).unwrap_or_default();
+    let mut hit = vec![false; patterns.len()];
+    let mut under = vec![false; patterns.len()];
+    let mut n = 0;
+    objects::for_each_file(git, base, |p| {
+        if scope.may_modify(p) {
+            n += 1;
+        }
+        if let Some(g) = allow {
+            for i in g.matching(p) {
+                hit[i] = true;
+            }
+            for (i, pat) in patterns.iter().enumerate() {
+                if !hit[i] && p.starts_with(pat) {
+                    under[i] = true;
+                }
+            }
+        }
+    })?;
+    let warnings = patterns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !hit[*i])
+        .map(|(i, pat)| {
+            if under[i] {
+                format!(
+                    "scope: {pat:?} matches no file at the base; a glob names files: did you mean \"{}/**\"?",
+                    pat.trim_end_matches('/')
+                )
+            } else {
+                format!("scope: {pat:?} matches no file at the base (a typo?)")
+            }
+        })
+        .collect();
+    Ok((n, warnings))
 }
 
 /// A run that may change every path and has no planner to narrow it is told so.
@@ -952,6 +962,40 @@ fn build_scope(loaded: &LoadedConfig, args: &RunArgs, root: Option<&Path>) -> Re
     Scope::new(allow, create, deny).map_err(|e| Error::usage(e.to_string()))
 }
 
+/// A gate whose program cannot be found would fail every attempt, after agents were paid to
+/// build: refuse before the first agent starts. A path in the repository is looked for at the
+/// base (it is in the worktree the gate runs in); a bare name on PATH.
+fn check_gate_programs(
+    git: &crate::git::Git,
+    base: &str,
+    gates: &[GateConfig],
+    search_dir: &Path,
+) -> Result<()> {
+    for g in gates {
+        let Some(program) = g.program() else {
+            continue;
+        };
+        let found = if program.contains('/') && !Path::new(program).is_absolute() {
+            let rel = program.trim_start_matches("./");
+            objects::resolve_blob(git, base, rel)?.is_some()
+        } else {
+            agent::find_program(program, search_dir).is_some()
+        };
+        if !found {
+            return Err(Error::usage_hint(
+                format!(
+                    "gate {:?}: `{program}` is not found, so the gate would fail every attempt",
+                    g.name.get_ref()
+                ),
+                format!(
+                    "install {program}, or change the gate's command (git pipeline doctor checks every gate)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A `--scope`/`--create` glob as the scope holds it: relative to the repository root (an
 /// absolute path inside the checkout is made relative; one outside it, or one climbing out
 /// with `..`, is refused), compiled.
@@ -1046,11 +1090,20 @@ fn required_role(
 }
 
 /// `run.worktree_root`, or the default sibling folder; never inside the main worktree.
-fn worktree_root(repo: &Repo, configured: &str) -> Result<PathBuf> {
+pub fn worktree_root(repo: &Repo, configured: &str) -> Result<PathBuf> {
     let root = if configured.trim().is_empty() {
         repo.default_worktree_root()
     } else {
-        let p = PathBuf::from(configured);
+        // `~/wt` is the user's home, as in a shell (a folder named `~` is never meant).
+        let p = match (configured.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+            (Some(_), None) => {
+                return Err(Error::usage(format!(
+                    "run.worktree_root {configured:?} starts with ~/ but HOME is not set"
+                )));
+            }
+            (None, _) => PathBuf::from(configured),
+        };
         let anchor = repo.main_worktree.as_deref().unwrap_or(&repo.common_dir);
         normalize(&anchor.join(p))
     };
@@ -1090,20 +1143,24 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-fn uncommitted_config_warning(
+pub fn uncommitted_config_warning(
     repo: &Repo,
     loaded: &LoadedConfig,
     base_ref: &str,
 ) -> Option<String> {
     let work_tree = repo.work_tree.as_ref()?;
     let on_disk = std::fs::read_to_string(work_tree.join(config::PROJECT_FILE)).ok()?;
-    let committed = loaded.project.as_ref().map(|s| s.text.as_str());
-    (committed != Some(on_disk.as_str())).then(|| {
-        format!(
+    match loaded.project.as_ref().map(|s| s.text.as_str()) {
+        None => Some(format!(
+            "{} is not committed: runs read the config at {base_ref}, which has none",
+            config::PROJECT_FILE
+        )),
+        Some(committed) if committed != on_disk => Some(format!(
             "{} has uncommitted changes; this run uses the version at {base_ref}",
             config::PROJECT_FILE
-        )
-    })
+        )),
+        Some(_) => None,
+    }
 }
 
 /// `run.sandbox` and `[sandbox]` made concrete: `required` where nothing can be enforced is a

@@ -435,3 +435,22 @@ fn a_scope_glob_matching_nothing_is_a_warning_or_with_strict_an_error() {
         out.stderr
     );
 }
+
+/// `run.worktree_root = "~/wt"` is under your home, as in a shell; never a folder named `~`.
+#[test]
+fn a_worktree_root_under_home_is_expanded() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/x.txt:x"],
+        &["*:approve"],
+        "[run]\nworktree_root = \"~/wt\"\nkeep_failed = true\n[[gates]]\nname = \"no\"\ncommand = [\"false\"]\n[limits]\nmax_fix_attempts = 0\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(4);
+    let wt = out.json()["worktree"].as_str().unwrap_or("").to_owned();
+    assert!(
+        wt.starts_with(&*repo.home.join("wt").to_string_lossy()),
+        "{wt}"
+    );
+    assert!(!repo.path.join("~").exists());
+}

@@ -142,18 +142,18 @@ fn a_gate_failing_to_the_end_exits_4() {
 
 #[test]
 fn a_missing_gate_binary_fails_closed_with_exit_4() {
+    // A program missing when the run starts stops it with exit 3 before any agent
+    // (ux::a_missing_gate_program_stops_the_run_before_any_agent); one that a gate's own
+    // script cannot find fails the gate, closed.
     let repo = TestRepo::new();
     repo.agents(
         &["*:write:src/new.rs:x"],
         &["*:approve"],
-        "[limits]\nmax_fix_attempts = 0\n[[gates]]\nname = \"lint\"\ncommand = [\"no-such-linter-xyz\", \"--check\"]\n",
+        "[limits]\nmax_fix_attempts = 0\n[[gates]]\nname = \"lint\"\ncommand = [\"sh\", \"-c\", \"no-such-linter-xyz --check\"]\n",
     );
     let r = failed(&repo, &["run", "--json", "add the helper"], 4);
     assert_eq!(r["gates"][0]["status"], "fail");
-    assert_eq!(
-        r["gates"][0]["error"],
-        "command not found: no-such-linter-xyz"
-    );
+    assert_eq!(r["gates"][0]["error"], "exit status 127");
     assert_eq!(repo.calls_of("verifier"), 0);
 }
 

@@ -416,3 +416,87 @@ fn agents_sharing_a_run_session_never_share_a_cli_session() {
         plan_session(env("reviewer"))
     );
 }
+
+/// What `doctor` foresees that would make a run fail or surprise: a worktree root inside the
+/// checkout, a builder that refuses every prompt, a scope glob naming a folder, a misspelt role,
+/// and config edits that are not committed.
+#[test]
+fn doctor_predicts_what_a_run_would_do() {
+    let repo = TestRepo::new();
+    repo.config(
+        "version = 1\n[run]\nworktree_root = \"wt\"\n[scope]\nallow = [\"src\"]\n[agents.builder]\ncommand = [\"AGENT\"]\nmax_prompt_bytes = 10\n[agents.verifier]\ncommand = [\"AGENT\"]\n[agents.bulder]\ncommand = [\"AGENT\"]\n",
+    );
+    std::fs::write(
+        repo.path.join(".pipeline.toml"),
+        repo.read(".pipeline.toml") + "# an edit\n",
+    )
+    .expect("edit the config");
+    let out = repo.pipeline(&["doctor", "--json"]);
+    out.assert_code(3);
+    let findings = out.json()["findings"].clone();
+    let find = |check: &str, text: &str| {
+        findings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["check"] == check && f["detail"].as_str().unwrap_or("").contains(text))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} finding with {text:?}: {findings:#}"))
+    };
+    assert_eq!(
+        find("worktree root", "is inside the main worktree")["level"],
+        "error"
+    );
+    assert_eq!(
+        find("agent builder", "max_prompt_bytes below")["level"],
+        "error"
+    );
+    assert_eq!(
+        find("scope", "\"src\" matches no file at the base")["detail"],
+        "\"src\" matches no file at the base; a glob names files: did you mean \"src/**\"?"
+    );
+    assert_eq!(
+        find("agent bulder", "is not a role")["fix"],
+        "did you mean [agents.builder]?"
+    );
+    assert_eq!(find("config", "uncommitted changes")["level"], "note");
+}
+
+/// A config that exists but was never committed: doctor says to commit it, not to write one.
+#[test]
+fn doctor_tells_an_uncommitted_config_from_a_missing_one() {
+    let repo = TestRepo::new();
+    std::fs::write(repo.path.join(".pipeline.toml"), "version = 1\n").expect("write");
+    let out = repo.pipeline(&["doctor"]);
+    out.assert_code(3);
+    assert!(
+        out.stdout.contains(
+            ".pipeline.toml is not committed: runs read the config at HEAD, which has none"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("git pipeline init"), "{}", out.stdout);
+}
+
+/// A gate whose program is missing stops the run before the first agent (exit 3), instead of
+/// failing every attempt after the builder was paid for.
+#[test]
+fn a_missing_gate_program_stops_the_run_before_any_agent() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/x.txt:x"],
+        &["*:approve"],
+        "[[gates]]\nname = \"lint\"\ncommand = [\"no-such-linter\", \"--check\"]\n[[gates]]\nname = \"local\"\ncommand = [\"./tools/check.sh\"]\n",
+    );
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("gate \"lint\": `no-such-linter` is not found"),
+        "{}",
+        out.stderr
+    );
+    assert!(repo.calls().is_empty(), "{:?}", repo.calls());
+    assert!(repo.run_ids().is_empty());
+}
