@@ -46,15 +46,58 @@ pub fn detect(top: &Path) -> Project {
     };
     let has = |f: &str| top.join(f).exists();
     if has("Cargo.toml") {
-        p.kinds.push("Rust (Cargo)");
-        p.gates
-            .push(gate("fmt", &["cargo", "fmt", "--check"], "Cargo.toml"));
-        p.gates.push(gate(
-            "clippy",
-            &["cargo", "clippy", "--all-targets", "--", "-D", "warnings"],
-            "Cargo.toml",
-        ));
-        p.gates.push(gate("test", &["cargo", "test"], "Cargo.toml"));
+        let manifest: toml::Table = std::fs::read_to_string(top.join("Cargo.toml"))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        let members: Vec<String> = manifest
+            .get("workspace")
+            .and_then(|w| w.get("members"))
+            .and_then(|m| m.as_array())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if members.is_empty() {
+            p.kinds.push("Rust (Cargo)");
+            p.gates
+                .push(gate("fmt", &["cargo", "fmt", "--check"], "Cargo.toml"));
+            p.gates.push(gate(
+                "clippy",
+                &["cargo", "clippy", "--all-targets", "--", "-D", "warnings"],
+                "Cargo.toml",
+            ));
+            p.gates.push(gate("test", &["cargo", "test"], "Cargo.toml"));
+        } else {
+            // A workspace: with a root package, plain `cargo test` tests the root only, and a
+            // failing member test would pass the gate.
+            p.kinds.push("Rust (Cargo workspace)");
+            let why = "[workspace] members in Cargo.toml";
+            p.gates
+                .push(gate("fmt", &["cargo", "fmt", "--all", "--check"], why));
+            p.gates.push(gate(
+                "clippy",
+                &[
+                    "cargo",
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                why,
+            ));
+            p.gates
+                .push(gate("test", &["cargo", "test", "--workspace"], why));
+            for m in &members {
+                // `crates/*` and `crates/grep` both mean everything in those folders.
+                let dir = m.trim_end_matches("/*").trim_end_matches('/');
+                p.allow.push(format!("{dir}/**"));
+            }
+        }
         p.deny.push("Cargo.lock".to_owned());
         for d in ["src", "tests", "benches", "examples"] {
             p.allow.push(format!("{d}/**"));
@@ -132,17 +175,56 @@ pub fn detect(top: &Path) -> Project {
                 "[tool.mypy] in pyproject.toml",
             ));
         }
+        // A type checker the project depends on, without a [tool.*] table of its own.
+        for (checker, args) in [("mypy", &["mypy", "."][..]), ("pyright", &["pyright"][..])] {
+            if !p.gates.iter().any(|g| g.name == "types") && names_package(&pyproject, checker) {
+                p.gates.push(gate(
+                    "types",
+                    &with(args),
+                    format!("{checker} is a dependency in pyproject.toml"),
+                ));
+            }
+        }
         p.gates
             .push(gate("test", &with(&["pytest"]), "a Python project"));
         for d in ["src", "tests"] {
             p.allow.push(format!("{d}/**"));
+        }
+        // A package at the root (poetry's layout): its folder is the code.
+        let table: toml::Table = pyproject.parse().unwrap_or_default();
+        let name = table
+            .get("project")
+            .and_then(|p| p.get("name"))
+            .or_else(|| {
+                table
+                    .get("tool")
+                    .and_then(|t| t.get("poetry"))
+                    .and_then(|p| p.get("name"))
+            })
+            .and_then(|n| n.as_str())
+            .map(|n| n.replace(['-', '.'], "_").to_lowercase());
+        if let Some(pkg) = name
+            && top.join(&pkg).join("__init__.py").is_file()
+        {
+            p.allow.push(format!("{pkg}/**"));
+        }
+        for lock in ["uv.lock", "poetry.lock"] {
+            if has(lock) {
+                p.deny.push(lock.to_owned());
+            }
         }
     }
     if has("go.mod") {
         p.kinds.push("Go");
         p.gates.push(gate(
             "fmt",
-            &["sh", "-c", "test -z \"$(gofmt -l .)\""],
+            // `gofmt -l` exits 0 whatever it finds, and a missing gofmt would print nothing:
+            // both must fail the gate.
+            &[
+                "sh",
+                "-c",
+                "command -v gofmt >/dev/null || { echo 'gofmt is not installed' >&2; exit 127; }; test -z \"$(gofmt -l .)\"",
+            ],
             "go.mod",
         ));
         p.gates.push(gate("vet", &["go", "vet", "./..."], "go.mod"));
@@ -174,6 +256,17 @@ pub fn detect(top: &Path) -> Project {
         g.starts_with("**") || top.join(dir).is_dir()
     });
     p
+}
+
+/// Whether a pyproject names the package `name` (a key `mypy = "^1"`, or a requirement
+/// `"mypy>=1"`), not one that only starts the same (`mypy_extensions`, `mypy-boto3`).
+fn names_package(pyproject: &str, name: &str) -> bool {
+    pyproject.match_indices(name).any(|(i, _)| {
+        let before = pyproject[..i].chars().last();
+        let after = pyproject[i + name.len()..].chars().next();
+        before.is_none_or(|c| c == '"' || c == '\'' || c.is_whitespace())
+            && after.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
+    })
 }
 
 /// The agent CLIs installed here, in order of preference.

@@ -500,3 +500,115 @@ fn a_missing_gate_program_stops_the_run_before_any_agent() {
     assert!(repo.calls().is_empty(), "{:?}", repo.calls());
     assert!(repo.run_ids().is_empty());
 }
+
+/// `init` on the layouts people have: each proposal names the gates and folders that fit.
+#[test]
+fn init_fits_workspaces_python_packages_and_go() {
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, Vec<&str>)> = vec![
+        // A Cargo workspace without a root package (ripgrep's crates/ layout).
+        (
+            vec![
+                ("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n"),
+                ("crates/core/Cargo.toml", "[package]\nname = \"core\"\n"),
+                ("crates/core/src/lib.rs", ""),
+            ],
+            vec![
+                "\"cargo\", \"test\", \"--workspace\"",
+                "\"cargo\", \"clippy\", \"--workspace\"",
+                "\"crates/**\"",
+                "Rust (Cargo workspace)",
+            ],
+            vec!["\"cargo\", \"test\"]"],
+        ),
+        // A Cargo workspace with a root package: plain `cargo test` would skip the members.
+        (
+            vec![
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"rg\"\n[workspace]\nmembers = [\"crates/grep\"]\n",
+                ),
+                ("src/main.rs", ""),
+                ("crates/grep/src/lib.rs", ""),
+            ],
+            vec![
+                "\"cargo\", \"test\", \"--workspace\"",
+                "\"crates/grep/**\"",
+                "\"src/**\"",
+            ],
+            vec!["\"cargo\", \"test\"]"],
+        ),
+        // Poetry with the package at the root and mypy as a dependency.
+        (
+            vec![
+                (
+                    "pyproject.toml",
+                    "[tool.poetry]\nname = \"my-pkg\"\n[tool.poetry.group.dev.dependencies]\nmypy = \"^1.0\"\n",
+                ),
+                ("poetry.lock", ""),
+                ("my_pkg/__init__.py", ""),
+            ],
+            vec![
+                "\"my_pkg/**\"",
+                "\"poetry\", \"run\", \"mypy\", \".\"",
+                "deny = [\"poetry.lock\"]",
+            ],
+            vec![],
+        ),
+        // uv: its lock file is never the agent's to change.
+        (
+            vec![
+                (
+                    "pyproject.toml",
+                    "[project]\nname = \"x\"\ndependencies = [\"pyright\"]\n",
+                ),
+                ("uv.lock", ""),
+                ("tests/test_x.py", ""),
+            ],
+            vec!["deny = [\"uv.lock\"]", "\"uv\", \"run\", \"pyright\""],
+            vec![],
+        ),
+        // Go: the format gate fails when gofmt is missing, instead of passing.
+        (
+            vec![("go.mod", "module x\n"), ("main.go", "package main\n")],
+            vec!["command -v gofmt", "\"go\", \"vet\""],
+            vec![],
+        ),
+    ];
+    for (files, expect, refuse) in cases {
+        let repo = TestRepo::empty();
+        for (f, text) in &files {
+            if let Some(dir) = std::path::Path::new(f).parent() {
+                std::fs::create_dir_all(repo.path.join(dir)).expect("dir");
+            }
+            repo.write(f, text);
+        }
+        let out = repo.pipeline(&["init"]);
+        out.assert_code(0);
+        let config = repo.read(".pipeline.toml");
+        for e in &expect {
+            assert!(config.contains(e), "{e:?} missing for {files:?}:\n{config}");
+        }
+        for r in &refuse {
+            assert!(
+                !config.contains(r),
+                "{r:?} proposed for {files:?}:\n{config}"
+            );
+        }
+    }
+}
+
+/// The Go format gate as init writes it fails when gofmt is not installed.
+#[test]
+fn the_go_format_gate_fails_without_gofmt() {
+    let repo = TestRepo::new();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "command -v gofmt >/dev/null || { echo 'gofmt is not installed' >&2; exit 127; }; test -z \"$(gofmt -l .)\"",
+        ])
+        .current_dir(&repo.path)
+        .env("PATH", "/usr/bin/nonexistent:/bin")
+        .output()
+        .expect("sh");
+    assert_eq!(out.status.code(), Some(127));
+}
