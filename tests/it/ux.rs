@@ -504,7 +504,13 @@ fn a_missing_gate_program_stops_the_run_before_any_agent() {
 /// `init` on the layouts people have: each proposal names the gates and folders that fit.
 #[test]
 fn init_fits_workspaces_python_packages_and_go() {
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, Vec<&str>)> = vec![
+    /// Files of a layout, what the proposal must hold, and what it must not.
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         // A Cargo workspace without a root package (ripgrep's crates/ layout).
         (
             vec![
