@@ -78,6 +78,27 @@ pub enum Command {
     Completions(CompletionsCmd),
 }
 
+impl Command {
+    /// Whether the caller asked for JSON: an error before any result is then a JSON object on
+    /// stdout too, so that a script reading stdout never gets nothing.
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Run(c) => c.json,
+            Command::Plan(c) => c.json,
+            Command::Status(c) => c.json,
+            Command::Show(c) => c.json,
+            Command::Verify(c) => c.json,
+            Command::Reverify(c) => c.json,
+            Command::Resume(c) | Command::Abandon(c) => c.json,
+            Command::Clean(c) => c.json,
+            Command::Events(c) => c.json,
+            Command::Stats(c) => c.json,
+            Command::Doctor(c) => c.json,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorCmd {
     /// Print JSON

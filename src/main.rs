@@ -25,12 +25,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, git_pipeline::ui::colored_stderr(cli.color));
     let code = git_pipeline::commands::main(cli);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, color: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "git_pipeline=warn",
@@ -42,6 +42,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .without_time()
         .try_init();
 }

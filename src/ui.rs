@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Whether what goes to stderr (progress and `-v` logs alike) is coloured: `--color`, else a
+/// terminal without `NO_COLOR`.
+pub fn colored_stderr(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum ColorChoice {
     #[default]
@@ -65,13 +78,12 @@ impl Ui {
     /// Progress on this process's stderr, live and coloured when it is a terminal.
     pub fn for_stderr(quiet: bool, color: ColorChoice) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let color = match color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => tty && !no_color,
-        };
-        Ui::build(Box::new(std::io::stderr()), quiet, color, tty && !quiet)
+        Ui::build(
+            Box::new(std::io::stderr()),
+            quiet,
+            colored_stderr(color),
+            tty && !quiet,
+        )
     }
 
     fn build(err: Box<dyn Write + Send>, quiet: bool, color: bool, live: bool) -> Self {

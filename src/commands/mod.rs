@@ -27,14 +27,35 @@ use crate::ui::Ui;
 
 /// Run the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> i32 {
+    let json = cli.command.wants_json();
     let ui = Ui::for_stderr(cli.quiet, cli.color);
     let mut out = std::io::stdout().lock();
     let result = dispatch(cli, &mut out, &ui);
-    let _ = out.flush();
     match result {
-        Ok(exit) => exit.code(),
+        Ok(exit) => {
+            let _ = out.flush();
+            exit.code()
+        }
         Err(e) => {
             report(&ui, &e);
+            if json {
+                let problems = match &e {
+                    Error::Invalid { problems, .. } => problems.clone(),
+                    _ => Vec::new(),
+                };
+                let v = serde_json::json!({
+                    "error": e.to_string(),
+                    "hint": e.hint(),
+                    "problems": problems,
+                    "exit_code": e.exit().code(),
+                });
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                );
+            }
+            let _ = out.flush();
             e.exit().code()
         }
     }

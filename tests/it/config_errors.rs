@@ -454,3 +454,41 @@ fn a_worktree_root_under_home_is_expanded() {
     );
     assert!(!repo.path.join("~").exists());
 }
+
+/// With --json, an error before any result is a JSON object on stdout too: a script reading
+/// stdout gets the error, its hint and the exit code, never nothing.
+#[test]
+fn json_errors_before_a_run_are_json_on_stdout() {
+    let repo = TestRepo::new();
+    let out = repo.pipeline(&["run", "--json", "  "]);
+    out.assert_code(5);
+    let v = out.json();
+    assert_eq!(v["error"], "the task is empty");
+    assert_eq!(v["exit_code"], 5);
+    assert!(
+        v["hint"].as_str().unwrap_or("").contains("say what to do"),
+        "{v}"
+    );
+    let out = repo.pipeline(&["show", "--json", "nope"]);
+    out.assert_code(3);
+    assert_eq!(out.json()["error"], "no run matches \"nope\"");
+    // Without --json, stdout stays empty.
+    let out = repo.pipeline(&["show", "nope"]);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// `--color never` holds for the -v logs as well as the progress.
+#[test]
+fn color_never_also_strips_the_logs() {
+    let repo = TestRepo::new();
+    let out = repo.pipeline(&["-vv", "--color", "never", "status"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("DEBUG"),
+        "the logs are there: {:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains('\x1b'), "{:?}", out.stderr);
+    let out = repo.pipeline(&["-vv", "--color", "always", "status"]);
+    assert!(out.stderr.contains('\x1b'), "{:?}", out.stderr);
+}
