@@ -599,6 +599,7 @@ impl RunPlan {
             warnings.push(w);
         }
         warnings.extend(scope_warnings);
+        warnings.extend(where_you_are(&repo, &worktree_root, &base_ref, &base));
         warnings.extend(unrestricted_warning(&scope, &routing, planner.is_some()));
         let sandbox = sandbox_plan(&loaded.config)?;
         if let Some(f) = &sandbox.found
@@ -769,6 +770,27 @@ pub fn scope_at_base(
         })
         .collect();
     Ok((n, warnings))
+}
+
+/// Places from which a run surprises: in the middle of a bisect (the run starts from the commit
+/// bisect checked out), or inside another run's worktree (it starts from that run's HEAD).
+fn where_you_are(repo: &Repo, worktree_root: &Path, base_ref: &str, base: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    if repo.git_dir.join("BISECT_LOG").is_file() {
+        w.push(format!(
+            "a bisect is in progress here: this run starts from {base_ref} ({}), the commit bisect checked out",
+            &base[..base.len().min(12)]
+        ));
+    }
+    if let Some(wt) = &repo.work_tree
+        && wt.starts_with(worktree_root)
+    {
+        w.push(format!(
+            "{} is a run's worktree: this run starts from its {base_ref}, and works in a worktree of its own",
+            wt.display()
+        ));
+    }
+    w
 }
 
 /// A run that may change every path and has no planner to narrow it is told so.

@@ -492,3 +492,29 @@ fn color_never_also_strips_the_logs() {
     let out = repo.pipeline(&["-vv", "--color", "always", "status"]);
     assert!(out.stderr.contains('\x1b'), "{:?}", out.stderr);
 }
+
+/// A run started in the middle of a bisect, or from inside another run's worktree, says where
+/// it starts from.
+#[test]
+fn a_run_says_when_it_starts_during_a_bisect_or_in_a_runs_worktree() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/x.txt:x"],
+        &["*:approve"],
+        "[run]\nkeep_failed = true\n[limits]\nmax_fix_attempts = 0\n[[gates]]\nname = \"no\"\ncommand = [\"false\"]\n",
+    );
+    repo.write("src/two.txt", "2\n");
+    repo.commit_all("two");
+    repo.git(&["bisect", "start", "HEAD", "HEAD~1"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert!(
+        out.stderr.contains("a bisect is in progress here"),
+        "{}",
+        out.stderr
+    );
+    repo.git(&["bisect", "reset"]);
+    let kept = out.json()["worktree"].as_str().unwrap_or("").to_owned();
+    assert!(!kept.is_empty(), "{}", out.stdout);
+    let out = repo.pipeline_in(std::path::Path::new(&kept), &["run", "fix the typo"]);
+    assert!(out.stderr.contains("is a run's worktree"), "{}", out.stderr);
+}
