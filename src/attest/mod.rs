@@ -105,6 +105,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn each_problem_reads_as_a_line() {
+        assert_eq!(Unattested::NoNote.describe(), "no note");
+        assert_eq!(
+            Unattested::Rejected.describe(),
+            "the note says not approved"
+        );
+        assert_eq!(
+            Unattested::TreeMismatch("0123456789abcdef".to_owned()).describe(),
+            "tree mismatch: the code changed after verification (note is for tree 0123456789ab)"
+        );
+        assert_eq!(
+            Unattested::Unreadable("bad json".to_owned()).describe(),
+            "unreadable note: bad json"
+        );
+        assert_eq!(Unattested::Merge("why".to_owned()).describe(), "why");
+    }
+
     fn note(tree: &str, approved: bool) -> String {
         Attestation {
             version: 1,

@@ -159,6 +159,21 @@ fn list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, ManifestErro
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_manifest_reads_as_lines_and_may_only_create() {
+        let m = parse(r#"{"file_impact": {"create": ["src/new.rs"]}}"#);
+        let m = m.map_err(|e| e.0);
+        assert_eq!(
+            m.as_ref().map(Manifest::describe),
+            Ok(vec![
+                "modify: (none)".to_owned(),
+                "create: src/new.rs".to_owned(),
+                "delete: (none)".to_owned(),
+                "do not touch: (none)".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
     fn a_plan_cannot_promise_what_no_run_may_change() {
         for (glob, why) in [
             (".pipeline.toml", "pipeline's own"),

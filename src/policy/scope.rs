@@ -301,6 +301,28 @@ pub fn always_denied(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn paths_out_of_the_worktree_are_denied_and_keys_name_the_users_scope()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let open = Scope::new(None, None, vec!["secret/**".to_owned()])?;
+        assert!(
+            open.check_path(Path::new("../etc/passwd"), ChangeKind::Added)
+                .is_some()
+        );
+        assert_eq!(open.deny_patterns(), ["secret/**"]);
+        let user = Scope::new(
+            Some(vec!["src/**".to_owned()]),
+            Some(vec!["src/new/**".to_owned()]),
+            vec![],
+        )?;
+        assert_eq!(
+            user.check_path(Path::new("docs/a.md"), ChangeKind::Added)
+                .as_deref(),
+            Some("not in scope.create")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_symlink_leaving_the_worktree_is_a_violation() -> Result<(), Box<dyn std::error::Error>> {
         let wt = tempfile::tempdir()?;
         std::os::unix::fs::symlink("/etc/passwd", wt.path().join("out"))?;

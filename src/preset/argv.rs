@@ -148,6 +148,28 @@ pub fn render(template: &[String], vars: &Vars<'_>) -> Result<Vec<OsString>, Tem
 #[cfg(test)]
 mod tests {
     #[test]
+    fn pieces_have_no_empty_literals_and_every_placeholder_has_its_value()
+    -> Result<(), TemplateError> {
+        assert_eq!(parse("{prompt}")?, [Piece::Var("prompt")]);
+        assert_eq!(
+            parse("a{stage}b")?,
+            [Piece::Lit("a"), Piece::Var("stage"), Piece::Lit("b")]
+        );
+        assert_eq!(parse("{{x}}")?, [Piece::Lit("{x}")]);
+        let v = Vars {
+            prompt: OsStr::new("P"),
+            prompt_file: OsStr::new("F"),
+            worktree: OsStr::new("W"),
+            run_id: OsStr::new("R"),
+            stage: OsStr::new("S"),
+            session: OsStr::new("X"),
+        };
+        let t: Vec<String> = PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect();
+        assert_eq!(render(&t, &v)?, ["P", "F", "W", "R", "S", "X"]);
+        Ok(())
+    }
+
+    #[test]
     fn an_unknown_placeholder_lists_the_known_ones_and_prompts_are_found() {
         let err = check(&["{promt}".to_owned()]).err().map(|e| e.to_string());
         assert_eq!(

@@ -116,6 +116,37 @@ pub fn normalize(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_fnv_1a_the_same_in_every_process() {
+        assert_eq!(signature("gate x", "boom"), 12_123_443_224_099_722_821);
+        assert_ne!(signature("gate x", "boom"), signature("gate y", "boom"));
+        assert_eq!(
+            signature("gate x", "failed after 1.2s"),
+            signature("gate x", "failed after 3.4s")
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_remembers_errors_and_trees() {
+        let mut b = Breakers::new(2, true);
+        assert_eq!(b.error("gate x", "boom"), None);
+        assert_eq!(b.attempt(1, "t1"), None);
+        let (counts, trees) = b.memory();
+        assert_eq!(counts.len(), 1);
+        let mut resumed = Breakers::new(2, true);
+        resumed.restore(&counts, &trees);
+        assert!(
+            resumed.error("gate x", "boom").is_some(),
+            "the second time trips it"
+        );
+        assert!(
+            resumed.attempt(2, "t1").is_some(),
+            "the tree of attempt 1 is remembered"
+        );
+    }
+
     #[test]
     fn paths_either_way_and_hex_with_a_digit_are_dropped_words_are_kept() {
         assert_eq!(normalize(r"failed at C:\work\a.rs"), "failed at <path>");
