@@ -155,7 +155,6 @@ mod tests {
         assert_eq!(normalize("a facade of decade"), "a facade of decade");
     }
 
-    use super::*;
     use proptest::prelude::*;
 
     #[test]
