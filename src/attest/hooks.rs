@@ -360,6 +360,11 @@ mod tests {
         let zero = "0".repeat(40);
         let r = check_updates(&git, &[update("main", &zero)], &[], NOTES_REF, &only_main)?;
         assert_eq!(r[0].commits.len(), 2);
+        // An old value this repository does not have: judged against what the remote is known
+        // to have (nothing here), never as a range from a commit that is not here.
+        let unknown = "1234567890abcdef1234567890abcdef12345678";
+        let r = check_updates(&git, &[update("main", unknown)], &[], NOTES_REF, &only_main)?;
+        assert_eq!(r[0].commits.len(), 2);
         // A branch the protected list leaves out is not checked.
         let r = check_updates(&git, &[update("topic", &first)], &[], NOTES_REF, &only_main)?;
         assert!(r.is_empty(), "{} refusals", r.len());

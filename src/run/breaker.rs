@@ -153,6 +153,8 @@ mod tests {
         assert_eq!(normalize("failed at src/a.rs"), "failed at <path>");
         assert_eq!(normalize("commit 1a2b3c4d"), "commit <hex>");
         assert_eq!(normalize("a facade of decade"), "a facade of decade");
+        // Long, with digits, but not hex: its numbers go, the word stays.
+        assert_eq!(normalize("step42xyz"), "step#xyz");
     }
 
     use proptest::prelude::*;

@@ -369,9 +369,22 @@ impl<'a> Run<'a> {
         prompt_bytes: usize,
     ) -> (String, step::CliSession) {
         let index = agent.pick(prompt_bytes).map_or(0, |(i, _)| i);
-        let key = format!("{}#{}:{session}", agent.name, index + 1);
+        // Keyed by names that mean something in run.json (`builder#1:execution`), not by the
+        // run session's UUID; a record written before keyed it by the UUID, still found.
+        let run_sessions = &self.log.rec.resume.sessions;
+        let named = [
+            (&run_sessions.plan, "planning"),
+            (&run_sessions.execution, "execution"),
+            (&run_sessions.verification, "verification"),
+            (&run_sessions.docs, "docs"),
+        ]
+        .into_iter()
+        .find(|(id, _)| id.as_str() == session)
+        .map_or(session, |(_, name)| name);
+        let key = format!("{}#{}:{named}", agent.name, index + 1);
+        let old_key = format!("{}#{}:{session}", agent.name, index + 1);
         let sessions = &mut self.log.rec.resume.agent_sessions;
-        if let Some(id) = sessions.get(&key) {
+        if let Some(id) = sessions.get(&key).or_else(|| sessions.get(&old_key)) {
             let id = id.clone();
             return (key, step::CliSession { id, resumed: true });
         }

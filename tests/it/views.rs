@@ -40,6 +40,17 @@ fn show_status_and_events_of_a_run() {
     let events = repo.pipeline(&["events", &id]);
     events.assert_code(0);
     snapshot(&repo, "events", &events.stdout);
+    // The record's keys are names, not session UUIDs.
+    let rec = repo.pipeline(&["show", "--json", &id]).json();
+    let keys: Vec<String> = rec["resume"]["agent_sessions"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        ["builder#1:execution", "verifier#1:verification"],
+        "{rec:#}"
+    );
 }
 
 /// The error and hint lines of each class of failure, with its exit code.
