@@ -226,11 +226,15 @@ fn plural(n: usize) -> &'static str {
 fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     let branch = format!("{}<run-id>", plan.landing.branch_prefix);
     let worktree = plan.landing.worktree_root.join("<run-id>");
+    // The builder's command is picked by the size of its prompt: the first attempt's, as the
+    // run would render it.
+    let builder_prompt = first_builder_prompt_bytes(plan);
     let agent_argv = |a: &crate::agent::RoleAgent| -> Vec<String> {
-        a.candidates
-            .first()
-            .map(|c| c.argv.clone())
-            .unwrap_or_default()
+        let pick = match (a.role, builder_prompt) {
+            (crate::preset::Role::Builder, Some(n)) => a.pick(n).map(|(_, c)| c),
+            _ => a.candidates.first(),
+        };
+        pick.map(|c| c.argv.clone()).unwrap_or_default()
     };
     let gates: Vec<serde_json::Value> = plan
         .policy
@@ -313,13 +317,45 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     emit(out, &t)
 }
 
+/// The size of the builder's first prompt, as a run would render it (without discovery
+/// findings or a plan, which a later stage may add).
+fn first_builder_prompt_bytes(plan: &RunPlan) -> Option<usize> {
+    let scope = plan.policy.scope.describe();
+    plan.agents
+        .templates
+        .render(
+            "builder",
+            crate::plan::prompts::BuilderVars {
+                run_id: "20260101-000000-0000",
+                attempt: 1,
+                branch: &format!("{}20260101-000000-0000", plan.landing.branch_prefix),
+                base: &plan.target.base,
+                task: &plan.target.task,
+                spec: None,
+                plan: None,
+                scope: &scope,
+                gates: plan
+                    .policy
+                    .gates
+                    .iter()
+                    .map(|g| g.name.get_ref().as_str())
+                    .collect(),
+                feedback: None,
+            },
+        )
+        .ok()
+        .map(|p| p.len())
+}
+
 fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
     use crate::plan::Stage;
+    let builder_prompt = first_builder_prompt_bytes(plan);
     let argv = |a: &crate::agent::RoleAgent| {
-        a.candidates
-            .first()
-            .map(|c| c.argv.join(" "))
-            .unwrap_or_default()
+        let pick = match (a.role, builder_prompt) {
+            (crate::preset::Role::Builder, Some(n)) => a.pick(n).map(|(_, c)| c),
+            _ => a.candidates.first(),
+        };
+        pick.map(|c| c.argv.join(" ")).unwrap_or_default()
     };
     let mut v = Vec::new();
     let discovery = match (

@@ -409,7 +409,6 @@ impl Default for RiskConfig {
                 "purge",
                 "destroy",
                 "erase",
-                "force",
             ]),
             medium: words(&[
                 "api",

@@ -341,3 +341,18 @@ fn ship_merge_refuses_to_overwrite_local_changes_and_says_so() {
         out.stderr
     );
 }
+
+/// The dry run names the builder command a run would really start: the first whose
+/// max_prompt_bytes fits the builder's first prompt.
+#[test]
+fn the_dry_run_names_the_builder_command_that_fits_the_prompt() {
+    let repo = TestRepo::new();
+    repo.config(
+        "version = 1\n[[agents.builder]]\ncommand = [\"AGENT\", \"small\"]\nmax_prompt_bytes = 100\n[[agents.builder]]\ncommand = [\"AGENT\", \"large\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
+    );
+    let v = repo
+        .pipeline(&["run", "--dry-run", "--json", "fix the typo"])
+        .json();
+    let argv = v["agents"]["builder"]["command"].clone();
+    assert_eq!(argv[1], "large", "{v:#}");
+}
