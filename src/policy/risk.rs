@@ -390,11 +390,26 @@ mod tests {
     }
 
     #[test]
+    fn a_phrase_longer_than_the_task_is_not_in_it() {
+        let cfg = RiskConfig {
+            high: vec!["rate limit".to_owned()],
+            ..RiskConfig::default()
+        };
+        assert_eq!(assess("typo", &cfg, None).risk, Risk::Low);
+    }
+
+    #[test]
     fn a_wide_scope_takes_a_low_task_to_high() {
         let cfg = RiskConfig::default();
         let a = assess("fix the typo", &cfg, Some(501));
         assert_eq!(a.risk, Risk::High, "{a:?}");
         assert!(a.reasons[1].contains("max_files_medium"), "{a:?}");
+        // Already high: the scope is only counted.
+        let a = assess("drop the table", &cfg, Some(500));
+        assert_eq!(
+            a.reasons.last().map(String::as_str),
+            Some("the scope covers 500 existing files")
+        );
     }
 
     #[test]
@@ -409,6 +424,9 @@ mod tests {
             ("certs", "cert", true),
             ("certain", "cert", false),
             ("encryption", "crypt", true),
+            // A doubled letter only before an ending; nothing else is skipped.
+            ("dropp", "drop", false),
+            ("dropxed", "drop", false),
         ] {
             assert_eq!(word_matches(w, k), yes, "{w} / {k}");
         }

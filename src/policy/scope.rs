@@ -309,6 +309,7 @@ mod tests {
                 .is_some()
         );
         assert_eq!(open.deny_patterns(), ["secret/**"]);
+        assert!(open.allow_globs().is_none());
         let user = Scope::new(
             Some(vec!["src/**".to_owned()]),
             Some(vec!["src/new/**".to_owned()]),

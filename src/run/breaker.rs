@@ -155,6 +155,8 @@ mod tests {
         assert_eq!(normalize("a facade of decade"), "a facade of decade");
         // Long, with digits, but not hex: its numbers go, the word stays.
         assert_eq!(normalize("step42xyz"), "step#xyz");
+        // Short hex is a word with numbers, not an id.
+        assert_eq!(normalize("id 1a2b"), "id #a#b");
     }
 
     use proptest::prelude::*;
