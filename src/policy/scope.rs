@@ -320,6 +320,10 @@ mod tests {
                 .as_deref(),
             Some("not in scope.create")
         );
+        assert_eq!(
+            user.allow_globs().map(|g| g.patterns().to_vec()),
+            Some(vec!["src/**".to_owned()])
+        );
         Ok(())
     }
 
@@ -390,6 +394,11 @@ mod tests {
         assert_eq!(
             user.check_path(Path::new("src/a.rs"), ChangeKind::Deleted),
             None
+        );
+        assert_eq!(
+            user.check_path(Path::new("README.md"), ChangeKind::Deleted)
+                .as_deref(),
+            Some("not in scope.allow")
         );
         let v = user.check(&[Change {
             path: "README.md".into(),
