@@ -126,6 +126,7 @@ pub async fn execute_in(
             plan.target.base_ref
         ),
     });
+    ui.info(agents_line(plan));
     for w in &plan.warnings {
         ui.warn(w);
     }
@@ -249,4 +250,32 @@ fn before_execution(next: Next) -> Option<Ending> {
             details: again.into_issues(),
         }),
     }
+}
+
+/// Which agent each role runs and the config file it came from (a personal entry overrides the
+/// project's): `  agents builder claude (.pipeline.toml (at HEAD)), verifier ...`.
+fn agents_line(plan: &RunPlan) -> String {
+    let a = &plan.agents;
+    let roles = [
+        ("discovery", a.discovery.as_ref()),
+        ("planner", a.planner.as_ref()),
+        ("reviewer", a.reviewer.as_ref()),
+        ("builder", a.builder.as_ref()),
+        ("verifier", Some(&a.verifier)),
+        ("docs", a.docs.as_ref()),
+    ];
+    let loaded = &plan.policy.loaded;
+    let parts: Vec<String> = roles
+        .into_iter()
+        .filter_map(|(role, agent)| {
+            let agent = agent?;
+            let from = loaded
+                .agent_origin
+                .get(&agent.name)
+                .and_then(|o| loaded.source(*o))
+                .map_or_else(|| "built in".to_owned(), |s| s.name.clone());
+            Some(format!("{role} {} ({from})", agent.name))
+        })
+        .collect();
+    format!("  agents {}", parts.join(", "))
 }

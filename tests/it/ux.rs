@@ -618,3 +618,28 @@ fn the_go_format_gate_fails_without_gofmt() {
         .expect("sh");
     assert_eq!(out.status.code(), Some(127));
 }
+
+/// The run header says which config file each agent came from: a personal entry overrides the
+/// project's, and the header shows it.
+#[test]
+fn the_run_header_names_where_each_agent_comes_from() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/x.txt:x"], &["*:approve"], "");
+    repo.personal(&format!(
+        "[agents.builder]\ncommand = [{:?}, \"{{prompt}}\", \"*:write:src/y.txt:y\"]\n",
+        crate::common::FAKE_AGENT
+    ));
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(0);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("  agents "))
+        .unwrap_or_else(|| panic!("no agents line:\n{}", out.stderr));
+    assert!(line.contains("builder builder ("), "{line}");
+    assert!(line.contains("git-pipeline/config.toml)"), "{line}");
+    assert!(
+        line.contains("verifier verifier (.pipeline.toml (at HEAD))"),
+        "{line}"
+    );
+}
