@@ -55,8 +55,17 @@ pub fn show(cmd: ShowCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         t.push_str(&format!("commit    {c}\n"));
     }
     if let Some(b) = &r.split_into {
+        // The run "succeeded" in splitting; what the task came to is the bundle's outcome.
+        let outcome = store
+            .find(b, Arc::new(Redactor::default()))
+            .ok()
+            .and_then(|d| crate::bundle::record::read(&d.path).ok())
+            .map_or_else(
+                || "its record is gone".to_owned(),
+                |rec| rec.status.name().to_owned(),
+            );
         t.push_str(&format!(
-            "split     the plan became bundle {b} (git pipeline show {b})\n"
+            "split     the plan became bundle {b}: {outcome} (git pipeline show {b})\n"
         ));
     }
     if let Some(sb) = &r.sandbox {

@@ -481,6 +481,16 @@ fn a_planner_can_split_a_task_into_a_bundle() {
     assert_eq!(p["status"], "succeeded");
     assert_eq!(p["split_into"], rec["bundle_id"]);
     assert!(p["commit"].is_null());
+    // What the task came to is the bundle's outcome, shown with the split.
+    let human = repo.pipeline(&["show", parent]);
+    let bundle_id = rec["bundle_id"].as_str().unwrap_or("");
+    assert!(
+        human.stdout.contains(&format!(
+            "split     the plan became bundle {bundle_id}: completed"
+        )),
+        "{}",
+        human.stdout
+    );
     // The split run left no worktree or branch of its own.
     let branches = repo.pipeline_branches();
     assert!(
