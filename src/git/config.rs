@@ -17,11 +17,7 @@ pub fn get_all(git: &Git, key: &str) -> Result<Vec<String>> {
 
 /// The value of `key`, `None` when unset.
 pub fn get(git: &Git, key: &str) -> Result<Option<String>> {
-    let out = git.output(["config", "--get", key], Opts::default())?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    git.optional_text(["config", "--get", key])
 }
 
 /// `(key, value)` for every key matching the regular expression.

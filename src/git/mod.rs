@@ -218,6 +218,20 @@ impl Git {
     }
 
     /// Run and return stdout as trimmed text.
+    /// Trimmed stdout when git succeeds, `None` when it says no (a rev that names nothing, an
+    /// unset key): for the queries whose "no" is an answer, not an error.
+    pub(in crate::git) fn optional_text<I, S>(&self, args: I) -> Result<Option<String>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.output(args, Opts::default())?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    }
+
     pub(in crate::git) fn text<I, S>(&self, args: I) -> Result<String>
     where
         I: IntoIterator<Item = S>,

@@ -14,14 +14,7 @@ pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<String>> {
 
 /// The object id `spec` names, or `None` when it names nothing.
 fn rev_parse(git: &Git, spec: &str) -> Result<Option<String>> {
-    let out = git.output(
-        ["rev-parse", "--verify", "--quiet", "--end-of-options", spec],
-        Opts::default(),
-    )?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    git.optional_text(["rev-parse", "--verify", "--quiet", "--end-of-options", spec])
 }
 
 /// The full ref a revision names when it is a branch (`HEAD` follows to its branch).

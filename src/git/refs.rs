@@ -139,31 +139,17 @@ pub fn head_branch(git: &Git) -> Result<Option<String>> {
 
 /// The commit HEAD names, `None` on an unborn branch.
 pub fn head_commit(git: &Git) -> Result<Option<String>> {
-    let out = git.output(
-        ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
-        Opts::default(),
-    )?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    git.optional_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
 }
 
 /// The upstream of the current branch (`origin/main`), `None` without one.
 pub fn upstream(git: &Git) -> Result<Option<String>> {
-    let out = git.output(
-        [
-            "rev-parse",
-            "--abbrev-ref",
-            "--symbolic-full-name",
-            "@{upstream}",
-        ],
-        Opts::default(),
-    )?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    git.optional_text([
+        "rev-parse",
+        "--abbrev-ref",
+        "--symbolic-full-name",
+        "@{upstream}",
+    ])
 }
 
 /// Whether git accepts `name` as a branch name.

@@ -115,6 +115,13 @@ pub fn is_the_same_folder(path: &Path, recorded: Option<(u64, u64)>) -> bool {
     recorded.is_none_or(|r| identity(path) == Some(r))
 }
 
+/// Whether a run's worktree path now holds something else than the folder the run made: a
+/// symlink put in its place, or another folder. Such a path is never entered, reset or removed.
+pub fn was_replaced(path: &Path, recorded: Option<(u64, u64)>) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        || (path.exists() && !is_the_same_folder(path, recorded))
+}
+
 /// Remove a worktree we created, locked or not. Its work must already be saved: this discards
 /// uncommitted changes.
 pub fn remove(repo: &Git, path: &Path) -> Result<()> {

@@ -64,8 +64,7 @@ pub(crate) fn run_worktree(git: &Git, rec: &RunRecord) -> Result<Option<worktree
             .is_some_and(|w| worktree::same_path(&e.path, w))
             || (!rec.branch.is_empty() && e.branch.as_deref() == Some(wanted.as_str()))
             || e.locked.as_deref().is_some_and(|r| r.starts_with(&reason));
-        let replaced = std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.file_type().is_symlink())
-            || (e.path.exists() && !worktree::is_the_same_folder(&e.path, rec.worktree_identity));
+        let replaced = worktree::was_replaced(&e.path, rec.worktree_identity);
         named && !replaced
     }))
 }

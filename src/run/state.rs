@@ -501,6 +501,29 @@ impl<'a> Run<'a> {
         );
     }
 
+    /// Run an agent of a role that only reads (planner, reviewer, verifier): recorded, and held
+    /// to reading. `who` names it in the message when it wrote ("the planner").
+    pub async fn run_reader(
+        &mut self,
+        agent: &RoleAgent,
+        (stage, round, session): (StageName, u32, &str),
+        prompt: &str,
+        who: &str,
+        cancel: &mut Cancel,
+    ) -> Result<crate::run::next::Next<AgentRun>> {
+        use crate::run::next::Next;
+        let ran = self
+            .run_role(agent, stage, round, session, prompt, cancel)
+            .await?;
+        if let Some(ending) = self.record_agent(stage, round, session, &ran, agent) {
+            return Ok(Next::End(ending));
+        }
+        if let Some(ending) = self.check_read_only(&format!("{who} ({})", ran.agent))? {
+            return Ok(Next::End(ending));
+        }
+        Ok(Next::Continue(ran))
+    }
+
     /// Record an agent step; the ending when it failed.
     pub fn record_agent(
         &mut self,
@@ -718,13 +741,7 @@ impl<'a> Run<'a> {
         // A worktree folder replaced during the run (a symlink to elsewhere, another folder) is
         // never read, reset or removed: what the run saved (its last snapshot, its branch) is
         // archived instead, and the path is left alone.
-        let replaced = std::fs::symlink_metadata(&self.ws.worktree)
-            .is_ok_and(|m| m.file_type().is_symlink())
-            || (self.ws.worktree.exists()
-                && !worktree::is_the_same_folder(
-                    &self.ws.worktree,
-                    self.log.rec.worktree_identity,
-                ));
+        let replaced = worktree::was_replaced(&self.ws.worktree, self.log.rec.worktree_identity);
         if replaced {
             self.ui.warn(format!(
                 "the run's worktree {} was replaced (moved away, or a symlink put in its place); leaving that path alone",

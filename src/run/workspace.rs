@@ -124,13 +124,7 @@ impl Run<'_> {
     /// branch out again (never with `-B`) and refill it from the last snapshot. A setup that
     /// never completed is simply done again.
     pub(crate) fn reattach(&mut self) -> Result<()> {
-        let replaced = std::fs::symlink_metadata(&self.ws.worktree)
-            .is_ok_and(|m| m.file_type().is_symlink())
-            || (self.ws.worktree.exists()
-                && !worktree::is_the_same_folder(
-                    &self.ws.worktree,
-                    self.log.rec.worktree_identity,
-                ));
+        let replaced = worktree::was_replaced(&self.ws.worktree, self.log.rec.worktree_identity);
         if replaced {
             return Err(Error::usage_hint(
                 format!(

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::plan::prompts;
 use crate::policy::manifest;
 use crate::policy::manifest::Manifest;
-use crate::run::next::{Again, Next};
+use crate::run::next::{Again, Next, proceed};
 use crate::run::outcome::Ending;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
@@ -63,24 +63,11 @@ impl Run<'_> {
                     may_split: self.may_split(),
                 },
             )?;
-            let ran = self
-                .run_role(
-                    &planner,
-                    StageName::Planning,
-                    round,
-                    &session,
-                    &prompt,
-                    cancel,
-                )
-                .await?;
-            if let Some(ending) =
-                self.record_agent(StageName::Planning, round, &session, &ran, &planner)
-            {
-                return Ok(Next::End(ending));
-            }
-            if let Some(ending) = self.check_read_only(&format!("the planner ({})", ran.agent))? {
-                return Ok(Next::End(ending));
-            }
+            let step = (StageName::Planning, round, session.as_str());
+            let ran = proceed!(
+                self.run_reader(&planner, step, &prompt, "the planner", cancel)
+                    .await?
+            );
             let plan_text = text::final_text(&ran.outcome.stdout.bytes);
             self.log
                 .dir
@@ -225,24 +212,11 @@ impl Run<'_> {
                 manifest,
             },
         )?;
-        let ran = self
-            .run_role(
-                reviewer,
-                StageName::Planning,
-                round,
-                &session,
-                &prompt,
-                cancel,
-            )
-            .await?;
-        if let Some(ending) =
-            self.record_agent(StageName::Planning, round, &session, &ran, reviewer)
-        {
-            return Ok(Next::End(ending));
-        }
-        if let Some(ending) = self.check_read_only(&format!("the plan reviewer ({})", ran.agent))? {
-            return Ok(Next::End(ending));
-        }
+        let step = (StageName::Planning, round, session.as_str());
+        let ran = proceed!(
+            self.run_reader(reviewer, step, &prompt, "the plan reviewer", cancel)
+                .await?
+        );
         let v = verdict::parse(&ran.outcome.stdout.bytes);
         self.log.dir.event(
             Some(StageName::Planning),

@@ -27,25 +27,12 @@ impl Run<'_> {
     ) -> Result<Next<Verdict>> {
         let verifier = self.plan.agents.verifier.clone();
         let session = self.verify_session.clone();
-        let ran = self
-            .run_role(
-                &verifier,
-                StageName::Verification,
-                round,
-                &session,
-                prompt,
-                cancel,
-            )
-            .await?;
-        if let Some(ending) =
-            self.record_agent(StageName::Verification, round, &session, &ran, &verifier)
-        {
-            return Ok(Next::End(ending));
-        }
         // The verifier reads; if it wrote, what it approved is not what would ship.
-        if let Some(ending) = self.check_read_only(&format!("the verifier ({})", ran.agent))? {
-            return Ok(Next::End(ending));
-        }
+        let step = (StageName::Verification, round, session.as_str());
+        let ran = proceed!(
+            self.run_reader(&verifier, step, prompt, "the verifier", cancel)
+                .await?
+        );
         let program = std::path::Path::new(&ran.program)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
