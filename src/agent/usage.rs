@@ -91,6 +91,62 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
     }
 }
 
+/// The models an agent CLI says it used, in order of first mention: Claude Code's `modelUsage`
+/// keys, Gemini CLI's `stats.models` keys, and `model`/`modelID` fields of its events (Anthropic's
+/// `message.model`, opencode's parts).
+pub fn models(stdout: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut found: Vec<String> = Vec::new();
+    let mut add = |m: &str| {
+        let m = m.trim();
+        // A model name is a short token; anything else is not one.
+        if !m.is_empty()
+            && m.len() <= 100
+            && !m.contains(char::is_whitespace)
+            && !found.iter().any(|f| f == m)
+        {
+            found.push(m.to_owned());
+        }
+    };
+    for obj in json_scan::objects(&text) {
+        // Claude Code's main model first: side calls use a smaller one, with fewer tokens.
+        if let Some(Value::Object(m)) = obj.get("modelUsage") {
+            let mut by_use: Vec<(&String, u64)> = m
+                .iter()
+                .map(|(k, v)| {
+                    let n = v.as_object().map_or(0, |o| {
+                        o.iter()
+                            .filter(|(f, _)| f.ends_with("Tokens"))
+                            .filter_map(|(_, n)| n.as_u64())
+                            .sum()
+                    });
+                    (k, n)
+                })
+                .collect();
+            by_use.sort_by_key(|b| std::cmp::Reverse(b.1));
+            by_use.iter().for_each(|(k, _)| add(k));
+        }
+        if let Some(Value::Object(m)) = obj.get("stats").and_then(|s| s.get("models")) {
+            m.keys().for_each(|k| add(k));
+        }
+        for holder in [
+            Some(&obj),
+            obj.get("message").and_then(Value::as_object),
+            obj.get("part").and_then(Value::as_object),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for key in ["model", "modelID"] {
+                if let Some(m) = holder.get(key).and_then(Value::as_str) {
+                    add(m);
+                }
+            }
+        }
+    }
+    found
+}
+
 fn sum_tokens(u: &Map<String, Value>) -> u64 {
     TOKEN_FIELDS
         .iter()
@@ -138,6 +194,19 @@ mod tests {
         assert_eq!(u.tokens, 21);
         assert!(!u.estimated);
         assert_eq!(u.cost_usd, Some(0.75));
+    }
+
+    #[test]
+    fn names_the_models_a_cli_reports() {
+        assert_eq!(
+            models(br#"{"type":"result","modelUsage":{"claude-haiku-4-5":{"inputTokens":10},"claude-sonnet-4-5":{"inputTokens":900,"outputTokens":50}}}"#),
+            ["claude-sonnet-4-5", "claude-haiku-4-5"]
+        );
+        assert_eq!(
+            models(b"{\"type\":\"assistant\",\"message\":{\"model\":\"m1\"}}\n{\"part\":{\"modelID\":\"m1\"}}\n{\"model\":\"not a model name\"}"),
+            ["m1"]
+        );
+        assert!(models(b"plain text").is_empty());
     }
 
     #[test]

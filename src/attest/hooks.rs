@@ -224,18 +224,26 @@ pub struct Refusal {
     pub commits: Vec<Judged>,
 }
 
+/// What a hook enforces on one branch update.
+pub struct BranchPolicy {
+    /// Branches to enforce (`None`: every one).
+    pub branches: Option<globset::GlobSet>,
+    pub require_signature: bool,
+}
+
 /// Check the branch updates of a push. `known_remote`: what the receiving side already has, as
-/// rev-list arguments to exclude when the old value is unknown (a new branch).
+/// rev-list arguments to exclude when the old value is unknown (a new branch). `policy_for`
+/// says what applies to an update (the config it is read from is the hook's choice).
 pub fn check_updates(
     git: &Git,
     updates: &[Update],
     known_remote: &[String],
     notes_rev: &str,
-    branch_globs: &dyn Fn(&str) -> Result<Option<globset::GlobSet>>,
+    policy_for: &dyn Fn(&Update) -> Result<BranchPolicy>,
 ) -> Result<Vec<Refusal>> {
     let mut refusals = Vec::new();
     // A push of many branches at the same commits is checked once per distinct (new, old) pair.
-    let mut seen: std::collections::HashMap<(String, String), Vec<Judged>> =
+    let mut seen: std::collections::HashMap<(String, String, bool), Vec<Judged>> =
         std::collections::HashMap::new();
     for u in updates {
         // Deletions, tags, notes and other refs pass; only branches carry code to check.
@@ -245,12 +253,17 @@ pub fn check_updates(
         if is_zero_id(&u.local_oid) {
             continue;
         }
-        if let Some(globs) = branch_globs(&u.local_oid)?
+        let policy = policy_for(u)?;
+        if let Some(globs) = &policy.branches
             && !globs.is_match(branch)
         {
             continue;
         }
-        let key = (u.local_oid.clone(), u.remote_oid.clone());
+        let key = (
+            u.local_oid.clone(),
+            u.remote_oid.clone(),
+            policy.require_signature,
+        );
         let bad = match seen.get(&key) {
             Some(bad) => bad.clone(),
             None => {
@@ -264,7 +277,11 @@ pub fn check_updates(
                     revs.extend(known_remote.iter().cloned());
                 }
                 let commits = crate::git::history::list_commits(git, &revs)?;
-                let bad: Vec<Judged> = verify::judge_commits(git, commits, notes_rev)?
+                let sources = verify::Sources {
+                    notes: &[notes_rev.to_owned()],
+                    require_signature: policy.require_signature,
+                };
+                let bad: Vec<Judged> = verify::judge_commits(git, commits, &sources)?
                     .into_iter()
                     .filter(|j| !j.attested())
                     .collect();
@@ -346,10 +363,13 @@ mod tests {
             remote_ref: format!("refs/heads/{branch}"),
             remote_oid: old.to_owned(),
         };
-        let only_main = |_: &str| -> Result<Option<globset::GlobSet>> {
+        let only_main = |_: &Update| -> Result<BranchPolicy> {
             let mut b = globset::GlobSetBuilder::new();
             b.add(globset::Glob::new("main").map_err(|e| Error::other(e.to_string()))?);
-            Ok(Some(b.build().map_err(|e| Error::other(e.to_string()))?))
+            Ok(BranchPolicy {
+                branches: Some(b.build().map_err(|e| Error::other(e.to_string()))?),
+                require_signature: false,
+            })
         };
         // The remote has the first commit: only the second is new, and it is not attested.
         let r = check_updates(&git, &[update("main", &first)], &[], NOTES_REF, &only_main)?;

@@ -30,6 +30,9 @@ pub struct Judged {
     pub commit: Commit,
     /// The run that attested it, or `None` for a clean merge of its parents.
     pub run_id: Option<String>,
+    /// Who signed the attestation, when signatures were checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub problem: Option<Unattested>,
 }
@@ -40,27 +43,140 @@ impl Judged {
     }
 }
 
-/// Judge every commit against the notes of `notes_rev`.
-pub fn judge_commits(git: &Git, commits: Vec<Commit>, notes_rev: &str) -> Result<Vec<Judged>> {
-    let index = read_notes_index(git, notes_rev)?;
-    let wanted: Vec<String> = commits
-        .iter()
-        .filter_map(|c| index.get(&c.commit).cloned())
-        .collect();
-    let blobs: HashMap<String, Vec<u8>> = wanted
+/// Where attestations are read from, and what they must carry.
+pub struct Sources<'a> {
+    /// Notes refs (or notes commits), read together: a commit's notes in all of them count.
+    pub notes: &'a [String],
+    pub require_signature: bool,
+}
+
+/// The notes of several notes refs: commit -> note blobs.
+fn notes_index(git: &Git, revs: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    let mut index: HashMap<String, Vec<String>> = HashMap::new();
+    for rev in revs {
+        for (commit, blob) in read_notes_index(git, rev)? {
+            let blobs = index.entry(commit).or_default();
+            if !blobs.contains(&blob) {
+                blobs.push(blob);
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// Read blobs, concatenated per key (a commit's notes from several refs form one note).
+fn read_notes(git: &Git, wanted: &[(String, Vec<String>)]) -> Result<HashMap<String, Vec<u8>>> {
+    let ids: Vec<String> = wanted.iter().flat_map(|(_, b)| b.iter().cloned()).collect();
+    let mut blobs: HashMap<String, Vec<u8>> = ids
         .iter()
         .cloned()
-        .zip(crate::git::objects::cat_blobs(git, &wanted)?)
+        .zip(crate::git::objects::cat_blobs(git, &ids)?)
         .filter_map(|(id, blob)| blob.map(|b| (id, b)))
         .collect();
+    let mut notes = HashMap::new();
+    for (key, ids) in wanted {
+        let mut note = Vec::new();
+        for id in ids {
+            if let Some(b) = blobs.remove(id).or_else(|| blobs.get(id).cloned()) {
+                note.extend_from_slice(&b);
+                note.push(b'\n');
+            }
+        }
+        notes.insert(key.clone(), note);
+    }
+    Ok(notes)
+}
+
+/// The base commits that format 1 attestations in `notes` name.
+fn format_1_bases<'a>(notes: impl Iterator<Item = &'a Vec<u8>>) -> Vec<String> {
+    let mut bases = Vec::new();
+    for note in notes {
+        for c in attest::claims(note).0 {
+            if let attest::BaseClaim::Commit(b) = c.base
+                && !bases.contains(&b)
+            {
+                bases.push(b);
+            }
+        }
+    }
+    bases
+}
+
+/// Judge every commit: by its own notes; a single-parent commit without one by any attestation
+/// for the same change (its tree on its parent's tree: a squash merge or a cherry-pick of
+/// attested work onto the base it was verified on).
+pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Result<Vec<Judged>> {
+    let index = notes_index(git, sources.notes)?;
+    let wanted: Vec<(String, Vec<String>)> = commits
+        .iter()
+        .filter_map(|c| index.get(&c.commit).map(|b| (c.commit.clone(), b.clone())))
+        .collect();
+    let notes = read_notes(git, &wanted)?;
+    // Parents' trees, and the trees of format 1 bases: one process for all.
+    let known: HashMap<&str, &str> = commits
+        .iter()
+        .map(|c| (c.commit.as_str(), c.tree.as_str()))
+        .collect();
+    let mut lookup: Vec<String> = commits
+        .iter()
+        .filter_map(|c| c.parents.first())
+        .filter(|p| !known.contains_key(p.as_str()))
+        .cloned()
+        .collect();
+    lookup.extend(format_1_bases(notes.values()));
+    let mut trees = crate::git::objects::trees_of(git, &lookup)?;
+    for (c, t) in &known {
+        trees.insert((*c).to_owned(), (*t).to_owned());
+    }
+    let checker = if sources.require_signature {
+        Some(crate::attest::sign::Checker::from_git(git)?)
+    } else {
+        None
+    };
+    let check = |e: &crate::attest::dsse::Envelope| match &checker {
+        Some(c) => c.check(e),
+        None => Err("signatures are not checked".to_owned()),
+    };
+    let ctx = attest::Context {
+        base_trees: &trees,
+        check_signature: checker.as_ref().map(|_| &check as attest::SignatureCheck),
+    };
+    let mut by_change: Option<ByChange> = None;
     let mut judged = Vec::with_capacity(commits.len());
     for c in commits {
-        let note = index.get(&c.commit).and_then(|b| blobs.get(b));
-        let (run_id, problem) = match attest::judge(note.map(Vec::as_slice), &c.tree) {
-            Ok(a) => (Some(a.run_id), None),
+        let parent = c
+            .parents
+            .first()
+            .and_then(|p| trees.get(p).map(|t| (p.as_str(), t.as_str())));
+        let subject = attest::Subject {
+            tree: &c.tree,
+            parent,
+        };
+        let mut verdict = attest::judge(notes.get(&c.commit).map(Vec::as_slice), &subject, &ctx);
+        if verdict == Err(Unattested::NoNote) && c.parents.len() == 1 {
+            let all = match &mut by_change {
+                Some(all) => all,
+                None => by_change.insert(ByChange::read(git, &index, &trees)?),
+            };
+            if let Some(note) = all.notes_for(&c.tree) {
+                let ctx = attest::Context {
+                    base_trees: &all.base_trees,
+                    check_signature: ctx.check_signature,
+                };
+                match attest::judge(Some(note), &subject, &ctx) {
+                    Ok(a) => verdict = Ok(a),
+                    // An attestation of this tree for another parent says more than "no note".
+                    Err(why @ Unattested::ParentMismatch(_)) => verdict = Err(why),
+                    Err(_) => {}
+                }
+            }
+        }
+        let (run_id, signer, problem) = match verdict {
+            Ok(a) => (Some(a.run_id), a.signer, None),
             Err(why) if c.parents.len() > 1 => match merge_problem(git, &c)? {
-                None => (None, None),
+                None => (None, None, None),
                 Some(merge_why) => (
+                    None,
                     None,
                     Some(if why == Unattested::NoNote {
                         Unattested::Merge(merge_why)
@@ -69,15 +185,58 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, notes_rev: &str) -> Result
                     }),
                 ),
             },
-            Err(why) => (None, Some(why)),
+            Err(why) => (None, None, Some(why)),
         };
         judged.push(Judged {
             commit: c,
             run_id,
+            signer,
             problem,
         });
     }
     Ok(judged)
+}
+
+/// Every note, grouped by the trees its attestations are for: read once, when a commit without
+/// a note of its own needs it.
+struct ByChange {
+    by_tree: HashMap<String, Vec<u8>>,
+    base_trees: HashMap<String, String>,
+}
+
+impl ByChange {
+    fn read(
+        git: &Git,
+        index: &HashMap<String, Vec<String>>,
+        trees: &HashMap<String, String>,
+    ) -> Result<ByChange> {
+        let all: Vec<(String, Vec<String>)> =
+            index.iter().map(|(c, b)| (c.clone(), b.clone())).collect();
+        let notes = read_notes(git, &all)?;
+        let mut by_tree: HashMap<String, Vec<u8>> = HashMap::new();
+        for note in notes.values() {
+            let (claims, _) = attest::claims(note);
+            for claim in claims.iter().filter(|c| c.approved) {
+                let entry = by_tree.entry(claim.tree.clone()).or_default();
+                entry.extend_from_slice(note);
+                entry.push(b'\n');
+            }
+        }
+        let bases: Vec<String> = format_1_bases(by_tree.values())
+            .into_iter()
+            .filter(|b| !trees.contains_key(b))
+            .collect();
+        let mut base_trees = crate::git::objects::trees_of(git, &bases)?;
+        base_trees.extend(trees.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(ByChange {
+            by_tree,
+            base_trees,
+        })
+    }
+
+    fn notes_for(&self, tree: &str) -> Option<&[u8]> {
+        self.by_tree.get(tree).map(Vec::as_slice)
+    }
 }
 
 /// `Ok` when the merge commit's tree is the conflict-free merge of its two parents.

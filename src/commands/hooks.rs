@@ -7,6 +7,7 @@ use std::path::Path;
 use super::emit;
 use crate::attest::NOTES_REF;
 use crate::attest::hooks;
+use crate::attest::hooks::BranchPolicy;
 use crate::attest::hooks::Installed;
 use crate::attest::hooks::PrePush;
 use crate::attest::hooks::Refusal;
@@ -144,8 +145,31 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
             (updates, vec!["--all".to_owned()], notes, "receive")
         }
     };
-    let globs = |commit: &str| branch_globs(&git, commit);
-    let refusals = hooks::check_updates(&git, &updates, &known, &notes_rev, &globs)?;
+    // The receiving side's own git config can require signatures whatever a pushed config says.
+    let required_here =
+        crate::git::config::get_bool(&git, "pipeline.requireSignature")?.unwrap_or(false);
+    let receiving = side == "receive";
+    let server_head = if receiving {
+        objects::resolve_commit(&git, "HEAD")?
+    } else {
+        None
+    };
+    let policy = |u: &Update| -> Result<BranchPolicy> {
+        // A push is judged by the policy of what it pushes (the pusher's own protection); a
+        // server judges by the policy it already holds (the branch's current tip, or its default
+        // branch for a new one), never by a config the push itself brings.
+        let at = if !receiving {
+            Some(u.local_oid.clone())
+        } else if !crate::attest::verify::is_zero_id(&u.remote_oid)
+            && objects::commit_exists(&git, &u.remote_oid)?
+        {
+            Some(u.remote_oid.clone())
+        } else {
+            server_head.clone()
+        };
+        policy_at(&git, at.as_deref(), required_here)
+    };
+    let refusals = hooks::check_updates(&git, &updates, &known, &notes_rev, &policy)?;
     if refusals.is_empty() {
         return Ok(Exit::Success);
     }
@@ -226,24 +250,29 @@ fn worked_out(git: &Git) -> Result<Vec<Update>> {
     }])
 }
 
-/// `push.branches` from the config at the pushed commit (the project's policy there); every
-/// branch when there is none. A config that cannot be read enforces every branch.
-fn branch_globs(git: &Git, commit: &str) -> Result<Option<globset::GlobSet>> {
-    let patterns = match objects::read_blob(git, commit, PROJECT_FILE)? {
-        None => vec!["*".to_owned()],
-        Some(bytes) => match toml::from_str::<Config>(&String::from_utf8_lossy(&bytes)) {
-            Ok(c) => c.push.branches,
-            Err(_) => vec!["*".to_owned()],
-        },
+/// `push.branches` and `push.require_signature` from the config at `commit` (the project's policy
+/// there); every branch when there is none. A config that cannot be read enforces every branch.
+fn policy_at(git: &Git, commit: Option<&str>, required_here: bool) -> Result<BranchPolicy> {
+    let config = match commit {
+        None => None,
+        Some(c) => objects::read_blob(git, c, PROJECT_FILE)?
+            .and_then(|bytes| toml::from_str::<Config>(&String::from_utf8_lossy(&bytes)).ok()),
     };
+    let patterns = config
+        .as_ref()
+        .map_or_else(|| vec!["*".to_owned()], |c| c.push.branches.clone());
     let mut b = globset::GlobSetBuilder::new();
+    let mut valid = true;
     for p in &patterns {
         match globset::Glob::new(p) {
             Ok(g) => {
                 b.add(g);
             }
-            Err(_) => return Ok(None),
+            Err(_) => valid = false,
         }
     }
-    Ok(b.build().ok())
+    Ok(BranchPolicy {
+        branches: if valid { b.build().ok() } else { None },
+        require_signature: required_here || config.is_some_and(|c| c.push.require_signature),
+    })
 }

@@ -26,7 +26,11 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     };
     let commits = crate::git::history::list_commits(&git, &revs)?;
     let total = commits.len();
-    let judged = verify::judge_commits(&git, commits, NOTES_REF)?;
+    let sources = verify::Sources {
+        notes: &[NOTES_REF.to_owned()],
+        require_signature: false,
+    };
+    let judged = verify::judge_commits(&git, commits, &sources)?;
     let bad: Vec<&Judged> = judged.iter().filter(|j| !j.attested()).collect();
     let has_notes = crate::git::objects::ref_value(&git, NOTES_REF)?.is_some();
     if cmd.json {

@@ -46,6 +46,49 @@ pub struct Config {
     pub containment: ContainmentConfig,
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub attest: AttestConfig,
+    #[serde(default)]
+    pub ship: ShipConfig,
+}
+
+/// `[attest]`: how attestations are written (docs/attestations.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestConfig {
+    pub sign: SignMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignMode {
+    /// Sign when git's own signing is set up (`user.signingKey`).
+    #[default]
+    Auto,
+    Off,
+}
+
+/// `[ship]`: what a shipped commit carries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShipConfig {
+    /// Trailers added to the commit message besides `Pipeline-Run` (only `Assisted-by` is known).
+    pub trailers: Vec<Trailer>,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        ShipConfig {
+            trailers: vec![Trailer::AssistedBy],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Trailer {
+    /// `Assisted-by: <agent>:<model or CLI version>`, one per agent that changed the files.
+    #[serde(rename = "Assisted-by")]
+    AssistedBy,
 }
 
 /// `[sandbox]`: what a sandboxed step may write besides what every run needs (docs/security.md).
@@ -531,12 +574,15 @@ impl Default for RiskConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
     pub branches: Vec<String>,
+    /// The pre-push hook (and `verify`) refuse attestations without a valid signature.
+    pub require_signature: bool,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
         PushConfig {
             branches: vec!["*".to_owned()],
+            require_signature: false,
         }
     }
 }

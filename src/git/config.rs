@@ -20,6 +20,27 @@ pub fn get(git: &Git, key: &str) -> Result<Option<String>> {
     git.optional_text(["config", "--get", key])
 }
 
+/// A path setting as git reads it (`~/` expanded), when set.
+pub fn get_path(git: &Git, key: &str) -> Result<Option<String>> {
+    git.optional_text(["config", "--get", "--type=path", key])
+}
+
+/// A boolean setting as git reads it (`yes`, `on`, `1`...), when set. A value git would not take
+/// as a boolean is an error, never a silent default.
+pub fn get_bool(git: &Git, key: &str) -> Result<Option<bool>> {
+    let Some(value) = get(git, key)? else {
+        return Ok(None);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(Some(true)),
+        "false" | "no" | "off" | "0" | "" => Ok(Some(false)),
+        _ => Err(crate::error::Error::usage_hint(
+            format!("git config {key} = {value:?} is not a boolean"),
+            format!("set it with: git config {key} true (or false)"),
+        )),
+    }
+}
+
 /// `(key, value)` for every key matching the regular expression.
 pub fn get_regexp(git: &Git, pattern: &str) -> Result<Vec<(String, String)>> {
     let out = git.output(["config", "--get-regexp", pattern], Opts::default())?;

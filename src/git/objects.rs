@@ -104,6 +104,37 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     Ok(blobs)
 }
 
+/// The trees of `commits` (one `git cat-file --batch-check`); commits that are not here are left
+/// out.
+pub fn trees_of(
+    git: &Git,
+    commits: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut trees = std::collections::HashMap::new();
+    let wanted: Vec<&String> = commits
+        .iter()
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(trees);
+    }
+    let request: String = wanted.iter().map(|c| format!("{c}^{{tree}}\n")).collect();
+    let out = git.run_opts(
+        ["cat-file", "--batch-check"],
+        Opts {
+            stdin: Some(request.as_bytes()),
+            ..Opts::default()
+        },
+    )?;
+    // One line per request, in order: "<oid> tree <size>" or "<request> missing".
+    for (commit, line) in wanted.iter().zip(String::from_utf8_lossy(&out).lines()) {
+        if let [tree, "tree", _] = line.split(' ').collect::<Vec<_>>().as_slice() {
+            trees.insert((*commit).clone(), (*tree).to_owned());
+        }
+    }
+    Ok(trees)
+}
+
 /// Where `path` at `commit` points when it is a symlink; `None` when it is anything else or absent.
 pub fn symlink_target(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
     let out = git.run(["ls-tree", "-z", commit, "--", path])?;

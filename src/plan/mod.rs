@@ -244,6 +244,8 @@ pub struct Landing {
     pub keep_failed: bool,
     pub ship: ShipMode,
     pub include: Vec<String>,
+    pub sign: crate::config::SignMode,
+    pub trailers: Vec<crate::config::Trailer>,
 }
 
 /// Never read more of a task than this, whatever `limits.max_task_bytes` says: `--task-file
@@ -632,6 +634,8 @@ impl RunPlan {
             keep_failed: args.keep || c.run.keep_failed,
             ship,
             include: c.run.include.clone(),
+            sign: c.attest.sign,
+            trailers: c.ship.trailers.clone(),
         };
         Ok(RunPlan {
             target: Target {

@@ -92,6 +92,8 @@ pub(crate) struct Run<'a> {
     pub details: Vec<String>,
     /// `<config entry> (<program>)` of the verifier that last ran, for the attestation.
     pub verifier_label: Option<String>,
+    /// `--version` of the preset CLIs whose edits ship (attestations and trailers name them).
+    pub cli_versions: std::collections::BTreeMap<String, String>,
     /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
     pub docs_changes: Vec<String>,
     /// The bundle an approved plan split the task into.
@@ -186,6 +188,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             details: Vec::new(),
             verifier_label: None,
+            cli_versions: std::collections::BTreeMap::new(),
             docs_changes: Vec::new(),
             split: None,
             launch,
@@ -493,6 +496,7 @@ impl<'a> Run<'a> {
             cost_usd: None,
             error: None,
             note: Some(why.to_owned()),
+            agent_info: None,
         });
         let _ = self.log.dir.event(
             Some(stage),
@@ -552,6 +556,11 @@ impl<'a> Run<'a> {
             cost_usd: ran.usage.cost_usd,
             error: error.clone(),
             note: None,
+            agent_info: (!ran.cli.is_empty()).then(|| crate::store::record::AgentInfo {
+                role: agent.role.name().to_owned(),
+                cli: ran.cli.clone(),
+                model: ran.models.first().cloned(),
+            }),
         });
         self.finished_stage(stage, if end.success() { "pass" } else { "fail" });
         let role = agent.role.name();

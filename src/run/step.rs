@@ -69,6 +69,10 @@ pub struct AgentRun {
     /// `<entry>` or `<entry>#<n>` when a later candidate of the role ran.
     pub agent: String,
     pub program: String,
+    /// The preset it came from, or the program's file name.
+    pub cli: String,
+    /// The models the CLI said it used (main model first).
+    pub models: Vec<String>,
     pub started_at: String,
     pub ended_at: String,
 }
@@ -117,6 +121,8 @@ pub async fn run_agent(
             usage: usage::Usage::default(),
             agent: call.agent.name.clone(),
             program: String::new(),
+            cli: String::new(),
+            models: Vec::new(),
             started_at: started_at.clone(),
             ended_at: started_at,
         });
@@ -136,6 +142,11 @@ pub async fn run_agent(
         &spec.session_start
     };
     let program = spec.program().to_owned();
+    let cli = spec.preset.map(str::to_owned).unwrap_or_else(|| {
+        std::path::Path::new(&program)
+            .file_name()
+            .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned())
+    });
     let vars = argv::Vars {
         prompt: OsStr::new(call.prompt),
         prompt_file: prompt_file.as_os_str(),
@@ -188,6 +199,7 @@ pub async fn run_agent(
     ctx.dir
         .artifact(&format!("outputs/{label}.stderr"), &outcome.stderr.marked())?;
     let usage = usage::measure(call.prompt.len(), &outcome.stdout.bytes);
+    let models = usage::models(&outcome.stdout.bytes);
     let ended_at = crate::ids::now_rfc3339();
     ctx.dir.event(
         Some(call.stage),
@@ -209,6 +221,8 @@ pub async fn run_agent(
         usage,
         agent,
         program,
+        cli,
+        models,
         started_at,
         ended_at,
     })

@@ -147,6 +147,19 @@ pub struct StageRecord {
     /// Why a stage was skipped, or what it produced ("3 paths changed").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Which CLI ran for which role, and the model it reported: what attestations and
+    /// `Assisted-by` trailers name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_info: Option<AgentInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub role: String,
+    /// The preset, or the program's file name.
+    pub cli: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -66,21 +66,48 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
     let note: Value =
         serde_json::from_str(&repo.git(&["notes", "--ref=refs/notes/pipeline", "show", commit]))
             .expect("note is JSON");
-    assert_eq!(note["version"], 1);
-    assert_eq!(note["approved"], true);
-    assert_eq!(note["run_id"], run_id);
-    assert_eq!(note["commit"], commit);
-    assert_eq!(note["base"], base.as_str());
+    // Format 2: an in-toto statement of the change from the base's tree to the commit's.
+    assert_eq!(note["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(
-        note["tree"],
-        repo.git(&["rev-parse", &format!("{commit}^{{tree}}")])
+        note["predicateType"],
+        "https://git-pipeline.dev/attestation/v2"
+    );
+    let tree = repo.git(&["rev-parse", &format!("{commit}^{{tree}}")]);
+    assert_eq!(
+        note["subject"],
+        serde_json::json!([
+            {"name": "commit", "digest": {"gitCommit": commit}},
+            {"name": "tree", "digest": {"gitTree": tree}},
+        ])
+    );
+    let p = &note["predicate"];
+    assert_eq!(p["approved"], true);
+    assert_eq!(p["run_id"], run_id);
+    assert_eq!(p["base"]["commit"], base.as_str());
+    assert_eq!(
+        p["base"]["tree"],
+        repo.git(&["rev-parse", &format!("{base}^{{tree}}")])
             .as_str()
     );
-    assert_eq!(note["rounds"], 1);
+    assert_eq!(p["verifier"]["rounds"], 1);
+    assert_eq!(p["verifier"]["verdict"], "approved");
+    assert_eq!(p["gates"][0]["name"], "has-new");
+    assert_eq!(p["gates"][0]["result"], "pass");
+    assert!(p["gates"][0]["duration_s"].as_f64().is_some(), "{p}");
+    assert_eq!(p["task"]["sha256"].as_str().map(str::len), Some(64));
     assert_eq!(
-        note["gates"],
-        serde_json::json!([{"name": "has-new", "status": "pass"}])
+        p["scope"]["changed"],
+        serde_json::json!(["src/lib.rs", "src/new.rs"])
     );
+    let roles: Vec<&str> = p["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["builder", "verifier"], "{p}");
+    assert_eq!(p["agents"][0]["changed_tree"], true);
+    assert_eq!(p["agents"][1]["changed_tree"], false);
 
     // The worktree is gone and git has forgotten it; the branch stays.
     assert!(repo.linked_worktrees().is_empty());

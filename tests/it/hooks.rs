@@ -489,8 +489,13 @@ fn reverify_attests_a_commit_made_by_hand_and_refuses_out_of_scope_work() {
         )
         .expect("note");
     assert_eq!(
-        note["tree"],
+        note["subject"][1]["digest"]["gitTree"],
         r.repo.git(&["rev-parse", "HEAD^{tree}"]).as_str()
+    );
+    // Checked against its parent: that is the base it vouches for.
+    assert_eq!(
+        note["predicate"]["base"]["tree"],
+        r.repo.git(&["rev-parse", "HEAD^^{tree}"]).as_str()
     );
     assert!(r.repo.linked_worktrees().is_empty());
     assert!(

@@ -488,7 +488,12 @@ fn the_docs_agent_runs_only_when_public_surface_changes() {
     let note: Value =
         serde_json::from_str(&repo.git(&["notes", "--ref=refs/notes/pipeline", "show", commit]))
             .expect("note");
-    assert_eq!(note["docs"], serde_json::json!(["README.md"]));
+    assert_eq!(note["predicate"]["docs"], serde_json::json!(["README.md"]));
+    let docs_agent = note["predicate"]["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["role"] == "docs"))
+        .expect("the docs agent is named");
+    assert_eq!(docs_agent["changed_tree"], true);
     // Its own session.
     let sessions: Vec<String> = calls(&repo).into_iter().map(|(_, _, s)| s).collect();
     let docs_session = sessions.last().expect("docs call");

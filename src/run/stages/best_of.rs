@@ -470,6 +470,13 @@ impl Run<'_> {
             cost_usd: r.metrics.cost_usd,
             error: r.error.clone(),
             note: Some(format!("run {}", c.run_id)),
+            // The candidate's builder, as its own record names it.
+            agent_info: r
+                .stages
+                .iter()
+                .rev()
+                .find(|s| s.stage == StageName::Execution && s.agent_info.is_some())
+                .and_then(|s| s.agent_info.clone()),
         });
     }
 

@@ -44,6 +44,13 @@ impl Run<'_> {
             .builder
             .clone()
             .ok_or_else(|| Error::other("this run has no builder"))?;
+        if matches!(
+            self.log.rec.resume.checkpoint,
+            Some(Checkpoint::Committed { .. })
+        ) {
+            // A resumed run attests its commit: the attestation names the CLIs' versions too.
+            self.learn_cli_versions().await;
+        }
         let mut entry = match self.entry()? {
             Ok(entry) => entry,
             Err(ending) => return Ok(ending),
@@ -335,6 +342,7 @@ impl Run<'_> {
             None => snapshot.tree.clone(),
         };
         self.begin(StageName::Ship, "ship: committing".to_owned())?;
+        self.learn_cli_versions().await;
         let Some(hook_output) = self.ship(&shipped_tree)? else {
             return Ok(Next::Continue(()));
         };

@@ -6,7 +6,6 @@
 use crate::error::Result;
 use crate::run::next::{Again, Next};
 use crate::run::outcome::Ending;
-use crate::run::stages::ship;
 use crate::run::state::Run;
 use crate::safety::process::Cancel;
 use crate::store::record::Reason;
@@ -83,12 +82,11 @@ impl Run<'_> {
                 });
             }
         }
-        let note = self.attestation(commit, tree, 1);
         let _guard = self.repo_lock()?;
-        ship::attest(&self.ws.repo, &note)?;
+        let attested = self.write_attestation(commit, tree, 1)?;
         self.log.rec.commit = Some(commit.to_owned());
         self.ui.step(format!(
-            "attested {} (git notes --ref=pipeline show {})",
+            "{attested} {} (git notes --ref=pipeline show {})",
             &commit[..commit.len().min(12)],
             &commit[..commit.len().min(12)]
         ));

@@ -5,8 +5,10 @@
 use serde_json::json;
 
 use crate::attest;
-use crate::attest::Attestation;
-use crate::config::ShipMode;
+use crate::attest::sign::Signer;
+use crate::attest::statement;
+use crate::attest::statement::{AgentUse, Statement};
+use crate::config::{ShipMode, SignMode, Trailer};
 use crate::error::Error;
 use crate::error::Result;
 use crate::git::Git;
@@ -93,7 +95,9 @@ pub fn commit(
 /// The most of a task a commit message body carries.
 const MESSAGE_BODY_LIMIT: usize = 4096;
 
-pub fn message(task: &str, run_id: &str) -> String {
+/// The commit message: the task's first line as subject, the rest as body, then the trailers
+/// (`Assisted-by: ...` lines as given) and `Pipeline-Run`.
+pub fn message(task: &str, run_id: &str, trailers: &[String]) -> String {
     let trimmed = task.trim();
     let (first, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
     let first = first.trim();
@@ -125,48 +129,243 @@ pub fn message(task: &str, run_id: &str) -> String {
         msg.push_str(&body);
         msg.push_str("\n\n");
     }
+    for t in trailers {
+        msg.push_str(t);
+        msg.push('\n');
+    }
     msg.push_str(&format!("Pipeline-Run: {run_id}\n"));
     msg
 }
 
-pub fn attest(repo: &Git, note: &Attestation) -> Result<()> {
-    objects::add_note(repo, attest::NOTES_REF, &note.commit, &note.to_note())
+/// `Assisted-by: <cli>:<model or CLI version>` for each agent whose edits ship (once each).
+pub fn assisted_by(agents: &[AgentUse]) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for a in agents.iter().filter(|a| a.changed_tree) {
+        let who = clean_trailer_value(&a.cli);
+        let line = match a.model.as_ref().or(a.version.as_ref()) {
+            Some(m) => format!("Assisted-by: {who}:{}", clean_trailer_value(m)),
+            None => format!("Assisted-by: {who}"),
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+/// A trailer value on one line, without the separator characters that would split it.
+fn clean_trailer_value(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() || c == ':' {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Write the note: the statement, in a DSSE envelope signed with git's signing key when the
+/// config asks for signing and git has a key. Says how it was signed, or why not.
+pub fn attest(repo: &Git, commit: &str, statement: &Statement, sign: SignMode) -> Result<Signed> {
+    let payload = statement.to_json();
+    let (note, signed) = match sign {
+        SignMode::Off => (payload.clone(), Signed::Off),
+        SignMode::Auto => match Signer::from_git(repo) {
+            Err(e) => (payload.clone(), Signed::Failed(e.to_string())),
+            Ok(None) => (payload.clone(), Signed::NoKey),
+            Ok(Some(signer)) => match signer.sign(statement::PAYLOAD_TYPE, payload.as_bytes()) {
+                Ok(envelope) => (envelope.to_json(), Signed::With(signer.describe())),
+                Err(e) => (payload.clone(), Signed::Failed(e)),
+            },
+        },
+    };
+    objects::add_note(repo, attest::NOTES_REF, commit, &format!("{note}\n"))?;
+    Ok(signed)
+}
+
+/// How an attestation was signed.
+pub enum Signed {
+    With(String),
+    /// Signing is off in the config.
+    Off,
+    /// git has no signing key (`user.signingKey`).
+    NoKey,
+    /// Signing was set up and failed: the note is unsigned.
+    Failed(String),
+}
+
+/// Version numbers in a CLI's `--version` output: "Claude Code 2.1.197" -> "2.1.197".
+pub fn version_in(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_start_matches('v')
+                .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        })
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+        .map(str::to_owned)
 }
 
 impl Run<'_> {
-    /// The attestation of an approved commit.
-    pub(crate) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Attestation {
-        Attestation {
-            version: attest::VERSION,
-            run_id: self.log.dir.id.clone(),
-            commit: commit.to_owned(),
-            tree: tree.to_owned(),
-            base: self.plan.target.base.clone(),
-            approved: true,
-            verifier: self
-                .verifier_label
-                .clone()
-                .unwrap_or_else(|| self.plan.agents.verifier.name.clone()),
-            rounds,
-            gates: self
-                .plan
-                .policy
-                .gates
-                .iter()
-                .map(|g| attest::GateResult {
-                    name: g.name.get_ref().clone(),
-                    status: "pass".to_owned(),
-                })
-                .collect(),
-            at: ids::now_rfc3339(),
-            docs: self.docs_changes.clone(),
+    /// The agents that ran, from the record, each once; `changed_tree` for those whose edits
+    /// ship (builders and fixers, and the docs agent when it changed docs).
+    pub(crate) fn agents_used(&self) -> Vec<AgentUse> {
+        let mut used: Vec<AgentUse> = Vec::new();
+        for s in &self.log.rec.stages {
+            let (Some(info), Some(name)) = (&s.agent_info, &s.agent) else {
+                continue;
+            };
+            let changed = match s.stage {
+                StageName::Execution => true,
+                StageName::Docs => !self.docs_changes.is_empty(),
+                _ => false,
+            };
+            if let Some(u) = used.iter_mut().find(|u| {
+                u.role == info.role && &u.name == name && u.cli == info.cli && u.model == info.model
+            }) {
+                u.changed_tree |= changed;
+                continue;
+            }
+            used.push(AgentUse {
+                role: info.role.clone(),
+                name: name.clone(),
+                cli: info.cli.clone(),
+                version: self.cli_versions.get(&info.cli).cloned(),
+                model: info.model.clone(),
+                changed_tree: changed,
+            });
         }
+        used
+    }
+
+    /// Ask the preset CLIs whose edits ship and that named no model for their version (their
+    /// `--version` only prints; other programs are never run for it).
+    pub(crate) async fn learn_cli_versions(&mut self) {
+        for a in self.agents_used() {
+            if !a.changed_tree || a.model.is_some() || self.cli_versions.contains_key(&a.cli) {
+                continue;
+            }
+            let Some(preset) = crate::preset::find(&a.cli) else {
+                continue;
+            };
+            let Some(program) = preset.edit.first() else {
+                continue;
+            };
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::process::Command::new(program)
+                    .arg("--version")
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await;
+            if let Ok(Ok(out)) = asked
+                && out.status.success()
+                && let Some(v) = version_in(&String::from_utf8_lossy(&out.stdout))
+            {
+                self.cli_versions.insert(a.cli.clone(), v);
+            }
+        }
+    }
+
+    /// The attestation of an approved commit: an in-toto statement of the change from the
+    /// run's base to `tree`.
+    pub(crate) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Statement {
+        let rec = &self.log.rec;
+        let gates = self
+            .plan
+            .policy
+            .gates
+            .iter()
+            .map(|g| {
+                let name = g.name.get_ref().clone();
+                let last = rec.gates.iter().rev().find(|r| r.name == name);
+                statement::GateUse {
+                    result: "pass".to_owned(),
+                    duration_s: last.map(|r| r.duration_s),
+                    name,
+                }
+            })
+            .collect();
+        let scope = self.scope.record();
+        let cost: Option<f64> = rec
+            .stages
+            .iter()
+            .filter_map(|s| s.cost_usd)
+            .fold(None, |sum, c| Some(sum.unwrap_or(0.0) + c));
+        Statement::new(
+            commit,
+            tree,
+            statement::Predicate {
+                run_id: self.log.dir.id.clone(),
+                approved: true,
+                base: statement::Base {
+                    commit: self.plan.target.base.clone(),
+                    tree: self.plan.target.base_tree.clone(),
+                },
+                task: statement::TaskDigest::of(&self.plan.target.task),
+                agents: self.agents_used(),
+                gates,
+                verifier: statement::Verifier {
+                    agent: self
+                        .verifier_label
+                        .clone()
+                        .unwrap_or_else(|| self.plan.agents.verifier.name.clone()),
+                    verdict: "approved".to_owned(),
+                    rounds,
+                },
+                scope: statement::ScopeUse {
+                    allow: scope.allow,
+                    deny: scope.deny,
+                    changed: rec.changed_paths.clone(),
+                },
+                usage: statement::UsageTotal {
+                    tokens: rec.stages.iter().map(|s| s.tokens).sum(),
+                    tokens_estimated: rec.stages.iter().any(|s| s.tokens_estimated),
+                    cost_usd: cost,
+                },
+                docs: self.docs_changes.clone(),
+                at: ids::now_rfc3339(),
+            },
+        )
+    }
+
+    /// Write the attestation of `commit`, and say how it was signed.
+    pub(crate) fn write_attestation(
+        &mut self,
+        commit: &str,
+        tree: &str,
+        rounds: u32,
+    ) -> Result<&'static str> {
+        let statement = self.attestation(commit, tree, rounds);
+        Ok(
+            match attest(&self.ws.repo, commit, &statement, self.plan.landing.sign)? {
+                Signed::With(how) => {
+                    self.details.push(format!("attestation signed with {how}"));
+                    "attested, signed"
+                }
+                Signed::Off | Signed::NoKey => "attested",
+                Signed::Failed(why) => {
+                    self.ui.warn(format!(
+                        "the attestation could not be signed, so it is unsigned: {why}"
+                    ));
+                    "attested, unsigned"
+                }
+            },
+        )
     }
 
     /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
     /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
     pub(crate) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
-        let message = message(&self.plan.target.task, &self.log.dir.id);
+        let trailers = if self.plan.landing.trailers.contains(&Trailer::AssistedBy) {
+            assisted_by(&self.agents_used())
+        } else {
+            Vec::new()
+        };
+        let message = message(&self.plan.target.task, &self.log.dir.id, &trailers);
         let branch =
             self.ws.branch.clone().ok_or_else(|| {
                 Error::other("a run without a branch of its own has nothing to ship")
@@ -213,8 +412,7 @@ impl Run<'_> {
             .as_ref()
             .map(|b| b.to_string())
             .unwrap_or_default();
-        let note = self.attestation(&commit, tree, self.log.rec.verification.rounds);
-        attest(&self.ws.repo, &note)?;
+        let attested = self.write_attestation(&commit, tree, self.log.rec.verification.rounds)?;
         self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
         match worktree::remove(&self.ws.repo, &self.ws.worktree) {
@@ -243,10 +441,10 @@ impl Run<'_> {
             cost_usd: None,
             error: None,
             note: Some(format!("committed {commit} on {}", run_branch)),
+            agent_info: None,
         });
         self.ui.step(format!(
-            "ship: committed {short} on {} (attested)",
-            run_branch
+            "ship: committed {short} on {run_branch} ({attested})"
         ));
         if self.plan.landing.ship == ShipMode::Merge {
             let merge = match &self.plan.target.base_branch {
@@ -297,27 +495,72 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::message;
+    use super::*;
 
     #[test]
     fn messages() {
         assert_eq!(
-            message("Fix typo\n", "r1"),
+            message("Fix typo\n", "r1", &[]),
             "Fix typo\n\nPipeline-Run: r1\n"
         );
         let long = "x".repeat(100);
-        let m = message(&long, "r1");
+        let m = message(&long, "r1", &[]);
         assert!(
             m.starts_with(&format!("{}…\n\n{long}\n\n", "x".repeat(71))),
             "{m}"
         );
-        let multi = message("Title\n\nbody line", "r");
+        let multi = message("Title\n\nbody line", "r", &[]);
         assert_eq!(multi, "Title\n\nbody line\n\nPipeline-Run: r\n");
         // A megabyte of task is a few kilobytes of message, trailer kept.
         let huge = format!("Title\n\n{}", "é".repeat(500_000));
-        let m = message(&huge, "r");
+        let m = message(&huge, "r", &[]);
         assert!(m.len() < 5000, "{}", m.len());
         assert!(m.contains("[the task is longer: see `git pipeline show r`]"));
         assert!(m.ends_with("Pipeline-Run: r\n"));
+    }
+
+    fn used(cli: &str, model: Option<&str>, version: Option<&str>, changed: bool) -> AgentUse {
+        AgentUse {
+            role: "builder".to_owned(),
+            name: "builder".to_owned(),
+            cli: cli.to_owned(),
+            version: version.map(str::to_owned),
+            model: model.map(str::to_owned),
+            changed_tree: changed,
+        }
+    }
+
+    #[test]
+    fn assisted_by_names_each_agent_whose_edits_ship_once() {
+        let agents = [
+            used("claude", Some("claude-sonnet-4-5"), Some("2.1.197"), true),
+            used("codex", None, Some("0.171.0"), true),
+            used("claude", Some("claude-sonnet-4-5"), None, true),
+            used("gemini", Some("gemini-2.5-pro"), None, false),
+            used("my agent", None, None, true),
+            used("x", Some("evil\nSigned-off-by: someone:else"), None, true),
+        ];
+        assert_eq!(
+            assisted_by(&agents),
+            [
+                "Assisted-by: claude:claude-sonnet-4-5",
+                "Assisted-by: codex:0.171.0",
+                "Assisted-by: my-agent",
+                "Assisted-by: x:evil-Signed-off-by--someone-else",
+            ]
+        );
+        let m = message("Fix typo", "r1", &assisted_by(&agents[..2]));
+        assert!(m.ends_with("\n\nAssisted-by: claude:claude-sonnet-4-5\nAssisted-by: codex:0.171.0\nPipeline-Run: r1\n"), "{m}");
+    }
+
+    #[test]
+    fn versions_are_read_from_what_clis_print() {
+        assert_eq!(
+            version_in("2.1.197 (Claude Code)\n").as_deref(),
+            Some("2.1.197")
+        );
+        assert_eq!(version_in("codex-cli 0.171.0").as_deref(), Some("0.171.0"));
+        assert_eq!(version_in("aider v0.86.2").as_deref(), Some("0.86.2"));
+        assert_eq!(version_in("no version here 7"), None);
     }
 }
