@@ -207,6 +207,16 @@ pub struct VerifyCmd {
     #[arg(value_name = "RANGE")]
     pub range: Vec<String>,
 
+    /// Refuse attestations without a signature that verifies (SSH: against
+    /// gpg.ssh.allowedSignersFile; OpenPGP: the gpg keyring). Also on with git config
+    /// pipeline.requireSignature = true
+    #[arg(long)]
+    pub require_signature: bool,
+
+    /// Fetch REMOTE's refs/notes/pipeline first and judge by its notes and the local ones
+    #[arg(long, value_name = "REMOTE")]
+    pub fetch: Option<String>,
+
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -221,9 +231,20 @@ pub struct HooksCmd {
 #[derive(Debug, Subcommand)]
 pub enum HooksAction {
     /// Install the pre-push hook (an existing hook is kept and runs first)
-    Install,
+    Install {
+        /// Also make `git push` and `git fetch` carry refs/notes/pipeline for each remote
+        #[arg(long)]
+        notes: bool,
+        /// With --notes: only this remote (default: every remote)
+        #[arg(long, value_name = "NAME", requires = "notes")]
+        remote: Option<String>,
+    },
     /// Remove the pre-push hook and put back the one it replaced
-    Uninstall,
+    Uninstall {
+        /// Also remove the notes refspecs `install --notes` added
+        #[arg(long)]
+        notes: bool,
+    },
     /// Say what is installed where
     Status {
         /// Print JSON

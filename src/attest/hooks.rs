@@ -33,6 +33,8 @@ pub struct HookStatus {
     pub notes_follow_rewrites: bool,
     /// Remotes whose fetch refspecs bring the notes.
     pub remotes_fetching_notes: Vec<String>,
+    /// Remotes whose push refspecs send the notes.
+    pub remotes_pushing_notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,16 +57,22 @@ pub fn status(repo: &Repo) -> Result<HookStatus> {
         Ok(_) => PrePush::Foreign,
         Err(_) => PrePush::None,
     };
-    let mut remotes_fetching_notes = Vec::new();
-    for (key, value) in crate::git::config::get_regexp(&git, r"^remote\..*\.fetch$")? {
-        if value.contains(NOTES_REF) {
+    let with_notes = |kind: &str| -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for (key, value) in crate::git::config::get_regexp(&git, &format!(r"^remote\..*\.{kind}$"))?
+        {
             let name = key
                 .trim_start_matches("remote.")
-                .trim_end_matches(".fetch")
+                .trim_end_matches(&format!(".{kind}"))
                 .to_owned();
-            remotes_fetching_notes.push(name);
+            if value.contains(NOTES_REF) && !names.contains(&name) {
+                names.push(name);
+            }
         }
-    }
+        Ok(names)
+    };
+    let remotes_fetching_notes = with_notes("fetch")?;
+    let remotes_pushing_notes = with_notes("push")?;
     Ok(HookStatus {
         hooks_path_config: crate::git::config::get_all(&git, "core.hooksPath")?.pop(),
         pre_push,
@@ -73,6 +81,7 @@ pub fn status(repo: &Repo) -> Result<HookStatus> {
             .iter()
             .any(|r| r == NOTES_REF),
         remotes_fetching_notes,
+        remotes_pushing_notes,
         hooks_dir: dir,
     })
 }
@@ -171,6 +180,101 @@ pub fn uninstall(repo: &Repo) -> Result<Uninstalled> {
     Ok(result)
 }
 
+/// Records which remotes got a `HEAD` push refspec from `install --notes` (so `uninstall --notes`
+/// removes only what it added).
+const PUSH_HEAD_ADDED: &str = "pipeline.pushHeadAdded";
+
+/// The refspecs `install --notes` adds to a remote.
+pub fn notes_fetch_refspec(remote: &str) -> String {
+    format!(
+        "+{NOTES_REF}:{}",
+        crate::git::notes::remote_mirror(NOTES_REF, remote)
+    )
+}
+
+/// Make `git fetch` bring each remote's notes (into a copy of their own, so local notes are never
+/// overwritten) and `git push` send the local ones. A remote without push refspecs also gets
+/// `HEAD`, since any push refspec replaces git's default of pushing the current branch.
+/// Returns the remotes configured.
+pub fn install_notes(repo: &Repo, only: Option<&str>) -> Result<Vec<String>> {
+    let git = hook_git(repo);
+    let remotes = crate::git::config::remotes(&git)?;
+    let chosen: Vec<String> = match only {
+        Some(r) if remotes.iter().any(|x| x == r) => vec![r.to_owned()],
+        Some(r) => {
+            return Err(Error::usage_hint(
+                format!("there is no remote named {r:?}"),
+                "git remote -v lists the remotes",
+            ));
+        }
+        None => remotes,
+    };
+    if chosen.is_empty() {
+        return Err(Error::usage_hint(
+            "this repository has no remote to carry the notes to",
+            "add one (git remote add origin <url>) and install again",
+        ));
+    }
+    for r in &chosen {
+        let fetch_key = format!("remote.{r}.fetch");
+        let fetch = notes_fetch_refspec(r);
+        if !crate::git::config::get_all(&git, &fetch_key)?.contains(&fetch) {
+            crate::git::config::add(&git, &fetch_key, &fetch)?;
+        }
+        let push_key = format!("remote.{r}.push");
+        let pushes = crate::git::config::get_all(&git, &push_key)?;
+        if pushes.is_empty() {
+            crate::git::config::add(&git, &push_key, "HEAD")?;
+            crate::git::config::add(&git, PUSH_HEAD_ADDED, r)?;
+        }
+        if !pushes.iter().any(|p| p == NOTES_REF) {
+            crate::git::config::add(&git, &push_key, NOTES_REF)?;
+        }
+    }
+    Ok(chosen)
+}
+
+/// Undo [`install_notes`] on every remote: only the values it added.
+pub fn uninstall_notes(repo: &Repo) -> Result<Vec<String>> {
+    let git = hook_git(repo);
+    let added_head = crate::git::config::get_all(&git, PUSH_HEAD_ADDED)?;
+    let mut changed = Vec::new();
+    for r in crate::git::config::remotes(&git)? {
+        let fetch_key = format!("remote.{r}.fetch");
+        let push_key = format!("remote.{r}.push");
+        let fetch = notes_fetch_refspec(&r);
+        let mut touched = false;
+        if crate::git::config::get_all(&git, &fetch_key)?.contains(&fetch) {
+            crate::git::config::unset_value(&git, &fetch_key, &fetch)?;
+            touched = true;
+        }
+        let pushes = crate::git::config::get_all(&git, &push_key)?;
+        if pushes.iter().any(|p| p == NOTES_REF) {
+            crate::git::config::unset_value(&git, &push_key, NOTES_REF)?;
+            touched = true;
+        }
+        if added_head.contains(&r) {
+            if pushes.iter().any(|p| p == "HEAD") {
+                crate::git::config::unset_value(&git, &push_key, "HEAD")?;
+            }
+            crate::git::config::unset_value(&git, PUSH_HEAD_ADDED, &r)?;
+            touched = true;
+        }
+        if touched {
+            changed.push(r);
+        }
+    }
+    Ok(changed)
+}
+
+/// The notes refs attestations are read from here: the local one and the copies fetched from
+/// remotes.
+pub fn notes_sources(git: &Git) -> Result<Vec<String>> {
+    let mut sources = vec![NOTES_REF.to_owned()];
+    sources.extend(crate::git::notes::remote_mirrors(git, NOTES_REF)?);
+    Ok(sources)
+}
+
 /// One ref update a hook is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -238,7 +342,7 @@ pub fn check_updates(
     git: &Git,
     updates: &[Update],
     known_remote: &[String],
-    notes_rev: &str,
+    notes: &[String],
     policy_for: &dyn Fn(&Update) -> Result<BranchPolicy>,
 ) -> Result<Vec<Refusal>> {
     let mut refusals = Vec::new();
@@ -278,7 +382,7 @@ pub fn check_updates(
                 }
                 let commits = crate::git::history::list_commits(git, &revs)?;
                 let sources = verify::Sources {
-                    notes: &[notes_rev.to_owned()],
+                    notes,
                     require_signature: policy.require_signature,
                 };
                 let bad: Vec<Judged> = verify::judge_commits(git, commits, &sources)?
@@ -372,21 +476,45 @@ mod tests {
             })
         };
         // The remote has the first commit: only the second is new, and it is not attested.
-        let r = check_updates(&git, &[update("main", &first)], &[], NOTES_REF, &only_main)?;
+        let r = check_updates(
+            &git,
+            &[update("main", &first)],
+            &[],
+            &[NOTES_REF.to_owned()],
+            &only_main,
+        )?;
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].branch, "main");
         assert_eq!(r[0].commits.len(), 1, "{:?}", r[0].commits);
         // A new branch: every commit the remote does not know.
         let zero = "0".repeat(40);
-        let r = check_updates(&git, &[update("main", &zero)], &[], NOTES_REF, &only_main)?;
+        let r = check_updates(
+            &git,
+            &[update("main", &zero)],
+            &[],
+            &[NOTES_REF.to_owned()],
+            &only_main,
+        )?;
         assert_eq!(r[0].commits.len(), 2);
         // An old value this repository does not have: judged against what the remote is known
         // to have (nothing here), never as a range from a commit that is not here.
         let unknown = "1234567890abcdef1234567890abcdef12345678";
-        let r = check_updates(&git, &[update("main", unknown)], &[], NOTES_REF, &only_main)?;
+        let r = check_updates(
+            &git,
+            &[update("main", unknown)],
+            &[],
+            &[NOTES_REF.to_owned()],
+            &only_main,
+        )?;
         assert_eq!(r[0].commits.len(), 2);
         // A branch the protected list leaves out is not checked.
-        let r = check_updates(&git, &[update("topic", &first)], &[], NOTES_REF, &only_main)?;
+        let r = check_updates(
+            &git,
+            &[update("topic", &first)],
+            &[],
+            &[NOTES_REF.to_owned()],
+            &only_main,
+        )?;
         assert!(r.is_empty(), "{} refusals", r.len());
         Ok(())
     }

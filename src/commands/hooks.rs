@@ -29,7 +29,7 @@ use crate::ui::Ui;
 pub fn hooks(cmd: HooksCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
     match cmd.action {
-        HooksAction::Install => {
+        HooksAction::Install { notes, remote } => {
             let (result, hook) = hooks::install(&repo)?;
             let text = match result {
                 Installed::Fresh => format!("installed the pre-push hook at {}\n", hook.display()),
@@ -42,14 +42,35 @@ pub fn hooks(cmd: HooksCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                     format!("the pre-push hook at {} is up to date\n", hook.display())
                 }
             };
+            let travel = if notes {
+                let remotes = hooks::install_notes(&repo, remote.as_deref())?;
+                format!(
+                    "{NOTES_REF} now travels with git push and git fetch for {} (fetched copies: {})\n",
+                    remotes.join(", "),
+                    crate::git::notes::remote_mirror(NOTES_REF, "<remote>")
+                )
+            } else {
+                format!(
+                    "push the notes with the code: git push <remote> HEAD {NOTES_REF} (or install with --notes)\n"
+                )
+            };
             emit(
                 out,
                 &format!(
-                    "{text}notes now follow `commit --amend` and `rebase` (notes.rewriteRef = {NOTES_REF})\npush the notes with the code: git push <remote> HEAD {NOTES_REF}\n"
+                    "{text}notes now follow `commit --amend` and `rebase` (notes.rewriteRef = {NOTES_REF})\n{travel}"
                 ),
             )?;
         }
-        HooksAction::Uninstall => {
+        HooksAction::Uninstall { notes } => {
+            if notes {
+                let remotes = hooks::uninstall_notes(&repo)?;
+                if !remotes.is_empty() {
+                    emit(
+                        out,
+                        &format!("removed the notes refspecs of {}\n", remotes.join(", ")),
+                    )?;
+                }
+            }
             let text = match hooks::uninstall(&repo)? {
                 Uninstalled::Removed => "removed the pre-push hook\n".to_owned(),
                 Uninstalled::Restored(p) => {
@@ -94,9 +115,18 @@ pub fn hooks(cmd: HooksCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                 t.push_str(&format!(
                     "notes fetched:  {}\n",
                     if s.remotes_fetching_notes.is_empty() {
-                        format!("by no remote (add: git config --add remote.origin.fetch +{NOTES_REF}:{NOTES_REF})")
+                        "from no remote (git pipeline hooks install --notes sets it up)".to_owned()
                     } else {
                         format!("from {}", s.remotes_fetching_notes.join(", "))
+                    }
+                ));
+                t.push_str(&format!(
+                    "notes pushed:   {}\n",
+                    if s.remotes_pushing_notes.is_empty() {
+                        "to no remote by default (git pipeline hooks install --notes sets it up)"
+                            .to_owned()
+                    } else {
+                        format!("to {}", s.remotes_pushing_notes.join(", "))
                     }
                 ));
                 emit(out, &t)?;
@@ -113,7 +143,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| Error::io("cannot read the hook's input", e))?;
-    let (updates, known, notes_rev, side) = match kind {
+    let (updates, known, notes, side) = match kind {
         HookKind::PrePush { remote, .. } => {
             let mut updates = hooks::parse_pre_push(&input)?;
             if updates.is_empty() {
@@ -131,7 +161,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
                 Some(name) => vec![format!("--remotes={name}")],
                 None => vec!["--remotes".to_owned()],
             };
-            (updates, known, NOTES_REF.to_owned(), "push")
+            (updates, known, hooks::notes_sources(&git)?, "push")
         }
         HookKind::PreReceive => {
             let updates = hooks::parse_pre_receive(&input)?;
@@ -142,7 +172,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
                     u.remote_ref == NOTES_REF && !crate::attest::verify::is_zero_id(&u.local_oid)
                 })
                 .map_or_else(|| NOTES_REF.to_owned(), |u| u.local_oid.clone());
-            (updates, vec!["--all".to_owned()], notes, "receive")
+            (updates, vec!["--all".to_owned()], vec![notes], "receive")
         }
     };
     // The receiving side's own git config can require signatures whatever a pushed config says.
@@ -169,7 +199,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
         };
         policy_at(&git, at.as_deref(), required_here)
     };
-    let refusals = hooks::check_updates(&git, &updates, &known, &notes_rev, &policy)?;
+    let refusals = hooks::check_updates(&git, &updates, &known, &notes, &policy)?;
     if refusals.is_empty() {
         return Ok(Exit::Success);
     }

@@ -81,7 +81,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
         Command::Status(cmd) => status::status(cmd, &cwd, out),
         Command::Show(cmd) => show::show(cmd, &cwd, out),
         Command::Init(cmd) => init::init(cmd, &cwd, out),
-        Command::Verify(cmd) => verify::verify(cmd, &cwd, out),
+        Command::Verify(cmd) => verify::verify(cmd, &cwd, out, ui),
         Command::Hooks(cmd) => hooks::hooks(cmd, &cwd, out),
         Command::Hook(cmd) => hooks::hook(cmd.kind, &cwd, ui),
         Command::Reverify(cmd) => {

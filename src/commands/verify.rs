@@ -14,8 +14,13 @@ use crate::error::Exit;
 use crate::error::Result;
 use crate::git::Git;
 use crate::git::Repo;
+use crate::ui::Ui;
 
-pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
+/// Where `--fetch` puts the remote's notes: `refs/notes/remotes/fetched/pipeline`, read with the
+/// fetched copies of named remotes.
+const FETCHED: &str = "fetched";
+
+pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
     let git = repo.git();
     verify::check_revs(&cmd.range)?;
@@ -24,11 +29,21 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
     } else {
         (cmd.range.clone(), cmd.range.join(" "))
     };
+    if let Some(remote) = &cmd.fetch {
+        let into = crate::git::notes::remote_mirror(NOTES_REF, FETCHED);
+        if !crate::git::notes::fetch_notes(&git, remote, NOTES_REF, &into)? {
+            ui.warn(format!(
+                "the remote has no {NOTES_REF}: judging by the local notes only"
+            ));
+        }
+    }
     let commits = crate::git::history::list_commits(&git, &revs)?;
     let total = commits.len();
+    let require_signature = cmd.require_signature
+        || crate::git::config::get_bool(&git, "pipeline.requireSignature")?.unwrap_or(false);
     let sources = verify::Sources {
-        notes: &[NOTES_REF.to_owned()],
-        require_signature: false,
+        notes: &crate::attest::hooks::notes_sources(&git)?,
+        require_signature,
     };
     let judged = verify::judge_commits(&git, commits, &sources)?;
     let bad: Vec<&Judged> = judged.iter().filter(|j| !j.attested()).collect();
@@ -39,6 +54,7 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             "range": label,
             "commits": total,
             "attested": total - bad.len(),
+            "signatures_required": require_signature,
             "unattested": bad,
         });
         emit(
@@ -47,9 +63,10 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         )?;
     } else {
         let mut t = format!(
-            "{total} commit{} in {label}: {} attested, {} not\n",
+            "{total} commit{} in {label}: {} attested{}, {} not\n",
             if total == 1 { "" } else { "s" },
             total - bad.len(),
+            if require_signature { " and signed" } else { "" },
             bad.len()
         );
         for j in &bad {

@@ -33,3 +33,69 @@ pub fn read_notes_index(git: &Git, notes_rev: &str) -> Result<HashMap<String, St
     }
     Ok(map)
 }
+
+/// Where `remote`'s copy of a notes ref is fetched to: `refs/notes/remotes/<remote>/<name>`.
+pub fn remote_mirror(notes_ref: &str, remote: &str) -> String {
+    let name = notes_ref.strip_prefix("refs/notes/").unwrap_or(notes_ref);
+    format!("refs/notes/remotes/{remote}/{name}")
+}
+
+/// The fetched copies of `notes_ref` from every remote (see [`remote_mirror`]).
+pub fn remote_mirrors(git: &Git, notes_ref: &str) -> Result<Vec<String>> {
+    let name = notes_ref.strip_prefix("refs/notes/").unwrap_or(notes_ref);
+    Ok(super::refs::all(git)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| {
+            r.strip_prefix("refs/notes/remotes/")
+                .and_then(|rest| rest.strip_suffix(name))
+                .is_some_and(|remote| remote.ends_with('/') && remote.len() > 1)
+        })
+        .collect())
+}
+
+/// Fetch `notes_ref` from `remote` (a remote's name or a URL) into `into`, replacing what `into`
+/// held: it mirrors the remote and is never written otherwise. `false` when the remote has no
+/// such ref.
+pub fn fetch_notes(git: &Git, remote: &str, notes_ref: &str, into: &str) -> Result<bool> {
+    if remote.starts_with('-') || remote.is_empty() {
+        return Err(crate::error::Error::usage(format!(
+            "{remote:?} is not a remote"
+        )));
+    }
+    let out = git.output(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+            &format!("+{notes_ref}:{into}"),
+        ],
+        Opts::default(),
+    )?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("couldn't find remote ref") {
+        return Ok(false);
+    }
+    let why = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("git fetch failed")
+        .trim()
+        .trim_start_matches("fatal: ");
+    // git's message may hold the URL, and a URL may hold credentials: the remote is not echoed.
+    let why = if why.contains("://") || why.contains('@') {
+        "git fetch failed"
+    } else {
+        why
+    };
+    Err(crate::error::Error::usage_hint(
+        format!("cannot fetch {notes_ref} from the remote: {why}"),
+        "check the remote's name or URL, and that this machine can fetch from it",
+    ))
+}

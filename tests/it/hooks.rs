@@ -9,9 +9,9 @@ use crate::common::{Out, TestRepo};
 
 /// A repository with a pipeline config, pushed (unattested, before the hook) to a bare remote,
 /// with the hook installed afterwards.
-struct Remote {
-    repo: TestRepo,
-    bare: PathBuf,
+pub struct Remote {
+    pub repo: TestRepo,
+    pub bare: PathBuf,
 }
 
 /// A bare remote `origin` next to the repository, holding its main (pushed before any hook).
@@ -27,7 +27,7 @@ fn add_remote(repo: &TestRepo) -> PathBuf {
 }
 
 impl Remote {
-    fn new() -> Remote {
+    pub fn new() -> Remote {
         let repo = TestRepo::new();
         repo.agents(&["*:append:log.txt:a line"], &["*:approve"], "");
         let bare = add_remote(&repo);
@@ -36,7 +36,7 @@ impl Remote {
     }
 
     /// Run the pipeline and fast-forward main to its attested commit.
-    fn attested_commit(&self) -> String {
+    pub fn attested_commit(&self) -> String {
         let out = self.repo.pipeline(&["run", "--json", "fix the typo"]);
         out.assert_code(0);
         let commit = out.json()["commit"].as_str().expect("commit").to_owned();
@@ -44,19 +44,19 @@ impl Remote {
         commit
     }
 
-    fn manual_commit(&self, file: &str, text: &str) -> String {
+    pub fn manual_commit(&self, file: &str, text: &str) -> String {
         self.repo.write(file, text);
         self.repo.commit_all(&format!("by hand: {file}"));
         self.repo.git(&["rev-parse", "HEAD"])
     }
 
-    fn push(&self, args: &[&str]) -> Out {
+    pub fn push(&self, args: &[&str]) -> Out {
         let mut all = vec!["push"];
         all.extend_from_slice(args);
         self.repo.git_out(&all)
     }
 
-    fn remote_has(&self, rev: &str) -> Option<String> {
+    pub fn remote_has(&self, rev: &str) -> Option<String> {
         let out = self
             .repo
             .command("git", &self.bare)

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real git, real processes.
 
 mod architecture;
+mod attestations;
 mod bundles;
 mod candidates;
 mod common;
