@@ -77,7 +77,7 @@ def bench_status(binary, runs, files):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_verify(binary, commits):
+def bench_verify(binary, commits, fmt):
     tmp = tempfile.mkdtemp(prefix="gp-bench-")
     try:
         env = bench_env(tmp)
@@ -106,11 +106,28 @@ def bench_verify(binary, commits):
                               check=True).stdout.split()
         notes = [b"commit refs/notes/pipeline\ncommitter Bench <b@example.com> 1800000000 +0000\n"
                  b"data 5\nnotes\n"]
-        for sha in shas:
-            note = json.dumps({"version": 1, "run_id": "20250101-000000-000a", "commit": sha,
-                               "tree": tree, "base": root, "approved": True,
-                               "verifier": "verifier (bench)", "rounds": 1, "gates": [],
-                               "at": "2025-01-01T00:00:00Z"}).encode() + b"\n"
+        for i, sha in enumerate(shas):
+            if fmt == 1:
+                note = {"version": 1, "run_id": "20250101-000000-000a", "commit": sha,
+                        "tree": tree, "base": root, "approved": True,
+                        "verifier": "verifier (bench)", "rounds": 1, "gates": [],
+                        "at": "2025-01-01T00:00:00Z"}
+            else:
+                # Format 2: an in-toto statement of the change from the parent's tree.
+                note = {"_type": "https://in-toto.io/Statement/v1",
+                        "subject": [{"name": "commit", "digest": {"gitCommit": sha}},
+                                    {"name": "tree", "digest": {"gitTree": tree}}],
+                        "predicateType": "https://git-pipeline.dev/attestation/v2",
+                        "predicate": {"run_id": "20250101-000000-000a", "approved": True,
+                                      "base": {"commit": shas[i - 1] if i else root,
+                                               "tree": tree},
+                                      "task": {"sha256": "0" * 64}, "agents": [], "gates": [],
+                                      "verifier": {"agent": "verifier (bench)",
+                                                   "verdict": "approved", "rounds": 1},
+                                      "scope": {"allow": None, "deny": [], "changed": []},
+                                      "usage": {"tokens": 0, "tokens_estimated": False},
+                                      "at": "2025-01-01T00:00:00Z"}}
+            note = json.dumps(note).encode() + b"\n"
             notes.append(b"N inline " + sha.encode() + b"\ndata %d\n" % len(note) + note)
         subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, env=env,
                        input=b"".join(notes), check=True)
@@ -121,9 +138,20 @@ def bench_verify(binary, commits):
         ours = median_time(lambda: run([binary, "verify", f"{root}..main"], repo, env))
         bare = median_time(lambda: run(["git", "log", "--notes=pipeline", "--format=%H %T %N",
                                         f"{root}..main"], repo, env))
-        print(f"verify, {len(shas)} commits: {ours * 1000:.1f} ms "
+        print(f"verify, {len(shas)} commits, format {fmt} notes: {ours * 1000:.1f} ms "
               f"(git log --notes of the range: {bare * 1000:.1f} ms, ratio {ours / bare:.2f})",
               flush=True)
+        if fmt == 2:
+            # One commit by hand on top: with no note of its own, verify reads every note once
+            # to look for an attestation of the same change.
+            with open(os.path.join(repo, "b.txt"), "w") as f:
+                f.write("by hand\n")
+            run(["git", "add", "b.txt"], repo, env)
+            run(["git", "commit", "-q", "-m", "by hand"], repo, env)
+            one = median_time(lambda: subprocess.run([binary, "verify", "HEAD^..HEAD"], cwd=repo,
+                                                     env=env, capture_output=True))
+            print(f"verify, 1 commit without a note among {len(shas)} notes: {one * 1000:.1f} ms",
+                  flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -174,7 +202,8 @@ def main():
     if not os.path.exists(args.bin):
         sys.exit(f"build first: cargo build --release ({args.bin} missing)")
     bench_status(args.bin, args.runs, args.files)
-    bench_verify(args.bin, args.commits)
+    bench_verify(args.bin, args.commits, 1)
+    bench_verify(args.bin, args.commits, 2)
     bench_clean(args.bin, args.orphans, args.files)
 
 

@@ -44,6 +44,11 @@ impl TestClock {
 
 /// Sessions are UUIDs: agent CLIs such as Claude Code accept them as their own session ids.
 pub fn new_session_id() -> String {
+    new_uuid()
+}
+
+/// A random (version 4) UUID.
+pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 

@@ -7,6 +7,7 @@ pub mod dsse;
 pub mod hooks;
 pub mod sign;
 pub mod statement;
+pub mod trace;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -252,6 +253,17 @@ pub fn judge(
         return Err(Unattested::NoNote);
     };
     let (found, last_error) = claims(note);
+    judge_claims(&found, last_error, subject, ctx)
+}
+
+/// [`judge`] for a note already read into its attestations (and why the last object that is not
+/// one could not be read).
+pub fn judge_claims(
+    found: &[Claim],
+    last_error: Option<String>,
+    subject: &Subject,
+    ctx: &Context,
+) -> Result<Attested, Unattested> {
     if found.is_empty() {
         return Err(Unattested::Unreadable(
             last_error.unwrap_or_else(|| "no attestation in it".to_owned()),

@@ -10,7 +10,7 @@
 //! judged on their own when they are in the checked range. An octopus merge, or a merge whose
 //! conflicts were resolved by hand, needs its own attestation (`git pipeline reverify`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -87,16 +87,24 @@ fn read_notes(git: &Git, wanted: &[(String, Vec<String>)]) -> Result<HashMap<Str
     Ok(notes)
 }
 
-/// The base commits that format 1 attestations in `notes` name.
-fn format_1_bases<'a>(notes: impl Iterator<Item = &'a Vec<u8>>) -> Vec<String> {
-    let mut bases = Vec::new();
-    for note in notes {
-        for c in attest::claims(note).0 {
-            if let attest::BaseClaim::Commit(b) = c.base
-                && !bases.contains(&b)
-            {
-                bases.push(b);
-            }
+/// A note read into its attestations, and why the last object that is not one could not be read.
+type Parsed = (Vec<attest::Claim>, Option<String>);
+
+fn parse_all(notes: HashMap<String, Vec<u8>>) -> HashMap<String, Parsed> {
+    notes
+        .into_iter()
+        .map(|(k, note)| (k, attest::claims(&note)))
+        .collect()
+}
+
+/// The base commits that format 1 attestations name.
+fn format_1_bases<'a>(claims: impl Iterator<Item = &'a attest::Claim>) -> Vec<String> {
+    let mut bases: Vec<String> = Vec::new();
+    for c in claims {
+        if let attest::BaseClaim::Commit(b) = &c.base
+            && !bases.contains(b)
+        {
+            bases.push(b.clone());
         }
     }
     bases
@@ -111,7 +119,7 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
         .iter()
         .filter_map(|c| index.get(&c.commit).map(|b| (c.commit.clone(), b.clone())))
         .collect();
-    let notes = read_notes(git, &wanted)?;
+    let notes = parse_all(read_notes(git, &wanted)?);
     // Parents' trees, and the trees of format 1 bases: one process for all.
     let known: HashMap<&str, &str> = commits
         .iter()
@@ -123,7 +131,7 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
         .filter(|p| !known.contains_key(p.as_str()))
         .cloned()
         .collect();
-    lookup.extend(format_1_bases(notes.values()));
+    lookup.extend(format_1_bases(notes.values().flat_map(|(c, _)| c)));
     let mut trees = crate::git::objects::trees_of(git, &lookup)?;
     for (c, t) in &known {
         trees.insert((*c).to_owned(), (*t).to_owned());
@@ -141,7 +149,18 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
         base_trees: &trees,
         check_signature: checker.as_ref().map(|_| &check as attest::SignatureCheck),
     };
-    let mut by_change: Option<ByChange> = None;
+    // Commits without a note of its own may be attested by a note on another commit with the
+    // same tree (the squashed or cherry-picked original): those notes are read, once.
+    let wanted_trees: HashSet<&str> = commits
+        .iter()
+        .filter(|c| c.parents.len() == 1 && !index.contains_key(&c.commit))
+        .map(|c| c.tree.as_str())
+        .collect();
+    let by_change = if wanted_trees.is_empty() {
+        ByChange::default()
+    } else {
+        ByChange::read(git, &index, &trees, &wanted_trees)?
+    };
     let mut judged = Vec::with_capacity(commits.len());
     for c in commits {
         let parent = c
@@ -152,18 +171,18 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
             tree: &c.tree,
             parent,
         };
-        let mut verdict = attest::judge(notes.get(&c.commit).map(Vec::as_slice), &subject, &ctx);
+        let mut verdict = match notes.get(&c.commit) {
+            None => Err(Unattested::NoNote),
+            Some((claims, why)) => attest::judge_claims(claims, why.clone(), &subject, &ctx),
+        };
         if verdict == Err(Unattested::NoNote) && c.parents.len() == 1 {
-            let all = match &mut by_change {
-                Some(all) => all,
-                None => by_change.insert(ByChange::read(git, &index, &trees)?),
-            };
-            if let Some(note) = all.notes_for(&c.tree) {
+            let all = &by_change;
+            if let Some(claims) = all.by_tree.get(&c.tree) {
                 let ctx = attest::Context {
                     base_trees: &all.base_trees,
                     check_signature: ctx.check_signature,
                 };
-                match attest::judge(Some(note), &subject, &ctx) {
+                match attest::judge_claims(claims, None, &subject, &ctx) {
                     Ok(a) => verdict = Ok(a),
                     // An attestation of this tree for another parent says more than "no note".
                     Err(why @ Unattested::ParentMismatch(_)) => verdict = Err(why),
@@ -197,32 +216,36 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
     Ok(judged)
 }
 
-/// Every note, grouped by the trees its attestations are for: read once, when a commit without
-/// a note of its own needs it.
+/// Every approved attestation, grouped by the tree it is for: read once, when a commit without a
+/// note of its own needs it.
+#[derive(Default)]
 struct ByChange {
-    by_tree: HashMap<String, Vec<u8>>,
+    by_tree: HashMap<String, Vec<attest::Claim>>,
     base_trees: HashMap<String, String>,
 }
 
 impl ByChange {
+    /// The approved attestations for the `wanted` trees, from every note.
     fn read(
         git: &Git,
         index: &HashMap<String, Vec<String>>,
         trees: &HashMap<String, String>,
+        wanted: &HashSet<&str>,
     ) -> Result<ByChange> {
+        // Reading every note (one `cat-file --batch`) costs less than asking git for the tree of
+        // every noted commit, which makes it parse each commit.
         let all: Vec<(String, Vec<String>)> =
             index.iter().map(|(c, b)| (c.clone(), b.clone())).collect();
-        let notes = read_notes(git, &all)?;
-        let mut by_tree: HashMap<String, Vec<u8>> = HashMap::new();
-        for note in notes.values() {
-            let (claims, _) = attest::claims(note);
-            for claim in claims.iter().filter(|c| c.approved) {
-                let entry = by_tree.entry(claim.tree.clone()).or_default();
-                entry.extend_from_slice(note);
-                entry.push(b'\n');
+        let mut by_tree: HashMap<String, Vec<attest::Claim>> = HashMap::new();
+        for (claims, _) in parse_all(read_notes(git, &all)?).into_values() {
+            for claim in claims
+                .into_iter()
+                .filter(|c| c.approved && wanted.contains(c.tree.as_str()))
+            {
+                by_tree.entry(claim.tree.clone()).or_default().push(claim);
             }
         }
-        let bases: Vec<String> = format_1_bases(by_tree.values())
+        let bases: Vec<String> = format_1_bases(by_tree.values().flatten())
             .into_iter()
             .filter(|b| !trees.contains_key(b))
             .collect();
@@ -232,10 +255,6 @@ impl ByChange {
             by_tree,
             base_trees,
         })
-    }
-
-    fn notes_for(&self, tree: &str) -> Option<&[u8]> {
-        self.by_tree.get(tree).map(Vec::as_slice)
     }
 }
 

@@ -316,6 +316,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         ),
     ));
     f.push(sandbox_finding(loaded.config.run.sandbox));
+    f.push(signing_finding(&git, loaded.config.attest.sign));
     match crate::attest::hooks::status(&repo) {
         Ok(s) if s.pre_push == crate::attest::hooks::PrePush::Installed => f.push(ok(
             "pre-push hook",
@@ -335,6 +336,29 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         )),
     }
     f
+}
+
+/// Whether attestations will be signed, and with what (docs/attestations.md).
+fn signing_finding(git: &crate::git::Git, mode: crate::config::SignMode) -> Finding {
+    const CHECK: &str = "attestations";
+    if mode == crate::config::SignMode::Off {
+        return ok(CHECK, "unsigned ([attest] sign = \"off\")");
+    }
+    match crate::attest::sign::Signer::from_git(git) {
+        Ok(Some(signer)) => ok(CHECK, format!("signed with {}", signer.describe())),
+        Ok(None) => Finding {
+            check: CHECK.to_owned(),
+            level: Level::Note,
+            detail: "unsigned: git has no signing key (user.signingKey), so a server cannot tell them from forged ones".to_owned(),
+            fix: Some("git config gpg.format ssh && git config user.signingKey ~/.ssh/id_ed25519.pub".to_owned()),
+        },
+        Err(e) => bad(
+            CHECK,
+            Level::Note,
+            format!("unsigned: {e}"),
+            "see docs/attestations.md#signed-when-you-sign",
+        ),
+    }
 }
 
 /// `[agents.<name>]` entries whose name is almost a role: a typo there leaves the role without

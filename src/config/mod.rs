@@ -57,6 +57,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AttestConfig {
     pub sign: SignMode,
+    /// Also write an Agent Trace record of the shipped commit on `refs/notes/agent-trace`.
+    pub agent_trace: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -43,9 +43,8 @@ pub fn remote_mirror(notes_ref: &str, remote: &str) -> String {
 /// The fetched copies of `notes_ref` from every remote (see [`remote_mirror`]).
 pub fn remote_mirrors(git: &Git, notes_ref: &str) -> Result<Vec<String>> {
     let name = notes_ref.strip_prefix("refs/notes/").unwrap_or(notes_ref);
-    Ok(super::refs::all(git)?
+    Ok(super::refs::names_under(git, "refs/notes/remotes/")?
         .into_iter()
-        .map(|(r, _)| r)
         .filter(|r| {
             r.strip_prefix("refs/notes/remotes/")
                 .and_then(|rest| rest.strip_suffix(name))

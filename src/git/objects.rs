@@ -70,7 +70,8 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     }
     let request: String = names.iter().map(|n| format!("{n}\n")).collect();
     let out = git.run_opts(
-        ["cat-file", "--batch"],
+        // --buffer: one write per full buffer, not one flush per object.
+        ["cat-file", "--batch", "--buffer"],
         Opts {
             stdin: Some(request.as_bytes()),
             ..Opts::default()
@@ -120,7 +121,7 @@ pub fn trees_of(
     }
     let request: String = wanted.iter().map(|c| format!("{c}^{{tree}}\n")).collect();
     let out = git.run_opts(
-        ["cat-file", "--batch-check"],
+        ["cat-file", "--batch-check", "--buffer"],
         Opts {
             stdin: Some(request.as_bytes()),
             ..Opts::default()

@@ -53,6 +53,15 @@ pub fn all(git: &Git) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The names of the refs under `prefix` (`refs/notes/remotes/`).
+pub fn names_under(git: &Git, prefix: &str) -> Result<Vec<String>> {
+    let out = git.run(["for-each-ref", "--format=%(refname)", prefix])?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// The refs under `prefix` with their commit's committer date (unix seconds).
 pub fn with_dates(git: &Git, prefix: &str) -> Result<Vec<(String, u64)>> {
     let out = git.run([

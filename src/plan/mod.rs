@@ -246,6 +246,7 @@ pub struct Landing {
     pub include: Vec<String>,
     pub sign: crate::config::SignMode,
     pub trailers: Vec<crate::config::Trailer>,
+    pub agent_trace: bool,
 }
 
 /// Never read more of a task than this, whatever `limits.max_task_bytes` says: `--task-file
@@ -636,6 +637,7 @@ impl RunPlan {
             include: c.run.include.clone(),
             sign: c.attest.sign,
             trailers: c.ship.trailers.clone(),
+            agent_trace: c.attest.agent_trace,
         };
         Ok(RunPlan {
             target: Target {

@@ -708,3 +708,51 @@ fn a_pushed_config_cannot_loosen_the_servers_policy() {
         assert!(out.stderr.contains("refusing to receive"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn an_agent_trace_record_names_the_lines_the_agent_wrote() {
+    let repo = TestRepo::new();
+    repo.write("log.txt", "one\ntwo\n");
+    repo.commit_all("a log");
+    repo.agents(BUILDER, &["*:approve"], "[attest]\nagent_trace = true\n");
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    let record: Value = serde_json::from_str(&repo.git(&[
+        "notes",
+        "--ref=refs/notes/agent-trace",
+        "show",
+        &commit,
+    ]))
+    .expect("the record is JSON");
+    assert_eq!(record["version"], "0.1.0");
+    assert_eq!(
+        record["vcs"],
+        serde_json::json!({"type": "git", "revision": commit})
+    );
+    assert_eq!(
+        record["files"],
+        serde_json::json!([{
+            "path": "log.txt",
+            "conversations": [{
+                "contributor": {"type": "ai", "model_id": "test-model-1"},
+                "ranges": [{"start_line": 3, "end_line": 3}],
+            }],
+        }])
+    );
+    assert_eq!(
+        record["id"].as_str().map(str::len),
+        Some(36),
+        "a UUID: {record}"
+    );
+    // Off by default.
+    let plain = TestRepo::new();
+    plain.agents(BUILDER, &["*:approve"], "");
+    plain.pipeline(&["run", "fix the typo"]).assert_code(0);
+    assert_ne!(
+        plain
+            .git_out(&["rev-parse", "--verify", "--quiet", "refs/notes/agent-trace"])
+            .code,
+        0
+    );
+}

@@ -460,6 +460,22 @@ fn doctor_predicts_what_a_run_would_do() {
         "did you mean [agents.builder]?"
     );
     assert_eq!(find("config", "uncommitted changes")["level"], "note");
+    // No signing key: attestations will be unsigned, and doctor says how to sign them.
+    assert_eq!(
+        find("attestations", "unsigned: git has no signing key")["level"],
+        "note"
+    );
+    repo.git(&["config", "gpg.format", "ssh"]);
+    repo.git(&["config", "user.signingKey", "/keys/id_ed25519"]);
+    let out = repo.pipeline(&["doctor", "--json"]);
+    let signed = out.json()["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["check"] == "attestations")
+        .cloned()
+        .expect("an attestations finding");
+    assert_eq!(signed["detail"], "signed with SSH key /keys/id_ed25519");
 }
 
 /// A config that exists but was never committed: doctor says to commit it, not to write one.

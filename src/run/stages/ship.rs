@@ -332,6 +332,29 @@ impl Run<'_> {
         )
     }
 
+    /// The Agent Trace record of `commit`: every line the change added, by the builder.
+    fn write_agent_trace(&self, commit: &str) -> Result<()> {
+        let added = crate::git::diff::added_lines(&self.ws.repo, &self.plan.target.base, commit)?;
+        let builder = self.agents_used().into_iter().find(|a| a.changed_tree);
+        let author = attest::trace::Author {
+            cli: builder.as_ref().map_or("unknown", |b| b.cli.as_str()),
+            model: builder.as_ref().and_then(|b| b.model.as_deref()),
+        };
+        let record = attest::trace::record(
+            commit,
+            &added,
+            &author,
+            &self.log.dir.id,
+            (&ids::new_uuid(), &ids::now_rfc3339()),
+        );
+        objects::add_note(
+            &self.ws.repo,
+            attest::trace::TRACE_REF,
+            commit,
+            &format!("{record}\n"),
+        )
+    }
+
     /// Write the attestation of `commit`, and say how it was signed.
     pub(crate) fn write_attestation(
         &mut self,
@@ -413,6 +436,13 @@ impl Run<'_> {
             .map(|b| b.to_string())
             .unwrap_or_default();
         let attested = self.write_attestation(&commit, tree, self.log.rec.verification.rounds)?;
+        if self.plan.landing.agent_trace
+            && let Err(e) = self.write_agent_trace(&commit)
+        {
+            // The attestation is what gates pushes; a missing trace record is only reported.
+            self.ui
+                .warn(format!("the Agent Trace record could not be written: {e}"));
+        }
         self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
         match worktree::remove(&self.ws.repo, &self.ws.worktree) {
