@@ -62,6 +62,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A git command found a lock file in its way (`index.lock`, `refs/notes/pipeline.lock`):
+    /// another git process is writing there, or one crashed and left it.
+    #[error(
+        "git could not write {what}: the lock file {} exists (another git command is writing it, or one stopped and left it)",
+        lock.display()
+    )]
+    Locked {
+        what: String,
+        lock: std::path::PathBuf,
+    },
     /// A step changed something outside the run's worktree.
     #[error("{0}")]
     Containment(String),
@@ -137,9 +147,11 @@ impl Error {
             Error::Usage { .. } | Error::Invalid { .. } => Exit::Usage,
             Error::Task { .. } => Exit::RiskFailure,
             Error::Interrupted => Exit::Interrupted,
-            Error::Git { .. } | Error::Io { .. } | Error::Other { .. } | Error::Containment(_) => {
-                Exit::StageFailure
-            }
+            Error::Git { .. }
+            | Error::Io { .. }
+            | Error::Other { .. }
+            | Error::Locked { .. }
+            | Error::Containment(_) => Exit::StageFailure,
         }
     }
 

@@ -36,8 +36,13 @@ pub struct Signer {
 impl Signer {
     /// `Ok(None)` when git's signing is not set up (no `user.signingKey`).
     pub fn from_git(git: &Git) -> Result<Option<Signer>> {
-        let format =
-            crate::git::config::get(git, "gpg.format")?.unwrap_or_else(|| "openpgp".into());
+        // One git process for every setting (this runs at each ship).
+        let settings: std::collections::HashMap<String, String> =
+            crate::git::config::get_regexp(git, r"^(gpg\.|user\.signingkey$)")?
+                .into_iter()
+                .collect();
+        let get = |k: &str| settings.get(k).filter(|v| !v.is_empty()).cloned();
+        let format = get("gpg.format").unwrap_or_else(|| "openpgp".into());
         let kind = match format.as_str() {
             "ssh" => Kind::Ssh,
             "openpgp" => Kind::OpenPgp,
@@ -48,21 +53,21 @@ impl Signer {
                 ));
             }
         };
-        let key = match kind {
-            Kind::Ssh => crate::git::config::get_path(git, "user.signingKey")?,
-            Kind::OpenPgp => crate::git::config::get(git, "user.signingKey")?,
-        };
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
+        let Some(key) = get("user.signingkey") else {
             return Ok(None);
         };
-        let program = match kind {
-            Kind::Ssh => crate::git::config::get(git, "gpg.ssh.program")?,
-            Kind::OpenPgp => match crate::git::config::get(git, "gpg.openpgp.program")? {
-                Some(p) => Some(p),
-                None => crate::git::config::get(git, "gpg.program")?,
-            },
+        // An SSH key is a path, and git expands `~/` in it.
+        let key = match (&kind, key.strip_prefix("~/")) {
+            (Kind::Ssh, Some(rest)) => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(rest).to_string_lossy().into_owned())
+                .unwrap_or(key),
+            _ => key,
         };
-        let program = program.unwrap_or_else(|| match kind {
+        let program = match kind {
+            Kind::Ssh => get("gpg.ssh.program"),
+            Kind::OpenPgp => get("gpg.openpgp.program").or_else(|| get("gpg.program")),
+        }
+        .unwrap_or_else(|| match kind {
             Kind::Ssh => "ssh-keygen".to_owned(),
             Kind::OpenPgp => "gpg".to_owned(),
         });

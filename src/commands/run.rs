@@ -167,7 +167,16 @@ fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()
             }
         }
         Status::Interrupted => {
-            ui.error(format!("run {} interrupted", r.run_id));
+            match &r.error {
+                // Stopped by something that clears up (a lock in the way): what, and the fix.
+                Some(why) => {
+                    ui.error(format!("run {} stopped: {why}", r.run_id));
+                    for d in &o.details {
+                        ui.detail(d);
+                    }
+                }
+                None => ui.error(format!("run {} interrupted", r.run_id)),
+            }
             if let Some(w) = &r.worktree {
                 ui.detail(format!("its worktree is kept at {}", w.display()));
             }

@@ -275,6 +275,17 @@ pub(crate) fn show_args(args: &[OsString]) -> String {
 
 pub(crate) fn failure(args: &[OsString], out: &Output) -> Error {
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(lock) = lock_in_the_way(&stderr) {
+        let what = lock
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".lock").to_owned())
+            .unwrap_or_default();
+        let what = match lock.to_string_lossy().split_once("/refs/") {
+            Some((_, r)) => format!("refs/{}", r.trim_end_matches(".lock")),
+            None => what,
+        };
+        return Error::Locked { what, lock };
+    }
     let stderr = stderr
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -289,6 +300,13 @@ pub(crate) fn failure(args: &[OsString], out: &Output) -> Error {
             stderr
         },
     }
+}
+
+/// git's "Unable to create '<path>.lock': File exists." names the lock file in the way.
+fn lock_in_the_way(stderr: &str) -> Option<PathBuf> {
+    let rest = stderr.split("Unable to create '").nth(1)?;
+    let (path, after) = rest.split_once("': ")?;
+    (path.ends_with(".lock") && after.starts_with("File exists")).then(|| PathBuf::from(path))
 }
 
 /// Split NUL-terminated records (`-z` output).

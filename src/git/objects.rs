@@ -285,6 +285,8 @@ pub enum Committed {
     Made,
     /// git refused (a hook failed): what it printed and how it ended.
     Refused(String),
+    /// git was stopped by SIGINT or SIGTERM.
+    Interrupted,
 }
 
 /// Commit the index of the checkout `git` runs in, with `message` (its hooks run).
@@ -298,6 +300,13 @@ pub fn commit_index(git: &Git, message: &str) -> Result<Committed> {
     )?;
     if out.status.success() {
         return Ok(Committed::Made);
+    }
+    // Ctrl-C reaches git and its hook (one process group): that is no refusal.
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let by_signal = out.status.signal().and_then(|s| Signal::try_from(s).ok());
+    if matches!(by_signal, Some(Signal::SIGINT | Signal::SIGTERM)) {
+        return Ok(Committed::Interrupted);
     }
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));

@@ -25,14 +25,29 @@ pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
         let environ = std::fs::read(base.join("environ"))
             .map(|env| env.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
             .unwrap_or_default();
-        let cwd = if with_cwd {
-            std::fs::read_link(base.join("cwd")).ok()
+        let (cwd, tty) = if with_cwd {
+            (std::fs::read_link(base.join("cwd")).ok(), has_tty(pid))
         } else {
-            None
+            (None, false)
         };
-        out.push(ProcessView { pid, environ, cwd });
+        out.push(ProcessView {
+            pid,
+            environ,
+            cwd,
+            tty,
+        });
     }
     out
+}
+
+/// A controlling terminal: `tty_nr` (`/proc/<pid>/stat` field 7) is not 0.
+fn has_tty(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // Fields resume after the command name's last ')': state, ppid, pgrp, session, tty_nr.
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(4))
+            .is_some_and(|tty| tty != "0")
+    })
 }
 
 pub fn is_running(pid: i32) -> bool {

@@ -32,6 +32,9 @@ pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
             pid: p.pid().as_u32() as i32,
             environ: p.environ().iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd: p.cwd().map(std::path::Path::to_path_buf),
+            // sysinfo does not read the controlling terminal: only the start time spares a
+            // person's process in the worktree here.
+            tty: false,
         })
         .collect()
 }

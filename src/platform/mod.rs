@@ -55,6 +55,9 @@ pub struct ProcessView {
     pub pid: i32,
     pub environ: Vec<Vec<u8>>,
     pub cwd: Option<PathBuf>,
+    /// It has a controlling terminal (a person's shell or editor); read with the folder, where
+    /// the OS says (Linux); `false` where it does not.
+    pub tty: bool,
 }
 
 /// Whether a process belongs to a run: its environment names the run's folder
@@ -74,6 +77,21 @@ pub fn run_processes(run_dir: &Path, worktree: Option<&Path>) -> Vec<i32> {
         .into_iter()
         .filter(|p| p.pid != me && belongs_to_run(p, run_dir, worktree))
         .map(|p| p.pid)
+        .collect()
+}
+
+/// The processes working inside `worktree` (by their folder), other than this one and those with a
+/// controlling terminal, each with its start time: what is new in this set after a step was left
+/// running by the step, even when it dropped `PIPELINE_RUN_DIR` from its environment. A person's
+/// shell or editor in the worktree has a terminal, or was there before the step: never stopped.
+pub fn worktree_processes(worktree: &Path) -> std::collections::BTreeSet<(i32, Option<u64>)> {
+    let me = std::process::id() as i32;
+    os::processes(true)
+        .into_iter()
+        .filter(|p| {
+            p.pid != me && !p.tty && p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree))
+        })
+        .map(|p| (p.pid, u32::try_from(p.pid).ok().and_then(os::process_start)))
         .collect()
 }
 
@@ -97,6 +115,7 @@ mod tests {
             pid,
             environ: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd: cwd.map(PathBuf::from),
+            tty: false,
         }
     }
 
@@ -157,6 +176,40 @@ mod tests {
         let _ = child.wait();
         assert!(!is_running(pid));
         assert!(run_processes(Path::new("/platform-test/runs/r"), None).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn this_platform_finds_a_process_by_its_folder_with_its_start_time() -> crate::error::Result<()>
+    {
+        let dir = tempfile::tempdir().map_err(|e| crate::error::Error::io("tempdir", e))?;
+        let dir = dir
+            .path()
+            .canonicalize()
+            .map_err(|e| crate::error::Error::io("canonicalize", e))?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| crate::error::Error::io("spawn sleep", e))?;
+        let pid = child.id() as i32;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = worktree_processes(&dir);
+        while found.is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = worktree_processes(&dir);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (found_pid, started) = found.iter().next().copied().unwrap_or_default();
+        assert_eq!(found_pid, pid);
+        assert!(
+            started.is_some(),
+            "the start time tells a recycled pid apart"
+        );
+        assert!(worktree_processes(&dir).is_empty());
         Ok(())
     }
 }

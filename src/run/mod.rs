@@ -175,6 +175,20 @@ impl Run<'_> {
                         .to_owned(),
                 ],
             },
+            Err(e @ Error::Locked { .. }) => {
+                let lock = match &e {
+                    Error::Locked { lock, .. } => lock.display().to_string(),
+                    _ => String::new(),
+                };
+                Ending::Stopped {
+                    reason: Reason::GitLocked,
+                    message: e.to_string(),
+                    details: vec![format!(
+                        "if no git command is running, remove it (rm {lock}), then: git pipeline resume {}",
+                        self.log.dir.id
+                    )],
+                }
+            }
             Err(e) => Ending::Failed {
                 reason: Reason::AgentError,
                 message: e.to_string(),

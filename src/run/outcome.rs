@@ -20,6 +20,13 @@ pub(crate) enum Ending {
         details: Vec<String>,
     },
     Interrupted,
+    /// Stopped by something outside the work that clears up (a git lock file in the way): kept
+    /// like an interrupted run, so that `resume` continues where it stopped, with the reason.
+    Stopped {
+        reason: Reason,
+        message: String,
+        details: Vec<String>,
+    },
 }
 
 impl Ending {
@@ -51,7 +58,9 @@ impl Outcome {
 pub fn exit_of(rec: &RunRecord) -> Exit {
     match (rec.status, rec.reason) {
         (Status::Succeeded, _) => Exit::Success,
-        (Status::Interrupted, _) => Exit::Interrupted,
+        // Stopped for a reason (a lock in the way): that reason's code; by a signal: 130.
+        (Status::Interrupted, Some(r)) => r.exit(),
+        (Status::Interrupted, None) => Exit::Interrupted,
         (_, Some(r)) => r.exit(),
         _ => Exit::StageFailure,
     }

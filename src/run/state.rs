@@ -70,6 +70,12 @@ pub(crate) struct Workspace {
     pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
 }
 
+/// What [`Run::after_step`] compares against.
+pub struct StepStart {
+    fingerprint: Option<crate::safety::containment::Fingerprint>,
+    in_worktree: std::collections::BTreeSet<(i32, Option<u64>)>,
+}
+
 /// One live run: its plan, what it records, where it works, and the state of its stages.
 pub(crate) struct Run<'a> {
     pub plan: &'a RunPlan,
@@ -278,21 +284,42 @@ impl<'a> Run<'a> {
     }
 
     /// The fingerprint to compare after a step.
-    pub fn fingerprint(&self) -> Result<Option<crate::safety::containment::Fingerprint>> {
+    fn fingerprint(&self) -> Result<Option<crate::safety::containment::Fingerprint>> {
         self.ws.guard.as_ref().map(|g| g.take()).transpose()
     }
 
-    /// After a step: processes it left running (a daemon, a `setsid` escapee) are stopped, and a
-    /// change outside the worktree stops the run.
-    pub async fn after_step(
-        &self,
-        before: Option<crate::safety::containment::Fingerprint>,
-        what: &str,
-    ) -> Result<()> {
+    /// Before a step: the containment fingerprint, and the processes already working in the
+    /// worktree (the step is answerable only for new ones).
+    pub async fn step_start(&self) -> Result<StepStart> {
+        let worktree = self.ws.worktree.clone();
+        // A scan of every process: off the runtime's thread.
+        let in_worktree =
+            tokio::task::spawn_blocking(move || crate::platform::worktree_processes(&worktree))
+                .await
+                .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
+        Ok(StepStart {
+            fingerprint: self.fingerprint()?,
+            in_worktree,
+        })
+    }
+
+    /// After a step: processes it left running (a daemon, a `setsid` escapee, one that dropped
+    /// `PIPELINE_RUN_DIR` but works in the worktree) are stopped, and a change outside the
+    /// worktree stops the run.
+    pub async fn after_step(&self, start: StepStart, what: &str) -> Result<()> {
+        let before = start.fingerprint;
         let run_dir = self.log.dir.path.clone();
+        let worktree = self.ws.worktree.clone();
+        let known = start.in_worktree;
         // Reading every process's environment is a scan of /proc: off the runtime's thread.
         let escaped = tokio::task::spawn_blocking(move || {
-            crate::safety::process::run_processes(&run_dir, None)
+            let mut pids = crate::safety::process::run_processes(&run_dir, None);
+            for (pid, started) in crate::platform::worktree_processes(&worktree) {
+                if !known.contains(&(pid, started)) && !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+            pids
         })
         .await
         .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
@@ -410,7 +437,7 @@ impl<'a> Run<'a> {
         prompt: &str,
         cancel: &mut Cancel,
     ) -> Result<AgentRun> {
-        let before = self.fingerprint()?;
+        let before = self.step_start().await?;
         if !crate::preset::role_edits(agent.role) {
             self.before_read_only()?;
         }
@@ -717,6 +744,23 @@ impl<'a> Run<'a> {
                     json!({"worktree": self.log.rec.worktree}),
                 )?;
                 self.ui.step("interrupted: the worktree is kept");
+            }
+            Ending::Stopped {
+                reason,
+                message,
+                details,
+            } => {
+                self.log.rec.status = Status::Interrupted;
+                self.log.rec.reason = Some(reason);
+                self.log.rec.error = Some(message);
+                self.details = details;
+                self.log.dir.event(
+                    None,
+                    EventKind::Interrupted,
+                    json!({"worktree": self.log.rec.worktree, "reason": reason.name()}),
+                )?;
+                self.ui
+                    .step("stopped: the worktree and branch are kept for resume");
             }
             Ending::Failed {
                 reason,

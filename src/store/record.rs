@@ -57,6 +57,8 @@ pub enum Reason {
     SetupFailed,
     /// Something outside the run's worktree changed during a step (docs/security.md).
     Containment,
+    /// A git lock file was in the way (another git command, or a stale lock).
+    GitLocked,
 }
 
 impl Reason {
@@ -66,7 +68,8 @@ impl Reason {
             | Reason::Timeout
             | Reason::BreakerTripped
             | Reason::MergeConflict
-            | Reason::Containment => Exit::StageFailure,
+            | Reason::Containment
+            | Reason::GitLocked => Exit::StageFailure,
             Reason::VerifyRejected | Reason::PlanRejected => Exit::RetriesExhausted,
             Reason::GateFailed => Exit::GateFailure,
             Reason::ScopeViolation => Exit::ScopeViolation,
@@ -86,6 +89,7 @@ impl Reason {
             Reason::MergeConflict => "merge_conflict",
             Reason::SetupFailed => "setup_failed",
             Reason::Containment => "containment",
+            Reason::GitLocked => "git_locked",
         }
     }
 }

@@ -548,3 +548,41 @@ fn an_agent_failure_shows_what_the_agent_said_on_stdout() {
     );
     assert_untouched(&before, &repo.user_state());
 }
+
+/// A stale `refs/notes/pipeline.lock` (a git command that crashed while writing notes): the run
+/// names the lock and how to clear it; once it is gone, `resume` attests the commit it made.
+#[test]
+fn a_stale_notes_lock_is_named_and_resume_finishes_after_it_is_removed() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
+    let lock = repo.path.join(".git/refs/notes/pipeline.lock");
+    std::fs::create_dir_all(lock.parent().expect("parent")).expect("notes dir");
+    std::fs::write(&lock, "").expect("lock");
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    eprintln!(
+        "CODE {} STDOUT {} STDERR {}",
+        out.code, out.stdout, out.stderr
+    );
+    let r = out.json();
+    assert_eq!(r["reason"], "git_locked", "{r}");
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("the lock file {} exists", lock.display())),
+        "{line}"
+    );
+    let id = r["run_id"].as_str().expect("id").to_owned();
+    assert!(
+        out.stderr.contains(&format!(
+            "rm {}), then: git pipeline resume {id}",
+            lock.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&lock).expect("remove the lock");
+    let out = repo.pipeline(&["resume", "--json", &id]);
+    out.assert_code(0);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    repo.pipeline(&["verify", &format!("{commit}^..{commit}")])
+        .assert_code(0);
+}

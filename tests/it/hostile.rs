@@ -212,6 +212,36 @@ fn a_daemon_escaping_with_setsid_is_stopped() {
 }
 
 #[test]
+fn a_daemon_that_drops_its_run_environment_but_works_in_the_worktree_is_stopped() {
+    let repo = TestRepo::new();
+    let pidfile = repo.root().join("logs/daemon.pid");
+    repo.agents(
+        &[
+            "*:write:src/new.rs:x",
+            &format!(
+                "*:run:env -u PIPELINE_RUN_DIR setsid sh -c 'echo $$ > {}; exec sleep 300' >/dev/null 2>&1 < /dev/null &",
+                pidfile.display()
+            ),
+            "*:sleep:0.3",
+        ],
+        &["*:approve"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("left 1 process(es) running; stopping them"),
+        "{}",
+        out.stderr
+    );
+    crate::common::assert_process_gone(
+        crate::common::read_pid(&pidfile),
+        "the daemon without PIPELINE_RUN_DIR",
+    );
+}
+
+#[test]
 fn an_untrusted_config_runs_nothing_until_trusted() {
     let repo = TestRepo::new();
     repo.config_untrusted(&repo.expand(

@@ -248,6 +248,63 @@ fn sigint_then_resume_completes() {
     );
 }
 
+/// Ctrl-C while the commit hook runs reaches the hook too (one process group): the hook's
+/// failure is not the work's, so a resume ships the approved change without building again.
+#[test]
+fn ctrl_c_during_the_commit_hook_resumes_at_ship() {
+    use std::os::unix::process::CommandExt;
+    let repo = TestRepo::new();
+    let marker = repo.root().join("logs/in-hook");
+    repo.config(
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:write:src/wip.rs:wip\"]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
+    );
+    repo.hook(
+        "pre-commit",
+        &format!(
+            "#!/bin/sh\n[ -e {m} ] && exit 0\ntouch {m}\nsleep 30\n",
+            m = marker.display()
+        ),
+    );
+    let child = repo
+        .pipeline_cmd()
+        .args(["run", "fix the typo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the hook never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // What a terminal's Ctrl-C does: SIGINT to the whole foreground process group.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("killpg");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = only_run(&repo);
+    assert_eq!(record(&repo, &id)["status"], "interrupted");
+    let out = repo.pipeline(&["resume", "--json", &id]);
+    out.assert_code(0);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    assert_eq!(repo.git(&["show", &format!("{commit}:src/wip.rs")]), "wip");
+    assert_eq!(
+        repo.calls_of("builder"),
+        1,
+        "the approved work is not built again"
+    );
+    assert_eq!(repo.calls_of("verifier"), 1);
+}
+
 #[test]
 fn a_live_run_cannot_be_resumed_or_abandoned() {
     let repo = TestRepo::new();

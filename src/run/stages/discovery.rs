@@ -61,7 +61,7 @@ impl Run<'_> {
             .map(|(agent, prompt)| self.cli_session(agent, &session, prompt.len()).1)
             .collect();
         self.save()?;
-        let before = self.fingerprint()?;
+        let before = self.step_start().await?;
         self.before_read_only()?;
         let ctx = self.ctx();
         let runs: Vec<_> = agents

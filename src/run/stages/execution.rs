@@ -343,8 +343,20 @@ impl Run<'_> {
         };
         self.begin(StageName::Ship, "ship: committing".to_owned())?;
         self.learn_cli_versions().await;
-        let Some(hook_output) = self.ship(&shipped_tree)? else {
-            return Ok(Next::Continue(()));
+        let shipped = match self.ship(&shipped_tree) {
+            Err(Error::Interrupted) => None,
+            other => Some(other?),
+        };
+        let hook_output = match shipped {
+            Some(None) => return Ok(Next::Continue(())),
+            Some(Some(output)) => Some(output),
+            None => None,
+        };
+        let Some(hook_output) = hook_output.filter(|_| !cancel.is_cancelled()) else {
+            // Ctrl-C reached the commit hook too: its failure says nothing about the approved
+            // work, which a resume ships (from the verified state) without building again.
+            self.undo_docs(snapshot)?;
+            return Ok(Next::End(Ending::Interrupted));
         };
         self.ui.step("ship: the commit hook refused");
         self.log.rec.gates.push(GateRecord {
@@ -455,7 +467,7 @@ impl Run<'_> {
             } else {
                 None
             };
-            let before = self.fingerprint()?;
+            let before = self.step_start().await?;
             self.ui.start(format!("gate {name}: running"));
             let tree = self.ws.last_tree.clone();
             let ran = step::run_gate(

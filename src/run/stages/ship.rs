@@ -63,8 +63,10 @@ pub fn commit(
             "git-pipeline: fold the run's commits",
         )?;
     }
-    if let objects::Committed::Refused(refused) = objects::commit_index(git, message)? {
-        return Ok(Committed::HookFailed(refused));
+    match objects::commit_index(git, message)? {
+        objects::Committed::Made => {}
+        objects::Committed::Refused(refused) => return Ok(Committed::HookFailed(refused)),
+        objects::Committed::Interrupted => return Err(Error::Interrupted),
     }
     // Read the result from the repository, not through the worktree: a post-commit hook may
     // have changed the worktree, but the branch is what ships.
