@@ -67,6 +67,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                     "ended_at": r.ended_at,
                     "bundle": r.bundle,
                     "candidate_of": r.candidate_of,
+                    "split_into": r.split_into,
                 }),
                 Row::Bundle(b) => json!({
                     "bundle_id": b.bundle_id,
@@ -94,6 +95,22 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         )?;
         return Ok(Exit::Success);
     }
+    // A run that split its task "succeeded" at splitting; what the task came to is its bundle's.
+    let bundle_status: std::collections::HashMap<&str, &str> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Bundle(b) => Some((b.bundle_id.as_str(), b.status.name())),
+            _ => None,
+        })
+        .collect();
+    let split_state = |r: &RunSummary| {
+        r.split_into.as_deref().map(|b| {
+            format!(
+                "split: {}",
+                bundle_status.get(b).copied().unwrap_or("bundle gone")
+            )
+        })
+    };
     let runs_of_bundles: std::collections::HashMap<String, &RunSummary> = rows
         .iter()
         .filter_map(|r| match r {
@@ -110,7 +127,10 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             // Listed under their bundle, or under the run they are candidates of.
             Row::Run(r) if r.bundle.is_some() || r.candidate_of.is_some() => {}
             Row::Run(r) => {
-                text.push_str(&run_line(r, &r.run_id, 40));
+                text.push_str(&match split_state(r) {
+                    Some(state) => run_line_with(r, &r.run_id, 40, &state),
+                    None => run_line(r, &r.run_id, 40),
+                });
                 for row in &rows {
                     if let Row::Run(c) = row
                         && let Some(of) = &c.candidate_of

@@ -337,6 +337,9 @@ pub struct RunSummary {
     pub bundle: Option<BundleRef>,
     #[serde(default)]
     pub candidate_of: Option<CandidateRef>,
+    /// The bundle its approved plan became, when it split the task.
+    #[serde(default)]
+    pub split_into: Option<String>,
 }
 
 /// A run's place in a bundle.

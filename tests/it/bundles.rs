@@ -491,6 +491,21 @@ fn a_planner_can_split_a_task_into_a_bundle() {
         "{}",
         human.stdout
     );
+    // `status` says the same on the run's line, and in its JSON.
+    let status = repo.pipeline(&["status"]);
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(parent))
+        .unwrap_or_default();
+    assert!(line.contains("split: completed"), "{}", status.stdout);
+    let list = repo.pipeline(&["status", "--json"]).json();
+    let row = list
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["run_id"] == parent))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["split_into"], rec["bundle_id"]);
     // The split run left no worktree or branch of its own.
     let branches = repo.pipeline_branches();
     assert!(
