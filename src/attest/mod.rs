@@ -109,6 +109,9 @@ fn claim(value: serde_json::Value) -> Result<Claim, String> {
             v1.version
         ));
     }
+    if !statement::is_object_id(&v1.tree) || !statement::is_object_id(&v1.base) {
+        return Err("a format 1 attestation whose tree or base is not a full object id".to_owned());
+    }
     Ok(Claim {
         format: FORMAT_1,
         run_id: v1.run_id,
@@ -121,6 +124,9 @@ fn claim(value: serde_json::Value) -> Result<Claim, String> {
 
 fn from_statement(s: &Statement) -> Result<Claim, String> {
     let (_, tree) = s.commit_and_tree()?;
+    if !statement::is_object_id(&s.predicate.base.tree) {
+        return Err("a statement whose base tree is not a full object id".to_owned());
+    }
     Ok(Claim {
         format: 2,
         run_id: s.predicate.run_id.clone(),
@@ -159,8 +165,9 @@ pub struct ParentMismatch {
     pub parent_tree: Option<String>,
 }
 
+/// The first 12 characters (never cut inside a character: ids in notes are untrusted text).
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
 }
 
 impl Unattested {
@@ -357,7 +364,7 @@ mod tests {
             run_id: "r".to_owned(),
             commit: "c".to_owned(),
             tree: tree.to_owned(),
-            base: "base".to_owned(),
+            base: BASE.to_owned(),
             approved,
             verifier: "v".to_owned(),
             rounds: 1,
@@ -378,9 +385,10 @@ mod tests {
     const T1: &str = "1111111111111111111111111111111111111111";
     const T2: &str = "2222222222222222222222222222222222222222";
     const PT: &str = "3333333333333333333333333333333333333333";
+    const BASE: &str = "4444444444444444444444444444444444444444";
 
     fn run(note: &str, tree: &str, parent: Option<(&str, &str)>) -> Result<Attested, Unattested> {
-        let trees = HashMap::from([("base".to_owned(), PT.to_owned())]);
+        let trees = HashMap::from([(BASE.to_owned(), PT.to_owned())]);
         judge(
             Some(note.as_bytes()),
             &Subject { tree, parent },
@@ -393,7 +401,7 @@ mod tests {
 
     #[test]
     fn format_1_judges_by_tree_approval_and_base() {
-        let on_base = Some(("base", PT));
+        let on_base = Some((BASE, PT));
         assert!(run(&v1(T1, true), T1, on_base).is_ok());
         // Another parent commit with the base's tree: the same change.
         assert!(run(&v1(T1, true), T1, Some(("other", PT))).is_ok());
@@ -410,7 +418,7 @@ mod tests {
             run("hello", T1, on_base),
             Err(Unattested::Unreadable(_))
         ));
-        let both = format!("{}{}", v1("old", true), v1(T2, true));
+        let both = format!("{}{}", v1(PT, true), v1(T2, true));
         assert!(run(&both, T2, on_base).is_ok(), "concatenated notes");
         let none = HashMap::new();
         let ctx = Context {
@@ -450,7 +458,7 @@ mod tests {
         // Old and new formats side by side in one note.
         let both = format!("{}{}", v1(T2, true), note);
         assert!(run(&both, T1, Some(("x", PT))).is_ok());
-        assert!(run(&both, T2, Some(("base", "whatever"))).is_ok());
+        assert!(run(&both, T2, Some((BASE, "whatever"))).is_ok());
     }
 
     #[test]
@@ -493,7 +501,7 @@ mod tests {
         assert_eq!(
             with(&v1(T1, true), &good),
             Err(Unattested::ParentMismatch(ParentMismatch {
-                attested_base: "commit base".to_owned(),
+                attested_base: format!("commit {BASE}"),
                 parent_tree: Some(PT.to_owned()),
             }))
         );
@@ -505,6 +513,19 @@ mod tests {
             run(&other, T1, Some(("p", PT))),
             Err(Unattested::Unreadable(_))
         ));
+    }
+
+    #[test]
+    fn ids_in_notes_are_checked_and_never_cut_inside_a_character() {
+        assert_eq!(short("aééééééééééééé"), "aééééééééééé");
+        assert_eq!(short("abc"), "abc");
+        let bad = v1(T1, true).replace(T1, "aéééééé");
+        assert!(matches!(
+            run(&bad, T1, Some((BASE, PT))),
+            Err(Unattested::Unreadable(_))
+        ));
+        let describe = Unattested::TreeMismatch("aéééééééééééééé".to_owned()).describe();
+        assert!(describe.contains("aééééééééééé"), "{describe}");
     }
 
     proptest! {

@@ -16,7 +16,6 @@ use crate::attest::hooks::Update;
 use crate::cli::HookKind;
 use crate::cli::HooksAction;
 use crate::cli::HooksCmd;
-use crate::config::Config;
 use crate::config::PROJECT_FILE;
 use crate::error::Error;
 use crate::error::Exit;
@@ -172,7 +171,9 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
                     u.remote_ref == NOTES_REF && !crate::attest::verify::is_zero_id(&u.local_oid)
                 })
                 .map_or_else(|| NOTES_REF.to_owned(), |u| u.local_oid.clone());
-            (updates, vec!["--all".to_owned()], vec![notes], "receive")
+            // "What the server has" is filled in below from its protected branches only: a
+            // commit that sits on a tag or an unprotected branch has not been checked.
+            (updates, Vec::new(), vec![notes], "receive")
         }
     };
     // The receiving side's own git config can require signatures whatever a pushed config says.
@@ -199,12 +200,78 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
         };
         policy_at(&git, at.as_deref(), required_here)
     };
+    let known = if receiving {
+        let head_policy = policy_at(&git, server_head.as_deref(), required_here)?;
+        let refused = receive_guards(&git, &updates, &policy)?;
+        if !refused.is_empty() {
+            ui.error(format!(
+                "git-pipeline: refusing to receive: {}",
+                refused.join("; ")
+            ));
+            ui.detail("a server admin can allow it: git config pipeline.allowDeletes true (branches), pipeline.allowNotesRewrite true (notes)");
+            return Ok(Exit::StageFailure);
+        }
+        protected_tips(&git, &head_policy)?
+    } else {
+        known
+    };
     let refusals = hooks::check_updates(&git, &updates, &known, &notes, &policy)?;
     if refusals.is_empty() {
         return Ok(Exit::Success);
     }
     report(ui, &refusals, side);
     Ok(Exit::StageFailure)
+}
+
+/// What a server refuses before judging commits: deleting a protected branch (deleting and
+/// re-creating it would let the push choose the policy it is judged by), and deleting or
+/// rewriting `refs/notes/pipeline` (one push would erase every attestation).
+fn receive_guards(
+    git: &Git,
+    updates: &[Update],
+    policy: &dyn Fn(&Update) -> Result<BranchPolicy>,
+) -> Result<Vec<String>> {
+    use crate::attest::verify::is_zero_id;
+    let allow_deletes =
+        crate::git::config::get_bool(git, "pipeline.allowDeletes")?.unwrap_or(false);
+    let allow_notes_rewrite =
+        crate::git::config::get_bool(git, "pipeline.allowNotesRewrite")?.unwrap_or(false);
+    let mut refused = Vec::new();
+    for u in updates {
+        if let Some(branch) = u.remote_ref.strip_prefix(crate::git::refs::HEADS)
+            && is_zero_id(&u.local_oid)
+            && !allow_deletes
+            && policy(u)?.branches.is_none_or(|g| g.is_match(branch))
+        {
+            refused.push(format!("deleting the protected branch {branch}"));
+        }
+        if u.remote_ref == NOTES_REF && !allow_notes_rewrite && !is_zero_id(&u.remote_oid) {
+            if is_zero_id(&u.local_oid) {
+                refused.push(format!("deleting {NOTES_REF}"));
+            } else if !objects::is_ancestor(git, &u.remote_oid, &u.local_oid)? {
+                refused.push(format!(
+                    "rewriting {NOTES_REF} (not a fast-forward: attestations would be lost)"
+                ));
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// The tips of the server's protected branches: commits reachable from them were checked when
+/// they came, so a new branch is judged for the rest.
+fn protected_tips(git: &Git, policy: &BranchPolicy) -> Result<Vec<String>> {
+    Ok(crate::git::refs::all(git)?
+        .into_iter()
+        .filter_map(|(name, oid)| {
+            let branch = name.strip_prefix(crate::git::refs::HEADS)?;
+            policy
+                .branches
+                .as_ref()
+                .is_none_or(|g| g.is_match(branch))
+                .then_some(oid)
+        })
+        .collect())
 }
 
 fn report(ui: &Ui, refusals: &[Refusal], side: &str) {
@@ -283,14 +350,42 @@ fn worked_out(git: &Git) -> Result<Vec<Update>> {
 /// `push.branches` and `push.require_signature` from the config at `commit` (the project's policy
 /// there); every branch when there is none. A config that cannot be read enforces every branch.
 fn policy_at(git: &Git, commit: Option<&str>, required_here: bool) -> Result<BranchPolicy> {
-    let config = match commit {
+    // Only `[push]` is read, leniently: a config with keys this version does not know (a newer
+    // git-pipeline wrote it) must not lose its push policy. A `[push]` that cannot be read
+    // enforces every branch and requires signatures: a broken policy never loosens.
+    let push = match commit {
         None => None,
-        Some(c) => objects::read_blob(git, c, PROJECT_FILE)?
-            .and_then(|bytes| toml::from_str::<Config>(&String::from_utf8_lossy(&bytes)).ok()),
+        Some(c) => objects::read_blob(git, c, PROJECT_FILE)?.map(|bytes| {
+            toml::from_str::<toml::Table>(&String::from_utf8_lossy(&bytes))
+                .ok()
+                .map(|t| t.get("push").cloned())
+        }),
     };
-    let patterns = config
-        .as_ref()
-        .map_or_else(|| vec!["*".to_owned()], |c| c.push.branches.clone());
+    let (patterns, required_by_project) = match push {
+        // No config, or one without [push]: the defaults.
+        None | Some(Some(None)) => (vec!["*".to_owned()], false),
+        Some(Some(Some(push))) if !push.is_table() => (vec!["*".to_owned()], true),
+        Some(Some(Some(push))) => {
+            let branches = match push.get("branches") {
+                None => Some(vec!["*".to_owned()]),
+                Some(v) => v.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|p| p.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                }),
+            };
+            let required = match push.get("require_signature") {
+                None => Some(false),
+                Some(v) => v.as_bool(),
+            };
+            match (branches, required) {
+                (Some(b), Some(r)) => (b, r),
+                _ => (vec!["*".to_owned()], true),
+            }
+        }
+        // A config that is not TOML at all.
+        Some(None) => (vec!["*".to_owned()], true),
+    };
     let mut b = globset::GlobSetBuilder::new();
     let mut valid = true;
     for p in &patterns {
@@ -303,6 +398,6 @@ fn policy_at(git: &Git, commit: Option<&str>, required_here: bool) -> Result<Bra
     }
     Ok(BranchPolicy {
         branches: if valid { b.build().ok() } else { None },
-        require_signature: required_here || config.is_some_and(|c| c.push.require_signature),
+        require_signature: required_here || required_by_project,
     })
 }

@@ -141,6 +141,10 @@ impl Git {
                 cmd.env_remove(var);
             }
         }
+        // Replace refs (`refs/replace/*`, which anyone who can push refs can create) make git
+        // show one commit's content in place of another's: what is checked, committed and
+        // attested is always the objects as they are.
+        cmd.env("GIT_NO_REPLACE_OBJECTS", "1");
         match &self.target {
             Target::Dir(d) => {
                 cmd.arg("-C").arg(d);

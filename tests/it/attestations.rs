@@ -756,3 +756,74 @@ fn an_agent_trace_record_names_the_lines_the_agent_wrote() {
         0
     );
 }
+
+/// What a pusher with no signing key could try against the server's check: a replace ref that
+/// shows an attested commit's content in place of another's, an unverified commit parked on a
+/// tag and then made a protected branch, deleting a protected branch (to re-create it under a
+/// policy of its choosing), deleting or rewriting the notes.
+#[test]
+fn the_server_is_not_fooled_by_replace_refs_tags_deletions_or_rewritten_notes() {
+    let remote = Remote::new();
+    let repo = &remote.repo;
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
+        remote.bare.join("hooks/pre-receive"),
+    )
+    .expect("pre-receive");
+    let good = remote.attested_commit();
+    remote
+        .push(&["origin", "main", "refs/notes/pipeline"])
+        .assert_code(0);
+    let evil = remote.manual_commit("src/evil.rs", "pub fn evil() {}\n");
+
+    // A replace ref: the push of the ref itself is not a branch and passes, but it must not
+    // make the unverified commit look attested.
+    remote
+        .push(&[
+            "--no-verify",
+            "origin",
+            &format!("{good}:refs/replace/{evil}"),
+        ])
+        .assert_code(0);
+    let out = remote.push(&["--no-verify", "origin", "main"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(&evil[..12]), "{}", out.stderr);
+
+    // Parked on a tag, then a new protected branch at it.
+    remote
+        .push(&["--no-verify", "origin", &format!("{evil}:refs/tags/parked")])
+        .assert_code(0);
+    let out = remote.push(&[
+        "--no-verify",
+        "origin",
+        &format!("{evil}:refs/heads/release"),
+    ]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(&evil[..12]), "{}", out.stderr);
+
+    // Deleting the protected branch, and deleting or rewriting the notes.
+    let out = remote.push(&["--no-verify", "origin", ":main"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("deleting the protected branch main"),
+        "{}",
+        out.stderr
+    );
+    let out = remote.push(&["--no-verify", "origin", ":refs/notes/pipeline"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("deleting refs/notes/pipeline"),
+        "{}",
+        out.stderr
+    );
+    repo.git(&["notes", "--ref=other", "add", "-m", "x", &evil]);
+    let out = remote.push(&[
+        "--no-verify",
+        "origin",
+        "+refs/notes/other:refs/notes/pipeline",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not a fast-forward"), "{}", out.stderr);
+    assert_eq!(remote.remote_has("main").as_deref(), Some(good.as_str()));
+    assert!(remote.remote_has("release").is_none());
+}

@@ -430,6 +430,17 @@ impl Run<'_> {
     /// resumed run does when it finds its commit already made.
     pub(crate) fn complete_ship(&mut self, commit: &str, tree: &str) -> Result<()> {
         let _guard = self.repo_lock()?;
+        // Signed with the owner's key: what is attested is read from the repository, never taken
+        // from the record (which a step could have rewritten before a resume).
+        let parent = objects::resolve_commit(&self.ws.repo, &format!("{commit}^"))?;
+        if objects::tree_of(&self.ws.repo, commit)? != tree
+            || parent.as_deref() != Some(self.plan.target.base.as_str())
+        {
+            return Err(Error::other(format!(
+                "commit {commit} is not the approved change on {} (its tree or parent differ from what was verified); not attesting it",
+                self.plan.target.base
+            )));
+        }
         let commit = commit.to_owned();
         let run_branch = self
             .ws
