@@ -177,6 +177,8 @@ impl Signer {
 pub struct Checker {
     ssh_program: String,
     allowed_signers: Option<PathBuf>,
+    /// `gpg.ssh.revocationFile`: keys listed there never verify, as with `git verify-commit`.
+    revoked: Option<PathBuf>,
     gpg_program: String,
     dir: PathBuf,
 }
@@ -191,6 +193,8 @@ impl Checker {
             ssh_program: crate::git::config::get(git, "gpg.ssh.program")?
                 .unwrap_or_else(|| "ssh-keygen".into()),
             allowed_signers: crate::git::config::get_path(git, "gpg.ssh.allowedSignersFile")?
+                .map(|p| git.dir().join(p)),
+            revoked: crate::git::config::get_path(git, "gpg.ssh.revocationFile")?
                 .map(|p| git.dir().join(p)),
             gpg_program,
             dir: git.dir().to_path_buf(),
@@ -251,7 +255,12 @@ impl Checker {
                     .args(["-Y", "verify", "-n", SSH_NAMESPACE, "-f"])
                     .arg(allowed)
                     .args(["-I", principal, "-s"])
-                    .arg(sig_file.path()),
+                    .arg(sig_file.path())
+                    .args(
+                        self.revoked
+                            .iter()
+                            .flat_map(|r| [std::ffi::OsStr::new("-r"), r.as_os_str()]),
+                    ),
                 data,
             )?;
             if out.status.success() {

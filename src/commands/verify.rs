@@ -16,9 +16,32 @@ use crate::git::Git;
 use crate::git::Repo;
 use crate::ui::Ui;
 
-/// Where `--fetch` puts the remote's notes: `refs/notes/remotes/fetched/pipeline`, read with the
-/// fetched copies of named remotes.
-const FETCHED: &str = "fetched";
+/// Where `--fetch` puts the remote's notes while they are read: not a remote's mirror (no remote
+/// can be named so), and removed afterwards.
+const FETCHED: &str = "refs/pipeline/fetched-notes";
+
+/// The commits of `revs`, judged by the notes of `sources`: (judged, how many, signatures
+/// required).
+fn judge(
+    git: &Git,
+    cmd: &VerifyCmd,
+    revs: &[String],
+    sources: &[String],
+) -> Result<(Vec<Judged>, usize, bool)> {
+    let commits = crate::git::history::list_commits(git, revs)?;
+    let total = commits.len();
+    let require_signature = cmd.require_signature
+        || crate::git::config::get_bool(git, "pipeline.requireSignature")?.unwrap_or(false);
+    let sources = verify::Sources {
+        notes: sources,
+        require_signature,
+    };
+    Ok((
+        verify::judge_commits(git, commits, &sources)?,
+        total,
+        require_signature,
+    ))
+}
 
 pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
     let repo = Repo::discover(cwd)?;
@@ -29,23 +52,24 @@ pub fn verify(cmd: VerifyCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Resul
     } else {
         (cmd.range.clone(), cmd.range.join(" "))
     };
+    let mut sources = crate::attest::hooks::notes_sources(&git)?;
+    let mut fetched = false;
     if let Some(remote) = &cmd.fetch {
-        let into = crate::git::notes::remote_mirror(NOTES_REF, FETCHED);
-        if !crate::git::notes::fetch_notes(&git, remote, NOTES_REF, &into)? {
+        if crate::git::notes::fetch_notes(&git, remote, NOTES_REF, FETCHED)? {
+            sources.push(FETCHED.to_owned());
+            fetched = true;
+        } else {
             ui.warn(format!(
                 "the remote has no {NOTES_REF}: judging by the local notes only"
             ));
         }
     }
-    let commits = crate::git::history::list_commits(&git, &revs)?;
-    let total = commits.len();
-    let require_signature = cmd.require_signature
-        || crate::git::config::get_bool(&git, "pipeline.requireSignature")?.unwrap_or(false);
-    let sources = verify::Sources {
-        notes: &crate::attest::hooks::notes_sources(&git)?,
-        require_signature,
-    };
-    let judged = verify::judge_commits(&git, commits, &sources)?;
+    let judged = judge(&git, &cmd, &revs, &sources);
+    if fetched {
+        // The fetched notes served this check only: a URL given once is not trusted later.
+        crate::git::refs::delete(&git, FETCHED, None)?;
+    }
+    let (judged, total, require_signature) = judged?;
     let bad: Vec<&Judged> = judged.iter().filter(|j| !j.attested()).collect();
     let has_notes = crate::git::objects::ref_value(&git, NOTES_REF)?.is_some();
     if cmd.json {

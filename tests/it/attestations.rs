@@ -284,6 +284,22 @@ fn a_signed_attestation_verifies_here_and_with_ssh_keygen_and_forgeries_fail() {
         "{}",
         ok.stdout
     );
+    // A revoked key never verifies (gpg.ssh.revocationFile, as git verify-commit reads it).
+    let revoked = repo.root().join("revoked_keys");
+    std::fs::write(
+        &revoked,
+        std::fs::read_to_string(repo.root().join("alice.pub")).expect("alice.pub"),
+    )
+    .expect("revoked");
+    repo.git(&[
+        "config",
+        "gpg.ssh.revocationFile",
+        &revoked.to_string_lossy(),
+    ]);
+    let out = repo.pipeline(&["verify", "--require-signature", &range]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("bad signature"), "{}", out.stdout);
+    repo.git(&["config", "--unset", "gpg.ssh.revocationFile"]);
 
     // Forgeries on a commit made by hand: each fails --require-signature with its reason.
     repo.git(&["checkout", "-q", "--detach", &base]);
@@ -606,6 +622,13 @@ fn verify_fetch_judges_by_the_remotes_notes() {
         .assert_code(1);
     repo.pipeline_in(&clone, &["verify", "--fetch", "origin", "HEAD^..HEAD"])
         .assert_code(0);
+    // The fetched notes served that check only: nothing is left to trust later.
+    assert_eq!(
+        repo.git_in(&clone, &["for-each-ref", "refs/pipeline/", "refs/notes/"]),
+        ""
+    );
+    repo.pipeline_in(&clone, &["verify", "HEAD^..HEAD"])
+        .assert_code(1);
     // A remote without notes: said, and the local notes decide.
     let empty = repo.root().join("empty.git");
     repo.git_in(

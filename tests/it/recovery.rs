@@ -650,3 +650,34 @@ fn clean_removes_orphans_when_no_record_is_left_at_all() {
     let archived = repo.git(&["show", &format!("refs/pipeline/archive/{id}:work.txt")]);
     assert_eq!(archived, "unsaved");
 }
+
+/// The owner's key signs what a resume attests: a record rewritten between the crash and the
+/// resume (its checkpoint naming another tree) gets no attestation.
+#[test]
+fn a_resume_never_attests_a_tree_the_record_was_rewritten_to() {
+    let (repo, id, _) = crash("ship");
+    let path = repo.path.join(format!(".git/pipeline/runs/{id}/run.json"));
+    let mut rec: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("record")).expect("json");
+    // Killed in the post-commit hook: the commit is on the run branch. The record is made to
+    // say it was committed with another tree (what a rewrite of the record would claim).
+    let branch = rec["branch"].as_str().expect("branch").to_owned();
+    let commit = repo.git(&["rev-parse", &branch]);
+    let other_tree = repo.git(&["rev-parse", "HEAD^{tree}"]);
+    rec["resume"]["checkpoint"] =
+        serde_json::json!({"at": "committed", "commit": commit, "tree": other_tree});
+    std::fs::write(&path, serde_json::to_string(&rec).expect("json")).expect("write");
+    let out = repo.pipeline(&["resume", &id]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not the approved change"),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(
+        repo.git_out(&["notes", "--ref=pipeline", "show", &commit])
+            .code,
+        0,
+        "no attestation for it"
+    );
+}
