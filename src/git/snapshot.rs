@@ -149,7 +149,9 @@ impl Snapshotter {
             self.refresh_once();
         }
         self.taken.set(self.taken.get() + 1);
-        self.run_ours(&["add", "--all", "--", ":/"])?;
+        // `--sparse`: in a sparse checkout, a file the agent wrote outside the cone is part of
+        // its work (plain `add` refuses it); entries left out of the cone stay as they are.
+        self.run_ours(&["add", "--sparse", "--all", "--", ":/"])?;
         let out = self.run_ours(&["write-tree"])?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }

@@ -805,7 +805,7 @@ impl<'a> Run<'a> {
         // Take the state as the agent left it. When that cannot be read (a nested repository
         // without a commit, unreadable files), the worktree is the only copy of the work: it is
         // kept, whatever else happens.
-        let (tree, unarchivable) = if wt_exists {
+        let (tree, mut unarchivable) = if wt_exists {
             match self.ws.snap.as_ref().map(|s| s.tree()) {
                 Some(Ok(t)) => (Some(t), None),
                 Some(Err(e)) => (self.ws.last_tree.clone(), Some(e.to_string())),
@@ -828,17 +828,22 @@ impl<'a> Run<'a> {
             // Nothing was changed: there is no work to keep. A reverified commit is its own record.
             _ if matches!(self.plan.target.mode, Mode::Reverify { .. }) => {}
             Some(t) if t == self.plan.target.base_tree && !agent_committed => {}
-            Some(tree) => {
-                let name = rollback::archive(
-                    &self.ws.repo,
-                    &self.log.dir.id,
-                    &tree,
-                    &self.plan.target.base,
-                    tip.as_deref(),
-                    why,
-                )?;
-                self.log.rec.archive = Some(name);
-            }
+            Some(tree) => match rollback::archive(
+                &self.ws.repo,
+                &self.log.dir.id,
+                &tree,
+                &self.plan.target.base,
+                tip.as_deref(),
+                why,
+            ) {
+                Ok(name) => self.log.rec.archive = Some(name),
+                // A full disk, a ref that cannot be written: the worktree (and the branch) are
+                // then the only copy of the work, and are kept.
+                Err(e) if wt_exists => {
+                    unarchivable = Some(format!("the archive could not be written: {e}"));
+                }
+                Err(e) => return Err(e),
+            },
             None => {}
         }
         if let Some(why) = &unarchivable {

@@ -926,3 +926,40 @@ fn faked_run_names_and_a_rewritten_commondir_are_caught() {
         "{r}"
     );
 }
+
+/// When the archive itself cannot be written (a full disk; here, a file where git needs the
+/// archive folder), a failed run keeps its worktree and says where the work is.
+#[test]
+fn agent_work_is_kept_when_the_archive_cannot_be_written() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:mine", "*:exit:1"],
+        &["*:approve"],
+        "[limits]\nmax_fix_attempts = 0\n",
+    );
+    std::fs::create_dir_all(repo.path.join(".git/refs/pipeline")).expect("refs/pipeline");
+    std::fs::write(
+        repo.path.join(".git/refs/pipeline/archive"),
+        "not a folder\n",
+    )
+    .expect("block the archive folder");
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("could not be archived (the archive could not be written"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_root().join(&id);
+    assert!(
+        out.stderr.contains(&wt.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(wt.join("src/new.rs")).expect("the work is kept"),
+        "mine\n"
+    );
+}

@@ -333,3 +333,39 @@ fn a_same_size_edit_right_after_checkout_is_seen() {
         "# DEMO"
     );
 }
+
+/// In a sparse checkout, the run's worktree is sparse too; what the agent writes outside the
+/// cone is its work like any other (shipped), and what stays outside is never taken as deleted.
+#[test]
+fn a_sparse_checkout_ships_edits_outside_the_cone_and_deletes_nothing() {
+    let repo = TestRepo::new();
+    repo.write("b/y.txt", "old\n");
+    repo.write("b/keep.txt", "keep\n");
+    repo.commit_all("b");
+    repo.agents(
+        &[
+            "*:append:src/lib.rs:// more",
+            "*:write:b/new.txt:outside the cone",
+            "*:write:b/y.txt:changed outside the cone",
+        ],
+        &["*:approve"],
+        "",
+    );
+    repo.git(&["sparse-checkout", "set", "--cone", "src"]);
+    assert!(
+        !repo.path.join("b/keep.txt").exists(),
+        "b/ is outside the cone"
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    let changed = repo.git(&["diff", "--name-status", &format!("{commit}^"), &commit]);
+    assert_eq!(
+        changed, "A\tb/new.txt\nM\tb/y.txt\nM\tsrc/lib.rs",
+        "only what the agent changed: {changed}"
+    );
+    assert_eq!(
+        repo.git(&["show", &format!("{commit}:b/y.txt")]),
+        "changed outside the cone"
+    );
+}
