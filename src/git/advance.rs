@@ -154,3 +154,90 @@ pub fn operation_in_progress(common_dir: &Path, branch_ref: &str) -> Option<Stri
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run git in `dir` as a person would; panics on failure unless `may_fail`.
+    fn git(dir: &Path, args: &[&str], may_fail: bool) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .env("GIT_EDITOR", ":")
+            .output()
+            .expect("git runs");
+        assert!(
+            may_fail || out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A repository on main whose `f` conflicts with branch `other`'s.
+    fn conflicting(dir: &Path) {
+        git(dir, &["init", "-q", "-b", "main"], false);
+        std::fs::write(dir.join("f"), "base\n").expect("write");
+        git(dir, &["add", "f"], false);
+        git(dir, &["commit", "-q", "-m", "base"], false);
+        git(dir, &["checkout", "-q", "-b", "other"], false);
+        std::fs::write(dir.join("f"), "other\n").expect("write");
+        git(dir, &["commit", "-q", "-am", "other"], false);
+        git(dir, &["checkout", "-q", "main"], false);
+        std::fs::write(dir.join("f"), "main\n").expect("write");
+        git(dir, &["commit", "-q", "-am", "main"], false);
+    }
+
+    #[test]
+    fn every_operation_in_progress_on_the_branch_is_named() {
+        let cases: [(&[&str], &str, &[&str]); 4] = [
+            (
+                &["merge", "other"],
+                "a merge on main is in progress",
+                &["merge", "--abort"],
+            ),
+            (
+                &["cherry-pick", "other"],
+                "a cherry-pick on main is in progress",
+                &["cherry-pick", "--abort"],
+            ),
+            (
+                &["revert", "--no-edit", "HEAD~1"],
+                "",
+                &["revert", "--abort"],
+            ),
+            (
+                &["bisect", "start"],
+                "a bisect of main is in progress",
+                &["bisect", "reset"],
+            ),
+        ];
+        for (start, expected, abort) in cases {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            conflicting(tmp.path());
+            let git_dir = tmp.path().join(".git");
+            assert_eq!(operation_in_progress(&git_dir, "refs/heads/main"), None);
+            if start[0] == "revert" {
+                // A revert that conflicts: undo "main" on top of a commit that changed f again.
+                std::fs::write(tmp.path().join("f"), "again\n").expect("write");
+                git(tmp.path(), &["commit", "-q", "-am", "again"], false);
+            }
+            git(tmp.path(), start, true);
+            let found = operation_in_progress(&git_dir, "refs/heads/main");
+            assert!(
+                found.as_deref().is_some_and(|f| f.starts_with(expected)),
+                "{start:?}: {found:?}"
+            );
+            assert_eq!(operation_in_progress(&git_dir, "refs/heads/other"), None);
+            git(tmp.path(), abort, false);
+            assert_eq!(operation_in_progress(&git_dir, "refs/heads/main"), None);
+        }
+    }
+}

@@ -55,7 +55,17 @@ impl Repo {
                 stderr.trim()
             )));
         }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Run records, prompts and events hold paths as text: a repository whose path is not
+        // UTF-8 is named and refused here, never half-worked with mangled paths.
+        let Ok(text) = String::from_utf8(out.stdout) else {
+            return Err(Error::usage_hint(
+                format!(
+                    "the repository's path is not valid UTF-8 ({}): git-pipeline records paths as text",
+                    cwd.display()
+                ),
+                "rename or move the repository (or its parent folders) to a UTF-8 path",
+            ));
+        };
         let mut lines = text.lines();
         let (Some(common), Some(git_dir), Some(inside)) =
             (lines.next(), lines.next(), lines.next())

@@ -518,3 +518,24 @@ fn a_run_says_when_it_starts_during_a_bisect_or_in_a_runs_worktree() {
     let out = repo.pipeline_in(std::path::Path::new(&kept), &["run", "fix the typo"]);
     assert!(out.stderr.contains("is a run's worktree"), "{}", out.stderr);
 }
+
+/// Records, prompts and events hold paths as text: a repository whose path is not UTF-8 is
+/// refused with one line naming it (exit 3), not half-worked with mangled paths.
+#[test]
+fn a_repository_path_that_is_not_utf8_is_named_and_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = TestRepo::new();
+    let odd = repo
+        .root()
+        .join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff"));
+    std::fs::create_dir_all(&odd).expect("folder");
+    repo.git_in(&odd, &["init", "-q"]);
+    let out = repo.pipeline_in(&odd, &["run", "fix the typo"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line()
+            .contains("the repository's path is not valid UTF-8"),
+        "{}",
+        out.stderr
+    );
+}

@@ -71,6 +71,31 @@ fn planting_git_config_and_hooks_through_the_worktree_is_caught_and_undone() {
     );
 }
 
+/// `core.fsmonitor` names a program git runs on every status; `core.untrackedCache` would let
+/// a stale cache hide files. Set from the worktree, both land in the shared config: caught, put
+/// back, and the planted program never runs for git-pipeline's own snapshots.
+#[test]
+fn an_fsmonitor_or_untracked_cache_planted_in_the_config_is_caught_and_undone() {
+    let repo = TestRepo::new();
+    let before = std::fs::read(repo.path.join(".git/config")).expect("config");
+    let ran = repo.root().join("logs/fsmonitor-ran");
+    let r = hostile(
+        &repo,
+        &format!(
+            "*:run:git config core.fsmonitor 'touch {}' && git config core.untrackedCache true",
+            ran.display()
+        ),
+        1,
+    );
+    assert_eq!(r["reason"], "containment");
+    assert_eq!(
+        std::fs::read(repo.path.join(".git/config")).expect("config"),
+        before,
+        "config restored"
+    );
+    assert!(!ran.exists(), "the planted fsmonitor program never ran");
+}
+
 #[test]
 fn creating_or_moving_other_branches_is_caught_and_undone() {
     let repo = TestRepo::new();
