@@ -20,6 +20,7 @@ pub mod refs;
 pub mod repo;
 pub mod snapshot;
 pub mod status;
+pub mod submodules;
 pub mod worktree;
 
 use std::ffi::{OsStr, OsString};

@@ -98,6 +98,9 @@ pub(crate) struct Run<'a> {
     pub details: Vec<String>,
     /// `<config entry> (<program>)` of the verifier that last ran, for the attestation.
     pub verifier_label: Option<String>,
+    /// Why the worktree must be kept whatever happens (work the archive cannot hold: edits
+    /// inside a submodule, a submodule commit that exists nowhere else).
+    pub keep_reason: Option<String>,
     /// `--version` of the preset CLIs whose edits ship (attestations and trailers name them).
     pub cli_versions: std::collections::BTreeMap<String, String>,
     /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
@@ -194,6 +197,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             details: Vec::new(),
             verifier_label: None,
+            keep_reason: None,
             cli_versions: std::collections::BTreeMap::new(),
             docs_changes: Vec::new(),
             split: None,
@@ -807,9 +811,9 @@ impl<'a> Run<'a> {
         // kept, whatever else happens.
         let (tree, mut unarchivable) = if wt_exists {
             match self.ws.snap.as_ref().map(|s| s.tree()) {
-                Some(Ok(t)) => (Some(t), None),
+                Some(Ok(t)) => (Some(t), self.keep_reason.clone()),
                 Some(Err(e)) => (self.ws.last_tree.clone(), Some(e.to_string())),
-                None => (self.ws.last_tree.clone(), None),
+                None => (self.ws.last_tree.clone(), self.keep_reason.clone()),
             }
         } else {
             (self.ws.last_tree.clone(), None)

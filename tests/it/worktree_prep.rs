@@ -369,3 +369,68 @@ fn a_sparse_checkout_ships_edits_outside_the_cone_and_deletes_nothing() {
         "changed outside the cone"
     );
 }
+
+/// A repository whose `sub/` is a submodule (cloned from a local repository), with `config`.
+fn with_submodule(builder: &[&str]) -> TestRepo {
+    let repo = TestRepo::new();
+    let upstream = repo.root().join("sub-upstream");
+    std::fs::create_dir_all(&upstream).expect("upstream");
+    repo.git_in(&upstream, &["init", "-q", "-b", "main"]);
+    std::fs::write(upstream.join("s.txt"), "s\n").expect("write");
+    repo.git_in(&upstream, &["add", "s.txt"]);
+    repo.git_in(&upstream, &["commit", "-q", "-m", "s"]);
+    repo.git(&["submodule", "add", "-q", &upstream.to_string_lossy(), "sub"]);
+    repo.git(&["commit", "-q", "-m", "add the submodule"]);
+    repo.agents(builder, &["*:approve"], "[run]\nsandbox = \"off\"\n");
+    repo
+}
+
+/// Work inside a submodule is never lost: edits not committed there, or a submodule commit that
+/// exists only in the run's worktree, end the run with the worktree kept and the reason named.
+#[test]
+fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
+    let repo = with_submodule(&["*:append:sub/s.txt:edited inside"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(1);
+    assert!(
+        out.error_line()
+            .contains("changed files inside submodule sub without committing them there"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_root().join(&id);
+    assert_eq!(
+        std::fs::read_to_string(wt.join("sub/s.txt")).expect("the edit is kept"),
+        "s\nedited inside\n"
+    );
+
+    let repo = with_submodule(&["*:run:cd sub && echo more >> s.txt && git commit -qam inside"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(1);
+    assert!(
+        out.error_line()
+            .contains("exists only in this run's worktree"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_root().join(&id);
+    let log = repo.git_in(&wt.join("sub"), &["log", "-1", "--format=%s"]);
+    assert_eq!(log, "inside", "the submodule commit is kept");
+
+    // Moving the submodule to a commit its remote has (a dependency bump) ships as usual.
+    let repo = with_submodule(&["*:run:cd sub && git fetch -q && git checkout -q origin/main"]);
+    let upstream = repo.root().join("sub-upstream");
+    std::fs::write(upstream.join("s.txt"), "s\nupstream\n").expect("write");
+    repo.git_in(&upstream, &["commit", "-q", "-am", "upstream"]);
+    let bumped = repo.git_in(&upstream, &["rev-parse", "HEAD"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{commit}:sub")]),
+        bumped,
+        "the gitlink moved to the published commit"
+    );
+}

@@ -169,6 +169,38 @@ impl Run<'_> {
         Ok(Next::Continue(()))
     }
 
+    /// Work the superproject's tree cannot carry: files changed inside a submodule without a
+    /// commit there, or a gitlink moved to a commit on no remote-tracking branch of the
+    /// submodule (it exists only in this worktree, which goes when the run ends).
+    fn submodule_problem(&self, snapshot: &Snapshot) -> Result<Option<String>> {
+        if !self.ws.worktree.join(".gitmodules").exists() {
+            return Ok(None);
+        }
+        let Some(snap) = self.ws.snap.as_ref() else {
+            return Ok(None);
+        };
+        let dirty = crate::git::submodules::dirty(&snap.git())?;
+        if !dirty.is_empty() {
+            return Ok(Some(format!(
+                "the builder changed files inside submodule {} without committing them there; a submodule's change ships as a commit of it (the superproject records only its commit id)",
+                dirty.join(", ")
+            )));
+        }
+        let unpublished = crate::git::submodules::unpublished(
+            &self.ws.repo,
+            &self.ws.worktree,
+            &self.plan.target.base_tree,
+            &snapshot.tree,
+        )?;
+        if let Some((path, commit)) = unpublished.first() {
+            return Ok(Some(format!(
+                "the change moves submodule {path} to {}, a commit on no remote-tracking branch of it: it exists only in this run's worktree, so the shipped commit would point at nothing; push it to the submodule's remote first",
+                &commit[..commit.len().min(12)]
+            )));
+        }
+        Ok(None)
+    }
+
     /// What the builder changed, as a snapshot; the run ends when it changed nothing or when the
     /// tree repeats an earlier attempt's (oscillation). A resumed check of an attempt already
     /// recorded is not a new attempt.
@@ -179,6 +211,11 @@ impl Run<'_> {
             .iter()
             .map(|c| c.path.to_string_lossy().into_owned())
             .collect();
+        if let Some(why) = self.submodule_problem(&snapshot)? {
+            // The archive holds the superproject's tree only: the worktree is the work.
+            self.keep_reason = Some(why.clone());
+            return Ok(Next::End(Ending::failed(Reason::AgentError, why)));
+        }
         if snapshot.changes.is_empty() {
             return Ok(Next::End(Ending::failed(
                 Reason::AgentError,
