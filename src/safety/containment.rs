@@ -121,6 +121,31 @@ pub struct Fingerprint {
     /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
     /// or someone else's.
     at: i64,
+    /// Other runs' records (`run.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
+    /// its own; a change to a finished run's record is a step's doing.
+    records: BTreeMap<PathBuf, (u64, i128, u64)>,
+}
+
+/// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode).
+fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, (u64, i128, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut print = BTreeMap::new();
+    let Ok(runs) = std::fs::read_dir(common_dir.join("pipeline").join("runs")) else {
+        return print;
+    };
+    for run in runs.flatten() {
+        if run.file_name() == own {
+            continue;
+        }
+        for name in ["run.json", "events.jsonl", "bundle.json"] {
+            let path = run.path().join(name);
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                print.insert(path, (m.len(), mtime, m.ino()));
+            }
+        }
+    }
+    print
 }
 
 /// A control file's content (or, past [`KEEP_LIMIT`], its stat) and mode; `None` when absent.
@@ -213,6 +238,11 @@ impl Guard {
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
             folder: crate::git::worktree::identity(&self.at.worktree),
             at: now_secs(),
+            records: if self.at.checks.refs {
+                records_print(&self.at.common_dir, &self.at.run_id)
+            } else {
+                BTreeMap::new()
+            },
         })
     }
 
@@ -362,6 +392,58 @@ impl Guard {
             review
                 .breaches
                 .push("the worktree's .git pointer was rewritten".to_owned());
+        }
+        // Other runs' records. A live run writes its own (and a starting one makes its folder);
+        // git-pipeline's commands (`abandon`, `clean`) only ever replace a `run.json` whole (a new
+        // file renamed into place) and append to `events.jsonl`. Anything else done to a record
+        // of a run that is not running (truncated, edited in place, deleted, an event log cut or
+        // swapped) is the step's. No copy is kept, so it cannot be put back: the run stops and
+        // says which. The sandbox prevents it where it runs.
+        let names: std::collections::BTreeSet<&PathBuf> =
+            before.records.keys().chain(after.records.keys()).collect();
+        for path in names {
+            let (old, new) = (before.records.get(path), after.records.get(path));
+            let tampered = match (old, new) {
+                (Some(o), Some(n)) if o == n => false,
+                (None, Some(_)) => false,
+                (Some(_), None) => true,
+                (Some(&(old_len, _, old_ino)), Some(&(new_len, _, new_ino))) => {
+                    let log = path.file_name().is_some_and(|n| n == "events.jsonl");
+                    if log {
+                        new_ino != old_ino || new_len < old_len
+                    } else {
+                        new_ino == old_ino
+                    }
+                }
+                (None, None) => false,
+            };
+            let live = || {
+                path.parent().is_some_and(|d| {
+                    matches!(
+                        crate::store::lock::liveness(&d.join("lock")),
+                        crate::store::lock::Liveness::Alive(_)
+                    )
+                })
+            };
+            if !tampered || live() {
+                continue;
+            }
+            let what = format!(
+                "the record {} of another run was {}",
+                path.display(),
+                if new.is_none() {
+                    "deleted"
+                } else {
+                    "cut or rewritten in place"
+                }
+            );
+            if sandboxed {
+                review
+                    .others
+                    .push(format!("{what} (the sandboxed step could not write there)"));
+            } else {
+                review.breaches.push(what);
+            }
         }
         if before.config != after.config {
             review.breaches.push(

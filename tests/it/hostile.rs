@@ -96,6 +96,42 @@ fn an_fsmonitor_or_untracked_cache_planted_in_the_config_is_caught_and_undone() 
     assert!(!ran.exists(), "the planted fsmonitor program never ran");
 }
 
+/// Another run's records are its history (`show`, `stats`, `resume`): a step that cuts them
+/// stops the run, naming the record. git-pipeline's own ways of writing them (a whole new
+/// `run.json` renamed into place, appended events) by a command such as `abandon` never count.
+#[test]
+fn cutting_another_runs_records_stops_the_run() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/first.rs:x"], &["*:approve"], "");
+    let first = repo.pipeline(&["run", "--json", "fix the typo"]);
+    first.assert_code(0);
+    let first_id = first.json()["run_id"].as_str().expect("id").to_owned();
+    let dir = repo.path.join(format!(".git/pipeline/runs/{first_id}"));
+    let events_before = std::fs::read(dir.join("events.jsonl")).expect("events");
+    for trick in [
+        format!("*:run:: > {}", dir.join("run.json").display()),
+        format!("*:run:rm {}", dir.join("events.jsonl").display()),
+    ] {
+        std::fs::write(dir.join("events.jsonl"), &events_before).expect("events back");
+        let record = std::fs::read(dir.join("run.json")).expect("record");
+        arm(&repo, &trick);
+        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        out.assert_code(1);
+        let r = out.json();
+        assert_eq!(r["commit"], Value::Null, "nothing ships");
+        assert_eq!(r["reason"], "containment", "{trick}");
+        let error = r["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains(&format!("runs/{first_id}/")) && error.contains("of another run was"),
+            "{trick}: {error}"
+        );
+        // The next test round starts from a sound record.
+        if std::fs::read(dir.join("run.json")).map_or(true, |r| r.is_empty()) {
+            std::fs::write(dir.join("run.json"), &record).expect("record back");
+        }
+    }
+}
+
 #[test]
 fn creating_or_moving_other_branches_is_caught_and_undone() {
     let repo = TestRepo::new();
