@@ -261,15 +261,58 @@ pub struct Freed {
     pub runs_abandoned: usize,
     pub archives_expired: usize,
     pub bytes: u64,
+    /// Actions that could not be carried out (a worktree whose work cannot be archived, say):
+    /// what was left as it is, and why. The others went ahead.
+    pub failed: Vec<String>,
 }
 
-/// Carry out a plan.
+/// Carry out a plan. An action that fails leaves its target as it was and the others go on:
+/// nothing is removed without its work archived first.
 pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Result<Freed> {
     let git = repo.git();
     let mut freed = Freed::default();
     // Orphans' branches go in one transaction at the end (one git process, not one each).
     let mut orphan_branches = Vec::new();
     for action in &plan.actions {
+        if let Err(e) = apply_one(repo, store, action, &mut freed, &mut orphan_branches) {
+            freed
+                .failed
+                .push(format!("{}: {e}", describe_target(action)));
+        }
+    }
+    if !orphan_branches.is_empty() {
+        let _guard = acquire_repo(&repo.pipeline_dir())?;
+        let existing = crate::git::refs::existing(&git, &orphan_branches)?;
+        if !existing.is_empty() {
+            crate::git::refs::delete_all(&git, &existing)?;
+            freed.branches += existing.len();
+        }
+    }
+    Ok(freed)
+}
+
+/// What an action works on, for the line that says it was left alone.
+fn describe_target(action: &Action) -> String {
+    match action {
+        Action::AbandonRun { run_id, .. } => format!("run {run_id} left as it is"),
+        Action::RemoveWorktree { path, .. } | Action::RemoveOrphanWorktree { path, .. } => {
+            format!("worktree {} kept", path.display())
+        }
+        Action::DeleteBranch { branch, .. } => format!("branch {branch} kept"),
+        Action::ExpireArchive { reference, .. } => format!("archive {reference} kept"),
+        Action::RemoveTrash { path } => format!("{} left", path.display()),
+    }
+}
+
+fn apply_one(
+    repo: &Repo,
+    store: &crate::store::Store,
+    action: &Action,
+    freed: &mut Freed,
+    orphan_branches: &mut Vec<String>,
+) -> Result<()> {
+    let git = repo.git();
+    {
         match action {
             Action::AbandonRun { run_id, why } => {
                 let dir = store.find(run_id, Default::default())?;
@@ -357,24 +400,11 @@ pub fn apply(repo: &Repo, store: &crate::store::Store, plan: &CleanPlan) -> Resu
             }
             Action::RemoveTrash { path } => {
                 freed.bytes += size_of(path);
-                match std::fs::remove_dir_all(path) {
-                    Ok(()) => {}
-                    // Its own deletion got there first.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io_path("remove", path, e)),
-                }
+                worktree::delete_now(path)?;
             }
         }
     }
-    if !orphan_branches.is_empty() {
-        let _guard = acquire_repo(&repo.pipeline_dir())?;
-        let existing = crate::git::refs::existing(&git, &orphan_branches)?;
-        if !existing.is_empty() {
-            crate::git::refs::delete_all(&git, &existing)?;
-            freed.branches += existing.len();
-        }
-    }
-    Ok(freed)
+    Ok(())
 }
 
 fn size_of(path: &Path) -> u64 {

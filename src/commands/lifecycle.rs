@@ -172,7 +172,12 @@ pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             out,
             &format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
         )?;
-        return Ok(Exit::Success);
+        let failed = freed.as_ref().is_some_and(|f| !f.failed.is_empty());
+        return Ok(if failed {
+            Exit::StageFailure
+        } else {
+            Exit::Success
+        });
     }
     let mut t = String::new();
     let verb = if cmd.dry_run { "would" } else { "did" };
@@ -203,6 +208,14 @@ pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
             f.archives_expired,
             f.runs_abandoned
         ));
+        for failed in &f.failed {
+            t.push_str(&format!("  not done: {failed}\n"));
+        }
+        emit(out, &t)?;
+        if !f.failed.is_empty() {
+            return Ok(Exit::StageFailure);
+        }
+        return Ok(Exit::Success);
     }
     emit(out, &t)?;
     Ok(Exit::Success)

@@ -149,11 +149,53 @@ impl Snapshotter {
             self.refresh_once();
         }
         self.taken.set(self.taken.get() + 1);
-        // `--sparse`: in a sparse checkout, a file the agent wrote outside the cone is part of
-        // its work (plain `add` refuses it); entries left out of the cone stay as they are.
-        self.run_ours(&["add", "--sparse", "--all", "--", ":/"])?;
+        self.add_all()?;
         let out = self.run_ours(&["write-tree"])?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Stage the whole worktree. `--sparse`: in a sparse checkout, a file the agent wrote
+    /// outside the cone is part of its work (plain `add` refuses it); entries left out of the
+    /// cone stay as they are. A folder git cannot read is only a warning to `git add`, and its
+    /// files would silently be missing from the tree: here it is an error, so the worktree is
+    /// kept rather than archived without them.
+    fn add_all(&self) -> Result<()> {
+        let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
+        let args = [
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "core.untrackedCache=false",
+            "add",
+            "--sparse",
+            "--all",
+            "--",
+            ":/",
+        ];
+        let out = self.git().output(
+            args,
+            Opts {
+                env: &env,
+                ..Opts::default()
+            },
+        )?;
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        if !out.status.success() {
+            return Err(super::failure(&args, &out));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let unreadable: Vec<&str> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("warning: could not open directory '"))
+            .filter_map(|l| l.split_once("': ").map(|(dir, _)| dir))
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(Error::other(format!(
+                "folders in the worktree cannot be read: {}",
+                unreadable.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// An index written in the same second as the checkout leaves every entry "racy", and our

@@ -179,9 +179,14 @@ pub const TRASH_PREFIX: &str = ".git-pipeline-trash-";
 /// that a long-lived process leaves no zombies; it outlives us if we exit first.
 pub fn delete_in_background(dir: &Path) {
     use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new("rm")
-        .arg("-rf")
-        .arg("--")
+    // `chmod` first: a folder an agent made unreadable (`chmod 000`) would stop `rm` and leave
+    // the trash behind forever. `chmod -R` does not follow symlinks, so nothing outside changes.
+    let child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "chmod -R u+rwX -- \"$1\" 2>/dev/null; exec rm -rf -- \"$1\"",
+            "sh",
+        ])
         .arg(dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -194,10 +199,28 @@ pub fn delete_in_background(dir: &Path) {
                 let _ = c.wait();
             });
         }
-        // No `rm`: delete it here, more slowly.
+        // No `sh`: delete it here, more slowly.
         Err(_) => {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// Delete a folder git-pipeline made (a trash folder) now, including folders an agent made
+/// unreadable: they are made readable first (never following symlinks out).
+pub fn delete_now(dir: &Path) -> Result<()> {
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+rwX", "--"])
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        // Its own deletion got there first.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::error::Error::io_path("remove", dir, e)),
     }
 }
 

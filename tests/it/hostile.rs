@@ -1024,3 +1024,81 @@ fn agent_work_is_kept_when_the_archive_cannot_be_written() {
         "mine\n"
     );
 }
+
+/// `git pipeline` as a user without root's override of file permissions: where the tests run as
+/// root, the same process with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped (`setpriv`), so
+/// that `chmod 000` means to it what it means to everyone else.
+fn pipeline_as_a_user(repo: &TestRepo, args: &[&str]) -> crate::common::Out {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let mut cmd = if root {
+        let mut c = repo.command("setpriv", &repo.path);
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            crate::common::BIN,
+        ]);
+        c
+    } else {
+        repo.pipeline_cmd()
+    };
+    crate::common::Out::from(cmd.args(args).output().expect("run git-pipeline"))
+}
+
+/// Files or folders an agent made unreadable (`chmod 000`): the worktree is the only copy of
+/// that work, so it is kept (never archived without them and removed), and once a person has
+/// looked, `clean` removes it, leaving no trash folder behind.
+#[test]
+fn unreadable_work_is_kept_and_clean_removes_it_later() {
+    if crate::common::tool("setpriv").is_none() {
+        return;
+    }
+    let repo = TestRepo::new();
+    arm(
+        &repo,
+        "*:run:mkdir locked && echo secret > locked/f && chmod 000 locked && exit 1",
+    );
+    let out = pipeline_as_a_user(&repo, &["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("folders in the worktree cannot be read: locked/"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_root().join(&id);
+    assert!(
+        wt.join("locked").exists(),
+        "the worktree is kept with the folder"
+    );
+
+    // `clean` never removes what it cannot archive: it says so, and does the rest.
+    let out = pipeline_as_a_user(&repo, &["clean", "--all"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("not done: worktree {} kept", wt.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(wt.join("locked").exists());
+    // Once the person has looked (and made it readable), `clean` removes it.
+    repo.command("chmod", repo.root())
+        .args(["u+rwx"])
+        .arg(wt.join("locked"))
+        .status()
+        .expect("chmod");
+    let out = pipeline_as_a_user(&repo, &["clean", "--all"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Deletion runs in the background: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let leftovers = || {
+        std::fs::read_dir(repo.worktree_root())
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    while leftovers() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), 0, "no worktree and no trash folder is left");
+}
