@@ -71,6 +71,8 @@ pub struct Review {
     pub others: Vec<String>,
     /// Refs the step changed, with their value before it (`None`: it created them).
     step_refs: Vec<(String, Option<String>)>,
+    /// Other runs' records the step cut, rewrote or deleted.
+    step_records: Vec<PathBuf>,
 }
 
 /// Where a guard is to look.
@@ -124,6 +126,25 @@ pub struct Fingerprint {
     /// Other runs' records (`run.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
     /// its own; a change to a finished run's record is a step's doing.
     records: BTreeMap<PathBuf, (u64, i128, u64)>,
+    /// Their contents, while all of them together stay under [`RECORDS_KEPT`]: what a
+    /// breach of them is put back from.
+    record_copies: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+/// The most of other runs' records kept in memory to put them back (a repository with hundreds
+/// of runs fits; beyond it, a change to them is reported, not undone).
+const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
+
+/// The contents of `records`, when they fit in [`RECORDS_KEPT`] together.
+fn record_copies(records: &BTreeMap<PathBuf, (u64, i128, u64)>) -> BTreeMap<PathBuf, Vec<u8>> {
+    let total: u64 = records.values().map(|(len, _, _)| len).sum();
+    if total > RECORDS_KEPT {
+        return BTreeMap::new();
+    }
+    records
+        .keys()
+        .filter_map(|p| std::fs::read(p).ok().map(|b| (p.clone(), b)))
+        .collect()
 }
 
 /// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode).
@@ -220,6 +241,11 @@ impl Guard {
             (BTreeMap::new(), 0)
         };
         let (refs, managed, branch_tip) = self.refs()?;
+        let records = if self.at.checks.refs {
+            records_print(&self.at.common_dir, &self.at.run_id)
+        } else {
+            BTreeMap::new()
+        };
         Ok(Fingerprint {
             checkouts,
             files,
@@ -238,11 +264,8 @@ impl Guard {
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
             folder: crate::git::worktree::identity(&self.at.worktree),
             at: now_secs(),
-            records: if self.at.checks.refs {
-                records_print(&self.at.common_dir, &self.at.run_id)
-            } else {
-                BTreeMap::new()
-            },
+            record_copies: record_copies(&records),
+            records,
         })
     }
 
@@ -277,6 +300,12 @@ impl Guard {
         for path in now.keys() {
             if !before.files.contains_key(path) && std::fs::remove_file(path).is_ok() {
                 done.push(format!("removed {}", path.display()));
+            }
+        }
+        for path in &review.step_records {
+            if let Some(bytes) = before.record_copies.get(path) {
+                crate::store::atomic::write(path, bytes)?;
+                done.push(format!("restored {}", path.display()));
             }
         }
         for (name, old) in &review.step_refs {
@@ -397,8 +426,8 @@ impl Guard {
         // git-pipeline's commands (`abandon`, `clean`) only ever replace a `run.json` whole (a new
         // file renamed into place) and append to `events.jsonl`. Anything else done to a record
         // of a run that is not running (truncated, edited in place, deleted, an event log cut or
-        // swapped) is the step's. No copy is kept, so it cannot be put back: the run stops and
-        // says which. The sandbox prevents it where it runs.
+        // swapped) is the step's: the run stops, says which, and puts it back from the copy taken
+        // before the step (when the records fit in memory). The sandbox prevents it where it runs.
         let names: std::collections::BTreeSet<&PathBuf> =
             before.records.keys().chain(after.records.keys()).collect();
         for path in names {
@@ -443,6 +472,7 @@ impl Guard {
                     .push(format!("{what} (the sandboxed step could not write there)"));
             } else {
                 review.breaches.push(what);
+                review.step_records.push(path.clone());
             }
         }
         if before.config != after.config {

@@ -399,6 +399,9 @@ fn secrets_from_the_environment_never_reach_stored_outputs() {
             "*:env:DATABASE_URL",
             "*:env:SOME_SETTING",
             "*:env:GH_PAT",
+            "*:env:ANTHROPIC_AUTH",
+            "*:env:CREDENTIALS",
+            "*:env:OTHER_THING",
         ],
         &["*:approve"],
         "",
@@ -409,7 +412,13 @@ fn secrets_from_the_environment_never_reach_stored_outputs() {
         .env("MY_API_KEY", "sk-very-secret-value-123")
         .env("DATABASE_URL", "postgres://app:hunter2-db-pass@db:5432/x")
         .env("SOME_SETTING", "ghp_16C7e42F292c6912E7710c838347Ae178B4a")
-        .env("GH_PAT", "plain-looking-pat-value");
+        .env("GH_PAT", "plain-looking-pat-value")
+        .env("ANTHROPIC_AUTH", "plain-anthropic-auth-value")
+        .env("CREDENTIALS", "plain-credentials-value")
+        .env(
+            "OTHER_THING",
+            "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        );
     let out = cmd.output().expect("run");
     assert!(
         out.status.success(),
@@ -428,6 +437,9 @@ fn secrets_from_the_environment_never_reach_stored_outputs() {
                 "hunter2-db-pass",
                 "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
                 "plain-looking-pat-value",
+                "plain-anthropic-auth-value",
+                "plain-credentials-value",
+                "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
             ] {
                 assert!(
                     !text.contains(secret),

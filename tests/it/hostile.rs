@@ -97,7 +97,7 @@ fn an_fsmonitor_or_untracked_cache_planted_in_the_config_is_caught_and_undone() 
 }
 
 /// Another run's records are its history (`show`, `stats`, `resume`): a step that cuts them
-/// stops the run, naming the record. git-pipeline's own ways of writing them (a whole new
+/// stops the run, naming the record, and they are put back. git-pipeline's own ways of writing them (a whole new
 /// `run.json` renamed into place, appended events) by a command such as `abandon` never count.
 #[test]
 fn cutting_another_runs_records_stops_the_run() {
@@ -108,12 +108,11 @@ fn cutting_another_runs_records_stops_the_run() {
     let first_id = first.json()["run_id"].as_str().expect("id").to_owned();
     let dir = repo.path.join(format!(".git/pipeline/runs/{first_id}"));
     let events_before = std::fs::read(dir.join("events.jsonl")).expect("events");
+    let record_before = std::fs::read(dir.join("run.json")).expect("record");
     for trick in [
         format!("*:run:: > {}", dir.join("run.json").display()),
         format!("*:run:rm {}", dir.join("events.jsonl").display()),
     ] {
-        std::fs::write(dir.join("events.jsonl"), &events_before).expect("events back");
-        let record = std::fs::read(dir.join("run.json")).expect("record");
         arm(&repo, &trick);
         let out = repo.pipeline(&["run", "--json", "fix the typo"]);
         out.assert_code(1);
@@ -125,10 +124,17 @@ fn cutting_another_runs_records_stops_the_run() {
             error.contains(&format!("runs/{first_id}/")) && error.contains("of another run was"),
             "{trick}: {error}"
         );
-        // The next test round starts from a sound record.
-        if std::fs::read(dir.join("run.json")).map_or(true, |r| r.is_empty()) {
-            std::fs::write(dir.join("run.json"), &record).expect("record back");
-        }
+        // Put back as it was.
+        assert_eq!(
+            std::fs::read(dir.join("run.json")).expect("record"),
+            record_before,
+            "{trick}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join("events.jsonl")).expect("events"),
+            events_before,
+            "{trick}"
+        );
     }
 }
 
