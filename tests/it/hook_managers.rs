@@ -91,9 +91,24 @@ fn pre_commit_framework() {
         return;
     };
     let (repo, bare) = setup();
+    // This project's own `.pre-commit-hooks.yaml`, as users get it: from a repository at a rev.
+    let hooks_repo = repo.root().join("git-pipeline-hooks");
+    std::fs::create_dir_all(&hooks_repo).expect("hooks repo");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.pre-commit-hooks.yaml"),
+        hooks_repo.join(".pre-commit-hooks.yaml"),
+    )
+    .expect("copy .pre-commit-hooks.yaml");
+    repo.git_in(&hooks_repo, &["init", "-q"]);
+    repo.git_in(&hooks_repo, &["add", ".pre-commit-hooks.yaml"]);
+    repo.git_in(&hooks_repo, &["commit", "-q", "-m", "hooks"]);
+    let rev = repo.git_in(&hooks_repo, &["rev-parse", "HEAD"]);
     repo.write(
         ".pre-commit-config.yaml",
-        "repos:\n- repo: local\n  hooks:\n  - id: git-pipeline\n    name: git-pipeline attestations\n    entry: git-pipeline hook pre-push\n    language: system\n    stages: [pre-push]\n    pass_filenames: false\n    always_run: true\n",
+        &format!(
+            "repos:\n- repo: {}\n  rev: {rev}\n  hooks:\n  - id: git-pipeline-attested\n",
+            hooks_repo.display()
+        ),
     );
     repo.commit_all("pre-commit config");
     let out = repo
