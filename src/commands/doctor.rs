@@ -181,6 +181,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         });
     }
     f.extend(misspelt_roles(&loaded));
+    f.extend(dependencies_finding(&git, &head, &loaded.config.gates));
     if crate::policy::trust::needs_trust(&loaded) {
         let blob = crate::policy::trust::key(&git, &head).ok().flatten();
         if blob
@@ -336,6 +337,52 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         )),
     }
     f
+}
+
+/// A run's worktree is a new checkout: dependencies installed in your checkout (ignored
+/// `node_modules/`, a poetry environment) are not in it. Without a gate that installs them
+/// first, every gate that needs them fails, and the builder is sent to fix what it did not break.
+fn dependencies_finding(
+    git: &crate::git::Git,
+    head: &str,
+    gates: &[crate::config::GateConfig],
+) -> Option<Finding> {
+    let at_head = |path: &str| {
+        objects::resolve_blob(git, head, path)
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    let (tool, install): (&str, &[&str]) = if at_head("pnpm-lock.yaml") {
+        ("pnpm", &["pnpm", "install", "--frozen-lockfile"])
+    } else if at_head("yarn.lock") {
+        ("yarn", &["yarn", "install", "--frozen-lockfile"])
+    } else if at_head("package-lock.json") {
+        ("npm", &["npm", "ci"])
+    } else if at_head("poetry.lock") {
+        ("poetry", &["poetry", "install", "--no-interaction"])
+    } else {
+        return None;
+    };
+    let installs = gates.iter().any(|g| {
+        let c = g.command.get_ref();
+        c.first().is_some_and(|p| p == tool)
+            && c.iter().skip(1).any(|a| a == "install" || a == "ci")
+    });
+    if installs || gates.is_empty() {
+        return None;
+    }
+    Some(Finding {
+        check: "dependencies".to_owned(),
+        level: Level::Note,
+        detail: format!(
+            "a run's worktree is a new checkout without your installed dependencies, and no gate installs them ({tool}): gates that need them will fail"
+        ),
+        fix: Some(format!(
+            "make the first gate install them: [[gates]] name = \"deps\" command = {:?}",
+            install
+        )),
+    })
 }
 
 /// Whether attestations will be signed, and with what (docs/attestations.md).

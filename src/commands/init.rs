@@ -116,6 +116,21 @@ pub fn detect(top: &Path) -> Project {
             "yarn" => "JavaScript (yarn)",
             _ => "JavaScript (npm)",
         });
+        // A run's worktree is a new checkout: `node_modules/` (ignored) is not in it. The first
+        // gate installs exactly what the lockfile says (it never edits the lockfile).
+        let install: Option<&[&str]> = match tool {
+            "pnpm" => Some(&["pnpm", "install", "--frozen-lockfile"]),
+            "yarn" => Some(&["yarn", "install", "--frozen-lockfile"]),
+            _ if has("package-lock.json") => Some(&["npm", "ci", "--no-audit", "--no-fund"]),
+            _ => None,
+        };
+        if let Some(cmd) = install {
+            p.gates.push(gate(
+                "deps",
+                cmd,
+                format!("{lock}: new worktrees have no node_modules/"),
+            ));
+        }
         let scripts: Vec<String> = std::fs::read_to_string(top.join("package.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -153,6 +168,12 @@ pub fn detect(top: &Path) -> Project {
             &["uv", "run"]
         } else if has("poetry.lock") {
             p.kinds.push("Python (poetry)");
+            // `poetry run` does not install (`uv run` does): new worktrees need it first.
+            p.gates.push(gate(
+                "deps",
+                &["poetry", "install", "--no-interaction"],
+                "poetry.lock: new worktrees have no environment",
+            ));
             &["poetry", "run"]
         } else {
             p.kinds.push("Python");

@@ -76,9 +76,20 @@ fn init_proposes_gates_from_the_project_and_never_overwrites() {
                 ("src/index.js", ""),
             ],
             vec![
+                "\"pnpm\", \"install\", \"--frozen-lockfile\"",
                 "\"pnpm\", \"run\", \"lint\"",
                 "\"pnpm\", \"run\", \"test\"",
                 "JavaScript (pnpm)",
+            ],
+        ),
+        (
+            vec![
+                ("package.json", "{\"scripts\": {\"test\": \"jest\"}}"),
+                ("package-lock.json", "{}"),
+            ],
+            vec![
+                "name = \"deps\"\ncommand = [\"npm\", \"ci\", \"--no-audit\", \"--no-fund\"]",
+                "\"npm\", \"run\", \"test\"",
             ],
         ),
         (
@@ -571,6 +582,7 @@ fn init_fits_workspaces_python_packages_and_go() {
             ],
             vec![
                 "\"my_pkg/**\"",
+                "\"poetry\", \"install\", \"--no-interaction\"",
                 "\"poetry\", \"run\", \"mypy\", \".\"",
                 "deny = [\"poetry.lock\"]",
             ],
@@ -657,5 +669,44 @@ fn the_run_header_names_where_each_agent_comes_from() {
     assert!(
         line.contains("verifier verifier (.pipeline.toml (at HEAD))"),
         "{line}"
+    );
+}
+
+/// A run's worktree is a new checkout without installed dependencies: doctor says so when no
+/// gate installs them, and `init` writes that gate first.
+#[test]
+fn doctor_and_init_know_a_worktree_has_no_installed_dependencies() {
+    let repo = TestRepo::new();
+    repo.write("package.json", "{\"scripts\": {\"test\": \"jest\"}}");
+    repo.write("package-lock.json", "{}");
+    repo.commit_all("a JavaScript project");
+    repo.config(
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n[[gates]]\nname = \"test\"\ncommand = [\"npm\", \"run\", \"test\"]\n",
+    );
+    let findings = repo.pipeline(&["doctor", "--json"]).json()["findings"].clone();
+    let deps = findings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["check"] == "dependencies")
+        .cloned()
+        .unwrap_or_else(|| panic!("no dependencies finding: {findings:#}"));
+    assert_eq!(deps["level"], "note");
+    assert_eq!(
+        deps["fix"],
+        "make the first gate install them: [[gates]] name = \"deps\" command = [\"npm\", \"ci\"]"
+    );
+    // With that gate, nothing to say.
+    repo.config(
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n[[gates]]\nname = \"deps\"\ncommand = [\"npm\", \"ci\"]\n[[gates]]\nname = \"test\"\ncommand = [\"npm\", \"run\", \"test\"]\n",
+    );
+    let findings = repo.pipeline(&["doctor", "--json"]).json()["findings"].clone();
+    assert!(
+        !findings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f["check"] == "dependencies"),
+        "{findings:#}"
     );
 }
