@@ -64,12 +64,35 @@ fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<String> {
 /// For bash, `git pipeline <TAB>` goes through git's own completion, which calls
 /// `_git_pipeline`; this bridges it to the function generated for `git-pipeline`.
 const BASH_GIT_BRIDGE: &str = r#"
+# Run ids for the commands that take one, refs for those that take revisions; the rest from above.
+_gitpipeline_dynamic() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" sub="${COMP_WORDS[1]}"
+    if [[ $COMP_CWORD -ge 2 && "$cur" != -* ]]; then
+        case "$sub" in
+            show|resume|abandon|events)
+                local runs
+                runs="$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)/pipeline/runs"
+                if [[ -d "$runs" ]]; then
+                    COMPREPLY=($(compgen -W "$(command ls -1 "$runs" 2>/dev/null)" -- "$cur"))
+                    return 0
+                fi
+                ;;
+            verify|reverify)
+                COMPREPLY=($(compgen -W "HEAD $(git for-each-ref --format='%(refname:short)' refs/heads refs/tags refs/remotes 2>/dev/null)" -- "$cur"))
+                return 0
+                ;;
+        esac
+    fi
+    _gitpipeline "$@"
+}
+complete -F _gitpipeline_dynamic -o nosort -o bashdefault -o default git-pipeline
+
 # `git pipeline <TAB>`: git's completion calls _git_pipeline; hand the words to git-pipeline's.
 _git_pipeline() {
     local -a words=("git-pipeline" "${COMP_WORDS[@]:2}")
     COMP_WORDS=("${words[@]}")
     COMP_CWORD=$((COMP_CWORD - 1))
-    _gitpipeline git-pipeline "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    _gitpipeline_dynamic git-pipeline "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
 }
 "#;
 

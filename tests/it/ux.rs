@@ -315,6 +315,29 @@ fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
         "{}",
         String::from_utf8_lossy(&bash.stderr)
     );
+    // Run ids after show/resume/abandon/events, refs after verify/reverify.
+    repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], "");
+    let id = repo.pipeline(&["run", "--json", "fix the typo"]).json()["run_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    repo.git(&["branch", "topic"]);
+    let probe = format!(
+        "source {}; COMP_WORDS=(git pipeline show {}); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline verify to); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
+        file.display(),
+        &id[..6]
+    );
+    let bash = repo
+        .command("bash", &repo.path)
+        .args(["-c", &probe])
+        .output()
+        .expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&bash.stdout),
+        format!("{id}\ntopic\n"),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
     for shell in ["zsh", "fish"] {
         let out = repo.pipeline(&["completions", shell]);
         out.assert_code(0);
