@@ -67,6 +67,10 @@ const BASH_GIT_BRIDGE: &str = r#"
 # Run ids for the commands that take one, refs for those that take revisions; the rest from above.
 _gitpipeline_dynamic() {
     local cur="${COMP_WORDS[COMP_CWORD]}" sub="${COMP_WORDS[1]}"
+    if [[ $COMP_CWORD -ge 2 && "${COMP_WORDS[COMP_CWORD-1]}" == --base ]]; then
+        COMPREPLY=($(compgen -W "HEAD $(git for-each-ref --format='%(refname:short)' refs/heads refs/tags refs/remotes 2>/dev/null)" -- "$cur"))
+        return 0
+    fi
     if [[ $COMP_CWORD -ge 2 && "$cur" != -* ]]; then
         case "$sub" in
             show|resume|abandon|events)

@@ -323,7 +323,7 @@ fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
         .to_owned();
     repo.git(&["branch", "topic"]);
     let probe = format!(
-        "source {}; COMP_WORDS=(git pipeline show {}); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline verify to); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
+        "source {}; COMP_WORDS=(git pipeline show {}); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline verify to); COMP_CWORD=3; _git_pipeline; echo \"${{COMPREPLY[*]}}\"; COMP_WORDS=(git pipeline run --base to); COMP_CWORD=4; _git_pipeline; echo \"${{COMPREPLY[*]}}\"",
         file.display(),
         &id[..6]
     );
@@ -334,7 +334,7 @@ fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
         .expect("bash");
     assert_eq!(
         String::from_utf8_lossy(&bash.stdout),
-        format!("{id}\ntopic\n"),
+        format!("{id}\ntopic\ntopic\n"),
         "{}",
         String::from_utf8_lossy(&bash.stderr)
     );
@@ -553,7 +553,7 @@ fn a_missing_gate_program_stops_the_run_before_any_agent() {
 
 /// `init` on the layouts people have: each proposal names the gates and folders that fit.
 #[test]
-fn init_fits_workspaces_python_packages_and_go() {
+fn init_fits_workspaces_python_packages_go_and_make() {
     /// Files of a layout, what the proposal must hold, and what it must not.
     type Case = (
         Vec<(&'static str, &'static str)>,
@@ -629,6 +629,19 @@ fn init_fits_workspaces_python_packages_and_go() {
             vec![("go.mod", "module x\n"), ("main.go", "package main\n")],
             vec!["command -v gofmt", "\"go\", \"vet\""],
             vec![],
+        ),
+        // Make: its lint/check/test targets, in that order; other targets are not gates.
+        (
+            vec![(
+                "Makefile",
+                "build:\n\tcc -o x x.c\ntest: build\n\t./x --self-test\nlint:\n\tcppcheck .\n",
+            )],
+            vec![
+                "name = \"lint\"\ncommand = [\"make\", \"lint\"]",
+                "name = \"test\"\ncommand = [\"make\", \"test\"]",
+                "Make",
+            ],
+            vec!["\"make\", \"build\""],
         ),
     ];
     for (files, expect, refuse) in cases {
