@@ -306,10 +306,11 @@ pub fn judge_claims(
         });
     };
     let mut why = None;
-    for c in &holding {
-        let Some(envelope) = &c.envelope else {
-            continue;
-        };
+    // Each check starts a program: a note stuffed with envelopes gets only a few looked at.
+    let signed = holding
+        .iter()
+        .filter_map(|c| c.envelope.as_ref().map(|e| (c, e)));
+    for (c, envelope) in signed.take(8) {
         match check(envelope) {
             Ok(signer) => {
                 return Ok(Attested {

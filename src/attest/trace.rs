@@ -92,9 +92,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn model_ids_name_the_provider_of_each_preset() {
+        let id = |cli, model| model_id(&Author { cli, model });
+        assert_eq!(id("claude", Some("m")).as_deref(), Some("anthropic/m"));
+        assert_eq!(id("codex", Some("gpt-5")).as_deref(), Some("openai/gpt-5"));
+        assert_eq!(id("gemini", Some("g")).as_deref(), Some("google/g"));
+        assert_eq!(id("opencode", Some("x/y")).as_deref(), Some("x/y"));
+        assert_eq!(id("aider", Some("m")).as_deref(), Some("m"));
+        assert_eq!(id("claude", None), None);
+    }
+
+    #[test]
     fn lines_become_inclusive_ranges() {
         assert_eq!(ranges(&[5, 1, 2, 3, 9, 10, 3]), [(1, 3), (5, 5), (9, 10)]);
         assert!(ranges(&[]).is_empty());
+        // Line numbers are 1-based: a 0 (what git says for "no lines") is never a range.
+        assert_eq!(ranges(&[0, 2]), [(2, 2)]);
     }
 
     #[test]
