@@ -432,17 +432,7 @@ mod tests {
     /// A real repository with two unattested commits on main: (first, second).
     fn two_commits(dir: &Path) -> (String, String) {
         let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .current_dir(dir)
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_AUTHOR_NAME", "T")
-                .env("GIT_AUTHOR_EMAIL", "t@example.com")
-                .env("GIT_COMMITTER_NAME", "T")
-                .env("GIT_COMMITTER_EMAIL", "t@example.com")
-                .output()
-                .expect("git runs");
+            let out = crate::git::testing::git(dir, args);
             assert!(
                 out.status.success(),
                 "{}",

@@ -161,18 +161,7 @@ mod tests {
 
     /// Run git in `dir` as a person would; panics on failure unless `may_fail`.
     fn git(dir: &Path, args: &[&str], may_fail: bool) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .env("GIT_EDITOR", ":")
-            .output()
-            .expect("git runs");
+        let out = crate::git::testing::git(dir, args);
         assert!(
             may_fail || out.status.success(),
             "git {args:?}: {}",

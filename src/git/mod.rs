@@ -23,6 +23,9 @@ pub mod status;
 pub mod submodules;
 pub mod worktree;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -75,6 +75,21 @@ pub struct Review {
     step_records: Vec<PathBuf>,
 }
 
+impl Review {
+    /// A change to a place the sandbox forbids: when the step ran sandboxed it cannot have made
+    /// it (someone else did: reported); otherwise it is the step's. True when it is a breach.
+    fn by_the_step_unless_sandboxed(&mut self, what: String, sandboxed: bool) -> bool {
+        if sandboxed {
+            self.others
+                .push(format!("{what} (the sandboxed step could not write there)"));
+            false
+        } else {
+            self.breaches.push(what);
+            true
+        }
+    }
+}
+
 /// Where a guard is to look.
 #[derive(Debug)]
 pub struct Places {
@@ -384,13 +399,7 @@ impl Guard {
                     self.at.checkouts[i].display(),
                     shown.join(", ")
                 );
-                if sandboxed {
-                    review
-                        .others
-                        .push(format!("{what} (the sandboxed step could not write there)"));
-                } else {
-                    review.breaches.push(what);
-                }
+                review.by_the_step_unless_sandboxed(what, sandboxed);
             }
         }
         let files: Vec<String> = before
@@ -466,12 +475,7 @@ impl Guard {
                     "cut or rewritten in place"
                 }
             );
-            if sandboxed {
-                review
-                    .others
-                    .push(format!("{what} (the sandboxed step could not write there)"));
-            } else {
-                review.breaches.push(what);
+            if review.by_the_step_unless_sandboxed(what, sandboxed) {
                 review.step_records.push(path.clone());
             }
         }

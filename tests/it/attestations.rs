@@ -33,26 +33,33 @@ fn in_toto_python() -> Option<PathBuf> {
     Some(python)
 }
 
-/// The independent reader: the in-toto bindings parse and validate the note.
-fn in_toto_reads(python: &Path, note: &str) -> Result<String, String> {
+/// Run `cmd` with `input` on its stdin; its whole outcome.
+fn with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/check_attestation.py"
-        ))
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python runs");
+        .expect("the program runs");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(note.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("python finishes");
+        .write_all(input)
+        .expect("write its input");
+    child.wait_with_output().expect("it finishes")
+}
+
+/// The independent reader: the in-toto bindings parse and validate the note.
+fn in_toto_reads(python: &Path, note: &str) -> Result<String, String> {
+    let out = with_stdin(
+        std::process::Command::new(python).arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/check_attestation.py"
+        )),
+        note.as_bytes(),
+    );
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -83,23 +90,15 @@ fn a_shipped_note_is_an_in_toto_statement_and_the_commit_says_who_assisted() {
 
     // Trailers git itself parses.
     let message = repo.git(&["log", "-1", "--format=%B", &commit]);
-    let trailers = {
-        use std::io::Write;
-        let mut child = repo
-            .command("git", &repo.root().join("repo"))
-            .args(["interpret-trailers", "--parse"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("git");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(message.as_bytes())
-            .expect("write");
-        String::from_utf8_lossy(&child.wait_with_output().expect("git").stdout).into_owned()
-    };
+    let trailers = String::from_utf8_lossy(
+        &with_stdin(
+            repo.command("git", &repo.root().join("repo"))
+                .args(["interpret-trailers", "--parse"]),
+            message.as_bytes(),
+        )
+        .stdout,
+    )
+    .into_owned();
     let run_id = out.json()["run_id"].as_str().expect("run id").to_owned();
     assert_eq!(
         trailers,
@@ -171,28 +170,17 @@ fn signing_repo(remote: &Remote) -> PathBuf {
 /// Sign `payload` as a DSSE envelope with `key`, as an attacker with their own key would.
 fn envelope_signed_by(repo: &TestRepo, key: &Path, payload: &str) -> String {
     use base64::Engine;
-    use std::io::Write;
     let b64 = base64::engine::general_purpose::STANDARD;
     let pae = format!(
         "DSSEv1 28 application/vnd.in-toto+json {} {payload}",
         payload.len()
     );
-    let mut child = repo
-        .command("ssh-keygen", repo.root())
-        .args(["-Y", "sign", "-n", "git-pipeline", "-f"])
-        .arg(key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh-keygen");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pae.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("ssh-keygen");
+    let out = with_stdin(
+        repo.command("ssh-keygen", repo.root())
+            .args(["-Y", "sign", "-n", "git-pipeline", "-f"])
+            .arg(key),
+        pae.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "{}",
