@@ -208,11 +208,19 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         .clone()
         .or_else(|| repo.main_worktree.clone())
         .unwrap_or_else(|| repo.common_dir.clone());
+    let mut presets: Vec<&'static str> = Vec::new();
     for role in Role::ALL {
         let required = matches!(role, Role::Builder | Role::Verifier);
         let check = format!("agent {}", role.name());
         match agent::resolve(&loaded, role, &[], &search) {
             Ok(Some(a)) => {
+                for c in &a.candidates {
+                    if let Some(p) = c.preset
+                        && !presets.contains(&p)
+                    {
+                        presets.push(p);
+                    }
+                }
                 let used = a
                     .candidates
                     .first()
@@ -257,6 +265,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
             )),
         }
     }
+    f.extend(presets.iter().filter_map(|p| version_finding(p, &search)));
     f.extend(prompt_limit_finding(&loaded, &git, &head, &search));
     f.extend(scope_findings(&loaded, &git, &head));
     for g in &loaded.config.gates {
@@ -342,6 +351,49 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
 /// A run's worktree is a new checkout: dependencies installed in your checkout (ignored
 /// `node_modules/`, a poetry environment) are not in it. Without a gate that installs them
 /// first, every gate that needs them fails, and the builder is sent to fix what it did not break.
+/// A preset CLI whose version is not the one the agent contract suite passed on: its flags or
+/// output may have changed (docs/agents.md).
+fn version_finding(preset: &str, search: &Path) -> Option<Finding> {
+    let tested = crate::preset::version::tested(preset)?;
+    let program = agent::find_program(crate::preset::find(preset)?.edit.first()?, search)?;
+    let check = format!("{preset} version");
+    let Some(expected) = tested.version else {
+        let why = tested.why_untested.unwrap_or("it could not be installed");
+        return Some(bad(
+            &check,
+            Level::Note,
+            format!("the {preset} preset is untested: {why}"),
+            "try a run on a scratch branch first, or give the argv yourself (docs/agents.md)",
+        ));
+    };
+    let found = crate::preset::version::ask(&program, std::time::Duration::from_secs(10));
+    Some(match found {
+        Some(v) if v == expected => ok(
+            &check,
+            format!("{v}, the version the contract suite passed on"),
+        ),
+        Some(v) => bad(
+            &check,
+            Level::Note,
+            format!(
+                "{preset} {v} is not the tested {expected}: its flags or output may have changed"
+            ),
+            format!(
+                "if a run misbehaves, install the tested one (the preset's package at {expected}) or give the argv yourself (docs/agents.md)"
+            ),
+        ),
+        None => bad(
+            &check,
+            Level::Note,
+            format!(
+                "`{} --version` printed no version in 10 s",
+                program.display()
+            ),
+            format!("check that {preset} runs here; the tested version is {expected}"),
+        ),
+    })
+}
+
 fn dependencies_finding(
     git: &crate::git::Git,
     head: &str,

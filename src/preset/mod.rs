@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 pub mod argv;
+pub mod version;
 
 /// What an agent is asked to do in a run; each preset has an argv per role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]

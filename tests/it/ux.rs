@@ -746,3 +746,64 @@ fn doctor_and_init_know_a_worktree_has_no_installed_dependencies() {
         "{findings:#}"
     );
 }
+
+/// doctor compares each preset CLI on PATH with the version the agent contract suite passed on
+/// (src/preset/tested.tsv), and says which presets are untested.
+#[test]
+fn doctor_warns_when_a_preset_cli_is_not_the_tested_version() {
+    let repo = TestRepo::new();
+    let bin = repo.root().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let tool = |name: &str, says: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{says}'\n")).expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    };
+    tool("claude", "2.1.197 (Claude Code)");
+    tool("codex", "codex-cli 0.999.0");
+    tool("goose", "goose 1.0.0");
+    repo.config(
+        "version = 1\n[agents.builder]\ncommand = \"claude\"\n[agents.verifier]\ncommand = \"codex\"\n[agents.reviewer]\ncommand = \"goose\"\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = repo
+        .pipeline_cmd()
+        .args(["doctor", "--json"])
+        .env("PATH", path)
+        .output()
+        .expect("doctor");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let finding = |check: &str| {
+        json["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["check"] == check)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} finding: {json:#}"))
+    };
+    let claude = finding("claude version");
+    assert_eq!(claude["level"], "ok", "{claude}");
+    assert_eq!(
+        claude["detail"],
+        "2.1.197, the version the contract suite passed on"
+    );
+    let codex = finding("codex version");
+    assert_eq!(codex["level"], "note");
+    assert_eq!(
+        codex["detail"],
+        "codex 0.999.0 is not the tested 0.171.0: its flags or output may have changed"
+    );
+    let goose = finding("goose version");
+    assert!(
+        goose["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the goose preset is untested: goose is not on")),
+        "{goose}"
+    );
+}

@@ -198,17 +198,6 @@ pub enum Signed {
     Failed(String),
 }
 
-/// Version numbers in a CLI's `--version` output: "Claude Code 2.1.197" -> "2.1.197".
-pub fn version_in(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_start_matches('v')
-                .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        })
-        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
-        .map(str::to_owned)
-}
-
 impl Run<'_> {
     /// The agents that ran, from the record, each once; `changed_tree` for those whose edits
     /// ship (builders and fixers, and the docs agent when it changed docs).
@@ -254,19 +243,12 @@ impl Run<'_> {
             let Some(program) = preset.edit.first() else {
                 continue;
             };
-            let asked = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                tokio::process::Command::new(program)
-                    .arg("--version")
-                    .stdin(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .output(),
-            )
+            let program = std::path::PathBuf::from(program);
+            let asked = tokio::task::spawn_blocking(move || {
+                crate::preset::version::ask(&program, std::time::Duration::from_secs(10))
+            })
             .await;
-            if let Ok(Ok(out)) = asked
-                && out.status.success()
-                && let Some(v) = version_in(&String::from_utf8_lossy(&out.stdout))
-            {
+            if let Ok(Some(v)) = asked {
                 self.cli_versions.insert(a.cli.clone(), v);
             }
         }
@@ -594,16 +576,5 @@ mod tests {
         );
         let m = message("Fix typo", "r1", &assisted_by(&agents[..2]));
         assert!(m.ends_with("\n\nAssisted-by: claude:claude-sonnet-4-5\nAssisted-by: codex:0.171.0\nPipeline-Run: r1\n"), "{m}");
-    }
-
-    #[test]
-    fn versions_are_read_from_what_clis_print() {
-        assert_eq!(
-            version_in("2.1.197 (Claude Code)\n").as_deref(),
-            Some("2.1.197")
-        );
-        assert_eq!(version_in("codex-cli 0.171.0").as_deref(), Some("0.171.0"));
-        assert_eq!(version_in("aider v0.86.2").as_deref(), Some("0.86.2"));
-        assert_eq!(version_in("no version here 7"), None);
     }
 }
