@@ -40,6 +40,55 @@ pub struct StepCtx<'a> {
     pub sandbox: Option<&'a crate::sandbox::Setup>,
 }
 
+/// A [`StepCtx`] that owns its parts, for a step spawned as a task of its own.
+#[derive(Clone)]
+pub struct OwnedStepCtx {
+    run_id: String,
+    worktree: std::path::PathBuf,
+    base: String,
+    slot: u32,
+    workstream: Option<String>,
+    candidate: Option<u32>,
+    dir: RunDir,
+    capture_limit: usize,
+    committer_name: Option<String>,
+    sandbox: Option<crate::sandbox::Setup>,
+}
+
+impl StepCtx<'_> {
+    pub fn to_owned_ctx(&self) -> OwnedStepCtx {
+        OwnedStepCtx {
+            run_id: self.run_id.to_owned(),
+            worktree: self.worktree.to_owned(),
+            base: self.base.to_owned(),
+            slot: self.slot,
+            workstream: self.workstream.map(str::to_owned),
+            candidate: self.candidate,
+            dir: self.dir.clone(),
+            capture_limit: self.capture_limit,
+            committer_name: self.committer_name.map(str::to_owned),
+            sandbox: self.sandbox.cloned(),
+        }
+    }
+}
+
+impl OwnedStepCtx {
+    pub fn borrow(&self) -> StepCtx<'_> {
+        StepCtx {
+            run_id: &self.run_id,
+            worktree: &self.worktree,
+            base: &self.base,
+            slot: self.slot,
+            workstream: self.workstream.as_deref(),
+            candidate: self.candidate,
+            dir: &self.dir,
+            capture_limit: self.capture_limit,
+            committer_name: self.committer_name.as_deref(),
+            sandbox: self.sandbox.as_ref(),
+        }
+    }
+}
+
 /// A step's argv and environment, put in the sandbox when there is one. A program that cannot be
 /// found is started as it is, so that it fails exactly as it would without a sandbox.
 fn sandboxed(

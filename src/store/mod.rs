@@ -136,6 +136,7 @@ impl Store {
     }
 }
 
+#[derive(Clone)]
 pub struct RunDir {
     pub id: String,
     pub path: PathBuf,

@@ -1,10 +1,6 @@
 //! Discovery: every `agents.discovery` entry looks at the task at the same time, read-only; their
 //! findings are kept and merged into the spec in configured order, never in finishing order.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use crate::agent::text;
 use crate::error::Result;
 use crate::plan::prompts;
@@ -63,40 +59,45 @@ impl Run<'_> {
         self.save()?;
         let before = self.step_start().await?;
         self.before_read_only()?;
-        let ctx = self.ctx();
-        let runs: Vec<_> = agents
+        let ctx = self.ctx().to_owned_ctx();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, ((agent, prompt), cli_session)) in agents
             .iter()
             .zip(&prompts_by_agent)
             .zip(&cli_sessions)
             .enumerate()
-            .map(|(i, ((agent, prompt), cli_session))| {
-                let mut cancel = cancel.clone();
-                let ctx = &ctx;
-                let session = &session;
-                async move {
-                    step::run_agent(
-                        ctx,
-                        AgentCall {
-                            agent,
-                            stage: StageName::Discovery,
-                            attempt: (i + 1) as u32,
-                            session,
-                            prompt,
-                            cli_session,
-                        },
-                        &mut cancel,
-                    )
-                    .await
-                }
-            })
-            .collect();
-        let results: Vec<Result<AgentRun>> = join_all(runs).await;
+        {
+            let (ctx, agent, prompt) = (ctx.clone(), agent.clone(), prompt.clone());
+            let (cli_session, session, mut cancel) =
+                (cli_session.clone(), session.clone(), cancel.clone());
+            set.spawn(async move {
+                let call = AgentCall {
+                    agent: &agent,
+                    stage: StageName::Discovery,
+                    attempt: (i + 1) as u32,
+                    session: &session,
+                    prompt: &prompt,
+                    cli_session: &cli_session,
+                };
+                (i, step::run_agent(&ctx.borrow(), call, &mut cancel).await)
+            });
+        }
+        // Kept in configured order, whatever order they finish in.
+        let mut results: Vec<Option<Result<AgentRun>>> = agents.iter().map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (i, ran) = joined.map_err(|e| {
+                crate::error::Error::other(format!("a discovery agent's task stopped: {e}"))
+            })?;
+            results[i] = Some(ran);
+        }
         self.after_step(before, "a discovery agent").await?;
 
         let mut findings = Vec::new();
         let mut failures = Vec::new();
         for (i, (agent, result)) in agents.iter().zip(results).enumerate() {
-            let ran = result?;
+            let ran = result.ok_or_else(|| {
+                crate::error::Error::other("a discovery agent's task never reported")
+            })??;
             if let Some(ending) =
                 self.record_agent(StageName::Discovery, (i + 1) as u32, &session, &ran, agent)
             {
@@ -143,28 +144,4 @@ impl Run<'_> {
         self.save()?;
         Ok(Next::Continue(()))
     }
-}
-
-/// Await all futures at once; results in the order given (not the order they finish).
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
