@@ -53,6 +53,8 @@ struct Inner {
     err: Mutex<Box<dyn Write + Send>>,
     /// The line the live spinner stands for, and when its step started.
     pending: Mutex<Option<(String, String)>>,
+    /// The live spinner's own text, which an agent's activity is shown after.
+    spinner_text: Mutex<String>,
     quiet: bool,
     color: bool,
     /// Live spinners: only on a terminal.
@@ -96,6 +98,7 @@ impl Ui {
                 start: Instant::now(),
                 spinner: Mutex::new(None),
                 pending: Mutex::new(None),
+                spinner_text: Mutex::new(String::new()),
                 board: Mutex::new(None),
             }),
             lane: None,
@@ -280,12 +283,42 @@ impl Ui {
             pb.set_style(style);
         }
         pb.set_message(text.to_owned());
+        if let Ok(mut t) = self.inner.spinner_text.lock() {
+            *t = text.to_owned();
+        }
         pb.enable_steady_tick(Duration::from_millis(100));
         if let Ok(mut p) = self.inner.pending.lock() {
             *p = Some((self.elapsed(), self.paint(text)));
         }
         if let Ok(mut s) = self.inner.spinner.lock() {
             *s = Some(pb);
+        }
+    }
+
+    /// What an agent (`who`) is doing now: after the live spinner's text, or as its lane's state
+    /// on a bundle's board, cut to the terminal's width. Not shown elsewhere: `git pipeline events`
+    /// has every one of them.
+    pub fn activity(&self, who: &str, text: &str) {
+        if self.inner.quiet || !self.inner.live {
+            return;
+        }
+        let width = console::Term::stderr().size().1 as usize;
+        if self.lane.is_some() {
+            let line = format!("{who}: {text}");
+            self.lane_state(&cut(&line, width.saturating_sub(30).max(20)));
+            return;
+        }
+        let base = self
+            .inner
+            .spinner_text
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        let room = width.saturating_sub(base.chars().count() + 14).max(10);
+        if let Ok(s) = self.inner.spinner.lock()
+            && let Some(pb) = s.as_ref()
+        {
+            pb.set_message(format!("{base} · {}", cut(text, room)));
         }
     }
 
@@ -349,4 +382,14 @@ impl Drop for Inner {
             board.pb.finish_and_clear();
         }
     }
+}
+
+/// `text` in at most `max` characters, an ellipsis marking a cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
 }

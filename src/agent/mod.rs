@@ -1,6 +1,7 @@
 //! Agents: which configured program plays which role, how its argv is built, and how its output
 //! is read (verdicts, usage). Running it is the pipeline's job (`pipeline::step`).
 
+pub mod activity;
 pub mod json_scan;
 pub mod text;
 pub mod usage;

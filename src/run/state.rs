@@ -459,6 +459,7 @@ impl<'a> Run<'a> {
                 session,
                 prompt,
                 cli_session: &cli_session,
+                ui: self.ui,
             },
             cancel,
         )

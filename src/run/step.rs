@@ -124,6 +124,8 @@ pub struct AgentRun {
     pub models: Vec<String>,
     pub started_at: String,
     pub ended_at: String,
+    /// The agent's own tool calls that failed, as its events said (the last few).
+    pub failed_tools: Vec<String>,
 }
 
 pub struct AgentCall<'a> {
@@ -135,6 +137,8 @@ pub struct AgentCall<'a> {
     pub prompt: &'a str,
     /// The agent's own CLI session: what its session flags name.
     pub cli_session: &'a CliSession,
+    /// Where its live activity is shown.
+    pub ui: &'a crate::ui::Ui,
 }
 
 /// A CLI session of one agent candidate in a run.
@@ -174,6 +178,7 @@ pub async fn run_agent(
             models: Vec::new(),
             started_at: started_at.clone(),
             ended_at: started_at,
+            failed_tools: Vec::new(),
         });
     };
     let agent = if index == 0 {
@@ -208,6 +213,7 @@ pub async fn run_agent(
         session: OsStr::new(&call.cli_session.id),
         ..vars
     };
+    let mut failed_tools = Vec::new();
     let rendered = argv::render(&spec.argv, &vars).and_then(|mut argv| {
         argv.extend(argv::render(flags, &flag_vars)?);
         Ok(argv)
@@ -239,7 +245,21 @@ pub async fn run_agent(
             .build(&spec.env);
             let preset = spec.preset;
             let argv = sandboxed(ctx, argv, &mut env, |sb, argv| sb.agent_argv(preset, argv));
-            in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel).await
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut watch = Watch::new(ctx, &call);
+            let step = in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel, Some(tx));
+            tokio::pin!(step);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut step => break outcome,
+                    Some(line) = rx.recv() => watch.line(&line),
+                }
+            };
+            while let Ok(line) = rx.try_recv() {
+                watch.line(&line);
+            }
+            failed_tools = watch.failed;
+            outcome
         }
     };
     let _ = std::fs::remove_file(&prompt_file);
@@ -274,7 +294,65 @@ pub async fn run_agent(
         models,
         started_at,
         ended_at,
+        failed_tools,
     })
+}
+
+/// An agent's live activity: shown as it comes, kept as events, its failed tool calls collected.
+struct Watch<'a> {
+    ctx: &'a StepCtx<'a>,
+    ui: &'a crate::ui::Ui,
+    stage: StageName,
+    role: &'static str,
+    attempt: u32,
+    worktree: String,
+    last: Option<String>,
+    failed: Vec<String>,
+}
+
+/// The failed tool calls a step keeps (the last ones: what went wrong just before the end).
+const FAILED_KEPT: usize = 5;
+
+impl<'a> Watch<'a> {
+    fn new(ctx: &'a StepCtx<'a>, call: &AgentCall<'a>) -> Self {
+        Watch {
+            ctx,
+            ui: call.ui,
+            stage: call.stage,
+            role: call.agent.role.name(),
+            attempt: call.attempt,
+            worktree: ctx.worktree.to_string_lossy().into_owned(),
+            last: None,
+            failed: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        use crate::agent::activity::{Seen, read};
+        for seen in read(line, &self.worktree) {
+            let text = match seen {
+                Seen::Doing(t) => t,
+                Seen::Failed(t) => {
+                    if self.failed.len() == FAILED_KEPT {
+                        self.failed.remove(0);
+                    }
+                    self.failed.push(t.clone());
+                    format!("failed: {t}")
+                }
+            };
+            if self.last.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            self.ui.activity(self.role, &text);
+            // Live activity is a view: a full disk must not stop the agent's step.
+            let _ = self.ctx.dir.event(
+                Some(self.stage),
+                EventKind::AgentActivity,
+                json!({"role": self.role, "attempt": self.attempt, "text": text}),
+            );
+            self.last = Some(text);
+        }
+    }
 }
 
 pub struct GateRun {
@@ -388,7 +466,7 @@ async fn command_gate(
         &mut env,
         |sb, argv| sb.gate_argv(argv),
     );
-    in_worktree(ctx, argv, (env, env_remove), gate.timeout, cancel).await
+    in_worktree(ctx, argv, (env, env_remove), gate.timeout, cancel, None).await
 }
 
 /// Run a step's program in the run's worktree, with its environment and timeout.
@@ -398,6 +476,7 @@ async fn in_worktree(
     (env, env_remove): (Vec<(String, std::ffi::OsString)>, Vec<String>),
     timeout: Option<std::time::Duration>,
     cancel: &mut Cancel,
+    lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
 ) -> Outcome {
     process::run(
         process::Spec {
@@ -407,6 +486,7 @@ async fn in_worktree(
             env_remove,
             timeout: Some(timeout.unwrap_or(DEFAULT_TIMEOUT)),
             capture_limit: ctx.capture_limit,
+            lines,
         },
         cancel,
     )

@@ -26,7 +26,12 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// Bytes of stdout and of stderr kept (the tail: verdicts and errors come last).
     pub capture_limit: usize,
+    /// Each complete line of stdout as it comes (cut to [`LINE_LIMIT`] bytes), for live activity.
+    pub lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
 }
+
+/// The longest stdout line passed on whole to [`Spec::lines`]; the rest of a longer line is not.
+pub const LINE_LIMIT: usize = 64 * 1024;
 
 pub struct Outcome {
     pub end: End,
@@ -140,11 +145,11 @@ pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
     let out_task = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(read_tail(s, limit)));
+        .map(|s| tokio::spawn(read_tail(s, limit, spec.lines)));
     let err_task = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(read_tail(s, limit)));
+        .map(|s| tokio::spawn(read_tail(s, limit, None)));
 
     let deadline = async {
         match spec.timeout {
@@ -224,14 +229,24 @@ async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
-async fn read_tail<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> Captured {
+async fn read_tail<R: AsyncRead + Unpin>(
+    mut r: R,
+    limit: usize,
+    lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+) -> Captured {
     let mut buf = Vec::new();
     let mut cut: u64 = 0;
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut line = Lines::default();
     loop {
         match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(tx) = &lines {
+                    line.feed(&chunk[..n], |l| {
+                        let _ = tx.send(l);
+                    });
+                }
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > limit.saturating_mul(2).max(1) {
                     let excess = buf.len() - limit;
@@ -241,12 +256,44 @@ async fn read_tail<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> Captured {
             }
         }
     }
+    if let Some(tx) = &lines
+        && let Some(last) = line.finish()
+    {
+        let _ = tx.send(last);
+    }
     if buf.len() > limit {
         let excess = buf.len() - limit;
         buf.drain(..excess);
         cut += excess as u64;
     }
     Captured { bytes: buf, cut }
+}
+
+/// Splits a stream into lines, each cut to [`LINE_LIMIT`] bytes, whatever the chunks.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(Vec<u8>)) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            self.take(&bytes[..end]);
+            emit(std::mem::take(&mut self.partial));
+            bytes = &bytes[end + 1..];
+        }
+        self.take(bytes);
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = LINE_LIMIT.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn finish(self) -> Option<Vec<u8>> {
+        (!self.partial.is_empty()).then_some(self.partial)
+    }
 }
 
 /// The processes of a run (see [`crate::platform::belongs_to_run`]).
@@ -292,4 +339,26 @@ fn all_gone(pids: &[i32]) -> bool {
 
 fn is_running(pid: i32) -> bool {
     crate::platform::is_running(pid)
+}
+
+#[cfg(test)]
+mod lines_tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_whole_whatever_the_chunks_and_long_ones_are_cut() {
+        let mut got = Vec::new();
+        let mut l = Lines::default();
+        l.feed(b"one\ntw", |x| got.push(x));
+        l.feed(b"o\n\nthr", |x| got.push(x));
+        let long = vec![b'x'; LINE_LIMIT + 10];
+        l.feed(b"ee\n", |x| got.push(x));
+        l.feed(&long, |x| got.push(x));
+        l.feed(b"\nend", |x| got.push(x));
+        got.extend(l.finish());
+        assert_eq!(got.len(), 6);
+        assert_eq!(&got[..4], [&b"one"[..], b"two", b"", b"three"]);
+        assert_eq!(got[4].len(), LINE_LIMIT);
+        assert_eq!(got[5], b"end");
+    }
 }

@@ -6,6 +6,8 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Abandoned,
+    /// What an agent is doing now (its last tool call or message), from the events it streams.
+    AgentActivity,
     AgentExited,
     Blocked,
     BreakerTripped,

@@ -118,3 +118,43 @@ fn each_error_class_reads_the_same() {
     ));
     snapshot(&repo, "error-classes", &seen);
 }
+
+/// An agent that streams events: what it does is kept as `agent_activity` events (what
+/// `events --follow` and the live progress line show), and when its tool calls failed and it
+/// changed nothing, the run says what failed rather than only that nothing changed.
+#[test]
+fn streamed_agent_activity_is_kept_and_failed_tool_calls_are_reported() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            r#"*:say:{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Write","input":{"file_path":"src/a.txt","content":"x"}}]}}"#,
+            r#"*:say:{"type":"user","message":{"content":[{"type":"tool_result","is_error":true,"content":"Failed to write file src/a.txt: Permission denied"}]}}"#,
+            r#"*:say:{"type":"result","result":"I could not write it."}"#,
+        ],
+        &["*:approve"],
+        "",
+    );
+    let out = repo.pipeline(&["run", "--json", "add a"]);
+    out.assert_code(1);
+    let message = out.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(
+        message.contains(
+            "without changing any file; its own tool calls failed, the last with: Failed to write file src/a.txt: Permission denied"
+        ),
+        "{}",
+        out.stdout
+    );
+    let id = out.json()["run_id"].as_str().expect("id").to_owned();
+    let events = repo.pipeline(&["events", &id]);
+    events.assert_code(0);
+    assert!(
+        events.stdout.contains("agent_activity") && events.stdout.contains("Write src/a.txt"),
+        "{}",
+        events.stdout
+    );
+    assert!(
+        events.stdout.contains("failed: Failed to write file"),
+        "{}",
+        events.stdout
+    );
+}

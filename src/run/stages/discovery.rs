@@ -70,6 +70,7 @@ impl Run<'_> {
             let (ctx, agent, prompt) = (ctx.clone(), agent.clone(), prompt.clone());
             let (cli_session, session, mut cancel) =
                 (cli_session.clone(), session.clone(), cancel.clone());
+            let ui = self.ui.clone();
             set.spawn(async move {
                 let call = AgentCall {
                     agent: &agent,
@@ -78,6 +79,7 @@ impl Run<'_> {
                     session: &session,
                     prompt: &prompt,
                     cli_session: &cli_session,
+                    ui: &ui,
                 };
                 (i, step::run_agent(&ctx.borrow(), call, &mut cancel).await)
             });

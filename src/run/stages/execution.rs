@@ -115,11 +115,13 @@ impl Run<'_> {
         cancel: &mut Cancel,
     ) -> Result<Next> {
         let resumed = !matches!(entry, Entry::Build);
-        if !resumed {
-            proceed!(self.build_attempt(builder, cancel).await?);
-        }
+        let failed_tools = if resumed {
+            Vec::new()
+        } else {
+            proceed!(self.build_attempt(builder, cancel).await?)
+        };
         let attempt = self.log.rec.resume.attempt.max(1);
-        let snapshot = proceed!(self.changes(attempt, resumed)?);
+        let snapshot = proceed!(self.changes(attempt, resumed, &failed_tools)?);
         if let Entry::Approved(tree) = &entry
             && *tree == snapshot.tree
         {
@@ -133,8 +135,13 @@ impl Run<'_> {
         self.docs_and_ship(&snapshot, attempt, cancel).await
     }
 
-    /// The builder's turn: a new attempt, with the feedback of the last one.
-    async fn build_attempt(&mut self, builder: &RoleAgent, cancel: &mut Cancel) -> Result<Next> {
+    /// The builder's turn: a new attempt, with the feedback of the last one. `Continue` with
+    /// the builder's own tool calls that failed.
+    async fn build_attempt(
+        &mut self,
+        builder: &RoleAgent,
+        cancel: &mut Cancel,
+    ) -> Result<Next<Vec<String>>> {
         self.log.rec.resume.attempt += 1;
         let attempt = self.log.rec.resume.attempt;
         let feedback = self.log.rec.resume.feedback.take();
@@ -166,7 +173,7 @@ impl Run<'_> {
             return Ok(Next::End(ending));
         }
         self.checkpoint(Checkpoint::Built { attempt })?;
-        Ok(Next::Continue(()))
+        Ok(Next::Continue(ran.failed_tools))
     }
 
     /// Work the superproject's tree cannot carry: files changed inside a submodule without a
@@ -204,7 +211,12 @@ impl Run<'_> {
     /// What the builder changed, as a snapshot; the run ends when it changed nothing or when the
     /// tree repeats an earlier attempt's (oscillation). A resumed check of an attempt already
     /// recorded is not a new attempt.
-    fn changes(&mut self, attempt: u32, resumed: bool) -> Result<Next<Snapshot>> {
+    fn changes(
+        &mut self,
+        attempt: u32,
+        resumed: bool,
+        failed_tools: &[String],
+    ) -> Result<Next<Snapshot>> {
         let snapshot = self.snapshot()?;
         self.log.rec.changed_paths = snapshot
             .changes
@@ -217,10 +229,14 @@ impl Run<'_> {
             return Ok(Next::End(Ending::failed(Reason::AgentError, why)));
         }
         if snapshot.changes.is_empty() {
-            return Ok(Next::End(Ending::failed(
-                Reason::AgentError,
-                "the builder finished without changing any file",
-            )));
+            // Its own tool calls failing is the likelier cause than having nothing to do.
+            let why = match failed_tools.last() {
+                Some(last) => format!(
+                    "the builder finished without changing any file; its own tool calls failed, the last with: {last}"
+                ),
+                None => "the builder finished without changing any file".to_owned(),
+            };
+            return Ok(Next::End(Ending::failed(Reason::AgentError, why)));
         }
         if !resumed && let Some(why) = self.breakers.attempt(attempt, &snapshot.tree) {
             return Ok(Next::End(self.trip("oscillation", &why, Vec::new())));
