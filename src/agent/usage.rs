@@ -12,6 +12,8 @@ pub struct Usage {
     pub tokens: u64,
     pub estimated: bool,
     pub cost_usd: Option<f64>,
+    /// Factory credits, as droid reports them: not dollars, so never counted as cost.
+    pub credits: Option<f64>,
 }
 
 const TOKEN_FIELDS: &[&str] = &[
@@ -21,6 +23,13 @@ const TOKEN_FIELDS: &[&str] = &[
     "cache_read_input_tokens",
 ];
 
+const MODEL_USAGE_FIELDS: &[&str] = &[
+    "inputTokens",
+    "outputTokens",
+    "cacheReadInputTokens",
+    "cacheCreationInputTokens",
+];
+
 /// Reported usage summed over the top-level objects of `stdout`; else an estimate of one token per
 /// four bytes of prompt and output.
 pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
@@ -28,8 +37,29 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
     let mut tokens = 0u64;
     let mut reported = false;
     let mut cost = None;
+    let mut credits = None;
     for obj in json_scan::objects(&text) {
-        if let Some(Value::Object(u)) = obj.get("usage") {
+        // Claude Code's `usage` leaves out its side calls (titles, summaries); `modelUsage` has
+        // every model it called, and its cost is the sum of theirs.
+        if let Some(Value::Object(by_model)) = obj.get("modelUsage") {
+            let n: u64 = by_model
+                .values()
+                .filter_map(Value::as_object)
+                .map(|m| {
+                    MODEL_USAGE_FIELDS
+                        .iter()
+                        .filter_map(|k| m.get(*k).and_then(Value::as_u64))
+                        .sum::<u64>()
+                })
+                .sum();
+            if n > 0 {
+                tokens += n;
+                reported = true;
+            }
+        } else if let Some(Value::Object(u)) = obj.get("usage") {
+            if let Some(c) = u.get("factory_credits").and_then(Value::as_f64) {
+                credits = Some(credits.unwrap_or(0.0) + c);
+            }
             let n = sum_tokens(u);
             if n > 0 {
                 tokens += n;
@@ -76,17 +106,26 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
             cost = Some(c);
         }
     }
+    if let Some((n, c)) = aider_lines(&text) {
+        tokens += n;
+        reported = true;
+        if let Some(c) = c {
+            cost = Some(cost.unwrap_or(0.0) + c);
+        }
+    }
     if reported {
         Usage {
             tokens,
             estimated: false,
             cost_usd: cost,
+            credits,
         }
     } else {
         Usage {
             tokens: ((prompt_bytes + stdout.len()) as u64).div_ceil(4),
             estimated: true,
             cost_usd: cost,
+            credits,
         }
     }
 }
@@ -147,6 +186,50 @@ pub fn models(stdout: &[u8]) -> Vec<String> {
     found
 }
 
+/// aider's report, one line per model call: `Tokens: 1.0k sent, 50 received. Cost: $0.0030
+/// message, $0.0030 session.` Its counts are rounded (`1.0k`, `12k`) from 1,000 on.
+fn aider_lines(text: &str) -> Option<(u64, Option<f64>)> {
+    let mut found = false;
+    let (mut tokens, mut cost) = (0u64, None::<f64>);
+    for line in text.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("Tokens: ") else {
+            continue;
+        };
+        let (counts, costs) = rest.split_once(". Cost: ").unwrap_or((rest, ""));
+        for part in counts.trim_end_matches('.').split(", ") {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if matches!(what, "sent" | "received")
+                && let Some(n) = aider_count(n)
+            {
+                tokens += n;
+                found = true;
+            }
+        }
+        if let Some(message) = costs
+            .split(", ")
+            .find_map(|c| c.strip_suffix(" message"))
+            .and_then(|c| c.trim_start_matches('$').parse::<f64>().ok())
+        {
+            cost = Some(cost.unwrap_or(0.0) + message);
+        }
+    }
+    found.then_some((tokens, cost))
+}
+
+/// `950`, `1.0k`, `12k`, `1.2M`.
+fn aider_count(s: &str) -> Option<u64> {
+    let (num, scale) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1_000.0),
+        'M' => (&s[..s.len() - 1], 1_000_000.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.replace(',', "").parse().ok()?;
+    (v >= 0.0).then(|| (v * scale).round() as u64)
+}
+
 fn sum_tokens(u: &Map<String, Value>) -> u64 {
     TOKEN_FIELDS
         .iter()
@@ -170,12 +253,45 @@ mod tests {
     }
 
     #[test]
+    fn claude_side_calls_count_through_model_usage() {
+        let u = measure(
+            0,
+            br#"{"type":"result","usage":{"input_tokens":3000,"output_tokens":150},"modelUsage":{"claude-sonnet-4-5":{"inputTokens":3000,"outputTokens":150,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"costUSD":0.01},"claude-haiku-4-5":{"inputTokens":1000,"outputTokens":50,"costUSD":0.001}},"total_cost_usd":0.011}"#,
+        );
+        assert_eq!(u.tokens, 4200);
+        assert_eq!(u.cost_usd, Some(0.011));
+    }
+
+    #[test]
     fn sums_jsonl_turns() {
         let u = measure(
             0,
             b"{\"type\":\"turn.completed\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}\n{\"type\":\"turn.completed\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}\n",
         );
         assert_eq!(u.tokens, 17);
+    }
+
+    #[test]
+    fn reads_aiders_token_and_cost_lines() {
+        let out = b"Applied edit to src/a.txt\nTokens: 1.0k sent, 50 received. Cost: $0.0030 message, $0.0030 session.\nTokens: 12k sent, 1.2k cache write, 950 received. Cost: $0.04 message, $0.0430 session.\n";
+        let u = measure(10, out);
+        assert_eq!(u.tokens, 1_000 + 50 + 12_000 + 950);
+        assert!(!u.estimated);
+        let cost = u.cost_usd.expect("cost");
+        assert!((cost - 0.043).abs() < 1e-9, "{cost}");
+        assert_eq!(aider_count("1.2M"), Some(1_200_000));
+        assert_eq!(aider_count("k"), None);
+    }
+
+    #[test]
+    fn droid_credits_are_credits_not_dollars() {
+        let u = measure(
+            0,
+            br#"{"type":"result","usage":{"input_tokens":3030,"output_tokens":153,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"factory_credits":2.5}}"#,
+        );
+        assert_eq!(u.tokens, 3183);
+        assert_eq!(u.credits, Some(2.5));
+        assert_eq!(u.cost_usd, None);
     }
 
     #[test]

@@ -126,7 +126,10 @@ fn summarize(o: &Outcome, out: &mut dyn Write, ui: &Ui, json: bool) -> Result<()
     let r = &o.record;
     let m = &r.metrics;
     let estimated = r.stages.iter().any(|s| s.tokens_estimated);
-    let cost = m.cost_usd.map(|c| format!(", ${c:.2}")).unwrap_or_default();
+    let mut cost = m.cost_usd.map(|c| format!(", ${c:.2}")).unwrap_or_default();
+    if let Some(c) = m.credits {
+        cost.push_str(&format!(", {c} credits"));
+    }
     let stats = format!(
         "{} stage{} run, {} path{}, {} fix attempt{}, {} verification round{}, {}{} tokens{cost}, {}",
         m.stages_executed,

@@ -60,6 +60,10 @@ pub struct Preset {
     pub session_start: &'static [&'static str],
     pub session_resume: &'static [&'static str],
     pub notes: &'static str,
+    /// The CLI's own sandbox flag and the value that turns it off: inside git-pipeline's sandbox
+    /// its own cannot start (bubblewrap needs mounts, which Landlock refuses; Seatbelt does not
+    /// nest), so ours holds instead, read-only roles included.
+    pub own_sandbox: Option<(&'static str, &'static str)>,
 }
 
 pub const PRESETS: &[Preset] = &[
@@ -87,10 +91,11 @@ pub const PRESETS: &[Preset] = &[
         session_start: &["--session-id", "{session}"],
         session_resume: &["--resume", "{session}"],
         notes: "usage and cost from its JSON result; acceptEdits lets it edit but asks before running commands, which -p mode refuses: allow the commands your gates need with --allowedTools in your own argv",
+        own_sandbox: None,
     },
     Preset {
         name: "codex",
-        version: "codex-cli 0.169.0",
+        version: "codex-cli 0.171.0",
         edit: &[
             "codex",
             "exec",
@@ -112,6 +117,7 @@ pub const PRESETS: &[Preset] = &[
         session_start: &[],
         session_resume: &[],
         notes: "usage from its turn.completed events; it cannot start a session under a given id, so each attempt is a fresh session (the prompt carries what came before)",
+        own_sandbox: Some(("--sandbox", "danger-full-access")),
     },
     Preset {
         name: "aider",
@@ -127,6 +133,13 @@ pub const PRESETS: &[Preset] = &[
             "--no-pretty",
             "--no-stream",
             "--analytics-disable",
+            "--no-gitignore",
+            "--chat-history-file",
+            "/dev/null",
+            "--input-history-file",
+            "/dev/null",
+            "--map-tokens",
+            "0",
         ],
         read_only: &[
             "aider",
@@ -141,10 +154,18 @@ pub const PRESETS: &[Preset] = &[
             "--no-pretty",
             "--no-stream",
             "--analytics-disable",
+            "--no-gitignore",
+            "--chat-history-file",
+            "/dev/null",
+            "--input-history-file",
+            "/dev/null",
+            "--map-tokens",
+            "0",
         ],
         session_start: &[],
         session_resume: &[],
-        notes: "no usage report (estimated); ask mode for the read-only roles",
+        notes: "usage from its Tokens/Cost lines (it rounds thousands); ask mode for the read-only roles; --no-gitignore, the history files in /dev/null and no repo map (--map-tokens 0), so that it writes nothing but the task's edits into the worktree",
+        own_sandbox: None,
     },
     Preset {
         name: "gemini",
@@ -155,6 +176,7 @@ pub const PRESETS: &[Preset] = &[
             "{prompt}",
             "--approval-mode",
             "auto_edit",
+            "--skip-trust",
             "--output-format",
             "json",
         ],
@@ -164,23 +186,42 @@ pub const PRESETS: &[Preset] = &[
             "{prompt}",
             "--approval-mode",
             "plan",
+            "--skip-trust",
             "--output-format",
             "json",
         ],
-        session_start: &[],
-        session_resume: &[],
-        notes: "its answer is read from the JSON response field; it resumes sessions by index, not by id, so each attempt is a fresh session",
+        session_start: &["--session-id", "{session}"],
+        session_resume: &["--resume", "{session}"],
+        notes: "its answer is read from the JSON response field; --skip-trust because a new worktree is a folder it has never been told to trust (it exits 55 otherwise)",
+        own_sandbox: None,
     },
     Preset {
         name: "opencode",
         version: "opencode 1.18.33",
-        edit: &["opencode", "run", "--format", "json", "{prompt}"],
+        edit: &[
+            "opencode",
+            "run",
+            "--dir",
+            "{worktree}",
+            "--format",
+            "json",
+            "{prompt}",
+        ],
         read_only: &[
-            "opencode", "run", "--agent", "plan", "--format", "json", "{prompt}",
+            "opencode",
+            "run",
+            "--dir",
+            "{worktree}",
+            "--agent",
+            "plan",
+            "--format",
+            "json",
+            "{prompt}",
         ],
         session_start: &[],
         session_resume: &[],
-        notes: "the plan agent for the read-only roles; its answer from the text parts and usage and cost from the step_finish events of --format json; permissions it would ask for are refused (headless), so allow what your gates need in opencode.json; sessions are its own, so each attempt is a fresh one",
+        notes: "--dir because it takes its project folder from $PWD, not its working directory; the plan agent for the read-only roles; its answer from the text parts and usage and cost from the step_finish events of --format json; permissions it would ask for are refused (headless), so allow what your gates need in opencode.json; sessions are its own, so each attempt is a fresh one",
+        own_sandbox: None,
     },
     Preset {
         name: "goose",
@@ -190,6 +231,7 @@ pub const PRESETS: &[Preset] = &[
         session_start: &[],
         session_resume: &[],
         notes: "no read-only mode of its own: git-pipeline's read-only checks still stop a verifier that writes",
+        own_sandbox: None,
     },
     Preset {
         name: "droid",
@@ -207,6 +249,7 @@ pub const PRESETS: &[Preset] = &[
         session_start: &[],
         session_resume: &[],
         notes: "--auto medium lets it edit and run build and test commands; without --auto it is read-only; usage from its JSON result",
+        own_sandbox: None,
     },
 ];
 
@@ -227,6 +270,19 @@ impl Preset {
             self.read_only
         };
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+impl Preset {
+    /// `argv` for a step inside git-pipeline's sandbox: the CLI's own sandbox off.
+    pub fn inside_sandbox(&self, mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        if let Some((flag, off)) = self.own_sandbox
+            && let Some(i) = argv.iter().position(|a| a == flag)
+            && let Some(value) = argv.get_mut(i + 1)
+        {
+            *value = off.into();
+        }
+        argv
     }
 }
 
@@ -256,6 +312,27 @@ mod tests {
             assert!(crate::preset::argv::check(&to_vec(p.session_start)).is_ok());
             assert!(crate::preset::argv::check(&to_vec(p.session_resume)).is_ok());
         }
+    }
+
+    #[test]
+    fn inside_our_sandbox_codex_runs_without_its_own_and_others_are_unchanged() {
+        let os =
+            |v: Vec<String>| -> Vec<std::ffi::OsString> { v.into_iter().map(Into::into).collect() };
+        for role in [Role::Builder, Role::Verifier] {
+            let codex = find("codex").expect("codex");
+            let argv = codex.inside_sandbox(os(codex.argv(role)));
+            let i = argv
+                .iter()
+                .position(|a| a == "--sandbox")
+                .expect("flag kept");
+            assert_eq!(argv[i + 1], "danger-full-access");
+            assert_eq!(argv.len(), codex.argv(role).len());
+        }
+        let claude = find("claude").expect("claude");
+        assert_eq!(
+            claude.inside_sandbox(os(claude.argv(Role::Builder))),
+            os(claude.argv(Role::Builder))
+        );
     }
 
     fn to_vec(v: &[&str]) -> Vec<String> {

@@ -247,6 +247,14 @@ impl<'a> Run<'a> {
             .filter_map(|s| s.cost_usd)
             .collect();
         m.cost_usd = (!costs.is_empty()).then(|| costs.iter().sum());
+        let credits: Vec<f64> = self
+            .log
+            .rec
+            .stages
+            .iter()
+            .filter_map(|s| s.credits)
+            .collect();
+        m.credits = (!credits.is_empty()).then(|| credits.iter().sum());
         let distinct = |skip: bool| {
             let mut names: Vec<&str> = self
                 .log
@@ -526,6 +534,7 @@ impl<'a> Run<'a> {
             tokens: 0,
             tokens_estimated: false,
             cost_usd: None,
+            credits: None,
             error: None,
             note: Some(why.to_owned()),
             agent_info: None,
@@ -586,6 +595,7 @@ impl<'a> Run<'a> {
             tokens: ran.usage.tokens,
             tokens_estimated: ran.usage.estimated,
             cost_usd: ran.usage.cost_usd,
+            credits: ran.usage.credits,
             error: error.clone(),
             note: None,
             agent_info: (!ran.cli.is_empty()).then(|| crate::store::record::AgentInfo {

@@ -243,8 +243,14 @@ pub async fn run_agent(
                 git_config: &[],
             }
             .build(&spec.env);
-            let preset = spec.preset;
-            let argv = sandboxed(ctx, argv, &mut env, |sb, argv| sb.agent_argv(preset, argv));
+            let (preset, edits) = (spec.preset, crate::preset::role_edits(call.agent.role));
+            let argv = sandboxed(ctx, argv, &mut env, |sb, argv| {
+                let argv = match preset.and_then(crate::preset::find) {
+                    Some(p) => p.inside_sandbox(argv.to_vec()),
+                    None => argv.to_vec(),
+                };
+                sb.agent_argv(preset, edits, &argv)
+            });
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let mut watch = Watch::new(ctx, &call);
             let step = in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel, Some(tx));

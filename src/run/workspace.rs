@@ -227,11 +227,10 @@ impl Run<'_> {
         let common = &self.plan.target.repo.common_dir;
         // Not the run's own scratch folder (`tmp`, where its index is): the agent's.
         let tmp = self.log.dir.path.join("agent-tmp");
-        let mut writable = vec![
+        let mut work = vec![
             self.ws.worktree.clone(),
             common.join("objects"),
             worktree_git_dir.to_owned(),
-            tmp.clone(),
         ];
         if let Some(b) = &self.ws.branch {
             // git updates a ref through `<ref>.lock` beside it, so the ref's folder must be
@@ -240,11 +239,12 @@ impl Run<'_> {
             for base in [common.clone(), common.join("logs")] {
                 if let Some(dir) = base.join(&rel).parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
-                    writable.push(dir.to_owned());
+                    work.push(dir.to_owned());
                 }
             }
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("create", &tmp, e))?;
+        let mut writable = vec![tmp.clone()];
         let home = std::env::var_os("HOME").map(PathBuf::from);
         if let Some(h) = &home {
             writable.extend(crate::sandbox::caches(h));
@@ -252,6 +252,7 @@ impl Run<'_> {
         writable.extend(self.plan.policy.sandbox.writable.iter().cloned());
         Ok(Some(crate::sandbox::Setup {
             exe,
+            work,
             writable,
             tmp,
             home,

@@ -22,6 +22,7 @@ use landlock::{exec as os_exec, probe as os_probe};
 use seatbelt::{exec as os_exec, probe as os_probe};
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -263,7 +264,10 @@ pub fn refusal(mode: Mode, found: Option<&Availability>) -> Option<String> {
 pub struct Setup {
     /// git-pipeline itself, which applies the policy.
     pub exe: PathBuf,
-    /// Writable for agents and gates alike.
+    /// The run's work: its worktree and what git needs to commit on its branch. Writable for
+    /// the agents that edit and for gates; read-only for the agents of the read-only roles.
+    pub work: Vec<PathBuf>,
+    /// Writable for every step.
     pub writable: Vec<PathBuf>,
     /// The private temporary folder (`TMPDIR`), one of `writable`.
     pub tmp: PathBuf,
@@ -273,11 +277,30 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// The argv of an agent step: its CLI's own state folders are writable too.
-    pub fn agent_argv(&self, preset: Option<&str>, argv: &[OsString]) -> Vec<OsString> {
-        let mut writable = self.writable.clone();
+    /// The argv of an agent step: its CLI's own state folders are writable too, and the run's
+    /// work only when its role `edits`: a read-only role's writes fail in the agent, whatever
+    /// its CLI's own read-only mode lets through.
+    pub fn agent_argv(
+        &self,
+        preset: Option<&str>,
+        edits: bool,
+        argv: &[OsString],
+    ) -> Vec<OsString> {
+        let mut writable = if edits { self.work.clone() } else { Vec::new() };
+        writable.extend(self.writable.iter().cloned());
         if let (Some(p), Some(home)) = (preset, &self.home) {
-            writable.extend(agent_state(p, home));
+            let state = agent_state(p, home);
+            // A rule can only name what exists: a CLI's first run in the sandbox would find
+            // its state folder unwritable (Claude Code then keeps no session to resume).
+            for dir in state.iter().filter(|d| d.extension().is_none()) {
+                if !dir.exists() {
+                    let _ = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir);
+                }
+            }
+            writable.extend(state);
         }
         Policy {
             writable,
@@ -289,7 +312,7 @@ impl Setup {
 
     pub fn gate_argv(&self, argv: &[OsString]) -> Vec<OsString> {
         Policy {
-            writable: self.writable.clone(),
+            writable: self.work.iter().chain(&self.writable).cloned().collect(),
             network: self.gate_network,
             required: self.required,
         }

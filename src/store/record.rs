@@ -147,6 +147,9 @@ pub struct StageRecord {
     pub tokens: u64,
     pub tokens_estimated: bool,
     pub cost_usd: Option<f64>,
+    /// Credits of a CLI that bills in credits (droid), never converted to dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<f64>,
     pub error: Option<String>,
     /// Why a stage was skipped, or what it produced ("3 paths changed").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +196,8 @@ pub struct Metrics {
     pub stages_skipped: u32,
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<f64>,
     /// Builder attempts whose changes went outside the scope.
     #[serde(default)]
     pub scope_violations: u32,

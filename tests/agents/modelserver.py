@@ -13,7 +13,8 @@ generateContent, and decides each answer from the conversation alone (stateless)
   where the tool insists), then say "Wrote <path>.". aider gets an edit block in its format.
 - verifier ("You are the independent verifier"): with `CONTRACT-TRY-WRITE <path>`, first try to
   write that file (a read-only mode must refuse), then answer the verdict JSON; with
-  `CONTRACT-REJECT` in verification round 1, reject with a CONTRACT-WRITE issue.
+  `CONTRACT-REJECT <path> <word>` in "verification round 1", reject with the issue
+  `CONTRACT-WRITE <path> <word>`, which the builder's fix attempt then carries out.
 - anything else (titles, summaries, quota checks) is a side call: a short plain text.
 
 Every response carries usage input = 1000 + 10 * n, output = 50 + n, n = requests served
@@ -42,6 +43,7 @@ VERIFIER = "You are the independent verifier"
 # Quotes are left out of the words: opencode run hands its prompt over in double quotes.
 WRITE_RE = re.compile(r"CONTRACT-WRITE ([^\s\"'`]+) ([^\s\"'`]+)")
 TRY_WRITE_RE = re.compile(r"CONTRACT-TRY-WRITE ([^\s\"'`]+)")
+REJECT_RE = re.compile(r"CONTRACT-REJECT ([^\s\"'`]+) ([^\s\"'`]+)")
 ROUND_RE = re.compile(r"verification round (\d+)", re.I)
 MODEL = "contract-model"
 SIDE_TEXT = "Contract run"
@@ -63,6 +65,13 @@ class Tool:
     name: str
     kind: str  # "function", or "custom" for a Responses freeform tool (codex apply_patch)
     params: dict  # JSON schema properties
+    required: tuple = ()
+
+    @staticmethod
+    def of(name: str, kind: str, schema: dict | None) -> "Tool":
+        schema = schema or {}
+        props, required = schema.get("properties") or {}, schema.get("required") or ()
+        return Tool(name, kind, props, tuple(required))
 
 
 @dataclass
@@ -100,7 +109,7 @@ def flatten(content) -> str:
 # --- parsing, one function per API ------------------------------------------------------
 
 
-def parse_anthropic(body: dict) -> Conversation:
+def parse_anthropic(body: dict, path: str) -> Conversation:
     turns = []
     for m in body.get("messages", []):
         t = Turn(m.get("role", "user"))
@@ -117,15 +126,14 @@ def parse_anthropic(body: dict) -> Conversation:
     tools = {}
     for x in body.get("tools") or []:
         if "name" in x:
-            props = (x.get("input_schema") or {}).get("properties") or {}
-            tools[x["name"]] = Tool(x["name"], "function", props)
+            tools[x["name"]] = Tool.of(x["name"], "function", x.get("input_schema"))
     fmt = (body.get("output_config") or {}).get("format") or {}
     schema = fmt.get("schema") if fmt.get("type") == "json_schema" else None
     return Conversation("anthropic", bool(body.get("stream")), flatten(body.get("system")),
                         turns, tools, schema)
 
 
-def parse_responses(body: dict) -> Conversation:
+def parse_responses(body: dict, path: str) -> Conversation:
     turns: list[Turn] = []
 
     def turn(role: str) -> Turn:
@@ -151,15 +159,15 @@ def parse_responses(body: dict) -> Conversation:
     tools = {}
     for x in body.get("tools") or []:
         name = x.get("name") or (x.get("function") or {}).get("name") or x.get("type")
-        props = (x.get("parameters") or {}).get("properties") or {}
-        tools[name] = Tool(name, "custom" if x.get("type") == "custom" else "function", props)
+        kind = "custom" if x.get("type") == "custom" else "function"
+        tools[name] = Tool.of(name, kind, x.get("parameters"))
     system = flatten(body.get("instructions"))
     system += "\n".join(flatten(i.get("content")) for i in items
                         if i.get("role") in ("system", "developer"))
     return Conversation("responses", bool(body.get("stream")), system, turns, tools)
 
 
-def parse_chat(body: dict) -> Conversation:
+def parse_chat(body: dict, path: str) -> Conversation:
     turns, system = [], []
     for m in body.get("messages", []):
         role = m.get("role")
@@ -177,12 +185,12 @@ def parse_chat(body: dict) -> Conversation:
     for x in body.get("tools") or []:
         f = x.get("function") or {}
         if "name" in f:
-            props = (f.get("parameters") or {}).get("properties") or {}
-            tools[f["name"]] = Tool(f["name"], "function", props)
+            tools[f["name"]] = Tool.of(f["name"], "function", f.get("parameters"))
     return Conversation("chat", bool(body.get("stream")), "\n".join(system), turns, tools)
 
 
-def parse_gemini(body: dict, stream: bool) -> Conversation:
+def parse_gemini(body: dict, path: str) -> Conversation:
+    stream = ":streamGenerateContent" in path  # Gemini says it in the path, not the body
     turns = []
     for c in body.get("contents", []):
         t = Turn("assistant" if c.get("role") == "model" else "user")
@@ -197,8 +205,8 @@ def parse_gemini(body: dict, stream: bool) -> Conversation:
     tools = {}
     for group in body.get("tools") or []:
         for f in group.get("functionDeclarations") or group.get("function_declarations") or []:
-            schema = f.get("parametersJsonSchema") or f.get("parameters") or {}
-            tools[f["name"]] = Tool(f["name"], "function", schema.get("properties") or {})
+            schema = f.get("parametersJsonSchema") or f.get("parameters")
+            tools[f["name"]] = Tool.of(f["name"], "function", schema)
     system = flatten((body.get("systemInstruction") or {}).get("parts"))
     config = body.get("generationConfig") or {}
     schema = None
@@ -227,6 +235,9 @@ WRITE_TOOLS = [
     ("Create", "Read"),  # droid
     ("apply_patch", None),  # codex (a freeform tool, or a function taking the patch)
 ]
+# A verifier offered no write tool tries the shell instead (droid's read-only mode offers
+# only Execute among the tools that could write).
+SHELL_TOOLS = ("Execute", "Bash", "bash", "run_shell_command", "shell", "exec_command")
 PATH_KEYS = ("file_path", "filePath", "absolute_path", "path")
 CONTENT_KEYS = ("content", "contents", "text")
 CWD_RES = [  # where each CLI states its working directory
@@ -234,7 +245,7 @@ CWD_RES = [  # where each CLI states its working directory
     re.compile(r"(?:Primary working directory|Working directory|Current working directory|"
                r"current working directory is)[:\s]+(/\S+)", re.I),
     re.compile(r"working in the directory:?\s+(/\S+)", re.I),  # Gemini CLI
-    re.compile(r"\bcwd[\"':=\s]+(/[^\s\"']+)"),
+    re.compile(r"% pwd\n(/\S+)"),  # droid
 ]
 
 
@@ -269,7 +280,8 @@ def tool_args(tool: Tool, path: str, content: str | None, cwd: str | None) -> ob
     full = path if os.path.isabs(path) or not cwd else os.path.join(cwd, path)
     if tool.name == "apply_patch":
         # Add File replaces a file that exists, so this also serves a fix attempt.
-        patch = f"*** Begin Patch\n*** Add File: {path}\n+{content.rstrip(chr(10))}\n*** End Patch\n"
+        lines = "".join(f"+{line}\n" for line in (content or "").splitlines())
+        patch = f"*** Begin Patch\n*** Add File: {path}\n{lines}*** End Patch\n"
         if tool.kind == "custom":
             return patch
         key = next(iter(tool.params), "input")
@@ -299,13 +311,44 @@ def write_steps(conv: Conversation, path: str, content: str, since: int,
                  label=f"tool:{write.name}")
 
 
+def shown_content(conv: Conversation, path: str) -> str | None:
+    """The content of `path` as aider shows a file that is in its chat (the path alone on a
+    line, then the file in a fence), the latest showing; None if it shows none."""
+    block = re.compile(rf"^{re.escape(path)}\n```[^\n]*\n(.*?)^```", re.M | re.S)
+    found = [m.group(1) for t in conv.turns if t.role == "user" for x in t.texts
+             for m in block.finditer(x)]
+    return found[-1] if found else None
+
+
+def shell_write(conv: Conversation, path: str, content: str) -> Reply | None:
+    """A shell tool call that writes the file, with the tool's other required fields filled:
+    droid's Execute wants a summary of 3-8 words, a reason and a self-assessed risk level,
+    which gets the first of its enum, "low" (what droid's docs call file creation)."""
+    tool = next((conv.tools[n] for n in SHELL_TOOLS if n in conv.tools), None)
+    if not tool:
+        return None
+    args = {k: fill_schema(v) for k, v in tool.params.items() if k in tool.required}
+    args.update({k: "Write the verifier file" for k, v in args.items() if v == SIDE_TEXT})
+    key = "cmd" if "cmd" in tool.params else "command"
+    escaped = content.replace("\n", "\\n")  # printf turns it back into a newline
+    args[key] = f"printf '{escaped}' > {path}"
+    return Reply("verifier", calls=[(tool.name, args)], label=f"tool:{tool.name}")
+
+
 def aider_edit(conv: Conversation, path: str, word: str) -> str:
-    """An edit in the format aider's system prompt asked for: SEARCH/REPLACE with an empty
-    SEARCH creates or (for aider) replaces... so use the whole-file format when asked."""
-    if "SEARCH/REPLACE" in conv.system:
-        return (f"Creating the file.\n\n{path}\n```\n<<<<<<< SEARCH\n=======\n{word}\n"
-                ">>>>>>> REPLACE\n```\n")
-    return f"{path}\n```\n{word}\n```\n"
+    """An edit in aider's format. A SEARCH/REPLACE block must quote the file's current
+    content, and an empty SEARCH appends to a file that exists, so while aider has not shown
+    the file, first send a block that cannot match: aider then creates the file if missing
+    (empty), adds it to the chat and reports the failed match with the file's content, and
+    the next answer replaces that content."""
+    if "SEARCH/REPLACE" not in conv.system:  # the whole-file format
+        return f"{path}\n```\n{word}\n```\n"
+    current = shown_content(conv, path)
+    search = "CONTRACT-PROBE: show me this file\n" if current is None else current
+    if search and not search.endswith("\n"):
+        search += "\n"
+    return (f"Editing the file.\n\n{path}\n```\n<<<<<<< SEARCH\n{search}=======\n{word}\n"
+            ">>>>>>> REPLACE\n```\n")
 
 
 def fill_schema(schema: dict) -> object:
@@ -320,40 +363,58 @@ def fill_schema(schema: dict) -> object:
 
 
 def decide(conv: Conversation) -> Reply:
-    i = prompt_index(conv)
-    prompt = "\n".join(conv.turns[i].texts) if i >= 0 else ""
-    earlier = "\n".join(x for t in conv.turns[: i + 1] if t.role == "user" for x in t.texts)
-    is_aider = not conv.tools and "SEARCH/REPLACE" in conv.system
     if conv.schema is not None:
         return Reply("side", text=json.dumps(fill_schema(conv.schema)))
-    if BUILDER in earlier and (conv.tools or is_aider):
-        writes = WRITE_RE.findall(prompt) or WRITE_RE.findall(earlier)
-        if not writes:
-            return Reply("builder", text="Nothing to write.")
-        path, word = writes[-1]
-        if is_aider:
-            return Reply("builder", text=aider_edit(conv, path, word), label="aider-edit")
-        step = write_steps(conv, path, word + "\n", i)
-        if step:
-            step.kind = "builder"
-            return step
-        return Reply("builder", text=f"Wrote {path}.")
-    if VERIFIER in earlier:
-        target = TRY_WRITE_RE.search(prompt)
-        results_back = any(t.results for t in conv.turns[i + 1:])
-        if target and conv.tools and not results_back:
-            step = write_steps(conv, target.group(1), "verifier was here\n", i, read_first=False)
-            if step:
-                step.kind = "verifier"
-                return step
-        verdict = {"approved": True, "issues": []}
-        rnd = ROUND_RE.search(prompt)
-        reject = WRITE_RE.search(prompt.split("CONTRACT-REJECT", 1)[-1])
-        if "CONTRACT-REJECT" in prompt and rnd and rnd.group(1) == "1":
-            issue = f"CONTRACT-WRITE {reject.group(1)} {reject.group(2)}" if reject else "fix it"
-            verdict = {"approved": False, "issues": [issue]}
-        return Reply("verifier", text="Reviewed the change.\n" + json.dumps(verdict))
+    i = prompt_index(conv)
+    earlier = "\n".join(x for t in conv.turns[: i + 1] if t.role == "user" for x in t.texts)
+    # aider offers no tools; its system prompt (code and ask modes) starts like this. Any
+    # other call without tools is a side call (a title, a summary).
+    aider = not conv.tools and "Act as an expert" in conv.system
+    if (conv.tools or aider) and BUILDER in earlier:
+        return builder_reply(conv, i, earlier, aider)
+    if (conv.tools or aider) and VERIFIER in earlier:
+        return verifier_reply(conv, i, aider)
     return Reply("side", text=SIDE_TEXT)
+
+
+def builder_reply(conv: Conversation, i: int, earlier: str, aider: bool) -> Reply:
+    # The last CONTRACT-WRITE of the latest prompt: a fix attempt's feedback comes after the
+    # task. A resumed session's new prompt may carry only the feedback.
+    writes = WRITE_RE.findall("\n".join(conv.turns[i].texts)) or WRITE_RE.findall(earlier)
+    if not writes:
+        return Reply("builder", text="Nothing to write.")
+    path, word = writes[-1]
+    if aider:
+        return Reply("builder", text=aider_edit(conv, path, word), label="aider-edit")
+    step = write_steps(conv, path, word + "\n", i)
+    if step:
+        step.kind = "builder"
+        return step
+    return Reply("builder", text=f"Wrote {path}.")
+
+
+def verifier_reply(conv: Conversation, i: int, aider: bool) -> Reply:
+    prompt = "\n".join(conv.turns[i].texts)
+    verdict = {"approved": True, "issues": []}
+    rnd, reject = ROUND_RE.search(prompt), REJECT_RE.search(prompt)
+    if reject and rnd and rnd.group(1) == "1":
+        verdict = {"approved": False, "issues": [f"CONTRACT-WRITE {reject[1]} {reject[2]}"]}
+    text = "Reviewed the change.\n" + json.dumps(verdict)
+    target = TRY_WRITE_RE.search(prompt)
+    if not target:
+        return Reply("verifier", text=text)
+    # First try to write, which a read-only mode must refuse.
+    if aider:  # ask mode must not apply an edit block
+        block = (f"{target[1]}\n```\n<<<<<<< SEARCH\n=======\nverifier was here\n"
+                 ">>>>>>> REPLACE\n```\n\n")
+        return Reply("verifier", text=block + text, label="aider-edit")
+    if not any(t.results for t in conv.turns[i + 1:]):
+        step = (write_steps(conv, target[1], "verifier was here\n", i, read_first=False)
+                or shell_write(conv, target[1], "verifier was here\n"))
+        if step:
+            step.kind = "verifier"
+            return step
+    return Reply("verifier", text=text)
 
 
 # --- answering, one function per API shape ----------------------------------------------
@@ -500,11 +561,12 @@ class State:
         self.log = open(log_path, "a", encoding="utf-8")
         self.dump_dir = dump_dir
 
-    def next_usage(self) -> tuple[int, int, int]:
+    def next_usage(self) -> tuple[int, int]:
+        """Input and output tokens for the next answer: distinct for every answer."""
         with self.lock:
             n = self.served
             self.served += 1
-        return n, 1000 + 10 * n, 50 + n
+        return 1000 + 10 * n, 50 + n
 
     def write_log(self, line: dict) -> None:
         with self.lock:
@@ -542,8 +604,8 @@ def other_answer(method: str, path: str, body: dict) -> tuple[int, dict]:
 
 ANSWERS = {"anthropic": answer_anthropic, "responses": answer_responses,
            "chat": answer_chat, "gemini": answer_gemini}
-PARSERS = {"anthropic": lambda b, s: parse_anthropic(b), "responses": lambda b, s: parse_responses(b),
-           "chat": lambda b, s: parse_chat(b), "gemini": parse_gemini}
+PARSERS = {"anthropic": parse_anthropic, "responses": parse_responses, "chat": parse_chat,
+           "gemini": parse_gemini}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -592,14 +654,18 @@ class Handler(BaseHTTPRequestHandler):
                           f, indent=1)
         if api == "other":
             status, answer = other_answer(self.command, url.path, body)
-            self.state.write_log({"api": "other", "path": url.path, "method": self.command,
-                                  "status": status})
+            self.state.write_log(log_line(api, url.path, None, None, 0, 0,
+                                          method=self.command, status=status))
             self.send(status, "application/json", json.dumps(answer).encode())
             return
-        stream = "streamGenerateContent" in url.path if api == "gemini" else False
-        conv = PARSERS[api](body, stream)
-        reply = decide(conv)
-        _, inp, outp = self.state.next_usage()
+        try:
+            conv = PARSERS[api](body, url.path)
+            reply = decide(conv)
+        except Exception as e:  # a shape this server does not know yet: say so, in the log too
+            self.state.write_log(log_line(api, url.path, None, None, 0, 0, error=repr(e)))
+            self.send(500, "application/json", json.dumps({"error": {"message": repr(e)}}).encode())
+            return
+        inp, outp = self.state.next_usage()
         ctype, payload = ANSWERS[api](reply, conv.stream, inp, outp)
         self.state.write_log(log_line(api, url.path, conv, reply, inp, outp))
         self.send(200, ctype, payload)
@@ -607,12 +673,23 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = handle_any
 
 
-def log_line(api: str, path: str, conv: Conversation, reply: Reply, inp: int, outp: int) -> dict:
-    return {"api": api, "path": path, "kind": reply.kind, "stream": conv.stream,
-            "tools": sorted(conv.tools), "history": sum(t.role == "assistant" for t in conv.turns),
-            "reply": reply.label,
-            "tool_results": [r[:300] for t in conv.turns for r in t.results],
-            "input_tokens": inp, "output_tokens": outp}
+def log_line(api: str, path: str, conv: Conversation | None, reply: Reply | None,
+             inp: int, outp: int, **extra) -> dict:
+    """One request: its API, the kind of call, the tools offered, how many assistant turns
+    came before (aider's few-shot examples count too), what was answered, the tool results
+    the client sent back, and the exact usage sent."""
+    turns = conv.turns if conv else []
+    return {"api": api, "path": path, "kind": reply.kind if reply else "side",
+            "stream": conv.stream if conv else False,
+            "tools": sorted(conv.tools) if conv else [],
+            "history": sum(t.role == "assistant" for t in turns),
+            # Prompts of git-pipeline in the conversation: 2 or more on a resumed session.
+            "prompts": sum(t.role == "user" and any(m in "\n".join(t.texts)
+                                                    for m in (BUILDER, VERIFIER))
+                           for t in turns),
+            "reply": reply.label if reply else "text",
+            "tool_results": [r[:300] for t in turns for r in t.results],
+            "input_tokens": inp, "output_tokens": outp, **extra}
 
 
 def serve(args) -> None:
@@ -630,13 +707,8 @@ def serve(args) -> None:
 
 # --- `env`: what each CLI needs to use this server --------------------------------------
 
-# Set for every CLI: its home and XDG folders in the test's home, nothing that phones home.
-COMMON_ENV = {
-    "DISABLE_AUTOUPDATER": "1",
-    "NO_UPDATE_NOTIFIER": "1",
-    "DO_NOT_TRACK": "1",
-    "CI": "true",
-}
+# For every CLI, besides HOME and the XDG folders in the test's home: nothing that phones home.
+COMMON_ENV = {"DO_NOT_TRACK": "1", "NO_UPDATE_NOTIFIER": "1", "CI": "true"}
 
 
 def write(path: str, text: str) -> None:
@@ -646,14 +718,17 @@ def write(path: str, text: str) -> None:
 
 
 def env_claude(url: str, home: str) -> dict:
-    # Onboarding done and the API key approved, so -p neither prompts nor asks to log in.
+    # Onboarding done and the key approved, so no first-run screen can get in the way.
     write(os.path.join(home, ".claude.json"), json.dumps({
         "hasCompletedOnboarding": True, "numStartups": 1, "autoUpdates": False,
-        "customApiKeyResponses": {"approved": ["contract-key"[-20:]], "rejected": []}}))
+        "customApiKeyResponses": {"approved": ["contract-key"], "rejected": []}}))
+    # Nonessential traffic stays on: its title side call shows in modelUsage and
+    # total_cost_usd but not in usage, and the suite checks that all of it is counted.
     return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "contract-key",
-            "ANTHROPIC_MODEL": "claude-sonnet-4-5", "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1", "DISABLE_BUG_COMMAND": "1"}
+            "ANTHROPIC_MODEL": "claude-sonnet-4-5",
+            "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"}
 
 
 def env_codex(url: str, home: str) -> dict:
@@ -675,49 +750,64 @@ stream_max_retries = 0
 
 [analytics]
 enabled = false
-
-[otel]
-exporter = "none"
 """)
-    return {"CODEX_HOME": codex_home, "OPENAI_API_KEY": "contract-key"}
+    # codex will not put its helper binaries (the codex-linux-sandbox alias that bwrap runs)
+    # in a CODEX_HOME under the temp folder: with bwrap on PATH every sandboxed write then
+    # fails ("bwrap: execvp codex-linux-sandbox"). A temp folder of its own avoids that.
+    tmp = os.path.join(home, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    return {"CODEX_HOME": codex_home, "OPENAI_API_KEY": "contract-key", "TMPDIR": tmp}
 
 
 def env_gemini(url: str, home: str) -> dict:
+    # Without selectedType: "Invalid auth method selected." (exit 41).
     write(os.path.join(home, ".gemini", "settings.json"), json.dumps({
         "security": {"auth": {"selectedType": "gemini-api-key"}},
         "privacy": {"usageStatisticsEnabled": False},
-        "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
         "telemetry": {"enabled": False}}, indent=1))
+    # Not GEMINI_CLI_TRUST_WORKSPACE: the preset's --skip-trust must be what trusts the
+    # folder (without either, a headless run ends with exit 55).
     return {"GEMINI_API_KEY": "contract-key", "GOOGLE_GEMINI_BASE_URL": url,
-            "GEMINI_CLI_TRUST_WORKSPACE": "true", "GEMINI_MODEL": "gemini-2.5-pro"}
+            "GEMINI_MODEL": "gemini-2.5-pro"}
 
 
 def env_opencode(url: str, home: str) -> dict:
+    # A cost per million tokens, so that step_finish cost is a number a test can check.
+    model = {"name": MODEL, "tool_call": True, "cost": {"input": 3, "output": 15},
+             "limit": {"context": 200000, "output": 32000}}
     write(os.path.join(home, ".config", "opencode", "opencode.json"), json.dumps({
-        "$schema": "https://opencode.ai/config.json",
-        "autoupdate": False, "share": "disabled",
-        "model": "contract/contract-model", "small_model": "contract/contract-model",
-        "provider": {"contract": {
-            "npm": "@ai-sdk/openai-compatible", "name": "contract",
-            "options": {"baseURL": url + "/v1", "apiKey": "contract-key"},
-            "models": {"contract-model": {"name": "contract-model", "tool_call": True}}}}},
-        indent=1))
-    return {"OPENCODE_DISABLE_AUTOUPDATE": "true", "OPENCODE_DISABLE_SHARE": "true"}
+        "$schema": "https://opencode.ai/config.json", "autoupdate": False, "share": "disabled",
+        "model": f"contract/{MODEL}", "small_model": f"contract/{MODEL}",
+        "provider": {"contract": {"npm": "@ai-sdk/openai-compatible", "name": "contract",
+                                  "options": {"baseURL": url + "/v1", "apiKey": "contract-key"},
+                                  "models": {MODEL: model}}}}, indent=1))
+    return {"OPENCODE_DISABLE_AUTOUPDATE": "true", "OPENCODE_DISABLE_SHARE": "true",
+            "OPENCODE_DISABLE_MODELS_FETCH": "true", "OPENCODE_DISABLE_LSP_DOWNLOAD": "true"}
 
 
 def env_aider(url: str, home: str) -> dict:
+    # aider downloads a price list unless its cache is fresh and not empty (and prints the
+    # failure on stdout): a fresh cache without our model makes it use litellm's bundled one.
+    write(os.path.join(home, ".aider", "caches", "model_prices_and_context_window.json"),
+          json.dumps({"contract-placeholder": {}}))
+    # A model aider knows, so it picks its diff edit format and has a price.
     return {"OPENAI_API_KEY": "contract-key", "OPENAI_API_BASE": url + "/v1",
-            "AIDER_MODEL": "openai/gpt-4o", "AIDER_ANALYTICS_DISABLE": "true",
-            "AIDER_CHECK_UPDATE": "false"}
+            "AIDER_MODEL": "openai/gpt-4o", "AIDER_WEAK_MODEL": "openai/gpt-4o-mini",
+            "AIDER_ANALYTICS_DISABLE": "true", "AIDER_CHECK_UPDATE": "false",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 def env_droid(url: str, home: str) -> dict:
+    # A BYOK model as the session default; any FACTORY_API_KEY passes the login check.
     write(os.path.join(home, ".factory", "settings.json"), json.dumps({
         "customModels": [{"model": MODEL, "displayName": "contract", "baseUrl": url + "/v1",
                           "apiKey": "contract-key", "provider": "generic-chat-completion-api",
                           "maxOutputTokens": 4096}],
         "sessionDefaultSettings": {"model": f"custom:{MODEL}"}}, indent=1))
-    return {"FACTORY_API_KEY": "contract-key"}
+    # Airgap mode: no telemetry, feature flag or org settings requests.
+    return {"FACTORY_API_KEY": "contract-key", "FACTORY_AIRGAP_ENABLED": "true",
+            "FACTORY_DROID_AUTO_UPDATE_ENABLED": "false"}
 
 
 ENVS = {"claude": env_claude, "codex": env_codex, "gemini": env_gemini,

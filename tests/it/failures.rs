@@ -283,13 +283,14 @@ fn a_builder_timing_out_is_killed_with_everything_it_started() {
     );
 }
 
+/// Detection, where no OS sandbox prevents the write (tests/it/sandbox.rs has prevention).
 #[test]
 fn a_verifier_that_edits_files_fails_the_run() {
     let repo = TestRepo::new();
     repo.agents(
         &["*:write:src/new.rs:x"],
         &["*:write:src/new.rs:tampered", "*:approve"],
-        "",
+        "[run]\nsandbox = \"off\"\n",
     );
     let r = failed(&repo, &["run", "--json", "add the helper"], 1);
     assert!(

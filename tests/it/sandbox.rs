@@ -263,3 +263,31 @@ fn the_sandbox_can_be_turned_off_and_an_unknown_mode_is_a_usage_error() {
         out.stderr
     );
 }
+
+/// Prevention for the read-only roles: in the sandbox, a verifier's or a planner's write to the
+/// worktree fails in the agent itself (whatever its CLI's own read-only mode lets through, such
+/// as a shell command a model calls harmless), the run fails and nothing of it is written.
+#[test]
+fn read_only_roles_cannot_write_the_worktree() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:write:src/new.rs:tampered", "*:approve"],
+        "[run]\nsandbox = \"required\"\n",
+    );
+    require_landlock(&repo);
+    let out = repo.pipeline(&["run", "--json", "--keep", "add the helper"]);
+    out.assert_code(1);
+    let r = out.json();
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("the verifier (verifier) failed") && error.contains("Permission denied"),
+        "{r}"
+    );
+    let wt = std::path::PathBuf::from(r["worktree"].as_str().expect("kept worktree"));
+    assert_eq!(
+        std::fs::read_to_string(wt.join("src/new.rs")).expect("the builder's file"),
+        "x\n",
+        "the builder's work is as it left it"
+    );
+}

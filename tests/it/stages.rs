@@ -666,11 +666,12 @@ fn a_wide_scope_makes_a_small_task_medium_and_flags_override_the_router() {
     assert_eq!(dry(&["--stage", "discovery"])["start"], "discovery");
 }
 
+/// Detection, where no OS sandbox prevents the write (tests/it/sandbox.rs has prevention).
 #[test]
 fn a_discovery_agent_or_planner_that_writes_fails_the_run() {
     let repo = TestRepo::new();
     let body = [
-        "version = 1\n".to_owned(),
+        "version = 1\n[run]\nsandbox = \"off\"\n".to_owned(),
         agent("discovery", &["*:say:ok"], true),
         agent("discovery", &["*:write:notes.md:my notes"], true),
         agent("builder", &["*:append:src/lib.rs:// done"], false),
@@ -694,7 +695,7 @@ fn a_discovery_agent_or_planner_that_writes_fails_the_run() {
         &[&plan, "*:append:src/lib.rs:planner edit"],
         None,
         &["*:append:src/lib.rs:// x"],
-        "",
+        "[run]\nsandbox = \"off\"\n",
     );
     let out = repo.pipeline(&["run", "--json", "--stage", "planning", "add a helper"]);
     out.assert_code(1);

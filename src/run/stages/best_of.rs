@@ -468,6 +468,7 @@ impl Run<'_> {
             tokens: r.metrics.tokens,
             tokens_estimated: r.stages.iter().any(|s| s.tokens_estimated),
             cost_usd: r.metrics.cost_usd,
+            credits: r.metrics.credits,
             error: r.error.clone(),
             note: Some(format!("run {}", c.run_id)),
             // The candidate's builder, as its own record names it.

@@ -464,6 +464,7 @@ impl Run<'_> {
             tokens: 0,
             tokens_estimated: false,
             cost_usd: None,
+            credits: None,
             error: None,
             note: Some(format!("committed {commit} on {}", run_branch)),
             agent_info: None,
