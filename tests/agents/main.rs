@@ -254,13 +254,20 @@ command = ["sh", "-c", "grep -qx two src/contract.txt || {{ echo 'CONTRACT-WRITE
     ));
     let path = std::env::join_paths(path).expect("PATH");
     // The config runs a gate: trust it first, as its user would.
-    let trusted = Command::new(BIN)
-        .current_dir(&repo)
-        .arg("trust")
-        .env("PATH", &path)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("trust");
+    // Hermetic: nothing of the developer's shell (API keys, base URLs, git config) reaches the
+    // CLIs; only what modelserver.py env set up for them.
+    let hermetic = |cmd: &mut Command| {
+        cmd.current_dir(&repo)
+            .env_clear()
+            .env("PATH", &path)
+            .env("LC_ALL", "C.UTF-8")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+    };
+    let mut trust = Command::new(BIN);
+    hermetic(trust.arg("trust"));
+    let trusted = trust.output().expect("trust");
     assert!(
         trusted.status.success(),
         "{}",
@@ -268,14 +275,9 @@ command = ["sh", "-c", "grep -qx two src/contract.txt || {{ echo 'CONTRACT-WRITE
     );
     let task = "Make the contract file. CONTRACT-WRITE src/contract.txt one CONTRACT-TRY-WRITE src/verifier.txt";
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .current_dir(&repo)
-        .args(["run", "--json", "--risk", "low", task])
-        .env("PATH", &path)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .expect("git pipeline run");
+    let mut run = Command::new(BIN);
+    hermetic(run.args(["run", "--json", "--risk", "low", task]));
+    let out = run.output().expect("git pipeline run");
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -398,7 +400,12 @@ fn check(
     notes.push(match (tried, refusal) {
         (Some(t), Some(r)) => format!(
             "verifier's {t} refused: {}",
-            r.chars().take(80).collect::<String>()
+            r.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(90)
+                .collect::<String>()
         ),
         (Some(t), None) => format!("verifier's {t} had no result"),
         (None, _) => "verifier offered no write tool".to_owned(),
