@@ -6,37 +6,49 @@
 use serde_json::Value;
 
 pub fn final_text(stdout: &[u8]) -> String {
+    match said(stdout) {
+        Some(t) if !t.trim().is_empty() => t,
+        _ => String::from_utf8_lossy(stdout).into_owned(),
+    }
+}
+
+/// What the agent itself said, when its output is JSON: the `result` (Claude Code, droid) or
+/// `response` (Gemini CLI) of one object, or, for a stream of events (one object with a `type`
+/// per line), its result event or its messages, and never what its tools returned. `None` for
+/// plain output. Lines of a stream that are not JSON (a CLI's warnings) are passed over.
+pub fn said(stdout: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stdout);
     let trimmed = text.trim();
     if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(trimmed)
         && let Some(Value::String(result)) = obj.get("result").or_else(|| obj.get("response"))
     {
-        return result.clone();
+        return Some(result.clone());
     }
+    let mut lines = trimmed.lines().filter(|l| !l.trim().is_empty()).peekable();
+    let event = |l: &str| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .filter(|v| v.get("type").is_some_and(Value::is_string))
+    };
+    event(lines.peek()?)?;
     let mut messages = Vec::new();
-    let mut all_json = !trimmed.is_empty();
-    for line in trimmed.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => {
-                let item = v.get("item").or_else(|| v.get("part")).unwrap_or(&v);
-                let is_message = matches!(
-                    item.get("type").and_then(Value::as_str),
-                    Some("agent_message" | "text")
-                ) && item != &v;
-                if let (true, Some(t)) = (is_message, item.get("text").and_then(Value::as_str)) {
-                    messages.push(t.to_owned());
-                }
-            }
-            Err(_) => {
-                all_json = false;
-                break;
-            }
+    for v in lines.filter_map(event) {
+        // Claude Code's stream-json ends with the same result object as its json.
+        if v.get("type").and_then(Value::as_str) == Some("result")
+            && let Some(Value::String(result)) = v.get("result")
+        {
+            return Some(result.clone());
+        }
+        let item = v.get("item").or_else(|| v.get("part")).unwrap_or(&v);
+        let is_message = matches!(
+            item.get("type").and_then(Value::as_str),
+            Some("agent_message" | "text")
+        ) && item != &v;
+        if let (true, Some(t)) = (is_message, item.get("text").and_then(Value::as_str)) {
+            messages.push(t.to_owned());
         }
     }
-    if all_json && !messages.is_empty() {
-        return messages.join("\n\n");
-    }
-    text.into_owned()
+    Some(messages.join("\n\n"))
 }
 
 #[cfg(test)]
@@ -62,6 +74,12 @@ mod tests {
     fn reads_opencode_text_parts() {
         let jsonl = b"{\"type\":\"step_start\",\"part\":{\"type\":\"step-start\"}}\n{\"type\":\"text\",\"sessionID\":\"s\",\"part\":{\"type\":\"text\",\"text\":\"{\\\"approved\\\":true}\"}}\n{\"type\":\"step_finish\",\"part\":{\"type\":\"step-finish\",\"cost\":0.01}}\n";
         assert_eq!(final_text(jsonl), "{\"approved\":true}");
+    }
+
+    #[test]
+    fn reads_claudes_stream_json_result() {
+        let jsonl = b"{\"type\":\"system\",\"subtype\":\"init\"}\n{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"thinking\"}]}}\n{\"type\":\"result\",\"result\":\"the findings\"}\n";
+        assert_eq!(final_text(jsonl), "the findings");
     }
 
     #[test]

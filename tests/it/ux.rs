@@ -267,29 +267,39 @@ fn a_preset_resumes_its_session_on_later_attempts() {
     let second = repo.argv("builder", 2);
     // argv[0] is the program; then -p and the prompt.
     assert_eq!(first[0], "-p");
-    let tail: Vec<&str> = first[2..7].iter().map(String::as_str).collect();
+    let tail: Vec<&str> = first[2..8].iter().map(String::as_str).collect();
     assert_eq!(
         tail,
         [
             "--output-format",
-            "json",
+            "stream-json",
+            "--verbose",
             "--permission-mode",
             "acceptEdits",
             "--session-id"
         ]
     );
-    assert_eq!(second[6], "--resume");
-    assert_eq!(first[7], second[7], "the same session");
+    assert_eq!(second[7], "--resume");
+    assert_eq!(first[8], second[8], "the same session");
+    // Inside git-pipeline's sandbox codex's own is off (it cannot start there); ours makes the
+    // worktree read-only for the verifier instead.
     let verifier = repo.argv("verifier", 1);
     assert_eq!(
         &verifier[..5],
         &[
             "exec",
             "--sandbox",
-            "read-only",
+            "danger-full-access",
             "--skip-git-repo-check",
             "--json"
         ]
+    );
+    repo.config("version = 1\n[run]\nsandbox = \"off\"\n[agents.builder]\ncommand = \"claude\"\n[agents.verifier]\ncommand = \"codex\"\n");
+    run_on_path(&repo, &path, &["run", "fix the typo again"]);
+    assert_eq!(
+        repo.argv("verifier", 1)[..3],
+        ["exec", "--sandbox", "read-only"],
+        "without ours, codex's own read-only sandbox"
     );
 }
 
