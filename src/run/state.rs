@@ -239,22 +239,15 @@ impl<'a> Run<'a> {
         let m = &mut self.log.rec.metrics;
         m.total_time_s = step::secs(self.started.elapsed());
         m.tokens = self.log.rec.stages.iter().map(|s| s.tokens).sum();
-        let costs: Vec<f64> = self
-            .log
-            .rec
-            .stages
-            .iter()
-            .filter_map(|s| s.cost_usd)
-            .collect();
-        m.cost_usd = (!costs.is_empty()).then(|| costs.iter().sum());
-        let credits: Vec<f64> = self
-            .log
-            .rec
-            .stages
-            .iter()
-            .filter_map(|s| s.credits)
-            .collect();
-        m.credits = (!credits.is_empty()).then(|| credits.iter().sum());
+        // `None` when no stage reported any: unknown, not zero.
+        let total = |of: fn(&StageRecord) -> Option<f64>| {
+            let v: Vec<f64> = self.log.rec.stages.iter().filter_map(of).collect();
+            (!v.is_empty()).then(|| v.iter().sum())
+        };
+        let (cost, credits) = (total(|s| s.cost_usd), total(|s| s.credits));
+        let m = &mut self.log.rec.metrics;
+        m.cost_usd = cost;
+        m.credits = credits;
         let distinct = |skip: bool| {
             let mut names: Vec<&str> = self
                 .log

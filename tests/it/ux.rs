@@ -136,11 +136,7 @@ fn init_proposes_the_agent_clis_on_path() {
     for name in ["codex", "gemini"] {
         std::os::unix::fs::symlink(FAKE_AGENT, bin.join(name)).expect("link");
     }
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let out = repo
         .pipeline_cmd()
         .arg("init")
@@ -224,6 +220,15 @@ fn doctor_names_what_stops_a_run_and_how_to_fix_it() {
 
 /// A stand-in for an agent CLI on a PATH of its own: the fixture agent, with the actions the
 /// shell snippet `actions` prints appended (it can look at `$PIPELINE_ROLE`).
+/// `PATH` with `bin` first.
+fn path_with(bin: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 fn stand_in(repo: &TestRepo, name: &str, actions: &str) -> String {
     let bin = repo.root().join("bin");
     std::fs::create_dir_all(&bin).expect("bin");
@@ -235,11 +240,7 @@ fn stand_in(repo: &TestRepo, name: &str, actions: &str) -> String {
     .expect("write");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    path_with(&bin)
 }
 
 fn run_on_path(repo: &TestRepo, path: &str, args: &[&str]) {
@@ -776,11 +777,7 @@ fn doctor_warns_when_a_preset_cli_is_not_the_tested_version() {
     repo.config(
         "version = 1\n[agents.builder]\ncommand = \"claude\"\n[agents.verifier]\ncommand = \"codex\"\n[agents.reviewer]\ncommand = \"goose\"\n",
     );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let out = repo
         .pipeline_cmd()
         .args(["doctor", "--json"])
