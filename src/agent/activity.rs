@@ -198,9 +198,17 @@ fn relative(path: &str, worktree: &str) -> String {
     }
 }
 
-/// One line of at most 200 characters.
+/// One line of at most 200 characters, without control characters (an escape sequence in a
+/// model's message must not reach the user's terminal).
 fn short(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("").trim();
+    let first: String = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let line = first.trim();
     if line.chars().count() <= 200 {
         line.to_owned()
     } else {
@@ -307,6 +315,12 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn escape_sequences_never_reach_the_terminal() {
+        let line = br#"{"type":"item.completed","item":{"type":"agent_message","text":"\u001b]52;c;ZXZpbA==\u0007hi \u001b[2Kthere"}}"#;
+        assert_eq!(read(line, "/w"), [doing("says: ]52;c;ZXZpbA==hi [2Kthere")]);
     }
 
     #[test]

@@ -6,10 +6,9 @@
 use serde_json::Value;
 
 pub fn final_text(stdout: &[u8]) -> String {
-    match said(stdout) {
-        Some(t) if !t.trim().is_empty() => t,
-        _ => String::from_utf8_lossy(stdout).into_owned(),
-    }
+    // An event stream in which the agent said nothing is an empty answer, never the stream
+    // itself: that holds its tools' output.
+    said(stdout).unwrap_or_else(|| String::from_utf8_lossy(stdout).into_owned())
 }
 
 /// What the agent itself said, when its output is JSON: the `result` (Claude Code, droid) or
@@ -24,26 +23,33 @@ pub fn said(stdout: &[u8]) -> Option<String> {
     {
         return Some(result.clone());
     }
-    let mut lines = trimmed.lines().filter(|l| !l.trim().is_empty()).peekable();
     let event = |l: &str| {
         serde_json::from_str::<Value>(l)
             .ok()
             .filter(|v| v.get("type").is_some_and(Value::is_string))
     };
-    event(lines.peek()?)?;
+    // A stream is a stream whatever else is mixed in: a warning line, or a first line cut off
+    // where the output was kept only from its end.
+    let events: Vec<Value> = trimmed.lines().filter_map(event).collect();
+    if events.is_empty() {
+        return None;
+    }
+    // Claude Code's stream-json ends with the same result object as its json: the last one
+    // is the CLI's (a line forged earlier into its stdout does not win).
+    if let Some(result) = events.iter().rev().find_map(|v| {
+        (v.get("type").and_then(Value::as_str) == Some("result"))
+            .then(|| v.get("result").and_then(Value::as_str))
+            .flatten()
+    }) {
+        return Some(result.to_owned());
+    }
     let mut messages = Vec::new();
-    for v in lines.filter_map(event) {
-        // Claude Code's stream-json ends with the same result object as its json.
-        if v.get("type").and_then(Value::as_str) == Some("result")
-            && let Some(Value::String(result)) = v.get("result")
-        {
-            return Some(result.clone());
-        }
-        let item = v.get("item").or_else(|| v.get("part")).unwrap_or(&v);
+    for v in &events {
+        let item = v.get("item").or_else(|| v.get("part")).unwrap_or(v);
         let is_message = matches!(
             item.get("type").and_then(Value::as_str),
             Some("agent_message" | "text")
-        ) && item != &v;
+        ) && item != v;
         if let (true, Some(t)) = (is_message, item.get("text").and_then(Value::as_str)) {
             messages.push(t.to_owned());
         }

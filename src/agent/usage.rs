@@ -53,7 +53,7 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
                 })
                 .sum();
             if n > 0 {
-                tokens += n;
+                tokens = tokens.saturating_add(n);
                 reported = true;
             }
         } else if let Some(Value::Object(u)) = obj.get("usage") {
@@ -62,7 +62,7 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
             }
             let n = sum_tokens(u);
             if n > 0 {
-                tokens += n;
+                tokens = tokens.saturating_add(n);
                 reported = true;
             }
         }
@@ -72,7 +72,7 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
                 .filter_map(|m| m.get("tokens")?.get("total")?.as_u64())
                 .sum();
             if n > 0 {
-                tokens += n;
+                tokens = tokens.saturating_add(n);
                 reported = true;
             }
         }
@@ -92,7 +92,7 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
                 )
                 .sum();
             if n > 0 {
-                tokens += n;
+                tokens = tokens.saturating_add(n);
                 reported = true;
             }
             if let Some(c) = step.get("cost").and_then(Value::as_f64) {
@@ -107,7 +107,7 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
         }
     }
     if let Some((n, c)) = aider_lines(&text) {
-        tokens += n;
+        tokens = tokens.saturating_add(n);
         reported = true;
         if let Some(c) = c {
             cost = Some(cost.unwrap_or(0.0) + c);
@@ -204,7 +204,7 @@ fn aider_lines(text: &str) -> Option<(u64, Option<f64>)> {
             if matches!(what, "sent" | "received")
                 && let Some(n) = aider_count(n)
             {
-                tokens += n;
+                tokens = tokens.saturating_add(n);
                 found = true;
             }
         }
@@ -227,7 +227,9 @@ fn aider_count(s: &str) -> Option<u64> {
         _ => (s, 1.0),
     };
     let v: f64 = num.replace(',', "").parse().ok()?;
-    (v >= 0.0).then(|| (v * scale).round() as u64)
+    // The model's own text is on aider's stdout too: a "Tokens: 1e30 sent" is not a count.
+    let n = v * scale;
+    (n.is_finite() && (0.0..1e12).contains(&n)).then(|| n.round() as u64)
 }
 
 fn sum_tokens(u: &Map<String, Value>) -> u64 {
@@ -281,6 +283,8 @@ mod tests {
         assert!((cost - 0.043).abs() < 1e-9, "{cost}");
         assert_eq!(aider_count("1.2M"), Some(1_200_000));
         assert_eq!(aider_count("k"), None);
+        assert_eq!(aider_count("inf"), None);
+        assert_eq!(aider_count("1e30"), None);
     }
 
     #[test]

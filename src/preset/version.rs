@@ -54,6 +54,7 @@ pub fn version_in(text: &str) -> Option<String> {
 /// when it fails, prints none, or takes longer than `deadline` (it is then killed). Only preset
 /// CLIs are asked: their `--version` only prints.
 pub fn ask(program: &Path, deadline: Duration) -> Option<String> {
+    use std::io::Read;
     let mut child = std::process::Command::new(program)
         .arg("--version")
         .stdin(std::process::Stdio::null())
@@ -61,15 +62,22 @@ pub fn ask(program: &Path, deadline: Duration) -> Option<String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
+    // Read aside, bounded: a child that prints a lot, or leaves a process holding the pipe
+    // after it exits, must not block past the deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.take(64 * 1024).read_to_string(&mut out);
+            let _ = tx.send(out);
+        });
+    }
     let started = std::time::Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                let mut out = String::new();
-                if let Some(mut stdout) = child.stdout.take() {
-                    use std::io::Read;
-                    let _ = stdout.read_to_string(&mut out);
-                }
+                let left = deadline.saturating_sub(started.elapsed());
+                let out = rx.recv_timeout(left.max(Duration::from_millis(200))).ok()?;
                 return status.success().then(|| version_in(&out)).flatten();
             }
             Ok(None) if started.elapsed() < deadline => {

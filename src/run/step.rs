@@ -251,7 +251,7 @@ pub async fn run_agent(
                 };
                 sb.agent_argv(preset, edits, &argv)
             });
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(LINES_QUEUED);
             let mut watch = Watch::new(ctx, &call);
             let step = in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel, Some(tx));
             tokio::pin!(step);
@@ -314,7 +314,14 @@ struct Watch<'a> {
     worktree: String,
     last: Option<String>,
     failed: Vec<String>,
+    events: usize,
 }
+
+/// Lines waiting to be read for live activity; more are dropped (it is a view).
+const LINES_QUEUED: usize = 256;
+
+/// The `agent_activity` events one step writes at most: a flood of lines fills no disk.
+const EVENTS_KEPT: usize = 2_000;
 
 /// The failed tool calls a step keeps (the last ones: what went wrong just before the end).
 const FAILED_KEPT: usize = 5;
@@ -330,6 +337,7 @@ impl<'a> Watch<'a> {
             worktree: ctx.worktree.to_string_lossy().into_owned(),
             last: None,
             failed: Vec::new(),
+            events: 0,
         }
     }
 
@@ -346,9 +354,10 @@ impl<'a> Watch<'a> {
                     format!("failed: {t}")
                 }
             };
-            if self.last.as_deref() == Some(text.as_str()) {
+            if self.last.as_deref() == Some(text.as_str()) || self.events >= EVENTS_KEPT {
                 continue;
             }
+            self.events += 1;
             self.ui.activity(self.role, &text);
             // Live activity is a view: a full disk must not stop the agent's step.
             let _ = self.ctx.dir.event(
@@ -482,7 +491,7 @@ async fn in_worktree(
     (env, env_remove): (Vec<(String, std::ffi::OsString)>, Vec<String>),
     timeout: Option<std::time::Duration>,
     cancel: &mut Cancel,
-    lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    lines: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 ) -> Outcome {
     process::run(
         process::Spec {

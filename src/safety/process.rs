@@ -27,7 +27,8 @@ pub struct Spec {
     /// Bytes of stdout and of stderr kept (the tail: verdicts and errors come last).
     pub capture_limit: usize,
     /// Each complete line of stdout as it comes (cut to [`LINE_LIMIT`] bytes), for live activity.
-    pub lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    /// Bounded: when the reader falls behind, lines are dropped, never the output.
+    pub lines: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
 
 /// The longest stdout line passed on whole to [`Spec::lines`]; the rest of a longer line is not.
@@ -232,7 +233,7 @@ async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child) {
 async fn read_tail<R: AsyncRead + Unpin>(
     mut r: R,
     limit: usize,
-    lines: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    lines: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 ) -> Captured {
     let mut buf = Vec::new();
     let mut cut: u64 = 0;
@@ -244,7 +245,7 @@ async fn read_tail<R: AsyncRead + Unpin>(
             Ok(n) => {
                 if let Some(tx) = &lines {
                     line.feed(&chunk[..n], |l| {
-                        let _ = tx.send(l);
+                        let _ = tx.try_send(l);
                     });
                 }
                 buf.extend_from_slice(&chunk[..n]);
@@ -259,7 +260,7 @@ async fn read_tail<R: AsyncRead + Unpin>(
     if let Some(tx) = &lines
         && let Some(last) = line.finish()
     {
-        let _ = tx.send(last);
+        let _ = tx.try_send(last);
     }
     if buf.len() > limit {
         let excess = buf.len() - limit;
