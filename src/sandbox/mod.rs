@@ -195,6 +195,42 @@ pub fn resolve(program: &OsStr, cwd: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A read-only role never gets the run's work writable, not even through a writable folder
+    /// above it; an editing role and gates get all of it.
+    #[test]
+    fn read_only_roles_get_no_folder_that_holds_the_work() {
+        let setup = Setup {
+            exe: PathBuf::from("/bin/gp"),
+            work: vec![
+                PathBuf::from("/h/.cache/wt/run"),
+                PathBuf::from("/r/.git/objects"),
+            ],
+            writable: vec![
+                PathBuf::from("/h/.cache"),
+                PathBuf::from("/r/.git/pipeline/tmp"),
+            ],
+            tmp: PathBuf::from("/r/.git/pipeline/tmp"),
+            home: None,
+            gate_network: true,
+            required: true,
+        };
+        let writes = |argv: Vec<OsString>| {
+            let (policy, _) = Policy::parse(&argv[2..]).expect("parses");
+            policy.writable
+        };
+        let prog: Vec<OsString> = vec!["agent".into()];
+        assert_eq!(
+            writes(setup.agent_argv(None, false, &prog)),
+            [PathBuf::from("/r/.git/pipeline/tmp")]
+        );
+        let edit = writes(setup.agent_argv(None, true, &prog));
+        assert!(
+            edit.contains(&PathBuf::from("/h/.cache"))
+                && edit.contains(&PathBuf::from("/h/.cache/wt/run"))
+        );
+        assert_eq!(writes(setup.gate_argv(&prog)).len(), 4);
+    }
+
     #[test]
     fn wrapped_arguments_parse_back_to_the_same_policy_and_program() {
         let policy = Policy {
@@ -287,7 +323,15 @@ impl Setup {
         argv: &[OsString],
     ) -> Vec<OsString> {
         let mut writable = if edits { self.work.clone() } else { Vec::new() };
-        writable.extend(self.writable.iter().cloned());
+        // Landlock rules add up: for a read-only role, a writable folder that holds the run's
+        // work (a worktree root under `~/.cache`, a `sandbox.writable` entry above it) would
+        // make the work writable again, so it is left out.
+        writable.extend(
+            self.writable
+                .iter()
+                .filter(|w| edits || !self.work.iter().any(|p| p.starts_with(w)))
+                .cloned(),
+        );
         if let (Some(p), Some(home)) = (preset, &self.home) {
             let state = agent_state(p, home);
             // A rule can only name what exists: a CLI's first run in the sandbox would find

@@ -86,11 +86,21 @@ impl Run<'_> {
         }
         // Kept in configured order, whatever order they finish in.
         let mut results: Vec<Option<Result<AgentRun>>> = agents.iter().map(|_| None).collect();
+        // Every task is awaited, even after one failed: dropping the set would abort the others
+        // mid-step, leaving their agents' processes running.
+        let mut stopped = None;
         while let Some(joined) = set.join_next().await {
-            let (i, ran) = joined.map_err(|e| {
-                crate::error::Error::other(format!("a discovery agent's task stopped: {e}"))
-            })?;
-            results[i] = Some(ran);
+            match joined {
+                Ok((i, ran)) => results[i] = Some(ran),
+                Err(e) => {
+                    stopped.get_or_insert_with(|| {
+                        crate::error::Error::other(format!("a discovery agent's task stopped: {e}"))
+                    });
+                }
+            }
+        }
+        if let Some(e) = stopped {
+            return Err(e);
         }
         self.after_step(before, "a discovery agent").await?;
 
