@@ -501,6 +501,8 @@ async fn in_worktree(
             env_remove,
             timeout: Some(timeout.unwrap_or(DEFAULT_TIMEOUT)),
             capture_limit: ctx.capture_limit,
+            // Agents' stdout is what verdicts are read from.
+            socket_stdout: lines.is_some(),
             lines,
         },
         cancel,

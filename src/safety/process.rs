@@ -27,6 +27,10 @@ pub struct Spec {
     /// Bytes of stdout and of stderr kept (the tail: verdicts and errors come last).
     pub capture_limit: usize,
     /// Each complete line of stdout as it comes (cut to [`LINE_LIMIT`] bytes), for live activity.
+    /// stdout is a socket, not a pipe: a process the program starts cannot reopen it through
+    /// `/proc/<pid>/fd/1` (a socket refuses to be opened) and write lines that look like the
+    /// program's own, such as an agent CLI's verdict.
+    pub socket_stdout: bool,
     /// Bounded: when the reader falls behind, lines are dropped, never the output.
     pub lines: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
@@ -118,6 +122,16 @@ pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
     for var in &spec.env_remove {
         cmd.env_remove(var);
     }
+    let mut stdout_socket = None;
+    if spec.socket_stdout {
+        match std::os::unix::net::UnixStream::pair() {
+            Ok((ours, theirs)) => {
+                cmd.stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                stdout_socket = Some(ours);
+            }
+            Err(e) => return spawn_failed(&format!("cannot make an output socket: {e}"), started),
+        }
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
@@ -141,12 +155,29 @@ pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
             return spawn_failed(&msg, started);
         }
     };
+    // The command holds the child's end of the socket: closed now, so that the child's exit
+    // ends the output.
+    drop(cmd);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let limit = spec.capture_limit;
-    let out_task = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(read_tail(s, limit, spec.lines)));
+    let out_task = match stdout_socket {
+        Some(ours) => {
+            let stream = ours
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(ours));
+            match stream {
+                Ok(s) => Some(tokio::spawn(read_tail(s, limit, spec.lines))),
+                Err(e) => {
+                    stop_group(pgid, &mut child).await;
+                    return spawn_failed(&format!("cannot read the output socket: {e}"), started);
+                }
+            }
+        }
+        None => child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_tail(s, limit, spec.lines))),
+    };
     let err_task = child
         .stderr
         .take()
