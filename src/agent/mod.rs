@@ -31,11 +31,24 @@ pub struct Candidate {
     pub session_resume: Vec<String>,
     /// The preset it came from, if any.
     pub preset: Option<&'static str>,
+    /// The CLI names its sessions: `{session}` in the resume flags is the id its output gave.
+    pub names_sessions: Option<crate::preset::SessionIdIn>,
+    /// The resume flags go before a trailing `{prompt}`.
+    pub resume_before_prompt: bool,
+    /// A resumed session reports the usage of the whole session.
+    pub usage_of_whole_session: bool,
 }
 
 impl Candidate {
     /// The config entry made concrete for a role (a preset's argv depends on the role).
     pub fn for_role(spec: &AgentSpec, role: Role) -> Candidate {
+        let own_flags = spec.session_start.is_some() || spec.session_resume.is_some();
+        let found = match spec.command.get_ref() {
+            CommandSpec::Preset(name) => crate::preset::find(name),
+            CommandSpec::Argv(_) => None,
+        };
+        // Session flags of the config's own replace the preset's, ids and all.
+        let preset_sessions = found.filter(|_| !own_flags);
         let (argv, preset, start, resume) = match spec.command.get_ref() {
             CommandSpec::Argv(v) => (v.clone(), None, Vec::new(), Vec::new()),
             CommandSpec::Preset(name) => match crate::preset::find(name) {
@@ -56,6 +69,9 @@ impl Candidate {
             session_start: spec.session_start.clone().unwrap_or(start),
             session_resume: spec.session_resume.clone().unwrap_or(resume),
             preset,
+            names_sessions: preset_sessions.and_then(|p| p.names_sessions),
+            resume_before_prompt: preset_sessions.is_some_and(|p| p.resume_before_prompt),
+            usage_of_whole_session: preset_sessions.is_some_and(|p| p.usage_of_whole_session),
         }
     }
 

@@ -64,6 +64,58 @@ pub struct Preset {
     /// its own cannot start (bubblewrap needs mounts, which Landlock refuses; Seatbelt does not
     /// nest), so ours holds instead, read-only roles included.
     pub own_sandbox: Option<(&'static str, &'static str)>,
+    /// The CLI names its sessions itself (git-pipeline cannot choose the id): where its output
+    /// says which one it started, to resume on the next attempt.
+    pub names_sessions: Option<SessionIdIn>,
+    /// The resume flags go before the prompt (`codex exec … resume <id> <prompt>`).
+    pub resume_before_prompt: bool,
+    /// A resumed session reports the usage of the whole session, not of this call (codex).
+    pub usage_of_whole_session: bool,
+}
+
+/// Where a CLI's output names the session it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionIdIn {
+    /// codex's `--json`: `{"type":"thread.started","thread_id":"…"}`.
+    CodexThread,
+    /// opencode's `--format json`: every event's `sessionID` (`ses_…`).
+    OpencodeEvents,
+}
+
+impl SessionIdIn {
+    /// The session id the output names, when it names exactly one (a session id is a short
+    /// token; anything else is not taken).
+    pub fn find(self, stdout: &[u8]) -> Option<String> {
+        let text = String::from_utf8_lossy(stdout);
+        let mut found: Option<String> = None;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let id = match self {
+                SessionIdIn::CodexThread => (v.get("type").and_then(|t| t.as_str())
+                    == Some("thread.started"))
+                .then(|| v.get("thread_id").and_then(|t| t.as_str()))
+                .flatten(),
+                SessionIdIn::OpencodeEvents => v.get("sessionID").and_then(|t| t.as_str()),
+            };
+            // It becomes an argument of the next run: never one that reads as an option.
+            let Some(id) = id.filter(|id| {
+                id.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && id.len() <= 100
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }) else {
+                continue;
+            };
+            match &found {
+                Some(f) if f != id => return None,
+                _ => found = Some(id.to_owned()),
+            }
+        }
+        found
+    }
 }
 
 pub const PRESETS: &[Preset] = &[
@@ -94,6 +146,9 @@ pub const PRESETS: &[Preset] = &[
         session_resume: &["--resume", "{session}"],
         notes: "stream-json for live activity (print mode needs --verbose for it); usage of every call (modelUsage) and cost from its result event; acceptEdits lets it edit but asks before running commands, which -p mode refuses: allow the commands your gates need with --allowedTools in your own argv",
         own_sandbox: None,
+        names_sessions: None,
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
     Preset {
         name: "codex",
@@ -117,9 +172,12 @@ pub const PRESETS: &[Preset] = &[
             "{prompt}",
         ],
         session_start: &[],
-        session_resume: &[],
-        notes: "usage from its turn.completed events; it cannot start a session under a given id, so each attempt is a fresh session (the prompt carries what came before)",
+        session_resume: &["resume", "{session}"],
+        notes: "usage from its turn.completed events (a resumed session reports the whole session's, so the earlier calls are taken off); it names its sessions itself, so the id is read from its thread.started event and resumed with `exec … resume <id>` on later attempts",
         own_sandbox: Some(("--sandbox", "danger-full-access")),
+        names_sessions: Some(SessionIdIn::CodexThread),
+        resume_before_prompt: true,
+        usage_of_whole_session: true,
     },
     Preset {
         name: "aider",
@@ -168,6 +226,9 @@ pub const PRESETS: &[Preset] = &[
         session_resume: &[],
         notes: "usage from its Tokens/Cost lines (it rounds thousands); ask mode for the read-only roles; --no-gitignore, the history files in /dev/null and no repo map (--map-tokens 0), so that it writes nothing but the task's edits into the worktree",
         own_sandbox: None,
+        names_sessions: None,
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
     Preset {
         name: "gemini",
@@ -196,6 +257,9 @@ pub const PRESETS: &[Preset] = &[
         session_resume: &["--resume", "{session}"],
         notes: "its answer is read from the JSON response field; --skip-trust because a new worktree is a folder it has never been told to trust (it exits 55 otherwise)",
         own_sandbox: None,
+        names_sessions: None,
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
     Preset {
         name: "opencode",
@@ -221,9 +285,12 @@ pub const PRESETS: &[Preset] = &[
             "{prompt}",
         ],
         session_start: &[],
-        session_resume: &[],
-        notes: "--dir because it takes its project folder from $PWD, not its working directory; the plan agent for the read-only roles; its answer from the text parts and usage and cost from the step_finish events of --format json; permissions it would ask for are refused (headless), so allow what your gates need in opencode.json; sessions are its own, so each attempt is a fresh one",
+        session_resume: &["--session", "{session}"],
+        notes: "--dir because it takes its project folder from $PWD, not its working directory; the plan agent for the read-only roles; its answer from the text parts and usage and cost from the step_finish events of --format json; permissions it would ask for are refused (headless), so allow what your gates need in opencode.json; it names its sessions itself (ses_…): the id is read from its events and resumed with --session on later attempts",
         own_sandbox: None,
+        names_sessions: Some(SessionIdIn::OpencodeEvents),
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
     Preset {
         name: "goose",
@@ -234,6 +301,9 @@ pub const PRESETS: &[Preset] = &[
         session_resume: &[],
         notes: "no read-only mode of its own: git-pipeline's read-only checks still stop a verifier that writes",
         own_sandbox: None,
+        names_sessions: None,
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
     Preset {
         name: "droid",
@@ -252,6 +322,9 @@ pub const PRESETS: &[Preset] = &[
         session_resume: &[],
         notes: "--auto medium lets it edit and run build and test commands; without --auto it is read-only; usage from its JSON result",
         own_sandbox: None,
+        names_sessions: None,
+        resume_before_prompt: false,
+        usage_of_whole_session: false,
     },
 ];
 
@@ -335,6 +408,28 @@ mod tests {
             claude.inside_sandbox(os(claude.argv(Role::Builder))),
             os(claude.argv(Role::Builder))
         );
+    }
+
+    #[test]
+    fn session_ids_are_read_from_what_the_cli_printed() {
+        let codex = b"{\"type\":\"thread.started\",\"thread_id\":\"01a2-38f\"}\n{\"type\":\"turn.started\"}\n";
+        assert_eq!(
+            SessionIdIn::CodexThread.find(codex).as_deref(),
+            Some("01a2-38f")
+        );
+        let open = b"{\"type\":\"step_start\",\"sessionID\":\"ses_1\"}\n{\"type\":\"text\",\"sessionID\":\"ses_1\"}\n";
+        assert_eq!(
+            SessionIdIn::OpencodeEvents.find(open).as_deref(),
+            Some("ses_1")
+        );
+        // Two different ids, or one that is no token: none is taken.
+        let two = b"{\"sessionID\":\"ses_1\"}\n{\"sessionID\":\"ses_2\"}\n";
+        assert_eq!(SessionIdIn::OpencodeEvents.find(two), None);
+        let odd = b"{\"type\":\"thread.started\",\"thread_id\":\"--config x\"}\n";
+        assert_eq!(SessionIdIn::CodexThread.find(odd), None);
+        let option = b"{\"type\":\"thread.started\",\"thread_id\":\"--dangerously-bypass\"}\n";
+        assert_eq!(SessionIdIn::CodexThread.find(option), None);
+        assert_eq!(SessionIdIn::CodexThread.find(b"plain text"), None);
     }
 
     fn to_vec(v: &[&str]) -> Vec<String> {

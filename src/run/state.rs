@@ -403,7 +403,9 @@ impl<'a> Run<'a> {
         session: &str,
         prompt_bytes: usize,
     ) -> (String, step::CliSession) {
-        let index = agent.pick(prompt_bytes).map_or(0, |(i, _)| i);
+        let picked = agent.pick(prompt_bytes);
+        let index = picked.map_or(0, |(i, _)| i);
+        let names_sessions = picked.is_some_and(|(_, c)| c.names_sessions.is_some());
         // Keyed by names that mean something in run.json (`builder#1:execution`), not by the
         // run session's UUID; a record written before keyed it by the UUID, still found.
         let run_sessions = &self.log.rec.resume.sessions;
@@ -423,6 +425,16 @@ impl<'a> Run<'a> {
             let id = id.clone();
             return (key, step::CliSession { id, resumed: true });
         }
+        if names_sessions {
+            // Its id is known once it has run (`remember_cli_session`).
+            return (
+                key,
+                step::CliSession {
+                    id: String::new(),
+                    resumed: false,
+                },
+            );
+        }
         let id = if sessions.values().any(|v| v == session) {
             ids::new_session_id()
         } else {
@@ -430,6 +442,48 @@ impl<'a> Run<'a> {
         };
         sessions.insert(key.clone(), id.clone());
         (key, step::CliSession { id, resumed: false })
+    }
+
+    /// For a CLI that names its own sessions: keep the id its output gave, to resume it on the
+    /// next attempt; and when it reports a resumed session's usage as the whole session's, take
+    /// off what the earlier calls of that session were already counted for.
+    fn remember_cli_session(
+        &mut self,
+        agent: &RoleAgent,
+        key: &str,
+        cli_session: &step::CliSession,
+        ran: &mut step::AgentRun,
+        (session, prompt_bytes): (&str, usize),
+    ) {
+        // The candidate that ran: the one picked for this prompt, as `run_agent` picks it.
+        let Some((_, candidate)) = agent.pick(prompt_bytes) else {
+            return;
+        };
+        if !cli_session.resumed
+            && let Some(id) = candidate
+                .names_sessions
+                .and_then(|n| n.find(&ran.outcome.stdout.bytes))
+        {
+            self.log
+                .rec
+                .resume
+                .agent_sessions
+                .insert(key.to_owned(), id);
+        }
+        if cli_session.resumed && candidate.usage_of_whole_session && !ran.usage.estimated {
+            let earlier: u64 = self
+                .log
+                .rec
+                .stages
+                .iter()
+                .filter(|s| {
+                    s.agent.as_deref() == Some(ran.agent.as_str())
+                        && s.session_id.as_deref() == Some(session)
+                })
+                .map(|s| s.tokens)
+                .sum();
+            ran.usage.tokens = ran.usage.tokens.saturating_sub(earlier);
+        }
     }
 
     /// Run one agent of a role as a step of `stage`.
@@ -451,7 +505,7 @@ impl<'a> Run<'a> {
             // Saved before the agent starts: after a crash its session exists and is resumed.
             self.save()?;
         }
-        let ran = step::run_agent(
+        let mut ran = step::run_agent(
             &self.ctx(),
             step::AgentCall {
                 agent,
@@ -471,6 +525,7 @@ impl<'a> Run<'a> {
             // Nothing started, so there is nothing to resume.
             self.log.rec.resume.agent_sessions.remove(&key);
         }
+        self.remember_cli_session(agent, &key, &cli_session, &mut ran, (session, prompt.len()));
         self.after_step(
             before,
             &format!("the {} ({})", agent.role.name(), agent.name),

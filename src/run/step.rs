@@ -215,7 +215,17 @@ pub async fn run_agent(
     };
     let mut failed_tools = Vec::new();
     let rendered = argv::render(&spec.argv, &vars).and_then(|mut argv| {
-        argv.extend(argv::render(flags, &flag_vars)?);
+        let flags = argv::render(flags, &flag_vars)?;
+        // `codex exec [options] resume <id> <prompt>`: the flags go before a trailing prompt.
+        if spec.resume_before_prompt
+            && call.cli_session.resumed
+            && spec.argv.last().is_some_and(|a| a == "{prompt}")
+        {
+            let at = argv.len().saturating_sub(1);
+            argv.splice(at..at, flags);
+        } else {
+            argv.extend(flags);
+        }
         Ok(argv)
     });
     let outcome = match rendered {

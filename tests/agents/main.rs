@@ -149,9 +149,9 @@ enum Reported {
 
 fn expect(preset: &str) -> Expect {
     let (resumes, usage) = match preset {
-        "claude" | "gemini" => (true, Reported::Exact),
+        "claude" | "gemini" | "codex" => (true, Reported::Exact),
         "aider" => (false, Reported::Rounded),
-        "opencode" => (false, Reported::WithoutSideCalls),
+        "opencode" => (true, Reported::WithoutSideCalls),
         _ => (false, Reported::Exact),
     };
     Expect {

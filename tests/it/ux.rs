@@ -814,3 +814,54 @@ fn doctor_warns_when_a_preset_cli_is_not_the_tested_version() {
         "{goose}"
     );
 }
+
+/// A CLI that names its sessions itself (codex): the id its output gave on attempt 1 is
+/// resumed on attempt 2 (`exec … resume <id> <prompt>`), and the usage it then reports for the
+/// whole session counts only the new call.
+#[test]
+fn a_cli_that_names_its_sessions_is_resumed_by_the_id_it_gave() {
+    let repo = TestRepo::new();
+    let started = r#"{"type":"thread.started","thread_id":"th-77"}"#;
+    stand_in(
+        &repo,
+        "codex",
+        &format!(
+            "'*:say:{started}' '1:write:src/a.rs:1' '1:say:{{\"type\":\"turn.completed\",\"usage\":{{\"input_tokens\":100,\"output_tokens\":10}}}}' '2:write:src/a.rs:2' '2:say:{{\"type\":\"turn.completed\",\"usage\":{{\"input_tokens\":230,\"output_tokens\":20}}}}'"
+        ),
+    );
+    let path = stand_in(&repo, "claude", "'1:reject:again' '2:approve'");
+    repo.config("version = 1\n[agents.builder]\ncommand = \"codex\"\n[agents.verifier]\ncommand = \"claude\"\n");
+    let out = repo
+        .pipeline_cmd()
+        .args(["run", "--json", "fix the typo"])
+        .env("PATH", &path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = repo.argv("builder", 1);
+    let second = repo.argv("builder", 2);
+    assert!(!first.iter().any(|a| a == "resume"), "{first:?}");
+    // (The stand-in's own actions follow the argv git-pipeline gave it.)
+    let at = second.iter().position(|a| a == "resume").expect("resume");
+    assert_eq!(second[at - 1], "--json", "options before `resume`");
+    assert_eq!(second[at + 1], "th-77");
+    assert!(second[at + 2].contains("fix the typo"), "then the prompt");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let builder_tokens: Vec<u64> = r["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["stage"] == "execution")
+        .filter_map(|s| s["tokens"].as_u64())
+        .collect();
+    assert_eq!(builder_tokens, [110, 140], "the second call alone");
+    assert_eq!(
+        r["resume"]["agent_sessions"]["builder#1:execution"], "th-77",
+        "{}",
+        r["resume"]
+    );
+}
