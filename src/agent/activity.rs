@@ -105,12 +105,19 @@ pub fn read(line: &[u8], worktree: &str) -> Vec<Seen> {
         }
         return seen;
     }
-    // Gemini CLI: flat events.
+    // Gemini CLI and droid: flat events.
     match kind {
-        "tool_use" => {
-            if let Some(name) = v.get("tool_name").and_then(Value::as_str) {
+        "tool_use" | "tool_call" => {
+            if let Some(name) = v
+                .get("tool_name")
+                .or_else(|| v.get("toolName"))
+                .and_then(Value::as_str)
+            {
                 seen.push(Seen::Doing(tool(name, v.get("parameters"), worktree)));
             }
+        }
+        "tool_result" if v.get("isError").and_then(Value::as_bool) == Some(true) => {
+            seen.push(Seen::Failed(text_of(v.get("error"))));
         }
         "tool_result" if v.get("status").and_then(Value::as_str) == Some("error") => {
             let why = v
@@ -124,7 +131,7 @@ pub fn read(line: &[u8], worktree: &str) -> Vec<Seen> {
             if v.get("role").and_then(Value::as_str) == Some("assistant")
                 && v.get("delta").and_then(Value::as_bool) != Some(true) =>
         {
-            seen.extend(said(v.get("content")));
+            seen.extend(said(v.get("content").or_else(|| v.get("text"))));
         }
         "error" => seen.push(Seen::Failed(text_of(v.get("message")))),
         _ => {}
@@ -321,6 +328,32 @@ mod tests {
     fn escape_sequences_never_reach_the_terminal() {
         let line = br#"{"type":"item.completed","item":{"type":"agent_message","text":"\u001b]52;c;ZXZpbA==\u0007hi \u001b[2Kthere"}}"#;
         assert_eq!(read(line, "/w"), [doing("says: ]52;c;ZXZpbA==hi [2Kthere")]);
+    }
+
+    #[test]
+    fn droid_stream_events() {
+        let wt = "/w/run";
+        assert_eq!(
+            read(
+                br#"{"type":"tool_call","toolName":"Create","parameters":{"file_path":"/w/run/src/d.txt","content":"one"}}"#,
+                wt
+            ),
+            [doing("Create src/d.txt")]
+        );
+        assert_eq!(
+            read(
+                br#"{"type":"tool_result","toolId":"Read","isError":true,"error":{"type":"tool_error","message":"Error reading file: ENOENT"}}"#,
+                wt
+            ),
+            [Seen::Failed("Error reading file: ENOENT".to_owned())]
+        );
+        assert_eq!(
+            read(
+                br#"{"type":"message","role":"assistant","text":"Wrote it."}"#,
+                wt
+            ),
+            [doing("says: Wrote it.")]
+        );
     }
 
     #[test]

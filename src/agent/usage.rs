@@ -67,9 +67,15 @@ pub fn measure(prompt_bytes: usize, stdout: &[u8]) -> Usage {
             }
         }
         if let Some(Value::Object(models)) = obj.get("stats").and_then(|s| s.get("models")) {
+            // Its json has `tokens.total` per model; its stream-json `total_tokens`.
             let n: u64 = models
                 .values()
-                .filter_map(|m| m.get("tokens")?.get("total")?.as_u64())
+                .filter_map(|m| {
+                    m.get("tokens")
+                        .and_then(|t| t.get("total"))
+                        .or_else(|| m.get("total_tokens"))?
+                        .as_u64()
+                })
                 .sum();
             if n > 0 {
                 tokens = tokens.saturating_add(n);
@@ -327,6 +333,16 @@ mod tests {
             ["m1"]
         );
         assert!(models(b"plain text").is_empty());
+    }
+
+    #[test]
+    fn reads_gemini_stream_stats() {
+        let u = measure(
+            0,
+            b"{\"type\":\"message\",\"role\":\"assistant\",\"content\":\"ok\"}\n{\"type\":\"result\",\"stats\":{\"total_tokens\":2111,\"models\":{\"m\":{\"total_tokens\":2111,\"input_tokens\":2010}}}}\n",
+        );
+        assert_eq!(u.tokens, 2111);
+        assert!(!u.estimated);
     }
 
     #[test]

@@ -134,6 +134,8 @@ struct Expect {
     /// calls low-risk, `printf > file` included: without git-pipeline's sandbox only the
     /// read-only check after the step stops that write, and the run fails.
     read_only_holds: bool,
+    /// It prints events as it goes (aider prints text).
+    streams: bool,
 }
 
 /// How exactly a CLI reports the tokens the server sent.
@@ -158,6 +160,7 @@ fn expect(preset: &str) -> Expect {
         resumes,
         usage,
         read_only_holds: preset != "droid",
+        streams: preset != "aider",
     }
 }
 
@@ -432,6 +435,21 @@ fn check(
     } else {
         "session resumed on attempt 2".to_owned()
     });
+    // Live activity: a CLI that streams events shows its builder's tool calls as they come.
+    let id = rec["run_id"].as_str().ok_or("no run id")?;
+    let events =
+        std::fs::read_to_string(repo.join(format!(".git/pipeline/runs/{id}/events.jsonl")))
+            .map_err(|e| format!("no events: {e}"))?;
+    let activity = events
+        .lines()
+        .filter(|l| l.contains("\"agent_activity\"") && l.contains("\"role\":\"builder\""))
+        .count();
+    if expect.streams && activity == 0 {
+        return Err("no agent_activity event from the builder's stream".to_owned());
+    }
+    if expect.streams {
+        notes.push(format!("{activity} activity events"));
+    }
     // Usage: what the run recorded against what the server sent.
     let sent: u64 = requests
         .iter()
