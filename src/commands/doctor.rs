@@ -209,16 +209,20 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         .or_else(|| repo.main_worktree.clone())
         .unwrap_or_else(|| repo.common_dir.clone());
     let mut presets: Vec<&'static str> = Vec::new();
+    let mut read_only_presets: Vec<(Role, &'static str)> = Vec::new();
     for role in Role::ALL {
         let required = matches!(role, Role::Builder | Role::Verifier);
         let check = format!("agent {}", role.name());
         match agent::resolve(&loaded, role, &[], &search) {
             Ok(Some(a)) => {
                 for c in &a.candidates {
-                    if let Some(p) = c.preset
-                        && !presets.contains(&p)
-                    {
-                        presets.push(p);
+                    if let Some(p) = c.preset {
+                        if !presets.contains(&p) {
+                            presets.push(p);
+                        }
+                        if !crate::preset::role_edits(role) {
+                            read_only_presets.push((role, p));
+                        }
                     }
                 }
                 let used = a
@@ -266,6 +270,10 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         }
     }
     f.extend(presets.iter().filter_map(|p| version_finding(p, &search)));
+    f.extend(read_only_finding(
+        &read_only_presets,
+        loaded.config.run.sandbox,
+    ));
     f.extend(prompt_limit_finding(&loaded, &git, &head, &search));
     f.extend(scope_findings(&loaded, &git, &head));
     for g in &loaded.config.gates {
@@ -348,9 +356,31 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
     f
 }
 
-/// A run's worktree is a new checkout: dependencies installed in your checkout (ignored
-/// `node_modules/`, a poetry environment) are not in it. Without a gate that installs them
-/// first, every gate that needs them fails, and the builder is sent to fix what it did not break.
+/// A read-only role given to a CLI whose read-only mode lets writes through (droid runs shell
+/// commands the model calls low-risk), where no sandbox makes the worktree read-only for it.
+fn read_only_finding(
+    read_only: &[(Role, &'static str)],
+    mode: crate::sandbox::Mode,
+) -> Option<Finding> {
+    let roles: Vec<&str> = read_only
+        .iter()
+        .filter(|(_, p)| *p == "droid")
+        .map(|(r, _)| r.name())
+        .collect();
+    if roles.is_empty() || (mode != crate::sandbox::Mode::Off && crate::sandbox::probe().enforced) {
+        return None;
+    }
+    Some(bad(
+        "read-only roles",
+        Level::Note,
+        format!(
+            "droid's read-only mode runs shell commands its model calls low-risk, writes included, and no sandbox makes the worktree read-only here: a write by the {} fails the run (detected, not prevented)",
+            roles.join(", ")
+        ),
+        "keep run.sandbox on (\"auto\") where the platform has one, or give the read-only roles another CLI",
+    ))
+}
+
 /// A preset CLI whose version is not the one the agent contract suite passed on: its flags or
 /// output may have changed (docs/agents.md).
 fn version_finding(preset: &str, search: &Path) -> Option<Finding> {
@@ -394,6 +424,9 @@ fn version_finding(preset: &str, search: &Path) -> Option<Finding> {
     })
 }
 
+/// A run's worktree is a new checkout: dependencies installed in your checkout (ignored
+/// `node_modules/`, a poetry environment) are not in it. Without a gate that installs them
+/// first, every gate that needs them fails, and the builder is sent to fix what it did not break.
 fn dependencies_finding(
     git: &crate::git::Git,
     head: &str,

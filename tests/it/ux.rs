@@ -865,3 +865,37 @@ fn a_cli_that_names_its_sessions_is_resumed_by_the_id_it_gave() {
         r["resume"]
     );
 }
+
+/// doctor says when a read-only role goes to droid (whose read-only mode lets a "low-risk"
+/// shell write through) and no sandbox makes the worktree read-only for it.
+#[test]
+fn doctor_names_a_read_only_role_only_detection_can_hold() {
+    let repo = TestRepo::new();
+    let path = stand_in(&repo, "droid", "'*:approve'");
+    let finding = |sandbox: &str| {
+        repo.config(&format!(
+            "version = 1\n[run]\nsandbox = \"{sandbox}\"\n[agents.builder]\ncommand = [\"AGENT\"]\n[agents.verifier]\ncommand = \"droid\"\n"
+        ));
+        let out = repo
+            .pipeline_cmd()
+            .args(["doctor", "--json"])
+            .env("PATH", &path)
+            .output()
+            .expect("doctor");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["check"] == "read-only roles")
+            .cloned()
+    };
+    let off = finding("off").expect("a finding with the sandbox off");
+    assert!(
+        off["detail"].as_str().is_some_and(
+            |d| d.contains("a write by the verifier fails the run (detected, not prevented)")
+        ),
+        "{off}"
+    );
+    assert_eq!(finding("required"), None, "the sandbox makes it read-only");
+}
