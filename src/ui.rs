@@ -314,11 +314,13 @@ impl Ui {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default();
-        let room = width.saturating_sub(base.chars().count() + 14).max(10);
+        // One row: the spinner and the elapsed time take about 10 columns; a longer message
+        // would wrap and the redraw would scroll.
+        let room = width.saturating_sub(10).max(20);
         if let Ok(s) = self.inner.spinner.lock()
             && let Some(pb) = s.as_ref()
         {
-            pb.set_message(format!("{base} · {}", cut(text, room)));
+            pb.set_message(cut(&format!("{base} · {text}"), room));
         }
     }
 

@@ -732,6 +732,31 @@ impl<'a> Run<'a> {
             .collect())
     }
 
+    /// Bring the worktree back to `tree` (a snapshot of it) and make the scratch index hold it
+    /// again; what was undone (`what`: "the docs agent's edits") is returned.
+    pub(crate) fn restore_to(
+        &mut self,
+        tree: &str,
+        what: &str,
+    ) -> Result<Vec<crate::git::snapshot::Change>> {
+        let now = self.snapshot()?;
+        let delta = crate::git::snapshot::diff_trees(&self.ws.repo, tree, &now.tree)?;
+        let git = self
+            .ws
+            .snap
+            .as_ref()
+            .ok_or_else(|| Error::other("the worktree was not set up"))?
+            .git();
+        crate::git::snapshot::restore(&git, &self.ws.worktree, tree, &delta)?;
+        let back = self.snapshot()?;
+        if back.tree != tree {
+            return Err(Error::other(format!(
+                "could not undo {what}: the worktree still differs from the state it was judged in"
+            )));
+        }
+        Ok(delta)
+    }
+
     /// Before a step that must only read: forget earlier changes (the builder's, a gate's
     /// build output), so that what the watch sees after it is the step's own.
     pub fn before_read_only(&self) -> Result<()> {

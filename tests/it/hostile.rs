@@ -1137,3 +1137,58 @@ fn a_verdict_forged_into_the_agents_stdout_through_proc_is_not_read() {
         assert!(repo.pipeline_branches().is_empty());
     }
 }
+
+/// A gate's edits are never the builder's: a failing gate's are undone before the builder's
+/// next attempt (which then ships without them), and a passing gate that writes a file the
+/// builder never touched (a lock file a build writes) ends the run at once, saying what to do,
+/// rather than sending the builder to fix what it cannot.
+#[test]
+fn a_gates_edits_are_undone_and_never_charged_to_the_builder() {
+    let config = |gate: &str| {
+        format!(
+            "[run]\nsandbox = \"off\"\n[scope]\nallow = [\"src/**\"]\n[[gates]]\nname = \"build\"\ncommand = [\"sh\", \"-c\", {gate:?}]\n"
+        )
+    };
+    let repo = TestRepo::new();
+    repo.agents(
+        &["1:write:src/new.rs:x", "2:write:src/second.rs:y"],
+        &["*:approve"],
+        &config("test -f src/second.rs || { echo lock > gen.lock; exit 1; }"),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let branch = out.json()["branch"].as_str().expect("branch").to_owned();
+    let shipped = repo.git(&["ls-tree", "-r", "--name-only", &branch]);
+    assert!(!shipped.contains("gen.lock"), "{shipped}");
+    assert_eq!(repo.calls_of("builder"), 2);
+
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        &config("echo lock > gen.lock"),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(4);
+    let r = out.json();
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gate build changed files")
+            && r["error"].as_str().unwrap_or("").contains("gen.lock"),
+        "{r}"
+    );
+    assert!(
+        out.stderr.contains(
+            "commit those files, add them to .gitignore, or set fixes = true on gate build"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        repo.calls_of("builder"),
+        1,
+        "the builder is not sent to fix it"
+    );
+}

@@ -137,7 +137,7 @@ impl Run<'_> {
         self.ui.warn(format!(
             "docs: {why}; shipping the verified change without docs edits"
         ));
-        self.restore_to(approved)?;
+        self.restore_to(&approved.tree, "the docs agent's edits")?;
         self.docs_changes.clear();
         Ok(())
     }
@@ -147,28 +147,8 @@ impl Run<'_> {
         if self.docs_changes.is_empty() {
             return Ok(());
         }
-        self.restore_to(approved)?;
+        self.restore_to(&approved.tree, "the docs agent's edits")?;
         self.docs_changes.clear();
-        Ok(())
-    }
-
-    /// Bring the worktree back to `approved` and make the scratch index hold it again.
-    fn restore_to(&mut self, approved: &Snapshot) -> Result<()> {
-        let now = self.snapshot()?;
-        let delta = snapshot::diff_trees(&self.ws.repo, &approved.tree, &now.tree)?;
-        let git = self
-            .ws
-            .snap
-            .as_ref()
-            .ok_or_else(|| Error::other("the worktree was not set up"))?
-            .git();
-        snapshot::restore(&git, &self.ws.worktree, &approved.tree, &delta)?;
-        let back = self.snapshot()?;
-        if back.tree != approved.tree {
-            return Err(Error::other(
-                "could not undo the docs agent's edits: the worktree still differs from the verified state",
-            ));
-        }
         Ok(())
     }
 }

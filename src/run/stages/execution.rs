@@ -539,8 +539,22 @@ impl Run<'_> {
             }
             // What ships is the snapshot the gates judged: a gate's edits are taken into it
             // (`fixes = true`, scope-checked again) or fail the gate.
-            let edits = if end.success() && gate.builtin.is_none() {
-                self.gate_edits(&name, gate.fixes)?
+            let edits = if gate.builtin.is_none() {
+                match self.gate_edits(&name, gate.fixes, end.success())? {
+                    GateEdits::None => None,
+                    GateEdits::Refused(why) => Some(why),
+                    // Not the builder's to fix: another attempt would meet the same edits.
+                    GateEdits::NotTheBuilders(why) => {
+                        self.ui.step(format!("gate {name}: FAIL ({why})"));
+                        return Ok(Next::End(Ending::Failed {
+                            reason: Reason::GateFailed,
+                            message: why,
+                            details: vec![format!(
+                                "commit those files, add them to .gitignore, or set fixes = true on gate {name}"
+                            )],
+                        }));
+                    }
+                }
             } else {
                 None
             };
@@ -602,20 +616,52 @@ impl Run<'_> {
     }
 }
 
+/// What a gate's own edits of the worktree mean.
+enum GateEdits {
+    /// None, or a fixing gate's edits within the scope: part of the change now.
+    None,
+    /// The gate fails: a builder's next attempt may avoid it (a formatter rewrote its files).
+    Refused(String),
+    /// The gate fails on files the builder never touched (a lock file a build writes): no
+    /// attempt of the builder changes that.
+    NotTheBuilders(String),
+}
+
 impl Run<'_> {
-    /// After a gate passed: files it changed since the snapshot. `None` when it changed none, or
-    /// when it may (`fixes = true`) and its edits are within the scope: they are then part of
-    /// the change (a new snapshot). Otherwise why the gate fails.
-    fn gate_edits(&mut self, name: &str, fixes: bool) -> Result<Option<String>> {
+    /// After a gate: files it changed since the snapshot. Edits of a gate that may (`fixes =
+    /// true`) and passed are part of the change when within the scope (a new snapshot); any
+    /// other gate's edits are undone, so that the builder is never held to what a gate wrote,
+    /// and a gate that passed fails for them.
+    fn gate_edits(&mut self, name: &str, fixes: bool, passed: bool) -> Result<GateEdits> {
         let edited = self.changed_since_snapshot()?;
         if edited.is_empty() {
-            return Ok(None);
+            return Ok(GateEdits::None);
         }
         let list = edited.join(", ");
-        if !fixes {
-            return Ok(Some(format!(
+        if !fixes || !passed {
+            let Some(judged) = self.ws.last_tree.clone() else {
+                return Ok(GateEdits::Refused(format!(
+                    "gate {name} changed files: {list}"
+                )));
+            };
+            let undone = self.restore_to(&judged, &format!("gate {name}'s edits"))?;
+            if !passed {
+                self.ui
+                    .step(format!("gate {name}: its edits are undone: {list}"));
+                return Ok(GateEdits::None);
+            }
+            let why = format!(
                 "gate {name} changed files: {list} (a gate that edits must say so: fixes = true)"
-            )));
+            );
+            let builders = &self.log.rec.changed_paths;
+            let touched = undone
+                .iter()
+                .any(|c| builders.iter().any(|p| std::path::Path::new(p) == c.path));
+            return Ok(if touched {
+                GateEdits::Refused(why)
+            } else {
+                GateEdits::NotTheBuilders(why)
+            });
         }
         let snapshot = self.snapshot()?;
         let mut violations = self.scope.check(&snapshot.changes);
@@ -625,7 +671,7 @@ impl Run<'_> {
         ));
         if !violations.is_empty() {
             let v: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            return Ok(Some(format!(
+            return Ok(GateEdits::Refused(format!(
                 "gate {name} changed files outside the scope: {}",
                 v.join("; ")
             )));
@@ -638,7 +684,7 @@ impl Run<'_> {
         self.ui.step(format!(
             "gate {name}: its edits are part of the change: {list}"
         ));
-        Ok(None)
+        Ok(GateEdits::None)
     }
 }
 
