@@ -305,7 +305,10 @@ impl Ui {
         let width = console::Term::stderr().size().1 as usize;
         if self.lane.is_some() {
             let line = format!("{who}: {text}");
-            self.lane_state(&cut(&line, width.saturating_sub(30).max(20)));
+            self.lane_state(&crate::text::one_line(
+                &line,
+                width.saturating_sub(30).max(20),
+            ));
             return;
         }
         let base = self
@@ -320,7 +323,7 @@ impl Ui {
         if let Ok(s) = self.inner.spinner.lock()
             && let Some(pb) = s.as_ref()
         {
-            pb.set_message(cut(&format!("{base} · {text}"), room));
+            pb.set_message(crate::text::one_line(&format!("{base} · {text}"), room));
         }
     }
 
@@ -384,14 +387,4 @@ impl Drop for Inner {
             board.pb.finish_and_clear();
         }
     }
-}
-
-/// `text` in at most `max` characters, an ellipsis marking a cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
 }

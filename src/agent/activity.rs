@@ -205,23 +205,9 @@ fn relative(path: &str, worktree: &str) -> String {
     }
 }
 
-/// One line of at most 200 characters, without control characters (an escape sequence in a
-/// model's message must not reach the user's terminal).
+/// One line of at most 200 characters, without control characters.
 fn short(s: &str) -> String {
-    let first: String = s
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
-    let line = first.trim();
-    if line.chars().count() <= 200 {
-        line.to_owned()
-    } else {
-        let cut: String = line.chars().take(199).collect();
-        format!("{cut}…")
-    }
+    crate::text::one_line(s, 200)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ fn describe(source: &str, c: &Checked) -> String {
                 let names: Vec<&str> = g.deps[i].iter().map(|&d| g.ids[d].as_str()).collect();
                 format!("  ◄── {}", names.join(", "))
             };
-            let task = crate::text::short_task(&c.bundle.workstreams[i].task, 60);
+            let task = crate::text::one_line(&c.bundle.workstreams[i].task, 60);
             t.push_str(&format!("{label:<9} {:<width$}  {task}{waits}\n", g.ids[i]));
         }
     }

@@ -295,7 +295,7 @@ fn dry_run(plan: &RunPlan, out: &mut dyn Write, as_json: bool) -> Result<()> {
     let mut t = String::new();
     t.push_str(&format!(
         "dry run: nothing will be created\n\ntask:     {}\nrisk:     {} ({}); {}\nbase:     {} ({})\nbranch:   {branch}\nworktree: {}\n\nstages:\n",
-        crate::text::short_task(&plan.target.task, 70),
+        crate::text::one_line(&plan.target.task, 70),
         plan.routing.risk.risk.name(),
         plan.routing.risk.reasons.join("; "),
         plan.routing.start_reason,

@@ -17,7 +17,7 @@ use crate::git::Repo;
 use crate::redact::Redactor;
 use crate::store::Store;
 use crate::store::record::RunSummary;
-use crate::text::short_task;
+use crate::text::one_line;
 
 enum Row {
     Run(Box<RunSummary>),
@@ -151,7 +151,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                         b.workstreams.len()
                     ),
                     age(&b.created_at),
-                    short_task(
+                    one_line(
                         &format!("bundle of {} workstreams", b.workstreams.len()),
                         40
                     ),
@@ -186,7 +186,7 @@ pub fn status(cmd: StatusCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
                             label,
                             w.state.name(),
                             "",
-                            short_task(&w.task, 40)
+                            one_line(&w.task, 40)
                         )),
                     }
                 }
@@ -218,7 +218,7 @@ fn run_line_with(r: &RunSummary, label: &str, width: usize, state: &str) -> Stri
         label,
         state,
         age(&r.created_at),
-        short_task(&r.task, width),
+        one_line(&r.task, width),
         branch
     )
 }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
+    &["text"],
     &[
         "error",
         "ids",
-        "text",
         "process_end",
         "redact",
         "ui",

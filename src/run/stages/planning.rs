@@ -303,7 +303,7 @@ fn describe_bundle(b: &Bundle) -> Vec<String> {
             format!(
                 "workstream {}: {} (modify {}; create {}{after})",
                 w.id,
-                crate::text::short_task(&w.task, 80),
+                crate::text::one_line(&w.task, 80),
                 if w.scope.is_empty() {
                     "-".to_owned()
                 } else {
