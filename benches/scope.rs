@@ -89,7 +89,11 @@ fn listing(worktree: PathBuf) {
     let mut n = 0;
     for _ in 0..9 {
         let t = Instant::now();
-        n = snap.take(&base_tree).expect("snapshot").changes.len();
+        n = snap
+            .take(&git_pipeline::git::TreeId::parse(&base_tree).expect("a tree id"))
+            .expect("snapshot")
+            .changes
+            .len();
         ours.push(t.elapsed());
         let t = Instant::now();
         let out = std::process::Command::new("git")

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::json_scan;
+use crate::git::{Oid, TreeId};
 use statement::Statement;
 
 pub const NOTES_REF: &str = "refs/notes/pipeline";
@@ -32,9 +33,9 @@ pub struct GateResult {
 pub struct AttestationV1 {
     pub version: u32,
     pub run_id: String,
-    pub commit: String,
-    pub tree: String,
-    pub base: String,
+    pub commit: Oid,
+    pub tree: TreeId,
+    pub base: Oid,
     pub approved: bool,
     pub verifier: String,
     pub rounds: u32,
@@ -48,9 +49,9 @@ pub struct AttestationV1 {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BaseClaim {
     /// Format 2: the parent's tree.
-    Tree(String),
+    Tree(TreeId),
     /// Format 1: the base commit (its tree is looked up).
-    Commit(String),
+    Commit(Oid),
 }
 
 /// What one attestation in a note claims, whatever its format.
@@ -58,7 +59,7 @@ pub enum BaseClaim {
 pub struct Claim {
     pub format: u32,
     pub run_id: String,
-    pub tree: String,
+    pub tree: TreeId,
     pub approved: bool,
     pub base: BaseClaim,
     /// The DSSE envelope it came in, when it was signed.
@@ -109,9 +110,6 @@ fn claim(value: serde_json::Value) -> Result<Claim, String> {
             v1.version
         ));
     }
-    if !statement::is_object_id(&v1.tree) || !statement::is_object_id(&v1.base) {
-        return Err("a format 1 attestation whose tree or base is not a full object id".to_owned());
-    }
     Ok(Claim {
         format: FORMAT_1,
         run_id: v1.run_id,
@@ -124,13 +122,10 @@ fn claim(value: serde_json::Value) -> Result<Claim, String> {
 
 fn from_statement(s: &Statement) -> Result<Claim, String> {
     let (_, tree) = s.commit_and_tree()?;
-    if !statement::is_object_id(&s.predicate.base.tree) {
-        return Err("a statement whose base tree is not a full object id".to_owned());
-    }
     Ok(Claim {
         format: 2,
         run_id: s.predicate.run_id.clone(),
-        tree: tree.to_owned(),
+        tree,
         approved: s.predicate.approved,
         base: BaseClaim::Tree(s.predicate.base.tree.clone()),
         envelope: None,
@@ -162,7 +157,7 @@ pub struct ParentMismatch {
     /// The parent tree the attestation vouches for (or, format 1, the base commit).
     pub attested_base: String,
     /// This commit's parent tree; `None` for a root commit.
-    pub parent_tree: Option<String>,
+    pub parent_tree: Option<TreeId>,
 }
 
 /// The first 12 characters (never cut inside a character: ids in notes are untrusted text).
@@ -202,9 +197,9 @@ impl Unattested {
 
 /// The commit being judged.
 pub struct Subject<'a> {
-    pub tree: &'a str,
+    pub tree: &'a TreeId,
     /// Its first parent, and that parent's tree; `None` for a root commit.
-    pub parent: Option<(&'a str, &'a str)>,
+    pub parent: Option<(&'a Oid, &'a TreeId)>,
 }
 
 /// Checks an envelope's signatures: who signed, or why none holds.
@@ -212,7 +207,7 @@ pub type SignatureCheck<'a> = &'a dyn Fn(&dsse::Envelope) -> Result<String, Stri
 
 pub struct Context<'a> {
     /// Trees of the commits format 1 attestations name as their base.
-    pub base_trees: &'a HashMap<String, String>,
+    pub base_trees: &'a HashMap<String, TreeId>,
     /// Set when signatures are required.
     pub check_signature: Option<SignatureCheck<'a>>,
 }
@@ -227,8 +222,8 @@ pub struct Attested {
 impl BaseClaim {
     fn holds_for(
         &self,
-        parent: Option<(&str, &str)>,
-        base_trees: &HashMap<String, String>,
+        parent: Option<(&Oid, &TreeId)>,
+        base_trees: &HashMap<String, TreeId>,
     ) -> bool {
         let Some((parent, parent_tree)) = parent else {
             return false;
@@ -236,7 +231,7 @@ impl BaseClaim {
         match self {
             BaseClaim::Tree(t) => t == parent_tree,
             BaseClaim::Commit(c) => {
-                c == parent || base_trees.get(c).is_some_and(|t| t == parent_tree)
+                c == parent || base_trees.get(c.as_str()).is_some_and(|t| t == parent_tree)
             }
         }
     }
@@ -286,7 +281,7 @@ pub fn judge_claims(
         .filter(|c| c.tree == subject.tree)
         .collect();
     if same_tree.is_empty() {
-        return Err(Unattested::TreeMismatch(first.tree.clone()));
+        return Err(Unattested::TreeMismatch(first.tree.to_string()));
     }
     let holding: Vec<&Claim> = same_tree
         .iter()
@@ -296,7 +291,7 @@ pub fn judge_claims(
     let Some(first_holding) = holding.first() else {
         return Err(Unattested::ParentMismatch(ParentMismatch {
             attested_base: same_tree[0].base.describe(),
-            parent_tree: subject.parent.map(|(_, t)| t.to_owned()),
+            parent_tree: subject.parent.map(|(_, t)| t.clone()),
         }));
     };
     let Some(check) = ctx.check_signature else {
@@ -348,7 +343,7 @@ mod tests {
         assert_eq!(
             Unattested::ParentMismatch(ParentMismatch {
                 attested_base: "tree 0123456789abcdef".to_owned(),
-                parent_tree: Some("fedcba9876543210".to_owned()),
+                parent_tree: Some(tid(&"fedcba9876543210".repeat(3)[..40])),
             })
             .describe(),
             "attested for another parent: the change was verified on tree 0123456789ab, this commit's parent is tree fedcba987654 (a rebase or re-parenting changes what it does; re-check it with git pipeline reverify)"
@@ -363,9 +358,9 @@ mod tests {
         serde_json::to_string(&AttestationV1 {
             version: 1,
             run_id: "r".to_owned(),
-            commit: "c".to_owned(),
-            tree: tree.to_owned(),
-            base: BASE.to_owned(),
+            commit: oid(&"c".repeat(40)),
+            tree: tid(tree),
+            base: oid(BASE),
             approved,
             verifier: "v".to_owned(),
             rounds: 1,
@@ -388,11 +383,26 @@ mod tests {
     const PT: &str = "3333333333333333333333333333333333333333";
     const BASE: &str = "4444444444444444444444444444444444444444";
 
+    const OTHER: &str = "5555555555555555555555555555555555555555";
+
+    fn oid(text: &str) -> Oid {
+        Oid::parse(text).expect("a test id")
+    }
+
+    fn tid(text: &str) -> TreeId {
+        TreeId::parse(text).expect("a test id")
+    }
+
     fn run(note: &str, tree: &str, parent: Option<(&str, &str)>) -> Result<Attested, Unattested> {
-        let trees = HashMap::from([(BASE.to_owned(), PT.to_owned())]);
+        let trees = HashMap::from([(BASE.to_owned(), tid(PT))]);
+        let tree = tid(tree);
+        let parent = parent.map(|(c, t)| (oid(c), tid(t)));
         judge(
             Some(note.as_bytes()),
-            &Subject { tree, parent },
+            &Subject {
+                tree: &tree,
+                parent: parent.as_ref().map(|(c, t)| (c, t)),
+            },
             &Context {
                 base_trees: &trees,
                 check_signature: None,
@@ -405,9 +415,9 @@ mod tests {
         let on_base = Some((BASE, PT));
         assert!(run(&v1(T1, true), T1, on_base).is_ok());
         // Another parent commit with the base's tree: the same change.
-        assert!(run(&v1(T1, true), T1, Some(("other", PT))).is_ok());
+        assert!(run(&v1(T1, true), T1, Some((OTHER, PT))).is_ok());
         assert!(matches!(
-            run(&v1(T1, true), T1, Some(("other", T2))),
+            run(&v1(T1, true), T1, Some((OTHER, T2))),
             Err(Unattested::ParentMismatch(_))
         ));
         assert_eq!(
@@ -426,12 +436,13 @@ mod tests {
             base_trees: &none,
             check_signature: None,
         };
+        let (t1, base, pt) = (tid(T1), oid(BASE), tid(PT));
         assert_eq!(
             judge(
                 None,
                 &Subject {
-                    tree: T1,
-                    parent: on_base
+                    tree: &t1,
+                    parent: Some((&base, &pt))
                 },
                 &ctx
             ),
@@ -442,14 +453,14 @@ mod tests {
     #[test]
     fn format_2_binds_the_parent_tree() {
         let note = v2(T1, PT);
-        let ok = run(&note, T1, Some(("any", PT)));
+        let ok = run(&note, T1, Some((OTHER, PT)));
         assert_eq!(ok.map(|a| a.run_id), Ok("r2".to_owned()));
-        let moved = run(&note, T1, Some(("any", T2)));
+        let moved = run(&note, T1, Some((OTHER, T2)));
         assert_eq!(
             moved,
             Err(Unattested::ParentMismatch(ParentMismatch {
                 attested_base: format!("tree {PT}"),
-                parent_tree: Some(T2.to_owned()),
+                parent_tree: Some(tid(T2)),
             }))
         );
         assert!(matches!(
@@ -458,8 +469,8 @@ mod tests {
         ));
         // Old and new formats side by side in one note.
         let both = format!("{}{}", v1(T2, true), note);
-        assert!(run(&both, T1, Some(("x", PT))).is_ok());
-        assert!(run(&both, T2, Some((BASE, "whatever"))).is_ok());
+        assert!(run(&both, T1, Some((OTHER, PT))).is_ok());
+        assert!(run(&both, T2, Some((BASE, T2))).is_ok());
     }
 
     #[test]
@@ -477,12 +488,13 @@ mod tests {
         .to_json();
         let good = |_: &dsse::Envelope| -> Result<String, String> { Ok("alice".to_owned()) };
         let bad = |_: &dsse::Envelope| -> Result<String, String> { Err("forged".to_owned()) };
+        let (t1, other, pt) = (tid(T1), oid(OTHER), tid(PT));
         let with = |note: &str, check: SignatureCheck| {
             judge(
                 Some(note.as_bytes()),
                 &Subject {
-                    tree: T1,
-                    parent: Some(("p", PT)),
+                    tree: &t1,
+                    parent: Some((&other, &pt)),
                 },
                 &Context {
                     base_trees: &trees,
@@ -503,15 +515,15 @@ mod tests {
             with(&v1(T1, true), &good),
             Err(Unattested::ParentMismatch(ParentMismatch {
                 attested_base: format!("commit {BASE}"),
-                parent_tree: Some(PT.to_owned()),
+                parent_tree: Some(tid(PT)),
             }))
         );
         // Unsigned, the envelope still attests.
-        assert!(run(&envelope, T1, Some(("p", PT))).is_ok());
+        assert!(run(&envelope, T1, Some((OTHER, PT))).is_ok());
         // An envelope of another payload type is not ours.
         let other = envelope.replace("application/vnd.in-toto+json", "text/plain");
         assert!(matches!(
-            run(&other, T1, Some(("p", PT))),
+            run(&other, T1, Some((OTHER, PT))),
             Err(Unattested::Unreadable(_))
         ));
     }
@@ -535,7 +547,9 @@ mod tests {
         fn arbitrary_notes_never_attest(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
             let trees = HashMap::new();
             let ctx = Context { base_trees: &trees, check_signature: None };
-            if judge(Some(&bytes), &Subject { tree: "f00d", parent: Some(("p", "t")) }, &ctx).is_ok() {
+            let (tree, parent, parent_tree) = (tid(&"f00d".repeat(10)), oid(OTHER), tid(PT));
+            let subject = Subject { tree: &tree, parent: Some((&parent, &parent_tree)) };
+            if judge(Some(&bytes), &subject, &ctx).is_ok() {
                 let text = String::from_utf8_lossy(&bytes);
                 prop_assert!(text.contains("f00d") && text.contains("approved"));
             }

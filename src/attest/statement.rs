@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::git::{Oid, TreeId};
+
 /// in-toto's Statement type, version 1.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// Ours: an identifier, versioned with the predicate's shape (documented in docs/attestations.md).
@@ -53,8 +55,8 @@ pub struct Predicate {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Base {
-    pub commit: String,
-    pub tree: String,
+    pub commit: Oid,
+    pub tree: TreeId,
 }
 
 /// The task is private to the run; its digest lets a reader match it to a record without it.
@@ -151,7 +153,7 @@ impl Statement {
     }
 
     /// The commit and tree it vouches for, when it is a statement of ours with both.
-    pub fn commit_and_tree(&self) -> Result<(&str, &str), String> {
+    pub fn commit_and_tree(&self) -> Result<(Oid, TreeId), String> {
         if self.kind != STATEMENT_TYPE {
             return Err(format!(
                 "not an in-toto Statement v1 (_type {:?})",
@@ -168,15 +170,15 @@ impl Statement {
             self.digest("commit", "gitCommit"),
             self.digest("tree", "gitTree"),
         ) {
-            (Some(c), Some(t)) if is_object_id(c) && is_object_id(t) => Ok((c, t)),
+            (Some(c), Some(t)) => match (Oid::parse(c), TreeId::parse(t)) {
+                (Some(c), Some(t)) => Ok((c, t)),
+                _ => Err(
+                    "its subject's gitCommit or gitTree digest is not a full object id".to_owned(),
+                ),
+            },
             _ => Err("its subject lacks a gitCommit or gitTree digest".to_owned()),
         }
     }
-}
-
-/// A full git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
-pub fn is_object_id(s: &str) -> bool {
-    matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -188,8 +190,8 @@ pub(crate) mod tests {
             run_id: "r".to_owned(),
             approved: true,
             base: Base {
-                commit: "b".repeat(40),
-                tree: base_tree.to_owned(),
+                commit: Oid::parse(&"b".repeat(40)).expect("an id"),
+                tree: TreeId::parse(base_tree).expect("an id"),
             },
             task: TaskDigest::of("fix"),
             agents: vec![],
@@ -215,7 +217,10 @@ pub(crate) mod tests {
         assert!(json.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"commit","digest":{"gitCommit":"ccc"#), "{json}");
         let back: Statement = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, s);
-        assert_eq!(back.commit_and_tree(), Ok((c.as_str(), t.as_str())));
+        let ids = back
+            .commit_and_tree()
+            .map(|(c, t)| (c.to_string(), t.to_string()));
+        assert_eq!(ids, Ok((c, t)));
         assert_eq!(
             TaskDigest::of("fix").sha256,
             "1c6e6c4c02e55178e85890fc9bbed4ce046415ec8122bf38f711b779184ae2a0"
@@ -224,12 +229,12 @@ pub(crate) mod tests {
 
     #[test]
     fn only_our_statements_with_full_ids_count() {
-        let mut s = Statement::new(&"c".repeat(40), &"a".repeat(40), predicate("x"));
+        let mut s = Statement::new(&"c".repeat(40), &"a".repeat(40), predicate(&"e".repeat(40)));
         s.predicate_type = "https://slsa.dev/provenance/v1".to_owned();
         assert!(s.commit_and_tree().is_err());
-        let mut s = Statement::new(&"c".repeat(39), &"a".repeat(40), predicate("x"));
+        let mut s = Statement::new(&"c".repeat(39), &"a".repeat(40), predicate(&"e".repeat(40)));
         assert!(s.commit_and_tree().is_err());
-        s = Statement::new(&"C".repeat(40), &"a".repeat(40), predicate("x"));
+        s = Statement::new(&"C".repeat(40), &"a".repeat(40), predicate(&"e".repeat(40)));
         assert!(s.commit_and_tree().is_err());
         s.kind = "https://in-toto.io/Statement/v0.1".to_owned();
         assert!(s.commit_and_tree().is_err());

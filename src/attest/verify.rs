@@ -102,9 +102,9 @@ fn format_1_bases<'a>(claims: impl Iterator<Item = &'a attest::Claim>) -> Vec<St
     let mut bases: Vec<String> = Vec::new();
     for c in claims {
         if let attest::BaseClaim::Commit(b) = &c.base
-            && !bases.contains(b)
+            && !bases.iter().any(|known| b == known)
         {
-            bases.push(b.clone());
+            bases.push(b.to_string());
         }
     }
     bases
@@ -117,24 +117,28 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
     let index = notes_index(git, sources.notes)?;
     let wanted: Vec<(String, Vec<String>)> = commits
         .iter()
-        .filter_map(|c| index.get(&c.commit).map(|b| (c.commit.clone(), b.clone())))
+        .filter_map(|c| {
+            index
+                .get(c.commit.as_str())
+                .map(|b| (c.commit.to_string(), b.clone()))
+        })
         .collect();
     let notes = parse_all(read_notes(git, &wanted)?);
     // Parents' trees, and the trees of format 1 bases: one process for all.
-    let known: HashMap<&str, &str> = commits
+    let known: HashMap<&str, &crate::git::TreeId> = commits
         .iter()
-        .map(|c| (c.commit.as_str(), c.tree.as_str()))
+        .map(|c| (c.commit.as_str(), &c.tree))
         .collect();
     let mut lookup: Vec<String> = commits
         .iter()
         .filter_map(|c| c.parents.first())
         .filter(|p| !known.contains_key(p.as_str()))
-        .cloned()
+        .map(|p| p.to_string())
         .collect();
     lookup.extend(format_1_bases(notes.values().flat_map(|(c, _)| c)));
     let mut trees = crate::git::objects::trees_of(git, &lookup)?;
     for (c, t) in &known {
-        trees.insert((*c).to_owned(), (*t).to_owned());
+        trees.insert((*c).to_owned(), (*t).clone());
     }
     let checker = if sources.require_signature {
         Some(crate::attest::sign::Checker::from_git(git)?)
@@ -153,7 +157,7 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
     // same tree (the squashed or cherry-picked original): those notes are read, once.
     let wanted_trees: HashSet<&str> = commits
         .iter()
-        .filter(|c| c.parents.len() == 1 && !index.contains_key(&c.commit))
+        .filter(|c| c.parents.len() == 1 && !index.contains_key(c.commit.as_str()))
         .map(|c| c.tree.as_str())
         .collect();
     let by_change = if wanted_trees.is_empty() {
@@ -166,18 +170,18 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
         let parent = c
             .parents
             .first()
-            .and_then(|p| trees.get(p).map(|t| (p.as_str(), t.as_str())));
+            .and_then(|p| trees.get(p.as_str()).map(|t| (p, t)));
         let subject = attest::Subject {
             tree: &c.tree,
             parent,
         };
-        let mut verdict = match notes.get(&c.commit) {
+        let mut verdict = match notes.get(c.commit.as_str()) {
             None => Err(Unattested::NoNote),
             Some((claims, why)) => attest::judge_claims(claims, why.clone(), &subject, &ctx),
         };
         if verdict == Err(Unattested::NoNote) && c.parents.len() == 1 {
             let all = &by_change;
-            if let Some(claims) = all.by_tree.get(&c.tree) {
+            if let Some(claims) = all.by_tree.get(c.tree.as_str()) {
                 let ctx = attest::Context {
                     base_trees: &all.base_trees,
                     check_signature: ctx.check_signature,
@@ -221,7 +225,7 @@ pub fn judge_commits(git: &Git, commits: Vec<Commit>, sources: &Sources) -> Resu
 #[derive(Default)]
 struct ByChange {
     by_tree: HashMap<String, Vec<attest::Claim>>,
-    base_trees: HashMap<String, String>,
+    base_trees: HashMap<String, crate::git::TreeId>,
 }
 
 impl ByChange {
@@ -229,7 +233,7 @@ impl ByChange {
     fn read(
         git: &Git,
         index: &HashMap<String, Vec<String>>,
-        trees: &HashMap<String, String>,
+        trees: &HashMap<String, crate::git::TreeId>,
         wanted: &HashSet<&str>,
     ) -> Result<ByChange> {
         // Reading every note (one `cat-file --batch`) costs less than asking git for the tree of
@@ -242,7 +246,10 @@ impl ByChange {
                 .into_iter()
                 .filter(|c| c.approved && wanted.contains(c.tree.as_str()))
             {
-                by_tree.entry(claim.tree.clone()).or_default().push(claim);
+                by_tree
+                    .entry(claim.tree.to_string())
+                    .or_default()
+                    .push(claim);
             }
         }
         let bases: Vec<String> = format_1_bases(by_tree.values().flatten())

@@ -6,20 +6,20 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::git::Git;
 use crate::git::merge::Merge;
 use crate::git::merge::merge_trees;
 use crate::git::objects;
+use crate::git::{Git, Oid};
 
 /// Where a workstream starts: the bundle's base, its one dependency's commit, or the merge of
 /// its dependencies' commits. `Err` holds the paths where they conflict.
 pub fn base_for(
     git: &Git,
-    bundle_base: &str,
-    deps: &[(String, String)],
-) -> Result<std::result::Result<String, Vec<PathBuf>>> {
+    bundle_base: &Oid,
+    deps: &[(String, Oid)],
+) -> Result<std::result::Result<Oid, Vec<PathBuf>>> {
     let Some(((_, first), rest)) = deps.split_first() else {
-        return Ok(Ok(bundle_base.to_owned()));
+        return Ok(Ok(bundle_base.clone()));
     };
     let mut acc = first.clone();
     let mut merged = vec![deps[0].0.as_str()];
@@ -47,7 +47,7 @@ pub fn base_for(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integrated {
     /// The integration branch now points here.
-    Moved(String),
+    Moved(Oid),
     /// The commit was already on it.
     Already,
     Conflict(Vec<PathBuf>),
@@ -62,7 +62,7 @@ pub fn integrate(
     git: &Git,
     common_dir: &std::path::Path,
     branch_ref: &str,
-    commit: &str,
+    commit: &Oid,
     message: &str,
 ) -> Result<Integrated> {
     let tip = objects::ref_value(git, branch_ref)?.ok_or_else(|| {
@@ -74,7 +74,7 @@ pub fn integrate(
         return Ok(Integrated::Already);
     }
     let new = if objects::is_ancestor(git, &tip, commit)? {
-        commit.to_owned()
+        commit.clone()
     } else {
         match merge_trees(git, &tip, commit)? {
             Merge::Conflict(paths) => return Ok(Integrated::Conflict(paths)),

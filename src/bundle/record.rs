@@ -89,9 +89,9 @@ pub struct WsRecord {
     /// Its run, once started.
     pub run_id: Option<String>,
     /// The commit it started from: the bundle's base, or the merge of its dependencies.
-    pub base: Option<String>,
+    pub base: Option<crate::git::Oid>,
     pub branch: Option<String>,
-    pub commit: Option<String>,
+    pub commit: Option<crate::git::Oid>,
     pub reason: Option<Reason>,
     /// Why it failed or is blocked, in one line.
     pub error: Option<String>,
@@ -119,11 +119,11 @@ pub struct BundleRecord {
     pub source: String,
     pub status: BundleStatus,
     pub exit_code: Option<i32>,
-    pub base: String,
+    pub base: crate::git::Oid,
     pub base_ref: String,
     pub integration_branch: String,
     /// The integration branch's commit when the bundle ended.
-    pub integration_commit: Option<String>,
+    pub integration_commit: Option<crate::git::Oid>,
     pub jobs: usize,
     pub workstreams: Vec<WsRecord>,
     pub created_at: String,

@@ -196,7 +196,7 @@ pub fn hook(kind: HookKind, cwd: &Path, ui: &Ui) -> Result<Exit> {
         {
             Some(u.remote_oid.clone())
         } else {
-            server_head.clone()
+            server_head.as_ref().map(ToString::to_string)
         };
         policy_at(&git, at.as_deref(), required_here)
     };
@@ -341,7 +341,7 @@ fn worked_out(git: &Git) -> Result<Vec<Update>> {
         return Err(cannot(&format!(" and {local_ref} names no commit")));
     };
     Ok(vec![Update {
-        local_oid: oid.clone(),
+        local_oid: oid.to_string(),
         remote_ref: get("PRE_COMMIT_REMOTE_BRANCH").unwrap_or(local_ref),
         remote_oid: "0".repeat(oid.len()),
     }])

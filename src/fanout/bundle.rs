@@ -10,6 +10,7 @@
 //! ones resumed, the others started.
 
 use crate::bundle::validate::{Checked, check};
+use crate::git::Oid;
 use crate::store::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub struct BundlePlan {
     pub repo: Repo,
     pub bundle: Bundle,
     pub graph: Graph,
-    pub base: String,
+    pub base: Oid,
     pub base_ref: String,
     pub loaded: LoadedConfig,
     pub trust: TrustState,
@@ -98,7 +99,7 @@ impl BundlePlan {
         repo: Repo,
         checked: Checked,
         source: String,
-        base: String,
+        base: Oid,
         base_ref: String,
         loaded: LoadedConfig,
         jobs: usize,
@@ -416,13 +417,20 @@ impl<'a> Driver<'a> {
 
     fn launch(&mut self, i: usize, cancel: &Cancel) -> Result<()> {
         let ws = self.plan.bundle.workstreams[i].clone();
-        let deps: Vec<(String, String)> = self.plan.graph.deps[i]
+        let deps: Vec<(String, Oid)> = self.plan.graph.deps[i]
             .iter()
             .map(|&d| {
                 let w = &self.rec.workstreams[d];
-                (w.id.clone(), w.commit.clone().unwrap_or_default())
+                // The scheduler starts a workstream only after its dependencies shipped.
+                let commit = w.commit.clone().ok_or_else(|| {
+                    Error::other(format!(
+                        "workstream {} depends on {}, which has no commit",
+                        ws.id, w.id
+                    ))
+                })?;
+                Ok((w.id.clone(), commit))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let base = match integrate::base_for(&self.git, &self.plan.base, &deps)? {
             Ok(b) => b,
             Err(paths) => {

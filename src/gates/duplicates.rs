@@ -333,8 +333,8 @@ pub fn report(repeats: &[Repeat], changed: usize, corpus: Option<usize>) -> Stri
 /// file of the same languages in `tree`. `(passed, output)`.
 pub fn check(
     git: &crate::git::Git,
-    base: &str,
-    tree: &str,
+    base: &crate::git::Oid,
+    tree: &crate::git::TreeId,
     opts: &Options,
 ) -> crate::error::Result<(bool, String)> {
     let added = crate::git::diff::added_lines(git, base, tree)?;

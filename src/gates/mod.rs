@@ -44,8 +44,8 @@ impl Engine {
 pub fn run(
     git: &crate::git::Git,
     gate: &Builtin,
-    base: &str,
-    tree: &str,
+    base: &crate::git::Oid,
+    tree: &crate::git::TreeId,
 ) -> Result<(bool, String)> {
     match gate {
         Builtin::Duplicates { options, engine } => {

@@ -2,14 +2,14 @@
 
 use serde::Serialize;
 
-use super::Git;
+use super::{Git, Oid, TreeId};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Commit {
-    pub commit: String,
-    pub tree: String,
-    pub parents: Vec<String>,
+    pub commit: Oid,
+    pub tree: TreeId,
+    pub parents: Vec<Oid>,
     pub subject: String,
 }
 
@@ -52,11 +52,11 @@ pub fn list_commits(git: &Git, revs: &[String]) -> Result<Vec<Commit>> {
             return Err(Error::other("unexpected end of git rev-list output"));
         };
         commits.push(Commit {
-            commit: id,
-            tree: String::from_utf8_lossy(tree).into_owned(),
+            commit: Oid::from_git(id),
+            tree: TreeId::from_git(String::from_utf8_lossy(tree)),
             parents: String::from_utf8_lossy(parents)
                 .split_whitespace()
-                .map(str::to_owned)
+                .map(Oid::from_git)
                 .collect(),
             subject: String::from_utf8_lossy(subject).into_owned(),
         });

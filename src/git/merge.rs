@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use super::{Git, Opts, path_from_bytes};
+use super::{Git, Opts, TreeId, path_from_bytes};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
     /// The merged tree.
-    Clean(String),
+    Clean(TreeId),
     /// The paths that conflict.
     Conflict(Vec<PathBuf>),
 }
@@ -32,7 +32,7 @@ pub fn merge_trees(git: &Git, ours: &str, theirs: &str) -> Result<Merge> {
     let mut fields = out.stdout.split(|b| *b == 0);
     let tree = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
     match out.status.code() {
-        Some(0) => Ok(Merge::Clean(tree)),
+        Some(0) => Ok(Merge::Clean(TreeId::from_git(tree))),
         Some(1) => {
             let mut paths: Vec<PathBuf> = fields
                 .take_while(|f| !f.is_empty())

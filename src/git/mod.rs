@@ -14,6 +14,7 @@ pub mod ignored;
 pub mod merge;
 pub mod notes;
 pub mod objects;
+pub mod oid;
 pub mod prepare;
 pub mod reflog;
 pub mod refs;
@@ -34,6 +35,7 @@ use crate::error::Error;
 
 use crate::error::Result;
 
+pub use oid::{Oid, TreeId};
 pub use repo::Repo;
 
 /// What `git rev-parse --local-env-vars` prints: variables that point git at another repository,

@@ -3,13 +3,13 @@
 
 use std::ffi::OsStr;
 
-use super::{Git, Opts};
+use super::{Git, Oid, Opts, TreeId};
 use crate::error::Error;
 use crate::error::Result;
 
 /// Resolve a revision to a commit id; `None` when it does not name a commit.
-pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<String>> {
-    rev_parse(git, &format!("{rev}^{{commit}}"))
+pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<Oid>> {
+    Ok(rev_parse(git, &format!("{rev}^{{commit}}"))?.map(Oid::from_git))
 }
 
 /// The object id `spec` names, or `None` when it names nothing.
@@ -38,17 +38,19 @@ pub fn branch_ref_of(git: &Git, rev: &str) -> Result<Option<String>> {
 }
 
 /// The blob id of a file in a commit's tree; `None` when it is not there.
-pub fn resolve_blob(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
-    rev_parse(git, &format!("{commit}:{path}"))
+pub fn resolve_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Oid>> {
+    Ok(rev_parse(git, &format!("{commit}:{path}"))?.map(Oid::from_git))
 }
 
-pub fn tree_of(git: &Git, commit: &str) -> Result<String> {
+/// The tree of a commit (or of any revision that names one).
+pub fn tree_of(git: &Git, commit: &str) -> Result<TreeId> {
     git.text([
         "rev-parse",
         "--verify",
         "--end-of-options",
         &format!("{commit}^{{tree}}"),
     ])
+    .map(TreeId::from_git)
 }
 
 /// Read a file from a commit's tree; `None` when the path is not there.
@@ -110,7 +112,7 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
 pub fn trees_of(
     git: &Git,
     commits: &[String],
-) -> Result<std::collections::HashMap<String, String>> {
+) -> Result<std::collections::HashMap<String, TreeId>> {
     let mut trees = std::collections::HashMap::new();
     let wanted: Vec<&String> = commits
         .iter()
@@ -130,7 +132,7 @@ pub fn trees_of(
     // One line per request, in order: "<oid> tree <size>" or "<request> missing".
     for (commit, line) in wanted.iter().zip(String::from_utf8_lossy(&out).lines()) {
         if let [tree, "tree", _] = line.split(' ').collect::<Vec<_>>().as_slice() {
-            trees.insert((*commit).clone(), (*tree).to_owned());
+            trees.insert((*commit).clone(), TreeId::from_git(*tree));
         }
     }
     Ok(trees)
@@ -158,12 +160,12 @@ pub fn for_each_file(git: &Git, commit: &str, mut f: impl FnMut(&std::path::Path
 /// Make a commit object without touching any index or worktree (for archives).
 pub fn commit_tree(
     git: &Git,
-    tree: &str,
+    tree: &TreeId,
     parents: &[&str],
     message: &str,
     identity: &[(&str, &OsStr)],
-) -> Result<String> {
-    let mut args = vec!["commit-tree".to_owned(), tree.to_owned()];
+) -> Result<Oid> {
+    let mut args = vec!["commit-tree".to_owned(), tree.to_string()];
     for p in parents {
         args.push("-p".to_owned());
         args.push((*p).to_owned());
@@ -175,7 +177,7 @@ pub fn commit_tree(
             env: identity,
         },
     )?;
-    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    Ok(Oid::from_git(String::from_utf8_lossy(&out).trim()))
 }
 
 /// Set `name` to `new`, only if it currently is `old` (`None`: it must not exist yet).
@@ -214,8 +216,9 @@ pub fn is_ancestor(git: &Git, a: &str, b: &str) -> Result<bool> {
     }
 }
 
-pub fn ref_value(git: &Git, name: &str) -> Result<Option<String>> {
-    rev_parse(git, name)
+/// The object a ref (or any revision) names.
+pub fn ref_value(git: &Git, name: &str) -> Result<Option<Oid>> {
+    Ok(rev_parse(git, name)?.map(Oid::from_git))
 }
 
 /// Attach `content` as the note of `commit` on `notes_ref`, replacing an older note.

@@ -147,8 +147,10 @@ pub fn head_branch(git: &Git) -> Result<Option<String>> {
 }
 
 /// The commit HEAD names, `None` on an unborn branch.
-pub fn head_commit(git: &Git) -> Result<Option<String>> {
-    git.optional_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
+pub fn head_commit(git: &Git) -> Result<Option<super::Oid>> {
+    Ok(git
+        .optional_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])?
+        .map(super::Oid::from_git))
 }
 
 /// The upstream of the current branch (`origin/main`), `None` without one.

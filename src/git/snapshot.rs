@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Git, Opts, path_from_bytes, split_z};
+use super::{Git, Opts, TreeId, path_from_bytes, split_z};
 use crate::error::Error;
 use crate::error::Result;
 
@@ -58,7 +58,7 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Tree of the worktree's state.
-    pub tree: String,
+    pub tree: TreeId,
     /// Changes from the base tree, sorted by path. A rename is a deletion plus an addition, so
     /// both ends are checked against the scope.
     pub changes: Vec<Change>,
@@ -139,7 +139,7 @@ impl Snapshotter {
     }
 
     /// Stage the whole worktree into our index and write it as a tree.
-    pub fn tree(&self) -> Result<String> {
+    pub fn tree(&self) -> Result<TreeId> {
         if !self.scratch.exists() {
             // No index of ours (a run made before we kept one, or a worktree found by
             // `clean`): start from the commit the worktree has checked out, never from its
@@ -151,7 +151,7 @@ impl Snapshotter {
         self.taken.set(self.taken.get() + 1);
         self.add_all()?;
         let out = self.run_ours(&["write-tree"])?;
-        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+        Ok(TreeId::from_git(String::from_utf8_lossy(&out).trim()))
     }
 
     /// Stage the whole worktree. `--sparse`: in a sparse checkout, a file the agent wrote
@@ -280,7 +280,7 @@ impl Snapshotter {
             .collect())
     }
 
-    pub fn take(&self, base_tree: &str) -> Result<Snapshot> {
+    pub fn take(&self, base_tree: &TreeId) -> Result<Snapshot> {
         let tree = self.tree()?;
         let changes = diff_trees(&self.git(), base_tree, &tree)?;
         Ok(Snapshot { tree, changes })
@@ -352,7 +352,7 @@ pub fn patch(git: &Git, from: &str, to: &str) -> Result<Vec<u8>> {
 
 /// Put the worktree's files back to `tree` for the paths of `changes` (made since `tree`): added
 /// files are removed, the others restored from `tree`. The index is left alone.
-pub fn restore(git: &Git, worktree: &Path, tree: &str, changes: &[Change]) -> Result<()> {
+pub fn restore(git: &Git, worktree: &Path, tree: &TreeId, changes: &[Change]) -> Result<()> {
     let mut from_tree: Vec<u8> = Vec::new();
     for c in changes {
         if c.kind == ChangeKind::Added {

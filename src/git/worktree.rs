@@ -360,8 +360,11 @@ pub fn switch_files_to(worktree: &Path, tree: &str) -> Result<()> {
 }
 
 /// The commit HEAD names and its tree.
-pub fn head_and_tree(worktree: &Path) -> Result<(String, String)> {
+pub fn head_and_tree(worktree: &Path) -> Result<(super::Oid, super::TreeId)> {
     let out = Git::in_dir(worktree).text(["rev-parse", "HEAD", "HEAD^{tree}"])?;
     let (head, tree) = out.split_once('\n').unwrap_or((&out, ""));
-    Ok((head.trim().to_owned(), tree.trim().to_owned()))
+    Ok((
+        super::Oid::from_git(head.trim()),
+        super::TreeId::from_git(tree.trim()),
+    ))
 }

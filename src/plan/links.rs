@@ -32,7 +32,7 @@ pub struct Submission {
     pub index: u32,
     pub agent: String,
     pub worktree: PathBuf,
-    pub tree: String,
+    pub tree: crate::git::TreeId,
     pub changed_paths: Vec<String>,
     pub patch: Vec<u8>,
     pub gates: Vec<GateRecord>,

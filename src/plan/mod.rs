@@ -19,9 +19,9 @@ use crate::config::LoadedConfig;
 use crate::config::ShipMode;
 use crate::error::Error;
 use crate::error::Result;
-use crate::git::Repo;
 use crate::git::objects;
 use crate::git::prepare;
+use crate::git::{Oid, Repo, TreeId};
 use crate::globs::Globs;
 use crate::plan::prompts::Templates;
 use crate::policy::risk;
@@ -125,7 +125,7 @@ pub enum Mode {
     /// Agents build the change, then it is checked and shipped.
     Build,
     /// An existing commit is checked (scope against its parent, gates, verifier) and attested.
-    Reverify { commit: String, tree: String },
+    Reverify { commit: Oid, tree: TreeId },
 }
 
 /// How the run's agents and gates are sandboxed (`run.sandbox`, `[sandbox]`).
@@ -176,9 +176,9 @@ pub struct Target {
     pub args: ArgsRecord,
     pub task: String,
     /// The base commit id, and what the user called it.
-    pub base: String,
+    pub base: Oid,
     pub base_ref: String,
-    pub base_tree: String,
+    pub base_tree: TreeId,
     /// `refs/heads/<name>` when the base is a branch (for `ship = "merge"`).
     pub base_branch: Option<String>,
     /// The bundle workstream this run is.
@@ -348,7 +348,7 @@ impl RunPlan {
     pub fn derive_workstream(
         &self,
         w: &crate::bundle::spec::Workstream,
-        base: String,
+        base: Oid,
         base_ref: String,
         shared: &RunArgs,
     ) -> Result<RunPlan> {
@@ -394,7 +394,7 @@ impl RunPlan {
         repo: Repo,
         loaded: LoadedConfig,
         w: &crate::bundle::spec::Workstream,
-        base: String,
+        base: Oid,
         base_ref: String,
         shared: &RunArgs,
     ) -> Result<RunPlan> {
@@ -503,7 +503,7 @@ impl RunPlan {
         repo: Repo,
         mode: Mode,
         task: String,
-        base: String,
+        base: Oid,
         base_ref: String,
         loaded: LoadedConfig,
         args: &RunArgs,
@@ -883,7 +883,7 @@ fn args_record(args: &RunArgs, mode: &Mode) -> ArgsRecord {
         keep: args.keep,
         reverify: match mode {
             Mode::Build => None,
-            Mode::Reverify { commit, .. } => Some(commit.clone()),
+            Mode::Reverify { commit, .. } => Some(commit.to_string()),
         },
         gates: args.gates.clone(),
         bundle: args.bundle.clone(),
@@ -894,10 +894,7 @@ fn args_record(args: &RunArgs, mode: &Mode) -> ArgsRecord {
 
 /// The base commit (`--base`, else `run.base` from the config at HEAD, else HEAD) and the
 /// config read from it.
-pub fn base_and_config(
-    repo: &Repo,
-    base_arg: Option<&str>,
-) -> Result<(String, String, LoadedConfig)> {
+pub fn base_and_config(repo: &Repo, base_arg: Option<&str>) -> Result<(Oid, String, LoadedConfig)> {
     let mut base_ref = base_arg.unwrap_or("HEAD").to_owned();
     let mut base = resolve_base(repo, &base_ref)?;
     let mut loaded = load_config(repo, &base, &base_ref)?;
@@ -910,7 +907,7 @@ pub fn base_and_config(
     Ok((base, base_ref, loaded))
 }
 
-fn resolve_base(repo: &Repo, base_ref: &str) -> Result<String> {
+fn resolve_base(repo: &Repo, base_ref: &str) -> Result<Oid> {
     if base_ref.trim().is_empty() || base_ref.starts_with('-') {
         return Err(Error::usage(format!("invalid base {base_ref:?}")));
     }

@@ -38,7 +38,7 @@ pub fn key(git: &crate::git::Git, commit: &str) -> Result<Option<String>> {
     Ok(Some(
         match crate::git::objects::resolve_blob(git, commit, crate::policy::scope::POLICY_DIR)? {
             Some(tree) => format!("{blob}+{tree}"),
-            None => blob,
+            None => blob.to_string(),
         },
     ))
 }

@@ -5,15 +5,17 @@
 
 use std::collections::HashMap;
 
+use crate::git::TreeId;
+
 /// What the breakers remember, for a resumed run: error signatures with how often each was seen,
 /// and each attempt's tree.
-pub type Memory = (Vec<(u64, u32)>, Vec<(u32, String)>);
+pub type Memory = (Vec<(u64, u32)>, Vec<(u32, TreeId)>);
 
 pub struct Breakers {
     max_same: u32,
     oscillation: bool,
     seen: HashMap<u64, u32>,
-    trees: Vec<(u32, String)>,
+    trees: Vec<(u32, TreeId)>,
 }
 
 impl Breakers {
@@ -27,7 +29,7 @@ impl Breakers {
     }
 
     /// Continue from a saved memory (a resumed run).
-    pub fn restore(&mut self, counts: &[(u64, u32)], trees: &[(u32, String)]) {
+    pub fn restore(&mut self, counts: &[(u64, u32)], trees: &[(u32, TreeId)]) {
         self.seen = counts.iter().copied().collect();
         self.trees = trees.to_vec();
     }
@@ -55,9 +57,9 @@ impl Breakers {
     }
 
     /// Record an attempt's tree; the reason to stop when an earlier attempt had the same one.
-    pub fn attempt(&mut self, attempt: u32, tree: &str) -> Option<String> {
+    pub fn attempt(&mut self, attempt: u32, tree: &TreeId) -> Option<String> {
         let earlier = self.trees.iter().find(|(_, t)| t == tree).map(|(a, _)| *a);
-        self.trees.push((attempt, tree.to_owned()));
+        self.trees.push((attempt, tree.clone()));
         match earlier {
             Some(a) if self.oscillation => Some(format!(
                 "circuit breaker: attempt {attempt} reproduced the changes of attempt {a} (oscillation)"
@@ -118,6 +120,10 @@ pub fn normalize(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn tree(digit: char) -> TreeId {
+        TreeId::parse(&digit.to_string().repeat(40)).expect("a tree id")
+    }
+
     #[test]
     fn the_signature_is_fnv_1a_the_same_in_every_process() {
         assert_eq!(signature("gate x", "boom"), 12_123_443_224_099_722_821);
@@ -132,7 +138,7 @@ mod tests {
     fn a_resumed_run_remembers_errors_and_trees() {
         let mut b = Breakers::new(2, true);
         assert_eq!(b.error("gate x", "boom"), None);
-        assert_eq!(b.attempt(1, "t1"), None);
+        assert_eq!(b.attempt(1, &tree('1')), None);
         let (counts, trees) = b.memory();
         assert_eq!(counts.len(), 1);
         let mut resumed = Breakers::new(2, true);
@@ -142,7 +148,7 @@ mod tests {
             "the second time trips it"
         );
         assert!(
-            resumed.attempt(2, "t1").is_some(),
+            resumed.attempt(2, &tree('1')).is_some(),
             "the tree of attempt 1 is remembered"
         );
     }
@@ -181,16 +187,16 @@ mod tests {
         assert!(b.error("gate test", "boom 1").is_none());
         assert!(b.error("gate test", "boom 2").is_some());
         let mut b = Breakers::new(2, true);
-        assert!(b.attempt(1, "aaa").is_none());
-        assert!(b.attempt(2, "bbb").is_none());
-        let msg = b.attempt(3, "aaa").unwrap_or_default();
+        assert!(b.attempt(1, &tree('a')).is_none());
+        assert!(b.attempt(2, &tree('b')).is_none());
+        let msg = b.attempt(3, &tree('a')).unwrap_or_default();
         assert!(
             msg.contains("attempt 3 reproduced the changes of attempt 1"),
             "{msg}"
         );
         let mut off = Breakers::new(0, false);
         assert!(off.error("g", "x").is_none() && off.error("g", "x").is_none());
-        assert!(off.attempt(1, "a").is_none() && off.attempt(2, "a").is_none());
+        assert!(off.attempt(1, &tree('a')).is_none() && off.attempt(2, &tree('a')).is_none());
     }
 
     proptest! {

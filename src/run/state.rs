@@ -59,7 +59,7 @@ pub(crate) struct Workspace {
     pub branch: Option<BranchName>,
     pub snap: Option<Snapshotter>,
     /// The tree of the last snapshot, for the archive when the worktree is gone.
-    pub last_tree: Option<String>,
+    pub last_tree: Option<crate::git::TreeId>,
     /// Fingerprints of what no step may change (set once the worktree exists).
     pub guard: Option<crate::safety::containment::Guard>,
     /// How agents and gates are sandboxed, once the worktree exists.
@@ -736,7 +736,7 @@ impl<'a> Run<'a> {
     /// again; what was undone (`what`: "the docs agent's edits") is returned.
     pub(crate) fn restore_to(
         &mut self,
-        tree: &str,
+        tree: &crate::git::TreeId,
         what: &str,
     ) -> Result<Vec<crate::git::snapshot::Change>> {
         let now = self.snapshot()?;

@@ -27,7 +27,7 @@ use crate::store::RunDir;
 pub struct StepCtx<'a> {
     pub run_id: &'a str,
     pub worktree: &'a Path,
-    pub base: &'a str,
+    pub base: &'a crate::git::Oid,
     pub slot: u32,
     pub workstream: Option<&'a str>,
     pub candidate: Option<u32>,
@@ -45,7 +45,7 @@ pub struct StepCtx<'a> {
 pub struct OwnedStepCtx {
     run_id: String,
     worktree: std::path::PathBuf,
-    base: String,
+    base: crate::git::Oid,
     slot: u32,
     workstream: Option<String>,
     candidate: Option<u32>,
@@ -60,7 +60,7 @@ impl StepCtx<'_> {
         OwnedStepCtx {
             run_id: self.run_id.to_owned(),
             worktree: self.worktree.to_owned(),
-            base: self.base.to_owned(),
+            base: self.base.clone(),
             slot: self.slot,
             workstream: self.workstream.map(str::to_owned),
             candidate: self.candidate,
@@ -388,7 +388,7 @@ pub struct GateRun {
 pub async fn run_gate(
     ctx: &StepCtx<'_>,
     gate: &GateConfig,
-    (attempt, tree): (u32, Option<&str>),
+    (attempt, tree): (u32, Option<&crate::git::TreeId>),
     session: &str,
     cancel: &mut Cancel,
 ) -> Result<GateRun> {
@@ -427,20 +427,24 @@ pub async fn run_gate(
 }
 
 /// A builtin gate, in-process, on the attempt's snapshot (exactly the tree that would ship).
-async fn builtin_gate(ctx: &StepCtx<'_>, gate: &GateConfig, tree: Option<&str>) -> Result<Outcome> {
+async fn builtin_gate(
+    ctx: &StepCtx<'_>,
+    gate: &GateConfig,
+    tree: Option<&crate::git::TreeId>,
+) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let tree = tree
         .ok_or_else(|| {
             crate::error::Error::other("a builtin gate ran before the attempt's snapshot")
         })?
-        .to_owned();
+        .clone();
     let builtin = crate::config::gates::builtin(gate)?.ok_or_else(|| {
         crate::error::Error::other(format!(
             "gate {:?} is not a builtin gate",
             gate.name.get_ref()
         ))
     })?;
-    let (git, base) = (crate::git::Git::in_dir(ctx.worktree), ctx.base.to_owned());
+    let (git, base) = (crate::git::Git::in_dir(ctx.worktree), ctx.base.clone());
     let (passed, text) =
         tokio::task::spawn_blocking(move || crate::gates::run(&git, &builtin, &base, &tree))
             .await

@@ -103,7 +103,7 @@ pub struct Places {
     pub worktree_git_dir: PathBuf,
     /// `refs/heads/<branch>` of the run, or empty for a detached (reverify) run.
     pub branch_ref: String,
-    pub base: String,
+    pub base: crate::git::Oid,
     pub branch_prefix: String,
     /// Marks the committer name of the run's steps.
     pub run_id: String,

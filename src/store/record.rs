@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::git::{Oid, TreeId};
 
 use crate::error::Exit;
 use crate::policy::risk::Risk;
@@ -213,9 +214,9 @@ pub struct RunRecord {
     pub status: Status,
     pub reason: Option<Reason>,
     pub exit_code: Option<i32>,
-    pub base: String,
+    pub base: Oid,
     pub branch: String,
-    pub commit: Option<String>,
+    pub commit: Option<Oid>,
     pub worktree: Option<PathBuf>,
     /// The worktree folder's device and inode when the run made it: a folder or symlink put in
     /// its place is never entered, reset or removed.
@@ -319,7 +320,7 @@ pub struct CandidateRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tree: Option<String>,
+    pub tree: Option<TreeId>,
 }
 
 /// The fields `status` lists, read without the rest of a record (stages, gates, outputs): with
@@ -333,7 +334,7 @@ pub struct RunSummary {
     pub reason: Option<Reason>,
     pub stage: Option<StageName>,
     pub branch: String,
-    pub commit: Option<String>,
+    pub commit: Option<Oid>,
     pub worktree: Option<PathBuf>,
     pub rolled_back: bool,
     pub created_at: String,
@@ -386,9 +387,9 @@ pub enum Checkpoint {
     /// The builder finished this attempt; scope, gates and verification come next.
     Built { attempt: u32 },
     /// The verifier approved this tree; docs and ship come next.
-    Approved { tree: String },
+    Approved { tree: TreeId },
     /// `git commit` made this commit; the attestation and cleanup come next.
-    Committed { commit: String, tree: String },
+    Committed { commit: Oid, tree: TreeId },
 }
 
 impl Checkpoint {
@@ -438,9 +439,9 @@ pub struct ResumeState {
     pub why_again: String,
     /// The circuit breakers' memory: error signatures with their counts, and attempt trees.
     pub error_counts: Vec<(u64, u32)>,
-    pub attempt_trees: Vec<(u32, String)>,
+    pub attempt_trees: Vec<(u32, TreeId)>,
     /// The tree of the last snapshot: a recreated worktree is filled from it.
-    pub snapshot_tree: Option<String>,
+    pub snapshot_tree: Option<TreeId>,
     /// The CLI session each agent candidate got for a run session, keyed `<agent>#<n>:<session>`:
     /// a later use resumes it. The first agent of a run session gets that session's id; any other
     /// gets a fresh one, so two agents never share one CLI conversation.

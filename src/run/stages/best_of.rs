@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::git::TreeId;
 use crate::plan::RunPlan;
 use crate::store::EventKind;
 use crate::store::record::StageName;
@@ -619,7 +620,7 @@ impl Run<'_> {
 
     /// Record the verifier's choice and keep the chosen tree reachable (the candidate's archive
     /// ref), before the candidates hear of it.
-    fn keep_choice(&mut self, k: u32, tree: &str) -> Result<()> {
+    fn keep_choice(&mut self, k: u32, tree: &TreeId) -> Result<()> {
         let run_id = self.log.rec.candidates[k as usize - 1].run_id.clone();
         let archive = crate::run::stages::rollback::archive(
             &self.ws.repo,
@@ -631,7 +632,7 @@ impl Run<'_> {
         )?;
         let c = &mut self.log.rec.candidates[k as usize - 1];
         c.state = CandidateState::Chosen;
-        c.tree = Some(tree.to_owned());
+        c.tree = Some(tree.clone());
         self.log.rec.resume.chosen = Some(k);
         self.save()?;
         self.log.dir.event(
@@ -689,7 +690,7 @@ impl Run<'_> {
     async fn ship_candidate(
         &mut self,
         k: u32,
-        tree: &str,
+        tree: &TreeId,
         (changed_paths, gates): (Vec<String>, Vec<GateRecord>),
         cancel: &mut Cancel,
     ) -> Result<Ending> {
@@ -718,9 +719,7 @@ impl Run<'_> {
         }
         self.log.rec.changed_paths = changed_paths;
         self.log.rec.gates.extend(gates);
-        self.checkpoint(Checkpoint::Approved {
-            tree: tree.to_owned(),
-        })?;
+        self.checkpoint(Checkpoint::Approved { tree: tree.clone() })?;
         match self.docs_and_ship(&snapshot, 1, cancel).await? {
             Next::Continue(()) => Ok(Ending::Shipped),
             Next::End(end) => Ok(end),

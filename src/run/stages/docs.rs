@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use crate::error::Result;
+use crate::git::TreeId;
 use crate::git::snapshot;
 use crate::git::snapshot::Snapshot;
 use crate::plan::prompts;
@@ -21,7 +22,7 @@ impl Run<'_> {
         approved: &Snapshot,
         attempt: u32,
         cancel: &mut Cancel,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<TreeId>> {
         self.docs_changes.clear();
         let Some(agent) = self.plan.agents.docs.clone() else {
             if !self

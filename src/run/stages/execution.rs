@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::agent::RoleAgent;
 use crate::error::Error;
 use crate::error::Result;
+use crate::git::TreeId;
 use crate::git::snapshot::Snapshot;
 use crate::plan::prompts;
 use crate::policy::scope::Violation;
@@ -30,7 +31,7 @@ enum Entry {
     /// Check what an earlier builder run left (it finished before the interruption).
     Check,
     /// Check it, and ship it at once if it is the tree the verifier approved.
-    Approved(String),
+    Approved(TreeId),
 }
 
 impl Run<'_> {
@@ -526,7 +527,7 @@ impl Run<'_> {
             let ran = step::run_gate(
                 &self.ctx(),
                 gate,
-                (attempt, tree.as_deref()),
+                (attempt, tree.as_ref()),
                 &self.exec_session,
                 cancel,
             )

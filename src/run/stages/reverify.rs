@@ -13,8 +13,8 @@ use crate::store::record::Reason;
 impl Run<'_> {
     pub(crate) async fn reverify(
         &mut self,
-        commit: &str,
-        tree: &str,
+        commit: &crate::git::Oid,
+        tree: &crate::git::TreeId,
         cancel: &mut Cancel,
     ) -> Result<Ending> {
         use crate::store::record::StageName;
@@ -26,7 +26,7 @@ impl Run<'_> {
             self.skip_stage(stage, "reverify: the commit is the work");
         }
         let snapshot = self.snapshot()?;
-        if snapshot.tree != tree {
+        if snapshot.tree != *tree {
             return Ok(Ending::failed(
                 Reason::SetupFailed,
                 "the checkout of the commit differs from the commit itself (a filter or a hook changed files)",
@@ -84,11 +84,11 @@ impl Run<'_> {
         }
         let _guard = self.repo_lock()?;
         let attested = self.write_attestation(commit, tree, 1)?;
-        self.log.rec.commit = Some(commit.to_owned());
+        self.log.rec.commit = Some(commit.clone());
         self.ui.step(format!(
             "{attested} {} (git notes --ref=pipeline show {})",
-            &commit[..commit.len().min(12)],
-            &commit[..commit.len().min(12)]
+            commit.short(),
+            commit.short()
         ));
         if let Err(e) = crate::git::worktree::remove(&self.ws.repo, &self.ws.worktree) {
             self.ui

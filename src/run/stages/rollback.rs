@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::git::Git;
 use crate::git::objects;
 use crate::git::refs::BranchName;
 use crate::git::worktree;
+use crate::git::{Git, TreeId};
 
 pub const ARCHIVE_PREFIX: &str = "refs/pipeline/archive/";
 
@@ -17,12 +17,12 @@ pub const ARCHIVE_PREFIX: &str = "refs/pipeline/archive/";
 pub fn archive(
     repo: &Git,
     run_id: &str,
-    tree: &str,
-    base: &str,
+    tree: &TreeId,
+    base: &crate::git::Oid,
     branch_tip: Option<&str>,
     why: &str,
 ) -> Result<String> {
-    let mut parents = vec![base];
+    let mut parents = vec![base.as_str()];
     if let Some(tip) = branch_tip
         && tip != base
     {

@@ -15,6 +15,7 @@ use crate::git::Git;
 use crate::git::advance;
 use crate::git::objects;
 use crate::git::worktree;
+use crate::git::{Oid, TreeId};
 use crate::ids;
 use crate::run::state::Run;
 use crate::store::EventKind;
@@ -25,8 +26,8 @@ use crate::store::record::StageStatus;
 
 pub enum Committed {
     Ok {
-        commit: String,
-        tree: String,
+        commit: Oid,
+        tree: TreeId,
     },
     /// A commit hook refused (its output), or changed what was approved.
     HookFailed(String),
@@ -39,8 +40,8 @@ pub fn commit(
     repo: &Git,
     git: &Git,
     branch_ref: &str,
-    base: &str,
-    approved_tree: &str,
+    base: &Oid,
+    approved_tree: &TreeId,
     message: &str,
 ) -> Result<Committed> {
     let head = crate::git::refs::head_branch(git)?;
@@ -256,7 +257,7 @@ impl Run<'_> {
 
     /// The attestation of an approved commit: an in-toto statement of the change from the
     /// run's base to `tree`.
-    pub(crate) fn attestation(&self, commit: &str, tree: &str, rounds: u32) -> Statement {
+    pub(crate) fn attestation(&self, commit: &Oid, tree: &TreeId, rounds: u32) -> Statement {
         let rec = &self.log.rec;
         let gates = self
             .plan
@@ -317,7 +318,7 @@ impl Run<'_> {
     }
 
     /// The Agent Trace record of `commit`: every line the change added, by the builder.
-    fn write_agent_trace(&self, commit: &str) -> Result<()> {
+    fn write_agent_trace(&self, commit: &Oid) -> Result<()> {
         let added = crate::git::diff::added_lines(&self.ws.repo, &self.plan.target.base, commit)?;
         let builder = self.agents_used().into_iter().find(|a| a.changed_tree);
         let author = attest::trace::Author {
@@ -342,8 +343,8 @@ impl Run<'_> {
     /// Write the attestation of `commit`, and say how it was signed.
     pub(crate) fn write_attestation(
         &mut self,
-        commit: &str,
-        tree: &str,
+        commit: &Oid,
+        tree: &TreeId,
         rounds: u32,
     ) -> Result<&'static str> {
         let statement = self.attestation(commit, tree, rounds);
@@ -366,7 +367,7 @@ impl Run<'_> {
 
     /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
     /// `ship = "merge"` fast-forward the base branch. `Some(output)` when the commit hook refused.
-    pub(crate) fn ship(&mut self, tree: &str) -> Result<Option<String>> {
+    pub(crate) fn ship(&mut self, tree: &TreeId) -> Result<Option<String>> {
         let trailers = if self.plan.landing.trailers.contains(&Trailer::AssistedBy) {
             assisted_by(&self.agents_used())
         } else {
@@ -410,20 +411,20 @@ impl Run<'_> {
 
     /// After the commit: attest it, remove the worktree, fast-forward when asked. Also what a
     /// resumed run does when it finds its commit already made.
-    pub(crate) fn complete_ship(&mut self, commit: &str, tree: &str) -> Result<()> {
+    pub(crate) fn complete_ship(&mut self, commit: &Oid, tree: &TreeId) -> Result<()> {
         let _guard = self.repo_lock()?;
         // Signed with the owner's key: what is attested is read from the repository, never taken
         // from the record (which a step could have rewritten before a resume).
         let parent = objects::resolve_commit(&self.ws.repo, &format!("{commit}^"))?;
-        if objects::tree_of(&self.ws.repo, commit)? != tree
-            || parent.as_deref() != Some(self.plan.target.base.as_str())
+        if objects::tree_of(&self.ws.repo, commit)? != *tree
+            || parent.as_ref() != Some(&self.plan.target.base)
         {
             return Err(Error::other(format!(
                 "commit {commit} is not the approved change on {} (its tree or parent differ from what was verified); not attesting it",
                 self.plan.target.base
             )));
         }
-        let commit = commit.to_owned();
+        let commit = commit.clone();
         let run_branch = self
             .ws
             .branch
