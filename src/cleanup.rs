@@ -14,15 +14,15 @@ use crate::error::Result;
 use crate::git::Git;
 use crate::git::Repo;
 use crate::git::objects;
-use crate::git::snapshot::Snapshotter;
 use crate::git::worktree;
 use crate::ids;
 use crate::run::abandon::{archive_run, run_worktree};
 use crate::run::stages::rollback;
 use crate::run::stages::rollback::ARCHIVE_PREFIX;
-use crate::store::lock::Liveness;
 use crate::store::lock::acquire_repo;
+use crate::store::lock::{self, Liveness};
 use crate::store::record::Status;
+use crate::store::slots;
 
 /// One thing `clean` does (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +48,12 @@ pub enum Action {
     ExpireArchive { reference: String, age_days: u64 },
     /// Finish deleting a removed worktree's files (renamed aside; the deletion was cut short).
     RemoveTrash { path: PathBuf },
+    /// Remove an idle worktree slot and its build caches (`clean --slots`).
+    RemoveSlot {
+        number: u32,
+        path: PathBuf,
+        bytes: u64,
+    },
 }
 
 /// Something `clean` leaves in place, and why.
@@ -71,6 +77,8 @@ pub struct CleanOptions {
     pub worktree_root: PathBuf,
     pub branch_prefix: String,
     pub archive_days: u32,
+    /// Remove idle worktree slots too (their caches go with them).
+    pub slots: bool,
 }
 
 fn age(rfc3339: &str) -> Option<Duration> {
@@ -224,6 +232,7 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
             actions.push(Action::RemoveTrash { path: entry.path() });
         }
     }
+    plan_slots(repo, o, &mut actions, &mut kept)?;
     // Archives past their time.
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -239,6 +248,66 @@ pub fn plan(repo: &Repo, store: &crate::store::Store, o: &CleanOptions) -> Resul
         }
     }
     Ok(CleanPlan { actions, kept })
+}
+
+/// Worktree slots: each is reported with its size; idle ones are removed with `--slots`. A slot
+/// in use, or holding a stopped run's work, stays; a folder named like a slot that git-pipeline
+/// did not make (or that was replaced) is never touched.
+fn plan_slots(
+    repo: &Repo,
+    o: &CleanOptions,
+    actions: &mut Vec<Action>,
+    kept: &mut Vec<Kept>,
+) -> Result<()> {
+    let pipeline_dir = repo.pipeline_dir();
+    let store = crate::store::Store::new(&pipeline_dir);
+    for (n, path) in crate::run::slot::slot_folders(&o.worktree_root) {
+        let what = format!("worktree slot {n} ({})", path.display());
+        let state = slots::read(&pipeline_dir, n)?
+            .filter(|s| s.identity.is_some() && !worktree::was_replaced(&path, s.identity));
+        let Some(state) = state else {
+            kept.push(Kept {
+                what,
+                why: "git-pipeline did not make this folder, or it was replaced; not touching it"
+                    .to_owned(),
+            });
+            continue;
+        };
+        let bytes = size_of(&path);
+        let size = format!("{:.1} MB", bytes as f64 / 1_000_000.0);
+        if lock::try_slot(&pipeline_dir, n)?.is_none() {
+            kept.push(Kept {
+                what,
+                why: format!("in use by a run ({size})"),
+            });
+            continue;
+        }
+        let holder = state.run.as_deref().filter(|run| {
+            state.kept
+                || store
+                    .open(run, Default::default())
+                    .read_record()
+                    .is_ok_and(|r| !r.status.is_final())
+        });
+        if let Some(run) = holder {
+            kept.push(Kept {
+                what,
+                why: format!("holds run {run}'s work ({size}); resume or abandon it first"),
+            });
+        } else if o.slots {
+            actions.push(Action::RemoveSlot {
+                number: n,
+                path,
+                bytes,
+            });
+        } else {
+            kept.push(Kept {
+                what,
+                why: format!("idle, {size} with its build caches; clean --slots removes it"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a shipped branch's commit is also on another branch (local, not ours, or remote).
@@ -301,6 +370,7 @@ fn describe_target(action: &Action) -> String {
         Action::DeleteBranch { branch, .. } => format!("branch {branch} kept"),
         Action::ExpireArchive { reference, .. } => format!("archive {reference} kept"),
         Action::RemoveTrash { path } => format!("{} left", path.display()),
+        Action::RemoveSlot { path, .. } => format!("worktree slot {} kept", path.display()),
     }
 }
 
@@ -341,9 +411,19 @@ fn apply_one(
                 {
                     rec.archive = Some(a);
                 }
-                freed.bytes += size_of(path);
-                worktree::remove(&git, path)?;
-                freed.worktrees += 1;
+                let owner = rollback::Owner {
+                    pipeline_dir: repo.pipeline_dir(),
+                    run_id: run_id.clone(),
+                    base: rec.base.clone(),
+                    index: None,
+                    holds_slot: false,
+                };
+                if rollback::slot_of(&owner.pipeline_dir, path, run_id)?.is_none() {
+                    freed.bytes += size_of(path);
+                    freed.worktrees += 1;
+                }
+                // A slot goes back to the pool; any other worktree is removed.
+                rollback::put_away(&git, path, &owner)?;
                 rec.worktree = None;
                 dir.write_record(&rec)?;
             }
@@ -371,20 +451,7 @@ fn apply_one(
                 let _guard = acquire_repo(&repo.pipeline_dir())?;
                 // No record to archive from: archive the worktree's state directly.
                 if path.join(".git").exists() {
-                    let paths = worktree::paths(path)?;
-                    // The runs folder may not exist: these worktrees' records are gone.
-                    std::fs::create_dir_all(store.runs_dir())
-                        .map_err(|e| Error::io_path("create", store.runs_dir(), e))?;
-                    let scratch = store.runs_dir().join(format!(".orphan-{run_id}.index"));
-                    let snap = Snapshotter::new(path, &paths.git_dir, scratch.clone());
-                    let tree = snap.tree();
-                    let _ = std::fs::remove_file(&scratch);
-                    let tree = tree?;
-                    let (head, head_tree) = worktree::head_and_tree(path)?;
-                    // A worktree that holds nothing but its commit has nothing to save.
-                    if tree != head_tree {
-                        rollback::archive(&git, run_id, &tree, &head, None, "orphaned worktree")?;
-                    }
+                    crate::run::abandon::archive_orphan(&git, run_id, path, "orphaned worktree")?;
                 }
                 freed.bytes += size_of(path);
                 worktree::remove(&git, path)?;
@@ -401,6 +468,37 @@ fn apply_one(
             Action::RemoveTrash { path } => {
                 freed.bytes += size_of(path);
                 worktree::delete_now(path)?;
+            }
+            Action::RemoveSlot {
+                number,
+                path,
+                bytes,
+            } => {
+                let pipeline_dir = repo.pipeline_dir();
+                let _guard = acquire_repo(&pipeline_dir)?;
+                // Taken now: no run starts in it while it goes.
+                let Some(_slot) = lock::try_slot(&pipeline_dir, *number)? else {
+                    return Err(Error::other("a run took it meanwhile"));
+                };
+                let idle = slots::read(&pipeline_dir, *number)?.is_some_and(|s| {
+                    s.identity.is_some()
+                        && !worktree::was_replaced(path, s.identity)
+                        && (s.run.is_none()
+                            || s.run.as_deref().is_some_and(|r| {
+                                store
+                                    .open(r, Default::default())
+                                    .read_record()
+                                    .is_ok_and(|rec| rec.status.is_final())
+                            }))
+                        && !s.kept
+                });
+                if !idle {
+                    return Err(Error::other("it is no longer idle"));
+                }
+                worktree::remove(&git, path)?;
+                slots::forget(&pipeline_dir, *number)?;
+                freed.worktrees += 1;
+                freed.bytes += bytes;
             }
         }
     }

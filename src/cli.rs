@@ -159,6 +159,10 @@ pub struct CleanCmd {
     #[arg(long)]
     pub all: bool,
 
+    /// Also remove idle worktree slots, with their build caches
+    #[arg(long)]
+    pub slots: bool,
+
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -139,21 +139,14 @@ pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         })
         .and_then(|b| toml::from_str(&String::from_utf8_lossy(&b)).ok());
     let run_cfg = config.map(|c| c.run).unwrap_or_default();
-    let root = if run_cfg.worktree_root.trim().is_empty() {
-        repo.default_worktree_root()
-    } else {
-        let anchor = repo
-            .main_worktree
-            .clone()
-            .unwrap_or_else(|| repo.common_dir.clone());
-        anchor.join(&run_cfg.worktree_root)
-    };
+    let root = crate::plan::worktree_root(&repo, &run_cfg.worktree_root)?;
     let opts = CleanOptions {
         older_than,
         all_interrupted: cmd.all,
         worktree_root: root,
         branch_prefix: run_cfg.branch_prefix,
         archive_days: run_cfg.archive_days,
+        slots: cmd.slots,
     };
     let plan = cleanup::plan(&repo, &store, &opts)?;
     let freed = if cmd.dry_run {
@@ -251,6 +244,15 @@ fn describe(a: &Action) -> String {
         Action::RemoveTrash { path } => format!(
             "finish deleting {}, a removed worktree's files",
             path.display()
+        ),
+        Action::RemoveSlot {
+            number,
+            path,
+            bytes,
+        } => format!(
+            "remove worktree slot {number} ({}, {:.1} MB with its build caches)",
+            path.display(),
+            *bytes as f64 / 1_000_000.0
         ),
     }
 }

@@ -258,6 +258,41 @@ fn validate(loaded: &LoadedConfig) -> Result<()> {
             }
         }
     }
+    let mut seen = std::collections::BTreeSet::new();
+    for step in &c.setup {
+        let at = loaded.project_location(&step.name.span());
+        let name = step.name.get_ref();
+        if name.trim().is_empty() {
+            return Err(Error::usage(format!("{at}: a setup step needs a name")));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Error::usage(format!(
+                "{at}: two setup steps are named {name:?}"
+            )));
+        }
+        if step.command.get_ref().is_empty() {
+            return Err(Error::usage(format!(
+                "{at}: setup step {name:?} has no command; give `command = [...]`"
+            )));
+        }
+        for glob in &step.when_changed {
+            if glob.starts_with('/') || glob.split('/').any(|part| part == "..") {
+                return Err(Error::usage(format!(
+                    "{at}: setup step {name:?}: when_changed {glob:?} must be a path in the repository (no leading / or ..)"
+                )));
+            }
+            crate::globs::compile_glob(glob).map_err(|e| {
+                Error::usage(format!("{at}: setup step {name:?}: when_changed: {e}"))
+            })?;
+        }
+    }
+    for pattern in c.run.caches.iter().flatten() {
+        if pattern.trim().is_empty() || pattern.starts_with('!') || pattern.contains("..") {
+            return Err(Error::usage(format!(
+                "run.caches: {pattern:?} is not a folder pattern (e.g. \"/target/\" or \"node_modules/\")"
+            )));
+        }
+    }
     let docs_when = Some(c.docs.when.clone());
     let docs_paths = Some(c.docs.paths.clone());
     for (key, list) in [

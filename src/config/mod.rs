@@ -30,6 +30,10 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentEntry>,
     #[serde(default)]
     pub gates: Vec<GateConfig>,
+    /// `[[setup]]`: commands that prepare a worktree before its gates (`npm ci`), run again
+    /// only when their `when_changed` files differ from the last time in that worktree slot.
+    #[serde(default)]
+    pub setup: Vec<SetupConfig>,
     #[serde(default)]
     pub verify: VerifyConfig,
     #[serde(default)]
@@ -165,6 +169,12 @@ pub struct RunConfig {
     pub archive_days: u32,
     /// Run agents and gates in the OS sandbox: `auto`, `required` or `off`.
     pub sandbox: crate::sandbox::Mode,
+    /// Worktree slots kept for reuse (`<worktree_root>/slot-<n>`), so that build caches survive
+    /// from one run to the next; 0: a new worktree for every run.
+    pub max_slots: u32,
+    /// Ignored folders a slot keeps between runs (gitignore patterns: `/target/`,
+    /// `node_modules/`); unset: chosen by the project's files (docs/config.md).
+    pub caches: Option<Vec<String>>,
 }
 
 impl Default for RunConfig {
@@ -178,6 +188,8 @@ impl Default for RunConfig {
             include: Vec::new(),
             archive_days: 30,
             sandbox: crate::sandbox::Mode::Auto,
+            max_slots: 4,
+            caches: None,
         }
     }
 }
@@ -293,6 +305,44 @@ pub struct GateConfig {
     /// again. Without it, a gate that changes files fails.
     #[serde(default)]
     pub fixes: bool,
+}
+
+/// A `[[setup]]` step: like a command gate, but it prepares the worktree (it may write ignored
+/// files only) and is skipped while its `when_changed` files are what they were the last time it
+/// succeeded in the same slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupConfig {
+    pub name: Spanned<String>,
+    pub command: Spanned<Vec<String>>,
+    /// Globs of files (from the repository root) whose content decides whether it runs again;
+    /// empty: it runs before the gates of every run.
+    #[serde(default)]
+    pub when_changed: Vec<String>,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl SetupConfig {
+    /// As a command gate, which is how it runs (sandbox, environment, timeout, output).
+    pub fn as_gate(&self) -> GateConfig {
+        GateConfig {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            builtin: None,
+            min_tokens: None,
+            min_lines: None,
+            languages: Vec::new(),
+            ignore: Vec::new(),
+            engine: None,
+            timeout: self.timeout,
+            env: self.env.clone(),
+            exclusive: false,
+            fixes: false,
+        }
+    }
 }
 
 fn no_command() -> Spanned<Vec<String>> {

@@ -319,3 +319,48 @@ pub fn commit_index(git: &Git, message: &str) -> Result<Committed> {
         text.trim()
     )))
 }
+
+/// The files of `tree` that match any of `globs` (scope globs, anchored at the repository root:
+/// `package-lock.json`, `crates/*/Cargo.toml`), as `(path, blob id)`, sorted by path. A blob id is
+/// a digest of the content, so two listings are equal exactly when those files are.
+pub fn files_matching(
+    git: &Git,
+    tree: &TreeId,
+    globs: &crate::globs::Globs,
+) -> Result<Vec<(String, Oid)>> {
+    if globs.patterns().is_empty() {
+        return Ok(Vec::new());
+    }
+    // `ls-tree` takes no glob pathspecs: list below each glob's literal folder, then match.
+    let mut prefixes: Vec<String> = Vec::new();
+    for pattern in globs.patterns() {
+        let literal: Vec<&str> = pattern
+            .trim_start_matches("./")
+            .split('/')
+            .take_while(|part| !part.contains(['*', '?', '[', '{', '\\']))
+            .collect();
+        prefixes.push(literal.join("/"));
+    }
+    let mut args: Vec<String> = ["ls-tree", "-r", "-z", "--full-tree", tree.as_str()]
+        .map(str::to_owned)
+        .to_vec();
+    if !prefixes.iter().any(String::is_empty) {
+        args.push("--".to_owned());
+        args.extend(prefixes);
+    }
+    let out = git.run(&args)?;
+    let mut files = Vec::new();
+    // "<mode> <type> <id>\t<path>"
+    for entry in super::split_z(&out) {
+        let text = String::from_utf8_lossy(entry);
+        if let Some((meta, path)) = text.split_once('\t')
+            && let [_, "blob", id] = meta.split(' ').collect::<Vec<_>>().as_slice()
+            && globs.is_match(std::path::Path::new(path))
+        {
+            files.push((path.to_owned(), Oid::from_git(*id)));
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}

@@ -40,24 +40,28 @@ pub fn add_existing(repo: &Git, path: &Path, branch: &str, lock_reason: &str) ->
     Ok(())
 }
 
-/// `git worktree add --quiet --lock --reason <reason>`: the start of every add of ours, with
-/// git's own parallel checkout on (the files are what git writes either way; writers overlap
-/// with inflating, so twice the cores pays even on two).
+/// `git worktree add --quiet --lock --reason <reason>`: the start of every add of ours.
 fn add_locked(lock_reason: &str) -> Vec<std::ffi::OsString> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(2)
-        .clamp(2, 16);
-    vec![
-        "-c".into(),
-        format!("checkout.workers={workers}").into(),
+    let mut args = checkout_workers();
+    args.extend([
         "worktree".into(),
         "add".into(),
         "--quiet".into(),
         "--lock".into(),
         "--reason".into(),
         lock_reason.into(),
-    ]
+    ]);
+    args
+}
+
+/// `-c checkout.workers=N`: git's parallel checkout on (the files are what git writes either way;
+/// writers overlap with inflating, so twice the cores pays even on two).
+fn checkout_workers() -> Vec<std::ffi::OsString> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(2)
+        .clamp(2, 16);
+    vec!["-c".into(), format!("checkout.workers={workers}").into()]
 }
 
 pub fn unlock(repo: &Git, path: &Path) -> Result<()> {
@@ -367,4 +371,86 @@ pub fn head_and_tree(worktree: &Path) -> Result<(super::Oid, super::TreeId)> {
         super::Oid::from_git(head.trim()),
         super::TreeId::from_git(tree.trim()),
     ))
+}
+
+/// Bring a reused worktree (a slot) to `base` as a new checkout of it would be: its files
+/// through `git checkout --force` (filters, LFS, the post-checkout hook, only the files that
+/// differ are written), on a new `branch` or detached; then every untracked and ignored file
+/// removed except those under `keep` (build caches, as gitignore patterns: `/target/`,
+/// `node_modules/`); then its submodules checked out again and cleaned.
+///
+/// The caller installs an index it trusts first (or removes the index, and every file is
+/// written): the index decides which files `checkout` rewrites.
+pub fn reset_to(worktree: &Path, branch: Option<&str>, base: &str, keep: &[String]) -> Result<()> {
+    let git = Git::in_dir(worktree);
+    let mut args = checkout_workers();
+    args.extend(["checkout".into(), "--quiet".into(), "--force".into()]);
+    args.push("--no-recurse-submodules".into());
+    match branch {
+        Some(b) => args.extend(["-b".into(), b.into()]),
+        None => args.push("--detach".into()),
+    }
+    args.extend([base.into(), "--".into()]);
+    git.run(args)?;
+    let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
+    for pattern in keep {
+        clean.push("-e".to_owned());
+        clean.push(pattern.clone());
+    }
+    git.run(&clean)?;
+    if worktree.join(".gitmodules").exists() {
+        git.run([
+            "submodule",
+            "update",
+            "--init",
+            "--recursive",
+            "--force",
+            "--checkout",
+            "--quiet",
+        ])?;
+        git.run([
+            "submodule",
+            "foreach",
+            "--quiet",
+            "--recursive",
+            "git clean -ffdxq",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Detach a worktree's HEAD where it is (at `fallback` when it names no commit: its branch was
+/// deleted under it), without touching its files or running hooks: the run's branch is then free
+/// to be deleted while the folder stays (a slot given back to the pool).
+pub fn detach_head(worktree: &Path, fallback: &str) -> Result<()> {
+    let git = Git::in_dir(worktree);
+    let head = git
+        .optional_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])?
+        .unwrap_or_else(|| fallback.to_owned());
+    git.run([
+        "update-ref",
+        "--no-deref",
+        "-m",
+        "git-pipeline: slot given back",
+        "HEAD",
+        &head,
+    ])?;
+    Ok(())
+}
+
+/// Whether any `.gitattributes` differs between two trees: a file whose blob is the same in both
+/// may then need writing again (its line endings or filter changed), which a checkout that
+/// writes only changed blobs would skip.
+pub fn attributes_differ(repo: &Git, from: &str, to: &str) -> Result<bool> {
+    let out = repo.run([
+        "diff-tree",
+        "-r",
+        "--name-only",
+        "-z",
+        from,
+        to,
+        "--",
+        ":(glob)**/.gitattributes",
+    ])?;
+    Ok(!out.is_empty())
 }

@@ -2,6 +2,7 @@
 //! this and stops; a real run executes it. Every error here is a usage/config error (exit 3) or a
 //! task error (exit 5), and leaves no trace.
 
+pub mod caches;
 pub mod links;
 pub mod prompts;
 
@@ -214,6 +215,8 @@ pub struct Policy {
     pub user_scope: bool,
     pub deny: Vec<String>,
     pub gates: Vec<GateConfig>,
+    /// `[[setup]]` steps, in order.
+    pub setup: Vec<crate::config::SetupConfig>,
     pub docs_when: Globs,
     pub docs_paths: Vec<String>,
     pub max_fix_attempts: u32,
@@ -244,6 +247,10 @@ pub struct Landing {
     pub keep_failed: bool,
     pub ship: ShipMode,
     pub include: Vec<String>,
+    /// Worktree slots kept for reuse; 0: a new worktree every run.
+    pub max_slots: u32,
+    /// Ignored folders a reused slot keeps (gitignore patterns).
+    pub caches: Vec<String>,
     pub sign: crate::config::SignMode,
     pub trailers: Vec<crate::config::Trailer>,
     pub agent_trace: bool,
@@ -357,8 +364,10 @@ impl RunPlan {
         let mut p = self.clone();
         if base != self.target.base {
             p.target.base_tree = objects::tree_of(&git, &base)?;
-            // A dependency may have changed .gitattributes.
+            // A dependency may have changed .gitattributes, or added a project's files.
             prepare::check_lfs(&git, &base)?;
+            let configured = p.policy.loaded.config.run.caches.clone();
+            p.landing.caches = caches::caches(&git, &p.target.base_tree, configured.as_deref())?;
         }
         let (scope, routing, scope_warnings) = scope_and_routing(
             &git,
@@ -623,6 +632,8 @@ impl RunPlan {
         }
         let gates = pick_gates(&loaded, args)?;
         check_gate_programs(&git, &base, &gates, &search_dir)?;
+        let setup_gates: Vec<GateConfig> = c.setup.iter().map(|s| s.as_gate()).collect();
+        check_gate_programs(&git, &base, &setup_gates, &search_dir)?;
         // A workstream's result goes to its bundle's integration branch, not to the base.
         let (ship, base_branch) = if args.bundle.is_some() {
             (ShipMode::Branch, None)
@@ -635,6 +646,8 @@ impl RunPlan {
             keep_failed: args.keep || c.run.keep_failed,
             ship,
             include: c.run.include.clone(),
+            max_slots: c.run.max_slots,
+            caches: caches::caches(&git, &base_tree, c.run.caches.as_deref())?,
             sign: c.attest.sign,
             trailers: c.ship.trailers.clone(),
             agent_trace: c.attest.agent_trace,
@@ -668,6 +681,7 @@ impl RunPlan {
                 user_scope,
                 deny,
                 gates,
+                setup: c.setup.clone(),
                 docs_when,
                 docs_paths,
                 max_fix_attempts: c.limits.max_fix_attempts,

@@ -51,6 +51,27 @@ pub(crate) fn archive_run(
     }
 }
 
+/// Save what a worktree slot holds for a run whose record is gone, on that run's archive ref,
+/// with the slot's HEAD as the base. Returns the archive ref, `None` when it holds nothing new.
+pub(crate) fn archive_orphan(
+    git: &Git,
+    run_id: &str,
+    wt: &Path,
+    why: &str,
+) -> Result<Option<String>> {
+    let paths = worktree::paths(wt)?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::io("make a temporary folder", e))?;
+    let snap = Snapshotter::new(wt, &paths.git_dir, scratch.path().join("index"));
+    let tree = snap.tree()?;
+    let (head, head_tree) = worktree::head_and_tree(wt)?;
+    if tree == head_tree {
+        return Ok(None);
+    }
+    Ok(Some(rollback::archive(
+        git, run_id, &tree, &head, None, why,
+    )?))
+}
+
 /// The worktree of a run: the one its record names, or one git knows under the run's branch.
 /// A path that is now a symlink, or another folder than the one the run made, is not it: it is
 /// left alone, never entered or removed.
@@ -88,7 +109,15 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
         rec.archive = Some(a);
     }
     if let Some(e) = &entry {
-        worktree::remove(&git, &e.path)?;
+        // A worktree slot goes back to the pool; any other worktree is removed.
+        let owner = rollback::Owner {
+            pipeline_dir: repo.pipeline_dir(),
+            run_id: rec.run_id.clone(),
+            base: rec.base.clone(),
+            index: None,
+            holds_slot: false,
+        };
+        rollback::put_away(&git, &e.path, &owner)?;
     }
     let branch_ref = crate::git::refs::heads(&rec.branch);
     // A worktree left alone (replaced by a symlink or another folder) still holds the branch.

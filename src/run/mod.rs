@@ -19,6 +19,7 @@ pub mod launch;
 pub(crate) mod next;
 pub mod outcome;
 pub mod resume;
+pub(crate) mod slot;
 pub mod stages;
 pub(crate) mod state;
 pub mod step;
@@ -93,9 +94,7 @@ pub async fn execute_in(
     if let Some(from) = &plan.agents.inherited {
         run.inherit(&from.parent_dir, &from.artifacts)?;
     }
-    run.ws.slot = Some(crate::store::lock::acquire_slot(
-        &plan.target.repo.pipeline_dir(),
-    )?);
+    run.take_slot()?;
     run.save()?;
     run.log.dir.event(
         None,
@@ -137,8 +136,7 @@ pub async fn execute_in(
             run.ending_of(driven, &cancel)
         }
         Err(_) if cancel.is_cancelled() => {
-            let _ =
-                stages::rollback::discard(&run.ws.repo, &run.ws.worktree, run.ws.branch.as_ref());
+            let _ = run.discard_worktree(None);
             run.log.rec.worktree = None;
             Ending::Interrupted
         }
@@ -202,6 +200,9 @@ impl Run<'_> {
     /// again, and once execution has a checkpoint it continues from there.
     async fn drive(&mut self, cancel: &mut Cancel) -> Result<Ending> {
         use crate::plan::Stage;
+        if let Some(end) = self.setup_before_agents(cancel).await? {
+            return Ok(end);
+        }
         if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.target.mode {
             return self.reverify(commit, tree, cancel).await;
         }
@@ -233,6 +234,39 @@ impl Run<'_> {
             }
         }
         self.build(cancel).await
+    }
+
+    /// The `[[setup]]` steps that are due, on the worktree as it is, before any agent works in
+    /// it (a shipping run has nothing left for them to prepare).
+    async fn setup_before_agents(&mut self, cancel: &mut Cancel) -> Result<Option<Ending>> {
+        let shipping = matches!(
+            self.log.rec.resume.checkpoint,
+            Some(store_record::Checkpoint::Committed { .. })
+        );
+        if self.plan.policy.setup.is_empty() || shipping {
+            return Ok(None);
+        }
+        let tree = self.snapshot()?.tree;
+        let Some(failed) = self.run_setup(&tree, 0, cancel).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Ending::Failed {
+            reason: Reason::SetupFailed,
+            message: format!(
+                "setup {} failed before any agent ran: {}",
+                failed.name, failed.why
+            ),
+            details: vec![
+                format!(
+                    "`{}` must succeed in a new checkout of the base",
+                    failed.command
+                ),
+                format!(
+                    "its output is in {}",
+                    self.log.dir.path.join("outputs").display()
+                ),
+            ],
+        }))
     }
 
     /// Execution: by this run's builder, or by several candidates it compares.

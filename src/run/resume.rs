@@ -68,9 +68,18 @@ pub async fn resume(
     launch: &dyn crate::run::launch::Launch,
 ) -> Result<Outcome> {
     let mut run = Run::from_record(plan, ui, dir, rec, launch)?;
-    run.ws.slot = Some(crate::store::lock::acquire_slot(
-        &plan.target.repo.pipeline_dir(),
-    )?);
+    match run.slot_in_record() {
+        // Its own slot, which it left when it stopped.
+        Some(n) => run.retake_slot(n)?,
+        // Stopped before its worktree was made: it takes a slot as a new run does.
+        None if run.log.rec.worktree.is_none() => run.take_slot()?,
+        None => {
+            run.ws.slot = Some(crate::store::lock::acquire_slot_from(
+                &plan.target.repo.pipeline_dir(),
+                plan.landing.max_slots,
+            )?);
+        }
+    }
     run.log.rec.status = Status::Running;
     run.log.rec.reason = None;
     run.log.rec.error = None;

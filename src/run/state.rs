@@ -66,6 +66,8 @@ pub(crate) struct Workspace {
     pub sandbox: Option<crate::sandbox::Setup>,
     /// This run's `PIPELINE_SLOT`, held while it lives.
     pub slot: Option<crate::store::lock::Slot>,
+    /// Whether the worktree is a slot (made now, or reused) or a folder of the run's own.
+    pub place: crate::store::slots::Place,
     /// The run's worktree, watched for read-only steps.
     pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
 }
@@ -101,6 +103,8 @@ pub(crate) struct Run<'a> {
     /// Why the worktree must be kept whatever happens (work the archive cannot hold: edits
     /// inside a submodule, a submodule commit that exists nowhere else).
     pub keep_reason: Option<String>,
+    /// `[[setup]]` steps that succeeded in this run, with the digest of their files then.
+    pub setup_done: std::collections::BTreeMap<String, String>,
     /// `--version` of the preset CLIs whose edits ship (attestations and trailers name them).
     pub cli_versions: std::collections::BTreeMap<String, String>,
     /// Paths the docs agent changed in what ships (unverified by design, limited to docs.paths).
@@ -184,6 +188,7 @@ impl<'a> Run<'a> {
                 guard: None,
                 sandbox: None,
                 slot: None,
+                place: crate::store::slots::Place::OwnFolder,
                 wt_watch: None,
             },
             plan_session: rec.resume.sessions.plan.clone(),
@@ -198,6 +203,7 @@ impl<'a> Run<'a> {
             details: Vec::new(),
             verifier_label: None,
             keep_reason: None,
+            setup_done: Default::default(),
             cli_versions: std::collections::BTreeMap::new(),
             docs_changes: Vec::new(),
             split: None,
@@ -799,7 +805,7 @@ impl<'a> Run<'a> {
                 // Its tree ships in the parent's commit; nothing here needs keeping.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
+                self.discard_worktree(self.ws.last_tree.as_ref())?;
                 self.log.rec.worktree = None;
                 self.log.rec.rolled_back = true;
             }
@@ -814,7 +820,7 @@ impl<'a> Run<'a> {
                 // Nothing was built here: the worktree and branch go, the workstreams make theirs.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
+                self.discard_worktree(self.ws.last_tree.as_ref())?;
                 self.log.rec.worktree = None;
                 self.log.rec.branch = String::new();
                 self.log.dir.event(
@@ -893,9 +899,14 @@ impl<'a> Run<'a> {
         // Take the state as the agent left it. When that cannot be read (a nested repository
         // without a commit, unreadable files), the worktree is the only copy of the work: it is
         // kept, whatever else happens.
+        // The tree our own index now holds: what a slot keeps for the next run's checkout.
+        let mut indexed: Option<crate::git::TreeId> = None;
         let (tree, mut unarchivable) = if wt_exists {
             match self.ws.snap.as_ref().map(|s| s.tree()) {
-                Some(Ok(t)) => (Some(t), self.keep_reason.clone()),
+                Some(Ok(t)) => {
+                    indexed = Some(t.clone());
+                    (Some(t), self.keep_reason.clone())
+                }
                 Some(Err(e)) => (self.ws.last_tree.clone(), Some(e.to_string())),
                 None => (self.ws.last_tree.clone(), self.keep_reason.clone()),
             }
@@ -944,6 +955,8 @@ impl<'a> Run<'a> {
                 self.ws.worktree.display()
             ));
             let _ = worktree::unlock(&self.ws.repo, &self.ws.worktree);
+            let pipeline_dir = self.plan.target.repo.pipeline_dir();
+            rollback::keep_slot(&pipeline_dir, &self.ws.worktree, &self.log.dir.id)?;
             self.log.dir.event(
                 None,
                 EventKind::RolledBack,
@@ -955,6 +968,8 @@ impl<'a> Run<'a> {
             if wt_exists {
                 // Kept for a person to inspect: no longer locked, so `git worktree remove` works.
                 worktree::unlock(&self.ws.repo, &self.ws.worktree)?;
+                let pipeline_dir = self.plan.target.repo.pipeline_dir();
+                rollback::keep_slot(&pipeline_dir, &self.ws.worktree, &self.log.dir.id)?;
             }
             self.log.dir.event(
                 None,
@@ -970,7 +985,7 @@ impl<'a> Run<'a> {
         if replaced {
             // git still has the worktree registered on the branch: both stay for the user.
         } else if self.log.rec.worktree.is_some() || tip.is_some() {
-            rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
+            self.discard_worktree(indexed.as_ref())?;
         }
         self.log.rec.worktree = None;
         self.log.rec.rolled_back = true;

@@ -396,20 +396,10 @@ pub async fn run_gate(
     let outcome = if gate.builtin.is_some() {
         builtin_gate(ctx, gate, tree).await?
     } else {
-        command_gate(ctx, gate, attempt, session, cancel).await
+        command_gate(ctx, gate, ("gates", "gate", attempt), session, cancel).await
     };
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
     ctx.dir.artifact(
-        &format!("outputs/gate-{attempt}.{safe}.log"),
+        &format!("outputs/gate-{attempt}.{}.log", file_safe(name)),
         &combined(&outcome),
     )?;
     ctx.dir.event(
@@ -460,10 +450,42 @@ async fn builtin_gate(
     })
 }
 
+/// A `[[setup]]` step, run as a command gate is (sandbox, environment, timeout), before the
+/// gates of attempt `attempt` (0: before any agent). Its output is kept in
+/// `outputs/setup-<attempt>.<name>.log`.
+pub async fn run_setup(
+    ctx: &StepCtx<'_>,
+    step: &GateConfig,
+    attempt: u32,
+    session: &str,
+    cancel: &mut Cancel,
+) -> Result<Outcome> {
+    let name = step.name.get_ref();
+    let outcome = command_gate(ctx, step, ("setup", "setup", attempt), session, cancel).await;
+    ctx.dir.artifact(
+        &format!("outputs/setup-{attempt}.{}.log", file_safe(name)),
+        &combined(&outcome),
+    )?;
+    Ok(outcome)
+}
+
+/// A name as part of a file name: letters, digits, `-` and `_` kept, anything else `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 async fn command_gate(
     ctx: &StepCtx<'_>,
     gate: &GateConfig,
-    attempt: u32,
+    (stage, role, attempt): (&str, &str, u32),
     session: &str,
     cancel: &mut Cancel,
 ) -> Outcome {
@@ -473,8 +495,8 @@ async fn command_gate(
     let (mut env, env_remove) = StepEnv {
         run_id: ctx.run_id,
         run_dir: &ctx.dir.path,
-        stage: "gates",
-        role: "gate",
+        stage,
+        role,
         session,
         worktree: ctx.worktree,
         prompt_file: None,

@@ -10,9 +10,9 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::git::snapshot::Snapshotter;
 use crate::git::{objects, prepare, worktree};
-use crate::run::stages::rollback;
 use crate::run::state::Run;
 use crate::store::EventKind;
+use crate::store::slots::Place;
 
 impl Run<'_> {
     /// The run's own index (never the agent's), the containment guard and the sandbox, for
@@ -44,11 +44,17 @@ impl Run<'_> {
         let (checkout, checkout_tree) = self.plan.checkout();
         let branch = self.ws.branch.as_ref().map(|b| b.as_str());
         let guard = self.repo_lock()?;
-        let added = worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason);
+        let added = match self.ws.place {
+            Place::OwnFolder => {
+                worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)
+            }
+            Place::NewSlot(n) => self.make_slot(n, branch, checkout),
+            Place::Reused(n) => self.reset_slot(n, branch, checkout),
+        };
         drop(guard);
         if let Err(e) = added {
             // git may leave a half-made worktree or branch behind; both are ours to remove.
-            let _ = rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref());
+            let _ = self.discard_worktree(None);
             return Err(e);
         }
         let wt_paths = self.attach()?;
@@ -142,10 +148,14 @@ impl Run<'_> {
         let registered = worktree::list(&self.ws.repo)?
             .into_iter()
             .any(|e| worktree::same_path(&e.path, &self.ws.worktree));
+        if self.log.rec.worktree.is_none() && self.ws.place != Place::OwnFolder {
+            // Stopped during setup, now in a slot: its reset makes it as new.
+            return self.setup();
+        }
         if self.log.rec.worktree.is_none() {
             // Stopped during setup: nothing an agent made is in there yet.
             if registered || self.ws.worktree.exists() {
-                rollback::discard(&self.ws.repo, &self.ws.worktree, self.ws.branch.as_ref())?;
+                self.discard_worktree(None)?;
             }
             if self.ws.worktree.exists() {
                 std::fs::remove_dir_all(&self.ws.worktree)
@@ -176,6 +186,10 @@ impl Run<'_> {
             if let Some(tree) = &self.log.rec.resume.snapshot_tree {
                 // Bring back the work the lost folder held.
                 worktree::fill_from_tree(&self.ws.worktree, tree)?;
+            }
+            if let Place::Reused(n) = self.ws.place {
+                // The slot's folder is a new one now, and holds no index of ours.
+                self.slot_remade(n)?;
             }
             self.ui.step(format!(
                 "resume: the worktree was gone; made it again at {}",

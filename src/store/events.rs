@@ -27,7 +27,11 @@ pub enum EventKind {
     RolledBack,
     RunStarted,
     ScopeChecked,
+    /// A `[[setup]]` step ran, or was skipped because its files had not changed.
+    SetupFinished,
     Shipped,
+    /// Another run took this stopped run's worktree slot, after archiving its state.
+    SlotTaken,
     Split,
     StageFinished,
     StageStarted,

@@ -175,21 +175,33 @@ pub struct Slot {
 
 /// The lowest slot no live run holds.
 pub fn acquire_slot(pipeline_dir: &Path) -> Result<Slot> {
-    let dir = pipeline_dir.join("slots");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
-    for number in 0..4096u32 {
-        let file = open_lock_file(&dir.join(number.to_string()))?;
-        if let Ok(flock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            return Ok(Slot {
-                number,
-                _flock: flock,
-            });
+    acquire_slot_from(pipeline_dir, 0)
+}
+
+/// The lowest slot from `first` on that no live run holds.
+pub fn acquire_slot_from(pipeline_dir: &Path, first: u32) -> Result<Slot> {
+    for number in first..first.saturating_add(4096) {
+        if let Some(slot) = try_slot(pipeline_dir, number)? {
+            return Ok(slot);
         }
     }
     Err(Error::other(format!(
         "4096 runs hold a slot in {}; no slot is free",
-        dir.display()
+        pipeline_dir.join("slots").display()
     )))
+}
+
+/// Slot `number`, unless a live run holds it.
+pub fn try_slot(pipeline_dir: &Path, number: u32) -> Result<Option<Slot>> {
+    let dir = pipeline_dir.join("slots");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
+    let file = open_lock_file(&dir.join(number.to_string()))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .ok()
+        .map(|flock| Slot {
+            number,
+            _flock: flock,
+        }))
 }
 
 /// An exclusive gate's lock, held while it runs.

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod events;
 pub mod lock;
 pub mod record;
+pub mod slots;
 
 pub use events::EventKind;
 use std::fs::OpenOptions;

@@ -552,9 +552,9 @@ fn an_interrupted_bundle_can_be_abandoned_and_a_dry_run_creates_nothing() {
     assert_eq!(show["status"], "abandoned");
     // b's worktree is gone; a's shipped branch and the integration branch stay.
     assert!(
-        repo.linked_worktrees().is_empty(),
+        repo.busy_worktrees().is_empty(),
         "{:?}",
-        repo.linked_worktrees()
+        repo.busy_worktrees()
     );
     let branches = repo.pipeline_branches();
     assert!(

@@ -48,9 +48,9 @@ fn the_verifier_picks_a_passing_candidate_and_the_others_are_removed() {
     // Only the shipped branch is left; the others' work is archived.
     assert_eq!(repo.pipeline_branches(), [branch.to_owned()]);
     assert!(
-        repo.linked_worktrees().is_empty(),
+        repo.busy_worktrees().is_empty(),
         "{:?}",
-        repo.linked_worktrees()
+        repo.busy_worktrees()
     );
     let archives = repo.git(&[
         "for-each-ref",
@@ -102,7 +102,7 @@ fn when_no_candidate_passes_the_run_fails_like_its_candidates() {
         out.stderr
     );
     assert!(both_fail.pipeline_branches().is_empty());
-    assert!(both_fail.linked_worktrees().is_empty());
+    assert!(both_fail.busy_worktrees().is_empty());
 }
 
 #[test]
@@ -206,9 +206,9 @@ fn a_best_of_n_run_resumes_after_kill_9() {
     assert_eq!(repo.git(&["show", &format!("{branch}:value.txt")]), "v=2");
     assert_eq!(repo.pipeline_branches(), [branch.to_owned()]);
     assert!(
-        repo.linked_worktrees().is_empty(),
+        repo.busy_worktrees().is_empty(),
         "{:?}",
-        repo.linked_worktrees()
+        repo.busy_worktrees()
     );
 }
 
@@ -303,9 +303,9 @@ fn a_kill_after_the_choice_resumes_to_shipping_the_chosen_candidate() {
     let notes = repo.git(&["notes", "--ref=pipeline", "list"]);
     assert_eq!(notes.lines().count(), 1, "{notes}");
     assert!(
-        repo.linked_worktrees().is_empty(),
+        repo.busy_worktrees().is_empty(),
         "{:?}",
-        repo.linked_worktrees()
+        repo.busy_worktrees()
     );
     // Both candidates' work is archived, candidate 2's 3,000 files included.
     let archives = repo.git(&[
@@ -376,9 +376,9 @@ fn candidates_go_through_their_run_and_abandon_takes_the_family_down() {
         repo.pipeline_branches()
     );
     assert!(
-        repo.linked_worktrees().is_empty(),
+        repo.busy_worktrees().is_empty(),
         "{:?}",
-        repo.linked_worktrees()
+        repo.busy_worktrees()
     );
     for k in ["1", "2"] {
         let pid = crate::common::read_pid(&repo.root().join(format!("logs/pid-{k}")));

@@ -381,6 +381,20 @@ impl TestRepo {
         self.root().join("repo.pipeline")
     }
 
+    /// Worktree slot `n`: where runs work (one at a time starts in slot 0).
+    pub fn slot(&self, n: u32) -> PathBuf {
+        self.worktree_root().join(format!("slot-{n}"))
+    }
+
+    /// The worktree a run's record names, `None` when it has none (shipped, rolled back).
+    pub fn worktree_of(&self, id: &str) -> Option<PathBuf> {
+        let text =
+            std::fs::read_to_string(self.path.join(format!(".git/pipeline/runs/{id}/run.json")))
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["worktree"].as_str().map(PathBuf::from)
+    }
+
     /// Worktrees git knows, other than the main one.
     pub fn linked_worktrees(&self) -> Vec<String> {
         self.git(&["worktree", "list", "--porcelain"])
@@ -389,6 +403,35 @@ impl TestRepo {
             .skip(1)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Linked worktrees that hold a run: all but idle worktree slots. An idle slot is detached,
+    /// named `slot-<n>`, and its state says no run has it.
+    pub fn busy_worktrees(&self) -> Vec<String> {
+        let listing = self.git(&["worktree", "list", "--porcelain"]);
+        let mut busy = Vec::new();
+        for entry in listing.split("\n\n").skip(1) {
+            let Some(path) = entry.lines().find_map(|l| l.strip_prefix("worktree ")) else {
+                continue;
+            };
+            let detached = entry.lines().any(|l| l == "detached");
+            let slot = Path::new(path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("slot-"))
+                .map(str::to_owned);
+            let idle = detached
+                && slot.is_some_and(|n| {
+                    std::fs::read_to_string(self.path.join(format!(".git/pipeline/slots/{n}.json")))
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                        .is_some_and(|v| v["run"].is_null())
+                });
+            if !idle {
+                busy.push(path.to_owned());
+            }
+        }
+        busy
     }
 
     pub fn run_ids(&self) -> Vec<String> {

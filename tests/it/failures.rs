@@ -47,8 +47,9 @@ fn assert_discarded(repo: &TestRepo, r: &Value) {
         "{:?}",
         repo.pipeline_branches()
     );
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     assert!(!repo.worktree_root().join(id).exists());
+    assert_eq!(repo.worktree_of(id), None);
 }
 
 #[test]
@@ -315,7 +316,7 @@ fn keep_leaves_the_failed_worktree_and_branch_for_inspection() {
     out.assert_code(2);
     let r = out.json();
     let id = r["run_id"].as_str().expect("id");
-    let wt = repo.worktree_root().join(id);
+    let wt = repo.slot(0);
     assert_eq!(r["rolled_back"], false);
     assert_eq!(r["worktree"], wt.to_string_lossy().as_ref());
     assert_eq!(
@@ -479,7 +480,10 @@ fn sigint_stops_the_agent_records_interrupted_keeps_the_worktree_and_exits_130()
     let r: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(r["status"], "interrupted");
     assert_eq!(r["exit_code"], 130);
-    let wt = repo.worktree_root().join(r["run_id"].as_str().expect("id"));
+    let wt = repo
+        .worktree_of(r["run_id"].as_str().expect("id"))
+        .expect("the worktree is recorded");
+    assert_eq!(wt, repo.slot(0));
     assert_eq!(
         std::fs::read_to_string(wt.join("src/wip.rs")).expect("kept work"),
         "wip\n"
@@ -487,7 +491,7 @@ fn sigint_stops_the_agent_records_interrupted_keeps_the_worktree_and_exits_130()
     assert_eq!(repo.pipeline_branches().len(), 1);
     // Still locked, so `git worktree prune` and gc leave it for `resume`.
     let list = repo.git(&["worktree", "list", "--porcelain"]);
-    assert!(list.contains("locked git-pipeline run"), "{list}");
+    assert!(list.contains("locked git-pipeline"), "{list}");
     assert_process_gone(read_pid(&pidfile), "the agent's child");
     let status = repo.pipeline(&["status"]);
     assert!(status.stdout.contains("interrupted"), "{}", status.stdout);

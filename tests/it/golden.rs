@@ -109,9 +109,14 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
     assert_eq!(p["agents"][0]["changed_tree"], true);
     assert_eq!(p["agents"][1]["changed_tree"], false);
 
-    // The worktree is gone and git has forgotten it; the branch stays.
-    assert!(repo.linked_worktrees().is_empty());
+    // The worktree went back to the pool: slot 0 stays, detached and idle, for the next run's
+    // caches; no folder of the run's own is left; the branch stays.
+    assert!(repo.busy_worktrees().is_empty());
     assert!(!repo.worktree_root().join(run_id).exists());
+    assert_eq!(
+        repo.linked_worktrees(),
+        vec![repo.slot(0).display().to_string()]
+    );
     assert_eq!(repo.pipeline_branches(), vec![branch.to_owned()]);
 
     // Stages per SPEC: skipped routing stages, then execution, verification, ship.
@@ -144,10 +149,7 @@ fn golden_path_ships_one_attested_commit_and_removes_the_worktree() {
             .to_owned()
     };
     assert_ne!(session(&calls[0]), session(&calls[1]));
-    assert!(calls[0].contains(&format!(
-        "cwd={}",
-        repo.worktree_root().join(run_id).display()
-    )));
+    assert!(calls[0].contains(&format!("cwd={}", repo.slot(0).display())));
     assert_eq!(
         r["stages"][2]["session_id"].as_str(),
         Some(session(&calls[0]).as_str())
@@ -239,7 +241,7 @@ fn dry_run_shows_the_plan_and_creates_nothing() {
         );
     }
     assert!(repo.pipeline_branches().is_empty());
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     assert!(!repo.worktree_root().exists());
     assert!(repo.run_ids().is_empty());
     assert!(repo.calls().is_empty(), "no agent may run in a dry run");

@@ -497,7 +497,7 @@ fn reverify_attests_a_commit_made_by_hand_and_refuses_out_of_scope_work() {
         note["predicate"]["base"]["tree"],
         r.repo.git(&["rev-parse", "HEAD^^{tree}"]).as_str()
     );
-    assert!(r.repo.linked_worktrees().is_empty());
+    assert!(r.repo.busy_worktrees().is_empty());
     assert!(
         r.repo.pipeline_branches().is_empty(),
         "reverify makes no branch"
@@ -518,7 +518,7 @@ fn reverify_attests_a_commit_made_by_hand_and_refuses_out_of_scope_work() {
             .code
             != 0
     );
-    assert!(r.repo.linked_worktrees().is_empty());
+    assert!(r.repo.busy_worktrees().is_empty());
     let out = r.repo.pipeline(&["reverify", "no-such-rev"]);
     out.assert_code(3);
 }

@@ -29,7 +29,12 @@ fn run(repo: &TestRepo, code: i32) -> Value {
     let r = out.json();
     assert_eq!(r["commit"], Value::Null, "nothing may ship");
     assert!(repo.pipeline_branches().is_empty());
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(
+        repo.busy_worktrees().is_empty(),
+        "{}\n{:?}",
+        repo.git(&["worktree", "list", "--porcelain"]),
+        std::fs::read_to_string(repo.path.join(".git/pipeline/slots/0.json"))
+    );
     r
 }
 
@@ -943,7 +948,7 @@ fn agent_work_is_kept_when_it_cannot_be_archived_or_the_worktree_is_gone() {
         out.stderr
     );
     let id = repo.run_ids().into_iter().max().expect("id");
-    let wt = repo.worktree_root().join(&id);
+    let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     assert_eq!(
         std::fs::read_to_string(wt.join("src/new.rs")).expect("the work is kept"),
         "mine\n"
@@ -1019,7 +1024,7 @@ fn agent_work_is_kept_when_the_archive_cannot_be_written() {
         out.stderr
     );
     let id = repo.run_ids().into_iter().max().expect("id");
-    let wt = repo.worktree_root().join(&id);
+    let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     assert!(
         out.stderr.contains(&wt.display().to_string()),
         "{}",
@@ -1072,7 +1077,7 @@ fn unreadable_work_is_kept_and_clean_removes_it_later() {
         out.stderr
     );
     let id = repo.run_ids().into_iter().max().expect("id");
-    let wt = repo.worktree_root().join(&id);
+    let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     assert!(
         wt.join("locked").exists(),
         "the worktree is kept with the folder"
@@ -1095,6 +1100,10 @@ fn unreadable_work_is_kept_and_clean_removes_it_later() {
         .status()
         .expect("chmod");
     let out = pipeline_as_a_user(&repo, &["clean", "--all"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Its worktree was a slot: given back (its work archived), and removed on request.
+    assert!(repo.busy_worktrees().is_empty());
+    let out = pipeline_as_a_user(&repo, &["clean", "--slots"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     // Deletion runs in the background: wait for it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -126,7 +126,7 @@ fn resume_completes_like_an_uninterrupted_run(stage: &str) {
     );
     repo.pipeline(&["verify", &format!("{commit}^..{commit}")])
         .assert_code(0);
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     assert_eq!(repo.pipeline_branches().len(), 1);
     let events = repo.pipeline(&["events", "--json", &id]);
     assert!(
@@ -174,7 +174,7 @@ fn abandon_leaves_only_the_record(stage: &str) {
     out.assert_code(0);
     let r = out.json();
     assert_eq!(r["status"], "abandoned");
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     assert!(repo.pipeline_branches().is_empty() || stage == "ship" && r["commit"].is_string());
     assert!(!repo.worktree_root().join(&id).exists());
     let archive = r["archive"]
@@ -210,7 +210,7 @@ fn kill_during_ship_then_abandon() {
     let r = out.json();
     assert_eq!(r["status"], "abandoned");
     assert!(repo.pipeline_branches().is_empty());
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     let archive = r["archive"].as_str().expect("archived").to_owned();
     assert_eq!(
         repo.git(&["show", &format!("{archive}:src/new.rs")]),
@@ -374,16 +374,17 @@ fn four_concurrent_runs_all_ship_and_the_repository_stays_sound() {
     assert_eq!(branches.len(), 4);
     assert_eq!(repo.pipeline_branches().len(), 4);
     repo.git(&["fsck", "--no-progress", "--strict"]);
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
 }
 
 #[test]
 fn clean_removes_what_runs_left_and_nothing_else() {
+    // Worktrees of the runs' own (no slots): what `clean` removes of them. Slots: `slots.rs`.
     let repo = TestRepo::new();
     repo.agents(
         &["*:write:src/new.rs:x"],
         &["*:approve"],
-        "[scope]\nallow = [\"src/**\"]\n",
+        "[run]\nmax_slots = 0\n[scope]\nallow = [\"src/**\"]\n",
     );
     // A shipped run merged into main, and one not merged.
     let merged = repo.pipeline(&["run", "--json", "fix the typo"]).json();
@@ -396,7 +397,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     repo.agents(
         &["*:write:src/other.rs:y"],
         &["*:approve"],
-        "[scope]\nallow = [\"src/**\"]\n",
+        "[run]\nmax_slots = 0\n[scope]\nallow = [\"src/**\"]\n",
     );
     let unmerged = repo
         .pipeline(&["run", "--json", "fix the typo again"])
@@ -406,7 +407,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     repo.agents(
         &["*:write:src/fail.rs:x"],
         &["*:reject:no"],
-        "[verify]\nmax_rounds = 1\n",
+        "[run]\nmax_slots = 0\n[verify]\nmax_rounds = 1\n",
     );
     let kept = repo
         .pipeline(&["run", "--json", "--keep", "fix the typo"])
@@ -419,7 +420,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     repo.agents(
         &["*:write:src/int.rs:x", "*:killparent"],
         &["*:approve"],
-        "",
+        "[run]\nmax_slots = 0\n",
     );
     assert_killed(&repo.pipeline(&["run", "fix the typo"]));
     let interrupted = repo.run_ids().into_iter().max().expect("id");
@@ -437,7 +438,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     // A live run.
     let started = repo.root().join("logs/live-started");
     repo.config(&repo.expand(&format!(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", \"*:spawn:{}\", \"*:sleep:30\"]\ntimeout = \"40s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
+        "version = 1\n[run]\nmax_slots = 0\n[agents.builder]\ncommand = [\"AGENT\", \"*:spawn:{}\", \"*:sleep:30\"]\ntimeout = \"40s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n",
         started.display()
     )));
     let mut live = repo.spawn_until(&["run", "fix the typo"], &started);
@@ -644,7 +645,7 @@ fn clean_removes_orphans_when_no_record_is_left_at_all() {
     assert!(!repo.path.join(".git/pipeline/runs").exists());
     let out = repo.pipeline(&["clean"]);
     out.assert_code(0);
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     assert!(repo.pipeline_branches().is_empty());
     // Its work was archived before the worktree went.
     let archived = repo.git(&["show", &format!("refs/pipeline/archive/{id}:work.txt")]);

@@ -304,7 +304,7 @@ fn a_post_checkout_hook_that_leaves_changes_fails_the_setup_clearly() {
     assert!(out.stderr.contains("post-checkout hook"), "{}", out.stderr);
     assert!(repo.calls().is_empty(), "no agent ran");
     assert!(repo.pipeline_branches().is_empty());
-    assert!(repo.linked_worktrees().is_empty());
+    assert!(repo.busy_worktrees().is_empty());
     crate::common::assert_untouched(&before, &repo.user_state());
 }
 
@@ -399,7 +399,7 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
         out.stderr
     );
     let id = repo.run_ids().into_iter().max().expect("id");
-    let wt = repo.worktree_root().join(&id);
+    let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     assert_eq!(
         std::fs::read_to_string(wt.join("sub/s.txt")).expect("the edit is kept"),
         "s\nedited inside\n"
@@ -415,7 +415,7 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
         out.stderr
     );
     let id = repo.run_ids().into_iter().max().expect("id");
-    let wt = repo.worktree_root().join(&id);
+    let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     let log = repo.git_in(&wt.join("sub"), &["log", "-1", "--format=%s"]);
     assert_eq!(log, "inside", "the submodule commit is kept");
 

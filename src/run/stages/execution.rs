@@ -513,6 +513,9 @@ impl Run<'_> {
 
     /// Run the gates in order; the first failure stops the rest.
     pub(crate) async fn run_gates(&mut self, attempt: u32, cancel: &mut Cancel) -> Result<Next> {
+        if let Some(next) = self.setup_before_gates(attempt, cancel).await? {
+            return Ok(next);
+        }
         for gate in &self.plan.policy.gates {
             let name = gate.name.get_ref().clone();
             self.log.rec.stage = Some(StageName::Gates);
@@ -595,25 +598,65 @@ impl Run<'_> {
                 end.describe(),
                 prompts::tail(output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
             );
-            return Ok(Next::Retry(Again::Fix(Fix {
-                what: format!("gate {name}"),
-                why: format!("gate {name} failed"),
-                feedback,
-                output: Some(format!("{}\n{output}", end.describe())),
-                exhausted: Ending::Failed {
-                    reason: Reason::GateFailed,
-                    message: format!(
-                        "gate {name} still fails after {} fix attempt(s)",
-                        self.log.rec.resume.fixes
-                    ),
-                    details: vec![format!(
-                        "its output is in {}",
-                        self.log.dir.path.join("outputs").display()
-                    )],
-                },
-            })));
+            let output = format!("{}\n{output}", end.describe());
+            return Ok(self.fix_again(format!("gate {name}"), feedback, output));
         }
         Ok(Next::Continue(()))
+    }
+}
+
+impl Run<'_> {
+    /// The setup steps whose files the attempt changed (a new dependency in the lockfile) run
+    /// again before its gates; one that fails now is the change's to fix.
+    async fn setup_before_gates(
+        &mut self,
+        attempt: u32,
+        cancel: &mut Cancel,
+    ) -> Result<Option<Next>> {
+        let Some(tree) = self.ws.last_tree.clone() else {
+            return Ok(None);
+        };
+        if self.plan.policy.setup.is_empty() {
+            return Ok(None);
+        }
+        let Some(failed) = self.run_setup(&tree, attempt, cancel).await? else {
+            return Ok(None);
+        };
+        let name = failed.name;
+        let feedback = format!(
+            "Setup step `{name}` (`{}`) failed on your change: {}.\nIts output (the end of it):\n\n```\n{}\n```",
+            failed.command,
+            failed.why,
+            prompts::tail(failed.output.trim_end(), prompts::GATE_OUTPUT_LIMIT)
+        );
+        let output = format!("{}\n{}", failed.why, failed.output);
+        Ok(Some(self.fix_again(
+            format!("setup {name}"),
+            feedback,
+            output,
+        )))
+    }
+
+    /// A check (`what`: "gate lint") failed on the change: the builder gets `feedback` and
+    /// another attempt, until the fix attempts run out.
+    fn fix_again(&self, what: String, feedback: String, output: String) -> Next {
+        Next::Retry(Again::Fix(Fix {
+            why: format!("{what} failed"),
+            feedback,
+            output: Some(output),
+            exhausted: Ending::Failed {
+                reason: Reason::GateFailed,
+                message: format!(
+                    "{what} still fails after {} fix attempt(s)",
+                    self.log.rec.resume.fixes
+                ),
+                details: vec![format!(
+                    "its output is in {}",
+                    self.log.dir.path.join("outputs").display()
+                )],
+            },
+            what,
+        }))
     }
 }
 

@@ -7,5 +7,6 @@ pub mod execution;
 pub mod planning;
 pub mod reverify;
 pub mod rollback;
+pub mod setup_steps;
 pub mod ship;
 pub mod verification;

@@ -90,7 +90,7 @@ impl Run<'_> {
             commit.short(),
             commit.short()
         ));
-        if let Err(e) = crate::git::worktree::remove(&self.ws.repo, &self.ws.worktree) {
+        if let Err(e) = self.put_away_worktree(Some(tree)) {
             self.ui
                 .warn(format!("the run's worktree could not be removed: {e}"));
         } else {

@@ -2,13 +2,14 @@
 //! `refs/pipeline/archive/<run-id>` first, then the worktree and branch go (or stay, with
 //! `--keep`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::git::objects;
 use crate::git::refs::BranchName;
 use crate::git::worktree;
 use crate::git::{Git, TreeId};
+use crate::store::{lock, slots};
 
 pub const ARCHIVE_PREFIX: &str = "refs/pipeline/archive/";
 
@@ -44,8 +45,68 @@ pub fn archive(
     Ok(name)
 }
 
-/// Remove the run's worktree and branch (both ours: made by this run).
-pub fn discard(repo: &Git, wt: &Path, branch: Option<&BranchName>) -> Result<()> {
+/// Whose worktree is being put away, and what of it is worth keeping.
+pub struct Owner {
+    pub pipeline_dir: PathBuf,
+    pub run_id: String,
+    /// Where a slot's HEAD goes when it names no commit (the run's base).
+    pub base: crate::git::Oid,
+    /// The run's own index and the tree it holds (its last snapshot of the worktree as it is
+    /// now): a slot keeps it, so that the next run's checkout writes only what differs.
+    pub index: Option<(PathBuf, TreeId)>,
+    /// Whether the caller holds the slot's lock already (the run itself does).
+    pub holds_slot: bool,
+}
+
+/// The slot `wt` is, when it is a worktree slot that `run_id` has: named like one, the folder
+/// recorded for it (device and inode), and that run's.
+pub fn slot_of(pipeline_dir: &Path, wt: &Path, run_id: &str) -> Result<Option<u32>> {
+    let Some(n) = slots::number_of(wt) else {
+        return Ok(None);
+    };
+    let ours = slots::read(pipeline_dir, n)?.is_some_and(|s| {
+        s.run.as_deref() == Some(run_id)
+            && s.identity.is_some()
+            && worktree::is_the_same_folder(wt, s.identity)
+    });
+    Ok(ours.then_some(n))
+}
+
+/// Put a run's worktree away: a worktree slot goes back to the pool (HEAD detached where it is,
+/// so that the run's branch is free; its files stay for the next run, which resets them), any
+/// other worktree of the run is removed.
+pub fn put_away(repo: &Git, wt: &Path, owner: &Owner) -> Result<()> {
+    if slots::number_of(wt).is_some() && slot_of(&owner.pipeline_dir, wt, &owner.run_id)?.is_none()
+    {
+        // Named like a slot but not this run's slot (or not the folder made for it): a run's
+        // own worktree is named by its id, so this is never removed.
+        return Ok(());
+    }
+    if let Some(n) = slot_of(&owner.pipeline_dir, wt, &owner.run_id)? {
+        // Another process giving it back holds it: nothing is left to do here.
+        let _lock = match owner.holds_slot {
+            true => None,
+            false => match lock::try_slot(&owner.pipeline_dir, n)? {
+                Some(l) => Some(l),
+                None => return Ok(()),
+            },
+        };
+        worktree::detach_head(wt, &owner.base)?;
+        let mut state = slots::read(&owner.pipeline_dir, n)?.unwrap_or_default();
+        state.index_tree = match &owner.index {
+            Some((index, tree)) => {
+                slots::keep_index(&owner.pipeline_dir, n, index)?;
+                Some(tree.clone())
+            }
+            None => {
+                slots::forget_index(&owner.pipeline_dir, n)?;
+                None
+            }
+        };
+        state.run = None;
+        state.kept = false;
+        return slots::write(&owner.pipeline_dir, n, &state);
+    }
     // `git worktree remove --force` also forgets a worktree whose folder was deleted by hand;
     // unlike `git worktree prune` it touches no other worktree.
     if worktree::list(repo)?
@@ -54,6 +115,23 @@ pub fn discard(repo: &Git, wt: &Path, branch: Option<&BranchName>) -> Result<()>
     {
         worktree::remove(repo, wt)?;
     }
+    Ok(())
+}
+
+/// Keep a run's worktree slot out of the pool (a failed run kept for a person to look at):
+/// `abandon` or `clean` gives it back.
+pub fn keep_slot(pipeline_dir: &Path, wt: &Path, run_id: &str) -> Result<()> {
+    if let Some(n) = slot_of(pipeline_dir, wt, run_id)? {
+        let mut state = slots::read(pipeline_dir, n)?.unwrap_or_default();
+        state.kept = true;
+        slots::write(pipeline_dir, n, &state)?;
+    }
+    Ok(())
+}
+
+/// Put the run's worktree away and delete its branch (both ours: made by this run).
+pub fn discard(repo: &Git, wt: &Path, branch: Option<&BranchName>, owner: &Owner) -> Result<()> {
+    put_away(repo, wt, owner)?;
     if let Some(b) = branch
         && objects::ref_value(repo, &b.full())?.is_some()
     {

@@ -14,7 +14,6 @@ use crate::error::Result;
 use crate::git::Git;
 use crate::git::advance;
 use crate::git::objects;
-use crate::git::worktree;
 use crate::git::{Oid, TreeId};
 use crate::ids;
 use crate::run::state::Run;
@@ -441,7 +440,7 @@ impl Run<'_> {
         }
         self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
-        match worktree::remove(&self.ws.repo, &self.ws.worktree) {
+        match self.put_away_worktree(Some(tree)) {
             Ok(()) => self.log.rec.worktree = None,
             Err(e) => {
                 self.ui.warn(format!(
