@@ -373,17 +373,27 @@ pub fn head_and_tree(worktree: &Path) -> Result<(super::Oid, super::TreeId)> {
     ))
 }
 
-/// Bring a reused worktree (a slot) to `base` as a new checkout of it would be: its files
-/// through `git checkout --force` (filters, LFS, the post-checkout hook, only the files that
-/// differ are written), on a new `branch` or detached; then every untracked and ignored file
-/// removed except those under `keep` (build caches, as gitignore patterns: `/target/`,
-/// `node_modules/`); then its submodules checked out again and cleaned.
+/// Bring a reused worktree (a slot) to `base` as a new checkout of it would be: every untracked
+/// and ignored file removed except those under `keep` (build caches, as gitignore patterns:
+/// `/target/`, `node_modules/`); then its files through `git checkout --force` (filters, LFS,
+/// the post-checkout hook; only the files that differ are written), on a new `branch` or
+/// detached; then its submodules checked out again and cleaned.
 ///
 /// The caller installs an index it trusts first (or removes the index, and every file is
 /// written): the index decides which files `checkout` rewrites.
 pub fn reset_to(worktree: &Path, branch: Option<&str>, base: &str, keep: &[String]) -> Result<()> {
     let git = Git::in_dir(worktree);
+    // First what the last run left beyond its tracked files (untracked, ignored, nested
+    // repositories), so that the checkout's own post-checkout hook output stays.
+    let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
+    for pattern in keep {
+        clean.push("-e".to_owned());
+        clean.push(pattern.clone());
+    }
+    git.run(&clean)?;
     let mut args = checkout_workers();
+    // An fsmonitor would let checkout trust files it did not look at.
+    args.extend(["-c".into(), "core.fsmonitor=false".into()]);
     args.extend(["checkout".into(), "--quiet".into(), "--force".into()]);
     args.push("--no-recurse-submodules".into());
     match branch {
@@ -392,12 +402,6 @@ pub fn reset_to(worktree: &Path, branch: Option<&str>, base: &str, keep: &[Strin
     }
     args.extend([base.into(), "--".into()]);
     git.run(args)?;
-    let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
-    for pattern in keep {
-        clean.push("-e".to_owned());
-        clean.push(pattern.clone());
-    }
-    git.run(&clean)?;
     if worktree.join(".gitmodules").exists() {
         git.run([
             "submodule",

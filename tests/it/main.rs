@@ -16,6 +16,7 @@ mod hostile;
 mod loops;
 mod recovery;
 mod sandbox;
+mod slots;
 mod stages;
 mod stats;
 mod user_works;

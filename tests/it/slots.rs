@@ -1,0 +1,513 @@
+//! Worktree slots: a run reuses a worktree another run left, reset to its base exactly as a new
+//! checkout would be, keeping only the declared build caches; concurrent runs never share one; a
+//! stopped run's slot is archived before it is taken; setup steps run only when their files
+//! changed; `clean` reports slots and removes idle ones on request; a slot that is not the folder
+//! git-pipeline made is never entered.
+
+use std::path::Path;
+
+use crate::common::TestRepo;
+use crate::worktree_prep::files_of;
+
+/// The files of `dir` outside `target/` (the cache a Cargo project keeps).
+fn without_cache(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = files_of(dir);
+    files.retain(|(p, _)| !p.starts_with("target/"));
+    files
+}
+
+/// What `git worktree add` makes of HEAD, as the reference.
+fn control(repo: &TestRepo, name: &str) -> std::path::PathBuf {
+    let path = repo.root().join(name);
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        &path.to_string_lossy(),
+        "HEAD",
+    ]);
+    path
+}
+
+fn cwd_of(call: &str) -> String {
+    call.split(' ')
+        .find_map(|f| f.strip_prefix("cwd="))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn a_reused_slot_holds_exactly_a_new_checkouts_files_and_keeps_only_the_caches() {
+    let repo = TestRepo::new();
+    // Filters, line endings, an executable, a symlink, a post-checkout hook; a Cargo project, so
+    // `target/` is the cache a slot keeps.
+    repo.git(&["config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m"]);
+    repo.git(&["config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m"]);
+    repo.git(&["config", "filter.rot13.required", "true"]);
+    repo.write(
+        ".gitattributes",
+        "*.secret filter=rot13\n*.bat text eol=crlf\n",
+    );
+    repo.write(".gitignore", "target/\n*.log\n");
+    repo.write("Cargo.toml", "[package]\nname = \"demo\"\n");
+    repo.write("data/a.secret", "Hello Secret\n");
+    repo.write("doc.txt", "one\ntwo\n");
+    repo.write("run.bat", "echo one\necho two\n");
+    repo.write("bin/tool", "#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.path.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("../README.md", repo.path.join("bin/readme")).expect("symlink");
+    repo.commit_all("content");
+    repo.write(".git/info/exclude", ".post-checkout-ran\n");
+    repo.hook(
+        "post-checkout",
+        "#!/bin/sh\necho \"$3\" > .post-checkout-ran\n",
+    );
+
+    // Run 1 leaves everything a run can leave: tracked edits, a deletion, a mode change, an
+    // untracked file, an ignored file, a cache file; it fails and is rolled back.
+    repo.agents(
+        &[
+            "*:write:README.md:changed",
+            "*:delete:run.bat",
+            "*:run:chmod -x bin/tool && ln -sf elsewhere bin/readme",
+            "*:write:notes.txt:untracked",
+            "*:write:build.log:ignored",
+            "*:write:target/debug/cache.bin:warm",
+            "*:write:data/a.secret:Changed Secret",
+        ],
+        &["*:reject:no"],
+        "[verify]\nmax_rounds = 1\n",
+    );
+    let first = repo.pipeline(&["run", "--json", "add the helper"]);
+    first.assert_code(2);
+    assert_eq!(
+        first.json()["archive"].is_string(),
+        true,
+        "{}",
+        first.stdout
+    );
+    assert!(repo.busy_worktrees().is_empty());
+
+    // The base moves on (a file changes, one is added) before the next run.
+    repo.write("src/lib.rs", "pub fn answer() -> u32 { 43 }\n");
+    repo.write("src/more.rs", "pub fn more() {}\n");
+    repo.commit_all("the base moves on");
+    let inspect = repo.root().join("logs/inspect");
+    repo.agents(
+        &[
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/new.rs:x",
+        ],
+        &["*:approve"],
+        "",
+    );
+    let control = control(&repo, "control");
+    let user_before = repo.user_state();
+    let second = repo.pipeline(&["run", "--json", "add the helper"]);
+    second.assert_code(0);
+    assert!(
+        second.stderr.contains("worktree slot 0: reset to")
+            && second.stderr.contains("only changed files written"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        repo.user_state(),
+        user_before,
+        "the user's checkout is untouched"
+    );
+    let calls = repo.calls();
+    let builder = calls
+        .iter()
+        .rev()
+        .find(|c| c.starts_with("role=builder"))
+        .expect("builder call");
+    assert_eq!(cwd_of(builder), repo.slot(0).display().to_string());
+
+    // Exactly the files of a new checkout of the base, plus the cache, which is kept.
+    assert_eq!(without_cache(&inspect), files_of(&control));
+    let ours: std::collections::BTreeMap<_, _> = files_of(&inspect).into_iter().collect();
+    assert_eq!(
+        ours["target/debug/cache.bin"], b"warm\n",
+        "the cache is kept"
+    );
+    assert!(!ours.contains_key("notes.txt") && !ours.contains_key("build.log"));
+    assert_eq!(ours["data/a.secret"], b"Hello Secret\n");
+    assert_eq!(ours["run.bat"], b"echo one\r\necho two\r\n");
+    assert_eq!(ours["bin/readme"], b"../README.md");
+    assert_eq!(
+        ours[".post-checkout-ran"], b"1\n",
+        "post-checkout ran as a branch checkout"
+    );
+    let mode = std::fs::metadata(inspect.join("bin/tool"))
+        .expect("tool")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111);
+
+    // A changed .gitattributes changes how unchanged blobs are written: every file is written.
+    repo.write(
+        ".gitattributes",
+        "*.secret filter=rot13\n*.bat text eol=crlf\n*.txt text eol=crlf\n",
+    );
+    repo.commit_all("crlf for txt");
+    let control = self::control(&repo, "control-crlf");
+    std::fs::remove_dir_all(&inspect).expect("clear inspect");
+    let third = repo.pipeline(&["run", "--json", "add the helper"]);
+    third.assert_code(0);
+    assert!(
+        third.stderr.contains("every file written"),
+        "{}",
+        third.stderr
+    );
+    assert_eq!(without_cache(&inspect), files_of(&control));
+    let ours: std::collections::BTreeMap<_, _> = files_of(&inspect).into_iter().collect();
+    assert_eq!(ours["doc.txt"], b"one\r\ntwo\r\n");
+}
+
+#[test]
+fn concurrent_runs_never_share_a_slot() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:run:touch LOGS/started-$PIPELINE_SLOT",
+            "*:sleep:2",
+            "*:write:src/a.rs:a",
+        ],
+        &["*:approve"],
+        "",
+    );
+    let first = repo.spawn_until(
+        &["run", "--json", "add the helper"],
+        &repo.root().join("logs/started-0"),
+    );
+    let second = repo.pipeline(&["run", "--json", "add the helper"]);
+    second.assert_code(0);
+    let first = first.wait_with_output().expect("wait");
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let builders: Vec<String> = repo
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("role=builder"))
+        .collect();
+    assert_eq!(builders.len(), 2, "{builders:?}");
+    let mut places: Vec<(String, String)> = builders
+        .iter()
+        .map(|c| {
+            let slot = c
+                .split(' ')
+                .find_map(|f| f.strip_prefix("slot="))
+                .unwrap_or("")
+                .to_owned();
+            (slot, cwd_of(c))
+        })
+        .collect();
+    places.sort();
+    assert_eq!(
+        places,
+        vec![
+            ("0".to_owned(), repo.slot(0).display().to_string()),
+            ("1".to_owned(), repo.slot(1).display().to_string()),
+        ]
+    );
+    assert!(repo.busy_worktrees().is_empty());
+}
+
+#[test]
+fn a_killed_runs_slot_is_archived_then_reused_and_the_run_still_resumes() {
+    let repo = TestRepo::new();
+    let inspect = repo.root().join("logs/inspect");
+    repo.agents(
+        &[
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/a.rs:from the first run",
+            "*:killparent",
+        ],
+        &["*:approve"],
+        "[run]\nmax_slots = 1\n",
+    );
+    let killed = repo.pipeline(&["run", "--json", "add the helper"]);
+    assert_eq!(killed.code, 137, "{}", killed.stderr);
+    let first = repo.run_ids().into_iter().max().expect("id");
+    assert_eq!(repo.worktree_of(&first), Some(repo.slot(0)));
+
+    // The only slot is held by the killed run: the next run archives its state and takes it.
+    std::fs::remove_dir_all(&inspect).expect("clear");
+    let second = repo.pipeline(&["run", "--json", "add the helper"]);
+    second.assert_code(0);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("worktree slot 0: taken from stopped run {first}")),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !inspect.join("src/a.rs").exists(),
+        "the killed run's file does not leak into the next run"
+    );
+    let archive = format!("refs/pipeline/archive/{first}");
+    assert_eq!(
+        repo.git(&["show", &format!("{archive}:src/a.rs")]),
+        "from the first run"
+    );
+
+    // The killed run resumes in a worktree of its own, rebuilt from what was archived.
+    let resumed = repo.pipeline(&["resume", "--json", &first]);
+    resumed.assert_code(0);
+    let r = resumed.json();
+    assert_eq!(r["status"], "succeeded");
+    let commit = r["commit"].as_str().expect("commit");
+    assert_eq!(
+        repo.git(&["show", &format!("{commit}:src/a.rs")]),
+        "from the first run"
+    );
+    let builder = repo
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("role=builder"))
+        .last()
+        .expect("builder");
+    assert_eq!(
+        cwd_of(&builder),
+        repo.worktree_root().join(&first).display().to_string()
+    );
+    assert!(repo.busy_worktrees().is_empty());
+}
+
+#[test]
+fn setup_runs_once_per_slot_and_again_only_when_its_lockfile_changes() {
+    let repo = TestRepo::new();
+    repo.write("package.json", "{\"name\": \"demo\"}\n");
+    repo.write("package-lock.json", "{\"lockfileVersion\": 3}\n");
+    repo.write(".gitignore", "node_modules/\n");
+    repo.commit_all("an npm project");
+    let config = "[[setup]]\nname = \"deps\"\ncommand = [\"sh\", \"-c\", \"echo ran >> LOGS/setup.log && mkdir -p node_modules && cp package-lock.json node_modules/lock-copy\"]\nwhen_changed = [\"package-lock.json\"]\n[[gates]]\nname = \"deps-installed\"\ncommand = [\"cmp\", \"package-lock.json\", \"node_modules/lock-copy\"]\n";
+    let setups = || {
+        std::fs::read_to_string(repo.root().join("logs/setup.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    repo.agents(&["*:write:src/a.rs:a"], &["*:approve"], config);
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    assert_eq!(setups(), 1, "the first run installs");
+    let out = repo.pipeline(&["run", "add the helper"]);
+    out.assert_code(0);
+    assert_eq!(setups(), 1, "the warm slot needs nothing");
+    assert!(
+        out.stderr
+            .contains("setup deps: skipped (package-lock.json unchanged"),
+        "{}",
+        out.stderr
+    );
+    // The change updates the lockfile: setup runs again before the gates see it.
+    repo.agents(
+        &["*:write:package-lock.json:{\"lockfileVersion\": 3, \"packages\": {}}"],
+        &["*:approve"],
+        config,
+    );
+    let out = repo.pipeline(&["run", "update the lockfile"]);
+    out.assert_code(0);
+    assert_eq!(setups(), 2, "{}", out.stderr);
+    // The slot now holds that lockfile's install; a run on the base reinstalls.
+    repo.agents(&["*:write:src/b.rs:b"], &["*:approve"], config);
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    assert_eq!(setups(), 3);
+}
+
+#[test]
+fn a_failing_setup_stops_the_run_before_any_agent_and_setup_may_write_ignored_files_only() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/a.rs:a"],
+        &["*:approve"],
+        "[[setup]]\nname = \"deps\"\ncommand = [\"sh\", \"-c\", \"echo no network >&2; exit 7\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(3);
+    let r = out.json();
+    assert_eq!(r["reason"], "setup_failed");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("setup deps failed before any agent ran: exit status 7"),
+        "{r}"
+    );
+    assert_eq!(repo.calls_of("builder"), 0);
+    assert!(repo.busy_worktrees().is_empty());
+
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/a.rs:a"],
+        &["*:approve"],
+        "[[setup]]\nname = \"deps\"\ncommand = [\"sh\", \"-c\", \"echo changed >> README.md\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(3);
+    assert!(
+        out.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("it changed files that are not ignored: README.md"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(repo.calls_of("builder"), 0);
+}
+
+#[test]
+fn clean_reports_slots_removes_idle_ones_on_request_and_never_a_folder_it_did_not_make() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/a.rs:a"], &["*:approve"], "");
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    let decoy = repo.slot(7);
+    std::fs::create_dir_all(&decoy).expect("decoy");
+    std::fs::write(decoy.join("mine.txt"), "mine").expect("decoy file");
+
+    let out = repo.pipeline(&["clean", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "kept worktree slot 0 ({}): idle,",
+            repo.slot(0).display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("clean --slots removes it"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "kept worktree slot 7 ({}): git-pipeline did not make this folder",
+            decoy.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = repo.pipeline(&["clean", "--slots"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("remove worktree slot 0"),
+        "{}",
+        out.stdout
+    );
+    assert!(repo.linked_worktrees().is_empty());
+    assert!(!repo.path.join(".git/pipeline/slots/0.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(decoy.join("mine.txt")).expect("kept"),
+        "mine"
+    );
+    // The next run makes the slot again.
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    assert_eq!(
+        repo.linked_worktrees(),
+        vec![repo.slot(0).display().to_string()]
+    );
+}
+
+#[test]
+fn a_slot_replaced_by_a_symlink_or_another_folder_is_left_alone() {
+    for how in ["symlink", "folder"] {
+        let repo = TestRepo::new();
+        repo.agents(&["*:write:src/a.rs:a"], &["*:approve"], "");
+        repo.pipeline(&["run", "add the helper"]).assert_code(0);
+        let decoy = repo.root().join("decoy");
+        std::fs::create_dir_all(&decoy).expect("decoy");
+        std::fs::write(decoy.join("keep.txt"), "keep").expect("decoy file");
+        let slot = repo.slot(0);
+        std::fs::rename(&slot, repo.root().join("moved-slot")).expect("move the slot away");
+        match how {
+            "symlink" => std::os::unix::fs::symlink(&decoy, &slot).expect("symlink"),
+            _ => {
+                std::fs::create_dir_all(&slot).expect("folder");
+                std::fs::write(slot.join("keep.txt"), "keep").expect("file");
+            }
+        }
+        let out = repo.pipeline(&["run", "--json", "add the helper"]);
+        out.assert_code(0);
+        assert!(
+            out.stderr.contains("worktree slot 0:") && out.stderr.contains("left alone"),
+            "{how}: {}",
+            out.stderr
+        );
+        let builder = repo
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("role=builder"))
+            .last()
+            .expect("builder");
+        assert_eq!(
+            cwd_of(&builder),
+            repo.slot(1).display().to_string(),
+            "{how}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(decoy.join("keep.txt")).expect("decoy"),
+            "keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(slot.join("keep.txt")).expect("slot"),
+            "keep"
+        );
+        let out = repo.pipeline(&["clean", "--slots"]);
+        out.assert_code(0);
+        assert_eq!(
+            std::fs::read_to_string(slot.join("keep.txt")).expect("slot"),
+            "keep",
+            "{how}"
+        );
+    }
+}
+
+#[test]
+fn a_kept_failure_holds_its_slot_until_it_is_abandoned() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/a.rs:a"],
+        &["*:reject:no"],
+        "[verify]\nmax_rounds = 1\n",
+    );
+    let kept = repo.pipeline(&["run", "--json", "--keep", "add the helper"]);
+    kept.assert_code(2);
+    let kept_id = kept.json()["run_id"].as_str().expect("id").to_owned();
+    assert_eq!(repo.worktree_of(&kept_id), Some(repo.slot(0)));
+
+    repo.agents(&["*:write:src/b.rs:b"], &["*:approve"], "");
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    let last_cwd = |repo: &TestRepo| {
+        cwd_of(
+            &repo
+                .calls()
+                .into_iter()
+                .filter(|c| c.starts_with("role=builder"))
+                .last()
+                .expect("builder"),
+        )
+    };
+    assert_eq!(last_cwd(&repo), repo.slot(1).display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(repo.slot(0).join("src/a.rs")).expect("kept work"),
+        "a\n"
+    );
+
+    repo.pipeline(&["abandon", &kept_id]).assert_code(0);
+    repo.pipeline(&["run", "add the helper"]).assert_code(0);
+    assert_eq!(last_cwd(&repo), repo.slot(0).display().to_string());
+    assert!(repo.busy_worktrees().is_empty());
+}
