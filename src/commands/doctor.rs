@@ -181,7 +181,7 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
         });
     }
     f.extend(misspelt_roles(&loaded));
-    f.extend(dependencies_finding(&git, &head, &loaded.config.gates));
+    f.extend(dependencies_finding(&git, &head, &loaded.config));
     if crate::policy::trust::needs_trust(&loaded) {
         let blob = crate::policy::trust::key(&git, &head).ok().flatten();
         if blob
@@ -308,6 +308,24 @@ fn diagnose(cwd: &Path) -> Vec<Finding> {
             ));
         }
     }
+    for s in &loaded.config.setup {
+        let check = format!("setup {}", s.name.get_ref());
+        let command = s.command.get_ref();
+        let program = command.first().map(String::as_str).unwrap_or_default();
+        // A program named by its path in the repository (`./scripts/setup.sh`) is in the worktree.
+        let found = program.contains('/') && !program.starts_with('/')
+            || agent::find_program(program, &search).is_some();
+        if found {
+            f.push(ok(&check, command.join(" ")));
+        } else {
+            f.push(bad(
+                &check,
+                Level::Error,
+                format!("`{program}` is not found: every run would stop before its first agent"),
+                format!("install {program}, or change the setup step's command"),
+            ));
+        }
+    }
     if let Err(e) = prepare::check_lfs(&git, &head) {
         f.push(bad(
             "git-lfs",
@@ -424,47 +442,62 @@ fn version_finding(preset: &str, search: &Path) -> Option<Finding> {
     })
 }
 
-/// A run's worktree is a new checkout: dependencies installed in your checkout (ignored
-/// `node_modules/`, a poetry environment) are not in it. Without a gate that installs them
-/// first, every gate that needs them fails, and the builder is sent to fix what it did not break.
+/// A run's worktree is a new checkout (or a slot another run left): dependencies installed in your
+/// checkout (ignored `node_modules/`, a poetry environment) are not in a new one. Without a setup
+/// step (or a first gate) that installs them, every gate that needs them fails, and the builder
+/// is sent to fix what it did not break.
 fn dependencies_finding(
     git: &crate::git::Git,
     head: &str,
-    gates: &[crate::config::GateConfig],
+    config: &crate::config::Config,
 ) -> Option<Finding> {
+    let gates = &config.gates;
     let at_head = |path: &str| {
         objects::resolve_blob(git, head, path)
             .ok()
             .flatten()
             .is_some()
     };
-    let (tool, install): (&str, &[&str]) = if at_head("pnpm-lock.yaml") {
-        ("pnpm", &["pnpm", "install", "--frozen-lockfile"])
+    let (tool, install, lock): (&str, &[&str], &str) = if at_head("pnpm-lock.yaml") {
+        (
+            "pnpm",
+            &["pnpm", "install", "--frozen-lockfile"],
+            "pnpm-lock.yaml",
+        )
     } else if at_head("yarn.lock") {
-        ("yarn", &["yarn", "install", "--frozen-lockfile"])
+        (
+            "yarn",
+            &["yarn", "install", "--frozen-lockfile"],
+            "yarn.lock",
+        )
     } else if at_head("package-lock.json") {
-        ("npm", &["npm", "ci"])
+        ("npm", &["npm", "ci"], "package-lock.json")
     } else if at_head("poetry.lock") {
-        ("poetry", &["poetry", "install", "--no-interaction"])
+        (
+            "poetry",
+            &["poetry", "install", "--no-interaction"],
+            "poetry.lock",
+        )
     } else {
         return None;
     };
-    let installs = gates.iter().any(|g| {
-        let c = g.command.get_ref();
+    let installs = |c: &[String]| {
         c.first().is_some_and(|p| p == tool)
             && c.iter().skip(1).any(|a| a == "install" || a == "ci")
-    });
-    if installs || gates.is_empty() {
+    };
+    let installed = config.setup.iter().any(|s| installs(s.command.get_ref()))
+        || gates.iter().any(|g| installs(g.command.get_ref()));
+    if installed || gates.is_empty() {
         return None;
     }
     Some(Finding {
         check: "dependencies".to_owned(),
         level: Level::Note,
         detail: format!(
-            "a run's worktree is a new checkout without your installed dependencies, and no gate installs them ({tool}): gates that need them will fail"
+            "a run's worktree is a new checkout without your installed dependencies, and no setup step installs them ({tool}): gates that need them will fail"
         ),
         fix: Some(format!(
-            "make the first gate install them: [[gates]] name = \"deps\" command = {:?}",
+            "add a setup step that installs them: [[setup]] name = \"deps\" command = {:?} when_changed = [{lock:?}]",
             install
         )),
     })

@@ -29,22 +29,41 @@ fn gate(name: &'static str, command: &[&str], why: impl Into<String>) -> Gate {
     }
 }
 
-/// What the project is, from its files: a label, gates, and the folders a run may touch.
+/// A proposed `[[setup]]` step: it installs dependencies, again only when `when_changed` do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setup {
+    pub command: Vec<String>,
+    pub when_changed: Vec<String>,
+    pub why: String,
+}
+
+/// What the project is, from its files: a label, setup steps, gates, the folders a run may
+/// touch, and the build caches a worktree slot keeps.
 pub struct Project {
     pub kinds: Vec<&'static str>,
+    pub setup: Vec<Setup>,
     pub gates: Vec<Gate>,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
+    pub caches: Vec<String>,
 }
 
 pub fn detect(top: &Path) -> Project {
+    let has = |f: &str| top.join(f).exists();
+    let markers: Vec<String> = std::fs::read_dir(top)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     let mut p = Project {
         kinds: Vec::new(),
+        setup: Vec::new(),
         gates: Vec::new(),
         allow: Vec::new(),
         deny: Vec::new(),
+        caches: crate::plan::caches::for_markers(&markers),
     };
-    let has = |f: &str| top.join(f).exists();
     if has("Cargo.toml") {
         let manifest: toml::Table = std::fs::read_to_string(top.join("Cargo.toml"))
             .ok()
@@ -116,8 +135,9 @@ pub fn detect(top: &Path) -> Project {
             "yarn" => "JavaScript (yarn)",
             _ => "JavaScript (npm)",
         });
-        // A run's worktree is a new checkout: `node_modules/` (ignored) is not in it. The first
-        // gate installs exactly what the lockfile says (it never edits the lockfile).
+        // A new worktree has no `node_modules/` (ignored): a setup step installs exactly what the
+        // lockfile says (it never edits the lockfile), and a warm slot skips it until the
+        // lockfile changes.
         let install: Option<&[&str]> = match tool {
             "pnpm" => Some(&["pnpm", "install", "--frozen-lockfile"]),
             "yarn" => Some(&["yarn", "install", "--frozen-lockfile"]),
@@ -125,11 +145,11 @@ pub fn detect(top: &Path) -> Project {
             _ => None,
         };
         if let Some(cmd) = install {
-            p.gates.push(gate(
-                "deps",
-                cmd,
-                format!("{lock}: new worktrees have no node_modules/"),
-            ));
+            p.setup.push(Setup {
+                command: cmd.iter().map(|s| (*s).to_owned()).collect(),
+                when_changed: vec![lock.to_owned(), "package.json".to_owned()],
+                why: format!("{lock}: a new worktree has no node_modules/"),
+            });
         }
         let scripts: Vec<String> = std::fs::read_to_string(top.join("package.json"))
             .ok()
@@ -168,12 +188,14 @@ pub fn detect(top: &Path) -> Project {
             &["uv", "run"]
         } else if has("poetry.lock") {
             p.kinds.push("Python (poetry)");
-            // `poetry run` does not install (`uv run` does): new worktrees need it first.
-            p.gates.push(gate(
-                "deps",
-                &["poetry", "install", "--no-interaction"],
-                "poetry.lock: new worktrees have no environment",
-            ));
+            // `poetry run` does not install (`uv run` does): a new worktree needs it first.
+            p.setup.push(Setup {
+                command: ["poetry", "install", "--no-interaction"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                when_changed: vec!["poetry.lock".to_owned(), "pyproject.toml".to_owned()],
+                why: "poetry.lock: a new worktree has no environment".to_owned(),
+            });
             &["poetry", "run"]
         } else {
             p.kinds.push("Python");
@@ -315,7 +337,17 @@ pub fn render(project: &Project, agents: &[&'static str]) -> String {
             project.kinds.join(", ")
         }
     ));
-    t.push_str("[run]\n# base = \"HEAD\"            # commit each run starts from\n# ship = \"branch\"          # \"merge\": also fast-forward the base branch when that is safe\n# include = [\".env\"]       # ignored files to copy into each worktree (also .worktreeinclude)\n\n");
+    t.push_str("[run]\n# base = \"HEAD\"            # commit each run starts from\n# ship = \"branch\"          # \"merge\": also fast-forward the base branch when that is safe\n# include = [\".env\"]       # ignored files to copy into each worktree (also .worktreeinclude)\n# max_slots = 4             # worktrees kept warm between runs (0: a new one every run)\n");
+    if project.caches.is_empty() {
+        t.push_str(
+            "# caches = [\"/build/\"]    # ignored folders a worktree slot keeps between runs\n\n",
+        );
+    } else {
+        t.push_str(&format!(
+            "caches = {}    # ignored folders a worktree slot keeps between runs\n\n",
+            toml_list(&project.caches)
+        ));
+    }
     t.push_str("[scope]\n# Existing paths a run may modify or delete, and where it may add files. Globs are anchored at\n# the repository root; `*` never crosses `/` (use `**`). Without allow and create, every path\n# may change (the run says \"scope: unrestricted\"), unless a plan's manifest sets the scope.\n");
     if project.allow.is_empty() {
         t.push_str("# allow = [\"src/**\", \"tests/**\"]\n");
@@ -344,6 +376,17 @@ pub fn render(project: &Project, agents: &[&'static str]) -> String {
         "[agents.builder]\ncommand = \"{builder}\"\ntimeout = \"30m\"\n\n[agents.verifier]\ncommand = \"{verifier}\"\ntimeout = \"15m\"\n\n"
     ));
     t.push_str("# Risky tasks (see [risk]) first go through discovery and planning when these exist:\n# [[agents.discovery]]       # every entry runs at once, read-only\n# command = \"claude\"\n# [agents.planner]           # writes a plan ending in a file-impact manifest\n# command = \"claude\"\n# [agents.reviewer]          # approves or rejects the plan\n# command = \"codex\"\n# [agents.docs]              # updates docs when the change touches public surface ([docs])\n# command = \"claude\"\n\n");
+    if !project.setup.is_empty() {
+        t.push_str("# Setup steps prepare a worktree before any agent and before the gates; each runs again only\n# when its when_changed files differ from the last time it ran in that worktree slot.\n");
+    }
+    for s in &project.setup {
+        t.push_str(&format!(
+            "[[setup]]                  # from {}\nname = \"deps\"\ncommand = {}\nwhen_changed = {}\ntimeout = \"15m\"\n\n",
+            s.why,
+            toml_list(&s.command),
+            toml_list(&s.when_changed)
+        ));
+    }
     t.push_str("# Gates run in order in the run's worktree; a missing program, a timeout or a crash fails them.\n");
     if project.gates.is_empty() {
         t.push_str("# [[gates]]\n# name = \"test\"\n# command = [\"make\", \"test\"]\n# timeout = \"10m\"\n\n");
@@ -417,6 +460,8 @@ mod tests {
             vec![],
             vec!["Cargo.toml"],
             vec!["package.json", "pnpm-lock.yaml"],
+            vec!["package.json", "package-lock.json", "Cargo.toml"],
+            vec!["pyproject.toml", "poetry.lock"],
             vec!["pyproject.toml", "uv.lock"],
             vec!["go.mod"],
             vec!["Makefile"],

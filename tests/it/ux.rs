@@ -88,7 +88,8 @@ fn init_proposes_gates_from_the_project_and_never_overwrites() {
                 ("package-lock.json", "{}"),
             ],
             vec![
-                "name = \"deps\"\ncommand = [\"npm\", \"ci\", \"--no-audit\", \"--no-fund\"]",
+                "[[setup]]                  # from package-lock.json: a new worktree has no node_modules/\nname = \"deps\"\ncommand = [\"npm\", \"ci\", \"--no-audit\", \"--no-fund\"]\nwhen_changed = [\"package-lock.json\", \"package.json\"]",
+                "caches = [\"node_modules/\"]",
                 "\"npm\", \"run\", \"test\"",
             ],
         ),
@@ -720,7 +721,7 @@ fn the_run_header_names_where_each_agent_comes_from() {
 }
 
 /// A run's worktree is a new checkout without installed dependencies: doctor says so when no
-/// gate installs them, and `init` writes that gate first.
+/// setup step (or gate) installs them, and `init` writes that setup step.
 #[test]
 fn doctor_and_init_know_a_worktree_has_no_installed_dependencies() {
     let repo = TestRepo::new();
@@ -741,11 +742,11 @@ fn doctor_and_init_know_a_worktree_has_no_installed_dependencies() {
     assert_eq!(deps["level"], "note");
     assert_eq!(
         deps["fix"],
-        "make the first gate install them: [[gates]] name = \"deps\" command = [\"npm\", \"ci\"]"
+        "add a setup step that installs them: [[setup]] name = \"deps\" command = [\"npm\", \"ci\"] when_changed = [\"package-lock.json\"]"
     );
-    // With that gate, nothing to say.
+    // With that setup step, nothing to say.
     repo.config(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n[[gates]]\nname = \"deps\"\ncommand = [\"npm\", \"ci\"]\n[[gates]]\nname = \"test\"\ncommand = [\"npm\", \"run\", \"test\"]\n",
+        "version = 1\n[agents.builder]\ncommand = [\"AGENT\"]\n[agents.verifier]\ncommand = [\"AGENT\"]\n[[setup]]\nname = \"deps\"\ncommand = [\"npm\", \"ci\"]\nwhen_changed = [\"package-lock.json\"]\n[[gates]]\nname = \"test\"\ncommand = [\"npm\", \"run\", \"test\"]\n",
     );
     let findings = repo.pipeline(&["doctor", "--json"]).json()["findings"].clone();
     assert!(
