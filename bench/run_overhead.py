@@ -2,12 +2,15 @@
 """Run overhead: `git pipeline run` with instant agents (the builder edits one file, the verifier
 approves, no gates) against the bare git sequence the same work needs:
 `git worktree add -b`, edit, `git add -A`, `git commit`, `git notes add`, `git worktree remove`.
+Two sides of ours: with worktree slots (the default: each run resets the slot the last one left,
+a diff, not a whole checkout) and without (`run.max_slots = 0`: a new worktree per run).
 
 Pairs are interleaved (A B, then B A) because on this machine's unjournaled ext4, creating files
 right after deleting many is slowed by the kernel; both sides then suffer alike. Reports medians
 of whole-process wall time and the median of the per-pair ratios. Then, once per repository:
 - the run's worktree (copied out by the builder before it edits) is compared file by file
-  (path, mode, symlink target, bytes) with what `git worktree add` makes;
+  (path, mode, symlink target, bytes) with what `git worktree add` makes, in a new slot and in a
+  reused one ("identical": new/reused);
 - the peak resident memory of the git-pipeline process itself (VmHWM, polled), not of git.
 
 Repositories: `gen:N` (fixtures/gen_repo.py: N files of ~100 bytes, 100 per folder),
@@ -131,7 +134,14 @@ def bench_repo(spec, pairs, binary):
         target = make_repo(spec, repo, env)
         files = len(subprocess.run(["git", "ls-files", "-z"], cwd=repo, env=env,
                                    capture_output=True).stdout.split(b"\0")) - 1
-        copy = os.path.join(tmp, "copied")
+        # The builder copies the worktree out into a folder the sandbox lets it write, named
+        # in the personal config as a user names their tools' folders.
+        out_dir = os.path.join(tmp, "out")
+        os.makedirs(out_dir)
+        os.makedirs(os.path.join(env["XDG_CONFIG_HOME"], "git-pipeline"), exist_ok=True)
+        with open(os.path.join(env["XDG_CONFIG_HOME"], "git-pipeline", "config.toml"), "w") as f:
+            f.write(f'version = 1\n[sandbox]\nwritable = ["{out_dir}"]\n')
+        copy = os.path.join(out_dir, "copied")
         config = f"""version = 1
 [agents.builder]
 command = ["{AGENT}", "1:copyout:{copy}", "*:append:{target}:edited"]
@@ -144,26 +154,45 @@ command = ["{AGENT}", "*:approve"]
         run(["git", "commit", "-q", "-m", "config"], repo, env)
         run([binary, "trust"], repo, env)
 
-        # The run's checkout against git's own, once (the first attempt copies it out).
-        run([binary, "-q", "run", "fix the typo"], repo, env)
+        # The run's checkout against git's own: in a new worktree slot (the first run), then in
+        # the slot the first run left, reset (the second). The builder copies it out first.
         reference = os.path.join(tmp, "reference")
         run(["git", "worktree", "add", "-q", "--detach", reference, "HEAD~1"], repo, env)
-        ours, theirs = file_map(copy), file_map(reference)
-        ours.pop(".pipeline.toml", None)
+        theirs = file_map(reference)
         theirs.pop(".pipeline.toml", None)
-        identical = ours == theirs
+        identical = []
+        for _ in ("new", "reused"):
+            run([binary, "-q", "run", "fix the typo"], repo, env)
+            ours = file_map(copy)
+            ours.pop(".pipeline.toml", None)
+            identical.append(ours == theirs)
+            if ours != theirs:
+                diff = sorted(set(ours.items()) ^ set(theirs.items()))[:5]
+                print(f"  differences: {diff}")
+            shutil.rmtree(copy, ignore_errors=True)
         run(["git", "worktree", "remove", "--force", reference], repo, env)
-        shutil.rmtree(copy, ignore_errors=True)
         with open(os.path.join(repo, ".pipeline.toml"), "w") as f:
             f.write(config.replace(f'"1:copyout:{copy}", ', ""))
         run(["git", "commit", "-q", "-am", "config without copy"], repo, env)
+        # The same, without slots (a new worktree for every run), on a branch of its own:
+        # `--base noslots` reads the config there.
+        run(["git", "branch", "-q", "noslots"], repo, env)
+        run(["git", "worktree", "add", "-q", os.path.join(tmp, "cfg"), "noslots"], repo, env)
+        with open(os.path.join(tmp, "cfg", ".pipeline.toml"), "a") as f:
+            f.write("[run]\nmax_slots = 0\n")
+        run(["git", "commit", "-q", "-am", "no slots"], os.path.join(tmp, "cfg"), env)
+        run(["git", "worktree", "remove", "--force", os.path.join(tmp, "cfg")], repo, env)
         run([binary, "trust"], repo, env)
+        run([binary, "trust", "--base", "noslots"], repo, env)
 
         wt = os.path.join(tmp, "bare-wt")
         counter = [0]
 
         def pipeline():
             run([binary, "-q", "run", "fix the typo"], repo, env)
+
+        def fresh():
+            run([binary, "-q", "run", "--base", "noslots", "fix the typo"], repo, env)
 
         def bare():
             counter[0] += 1
@@ -176,20 +205,20 @@ command = ["{AGENT}", "*:approve"]
             run(["git", "notes", "--ref=bench", "add", "-f", "-m", "{}", "HEAD"], wt, env)
             run(["git", "worktree", "remove", "--force", wt], repo, env)
 
-        pipeline(), bare()  # warm caches once
-        a, b = [], []
+        pipeline(), fresh(), bare()  # warm caches once
+        a, c, b = [], [], []
+        sides = [(pipeline, a), (fresh, c), (bare, b)]
         for i in range(pairs):
-            order = [(pipeline, a), (bare, b)] if i % 2 == 0 else [(bare, b), (pipeline, a)]
-            for fn, out in order:
+            for fn, out in (sides if i % 2 == 0 else sides[::-1]):
                 out.append(timed(fn))
         rss = peak_rss_kib([binary, "-q", "run", "fix the typo"], repo, env)
         ratios = [x / y for x, y in zip(a, b)]
+        fresh_ratios = [x / y for x, y in zip(c, b)]
         print(f"{spec:<28} {files:>7} {statistics.median(a) * 1000:>10.1f} "
-              f"{statistics.median(b) * 1000:>10.1f} {statistics.median(ratios):>6.2f} "
-              f"{rss / 1024:>8.1f} {'yes' if identical else 'NO':>10}", flush=True)
-        if not identical:
-            diff = sorted(set(ours.items()) ^ set(theirs.items()))[:5]
-            print(f"  differences: {diff}")
+              f"{statistics.median(c) * 1000:>10.1f} {statistics.median(b) * 1000:>10.1f} "
+              f"{statistics.median(ratios):>6.2f} {statistics.median(fresh_ratios):>6.2f} "
+              f"{rss / 1024:>8.1f} {'/'.join('yes' if x else 'NO' for x in identical):>10}",
+              flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -209,8 +238,8 @@ def main() -> None:
     fs = subprocess.run(["findmnt", "-no", "FSTYPE,OPTIONS", "-T", tempfile.gettempdir()],
                         capture_output=True, text=True).stdout.strip()
     print(f"filesystem of {tempfile.gettempdir()}: {fs or 'unknown'}")
-    print(f"{'repository':<28} {'files':>7} {'run ms':>10} {'bare ms':>10} {'ratio':>6} "
-          f"{'peak MiB':>8} {'identical':>10}")
+    print(f"{'repository':<28} {'files':>7} {'slot ms':>10} {'new ms':>10} {'bare ms':>10} "
+          f"{'slot':>6} {'new':>6} {'peak MiB':>8} {'identical':>10}")
     for spec in repos:
         bench_repo(spec, args.pairs, args.bin)
 

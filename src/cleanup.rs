@@ -79,6 +79,8 @@ pub struct CleanOptions {
     pub archive_days: u32,
     /// Remove idle worktree slots too (their caches go with them).
     pub slots: bool,
+    /// The caches slots keep (`run.caches`, or the project's defaults), for the report.
+    pub caches: Vec<String>,
 }
 
 fn age(rfc3339: &str) -> Option<Duration> {
@@ -274,7 +276,18 @@ fn plan_slots(
             continue;
         };
         let bytes = size_of(&path);
-        let size = format!("{:.1} MB", bytes as f64 / 1_000_000.0);
+        let cached: u64 = o
+            .caches
+            .iter()
+            .map(|c| c.trim_matches('/'))
+            .filter(|c| !c.is_empty() && !c.contains(['*', '?', '[', '/']))
+            .map(|c| size_of(&path.join(c)))
+            .sum();
+        let size = format!(
+            "{:.1} MB, {:.1} MB of it build caches",
+            bytes as f64 / 1_000_000.0,
+            cached as f64 / 1_000_000.0
+        );
         if lock::try_slot(&pipeline_dir, n)?.is_none() {
             kept.push(Kept {
                 what,
@@ -303,7 +316,7 @@ fn plan_slots(
         } else {
             kept.push(Kept {
                 what,
-                why: format!("idle, {size} with its build caches; clean --slots removes it"),
+                why: format!("idle, {size}; clean --slots removes it"),
             });
         }
     }

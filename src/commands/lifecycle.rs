@@ -140,6 +140,13 @@ pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         .and_then(|b| toml::from_str(&String::from_utf8_lossy(&b)).ok());
     let run_cfg = config.map(|c| c.run).unwrap_or_default();
     let root = crate::plan::worktree_root(&repo, &run_cfg.worktree_root)?;
+    let caches = match objects::resolve_commit(&repo.git(), "HEAD")? {
+        Some(head) => {
+            let tree = objects::tree_of(&repo.git(), &head)?;
+            crate::plan::caches::caches(&repo.git(), &tree, run_cfg.caches.as_deref())?
+        }
+        None => Vec::new(),
+    };
     let opts = CleanOptions {
         older_than,
         all_interrupted: cmd.all,
@@ -147,6 +154,7 @@ pub fn clean(cmd: CleanCmd, cwd: &Path, out: &mut dyn Write) -> Result<Exit> {
         branch_prefix: run_cfg.branch_prefix,
         archive_days: run_cfg.archive_days,
         slots: cmd.slots,
+        caches,
     };
     let plan = cleanup::plan(&repo, &store, &opts)?;
     let freed = if cmd.dry_run {

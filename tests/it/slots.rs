@@ -382,7 +382,8 @@ fn clean_reports_slots_removes_idle_ones_on_request_and_never_a_folder_it_did_no
         out.stdout
     );
     assert!(
-        out.stdout.contains("clean --slots removes it"),
+        out.stdout
+            .contains("MB of it build caches; clean --slots removes it"),
         "{}",
         out.stdout
     );
@@ -502,4 +503,58 @@ fn a_kept_failure_holds_its_slot_until_it_is_abandoned() {
     repo.pipeline(&["run", "add the helper"]).assert_code(0);
     assert_eq!(last_cwd(&repo), repo.slot(0).display().to_string());
     assert!(repo.busy_worktrees().is_empty());
+}
+
+#[test]
+fn a_reused_slot_has_fresh_submodules_and_worktreeinclude_copies() {
+    // Run 1 leaves an untracked file and an edit inside the submodule, and edits the copied
+    // `.env`; it fails. Run 2, in the same slot, sees none of it.
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    repo.write(".gitignore", ".env\n");
+    repo.write(".worktreeinclude", ".env\n");
+    repo.commit_all("an included .env");
+    repo.write(".env", "FROM=your checkout\n");
+    repo.agents(
+        &[
+            "*:append:sub/s.txt:edited inside",
+            "*:write:sub/stray.txt:untracked inside",
+            "*:write:.env:FROM=the agent",
+            "*:write:src/a.rs:a",
+        ],
+        &["*:reject:no"],
+        "[run]\nsandbox = \"off\"\n[verify]\nmax_rounds = 1\n",
+    );
+    repo.pipeline(&["run", "--json", "add the helper"])
+        .assert_code(1);
+    // The submodule's edit keeps the first run's worktree (work inside a submodule is never
+    // lost); abandoning the run archives it and gives the slot back.
+    let first = repo.run_ids().into_iter().max().expect("id");
+    assert_eq!(repo.worktree_of(&first), Some(repo.slot(0)));
+    repo.pipeline(&["abandon", &first]).assert_code(0);
+    assert!(repo.busy_worktrees().is_empty());
+    let inspect = repo.root().join("logs/inspect");
+    repo.agents(
+        &[
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/b.rs:b",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let control = control(&repo, "control");
+    repo.git_in(&control, &["submodule", "update", "--init", "-q"]);
+    std::fs::write(control.join(".env"), "FROM=your checkout\n").expect("the include, as copied");
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    let builder = repo
+        .calls()
+        .into_iter()
+        .rfind(|c| c.starts_with("role=builder"))
+        .expect("builder");
+    assert_eq!(cwd_of(&builder), repo.slot(0).display().to_string());
+    let mut ours = files_of(&inspect);
+    ours.retain(|(p, _)| !p.starts_with("sub/.git"));
+    let mut theirs = files_of(&control);
+    theirs.retain(|(p, _)| !p.starts_with("sub/.git"));
+    assert_eq!(ours, theirs);
 }

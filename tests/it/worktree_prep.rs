@@ -371,7 +371,7 @@ fn a_sparse_checkout_ships_edits_outside_the_cone_and_deletes_nothing() {
 }
 
 /// A repository whose `sub/` is a submodule (cloned from a local repository), with `config`.
-fn with_submodule(builder: &[&str]) -> TestRepo {
+pub(crate) fn with_submodule(builder: &[&str]) -> TestRepo {
     let repo = TestRepo::new();
     let upstream = repo.root().join("sub-upstream");
     std::fs::create_dir_all(&upstream).expect("upstream");
