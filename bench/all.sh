@@ -35,3 +35,6 @@ python3 bench/bundles.py
 echo
 echo "== the OS sandbox (bench/sandbox.py)"
 python3 bench/sandbox.py
+echo
+echo "== warm worktrees (bench/warm_worktrees.py; RIPGREP=<local clone> to skip the download)"
+python3 bench/warm_worktrees.py ${RIPGREP:+--ripgrep "$RIPGREP"}
