@@ -265,8 +265,11 @@ fn plan_slots(
     let store = crate::store::Store::new(&pipeline_dir);
     for (n, path) in crate::run::slot::slot_folders(&o.worktree_root) {
         let what = format!("worktree slot {n} ({})", path.display());
-        let state = slots::read(&pipeline_dir, n)?
-            .filter(|s| s.identity.is_some() && !worktree::was_replaced(&path, s.identity));
+        let state = slots::read(&pipeline_dir, n)?.filter(|s| {
+            s.identity.is_some()
+                && !worktree::was_replaced(&path, s.identity)
+                && worktree::pointer_is_sound(&path, &repo.common_dir)
+        });
         let Some(state) = state else {
             kept.push(Kept {
                 what,
@@ -496,6 +499,7 @@ fn apply_one(
                 let idle = slots::read(&pipeline_dir, *number)?.is_some_and(|s| {
                     s.identity.is_some()
                         && !worktree::was_replaced(path, s.identity)
+                        && worktree::pointer_is_sound(path, &repo.common_dir)
                         && (s.run.is_none()
                             || s.run.as_deref().is_some_and(|r| {
                                 store

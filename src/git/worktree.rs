@@ -458,3 +458,37 @@ pub fn attributes_differ(repo: &Git, from: &str, to: &str) -> Result<bool> {
     ])?;
     Ok(!out.is_empty())
 }
+
+/// Whether a worktree's `.git` file points at an admin folder of this repository
+/// (`<common_dir>/worktrees/<name>`) that points back at it. A pointer rewritten to another
+/// repository, or to the main checkout's git dir, would make git commands run "in the worktree"
+/// act on that one: such a worktree is never reset or reused.
+pub fn pointer_is_sound(worktree: &Path, common_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(worktree.join(".git")) else {
+        return false;
+    };
+    let Some(admin) = text.trim_end().strip_prefix("gitdir: ") else {
+        return false;
+    };
+    let admin = worktree.join(admin);
+    let (Ok(admin), Ok(worktrees)) = (
+        admin.canonicalize(),
+        common_dir.join("worktrees").canonicalize(),
+    ) else {
+        return false;
+    };
+    if admin.parent() != Some(worktrees.as_path()) {
+        return false;
+    }
+    let Ok(back) = std::fs::read_to_string(admin.join("gitdir")) else {
+        return false;
+    };
+    let back = admin.join(back.trim_end());
+    match (
+        back.parent().map(Path::canonicalize),
+        worktree.canonicalize(),
+    ) {
+        (Some(Ok(a)), Ok(b)) => a == b,
+        _ => false,
+    }
+}

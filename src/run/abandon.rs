@@ -117,7 +117,13 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
             index: None,
             holds_slot: false,
         };
-        rollback::put_away(&git, &e.path, &owner)?;
+        match rollback::put_away(&git, &e.path, &owner) {
+            Ok(()) => {}
+            // A slot that is no longer the folder made for it is left alone (its work is
+            // archived above); the run is abandoned all the same.
+            Err(_) if crate::store::slots::number_of(&e.path).is_some() => {}
+            Err(e) => return Err(e),
+        }
     }
     let branch_ref = crate::git::refs::heads(&rec.branch);
     // A worktree left alone (replaced by a symlink or another folder) still holds the branch.

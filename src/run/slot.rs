@@ -41,7 +41,7 @@ fn lock_reason(n: u32) -> String {
 }
 
 fn classify(
-    pipeline_dir: &Path,
+    (pipeline_dir, common_dir): (&Path, &Path),
     path: &Path,
     state: Option<SlotState>,
     registered: &[worktree::Entry],
@@ -68,6 +68,7 @@ fn classify(
         || state.identity.is_none()
         || !worktree::is_the_same_folder(path, state.identity)
         || !is_registered
+        || !worktree::pointer_is_sound(path, common_dir)
     {
         return Found::Unavailable(Some(format!(
             "{} is no longer the worktree git-pipeline made (moved, replaced or unregistered)",
@@ -113,7 +114,7 @@ impl Run<'_> {
             };
             let path = slots::folder(&self.plan.landing.worktree_root, n);
             match classify(
-                &pipeline_dir,
+                (&pipeline_dir, &self.plan.target.repo.common_dir),
                 &path,
                 slots::read(&pipeline_dir, n)?,
                 &registered,
@@ -298,7 +299,10 @@ impl Run<'_> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
         let path = &self.ws.worktree;
         let state = slots::read(&pipeline_dir, n)?.unwrap_or_default();
-        if worktree::was_replaced(path, state.identity) || state.identity.is_none() {
+        if worktree::was_replaced(path, state.identity)
+            || state.identity.is_none()
+            || !worktree::pointer_is_sound(path, &self.plan.target.repo.common_dir)
+        {
             return Err(Error::other(format!(
                 "worktree slot {n} at {} is not the folder git-pipeline made; not entering it",
                 path.display()

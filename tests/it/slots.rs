@@ -418,7 +418,7 @@ fn clean_reports_slots_removes_idle_ones_on_request_and_never_a_folder_it_did_no
 
 #[test]
 fn a_slot_replaced_by_a_symlink_or_another_folder_is_left_alone() {
-    for how in ["symlink", "folder"] {
+    for how in ["symlink", "folder", "pointer"] {
         let repo = TestRepo::new();
         repo.agents(&["*:write:src/a.rs:a"], &["*:approve"], "");
         repo.pipeline(&["run", "add the helper"]).assert_code(0);
@@ -426,14 +426,28 @@ fn a_slot_replaced_by_a_symlink_or_another_folder_is_left_alone() {
         std::fs::create_dir_all(&decoy).expect("decoy");
         std::fs::write(decoy.join("keep.txt"), "keep").expect("decoy file");
         let slot = repo.slot(0);
-        std::fs::rename(&slot, repo.root().join("moved-slot")).expect("move the slot away");
         match how {
-            "symlink" => std::os::unix::fs::symlink(&decoy, &slot).expect("symlink"),
-            _ => {
+            "symlink" => {
+                std::fs::rename(&slot, repo.root().join("moved-slot")).expect("move away");
+                std::os::unix::fs::symlink(&decoy, &slot).expect("symlink");
+            }
+            "folder" => {
+                std::fs::rename(&slot, repo.root().join("moved-slot")).expect("move away");
                 std::fs::create_dir_all(&slot).expect("folder");
                 std::fs::write(slot.join("keep.txt"), "keep").expect("file");
             }
+            _ => {
+                // The slot's .git pointer now names your checkout's git dir: a reset through it
+                // would move your HEAD and rewrite your index.
+                std::fs::write(slot.join("keep.txt"), "keep").expect("file");
+                std::fs::write(
+                    slot.join(".git"),
+                    format!("gitdir: {}\n", repo.path.join(".git").display()),
+                )
+                .expect("pointer");
+            }
         }
+        let user_before = repo.user_state();
         let out = repo.pipeline(&["run", "--json", "add the helper"]);
         out.assert_code(0);
         assert!(
@@ -450,6 +464,11 @@ fn a_slot_replaced_by_a_symlink_or_another_folder_is_left_alone() {
             cwd_of(&builder),
             repo.slot(1).display().to_string(),
             "{how}"
+        );
+        assert_eq!(
+            repo.user_state(),
+            user_before,
+            "{how}: your checkout is untouched"
         );
         assert_eq!(
             std::fs::read_to_string(decoy.join("keep.txt")).expect("decoy"),

@@ -59,15 +59,18 @@ pub struct Owner {
 }
 
 /// The slot `wt` is, when it is a worktree slot that `run_id` has: named like one, the folder
-/// recorded for it (device and inode), and that run's.
+/// recorded for it (device and inode), that run's, and its `.git` pointer its own.
 pub fn slot_of(pipeline_dir: &Path, wt: &Path, run_id: &str) -> Result<Option<u32>> {
     let Some(n) = slots::number_of(wt) else {
         return Ok(None);
     };
+    // `pipeline_dir` is `<common dir>/pipeline`.
+    let common_dir = pipeline_dir.parent().unwrap_or(pipeline_dir);
     let ours = slots::read(pipeline_dir, n)?.is_some_and(|s| {
         s.run.as_deref() == Some(run_id)
             && s.identity.is_some()
             && worktree::is_the_same_folder(wt, s.identity)
+            && worktree::pointer_is_sound(wt, common_dir)
     });
     Ok(ours.then_some(n))
 }
@@ -76,10 +79,19 @@ pub fn slot_of(pipeline_dir: &Path, wt: &Path, run_id: &str) -> Result<Option<u3
 /// so that the run's branch is free; its files stay for the next run, which resets them), any
 /// other worktree of the run is removed.
 pub fn put_away(repo: &Git, wt: &Path, owner: &Owner) -> Result<()> {
-    if slots::number_of(wt).is_some() && slot_of(&owner.pipeline_dir, wt, &owner.run_id)?.is_none()
+    if let Some(n) = slots::number_of(wt)
+        && slot_of(&owner.pipeline_dir, wt, &owner.run_id)?.is_none()
     {
         // Named like a slot but not this run's slot (or not the folder made for it): a run's
         // own worktree is named by its id, so this is never removed.
+        let held = slots::read(&owner.pipeline_dir, n)?
+            .is_some_and(|s| s.run.as_deref() == Some(owner.run_id.as_str()));
+        if held {
+            return Err(crate::error::Error::other(format!(
+                "worktree slot {n} at {} is no longer the worktree git-pipeline made (replaced, or its .git pointer or admin folder changed); it is left alone",
+                wt.display()
+            )));
+        }
         return Ok(());
     }
     if let Some(n) = slot_of(&owner.pipeline_dir, wt, &owner.run_id)? {
