@@ -431,7 +431,6 @@ fn apply_one(
                     pipeline_dir: repo.pipeline_dir(),
                     run_id: run_id.clone(),
                     base: rec.base.clone(),
-                    index: None,
                     holds_slot: false,
                 };
                 if rollback::slot_of(&owner.pipeline_dir, path, run_id)?.is_none() {

@@ -492,3 +492,136 @@ pub fn pointer_is_sound(worktree: &Path, common_dir: &Path) -> bool {
         _ => false,
     }
 }
+
+/// Why a worktree's own git state (its admin folder, its submodules' git dirs) is not what
+/// git-pipeline and git made, or `None`: a slot whose `commondir` names another repository, whose
+/// `config.worktree` sets hooks, filters or another worktree, that is in the middle of a rebase or
+/// bisect, or whose submodules' git dirs point outside it, is made again rather than reset.
+pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Option<String> {
+    let canonical = |p: &Path| p.canonicalize().ok();
+    let common = admin.join(
+        std::fs::read_to_string(admin.join("commondir"))
+            .unwrap_or_default()
+            .trim_end(),
+    );
+    if canonical(&common).is_none() || canonical(&common) != canonical(common_dir) {
+        return Some("its commondir names another repository".to_owned());
+    }
+    if let Ok(text) = std::fs::read_to_string(admin.join("config.worktree")) {
+        let lower = text.to_lowercase();
+        let risky = [
+            "worktree",
+            "hookspath",
+            "fsmonitor",
+            "[include",
+            "[filter",
+            "sshcommand",
+            "askpass",
+        ];
+        if let Some(key) = risky.iter().find(|k| lower.contains(*k)) {
+            return Some(format!("its config.worktree sets {key}"));
+        }
+    }
+    let in_progress = [
+        "rebase-merge",
+        "rebase-apply",
+        "MERGE_HEAD",
+        "CHERRY_PICK_HEAD",
+        "REVERT_HEAD",
+        "BISECT_LOG",
+        "sequencer",
+    ];
+    if let Some(what) = in_progress.iter().find(|f| admin.join(f).exists()) {
+        return Some(format!("it has an operation in progress ({what})"));
+    }
+    let modules = admin.join("modules");
+    if !modules.exists() {
+        return None;
+    }
+    let (Some(modules), Some(top)) = (canonical(&modules), canonical(worktree)) else {
+        return Some("its submodules' git dirs cannot be read".to_owned());
+    };
+    // Every submodule git dir's worktree is inside this worktree...
+    for entry in walkdir::WalkDir::new(&modules)
+        .max_depth(12)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.file_name() == "config")
+    {
+        let Some(dir) = entry.path().parent() else {
+            continue;
+        };
+        if let Some(wt) = core_worktree(entry.path()) {
+            let inside = canonical(&dir.join(&wt)).is_some_and(|p| p.starts_with(&top));
+            if !inside {
+                return Some(format!(
+                    "a submodule's git dir ({}) names a worktree outside it",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    // ...and every submodule folder's .git names a git dir of its own.
+    let listed = std::fs::read_to_string(worktree.join(".gitmodules")).unwrap_or_default();
+    for path in listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path"))
+        .filter_map(|l| l.trim_start().strip_prefix('='))
+        .map(str::trim)
+    {
+        let dotgit = worktree.join(path).join(".git");
+        let Ok(meta) = std::fs::symlink_metadata(&dotgit) else {
+            continue;
+        };
+        let points_inside = meta.is_file()
+            && std::fs::read_to_string(&dotgit).is_ok_and(|t| {
+                t.trim_end().strip_prefix("gitdir: ").is_some_and(|d| {
+                    canonical(&worktree.join(path).join(d)).is_some_and(|p| p.starts_with(&modules))
+                })
+            });
+        if !points_inside {
+            return Some(format!(
+                "submodule {path}'s .git does not name its own git dir"
+            ));
+        }
+    }
+    None
+}
+
+/// `core.worktree` of a git config file, when it sets one.
+fn core_worktree(config: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let mut in_core = false;
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_core = line.to_lowercase().starts_with("[core");
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=')
+            && in_core
+            && key.trim().eq_ignore_ascii_case("worktree")
+        {
+            found = Some(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    found
+}
+
+/// The first path `git status` reports in a worktree just reset (an untracked file that is not
+/// ignored, a tracked file that differs), or `None` when it is clean.
+pub fn first_change(worktree: &Path) -> Result<Option<String>> {
+    let out = Git::in_dir(worktree).run([
+        "-c",
+        "core.untrackedCache=false",
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=normal",
+        "--ignore-submodules=none",
+    ])?;
+    Ok(split_z(&out)
+        .next()
+        .map(|e| String::from_utf8_lossy(e).into_owned()))
+}

@@ -501,7 +501,7 @@ impl RunPlan {
     }
 
     /// What the worktree is made from: the base, or the commit being reverified.
-    pub fn checkout(&self) -> (&str, &str) {
+    pub fn checkout(&self) -> (&Oid, &TreeId) {
         match &self.target.mode {
             Mode::Build => (&self.target.base, &self.target.base_tree),
             Mode::Reverify { commit, tree } => (commit, tree),

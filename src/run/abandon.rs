@@ -114,7 +114,6 @@ pub fn abandon(repo: &Repo, dir: &RunDir, mut rec: RunRecord, why: &str) -> Resu
             pipeline_dir: repo.pipeline_dir(),
             run_id: rec.run_id.clone(),
             base: rec.base.clone(),
-            index: None,
             holds_slot: false,
         };
         match rollback::put_away(&git, &e.path, &owner) {

@@ -136,7 +136,7 @@ pub async fn execute_in(
             run.ending_of(driven, &cancel)
         }
         Err(_) if cancel.is_cancelled() => {
-            let _ = run.discard_worktree(None);
+            let _ = run.discard_worktree();
             run.log.rec.worktree = None;
             Ending::Interrupted
         }

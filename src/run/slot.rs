@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::git::{TreeId, worktree};
+use crate::git::{TreeId, objects, worktree};
 use crate::run::stages::rollback;
 use crate::run::state::Run;
 use crate::store::lock::{self, Slot};
@@ -59,11 +59,30 @@ fn classify(
         };
     };
     if !exists {
+        // Its folder was deleted, but a stopped run's record may still name it: taking the slot
+        // points that record elsewhere first.
+        if let Some(run_id) = state.run.clone().filter(|r| crate::ids::is_run_id(r))
+            && Store::new(pipeline_dir)
+                .open(&run_id, Default::default())
+                .read_record()
+                .is_ok_and(|r| !r.status.is_final())
+        {
+            return Found::Stopped(state, run_id);
+        }
         return Found::Empty;
     }
     let is_registered = registered
         .iter()
         .any(|e| worktree::same_path(&e.path, path));
+    // Made, but killed before git filled it: still empty, and ours.
+    let empty_and_ours = !is_symlink
+        && !is_registered
+        && state.identity.is_some()
+        && worktree::is_the_same_folder(path, state.identity)
+        && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    if empty_and_ours {
+        return Found::Empty;
+    }
     if is_symlink
         || state.identity.is_none()
         || !worktree::is_the_same_folder(path, state.identity)
@@ -121,9 +140,10 @@ impl Run<'_> {
             ) {
                 Found::Idle(state) => return self.claim(held, Place::Reused(n), state),
                 Found::Empty if empty.is_none() => empty = Some(held),
-                // Its own slot from before it was stopped.
+                // Its own slot from before it was stopped (during its setup: nothing of an
+                // agent's is in it).
                 Found::Stopped(state, other) if other == self.log.dir.id => {
-                    return self.claim(held, Place::Reused(n), state);
+                    return self.reclaim(held, state, &registered);
                 }
                 Found::Stopped(state, other) if stopped.is_none() => {
                     stopped = Some((held, state, other));
@@ -136,28 +156,43 @@ impl Run<'_> {
             }
         }
         if let Some(held) = empty {
-            let n = held.number;
-            // A folder deleted by hand may still be registered with git.
-            let path = slots::folder(&self.plan.landing.worktree_root, n);
-            if registered
-                .iter()
-                .any(|e| worktree::same_path(&e.path, &path))
-            {
-                worktree::remove(&self.ws.repo, &path)?;
-            }
-            slots::forget(&pipeline_dir, n)?;
-            return self.claim(held, Place::NewSlot(n), SlotState::default());
+            return self.reclaim(held, SlotState::default(), &registered);
         }
-        if let Some((held, state, other)) = stopped {
-            let n = held.number;
-            if self.take_over(n, &other)? {
-                return self.claim(held, Place::Reused(n), state);
-            }
+        if let Some((held, state, other)) = stopped
+            && self.take_over(held.number, &other)?
+        {
+            return self.reclaim(held, state, &registered);
         }
         // Every slot is in use: a worktree of the run's own, as without slots.
         self.ws.slot = Some(lock::acquire_slot_from(&pipeline_dir, max)?);
         self.ws.place = Place::OwnFolder;
         Ok(())
+    }
+
+    /// Slot `held` is this run's: reused when its folder is there, else made again (a folder
+    /// deleted by hand may still be registered with git: it is forgotten first).
+    fn reclaim(
+        &mut self,
+        held: Slot,
+        state: SlotState,
+        registered: &[worktree::Entry],
+    ) -> Result<()> {
+        let n = held.number;
+        let path = slots::folder(&self.plan.landing.worktree_root, n);
+        let is_registered = registered
+            .iter()
+            .any(|e| worktree::same_path(&e.path, &path));
+        if path.exists() && is_registered {
+            return self.claim(held, Place::Reused(n), state);
+        }
+        if is_registered {
+            worktree::remove(&self.ws.repo, &path)?;
+        } else if path.exists() {
+            // Only an empty folder of ours comes here (`classify`).
+            std::fs::remove_dir(&path).map_err(|e| Error::io_path("remove", &path, e))?;
+        }
+        slots::forget(&self.plan.target.repo.pipeline_dir(), n)?;
+        self.claim(held, Place::NewSlot(n), SlotState::default())
     }
 
     /// Slot `held` is this run's: recorded as such before anything is done in it.
@@ -180,6 +215,8 @@ impl Run<'_> {
         let dir = store.open(other, Default::default());
         let path = slots::folder(&self.plan.landing.worktree_root, n);
         let Ok(rec) = dir.read_record() else {
+            let leftovers = crate::safety::process::run_processes(&dir.path, Some(&path));
+            crate::safety::process::stop_pids(&leftovers);
             // No record: the archive ref is all that will know of the work.
             let why = "its worktree slot was reused after its record was lost";
             let rec_less = crate::run::abandon::archive_orphan(&self.ws.repo, other, &path, why)?;
@@ -192,6 +229,10 @@ impl Run<'_> {
         let Ok(_other_lock) = dir.lock() else {
             return Ok(false);
         };
+        // Its agents outlive a kill -9 of git-pipeline (process groups of their own): stopped
+        // before its state is archived, so nothing of theirs lands in the next run's worktree.
+        let leftovers = crate::safety::process::run_processes(&dir.path, Some(&path));
+        crate::safety::process::stop_pids(&leftovers);
         let why = format!(
             "its worktree slot was taken by run {} while it was stopped",
             self.log.dir.id
@@ -210,6 +251,7 @@ impl Run<'_> {
                 None => Some(crate::git::objects::tree_of(&self.ws.repo, &rec.base)?),
             };
             rec.resume.snapshot_tree = tree;
+            rec.archive = archive.clone();
             rec.worktree = Some(self.plan.landing.worktree_root.join(other));
             rec.worktree_identity = None;
             if rec.status == Status::Running {
@@ -232,43 +274,81 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// The run's worktree goes back to the pool (a slot) or is removed, with its branch.
-    pub(crate) fn discard_worktree(&self, tree: Option<&TreeId>) -> Result<()> {
-        rollback::discard(
+    /// The run's worktree goes back to the pool (a slot) or is removed, with its branch. The
+    /// record says so first: a kill in between leaves a record that no longer names the slot,
+    /// never one that names a slot another run then takes.
+    pub(crate) fn discard_worktree(&mut self) -> Result<()> {
+        let named = self.forget_worktree()?;
+        let done = rollback::discard(
             &self.ws.repo,
             &self.ws.worktree,
             self.ws.branch.as_ref(),
-            &self.owner(tree)?,
-        )
+            &self.owner(),
+        );
+        self.remember_worktree_if(named && done.is_err());
+        done
     }
 
     /// The run's worktree goes back to the pool (a slot) or is removed; its branch stays.
-    pub(crate) fn put_away_worktree(&self, tree: Option<&TreeId>) -> Result<()> {
-        rollback::put_away(&self.ws.repo, &self.ws.worktree, &self.owner(tree)?)
+    pub(crate) fn put_away_worktree(&mut self) -> Result<()> {
+        let named = self.forget_worktree()?;
+        let done = rollback::put_away(&self.ws.repo, &self.ws.worktree, &self.owner());
+        self.remember_worktree_if(named && done.is_err());
+        done
     }
 
-    /// This run as the owner of its worktree: a slot keeps the run's own index when it holds
-    /// `tree`, the worktree's state as it is now.
-    fn owner(&self, tree: Option<&TreeId>) -> Result<rollback::Owner> {
-        let index = match tree {
-            Some(t) => {
-                let path = self.log.dir.scratch("index")?;
-                path.exists().then(|| (path, t.clone()))
-            }
-            None => None,
-        };
-        Ok(rollback::Owner {
+    /// The record no longer names a worktree, durably; whether it named one.
+    fn forget_worktree(&mut self) -> Result<bool> {
+        let named = self.log.rec.worktree.take().is_some();
+        if named {
+            self.save()?;
+        }
+        Ok(named)
+    }
+
+    /// The worktree stayed (it could not be put away): the record names it again.
+    fn remember_worktree_if(&mut self, stayed: bool) {
+        if stayed {
+            self.log.rec.worktree = Some(self.ws.worktree.clone());
+            let _ = self.save();
+        }
+    }
+
+    /// This run as the owner of its worktree.
+    fn owner(&self) -> rollback::Owner {
+        rollback::Owner {
             pipeline_dir: self.plan.target.repo.pipeline_dir(),
             run_id: self.log.dir.id.clone(),
             base: self.plan.target.base.clone(),
-            index,
             holds_slot: true,
-        })
+        }
+    }
+
+    /// Keep the index git-pipeline's own checkout just wrote (before any agent) as the slot's
+    /// trusted index: the next reset rewrites every file whose stat changed since, which is
+    /// every file an agent or a gate touched.
+    pub(crate) fn trust_slot_index(&self, index: &Path, tree: &TreeId) -> Result<()> {
+        let (Place::NewSlot(n) | Place::Reused(n)) = self.ws.place else {
+            return Ok(());
+        };
+        let pipeline_dir = self.plan.target.repo.pipeline_dir();
+        slots::keep_index(&pipeline_dir, n, index)?;
+        let mut state = slots::read(&pipeline_dir, n)?.unwrap_or_default();
+        state.index_tree = Some(tree.clone());
+        slots::write(&pipeline_dir, n, &state)
     }
 
     /// Make the worktree in a new slot: registered, locked, recorded with its identity.
     pub(crate) fn make_slot(&self, n: u32, branch: Option<&str>, checkout: &str) -> Result<()> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
+        // The folder and its identity first, then git fills it: a kill -9 during the checkout
+        // leaves a slot that is known to be ours (its run resumes, or another takes it over).
+        std::fs::create_dir(&self.ws.worktree)
+            .map_err(|e| Error::io_path("create", &self.ws.worktree, e))?;
+        let mut state = slots::read(&pipeline_dir, n)?.unwrap_or_default();
+        state.identity = worktree::identity(&self.ws.worktree);
+        state.index_tree = None;
+        slots::write(&pipeline_dir, n, &state)?;
         if let Err(e) = worktree::add(
             &self.ws.repo,
             &self.ws.worktree,
@@ -282,14 +362,14 @@ impl Run<'_> {
                 .any(|entry| worktree::same_path(&entry.path, &self.ws.worktree));
             if half_made {
                 let _ = worktree::remove(&self.ws.repo, &self.ws.worktree);
+            } else {
+                // Only the empty folder made above (never one with anything in it).
+                let _ = std::fs::remove_dir(&self.ws.worktree);
             }
             slots::forget(&pipeline_dir, n)?;
             return Err(e);
         }
-        let mut state = slots::read(&pipeline_dir, n)?.unwrap_or_default();
-        state.identity = worktree::identity(&self.ws.worktree);
-        state.index_tree = None;
-        slots::write(&pipeline_dir, n, &state)
+        Ok(())
     }
 
     /// Reset slot `n` to the run's base, as a new checkout of it would be: the slot's own index
@@ -297,11 +377,12 @@ impl Run<'_> {
     /// `.gitattributes` changed, every file is.
     pub(crate) fn reset_slot(&self, n: u32, branch: Option<&str>, checkout: &str) -> Result<()> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
+        let common_dir = &self.plan.target.repo.common_dir;
         let path = &self.ws.worktree;
         let state = slots::read(&pipeline_dir, n)?.unwrap_or_default();
         if worktree::was_replaced(path, state.identity)
             || state.identity.is_none()
-            || !worktree::pointer_is_sound(path, &self.plan.target.repo.common_dir)
+            || !worktree::pointer_is_sound(path, common_dir)
         {
             return Err(Error::other(format!(
                 "worktree slot {n} at {} is not the folder git-pipeline made; not entering it",
@@ -309,19 +390,35 @@ impl Run<'_> {
             )));
         }
         let admin = worktree::paths(path)?.git_dir;
-        let trusted = match &state.index_tree {
-            Some(t) if !worktree::attributes_differ(&self.ws.repo, t, checkout)? => {
-                slots::install_index(&pipeline_dir, n, &admin.join("index"))?
-            }
-            _ => {
-                slots::forget_index(&pipeline_dir, n)?;
-                slots::install_index(&pipeline_dir, n, &admin.join("index"))?
+        let reset = match worktree::admin_tampering(path, &admin, common_dir) {
+            Some(why) => Err(why),
+            None => self.reset_in_place(n, (&state, &admin), branch, checkout),
+        };
+        let trusted = match reset {
+            Ok(trusted) => trusted,
+            // What a reset cannot make as new (a folder the last run made unreadable, a file the
+            // caches would have kept that is not ignored, git state pointing elsewhere) is not
+            // fixed in place: the slot is removed and made again, cold.
+            Err(why) => {
+                self.ui.warn(format!(
+                    "worktree slot {n}: {why}; making it again (its caches are lost)"
+                ));
+                worktree::remove(&self.ws.repo, path)?;
+                // The reset may have made the run's branch already (at the base: no agent ran).
+                if let Some(b) = branch
+                    && objects::ref_value(&self.ws.repo, &crate::git::refs::heads(b))?.is_some()
+                {
+                    worktree::delete_branch(&self.ws.repo, b)?;
+                }
+                slots::forget(&pipeline_dir, n)?;
+                let fresh = SlotState {
+                    run: Some(self.log.dir.id.clone()),
+                    ..SlotState::default()
+                };
+                slots::write(&pipeline_dir, n, &fresh)?;
+                return self.make_slot(n, branch, checkout);
             }
         };
-        // A killed git may have left its lock behind in the slot's admin folder.
-        let _ = std::fs::remove_file(admin.join("index.lock"));
-        worktree::lock(&self.ws.repo, path, &lock_reason(n))?;
-        worktree::reset_to(path, branch, checkout, &self.plan.landing.caches)?;
         self.ui.step(format!(
             "worktree slot {n}: reset to {} ({}; kept {})",
             &checkout[..checkout.len().min(12)],
@@ -337,6 +434,47 @@ impl Run<'_> {
             }
         ));
         Ok(())
+    }
+
+    /// The reset itself; `Err` says why the slot must be made again instead. `Ok(true)` when the
+    /// slot's trusted index decided which files were written.
+    fn reset_in_place(
+        &self,
+        n: u32,
+        (state, admin): (&SlotState, &Path),
+        branch: Option<&str>,
+        checkout: &str,
+    ) -> std::result::Result<bool, String> {
+        let pipeline_dir = self.plan.target.repo.pipeline_dir();
+        let attempt = || -> Result<(bool, Option<String>)> {
+            let trusted = match &state.index_tree {
+                Some(t) if !worktree::attributes_differ(&self.ws.repo, t, checkout)? => {
+                    slots::install_index(&pipeline_dir, n, &admin.join("index"))?
+                }
+                _ => {
+                    slots::forget_index(&pipeline_dir, n)?;
+                    slots::install_index(&pipeline_dir, n, &admin.join("index"))?
+                }
+            };
+            // A killed git may have left its lock behind in the slot's admin folder.
+            let _ = std::fs::remove_file(admin.join("index.lock"));
+            worktree::lock(&self.ws.repo, &self.ws.worktree, &lock_reason(n))?;
+            worktree::reset_to(
+                &self.ws.worktree,
+                branch,
+                checkout,
+                &self.plan.landing.caches,
+            )?;
+            Ok((trusted, worktree::first_change(&self.ws.worktree)?))
+        };
+        match attempt() {
+            Ok((trusted, None)) => Ok(trusted),
+            Ok((_, Some(change))) => Err(format!(
+                "after its reset it still differs from the base ({})",
+                change.trim()
+            )),
+            Err(e) => Err(format!("its reset failed ({e})")),
+        }
     }
 
     /// Slot `n`'s folder was made again (its old one was deleted): recorded as the slot's.
@@ -362,6 +500,20 @@ impl Run<'_> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
         for _ in 0..50 {
             if let Some(held) = lock::try_slot(&pipeline_dir, n)? {
+                let ours = slots::read(&pipeline_dir, n)?
+                    .is_some_and(|s| s.run.as_deref() == Some(self.log.dir.id.as_str()));
+                if !ours {
+                    return Err(Error::other_hint(
+                        format!(
+                            "worktree slot {n} no longer holds run {}'s worktree",
+                            self.log.dir.id
+                        ),
+                        format!(
+                            "its last state is archived at refs/pipeline/archive/{} when it had work; git pipeline abandon {} ends it",
+                            self.log.dir.id, self.log.dir.id
+                        ),
+                    ));
+                }
                 self.ws.slot = Some(held);
                 self.ws.place = Place::Reused(n);
                 return Ok(());

@@ -805,7 +805,7 @@ impl<'a> Run<'a> {
                 // Its tree ships in the parent's commit; nothing here needs keeping.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                self.discard_worktree(self.ws.last_tree.as_ref())?;
+                self.discard_worktree()?;
                 self.log.rec.worktree = None;
                 self.log.rec.rolled_back = true;
             }
@@ -820,7 +820,7 @@ impl<'a> Run<'a> {
                 // Nothing was built here: the worktree and branch go, the workstreams make theirs.
                 self.log.rec.status = Status::Succeeded;
                 let _guard = self.repo_lock()?;
-                self.discard_worktree(self.ws.last_tree.as_ref())?;
+                self.discard_worktree()?;
                 self.log.rec.worktree = None;
                 self.log.rec.branch = String::new();
                 self.log.dir.event(
@@ -899,14 +899,9 @@ impl<'a> Run<'a> {
         // Take the state as the agent left it. When that cannot be read (a nested repository
         // without a commit, unreadable files), the worktree is the only copy of the work: it is
         // kept, whatever else happens.
-        // The tree our own index now holds: what a slot keeps for the next run's checkout.
-        let mut indexed: Option<crate::git::TreeId> = None;
         let (tree, mut unarchivable) = if wt_exists {
             match self.ws.snap.as_ref().map(|s| s.tree()) {
-                Some(Ok(t)) => {
-                    indexed = Some(t.clone());
-                    (Some(t), self.keep_reason.clone())
-                }
+                Some(Ok(t)) => (Some(t), self.keep_reason.clone()),
                 Some(Err(e)) => (self.ws.last_tree.clone(), Some(e.to_string())),
                 None => (self.ws.last_tree.clone(), self.keep_reason.clone()),
             }
@@ -985,7 +980,7 @@ impl<'a> Run<'a> {
         if replaced {
             // git still has the worktree registered on the branch: both stay for the user.
         } else if self.log.rec.worktree.is_some() || tip.is_some() {
-            self.discard_worktree(indexed.as_ref())?;
+            self.discard_worktree()?;
         }
         self.log.rec.worktree = None;
         self.log.rec.rolled_back = true;

@@ -54,7 +54,7 @@ impl Run<'_> {
         drop(guard);
         if let Err(e) = added {
             // git may leave a half-made worktree or branch behind; both are ours to remove.
-            let _ = self.discard_worktree(None);
+            let _ = self.discard_worktree();
             return Err(e);
         }
         let wt_paths = self.attach()?;
@@ -62,6 +62,7 @@ impl Run<'_> {
         if let Some(snap) = &self.ws.snap {
             snap.seed()?;
         }
+        self.trust_slot_index(&self.log.dir.scratch("index")?, checkout_tree)?;
         let submodules = prepare::init_submodules(&self.ws.worktree)?;
         let copied = match &self.plan.target.repo.main_worktree {
             Some(main) => {
@@ -149,13 +150,33 @@ impl Run<'_> {
             .into_iter()
             .any(|e| worktree::same_path(&e.path, &self.ws.worktree));
         if self.log.rec.worktree.is_none() && self.ws.place != Place::OwnFolder {
-            // Stopped during setup, now in a slot: its reset makes it as new.
+            // Stopped during setup, now in a slot: its reset makes it as new, on the run's branch
+            // made again (an earlier reset may have made it, at the base: no agent ran yet).
+            if let Some(b) = &self.ws.branch
+                && let Some(tip) = objects::ref_value(&self.ws.repo, &b.full())?
+            {
+                if tip != self.plan.target.base {
+                    return Err(Error::other(format!(
+                        "run {}'s branch {b} moved before its worktree was ready; not resetting it",
+                        self.log.dir.id
+                    )));
+                }
+                if registered
+                    && worktree::pointer_is_sound(
+                        &self.ws.worktree,
+                        &self.plan.target.repo.common_dir,
+                    )
+                {
+                    worktree::detach_head(&self.ws.worktree, &self.plan.target.base)?;
+                }
+                worktree::delete_branch(&self.ws.repo, b.as_str())?;
+            }
             return self.setup();
         }
         if self.log.rec.worktree.is_none() {
             // Stopped during setup: nothing an agent made is in there yet.
             if registered || self.ws.worktree.exists() {
-                self.discard_worktree(None)?;
+                self.discard_worktree()?;
             }
             if self.ws.worktree.exists() {
                 std::fs::remove_dir_all(&self.ws.worktree)

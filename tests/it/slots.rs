@@ -577,3 +577,61 @@ fn a_reused_slot_has_fresh_submodules_and_worktreeinclude_copies() {
     theirs.retain(|(p, _)| !p.starts_with("sub/.git"));
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn a_slot_the_reset_cannot_make_new_is_made_again() {
+    // A file that is not ignored, planted in a folder named like a cache (`build/` keeps Gradle's
+    // output, and here also matches a source package), and a folder made unreadable: run 2 gets
+    // a slot made again, with neither.
+    let repo = TestRepo::new();
+    repo.write(".gitignore", "/build/\n");
+    repo.commit_all("ignore the build output");
+    repo.agents(
+        &[
+            "*:write:src/com/acme/build/Evil.java:class Evil {}",
+            "*:write:build/out.bin:cached",
+            "*:run:mkdir -p locked/deep && touch locked/deep/f && chmod 000 locked/deep",
+        ],
+        &["*:reject:no"],
+        "[run]\ncaches = [\"build/\"]\n[verify]\nmax_rounds = 1\n",
+    );
+    assert_ne!(repo.pipeline(&["run", "--json", "add the helper"]).code, 0);
+    let first = repo.run_ids().into_iter().max().expect("id");
+    // The unreadable folder may keep the first run's worktree (it cannot be archived): done with.
+    if repo.worktree_of(&first).is_some() {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwX"])
+            .arg(repo.slot(0))
+            .status();
+        repo.pipeline(&["abandon", &first]).assert_code(0);
+        let _ = std::process::Command::new("chmod")
+            .arg("000")
+            .arg(repo.slot(0).join("locked/deep"))
+            .status();
+    }
+    let inspect = repo.root().join("logs/inspect");
+    repo.agents(
+        &[
+            &format!("*:copyout:{}", inspect.display()),
+            "*:write:src/b.rs:b",
+        ],
+        &["*:approve"],
+        "[run]\ncaches = [\"build/\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("worktree slot 0:") && out.stderr.contains("making it again"),
+        "{}",
+        out.stderr
+    );
+    assert!(!inspect.join("src/com/acme/build/Evil.java").exists());
+    assert!(!inspect.join("locked").exists());
+    let builder = repo
+        .calls()
+        .into_iter()
+        .rfind(|c| c.starts_with("role=builder"))
+        .expect("builder");
+    assert_eq!(cwd_of(&builder), repo.slot(0).display().to_string());
+    assert!(repo.busy_worktrees().is_empty());
+}

@@ -90,7 +90,7 @@ impl Run<'_> {
             commit.short(),
             commit.short()
         ));
-        if let Err(e) = self.put_away_worktree(Some(tree)) {
+        if let Err(e) = self.put_away_worktree() {
             self.ui
                 .warn(format!("the run's worktree could not be removed: {e}"));
         } else {

@@ -29,12 +29,19 @@ pub fn archive(
     {
         parents.push(tip);
     }
+    let name = format!("{ARCHIVE_PREFIX}{run_id}");
+    let old = objects::ref_value(repo, &name)?;
+    // An earlier archive of the same run (its slot was taken while it was stopped) stays
+    // reachable from the new one: archiving again never drops work.
+    if let Some(o) = &old
+        && !parents.contains(&o.as_str())
+    {
+        parents.push(o.as_str());
+    }
     let message = format!(
         "git-pipeline: archive of run {run_id}\n\nThe run was rolled back: {why}\nThis commit holds the worktree as the run left it.\n\nPipeline-Run: {run_id}\n"
     );
     let commit = objects::commit_tree(repo, tree, &parents, &message, &[])?;
-    let name = format!("{ARCHIVE_PREFIX}{run_id}");
-    let old = objects::ref_value(repo, &name)?;
     objects::update_ref(
         repo,
         &name,
@@ -51,9 +58,6 @@ pub struct Owner {
     pub run_id: String,
     /// Where a slot's HEAD goes when it names no commit (the run's base).
     pub base: crate::git::Oid,
-    /// The run's own index and the tree it holds (its last snapshot of the worktree as it is
-    /// now): a slot keeps it, so that the next run's checkout writes only what differs.
-    pub index: Option<(PathBuf, TreeId)>,
     /// Whether the caller holds the slot's lock already (the run itself does).
     pub holds_slot: bool,
 }
@@ -105,16 +109,6 @@ pub fn put_away(repo: &Git, wt: &Path, owner: &Owner) -> Result<()> {
         };
         worktree::detach_head(wt, &owner.base)?;
         let mut state = slots::read(&owner.pipeline_dir, n)?.unwrap_or_default();
-        state.index_tree = match &owner.index {
-            Some((index, tree)) => {
-                slots::keep_index(&owner.pipeline_dir, n, index)?;
-                Some(tree.clone())
-            }
-            None => {
-                slots::forget_index(&owner.pipeline_dir, n)?;
-                None
-            }
-        };
         state.run = None;
         state.kept = false;
         return slots::write(&owner.pipeline_dir, n, &state);

@@ -440,7 +440,7 @@ impl Run<'_> {
         }
         self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
-        match self.put_away_worktree(Some(tree)) {
+        match self.put_away_worktree() {
             Ok(()) => self.log.rec.worktree = None,
             Err(e) => {
                 self.ui.warn(format!(
