@@ -608,10 +608,14 @@ fn core_worktree(config: &Path) -> Option<String> {
     found
 }
 
-/// The first path `git status` reports in a worktree just reset (an untracked file that is not
-/// ignored, a tracked file that differs), or `None` when it is clean.
-pub fn first_change(worktree: &Path) -> Result<Option<String>> {
-    let out = Git::in_dir(worktree).run([
+/// The first path `git status` reports under the kept folders `keep` of a worktree just reset
+/// (an untracked file that is not ignored survives `git clean -x -e <keep>` there, and only
+/// there), or `None` when there is none.
+pub fn first_change(worktree: &Path, keep: &[String]) -> Result<Option<String>> {
+    if keep.is_empty() {
+        return Ok(None);
+    }
+    let mut args: Vec<String> = [
         "-c",
         "core.untrackedCache=false",
         "--no-optional-locks",
@@ -620,7 +624,18 @@ pub fn first_change(worktree: &Path) -> Result<Option<String>> {
         "-z",
         "--untracked-files=normal",
         "--ignore-submodules=none",
-    ])?;
+        "--",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for pattern in keep {
+        let folder = pattern.trim_end_matches('/');
+        args.push(match folder.strip_prefix('/') {
+            Some(anchored) => format!(":(glob){anchored}/**"),
+            None => format!(":(glob)**/{folder}/**"),
+        });
+    }
+    let out = Git::in_dir(worktree).run(&args)?;
     Ok(split_z(&out)
         .next()
         .map(|e| String::from_utf8_lossy(e).into_owned()))

@@ -465,7 +465,8 @@ impl Run<'_> {
                 checkout,
                 &self.plan.landing.caches,
             )?;
-            Ok((trusted, worktree::first_change(&self.ws.worktree)?))
+            let caches = &self.plan.landing.caches;
+            Ok((trusted, worktree::first_change(&self.ws.worktree, caches)?))
         };
         match attempt() {
             Ok((trusted, None)) => Ok(trusted),

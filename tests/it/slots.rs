@@ -635,3 +635,47 @@ fn a_slot_the_reset_cannot_make_new_is_made_again() {
     assert_eq!(cwd_of(&builder), repo.slot(0).display().to_string());
     assert!(repo.busy_worktrees().is_empty());
 }
+
+#[test]
+fn a_submodule_pointed_at_your_own_is_never_reset() {
+    // The agent points the slot's submodule at your checkout's submodule git dir, whose
+    // worktree is your `sub/`: resetting the slot's submodules through it would discard your
+    // work there. The slot is made again instead.
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    repo.agents(
+        &[
+            "*:run:printf 'gitdir: %s\\n' ROOT/repo/.git/modules/sub > sub/.git",
+            "*:write:src/a.rs:a",
+        ],
+        &["*:reject:no"],
+        "[run]\nsandbox = \"off\"\n[verify]\nmax_rounds = 1\n",
+    );
+    assert_ne!(repo.pipeline(&["run", "--json", "add the helper"]).code, 0);
+    let first = repo.run_ids().into_iter().max().expect("id");
+    if repo.worktree_of(&first).is_some() {
+        repo.pipeline(&["abandon", &first]).assert_code(0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(repo.slot(0).join("sub/.git")).expect("the planted pointer"),
+        format!("gitdir: {}\n", repo.path.join(".git/modules/sub").display())
+    );
+    // Your own work inside your submodule.
+    std::fs::write(repo.path.join("sub/s.txt"), "s\nmine, not committed\n").expect("edit");
+    std::fs::write(repo.path.join("sub/mine.txt"), "untracked, mine\n").expect("untracked");
+    repo.agents(
+        &["*:write:src/b.rs:b"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("making it again"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join("sub/s.txt")).expect("yours"),
+        "s\nmine, not committed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join("sub/mine.txt")).expect("yours"),
+        "untracked, mine\n"
+    );
+}
