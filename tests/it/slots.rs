@@ -4,6 +4,7 @@
 //! changed; `clean` reports slots and removes idle ones on request; a slot that is not the folder
 //! git-pipeline made is never entered.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::TestRepo;
@@ -30,6 +31,17 @@ fn control(repo: &TestRepo, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Where the last builder call worked.
+fn last_builder_cwd(repo: &TestRepo) -> String {
+    cwd_of(
+        &repo
+            .calls()
+            .into_iter()
+            .rfind(|c| c.starts_with("role=builder"))
+            .expect("a builder call"),
+    )
+}
+
 fn cwd_of(call: &str) -> String {
     call.split(' ')
         .find_map(|f| f.strip_prefix("cwd="))
@@ -42,26 +54,10 @@ fn a_reused_slot_holds_exactly_a_new_checkouts_files_and_keeps_only_the_caches()
     let repo = TestRepo::new();
     // Filters, line endings, an executable, a symlink, a post-checkout hook; a Cargo project, so
     // `target/` is the cache a slot keeps.
-    repo.git(&["config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m"]);
-    repo.git(&["config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m"]);
-    repo.git(&["config", "filter.rot13.required", "true"]);
-    repo.write(
-        ".gitattributes",
-        "*.secret filter=rot13\n*.bat text eol=crlf\n",
-    );
+    crate::worktree_prep::with_checkout_rules(&repo);
     repo.write(".gitignore", "target/\n*.log\n");
     repo.write("Cargo.toml", "[package]\nname = \"demo\"\n");
-    repo.write("data/a.secret", "Hello Secret\n");
     repo.write("doc.txt", "one\ntwo\n");
-    repo.write("run.bat", "echo one\necho two\n");
-    repo.write("bin/tool", "#!/bin/sh\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        repo.path.join("bin/tool"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
-    std::os::unix::fs::symlink("../README.md", repo.path.join("bin/readme")).expect("symlink");
     repo.commit_all("content");
     repo.write(".git/info/exclude", ".post-checkout-ran\n");
     repo.hook(
@@ -117,13 +113,7 @@ fn a_reused_slot_holds_exactly_a_new_checkouts_files_and_keeps_only_the_caches()
         user_before,
         "the user's checkout is untouched"
     );
-    let calls = repo.calls();
-    let builder = calls
-        .iter()
-        .rev()
-        .find(|c| c.starts_with("role=builder"))
-        .expect("builder call");
-    assert_eq!(cwd_of(builder), repo.slot(0).display().to_string());
+    assert_eq!(last_builder_cwd(&repo), repo.slot(0).display().to_string());
 
     // Exactly the files of a new checkout of the base, plus the cache, which is kept.
     assert_eq!(without_cache(&inspect), files_of(&control));
@@ -268,13 +258,8 @@ fn a_killed_runs_slot_is_archived_then_reused_and_the_run_still_resumes() {
         repo.git(&["show", &format!("{commit}:src/a.rs")]),
         "from the first run"
     );
-    let builder = repo
-        .calls()
-        .into_iter()
-        .rfind(|c| c.starts_with("role=builder"))
-        .expect("builder");
     assert_eq!(
-        cwd_of(&builder),
+        last_builder_cwd(&repo),
         repo.worktree_root().join(&first).display().to_string()
     );
     assert!(repo.busy_worktrees().is_empty());
@@ -455,13 +440,8 @@ fn a_slot_replaced_by_a_symlink_or_another_folder_is_left_alone() {
             "{how}: {}",
             out.stderr
         );
-        let builder = repo
-            .calls()
-            .into_iter()
-            .rfind(|c| c.starts_with("role=builder"))
-            .expect("builder");
         assert_eq!(
-            cwd_of(&builder),
+            last_builder_cwd(&repo),
             repo.slot(1).display().to_string(),
             "{how}"
         );
@@ -503,16 +483,7 @@ fn a_kept_failure_holds_its_slot_until_it_is_abandoned() {
 
     repo.agents(&["*:write:src/b.rs:b"], &["*:approve"], "");
     repo.pipeline(&["run", "add the helper"]).assert_code(0);
-    let last_cwd = |repo: &TestRepo| {
-        cwd_of(
-            &repo
-                .calls()
-                .into_iter()
-                .rfind(|c| c.starts_with("role=builder"))
-                .expect("builder"),
-        )
-    };
-    assert_eq!(last_cwd(&repo), repo.slot(1).display().to_string());
+    assert_eq!(last_builder_cwd(&repo), repo.slot(1).display().to_string());
     assert_eq!(
         std::fs::read_to_string(repo.slot(0).join("src/a.rs")).expect("kept work"),
         "a\n"
@@ -520,7 +491,7 @@ fn a_kept_failure_holds_its_slot_until_it_is_abandoned() {
 
     repo.pipeline(&["abandon", &kept_id]).assert_code(0);
     repo.pipeline(&["run", "add the helper"]).assert_code(0);
-    assert_eq!(last_cwd(&repo), repo.slot(0).display().to_string());
+    assert_eq!(last_builder_cwd(&repo), repo.slot(0).display().to_string());
     assert!(repo.busy_worktrees().is_empty());
 }
 
@@ -565,12 +536,7 @@ fn a_reused_slot_has_fresh_submodules_and_worktreeinclude_copies() {
     std::fs::write(control.join(".env"), "FROM=your checkout\n").expect("the include, as copied");
     let out = repo.pipeline(&["run", "--json", "add the helper"]);
     out.assert_code(0);
-    let builder = repo
-        .calls()
-        .into_iter()
-        .rfind(|c| c.starts_with("role=builder"))
-        .expect("builder");
-    assert_eq!(cwd_of(&builder), repo.slot(0).display().to_string());
+    assert_eq!(last_builder_cwd(&repo), repo.slot(0).display().to_string());
     let mut ours = files_of(&inspect);
     ours.retain(|(p, _)| !p.starts_with("sub/.git"));
     let mut theirs = files_of(&control);
@@ -627,12 +593,7 @@ fn a_slot_the_reset_cannot_make_new_is_made_again() {
     );
     assert!(!inspect.join("src/com/acme/build/Evil.java").exists());
     assert!(!inspect.join("locked").exists());
-    let builder = repo
-        .calls()
-        .into_iter()
-        .rfind(|c| c.starts_with("role=builder"))
-        .expect("builder");
-    assert_eq!(cwd_of(&builder), repo.slot(0).display().to_string());
+    assert_eq!(last_builder_cwd(&repo), repo.slot(0).display().to_string());
     assert!(repo.busy_worktrees().is_empty());
 }
 

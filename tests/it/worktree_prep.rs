@@ -1,6 +1,7 @@
 //! The run's worktree is what `git` itself would check out (filters, line endings, hooks,
 //! submodules), plus the ignored files the project asks for; LFS without git-lfs stops the run.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::TestRepo;
@@ -34,10 +35,9 @@ pub(crate) fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-#[test]
-fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
-    let repo = TestRepo::new();
-    // A smudge/clean filter of the kind LFS uses, line-ending rules, an executable, a symlink.
+/// Content whose checkout is not its blobs: a smudge/clean filter of the kind LFS uses,
+/// line-ending rules, an executable, a symlink (not committed).
+pub(crate) fn with_checkout_rules(repo: &TestRepo) {
     repo.git(&["config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m"]);
     repo.git(&["config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m"]);
     repo.git(&["config", "filter.rot13.required", "true"]);
@@ -48,13 +48,18 @@ fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
     repo.write("data/a.secret", "Hello Secret\n");
     repo.write("run.bat", "echo one\necho two\n");
     repo.write("bin/tool", "#!/bin/sh\n");
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         repo.path.join("bin/tool"),
         std::fs::Permissions::from_mode(0o755),
     )
     .expect("chmod");
     std::os::unix::fs::symlink("../README.md", repo.path.join("bin/readme")).expect("symlink");
+}
+
+#[test]
+fn checkout_matches_git_worktree_add_with_filters_eol_symlinks_and_hooks() {
+    let repo = TestRepo::new();
+    with_checkout_rules(&repo);
     repo.commit_all("content with attributes");
     // The stored blob is the clean (rot13) form; the checkout shows the smudged form.
     assert_eq!(
