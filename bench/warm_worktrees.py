@@ -27,6 +27,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_overhead  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 AGENT = os.path.join(ROOT, "fixtures", "agents", "fake-agent")
@@ -47,22 +50,17 @@ def timed(cmd, cwd, env):
 
 
 def bench_env(tmp):
-    """A home of its own (git identity, git-pipeline's personal config), the user's toolchains."""
-    home = os.path.join(tmp, "home")
-    os.makedirs(os.path.join(home, ".config"), exist_ok=True)
-    with open(os.path.join(home, ".gitconfig"), "w") as f:
-        f.write("[user]\n\tname = Bench\n\temail = bench@example.com\n")
+    """run_overhead's environment (a home of its own: git identity, git-pipeline's personal
+    config), with the user's toolchains."""
+    env = run_overhead.bench_env(tmp)
+    home = env["HOME"]
     real_home = os.path.expanduser("~")
-    env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
-               GIT_CONFIG_GLOBAL=os.path.join(home, ".gitconfig"), GIT_CONFIG_NOSYSTEM="1",
-               LC_ALL="C",
-               # The toolchains and their download caches stay the user's: what is measured is
-               # the project's build, not fetching crates or packages.
-               CARGO_HOME=os.environ.get("CARGO_HOME", os.path.join(real_home, ".cargo")),
+    # The toolchains and their download caches stay the user's: what is measured is the
+    # project's build, not fetching crates or packages.
+    env.update(CARGO_HOME=os.environ.get("CARGO_HOME", os.path.join(real_home, ".cargo")),
                RUSTUP_HOME=os.environ.get("RUSTUP_HOME", os.path.join(real_home, ".rustup")),
                npm_config_cache=os.path.join(real_home, ".npm"))
-    for v in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "CARGO_TARGET_DIR"):
-        env.pop(v, None)
+    env.pop("CARGO_TARGET_DIR", None)
     # The sandbox must let the gate use those caches: they are the person's, named in their
     # personal config as a user would.
     os.makedirs(os.path.join(home, ".config", "git-pipeline"), exist_ok=True)
