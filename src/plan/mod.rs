@@ -631,9 +631,9 @@ impl RunPlan {
             )));
         }
         let gates = pick_gates(&loaded, args)?;
-        check_gate_programs(&git, &base, &gates, &search_dir)?;
+        check_gate_programs(&git, &base, ("gate", &gates), &search_dir)?;
         let setup_gates: Vec<GateConfig> = c.setup.iter().map(|s| s.as_gate()).collect();
-        check_gate_programs(&git, &base, &setup_gates, &search_dir)?;
+        check_gate_programs(&git, &base, ("setup step", &setup_gates), &search_dir)?;
         // A workstream's result goes to its bundle's integration branch, not to the base.
         let (ship, base_branch) = if args.bundle.is_some() {
             (ShipMode::Branch, None)
@@ -1007,7 +1007,7 @@ fn build_scope(loaded: &LoadedConfig, args: &RunArgs, root: Option<&Path>) -> Re
 fn check_gate_programs(
     git: &crate::git::Git,
     base: &str,
-    gates: &[GateConfig],
+    (what, gates): (&str, &[GateConfig]),
     search_dir: &Path,
 ) -> Result<()> {
     for g in gates {
@@ -1023,11 +1023,11 @@ fn check_gate_programs(
         if !found {
             return Err(Error::usage_hint(
                 format!(
-                    "gate {:?}: `{program}` is not found, so the gate would fail every attempt",
+                    "{what} {:?}: `{program}` is not found, so the {what} would fail every attempt",
                     g.name.get_ref()
                 ),
                 format!(
-                    "install {program}, or change the gate's command (git pipeline doctor checks every gate)"
+                    "install {program}, or change the {what}'s command (git pipeline doctor checks each one)"
                 ),
             ));
         }

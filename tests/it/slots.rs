@@ -308,6 +308,23 @@ fn setup_runs_once_per_slot_and_again_only_when_its_lockfile_changes() {
 
 #[test]
 fn a_failing_setup_stops_the_run_before_any_agent_and_setup_may_write_ignored_files_only() {
+    // A setup program that is not there: refused before anything is made.
+    let repo = TestRepo::new();
+    repo.agents(
+        &["*:write:src/a.rs:a"],
+        &["*:approve"],
+        "[[setup]]\nname = \"deps\"\ncommand = [\"no-such-installer\"]\n",
+    );
+    let before = repo.user_state();
+    let out = repo.pipeline(&["run", "add the helper"]);
+    out.assert_code(3);
+    assert_eq!(
+        out.error_line(),
+        "error: setup step \"deps\": `no-such-installer` is not found, so the setup step would fail every attempt"
+    );
+    assert_eq!(repo.user_state(), before);
+    assert!(repo.run_ids().is_empty() && repo.linked_worktrees().is_empty());
+
     let repo = TestRepo::new();
     repo.agents(
         &["*:write:src/a.rs:a"],
