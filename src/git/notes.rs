@@ -98,3 +98,60 @@ pub fn fetch_notes(git: &Git, remote: &str, notes_ref: &str, into: &str) -> Resu
         "check the remote's name or URL, and that this machine can fetch from it",
     ))
 }
+
+/// One note that differs between two values of a notes ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteChange {
+    /// The annotated object.
+    pub object: String,
+    /// Its note blob before and after (`None`: no note).
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// The notes that differ between two values of a notes ref (`None`: the ref did not exist).
+pub fn changes(git: &Git, old: Option<&str>, new: Option<&str>) -> Result<Vec<NoteChange>> {
+    let read = |rev: Option<&str>| match rev {
+        Some(r) => read_notes_index(git, r),
+        None => Ok(HashMap::new()),
+    };
+    let (before, after) = (read(old)?, read(new)?);
+    let mut out: Vec<NoteChange> = after
+        .iter()
+        .filter(|(object, blob)| before.get(*object) != Some(*blob))
+        .map(|(object, blob)| NoteChange {
+            object: object.clone(),
+            old: before.get(object).cloned(),
+            new: Some(blob.clone()),
+        })
+        .chain(
+            before
+                .iter()
+                .filter(|(object, _)| !after.contains_key(*object))
+                .map(|(object, blob)| NoteChange {
+                    object: object.clone(),
+                    old: Some(blob.clone()),
+                    new: None,
+                }),
+        )
+        .collect();
+    out.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(out)
+}
+
+/// Make `object`'s note on `notes_ref` the blob `blob` again, or remove it (`None`), keeping
+/// every other note as it is now.
+pub fn put_note_back(git: &Git, notes_ref: &str, object: &str, blob: Option<&str>) -> Result<()> {
+    match blob {
+        Some(blob) => git.run(["notes", "--ref", notes_ref, "add", "-f", "-C", blob, object])?,
+        None => git.run([
+            "notes",
+            "--ref",
+            notes_ref,
+            "remove",
+            "--ignore-missing",
+            object,
+        ])?,
+    };
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! edited in a submodule without a commit there, and a gitlink moved to a commit that exists
 //! only in the run's worktree (its submodule repository goes when the worktree does).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Git, Opts, split_z};
@@ -35,13 +36,135 @@ pub fn dirty(git: &Git) -> Result<Vec<String>> {
     Ok(dirty)
 }
 
-/// Gitlinks the change from `base_tree` to `tree` moves to a commit that no remote-tracking
-/// branch of that submodule (in `worktree`) contains: (path, commit).
+/// Where a submodule's commits come from, as it was before any agent ran: afterwards its refs
+/// and config are the agent's to write, these are not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// The URL the superproject's config names for it.
+    pub urls: Vec<String>,
+    /// The commits its remote-tracking branches pointed at.
+    pub tips: Vec<String>,
+}
+
+/// Each submodule's [`Origin`], by path.
+pub fn origins(worktree: &Path) -> Result<BTreeMap<String, Origin>> {
+    let git = Git::in_dir(worktree);
+    let out = git.run(["ls-files", "-z", "--stage"])?;
+    // name -> path, from the checked-out `.gitmodules`.
+    let names: Vec<(String, String)> = git
+        .output(
+            [
+                "config",
+                "-f",
+                ".gitmodules",
+                "--get-regexp",
+                "^submodule\\..*\\.path$",
+            ],
+            Opts::default(),
+        )
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let (key, path) = l.split_once(' ')?;
+                    let name = key.strip_prefix("submodule.")?.strip_suffix(".path")?;
+                    Some((name.to_owned(), path.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut origins = BTreeMap::new();
+    for entry in split_z(&out) {
+        // "<mode> <id> <stage>\t<path>"
+        let text = String::from_utf8_lossy(entry);
+        let (Some(("160000", _)), Some((_, path))) = (text.split_once(' '), text.split_once('\t'))
+        else {
+            continue;
+        };
+        let inside = Git::in_dir(worktree.join(path));
+        let lines = |args: &[&str]| {
+            inside
+                .output(args, Opts::default())
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        // The URL the superproject's own config gives it (from `.gitmodules` at init), not the
+        // submodule's remote config: that lives in the worktree's admin folder, which a
+        // reused slot's earlier agent could write.
+        let name = names
+            .iter()
+            .find(|(_, p)| p == path)
+            .map_or(path, |(n, _)| n.as_str());
+        let url = git
+            .output(
+                ["config", "--get", &format!("submodule.{name}.url")],
+                Opts::default(),
+            )
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|u| !u.is_empty());
+        origins.insert(
+            path.to_owned(),
+            Origin {
+                urls: url.into_iter().collect(),
+                tips: lines(&["for-each-ref", "--format=%(objectname)", "refs/remotes/"]),
+            },
+        );
+    }
+    Ok(origins)
+}
+
+/// Whether `commit` is in the history of one of `tips`, in the repository `inside`.
+fn reachable_from(inside: &Git, commit: &str, tips: &[String]) -> bool {
+    if tips.is_empty() {
+        return false;
+    }
+    // Nothing of `commit`'s history is left once every tip's is taken away: it is on one.
+    let mut args = vec![
+        "rev-list",
+        "--ignore-missing",
+        "--max-count=1",
+        commit,
+        "--not",
+    ];
+    args.extend(tips.iter().map(String::as_str));
+    inside
+        .output(args, Opts::default())
+        .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+}
+
+/// The commits a remote's branches and tags point at now (`git ls-remote`).
+fn remote_heads(inside: &Git, url: &str) -> Vec<String> {
+    inside
+        .output(["ls-remote", "--", url], Opts::default())
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split('\t').next().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Gitlinks the change from `base_tree` to `tree` moves to a commit that none of that
+/// submodule's remote-tracking tips (as [`origins`] read them before the agents ran)
+/// contains, nor any branch of the remotes it named then: (path, commit).
 pub fn unpublished(
     git: &Git,
     worktree: &Path,
     base_tree: &str,
     tree: &str,
+    origins: &BTreeMap<String, Origin>,
 ) -> Result<Vec<(String, String)>> {
     let out = git.run(["diff-tree", "-r", "-z", "--no-renames", base_tree, tree])?;
     let mut fields = split_z(&out);
@@ -62,19 +185,15 @@ pub fn unpublished(
     let mut unpublished = Vec::new();
     for (path, commit) in moved {
         let inside = Git::in_dir(worktree.join(&path));
-        let on_a_remote = inside
-            .output(
-                [
-                    "for-each-ref",
-                    "--count=1",
-                    "--contains",
-                    &commit,
-                    "refs/remotes/",
-                ],
-                Opts::default(),
-            )
-            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-        if !on_a_remote {
+        let origin = origins.get(&path).cloned().unwrap_or_default();
+        // Published when a tip read before the agents ran has it; else ask the remotes those
+        // URLs name (an agent may have fetched a newer commit of the dependency).
+        let published = reachable_from(&inside, &commit, &origin.tips)
+            || origin
+                .urls
+                .iter()
+                .any(|url| reachable_from(&inside, &commit, &remote_heads(&inside, url)));
+        if !published {
             unpublished.push((path, commit));
         }
     }

@@ -1068,12 +1068,36 @@ fn user_glob(flag: &str, glob: &str, root: Option<&Path>) -> Result<String> {
 /// the script of `sh tools/check.sh`): a builder that rewrote them would decide its own
 /// verdict or gate, so they are never in its scope.
 fn checker_programs(loaded: &LoadedConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for config::AgentEntry(list) in loaded.config.agents.values() {
+        for spec in list {
+            if let config::CommandSpec::Argv(argv) = spec.command.get_ref() {
+                out.extend(argv_programs(argv));
+            }
+        }
+    }
+    for g in &loaded.config.gates {
+        out.extend(argv_programs(g.command.get_ref()));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The paths inside the repository that a command line runs, as globs: its program; through
+/// `env [VAR=value]...`, the program after; for an interpreter, the script (after its options),
+/// the programs of a shell's `-c` script, and a dotted `-m` module's file or package.
+fn argv_programs(argv: &[String]) -> Vec<String> {
+    argv_programs_at(argv, 0)
+}
+
+fn argv_programs_at(argv: &[String], depth: u32) -> Vec<String> {
     const INTERPRETERS: &[&str] = &[
-        "sh", "bash", "zsh", "python", "python3", "node", "ruby", "perl",
+        "sh", "bash", "dash", "zsh", "python", "python3", "node", "ruby", "perl", "deno", "bun",
     ];
     let in_repo = |p: &str| -> Option<String> {
         let path = Path::new(p);
-        if path.is_absolute() || !p.contains('/') || p.contains('{') {
+        if path.is_absolute() || !p.contains('/') || p.contains('{') || p.starts_with('-') {
             return None;
         }
         let clean: std::path::PathBuf = path
@@ -1083,31 +1107,74 @@ fn checker_programs(loaded: &LoadedConfig) -> Vec<String> {
         Some(globset::escape(&clean.to_string_lossy()))
     };
     let mut out = Vec::new();
-    let mut add = |argv: &[String]| {
-        let Some(first) = argv.first() else { return };
-        out.extend(in_repo(first));
-        let base = Path::new(first)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        if INTERPRETERS.contains(&base)
-            && let Some(script) = argv.get(1)
-        {
-            out.extend(in_repo(script));
-        }
+    // `A=1 ./tools/v`, `env -i A=1 ./tools/v`: the program is the first word that is neither an
+    // option of `env` nor an assignment.
+    let assignments = argv
+        .iter()
+        .take_while(|a| a.contains('=') && !a.starts_with('-'))
+        .count();
+    let mut rest = &argv[assignments..];
+    while let Some(first) = rest.first()
+        && Path::new(first).file_name().and_then(|n| n.to_str()) == Some("env")
+    {
+        let skip = rest[1..]
+            .iter()
+            .take_while(|a| a.starts_with('-') || a.contains('='))
+            .count();
+        rest = &rest[1 + skip..];
+    }
+    let Some(first) = rest.first() else {
+        return out;
     };
-    for config::AgentEntry(list) in loaded.config.agents.values() {
-        for spec in list {
-            if let config::CommandSpec::Argv(argv) = spec.command.get_ref() {
-                add(argv);
+    out.extend(in_repo(first));
+    let base = Path::new(first)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    // `python3.12` is python.
+    let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if !INTERPRETERS.contains(&base) && !INTERPRETERS.contains(&format!("{base}3").as_str()) {
+        return out;
+    }
+    let mut args = rest[1..].iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" if depth < 3 => {
+                // A shell script given as text: each of its commands, as a command line.
+                if let Some(text) = args.next() {
+                    for command in text.split(|c: char| "\n;&|()`".contains(c)) {
+                        let words: Vec<String> = command
+                            .split(|c: char| c.is_whitespace() || "'\"<>".contains(c))
+                            .filter(|w| !w.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        out.extend(argv_programs_at(&words, depth + 1));
+                    }
+                }
+                break;
+            }
+            "-c" | "-e" => break,
+            "-m" => {
+                // `python -m tools.verify`: a dotted module is the repository's own (`pytest`
+                // is not).
+                if let Some(module) = args.next().filter(|m| m.contains('.')) {
+                    let path = module.replace('.', "/");
+                    out.push(globset::escape(&format!("{path}.py")));
+                    out.push(format!("{}/**", globset::escape(&path)));
+                }
+                break;
+            }
+            a if a.starts_with('-') => continue,
+            script => {
+                // A bare name (`sh check.sh`) is a file at the top of the repository.
+                out.extend(
+                    in_repo(script)
+                        .or_else(|| (!script.contains('{')).then(|| globset::escape(script))),
+                );
+                break;
             }
         }
     }
-    for g in &loaded.config.gates {
-        add(g.command.get_ref());
-    }
-    out.sort();
-    out.dedup();
     out
 }
 
@@ -1229,4 +1296,45 @@ fn sandbox_plan(c: &crate::config::Config) -> Result<SandboxPlan> {
         writable,
         gate_network: c.sandbox.network,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_checkers_scripts_are_found_however_it_is_started() {
+        let programs = |argv: &[&str]| {
+            let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+            super::argv_programs(&argv)
+        };
+        assert_eq!(programs(&["./tools/verify.sh"]), ["tools/verify.sh"]);
+        assert_eq!(
+            programs(&["bash", "-eu", "tools/check.sh"]),
+            ["tools/check.sh"]
+        );
+        assert_eq!(programs(&["sh", "check.sh"]), ["check.sh"]);
+        assert_eq!(
+            programs(&[
+                "sh",
+                "-c",
+                "./tools/v.sh && cargo test --manifest-path crates/a/Cargo.toml"
+            ]),
+            ["tools/v.sh"]
+        );
+        assert_eq!(
+            programs(&["env", "-i", "X=1", "python3", "-u", "tools/v.py"]),
+            ["tools/v.py"]
+        );
+        assert_eq!(programs(&["X=1", "./tools/v"]), ["tools/v"]);
+        assert_eq!(
+            programs(&["sh", "-c", "A=1 env B=2 bash tools/x.sh | tee out"]),
+            ["tools/x.sh"]
+        );
+        assert_eq!(
+            programs(&["python3.12", "-m", "tools.verify"]),
+            ["tools/verify.py", "tools/verify/**"]
+        );
+        assert!(programs(&["python3", "-m", "pytest", "tests/"]).is_empty());
+        assert!(programs(&["cargo", "test", "--manifest-path", "crates/a/Cargo.toml"]).is_empty());
+        assert!(programs(&["claude", "-p", "{prompt}"]).is_empty());
+    }
 }

@@ -165,6 +165,7 @@ impl<'a> Run<'a> {
             candidate_of: plan.target.args.candidate_of.clone(),
             sandbox: Some(plan.policy.sandbox.describe()),
             worktree_identity: None,
+            submodule_origins: Default::default(),
             resume: ResumeState {
                 args: plan.target.args.clone(),
                 sessions: Sessions {

@@ -64,6 +64,11 @@ impl Run<'_> {
         }
         self.trust_slot_index(&self.log.dir.scratch("index")?, checkout_tree)?;
         let submodules = prepare::init_submodules(&self.ws.worktree)?;
+        self.log.rec.submodule_origins = if submodules {
+            crate::git::submodules::origins(&self.ws.worktree)?
+        } else {
+            Default::default()
+        };
         let copied = match &self.plan.target.repo.main_worktree {
             Some(main) => {
                 let patterns = prepare::include_patterns(main, &self.plan.landing.include)?;

@@ -73,6 +73,8 @@ pub struct Review {
     step_refs: Vec<(String, Option<String>)>,
     /// Other runs' records the step cut, rewrote or deleted.
     step_records: Vec<PathBuf>,
+    /// Attestation notes no run wrote, with the note each object had before (`None`: none).
+    step_notes: Vec<(String, Option<String>)>,
 }
 
 impl Review {
@@ -347,6 +349,15 @@ impl Guard {
                 (None, None) => {}
             }
         }
+        for (object, blob) in &review.step_notes {
+            crate::git::notes::put_note_back(
+                &self.at.repo,
+                crate::attest::NOTES_REF,
+                object,
+                blob.as_deref(),
+            )?;
+            done.push(format!("put the attestation note of {object} back"));
+        }
         // Never through a replaced folder: the pointer file would be someone else's.
         if let Some(p) = &before.pointer
             && crate::git::worktree::identity(&self.at.worktree) == before.folder
@@ -539,6 +550,41 @@ impl Guard {
                     .breaches
                     .push(format!("{name} (git-pipeline's own) {what}"));
                 review.step_refs.push((name.clone(), old.cloned()));
+            } else if name == crate::attest::NOTES_REF {
+                // A step that scrubbed its environment leaves no mark: judge the notes themselves.
+                let changes = crate::git::notes::changes(
+                    &self.at.repo,
+                    old.map(String::as_str),
+                    new.map(String::as_str),
+                )?;
+                let mut bad = Vec::new();
+                for change in changes.iter() {
+                    if !self.note_vouched_for(change)? {
+                        bad.push(change);
+                    }
+                }
+                // When nothing else moved the ref, it goes back exactly as it was; otherwise
+                // only the notes no run wrote are undone, and other runs' notes stay.
+                let whole = !bad.is_empty() && bad.len() == changes.len();
+                if whole {
+                    review.step_refs.push((name.clone(), old.cloned()));
+                }
+                for change in bad {
+                    let did = match (&change.old, &change.new) {
+                        (None, _) => "added",
+                        (Some(_), Some(_)) => "rewritten",
+                        (Some(_), None) => "removed",
+                    };
+                    review.breaches.push(format!(
+                        "{name} (git-pipeline's own): a note for {} was {did} that no run wrote",
+                        change.object
+                    ));
+                    if !whole {
+                        review
+                            .step_notes
+                            .push((change.object.clone(), change.old.clone()));
+                    }
+                }
             }
         }
         if let Some(b) = self.branch_breach(after.branch_tip.as_deref())? {
@@ -645,6 +691,50 @@ impl Guard {
     /// lead from `old` to `now` (written since the step began, allowing for the clock's second)
     /// were all written under the run's marked name. A deleted ref has no reflog left: never
     /// attributed.
+    /// Whether a note change another process made during the step is a run's own attestation:
+    /// every claim in the new note names a run of this repository (not this one) that shipped
+    /// exactly that commit, or that is in its ship stage now. A removed note never is: no run
+    /// removes notes.
+    fn note_vouched_for(&self, change: &crate::git::notes::NoteChange) -> Result<bool> {
+        let Some(blob) = &change.new else {
+            return Ok(false);
+        };
+        let Some(Some(bytes)) =
+            objects::cat_blobs(&self.at.repo, std::slice::from_ref(blob))?.pop()
+        else {
+            return Ok(false);
+        };
+        let (claims, _) = crate::attest::claims(&bytes);
+        if claims.is_empty() {
+            return Ok(false);
+        }
+        let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
+        for claim in &claims {
+            if claim.run_id == self.at.run_id || !crate::ids::is_run_id(&claim.run_id) {
+                return Ok(false);
+            }
+            let Ok(rec) = store.open(&claim.run_id, Default::default()).read_record() else {
+                return Ok(false);
+            };
+            let shipped = rec.commit.as_deref() == Some(change.object.as_str());
+            // A run in its ship stage: its branch is at the commit it made (a reverify run
+            // attests a commit of its own choosing, and has no branch).
+            let shipping = rec.status == crate::store::record::Status::Running
+                && rec.stage == Some(crate::store::record::StageName::Ship)
+                && (rec.branch.is_empty()
+                    || (rec.base.as_str() != change.object
+                        && objects::ref_value(
+                            &self.at.repo,
+                            &crate::git::refs::heads(&rec.branch),
+                        )?
+                        .is_some_and(|tip| tip.as_str() == change.object)));
+            if !(shipped || shipping) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn by_the_step(&self, name: &str, old: Option<&str>, now: Option<&str>, since: i64) -> bool {
         let (Some(mark), Some(now)) = (&self.marked_name, now) else {
             return false;

@@ -1,6 +1,7 @@
 //! The run record (`run.json`): SPEC section 7's object, plus the fields `status`, `show` and
 //! `resume` need (current stage, error text, archive ref, scope, times).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -222,6 +223,10 @@ pub struct RunRecord {
     /// its place is never entered, reset or removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_identity: Option<(u64, u64)>,
+    /// Each submodule's remote-tracking tips and URL when the worktree was made, before any
+    /// agent ran: a gitlink ships only to a commit those tips or that remote contain.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub submodule_origins: BTreeMap<String, crate::git::submodules::Origin>,
     pub rolled_back: bool,
     pub stages: Vec<StageRecord>,
     pub changed_paths: Vec<String>,

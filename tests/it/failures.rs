@@ -576,10 +576,6 @@ fn a_stale_notes_lock_is_named_and_resume_finishes_after_it_is_removed() {
     std::fs::create_dir_all(lock.parent().expect("parent")).expect("notes dir");
     std::fs::write(&lock, "").expect("lock");
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    eprintln!(
-        "CODE {} STDOUT {} STDERR {}",
-        out.code, out.stdout, out.stderr
-    );
     let r = out.json();
     assert_eq!(r["reason"], "git_locked", "{r}");
     let line = out.error_line();

@@ -424,6 +424,20 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
     let log = repo.git_in(&wt.join("sub"), &["log", "-1", "--format=%s"]);
     assert_eq!(log, "inside", "the submodule commit is kept");
 
+    // Claiming the commit is published: a remote-tracking branch planted at it, and the
+    // submodule's remote pointed at a repository of the agent's own that has it.
+    let repo = with_submodule(&[
+        "*:run:cd sub && echo more >> s.txt && git commit -qam inside && git update-ref refs/remotes/origin/planted HEAD && git clone -q --bare . ../../own.git && git remote set-url origin ../../own.git",
+    ]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(1);
+    assert!(
+        out.error_line()
+            .contains("exists only in this run's worktree"),
+        "{}",
+        out.stderr
+    );
+
     // Moving the submodule to a commit its remote has (a dependency bump) ships as usual.
     let repo = with_submodule(&["*:run:cd sub && git fetch -q && git checkout -q origin/main"]);
     let upstream = repo.root().join("sub-upstream");

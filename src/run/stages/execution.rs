@@ -199,6 +199,7 @@ impl Run<'_> {
             &self.ws.worktree,
             &self.plan.target.base_tree,
             &snapshot.tree,
+            &self.log.rec.submodule_origins,
         )?;
         if let Some((path, commit)) = unpublished.first() {
             return Ok(Some(format!(

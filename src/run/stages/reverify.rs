@@ -83,6 +83,10 @@ impl Run<'_> {
             }
         }
         let _guard = self.repo_lock()?;
+        // Saved before the note is written: containment of other runs' steps honours a note
+        // only from a run that shipped that commit or is shipping now.
+        self.log.rec.stage = Some(StageName::Ship);
+        self.save()?;
         let attested = self.write_attestation(commit, tree, 1)?;
         self.log.rec.commit = Some(commit.clone());
         self.ui.step(format!(
