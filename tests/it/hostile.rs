@@ -653,6 +653,29 @@ fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
         let verify = repo.pipeline(&["verify", "main"]);
         assert_ne!(verify.code, 0, "{trick}: main is not attested");
     }
+    // A gate is contained like an agent: its forgery fails the run and is undone.
+    let before = refs(&repo);
+    repo.agents(
+        &["*:write:src/gated.rs:x"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n[[gates]]\nname = \"forger\"\ncommand = [\"sh\", \"-c\", \"env -u GIT_COMMITTER_NAME -u GIT_CONFIG_COUNT git notes --ref=pipeline add -f -m forged main\"]\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    let r = out.json();
+    assert_eq!(r["reason"], "containment", "{r}");
+    assert_eq!(r["commit"], Value::Null, "nothing may ship");
+    let id = r["run_id"].as_str().unwrap_or("?").to_owned();
+    let now: String = refs(&repo)
+        .lines()
+        .filter(|l| !l.contains(&id))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        now.trim_end(),
+        before.trim_end(),
+        "the gate's forgery is put back"
+    );
+    assert_ne!(repo.pipeline(&["verify", "main"]).code, 0);
 }
 
 /// Agents and gates get `PWD` set to their worktree and no `OLDPWD`, whatever the shell that
