@@ -364,6 +364,30 @@ fn check(
             "src/contract.txt is {content:?}, not the second attempt's word"
         ));
     }
+    // The attestation names the real CLI with the version it reported, and what the run used.
+    let note: Value = serde_json::from_str(&git(
+        repo,
+        &["notes", "--ref=refs/notes/pipeline", "show", shipped],
+    ))
+    .map_err(|e| format!("the attestation note is not JSON: {e}"))?;
+    let predicate = &note["predicate"];
+    let by_builder = predicate["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["role"] == "builder"))
+        .ok_or_else(|| format!("no builder in the attestation: {note}"))?;
+    let version = by_builder["version"].as_str().unwrap_or("");
+    if !version.chars().any(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "the attestation has no version of the builder's CLI: {by_builder}"
+        ));
+    }
+    if predicate["usage"]["tokens"].as_u64().unwrap_or(0) == 0 {
+        return Err(format!(
+            "the attestation counts no tokens: {}",
+            predicate["usage"]
+        ));
+    }
+    notes.push(format!("attested with {} {version}", by_builder["cli"]));
     let requests = server.requests();
     let builder: Vec<&Value> = requests.iter().filter(|r| r["kind"] == "builder").collect();
     // Edited through the CLI's own tool call (aider: its edit block).

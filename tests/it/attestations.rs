@@ -373,6 +373,80 @@ fn a_signed_attestation_verifies_here_and_with_ssh_keygen_and_forgeries_fail() {
     assert_eq!(remote.remote_has("main").as_deref(), Some(commit.as_str()));
 }
 
+/// `attest.sign = "off"` writes a bare statement even with a signing key set, and a project that
+/// requires signatures (`push.require_signature`) then refuses it at pre-push; without
+/// `gpg.ssh.allowedSignersFile` no SSH signature can be checked, so none counts.
+#[test]
+fn sign_off_writes_a_bare_statement_that_required_signatures_refuse() {
+    if tool("ssh-keygen").is_none() {
+        return;
+    }
+    let remote = Remote::new();
+    let repo = &remote.repo;
+    signing_repo(&remote);
+    repo.agents(
+        BUILDER,
+        &["*:approve"],
+        "[attest]\nsign = \"off\"\n[push]\nrequire_signature = true\n",
+    );
+    remote
+        .push(&["--no-verify", "origin", "main"])
+        .assert_code(0);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    assert!(!out.stderr.contains("signed)"), "{}", out.stderr);
+    let commit = out.json()["commit"].as_str().expect("commit").to_owned();
+    let note = note_of(repo, &commit);
+    assert_eq!(note["_type"], "https://in-toto.io/Statement/v1", "{note}");
+    assert!(note.get("signatures").is_none(), "{note}");
+    let out = remote.push(&[
+        "origin",
+        &format!("{commit}:refs/heads/main"),
+        "refs/notes/pipeline",
+    ]);
+    assert_ne!(out.code, 0, "pre-push requires a signature: {}", out.stderr);
+    assert!(
+        out.stderr.contains("unsigned: signatures are required"),
+        "{}",
+        out.stderr
+    );
+
+    // Signed (the default), the same push goes through.
+    repo.agents(
+        BUILDER,
+        &["*:approve"],
+        "[push]\nrequire_signature = true\n",
+    );
+    remote
+        .push(&["--no-verify", "origin", "main"])
+        .assert_code(0);
+    let base = repo.git(&["rev-parse", "HEAD"]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let signed = out.json()["commit"].as_str().expect("commit").to_owned();
+    remote
+        .push(&[
+            "origin",
+            &format!("{signed}:refs/heads/main"),
+            "refs/notes/pipeline",
+        ])
+        .assert_code(0);
+
+    // Nothing to check an SSH signature against: refused, and said why.
+    repo.git(&["config", "--unset", "gpg.ssh.allowedSignersFile"]);
+    let out = repo.pipeline(&[
+        "verify",
+        "--require-signature",
+        &format!("{base}..{signed}"),
+    ]);
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("gpg.ssh.allowedSignersFile is not set"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn format_1_notes_in_existing_repositories_still_verify() {
     let remote = Remote::new();
@@ -399,7 +473,16 @@ fn format_1_notes_in_existing_repositories_still_verify() {
     ]);
     let range = format!("{base}..{manual}");
     repo.pipeline(&["verify", &range]).assert_code(0);
-    remote.push(&["origin", "main"]).assert_code(0);
+    // Both hooks take it: pre-push here, pre-receive on the server.
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
+        remote.bare.join("hooks/pre-receive"),
+    )
+    .expect("pre-receive");
+    remote
+        .push(&["origin", "main", "refs/notes/pipeline"])
+        .assert_code(0);
+    assert_eq!(remote.remote_has("main").as_deref(), Some(manual.as_str()));
     // A format 1 note whose base is another commit with another tree: not this change.
     repo.git(&[
         "notes",
@@ -445,6 +528,11 @@ fn a_squash_merge_verifies_on_the_base_it_was_built_on_and_not_on_a_moved_one() 
     let out = repo.pipeline(&["verify", &format!("{moved}..{squash2}")]);
     out.assert_code(1);
     assert!(out.stdout.contains(&squash2[..12]), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("squashed again: no note"),
+        "why it fails: {}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -523,6 +611,43 @@ fn a_rebase_that_keeps_the_attested_tree_reverts_a_fix_and_fails_verify_and_both
         remote.remote_has("main").as_deref(),
         Some(fix_commit.as_str())
     );
+
+    // The same by hand: the attested tree re-parented with `commit-tree`, the note copied.
+    let feature_tree = repo.git(&["rev-parse", &format!("{feature_commit}^{{tree}}")]);
+    let reparented = repo.git(&[
+        "commit-tree",
+        &feature_tree,
+        "-p",
+        "main",
+        "-m",
+        "re-parented",
+    ]);
+    repo.git(&[
+        "notes",
+        "--ref=pipeline",
+        "copy",
+        "-f",
+        &feature_commit,
+        &reparented,
+    ]);
+    let out = repo.pipeline(&["verify", &format!("main..{reparented}")]);
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("attested for another parent"),
+        "{}",
+        out.stdout
+    );
+    let out = remote.push(&[
+        "--no-verify",
+        "origin",
+        &format!("{reparented}:refs/heads/main"),
+        "refs/notes/pipeline",
+    ]);
+    assert_ne!(out.code, 0, "pre-receive refuses the re-parented commit");
+
+    // What a rebased commit needs: `reverify` checks it on its new parent and attests that.
+    repo.pipeline(&["reverify", "rebased"]).assert_code(0);
+    repo.pipeline(&["verify", "main..rebased"]).assert_code(0);
 }
 
 #[test]
@@ -679,6 +804,66 @@ fn an_openpgp_signed_attestation_verifies_against_the_keyring() {
     let commit = out.json()["commit"].as_str().expect("commit").to_owned();
     let range = format!("{base}..{commit}");
     repo.pipeline(&["verify", "--require-signature", &range])
+        .assert_code(0);
+    // The signature moved onto a statement alice never signed (one field changed): BADSIG.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let genuine = repo.git(&["notes", "--ref=refs/notes/pipeline", "show", &commit]);
+    let mut envelope: Value = serde_json::from_str(&genuine).expect("envelope");
+    let payload = b64
+        .decode(envelope["payload"].as_str().expect("payload"))
+        .expect("base64");
+    let altered = String::from_utf8_lossy(&payload).replacen("\"rounds\":1", "\"rounds\":2", 1);
+    assert_ne!(
+        altered.as_bytes(),
+        &payload[..],
+        "the statement has a rounds field"
+    );
+    envelope["payload"] = Value::String(b64.encode(&altered));
+    repo.git(&[
+        "notes",
+        "--ref=pipeline",
+        "add",
+        "-f",
+        "-m",
+        &envelope.to_string(),
+        &commit,
+    ]);
+    let out = repo.pipeline(&["verify", "--require-signature", &range]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("bad signature"), "{}", out.stdout);
+    repo.git(&[
+        "notes",
+        "--ref=pipeline",
+        "add",
+        "-f",
+        "-m",
+        &genuine,
+        &commit,
+    ]);
+    // The server checks OpenPGP signatures against its own keyring (the same one here).
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
+        remote.bare.join("hooks/pre-receive"),
+    )
+    .expect("pre-receive");
+    repo.git_in(
+        &remote.bare,
+        &["config", "pipeline.requireSignature", "true"],
+    );
+    remote
+        .push(&[
+            "--no-verify",
+            "origin",
+            &format!("{commit}^:refs/heads/main"),
+        ])
+        .assert_code(0);
+    remote
+        .push(&[
+            "origin",
+            &format!("{commit}:refs/heads/main"),
+            "refs/notes/pipeline",
+        ])
         .assert_code(0);
     // Once the key is gone from the keyring, the signature cannot be checked: refused.
     let fingerprint = gpg(&["--with-colons", "--list-secret-keys", "alice@example.com"])

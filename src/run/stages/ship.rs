@@ -230,11 +230,11 @@ impl Run<'_> {
         used
     }
 
-    /// Ask the preset CLIs whose edits ship and that named no model for their version (their
+    /// Ask the preset CLIs whose edits ship for their version, for the attestation (their
     /// `--version` only prints; other programs are never run for it).
     pub(crate) async fn learn_cli_versions(&mut self) {
         for a in self.agents_used() {
-            if !a.changed_tree || a.model.is_some() || self.cli_versions.contains_key(&a.cli) {
+            if !a.changed_tree || self.cli_versions.contains_key(&a.cli) {
                 continue;
             }
             let Some(preset) = crate::preset::find(&a.cli) else {
