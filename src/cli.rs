@@ -112,6 +112,10 @@ pub struct ManCmd {
     /// ~/.local/share/man/man1); without it, the main page goes to stdout
     #[arg(value_name = "DIR")]
     pub folder: Option<std::path::PathBuf>,
+    /// Write them beside the binary (`<prefix>/bin/git-pipeline` -> `<prefix>/share/man/man1`),
+    /// where man finds them without MANPATH; every command does this once per version
+    #[arg(long, conflicts_with = "folder")]
+    pub install: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,25 +26,29 @@ fn page(cmd: clap::Command) -> Result<Vec<u8>> {
 
 pub fn man(cmd: ManCmd, out: &mut dyn Write) -> Result<Exit> {
     let root = Cli::command().name("git-pipeline");
-    let Some(dir) = cmd.folder else {
-        // No folder: the main page on stdout (`git pipeline man | man -l -`).
-        let bytes = page(root)?;
-        return match out.write_all(&bytes) {
-            Ok(()) => Ok(Exit::Success),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
-            Err(e) => Err(Error::io("cannot write to stdout", e)),
-        };
+    let dir = match (cmd.folder, cmd.install) {
+        (Some(dir), _) => dir,
+        (None, true) => pages_beside_binary().ok_or_else(|| {
+            Error::usage_hint(
+                "git-pipeline is not in a `bin` folder, so there is no `share/man` beside it that man would search",
+                "name a folder on your MANPATH: git pipeline man ~/.local/share/man/man1",
+            )
+        })?,
+        (None, false) => {
+            // No folder: the main page on stdout (`git pipeline man | man -l -`).
+            let bytes = page(root)?;
+            return match out.write_all(&bytes) {
+                Ok(()) => Ok(Exit::Success),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
+                Err(e) => Err(Error::io("cannot write to stdout", e)),
+            };
+        }
     };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("create", &dir, e))?;
-    let mut written = vec![write_page(&dir, "git-pipeline", root.clone())?];
-    for sub in root.get_subcommands() {
-        let name = format!("git-pipeline-{}", sub.get_name());
-        written.push(write_page(&dir, &name, sub.clone().name(name.clone()))?);
-    }
+    let written = write_pages(&dir)?;
     emit(
         out,
         &format!(
-            "wrote {} man pages in {} ({} ...)\n`git pipeline --help` opens git-pipeline(1) when {} is on MANPATH\n",
+            "wrote {} man pages in {} ({} ...)\n`git pipeline --help` opens git-pipeline(1) when {} is searched by man (MANPATH, or the share/man beside a bin folder on PATH)\n",
             written.len(),
             dir.display(),
             written[0],
@@ -52,6 +56,50 @@ pub fn man(cmd: ManCmd, out: &mut dyn Write) -> Result<Exit> {
         ),
     )?;
     Ok(Exit::Success)
+}
+
+/// Write git-pipeline.1 and a page per subcommand into `dir`.
+fn write_pages(dir: &Path) -> Result<Vec<String>> {
+    let root = Cli::command().name("git-pipeline");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("create", dir, e))?;
+    let mut written = vec![write_page(dir, "git-pipeline", root.clone())?];
+    for sub in root.get_subcommands() {
+        let name = format!("git-pipeline-{}", sub.get_name());
+        written.push(write_page(dir, &name, sub.clone().name(name.clone()))?);
+    }
+    Ok(written)
+}
+
+/// Where man finds the pages of the `git-pipeline` that git runs, with MANPATH unset: man-db
+/// and macOS man both search `<prefix>/share/man` for each `<prefix>/bin` on PATH
+/// (`~/.cargo/bin` gives `~/.cargo/share/man`). `None` when the binary is not in a `bin`
+/// folder (a build under `target/`).
+pub fn pages_beside_binary() -> Option<std::path::PathBuf> {
+    let exe = crate::agent::find_program("git-pipeline", Path::new("."))
+        .or_else(|| std::env::current_exe().ok())?;
+    let bin = exe.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    Some(bin.parent()?.join("share").join("man").join("man1"))
+}
+
+/// `git pipeline --help` is git's `git help pipeline`, which runs `man git-pipeline` and never
+/// starts git-pipeline: `cargo install` cannot install a page, so the first command writes
+/// them beside the binary (and again after an upgrade). Best effort and silent: a folder it
+/// cannot write is left alone (`git pipeline man DIR` writes them anywhere).
+pub fn keep_pages_current() {
+    let Some(dir) = pages_beside_binary() else {
+        return;
+    };
+    let stamp = format!("\"git-pipeline {}\"", env!("CARGO_PKG_VERSION"));
+    let current = std::fs::read(dir.join("git-pipeline.1")).is_ok_and(|b| {
+        let head = &b[..b.len().min(512)];
+        String::from_utf8_lossy(head).contains(&stamp)
+    });
+    if !current {
+        let _ = write_pages(&dir);
+    }
 }
 
 fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<String> {

@@ -75,6 +75,10 @@ pub fn report(ui: &Ui, e: &Error) {
 
 fn dispatch(cli: Cli, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
     let cwd = working_dir(cli.dir.as_deref())?;
+    // Hooks run on every push: they stay as quick as they are.
+    if !matches!(cli.command, Command::Hook(_) | Command::Man(_)) {
+        docs::keep_pages_current();
+    }
     match cli.command {
         Command::Run(cmd) => run::run(cmd, &cwd, out, ui),
         Command::Plan(cmd) => bundle::plan(cmd, &cwd, out),

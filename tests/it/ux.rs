@@ -402,6 +402,78 @@ fn man_pages_are_written_for_git_help() {
     );
 }
 
+/// `git pipeline --help` runs `man git-pipeline` and never starts git-pipeline: installed in a
+/// `bin` folder (as `cargo install` does), its first command writes the pages beside it, where
+/// man finds them without MANPATH; `man --install` does it on request.
+#[test]
+fn help_finds_the_man_page_beside_an_installed_binary_without_manpath() {
+    if crate::common::tool("man").is_none() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let prefix = repo.root().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).expect("bin");
+    std::fs::copy(crate::common::BIN, prefix.join("bin/git-pipeline")).expect("install");
+    let path = std::env::join_paths(
+        std::iter::once(prefix.join("bin"))
+            .chain(std::env::split_paths(&crate::common::test_path())),
+    )
+    .expect("PATH");
+    let git = |args: &[&str]| {
+        let out = repo
+            .command("git", &repo.path)
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("MANPATH")
+            .env("MANPAGER", "cat")
+            .env("GIT_PAGER", "cat")
+            .output()
+            .expect("git");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, _) = git(&["pipeline", "--help"]);
+    assert_ne!(code, Some(0), "no page yet: git's 'No manual entry'");
+    let (code, _) = git(&["pipeline", "status"]);
+    assert_eq!(code, Some(0));
+    let page = prefix.join("share/man/man1/git-pipeline.1");
+    assert!(
+        page.exists(),
+        "the first command wrote the pages beside the binary"
+    );
+    let (code, text) = git(&["pipeline", "--help"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("NAME") && text.contains("git-pipeline"),
+        "{text}"
+    );
+    // After an upgrade (a page of another version), the next command writes them again.
+    let old = std::fs::read_to_string(&page).expect("page");
+    std::fs::write(
+        &page,
+        old.replace("\"git-pipeline ", "\"git-pipeline 0.0.0-old"),
+    )
+    .expect("old");
+    git(&["pipeline", "status"]);
+    assert_eq!(std::fs::read_to_string(&page).expect("page"), old);
+    // On request, with what it did.
+    std::fs::remove_dir_all(prefix.join("share")).expect("rm");
+    let (code, text) = git(&["pipeline", "man", "--install"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("share/man/man1"), "{text}");
+    assert!(page.exists());
+    // A build under target/ (not in a bin folder) has nowhere to put them: it says so.
+    let out = repo.pipeline(&["man", "--install"]);
+    out.assert_code(3);
+    assert!(
+        out.error_line().contains("not in a `bin` folder"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn agents_sharing_a_run_session_never_share_a_cli_session() {
     let repo = TestRepo::new();
