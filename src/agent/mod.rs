@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod json_scan;
+pub mod risk_answer;
 pub mod text;
 pub mod usage;
 pub mod verdict;

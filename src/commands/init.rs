@@ -140,6 +140,8 @@ pub fn detect(top: &Path) -> Project {
         // lockfile changes.
         let install: Option<&[&str]> = match tool {
             "pnpm" => Some(&["pnpm", "install", "--frozen-lockfile"]),
+            // Yarn 2+ (a `.yarnrc.yml`) spells it `--immutable`; 1.x `--frozen-lockfile`.
+            "yarn" if has(".yarnrc.yml") => Some(&["yarn", "install", "--immutable"]),
             "yarn" => Some(&["yarn", "install", "--frozen-lockfile"]),
             _ if has("package-lock.json") => Some(&["npm", "ci", "--no-audit", "--no-fund"]),
             _ => None,
@@ -185,6 +187,13 @@ pub fn detect(top: &Path) -> Project {
         let pyproject = std::fs::read_to_string(top.join("pyproject.toml")).unwrap_or_default();
         let run: &[&str] = if has("uv.lock") {
             p.kinds.push("Python (uv)");
+            // `uv run` would sync inside the first gate; a setup step does it once per slot,
+            // exactly as locked, and a warm slot skips it until the lockfile changes.
+            p.setup.push(Setup {
+                command: ["uv", "sync", "--frozen"].map(str::to_owned).to_vec(),
+                when_changed: vec!["uv.lock".to_owned(), "pyproject.toml".to_owned()],
+                why: "uv.lock: a new worktree has no .venv/".to_owned(),
+            });
             &["uv", "run"]
         } else if has("poetry.lock") {
             p.kinds.push("Python (poetry)");

@@ -370,6 +370,21 @@ fn pipeline_stages(plan: &RunPlan) -> Vec<(String, String)> {
         pick.map(|c| c.argv.join(" ")).unwrap_or_default()
     };
     let mut v = Vec::new();
+    let forced = plan.target.args.risk.is_some() || plan.target.args.stage.is_some();
+    if let Some(r) = &plan.agents.router {
+        v.push((
+            "routing".to_owned(),
+            if forced {
+                "skipped: --risk or --stage decided".to_owned()
+            } else {
+                format!(
+                    "`{}` ({}) may raise the risk (and start earlier), never lower it",
+                    r.name,
+                    argv(r)
+                )
+            },
+        ));
+    }
     let discovery = match (
         &plan.agents.discovery,
         plan.routing.start <= Stage::Discovery,

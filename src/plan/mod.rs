@@ -196,6 +196,9 @@ pub struct Agents {
     pub planner: Option<RoleAgent>,
     pub reviewer: Option<RoleAgent>,
     pub docs: Option<RoleAgent>,
+    /// Classifies the task's risk before any other agent; it may raise the word rules' risk,
+    /// never lower it.
+    pub router: Option<RoleAgent>,
     pub templates: Templates,
     /// How many candidates to build (1: an ordinary run).
     pub candidates: u32,
@@ -549,6 +552,7 @@ impl RunPlan {
         let planner = optional(Role::Planner)?;
         let reviewer = optional(Role::Reviewer)?;
         let docs = optional(Role::Docs)?;
+        let router = optional(Role::Router)?;
 
         let user_scope = user_scope(&loaded, args);
         let deny: Vec<String> = c
@@ -670,6 +674,7 @@ impl RunPlan {
                 discovery,
                 planner,
                 reviewer,
+                router,
                 docs,
                 templates,
                 candidates: args.candidates.unwrap_or(1),

@@ -33,6 +33,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("reviewer", include_str!("prompts/reviewer.md")),
     ("docs", include_str!("prompts/docs.md")),
     ("candidates", include_str!("prompts/candidates.md")),
+    ("router", include_str!("prompts/router.md")),
 ];
 
 #[derive(Serialize)]
@@ -96,6 +97,17 @@ pub struct DiscoveryVars<'a> {
     pub scope: &'a [String],
     pub index: usize,
     pub count: usize,
+}
+
+#[derive(Serialize)]
+pub struct RouterVars<'a> {
+    pub run_id: &'a str,
+    pub base: &'a str,
+    pub task: &'a str,
+    pub scope: &'a [String],
+    /// What the word rules decided, and why.
+    pub words_risk: &'a str,
+    pub words_reasons: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -246,6 +258,17 @@ impl Templates {
                     diff: "d".to_owned(),
                     diff_cut: true,
                 }],
+            },
+        )?;
+        self.render(
+            "router",
+            RouterVars {
+                run_id: "r",
+                base: "c",
+                task: "t",
+                scope: &scope,
+                words_risk: "low",
+                words_reasons: &["w".to_owned()],
             },
         )?;
         self.render(

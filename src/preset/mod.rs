@@ -22,16 +22,18 @@ pub enum Role {
     Reviewer,
     Discovery,
     Docs,
+    Router,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Builder,
         Role::Verifier,
         Role::Planner,
         Role::Reviewer,
         Role::Discovery,
         Role::Docs,
+        Role::Router,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::Discovery => "discovery",
             Role::Docs => "docs",
+            Role::Router => "router",
         }
     }
 

@@ -206,31 +206,39 @@ impl Run<'_> {
         if let crate::plan::Mode::Reverify { commit, tree } = &self.plan.target.mode {
             return self.reverify(commit, tree, cancel).await;
         }
+        if self.routing_due()
+            && let Some(end) = before_execution(self.routing(cancel).await?)
+        {
+            return Ok(end);
+        }
+        let (start, start_reason) = self.start();
         // A run that recorded no stage yet starts from the router's choice (a candidate's
         // inherited plan included); otherwise what its artifacts hold is done.
-        let fresh = self.log.rec.stages.is_empty();
+        let fresh = self
+            .log
+            .rec
+            .stages
+            .iter()
+            .all(|s| s.stage == StageName::Routing);
         let executing = self.log.rec.resume.checkpoint.is_some();
         let planned = !fresh && self.plan_text.is_some();
         let discovered = !fresh && self.spec.is_some();
         if !executing && !planned && !discovered {
-            if self.plan.routing.start <= Stage::Discovery {
+            if start <= Stage::Discovery {
                 if let Some(end) = before_execution(self.discovery(cancel).await?) {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage(
-                    StageName::Discovery,
-                    &self.plan.routing.start_reason.clone(),
-                );
+                self.skip_stage(StageName::Discovery, &start_reason);
             }
         }
         if !executing && !planned {
-            if self.plan.routing.start <= Stage::Planning {
+            if start <= Stage::Planning {
                 if let Some(end) = before_execution(self.planning(cancel).await?) {
                     return Ok(end);
                 }
             } else {
-                self.skip_stage(StageName::Planning, &self.plan.routing.start_reason.clone());
+                self.skip_stage(StageName::Planning, &start_reason);
             }
         }
         self.build(cancel).await
@@ -305,6 +313,7 @@ fn before_execution(next: Next) -> Option<Ending> {
 fn agents_line(plan: &RunPlan) -> String {
     let a = &plan.agents;
     let roles = [
+        ("router", a.router.as_ref()),
         ("discovery", a.discovery.as_ref()),
         ("planner", a.planner.as_ref()),
         ("reviewer", a.reviewer.as_ref()),

@@ -23,6 +23,8 @@ pub enum EventKind {
     OutsideChanges,
     PlanRejected,
     Resumed,
+    /// The router agent's classification of the task, and the risk the run goes on with.
+    Routed,
     RollbackFailed,
     RolledBack,
     RunStarted,

@@ -108,6 +108,8 @@ pub enum StageStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StageName {
+    /// The `[agents.router]` agent classifying the task's risk.
+    Routing,
     Discovery,
     Planning,
     Execution,
@@ -120,6 +122,7 @@ pub enum StageName {
 impl StageName {
     pub fn name(self) -> &'static str {
         match self {
+            StageName::Routing => "routing",
             StageName::Discovery => "discovery",
             StageName::Planning => "planning",
             StageName::Execution => "execution",

@@ -385,3 +385,92 @@ fn the_dry_run_names_the_builder_command_that_fits_the_prompt() {
     let argv = v["agents"]["builder"]["command"].clone();
     assert_eq!(argv[1], "large", "{v:#}");
 }
+
+/// `[agents.router]` classifies the task before any other agent: it may raise the word rules'
+/// risk (the run then starts earlier), never lower it; no answer leaves the word rules' risk;
+/// `--risk` decides without asking it.
+#[test]
+fn a_router_agent_may_raise_the_risk_never_lower_it() {
+    let router = |answer: &str| {
+        format!(
+            "[agents.router]\ncommand = [\"AGENT\", \"*:run:echo asked >> LOGS/router\", \"*:say:{}\"]\n",
+            answer.replace('"', "\\\"")
+        )
+    };
+    let run = |answer: &str, task: &str, extra_args: &[&str]| {
+        let repo = TestRepo::new();
+        repo.agents(&["*:write:src/new.rs:x"], &["*:approve"], &router(answer));
+        let mut args = vec!["run", "--json"];
+        args.extend_from_slice(extra_args);
+        args.push(task);
+        let out = repo.pipeline(&args);
+        let asked = std::fs::read_to_string(repo.logs.join("router")).is_ok();
+        (out, asked)
+    };
+
+    // "fix the typo" is low by its words; the router says high: the run starts at discovery
+    // (none is configured here, so it says that instead of "starts at execution").
+    let (out, asked) = run(
+        r#"{"risk": "high", "why": "it edits the auth check"}"#,
+        "fix the typo",
+        &[],
+    );
+    out.assert_code(0);
+    assert!(asked);
+    let r = out.json();
+    assert_eq!(r["risk"], "high", "{r}");
+    assert!(
+        out.stderr
+            .contains("says high (it edits the auth check); the run starts at discovery"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("planning: skipped (no [agents.planner] configured)"),
+        "{}",
+        out.stderr
+    );
+
+    // A destructive task is high by its words; the router's "low" does not lower it.
+    let (out, asked) = run(
+        r#"{"risk": "low", "why": "just a small change"}"#,
+        "drop the production database tables",
+        &[],
+    );
+    assert!(asked);
+    assert_eq!(out.json()["risk"], "high");
+    assert!(
+        out.stderr
+            .contains("risk stays high (the word rules are the floor)"),
+        "{}",
+        out.stderr
+    );
+
+    // No answer: the word rules' risk stands, and the step says so.
+    let (out, _) = run("looks fine to me", "fix the typo", &[]);
+    out.assert_code(0);
+    assert_eq!(out.json()["risk"], "low");
+    assert!(
+        out.stderr
+            .contains("gave no {\"risk\": ...} answer; risk stays low"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("planning: skipped (risk low starts at execution)"),
+        "{}",
+        out.stderr
+    );
+
+    // --risk decides: the router is not asked.
+    let (out, asked) = run(
+        r#"{"risk": "high", "why": "x"}"#,
+        "fix the typo",
+        &["--risk", "low"],
+    );
+    out.assert_code(0);
+    assert!(!asked, "--risk low: the router is not asked");
+    assert_eq!(out.json()["risk"], "low");
+}

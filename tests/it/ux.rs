@@ -705,8 +705,35 @@ fn init_fits_workspaces_python_packages_go_and_make() {
                 ("uv.lock", ""),
                 ("tests/test_x.py", ""),
             ],
-            vec!["deny = [\"uv.lock\"]", "\"uv\", \"run\", \"pyright\""],
+            vec![
+                "deny = [\"uv.lock\"]",
+                "\"uv\", \"run\", \"pyright\"",
+                "command = [\"uv\", \"sync\", \"--frozen\"]\nwhen_changed = [\"uv.lock\", \"pyproject.toml\"]",
+                "caches = [\"/.venv/\", \"__pycache__/\"]",
+            ],
             vec![],
+        ),
+        // yarn 1 and yarn 2+ (a .yarnrc.yml) install what the lockfile says, each its own way.
+        (
+            vec![
+                ("package.json", "{\"scripts\": {\"test\": \"jest\"}}"),
+                ("yarn.lock", ""),
+            ],
+            vec![
+                "command = [\"yarn\", \"install\", \"--frozen-lockfile\"]",
+                "\"yarn\", \"run\", \"test\"",
+                "deny = [\"yarn.lock\"]",
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                ("package.json", "{\"scripts\": {\"test\": \"jest\"}}"),
+                ("yarn.lock", ""),
+                (".yarnrc.yml", "nodeLinker: node-modules\n"),
+            ],
+            vec!["command = [\"yarn\", \"install\", \"--immutable\"]"],
+            vec!["--frozen-lockfile"],
         ),
         // Go: the format gate fails when gofmt is missing, instead of passing.
         (

@@ -7,6 +7,7 @@ pub mod execution;
 pub mod planning;
 pub mod reverify;
 pub mod rollback;
+pub mod routing;
 pub mod setup_steps;
 pub mod ship;
 pub mod verification;

@@ -322,7 +322,7 @@ fn describe_bundle(b: &Bundle) -> Vec<String> {
 impl Run<'_> {
     /// Only a high-risk run without a scope of its own, not itself a workstream, may split.
     fn may_split(&self) -> bool {
-        self.plan.routing.risk.risk == crate::policy::risk::Risk::High
+        self.log.rec.risk == crate::policy::risk::Risk::High
             && !self.plan.policy.user_scope
             && self.plan.target.bundle.is_none()
             && matches!(self.plan.target.mode, crate::plan::Mode::Build)
