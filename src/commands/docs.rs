@@ -109,6 +109,40 @@ fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<String> {
     Ok(file)
 }
 
+/// zsh: run ids and refs, for the values clap's script completes with `_default`.
+const ZSH_DYNAMIC: &str = r#"#compdef git-pipeline
+
+(( $+functions[_git_pipeline_runs] )) ||
+_git_pipeline_runs() {
+    local runs="$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)/pipeline/runs"
+    local -a ids
+    [[ -d $runs ]] && ids=(${(f)"$(command ls -1 $runs 2>/dev/null)"})
+    compadd -a ids
+}
+
+(( $+functions[_git_pipeline_refs] )) ||
+_git_pipeline_refs() {
+    local -a refs
+    refs=(HEAD ${(f)"$(git for-each-ref --format='%(refname:short)' refs/heads refs/tags refs/remotes 2>/dev/null)"})
+    compadd -a refs
+}
+"#;
+
+/// fish: run ids after the commands that take one, refs after those that take revisions.
+const FISH_DYNAMIC: &str = r#"
+function __fish_git_pipeline_runs
+    set -l dir (git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)/pipeline/runs
+    test -d "$dir"; and command ls -1 "$dir"
+end
+function __fish_git_pipeline_refs
+    echo HEAD
+    git for-each-ref --format='%(refname:short)' refs/heads refs/tags refs/remotes 2>/dev/null
+end
+complete -c git-pipeline -n "__fish_git_pipeline_using_subcommand show resume abandon events" -f -a "(__fish_git_pipeline_runs)"
+complete -c git-pipeline -n "__fish_git_pipeline_using_subcommand verify reverify" -f -a "(__fish_git_pipeline_refs)"
+complete -c git-pipeline -n "__fish_git_pipeline_using_subcommand run plan trust" -l base -x -a "(__fish_git_pipeline_refs)"
+"#;
+
 /// For bash, `git pipeline <TAB>` goes through git's own completion, which calls
 /// `_git_pipeline`; this bridges it to the function generated for `git-pipeline`.
 const BASH_GIT_BRIDGE: &str = r#"
@@ -163,10 +197,25 @@ pub fn completions(cmd: CompletionsCmd, out: &mut dyn Write) -> Result<Exit> {
             buf.extend_from_slice(BASH_GIT_BRIDGE.as_bytes());
         }
         Shell::Zsh => {
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut c, "git-pipeline", &mut buf)
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut c, "git-pipeline", &mut buf);
+            // clap completes every value with `_default` (files): run ids and refs come from
+            // the repository instead.
+            let text = String::from_utf8_lossy(&buf)
+                .replace(
+                    ":run -- Run id or a unique prefix of one:_default'",
+                    ":run -- Run id or a unique prefix of one:_git_pipeline_runs'",
+                )
+                .replace(":REF:_default'", ":REF:_git_pipeline_refs'")
+                .replace(
+                    ":rev -- The commit to check (work done by hand, or rebased):_default'",
+                    ":rev -- The commit to check (work done by hand, or rebased):_git_pipeline_refs'",
+                )
+                .replacen("#compdef git-pipeline\n", ZSH_DYNAMIC, 1);
+            buf = text.into_bytes();
         }
         Shell::Fish => {
-            clap_complete::generate(clap_complete::Shell::Fish, &mut c, "git-pipeline", &mut buf)
+            clap_complete::generate(clap_complete::Shell::Fish, &mut c, "git-pipeline", &mut buf);
+            buf.extend_from_slice(FISH_DYNAMIC.as_bytes());
         }
     }
     match out.write_all(&buf) {

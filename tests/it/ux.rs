@@ -354,6 +354,51 @@ fn completions_for_bash_complete_git_pipeline_and_zsh_fish_generate() {
         let out = repo.pipeline(&["completions", shell]);
         out.assert_code(0);
         assert!(out.stdout.contains("reverify"), "{shell}");
+        std::fs::write(repo.root().join(format!("gp.{shell}")), &out.stdout).expect("write");
+    }
+    // fish and zsh complete the same run ids and refs, with the real shells (CI installs them).
+    if crate::common::tool("fish").is_some() {
+        let probe = format!(
+            "source {}; complete -C 'git-pipeline show {}'; complete -C 'git-pipeline verify to'; complete -C 'git-pipeline run --base to'",
+            repo.root().join("gp.fish").display(),
+            &id[..6]
+        );
+        let fish = repo
+            .command("fish", &repo.path)
+            .args(["--no-config", "-c", &probe])
+            .output()
+            .expect("fish");
+        assert_eq!(
+            String::from_utf8_lossy(&fish.stdout),
+            format!("{id}\ntopic\ntopic\n"),
+            "{}",
+            String::from_utf8_lossy(&fish.stderr)
+        );
+    }
+    if crate::common::tool("zsh").is_some() {
+        let zsh_file = repo.root().join("gp.zsh");
+        let script = std::fs::read_to_string(&zsh_file).expect("read");
+        assert!(
+            script.contains(":run -- Run id or a unique prefix of one:_git_pipeline_runs'")
+                && script.contains(":REF:_git_pipeline_refs'"),
+            "the run and ref values use the repository"
+        );
+        // Loaded by compinit as a completion function would be; compadd shows what it offers.
+        let probe = format!(
+            "autoload -U compinit && compinit -u -D && source {} && compadd() {{ shift; print -l -- ${{(P)1}} }} && _git_pipeline_runs && _git_pipeline_refs",
+            zsh_file.display()
+        );
+        let zsh = repo
+            .command("zsh", &repo.path)
+            .args(["-f", "-c", &probe])
+            .output()
+            .expect("zsh");
+        let text = String::from_utf8_lossy(&zsh.stdout);
+        assert!(
+            text.lines().any(|l| l == id) && text.lines().any(|l| l == "topic"),
+            "{text}{}",
+            String::from_utf8_lossy(&zsh.stderr)
+        );
     }
 }
 
