@@ -67,6 +67,21 @@ pub fn read_blobs(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<
 /// One `git cat-file --batch` for many object names: the blobs' contents, `None` for a name
 /// that is missing or not a blob.
 pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    Ok(cat_objects(git, names)?
+        .into_iter()
+        .map(|o| o.filter(|o| o.kind == "blob").map(|o| o.body))
+        .collect())
+}
+
+/// An object as `git cat-file --batch` gives it.
+struct Object {
+    id: String,
+    kind: String,
+    body: Vec<u8>,
+}
+
+/// One `git cat-file --batch` for many object names; `None` for a name that is missing.
+fn cat_objects(git: &Git, names: &[String]) -> Result<Vec<Option<Object>>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -80,7 +95,7 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         },
     )?;
     let mut rest = out.as_slice();
-    let mut blobs = Vec::with_capacity(names.len());
+    let mut objects = Vec::with_capacity(names.len());
     for _ in names {
         let nl = rest
             .iter()
@@ -91,20 +106,60 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         // "<oid> <type> <size>", or "<request> missing" / "ambiguous".
         let fields: Vec<&str> = header.rsplitn(3, ' ').collect();
         match fields.as_slice() {
-            [size, kind, _] if matches!(*kind, "blob" | "tree" | "commit" | "tag") => {
+            [size, kind, id] if matches!(*kind, "blob" | "tree" | "commit" | "tag") => {
                 let size: usize = size.parse().map_err(|_| {
                     Error::other(format!("unexpected git cat-file header: {header}"))
                 })?;
                 let body = rest
                     .get(..size)
                     .ok_or_else(|| Error::other("git cat-file returned a truncated object"))?;
-                blobs.push((*kind == "blob").then(|| body.to_vec()));
+                objects.push(Some(Object {
+                    id: (*id).to_owned(),
+                    kind: (*kind).to_owned(),
+                    body: body.to_vec(),
+                }));
                 rest = rest.get(size + 1..).unwrap_or_default();
             }
-            _ => blobs.push(None),
+            _ => objects.push(None),
         }
     }
-    Ok(blobs)
+    Ok(objects)
+}
+
+/// A commit as the repository holds it: its id, its tree and its parents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitFacts {
+    pub id: Oid,
+    pub tree: TreeId,
+    pub parents: Vec<Oid>,
+}
+
+/// The commit `rev` names (a ref, an id), read in one `git cat-file` from the object itself;
+/// `None` when it names no commit.
+pub fn commit_facts(git: &Git, rev: &str) -> Result<Option<CommitFacts>> {
+    let Some(Some(object)) = cat_objects(git, &[format!("{rev}^{{commit}}")])?.pop() else {
+        return Ok(None);
+    };
+    if object.kind != "commit" {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&object.body);
+    let mut tree = None;
+    let mut parents = Vec::new();
+    // The header ends at the first empty line; only `tree` and `parent` lines matter here.
+    for line in text.lines().take_while(|l| !l.is_empty()) {
+        if let Some(t) = line.strip_prefix("tree ") {
+            tree = Some(TreeId::from_git(t));
+        } else if let Some(p) = line.strip_prefix("parent ") {
+            parents.push(Oid::from_git(p));
+        }
+    }
+    let tree = tree.ok_or_else(|| Error::other(format!("commit {} has no tree", object.id)))?;
+    Ok(Some(CommitFacts {
+        id: Oid::from_git(&object.id),
+        tree,
+        parents,
+    }))
 }
 
 /// The trees of `commits` (one `git cat-file --batch-check`); commits that are not here are left
@@ -136,6 +191,25 @@ pub fn trees_of(
         }
     }
     Ok(trees)
+}
+
+/// The object ids of `paths` at `commit` (one `git ls-tree`): `None` for a path that is not
+/// there.
+pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>>> {
+    let mut args = vec!["ls-tree", "-z", commit, "--"];
+    args.extend_from_slice(paths);
+    let out = git.run(args)?;
+    let mut found = std::collections::HashMap::new();
+    for entry in super::split_z(&out) {
+        // "<mode> <type> <id>\t<path>"
+        let text = String::from_utf8_lossy(entry);
+        if let Some((meta, path)) = text.split_once('\t')
+            && let Some(id) = meta.split(' ').nth(2)
+        {
+            found.insert(path.to_owned(), Oid::from_git(id));
+        }
+    }
+    Ok(paths.iter().map(|p| found.remove(*p)).collect())
 }
 
 /// Where `path` at `commit` points when it is a symlink; `None` when it is anything else or absent.

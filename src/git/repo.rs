@@ -32,6 +32,7 @@ impl Repo {
                 "--git-common-dir",
                 "--git-dir",
                 "--is-inside-work-tree",
+                "--show-toplevel",
             ])
             .output()
             .map_err(|e| {
@@ -41,7 +42,12 @@ impl Repo {
                     Error::io("cannot run git rev-parse", e)
                 }
             })?;
-        if !out.status.success() {
+        // Outside a work tree (a bare repository, inside `.git`) `--show-toplevel` fails after
+        // the other three answered: that is not an error.
+        let outside_work_tree = String::from_utf8_lossy(&out.stderr)
+            .contains("must be run in a work tree")
+            && out.stdout.split(|b| *b == b'\n').nth(2) == Some(b"false");
+        if !out.status.success() && !outside_work_tree {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not a git repository") || !cwd.exists() {
                 return Err(Error::usage_hint(
@@ -67,8 +73,8 @@ impl Repo {
             ));
         };
         let mut lines = text.lines();
-        let (Some(common), Some(git_dir), Some(inside)) =
-            (lines.next(), lines.next(), lines.next())
+        let (Some(common), Some(git_dir), Some(inside), top) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
         else {
             return Err(Error::other(format!(
                 "unexpected output from git rev-parse: {text:?}"
@@ -77,16 +83,20 @@ impl Repo {
         let common_dir = PathBuf::from(common);
         let git_dir = PathBuf::from(git_dir);
         let git = Git::at_git_dir(&git_dir);
-        let work_tree = if inside == "true" {
-            Some(PathBuf::from(Git::in_dir(cwd).text([
-                "rev-parse",
-                "--path-format=absolute",
-                "--show-toplevel",
-            ])?))
-        } else {
-            None
+        let work_tree = match (inside, top) {
+            ("true", Some(top)) => Some(PathBuf::from(top)),
+            ("true", None) => {
+                return Err(Error::other(format!(
+                    "unexpected output from git rev-parse: {text:?}"
+                )));
+            }
+            _ => None,
         };
-        let main_worktree = main_worktree(&git)?;
+        // In the main worktree its git dir is the common one: no need to ask for the list.
+        let main_worktree = match &work_tree {
+            Some(top) if git_dir == common_dir => Some(top.clone()),
+            _ => main_worktree(&git)?,
+        };
         Ok(Repo {
             git_dir,
             common_dir,

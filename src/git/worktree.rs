@@ -428,17 +428,27 @@ pub fn reset_to(worktree: &Path, branch: Option<&str>, base: &str, keep: &[Strin
 /// to be deleted while the folder stays (a slot given back to the pool).
 pub fn detach_head(worktree: &Path, fallback: &str) -> Result<()> {
     let git = Git::in_dir(worktree);
-    let head = git
-        .optional_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])?
-        .unwrap_or_else(|| fallback.to_owned());
-    git.run([
-        "update-ref",
-        "--no-deref",
-        "-m",
-        "git-pipeline: slot given back",
-        "HEAD",
-        &head,
-    ])?;
+    let args = |to: &str| {
+        [
+            "update-ref",
+            "--no-deref",
+            "-m",
+            "git-pipeline: slot given back",
+            "HEAD",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([to.to_owned()])
+        .collect::<Vec<_>>()
+    };
+    // At the commit HEAD names; when it names none (its branch is gone), at `fallback`.
+    if !git
+        .output(args("HEAD^{commit}"), super::Opts::default())?
+        .status
+        .success()
+    {
+        git.run(args(fallback))?;
+    }
     Ok(())
 }
 

@@ -184,6 +184,9 @@ pub struct Target {
     pub base_branch: Option<String>,
     /// The bundle workstream this run is.
     pub bundle: Option<crate::store::record::BundleRef>,
+    /// The name git commits as (`git var GIT_COMMITTER_IDENT`), read once: containment marks
+    /// each step's ref updates with it.
+    pub committer: Option<String>,
 }
 
 /// Who works: the agent of each role, their prompt templates, and best-of-N's candidates.
@@ -594,7 +597,8 @@ impl RunPlan {
             Mode::Reverify { commit, .. } => commit.as_str(),
         };
         prepare::check_lfs(&git, checkout)?;
-        if let objects::Identity::Missing(why) = objects::committer_identity(&git)? {
+        let identity = objects::committer_identity(&git)?;
+        if let objects::Identity::Missing(why) = &identity {
             return Err(Error::usage_hint(
                 format!("git has no identity to commit the run's work with ({why})"),
                 "set one: git config --global user.name \"Your Name\" && git config --global user.email you@example.com",
@@ -667,6 +671,7 @@ impl RunPlan {
                 base_tree,
                 base_branch,
                 bundle: args.bundle.clone(),
+                committer: identity.name().map(str::to_owned),
             },
             agents: Agents {
                 builder,

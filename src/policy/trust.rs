@@ -31,16 +31,22 @@ pub fn store_path() -> Option<PathBuf> {
 /// `.pipeline/` (the prompt templates the agents are told with) when the commit has one. A change
 /// to either needs trusting again; a repository without `.pipeline/` keeps its old trust.
 pub fn key(git: &crate::git::Git, commit: &str) -> Result<Option<String>> {
-    let Some(blob) = crate::git::objects::resolve_blob(git, commit, crate::config::PROJECT_FILE)?
-    else {
+    let mut ids = crate::git::objects::ids_at(
+        git,
+        commit,
+        &[
+            crate::config::PROJECT_FILE,
+            crate::policy::scope::POLICY_DIR,
+        ],
+    )?
+    .into_iter();
+    let (Some(Some(blob)), tree) = (ids.next(), ids.next().flatten()) else {
         return Ok(None);
     };
-    Ok(Some(
-        match crate::git::objects::resolve_blob(git, commit, crate::policy::scope::POLICY_DIR)? {
-            Some(tree) => format!("{blob}+{tree}"),
-            None => blob.to_string(),
-        },
-    ))
+    Ok(Some(match tree {
+        Some(tree) => format!("{blob}+{tree}"),
+        None => blob.to_string(),
+    }))
 }
 
 pub fn is_trusted(blob: &str) -> bool {

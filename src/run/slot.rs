@@ -375,7 +375,13 @@ impl Run<'_> {
     /// Reset slot `n` to the run's base, as a new checkout of it would be: the slot's own index
     /// (never the last agent's) decides which files are written; with none, or when a
     /// `.gitattributes` changed, every file is.
-    pub(crate) fn reset_slot(&self, n: u32, branch: Option<&str>, checkout: &str) -> Result<()> {
+    /// Its git paths when it was reset in place (`None`: made again).
+    pub(crate) fn reset_slot(
+        &self,
+        n: u32,
+        branch: Option<&str>,
+        checkout: &str,
+    ) -> Result<Option<worktree::Paths>> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
         let common_dir = &self.plan.target.repo.common_dir;
         let path = &self.ws.worktree;
@@ -389,7 +395,8 @@ impl Run<'_> {
                 path.display()
             )));
         }
-        let admin = worktree::paths(path)?.git_dir;
+        let paths = worktree::paths(path)?;
+        let admin = paths.git_dir.clone();
         let reset = match worktree::admin_tampering(path, &admin, common_dir) {
             Some(why) => Err(why),
             None => self.reset_in_place(n, (&state, &admin), branch, checkout),
@@ -416,7 +423,7 @@ impl Run<'_> {
                     ..SlotState::default()
                 };
                 slots::write(&pipeline_dir, n, &fresh)?;
-                return self.make_slot(n, branch, checkout);
+                return self.make_slot(n, branch, checkout).map(|()| None);
             }
         };
         self.ui.step(format!(
@@ -433,7 +440,7 @@ impl Run<'_> {
                 self.plan.landing.caches.join(", ")
             }
         ));
-        Ok(())
+        Ok(Some(paths))
     }
 
     /// The reset itself; `Err` says why the slot must be made again instead. `Ok(true)` when the

@@ -222,13 +222,24 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Save the run's progress (for `status`, and for a resume after the process was killed).
     pub fn save(&mut self) -> Result<()> {
+        self.prepare_record();
+        self.log.dir.write_progress(&self.log.rec)
+    }
+
+    /// Save it so that it survives a power loss too: at checkpoints and at the run's end.
+    pub fn save_durably(&mut self) -> Result<()> {
+        self.prepare_record();
+        self.log.dir.write_record(&self.log.rec)
+    }
+
+    fn prepare_record(&mut self) {
         self.update_metrics();
         let (counts, trees) = self.breakers.memory();
         self.log.rec.resume.error_counts = counts;
         self.log.rec.resume.attempt_trees = trees;
         self.log.rec.resume.snapshot_tree = self.ws.last_tree.clone();
-        self.log.dir.write_record(&self.log.rec)
     }
 
     /// Serialise our ref and worktree changes with other runs of this repository.
@@ -239,7 +250,7 @@ impl<'a> Run<'a> {
     /// Record how far the run got, durably, before going on.
     pub fn checkpoint(&mut self, at: Checkpoint) -> Result<()> {
         self.log.rec.resume.checkpoint = Some(at);
-        self.save()
+        self.save_durably()
     }
 
     fn update_metrics(&mut self) {
@@ -880,7 +891,7 @@ impl<'a> Run<'a> {
             self.log.dir.clear_scratch()?;
         }
         self.log.rec.exit_code = Some(exit_of(&self.log.rec).code());
-        self.save()
+        self.save_durably()
     }
 
     /// Archive the work, then discard the worktree and branch (unless kept).

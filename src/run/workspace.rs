@@ -17,8 +17,11 @@ use crate::store::slots::Place;
 impl Run<'_> {
     /// The run's own index (never the agent's), the containment guard and the sandbox, for
     /// the worktree that is now there.
-    fn attach(&mut self) -> Result<worktree::Paths> {
-        let wt_paths = worktree::paths(&self.ws.worktree)?;
+    fn attach(&mut self, known: Option<worktree::Paths>) -> Result<worktree::Paths> {
+        let wt_paths = match known {
+            Some(p) => p,
+            None => worktree::paths(&self.ws.worktree)?,
+        };
         self.ws.snap = Some(Snapshotter::new(
             &self.ws.worktree,
             &wt_paths.git_dir,
@@ -47,17 +50,21 @@ impl Run<'_> {
         let added = match self.ws.place {
             Place::OwnFolder => {
                 worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)
+                    .map(|()| None)
             }
-            Place::NewSlot(n) => self.make_slot(n, branch, checkout),
+            Place::NewSlot(n) => self.make_slot(n, branch, checkout).map(|()| None),
             Place::Reused(n) => self.reset_slot(n, branch, checkout),
         };
         drop(guard);
-        if let Err(e) = added {
-            // git may leave a half-made worktree or branch behind; both are ours to remove.
-            let _ = self.discard_worktree();
-            return Err(e);
-        }
-        let wt_paths = self.attach()?;
+        let known = match added {
+            Ok(known) => known,
+            Err(e) => {
+                // git may leave a half-made worktree or branch behind; both are ours to remove.
+                let _ = self.discard_worktree();
+                return Err(e);
+            }
+        };
+        let wt_paths = self.attach(known)?;
         // Before any agent runs: from now on the worktree's index is the agent's.
         if let Some(snap) = &self.ws.snap {
             snap.seed()?;
@@ -222,7 +229,7 @@ impl Run<'_> {
                 self.ws.worktree.display()
             ));
         }
-        self.attach()?;
+        self.attach(None)?;
         self.attached()
     }
 
@@ -319,6 +326,13 @@ impl Run<'_> {
         self.ws.guard = Some(crate::safety::containment::Guard::new(
             crate::safety::containment::Places {
                 checks: self.plan.policy.containment.clone(),
+                known_git_dirs: checkouts
+                    .iter()
+                    .map(|c| {
+                        let repo = &self.plan.target.repo;
+                        (repo.work_tree.as_ref() == Some(c)).then(|| repo.git_dir.clone())
+                    })
+                    .collect(),
                 checkouts,
                 common_dir: self.plan.target.repo.common_dir.clone(),
                 repo: self.ws.repo.clone(),
@@ -333,6 +347,7 @@ impl Run<'_> {
                 base: self.plan.target.base.clone(),
                 branch_prefix: self.plan.landing.branch_prefix.clone(),
                 run_id: self.log.dir.id.clone(),
+                committer: self.plan.target.committer.clone(),
             },
         )?);
         Ok(())

@@ -99,6 +99,8 @@ pub struct Places {
     pub checks: Checks,
     /// The user's checkouts: the main worktree, and the one the run was started from.
     pub checkouts: Vec<PathBuf>,
+    /// Their git dirs where already known (the checkout the run was started from), by index.
+    pub known_git_dirs: Vec<Option<PathBuf>>,
     pub common_dir: PathBuf,
     pub repo: Git,
     pub worktree: PathBuf,
@@ -109,6 +111,8 @@ pub struct Places {
     pub branch_prefix: String,
     /// Marks the committer name of the run's steps.
     pub run_id: String,
+    /// The name git commits as, which the mark is added to.
+    pub committer: Option<String>,
 }
 
 /// What a checkout looked like, or what changed in it since the last look.
@@ -196,14 +200,15 @@ impl Guard {
     /// Arm a guard: find once what every fingerprint will look at.
     pub fn new(p: Places) -> Result<Guard> {
         let mut checkout_git_dirs = Vec::new();
-        for c in &p.checkouts {
-            checkout_git_dirs.push(crate::git::repo::absolute_git_dir(&Git::in_dir(c))?);
+        for (i, c) in p.checkouts.iter().enumerate() {
+            checkout_git_dirs.push(match p.known_git_dirs.get(i).cloned().flatten() {
+                Some(dir) => dir,
+                None => crate::git::repo::absolute_git_dir(&Git::in_dir(c))?,
+            });
         }
         let hooks_dir = crate::git::repo::hooks_dir(&p.repo)?;
         let config_files = config_files(&p)?;
-        let marked_name = objects::committer_identity(&p.repo)?
-            .name()
-            .map(|name| marked(name, &p.run_id));
+        let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let mut watches = Vec::new();
         let mut ignored = Vec::new();
         for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {

@@ -9,6 +9,18 @@ use crate::error::Result;
 
 /// Write to a temp file in the same folder, fsync it, rename it over `path`, fsync the folder.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    put(path, bytes, true)
+}
+
+/// The same replacement without the fsyncs: readers and a killed process still see the old file
+/// or the new one, but after a power loss the file may be the one before. For progress that a
+/// later durable write (a checkpoint, the run's end) supersedes; on a journaled disk each fsync
+/// pair costs a journal commit.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    put(path, bytes, false)
+}
+
+fn put(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::other(format!("{} has no parent folder", path.display())))?;
@@ -17,12 +29,20 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io_path("create a temp file in", dir, e))?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if durable {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|e| Error::io_path("write", tmp.path(), e))?;
     tmp.persist(path)
         .map_err(|e| Error::io_path("replace", path, e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io_path("sync", dir, e))?;
+    if durable {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io_path("sync", dir, e))?;
+    }
     Ok(())
 }

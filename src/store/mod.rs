@@ -175,16 +175,26 @@ impl RunDir {
         self.path.join("events.jsonl")
     }
 
+    /// Save the record durably (fsynced): what a resume after a power loss goes on from.
     pub fn write_record(&self, rec: &RunRecord) -> Result<()> {
         self.write_json("run.json", rec)
     }
 
+    /// Save the record's progress atomically but without fsync: a later durable save (the next
+    /// checkpoint, the run's end) supersedes it.
+    pub fn write_progress(&self, rec: &RunRecord) -> Result<()> {
+        atomic::replace(&self.path.join("run.json"), &self.encode("run.json", rec)?)
+    }
+
     /// Replace `name` in the run folder with `value` as JSON, atomically, secrets masked.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        atomic::write(&self.path.join(name), &self.encode(name, value)?)
+    }
+
+    fn encode<T: Serialize>(&self, name: &str, value: &T) -> Result<Vec<u8>> {
         let json = serde_json::to_string_pretty(value)
             .map_err(|e| Error::other(format!("cannot encode {name}: {e}")))?;
-        let json = self.redactor.text(&json);
-        atomic::write(&self.path.join(name), format!("{json}\n").as_bytes())
+        Ok(format!("{}\n", self.redactor.text(&json)).into_bytes())
     }
 
     pub fn read_record(&self) -> Result<RunRecord> {

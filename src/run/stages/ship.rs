@@ -70,14 +70,14 @@ pub fn commit(
     }
     // Read the result from the repository, not through the worktree: a post-commit hook may
     // have changed the worktree, but the branch is what ships.
-    let commit = objects::ref_value(repo, branch_ref)?
+    let made = objects::commit_facts(repo, branch_ref)?
         .ok_or_else(|| Error::other(format!("{branch_ref} vanished after the commit")))?;
-    if commit == base {
+    let (commit, tree) = (made.id, made.tree);
+    if commit == *base {
         return Ok(Committed::HookFailed(
             "`git commit` succeeded but the run branch did not move".to_owned(),
         ));
     }
-    let tree = objects::tree_of(repo, &commit)?;
     if tree != approved_tree {
         // A hook rewrote files: what would ship is not what was verified. Put the branch back.
         objects::update_ref(
@@ -414,9 +414,9 @@ impl Run<'_> {
         let _guard = self.repo_lock()?;
         // Signed with the owner's key: what is attested is read from the repository, never taken
         // from the record (which a step could have rewritten before a resume).
-        let parent = objects::resolve_commit(&self.ws.repo, &format!("{commit}^"))?;
-        if objects::tree_of(&self.ws.repo, commit)? != *tree
-            || parent.as_ref() != Some(&self.plan.target.base)
+        let facts = objects::commit_facts(&self.ws.repo, commit)?;
+        if facts.as_ref().map(|f| (&f.tree, f.parents.first()))
+            != Some((tree, Some(&self.plan.target.base)))
         {
             return Err(Error::other(format!(
                 "commit {commit} is not the approved change on {} (its tree or parent differ from what was verified); not attesting it",
