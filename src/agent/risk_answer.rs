@@ -3,8 +3,6 @@
 
 use serde_json::{Map, Value};
 
-use super::json_scan;
-
 /// Only the end of a long output is searched: the answer comes last.
 const SCAN_BYTES: usize = 256 * 1024;
 
@@ -18,16 +16,7 @@ pub struct RiskAnswer {
 /// The answer in an agent's stdout, if it gave one. As for verdicts, only what the agent said
 /// counts, never its tools' output (a file it read could hold `{"risk": "low"}`).
 pub fn parse(stdout: &[u8]) -> Option<RiskAnswer> {
-    let tail = &stdout[stdout.len().saturating_sub(SCAN_BYTES)..];
-    let text =
-        super::text::said(tail).unwrap_or_else(|| String::from_utf8_lossy(tail).into_owned());
-    let mut last = None;
-    json_scan::visit_nested(&text, &mut |obj| {
-        if let Some(a) = from_object(obj) {
-            last = Some(a);
-        }
-    });
-    last
+    super::verdict::last_said(stdout, SCAN_BYTES, from_object)
 }
 
 fn from_object(obj: &Map<String, Value>) -> Option<RiskAnswer> {

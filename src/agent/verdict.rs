@@ -38,20 +38,30 @@ impl Verdict {
 }
 
 pub fn parse(stdout: &[u8]) -> Verdict {
-    let tail = &stdout[stdout.len().saturating_sub(SCAN_BYTES)..];
-    // Only what the agent said counts, never what its tools returned: an event stream (Claude
-    // Code's stream-json, codex's --json, opencode's parts) also carries the output of the
-    // commands it ran and the files it read, and a file the builder planted could hold an
-    // approving verdict. A tail cut mid-line is still read as a stream: `said` reads every line.
+    last_said(stdout, SCAN_BYTES, from_object).unwrap_or_else(Verdict::none)
+}
+
+/// The last JSON object in what the agent itself said (within the last `scan` bytes of its
+/// stdout) that `read` accepts. Only what the agent said counts, never what its tools returned:
+/// an event stream (Claude Code's stream-json, codex's --json, opencode's parts) also carries the
+/// output of the commands it ran and the files it read, and a file the builder planted could
+/// hold an approving verdict. A tail cut mid-line is still read as a stream: `said` reads every
+/// line.
+pub fn last_said<T>(
+    stdout: &[u8],
+    scan: usize,
+    read: impl Fn(&Map<String, Value>) -> Option<T>,
+) -> Option<T> {
+    let tail = &stdout[stdout.len().saturating_sub(scan)..];
     let text =
         super::text::said(tail).unwrap_or_else(|| String::from_utf8_lossy(tail).into_owned());
     let mut last = None;
     json_scan::visit_nested(&text, &mut |obj| {
-        if let Some(v) = from_object(obj) {
+        if let Some(v) = read(obj) {
             last = Some(v);
         }
     });
-    last.unwrap_or_else(Verdict::none)
+    last
 }
 
 fn from_object(obj: &Map<String, Value>) -> Option<Verdict> {

@@ -129,6 +129,15 @@ fn trailers_can_be_turned_off() {
     assert!(message.contains("Pipeline-Run: "), "{message}");
 }
 
+/// The server runs git-pipeline's pre-receive hook.
+fn install_pre_receive(remote: &Remote) {
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
+        remote.bare.join("hooks/pre-receive"),
+    )
+    .expect("pre-receive");
+}
+
 /// An SSH key pair in the test's folder: (private key path, public key line).
 fn ssh_key(repo: &TestRepo, name: &str) -> (PathBuf, String) {
     let key = repo.root().join(name);
@@ -334,11 +343,7 @@ fn a_signed_attestation_verifies_here_and_with_ssh_keygen_and_forgeries_fail() {
 
     // The server requires signatures (its own git config): the forged note is refused on
     // receive, the genuinely signed work is received.
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     let server = |args: &[&str]| repo.git_in(&remote.bare, args);
     server(&["config", "pipeline.requireSignature", "true"]);
     server(&[
@@ -474,11 +479,7 @@ fn format_1_notes_in_existing_repositories_still_verify() {
     let range = format!("{base}..{manual}");
     repo.pipeline(&["verify", &range]).assert_code(0);
     // Both hooks take it: pre-push here, pre-receive on the server.
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     remote
         .push(&["origin", "main", "refs/notes/pipeline"])
         .assert_code(0);
@@ -594,11 +595,7 @@ fn a_rebase_that_keeps_the_attested_tree_reverts_a_fix_and_fails_verify_and_both
         "{}",
         out.stderr
     );
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     let out = remote.push(&[
         "--no-verify",
         "origin",
@@ -842,11 +839,7 @@ fn an_openpgp_signed_attestation_verifies_against_the_keyring() {
         &commit,
     ]);
     // The server checks OpenPGP signatures against its own keyring (the same one here).
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     repo.git_in(
         &remote.bare,
         &["config", "pipeline.requireSignature", "true"],
@@ -888,11 +881,7 @@ fn an_openpgp_signed_attestation_verifies_against_the_keyring() {
 fn a_pushed_config_cannot_loosen_the_servers_policy() {
     let remote = Remote::new();
     let repo = &remote.repo;
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     // The push brings a config that enforces only release branches, and unattested code.
     let loosened = repo.read(".pipeline.toml") + "\n[push]\nbranches = [\"release/*\"]\n";
     repo.write(".pipeline.toml", &loosened);
@@ -961,11 +950,7 @@ fn an_agent_trace_record_names_the_lines_the_agent_wrote() {
 fn the_server_is_not_fooled_by_replace_refs_tags_deletions_or_rewritten_notes() {
     let remote = Remote::new();
     let repo = &remote.repo;
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/pre-receive"),
-        remote.bare.join("hooks/pre-receive"),
-    )
-    .expect("pre-receive");
+    install_pre_receive(&remote);
     let good = remote.attested_commit();
     remote
         .push(&["origin", "main", "refs/notes/pipeline"])

@@ -311,6 +311,24 @@ fn a_daemon_that_drops_its_run_environment_but_works_in_the_worktree_is_stopped(
         crate::common::read_pid(&pidfile),
         "the daemon without PIPELINE_RUN_DIR",
     );
+
+    // A gate that leaves the same daemon behind: stopped at the end of the gate's step too.
+    let repo = TestRepo::new();
+    let pidfile = repo.root().join("logs/gate-daemon.pid");
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        &format!(
+            "[[gates]]\nname = \"leaves-a-daemon\"\ncommand = [\"sh\", \"-c\", \"env -u PIPELINE_RUN_DIR setsid sh -c 'echo $$ > {}; exec sleep 300' >/dev/null 2>&1 < /dev/null & sleep 0.3\"]\n",
+            pidfile.display()
+        ),
+    );
+    let out = repo.pipeline(&["run", "fix the typo"]);
+    out.assert_code(0);
+    crate::common::assert_process_gone(
+        crate::common::read_pid(&pidfile),
+        "the gate's daemon without PIPELINE_RUN_DIR",
+    );
 }
 
 #[test]
@@ -590,6 +608,15 @@ fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
             "refs/heads/pipeline/",
         ])
     };
+    // git-pipeline's refs now, leaving out those of the run that `r` reports.
+    let refs_but = |repo: &TestRepo, r: &Value| -> String {
+        let id = r["run_id"].as_str().unwrap_or("?").to_owned();
+        refs(repo)
+            .lines()
+            .filter(|l| !l.contains(&id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let before = refs(&repo);
     assert_eq!(before.lines().count(), 3, "{before}");
     let tree = repo.git(&["rev-parse", "main^{tree}"]);
@@ -643,13 +670,7 @@ fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
         let error = r["error"].as_str().unwrap_or("");
         assert!(error.contains(says), "{trick}: {error}");
         // As before, besides this run's own archive of its rolled-back work.
-        let id = r["run_id"].as_str().unwrap_or("?").to_owned();
-        let now: String = refs(&repo)
-            .lines()
-            .filter(|l| !l.contains(&id))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(now.trim_end(), before.trim_end(), "{trick}: put back");
+        assert_eq!(refs_but(&repo, &r), before.trim_end(), "{trick}: put back");
         let verify = repo.pipeline(&["verify", "main"]);
         assert_ne!(verify.code, 0, "{trick}: main is not attested");
     }
@@ -664,14 +685,8 @@ fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
     let r = out.json();
     assert_eq!(r["reason"], "containment", "{r}");
     assert_eq!(r["commit"], Value::Null, "nothing may ship");
-    let id = r["run_id"].as_str().unwrap_or("?").to_owned();
-    let now: String = refs(&repo)
-        .lines()
-        .filter(|l| !l.contains(&id))
-        .map(|l| format!("{l}\n"))
-        .collect();
     assert_eq!(
-        now.trim_end(),
+        refs_but(&repo, &r),
         before.trim_end(),
         "the gate's forgery is put back"
     );
