@@ -180,10 +180,22 @@ impl Snapshotter {
             },
         )?;
         let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
+            // `error: open("src/x.rs"): Permission denied`: say which files, not git's lines.
+            let files: Vec<&str> = stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("error: open(\""))
+                .filter_map(|l| l.split_once("\"): Permission denied").map(|(f, _)| f))
+                .collect();
+            if !files.is_empty() {
+                return Err(Error::other(format!(
+                    "files in the worktree cannot be read: {}",
+                    files.join(", ")
+                )));
+            }
             return Err(super::failure(&args, &out));
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
         let unreadable: Vec<&str> = stderr
             .lines()
             .filter_map(|l| l.strip_prefix("warning: could not open directory '"))

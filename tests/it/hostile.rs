@@ -1157,6 +1157,28 @@ fn unreadable_work_is_kept_and_clean_removes_it_later() {
         "the worktree is kept with the folder"
     );
 
+    // One unreadable file (not a folder): git cannot add it either; kept the same way.
+    let single = TestRepo::new();
+    arm(
+        &single,
+        "*:run:echo secret > src/locked.rs && chmod 000 src/locked.rs && exit 1",
+    );
+    let out = pipeline_as_a_user(&single, &["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("files in the worktree cannot be read: src/locked.rs"),
+        "{}",
+        out.stderr
+    );
+    let id = single.run_ids().into_iter().max().expect("id");
+    let kept = single.worktree_of(&id).expect("the worktree is recorded");
+    assert!(
+        kept.join("src/locked.rs").exists(),
+        "the worktree is kept with the file: {}",
+        out.stderr
+    );
+
     // `clean` never removes what it cannot archive: it says so, and does the rest.
     let out = pipeline_as_a_user(&repo, &["clean", "--all"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
