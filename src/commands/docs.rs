@@ -30,7 +30,7 @@ pub fn man(cmd: ManCmd, out: &mut dyn Write) -> Result<Exit> {
         (Some(dir), _) => dir,
         (None, true) => pages_beside_binary().ok_or_else(|| {
             Error::usage_hint(
-                "git-pipeline is not in a `bin` folder, so there is no `share/man` beside it that man would search",
+                "this git-pipeline is not the one on PATH in a `bin` folder of an install prefix, so there is no `share/man` beside it that man would search",
                 "name a folder on your MANPATH: git pipeline man ~/.local/share/man/man1",
             )
         })?,
@@ -75,13 +75,26 @@ fn write_pages(dir: &Path) -> Result<Vec<String>> {
 /// (`~/.cargo/bin` gives `~/.cargo/share/man`). `None` when the binary is not in a `bin`
 /// folder (a build under `target/`).
 pub fn pages_beside_binary() -> Option<std::path::PathBuf> {
-    let exe = crate::agent::find_program("git-pipeline", Path::new("."))
-        .or_else(|| std::env::current_exe().ok())?;
-    let bin = exe.parent()?;
-    if bin.file_name()? != "bin" {
+    // This very binary, and only when it is the one git finds on PATH (never a `bin/` of the
+    // repository you stand in, reached through a relative or project PATH entry).
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let path = std::env::var_os("PATH")?;
+    let on_path = std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("git-pipeline"))
+        .find(|p| p.is_file())?
+        .canonicalize()
+        .ok()?;
+    if exe != on_path {
         return None;
     }
-    Some(bin.parent()?.join("share").join("man").join("man1"))
+    let bin = exe.parent()?;
+    let prefix = bin.parent()?;
+    // A `bin/` at the top of a repository is a project's folder, not an install prefix.
+    if bin.file_name()? != "bin" || prefix.join(".git").exists() {
+        return None;
+    }
+    Some(prefix.join("share").join("man").join("man1"))
 }
 
 /// `git pipeline --help` is git's `git help pipeline`, which runs `man git-pipeline` and never
@@ -105,7 +118,8 @@ pub fn keep_pages_current() {
 fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<String> {
     let file = format!("{name}.1");
     let path = dir.join(&file);
-    std::fs::write(&path, page(cmd)?).map_err(|e| Error::io_path("write", &path, e))?;
+    // Replaced, not written through: a symlink in its place is replaced, never followed.
+    crate::store::atomic::replace(&path, &page(cmd)?)?;
     Ok(file)
 }
 

@@ -204,6 +204,64 @@ impl Git {
         })
     }
 
+    /// Run with a deadline (a command that talks to a remote): `None` when it took longer and
+    /// was killed. No terminal prompt is ever shown.
+    pub(in crate::git) fn output_within(
+        &self,
+        args: &[&str],
+        deadline: std::time::Duration,
+    ) -> Result<Option<Output>> {
+        use std::io::Read;
+        let mut cmd = self.command();
+        cmd.args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tracing::debug!(dir = %self.dir().display(), args = %args.join(" "), "git");
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot run git {}", args.join(" ")), e))?;
+        let read = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = read(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = read(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| Error::io("wait for git", e))? {
+                break status;
+            }
+            if started.elapsed() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Ok(Some(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }))
+    }
+
     /// Run, fail with the command, status and stderr on a non-zero exit, return stdout.
     pub(in crate::git) fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
     where

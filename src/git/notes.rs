@@ -7,15 +7,21 @@ use crate::error::Result;
 
 /// The notes of a notes ref (or notes commit): commit id -> note blob id.
 pub fn read_notes_index(git: &Git, notes_rev: &str) -> Result<HashMap<String, String>> {
+    Ok(entries(git, notes_rev)?.into_iter().collect())
+}
+
+/// Every (commit id, note blob id) entry of a notes tree, duplicates included: a note can be
+/// stored both fanned out (`ab/cdef...`) and flat, and git then shows the two concatenated.
+fn entries(git: &Git, notes_rev: &str) -> Result<Vec<(String, String)>> {
     let out = git.output(
         ["ls-tree", "-r", "-z", "--full-tree", notes_rev],
         Opts::default(),
     )?;
     if !out.status.success() {
         // No notes ref yet: no commit is attested.
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     }
-    let mut map = HashMap::new();
+    let mut found = Vec::new();
     for entry in split_z(&out.stdout) {
         // "<mode> blob <oid>\t<path>"; the path is the annotated commit id, maybe fanned out.
         let text = String::from_utf8_lossy(entry);
@@ -28,10 +34,10 @@ pub fn read_notes_index(git: &Git, notes_rev: &str) -> Result<HashMap<String, St
         };
         let commit: String = path.chars().filter(|c| *c != '/').collect();
         if commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            map.insert(commit, blob.to_owned());
+            found.push((commit, blob.to_owned()));
         }
     }
-    Ok(map)
+    Ok(found)
 }
 
 /// Where `remote`'s copy of a notes ref is fetched to: `refs/notes/remotes/<remote>/<name>`.
@@ -116,6 +122,21 @@ pub fn changes(git: &Git, old: Option<&str>, new: Option<&str>) -> Result<Vec<No
         None => Ok(HashMap::new()),
     };
     let (before, after) = (read(old)?, read(new)?);
+    // A second entry for one commit (stored fanned out and flat) adds to its note unseen by a
+    // map: it is reported as a change with no single blob.
+    let mut seen = std::collections::HashSet::new();
+    let doubled: Vec<NoteChange> = match new {
+        Some(r) => entries(git, r)?
+            .into_iter()
+            .filter(|(object, _)| !seen.insert(object.clone()))
+            .map(|(object, _)| NoteChange {
+                old: before.get(&object).cloned(),
+                object,
+                new: Some(String::new()),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut out: Vec<NoteChange> = after
         .iter()
         .filter(|(object, blob)| before.get(*object) != Some(*blob))
@@ -135,6 +156,7 @@ pub fn changes(git: &Git, old: Option<&str>, new: Option<&str>) -> Result<Vec<No
                 }),
         )
         .collect();
+    out.extend(doubled);
     out.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(out)
 }

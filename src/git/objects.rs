@@ -196,7 +196,7 @@ pub fn trees_of(
 /// The object ids of `paths` at `commit` (one `git ls-tree`): `None` for a path that is not
 /// there.
 pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>>> {
-    let mut args = vec!["ls-tree", "-z", commit, "--"];
+    let mut args = vec!["ls-tree", "-z", "--full-tree", commit, "--"];
     args.extend_from_slice(paths);
     let out = git.run(args)?;
     let mut found = std::collections::HashMap::new();

@@ -43,10 +43,8 @@ impl Repo {
                 }
             })?;
         // Outside a work tree (a bare repository, inside `.git`) `--show-toplevel` fails after
-        // the other three answered: that is not an error.
-        let outside_work_tree = String::from_utf8_lossy(&out.stderr)
-            .contains("must be run in a work tree")
-            && out.stdout.split(|b| *b == b'\n').nth(2) == Some(b"false");
+        // the other three answered (whatever language git speaks): that is not an error.
+        let outside_work_tree = out.stdout.split(|b| *b == b'\n').nth(2) == Some(b"false");
         if !out.status.success() && !outside_work_tree {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not a git repository") || !cwd.exists() {

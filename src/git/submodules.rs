@@ -3,6 +3,7 @@
 //! only in the run's worktree (its submodule repository goes when the worktree does).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
 
 use super::{Git, Opts, split_z};
@@ -36,21 +37,23 @@ pub fn dirty(git: &Git) -> Result<Vec<String>> {
     Ok(dirty)
 }
 
-/// Where a submodule's commits come from, as it was before any agent ran: afterwards its refs
-/// and config are the agent's to write, these are not.
+/// Where a submodule's commits come from, as known before any agent ran, from places no agent
+/// writes: the superproject's own config (its URL) and your own copy of the submodule
+/// (`<git dir>/modules/<name>`, its remote-tracking tips). A reused slot's copy of the submodule
+/// is never asked: an earlier run's agent could have written its refs and config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// The URL the superproject's config names for it.
     pub urls: Vec<String>,
-    /// The commits its remote-tracking branches pointed at.
+    /// The commits the remote-tracking branches of your copy of it pointed at.
     pub tips: Vec<String>,
 }
 
-/// Each submodule's [`Origin`], by path.
-pub fn origins(worktree: &Path) -> Result<BTreeMap<String, Origin>> {
+/// Each submodule's [`Origin`], by path. `repo` is the superproject's (common) git dir.
+pub fn origins(worktree: &Path, repo: &Git, common_dir: &Path) -> Result<BTreeMap<String, Origin>> {
     let git = Git::in_dir(worktree);
     let out = git.run(["ls-files", "-z", "--stage"])?;
-    // name -> path, from the checked-out `.gitmodules`.
+    // name -> path, from the checked-out `.gitmodules` (the base's: no agent has run yet).
     let names: Vec<(String, String)> = git
         .output(
             [
@@ -73,6 +76,18 @@ pub fn origins(worktree: &Path) -> Result<BTreeMap<String, Origin>> {
                 .collect()
         })
         .unwrap_or_default();
+    let lines = |g: &Git, args: &[&str]| {
+        g.output(args, Opts::default())
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
     let mut origins = BTreeMap::new();
     for entry in split_z(&out) {
         // "<mode> <id> <stage>\t<path>"
@@ -81,54 +96,62 @@ pub fn origins(worktree: &Path) -> Result<BTreeMap<String, Origin>> {
         else {
             continue;
         };
-        let inside = Git::in_dir(worktree.join(path));
-        let lines = |args: &[&str]| {
-            inside
-                .output(args, Opts::default())
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
-        // The URL the superproject's own config gives it (from `.gitmodules` at init), not the
-        // submodule's remote config: that lives in the worktree's admin folder, which a
-        // reused slot's earlier agent could write.
         let name = names
             .iter()
             .find(|(_, p)| p == path)
             .map_or(path, |(n, _)| n.as_str());
-        let url = git
-            .output(
-                ["config", "--get", &format!("submodule.{name}.url")],
-                Opts::default(),
+        let own_copy = common_dir.join("modules").join(name);
+        let tips = if own_copy.is_dir() {
+            lines(
+                &Git::at_git_dir(&own_copy),
+                &["for-each-ref", "--format=%(objectname)", "refs/remotes/"],
             )
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .filter(|u| !u.is_empty());
+        } else {
+            Vec::new()
+        };
         origins.insert(
             path.to_owned(),
             Origin {
-                urls: url.into_iter().collect(),
-                tips: lines(&["for-each-ref", "--format=%(objectname)", "refs/remotes/"]),
+                urls: lines(repo, &["config", "--get", &format!("submodule.{name}.url")]),
+                tips,
             },
         );
     }
     Ok(origins)
 }
 
-/// Whether `commit` is in the history of one of `tips`, in the repository `inside`.
+/// Whether `commit` is in the history of one of `tips`, in the submodule repository `inside`.
+/// The walk trusts objects only (they are named by their content): no commit-graph file and
+/// no grafts, which an agent could have planted to invent parents; the commit itself must be
+/// there (a missing one is never "reachable").
 fn reachable_from(inside: &Git, commit: &str, tips: &[String]) -> bool {
     if tips.is_empty() {
         return false;
     }
+    let env: [(&str, &OsStr); 1] = [("GIT_GRAFT_FILE", OsStr::new("/dev/null"))];
+    let opts = || Opts {
+        env: &env,
+        ..Opts::default()
+    };
+    let exists = inside
+        .output(
+            [
+                "-c",
+                "core.commitGraph=false",
+                "cat-file",
+                "-e",
+                &format!("{commit}^{{commit}}"),
+            ],
+            opts(),
+        )
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        return false;
+    }
     // Nothing of `commit`'s history is left once every tip's is taken away: it is on one.
     let mut args = vec![
+        "-c",
+        "core.commitGraph=false",
         "rev-list",
         "--ignore-missing",
         "--max-count=1",
@@ -137,23 +160,28 @@ fn reachable_from(inside: &Git, commit: &str, tips: &[String]) -> bool {
     ];
     args.extend(tips.iter().map(String::as_str));
     inside
-        .output(args, Opts::default())
+        .output(args, opts())
         .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
 }
 
-/// The commits a remote's branches and tags point at now (`git ls-remote`).
-fn remote_heads(inside: &Git, url: &str) -> Vec<String> {
-    inside
-        .output(["ls-remote", "--", url], Opts::default())
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.split('\t').next().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The commits a remote's branches and tags point at now: `git ls-remote`, run on the
+/// superproject's own git dir (your config, never the submodule's), without prompts, for at
+/// most 30 seconds.
+fn remote_heads(repo: &Git, url: &str) -> Vec<String> {
+    repo.output_within(
+        &["ls-remote", "--", url],
+        std::time::Duration::from_secs(30),
+    )
+    .ok()
+    .flatten()
+    .filter(|o| o.status.success())
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split('\t').next().map(str::to_owned))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Gitlinks the change from `base_tree` to `tree` moves to a commit that none of that
@@ -186,13 +214,14 @@ pub fn unpublished(
     for (path, commit) in moved {
         let inside = Git::in_dir(worktree.join(&path));
         let origin = origins.get(&path).cloned().unwrap_or_default();
-        // Published when a tip read before the agents ran has it; else ask the remotes those
-        // URLs name (an agent may have fetched a newer commit of the dependency).
+        // Published when a tip read before the agents ran has it; else ask the remote the
+        // superproject's config names (an agent may have fetched a newer commit of the
+        // dependency).
         let published = reachable_from(&inside, &commit, &origin.tips)
             || origin
                 .urls
                 .iter()
-                .any(|url| reachable_from(&inside, &commit, &remote_heads(&inside, url)));
+                .any(|url| reachable_from(&inside, &commit, &remote_heads(git, url)));
         if !published {
             unpublished.push((path, commit));
         }

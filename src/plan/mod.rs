@@ -1124,14 +1124,62 @@ fn argv_programs_at(argv: &[String], depth: u32) -> Vec<String> {
         .take_while(|a| a.contains('=') && !a.starts_with('-'))
         .count();
     let mut rest = &argv[assignments..];
-    while let Some(first) = rest.first()
-        && Path::new(first).file_name().and_then(|n| n.to_str()) == Some("env")
-    {
-        let skip = rest[1..]
-            .iter()
-            .take_while(|a| a.starts_with('-') || a.contains('='))
-            .count();
-        rest = &rest[1 + skip..];
+    // Words that run the command after them: `env`, shell keywords and wrappers (`if ./v`,
+    // `! ./v`, `exec`, `time`, `timeout 60 ./v`, `nice -n 5 ./v`); and `.`/`source`, whose
+    // argument is itself a script.
+    loop {
+        let Some(first) = rest.first() else {
+            return out;
+        };
+        let name = match first.as_str() {
+            "." => ".",
+            f => Path::new(f)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(""),
+        };
+        rest = match name {
+            "env" => {
+                let mut i = 1;
+                while let Some(a) = rest.get(i) {
+                    match a.as_str() {
+                        // Options of env that take a value.
+                        "-u" | "-C" | "--unset" | "--chdir" => i += 2,
+                        "-S" | "--split-string" => {
+                            // `env -S "prog args"`: the string is the command line.
+                            if let Some(line) = rest.get(i + 1) {
+                                let words: Vec<String> =
+                                    line.split_whitespace().map(str::to_owned).collect();
+                                out.extend(argv_programs_at(&words, depth + 1));
+                            }
+                            return out;
+                        }
+                        a if a.starts_with('-') || a.contains('=') => i += 1,
+                        _ => break,
+                    }
+                }
+                rest.get(i..).unwrap_or_default()
+            }
+            "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!" | "{" | "exec"
+            | "time" | "command" | "nohup" | "builtin" => &rest[1..],
+            "timeout" | "nice" => {
+                // Their options, then (timeout) the duration.
+                let opts = rest[1..].iter().take_while(|a| a.starts_with('-')).count();
+                let value = usize::from(matches!(rest.get(1).map(String::as_str), Some("-n")));
+                let duration = usize::from(name == "timeout");
+                rest.get(1 + opts + value + duration..).unwrap_or_default()
+            }
+            "." | "source" => {
+                if let Some(script) = rest.get(1) {
+                    out.extend(
+                        in_repo(script)
+                            .or_else(|| (!script.contains('{')).then(|| globset::escape(script))),
+                    );
+                }
+                return out;
+            }
+            _ => break,
+        };
     }
     let Some(first) = rest.first() else {
         return out;
@@ -1173,6 +1221,10 @@ fn argv_programs_at(argv: &[String], depth: u32) -> Vec<String> {
                     out.push(format!("{}/**", globset::escape(&path)));
                 }
                 break;
+            }
+            // Interpreter options that take the next word as their value.
+            "-o" | "-O" | "-W" | "-X" | "-r" | "--require" | "-I" | "--rcfile" | "--init-file" => {
+                args.next();
             }
             a if a.starts_with('-') => continue,
             script => {
@@ -1346,5 +1398,18 @@ mod tests {
         assert!(programs(&["python3", "-m", "pytest", "tests/"]).is_empty());
         assert!(programs(&["cargo", "test", "--manifest-path", "crates/a/Cargo.toml"]).is_empty());
         assert!(programs(&["claude", "-p", "{prompt}"]).is_empty());
+        // Options with values, env's own options, shell keywords and wrappers.
+        assert_eq!(programs(&["bash", "-o", "pipefail", "x.sh"]), ["x.sh"]);
+        assert_eq!(programs(&["python3", "-W", "ignore", "t/v.py"]), ["t/v.py"]);
+        assert_eq!(programs(&["env", "-u", "HOME", "./v"]), ["v"]);
+        assert_eq!(programs(&["env", "-S", "./tools/v --flag"]), ["tools/v"]);
+        assert_eq!(
+            programs(&[
+                "sh",
+                "-c",
+                "if ./a; then ! ./b; fi; exec ./c; time ./d; timeout 60 ./e; . tools/lib.sh"
+            ]),
+            ["a", "b", "c", "d", "e", "tools/lib.sh"]
+        );
     }
 }

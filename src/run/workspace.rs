@@ -72,7 +72,11 @@ impl Run<'_> {
         self.trust_slot_index(&self.log.dir.scratch("index")?, checkout_tree)?;
         let submodules = prepare::init_submodules(&self.ws.worktree)?;
         self.log.rec.submodule_origins = if submodules {
-            crate::git::submodules::origins(&self.ws.worktree)?
+            crate::git::submodules::origins(
+                &self.ws.worktree,
+                &self.ws.repo,
+                &self.plan.target.repo.common_dir,
+            )?
         } else {
             Default::default()
         };

@@ -75,6 +75,9 @@ pub struct Review {
     step_records: Vec<PathBuf>,
     /// Attestation notes no run wrote, with the note each object had before (`None`: none).
     step_notes: Vec<(String, Option<String>)>,
+    /// When every note change was one no run wrote: the notes ref's value before the step and
+    /// as the review saw it, to put it back exactly if nothing moved it since.
+    notes_whole: Option<(Option<String>, String)>,
 }
 
 impl Review {
@@ -354,14 +357,39 @@ impl Guard {
                 (None, None) => {}
             }
         }
-        for (object, blob) in &review.step_notes {
-            crate::git::notes::put_note_back(
-                &self.at.repo,
-                crate::attest::NOTES_REF,
-                object,
-                blob.as_deref(),
-            )?;
-            done.push(format!("put the attestation note of {object} back"));
+        if !review.step_notes.is_empty() {
+            // Under the repository lock, as runs write their notes: `git notes` itself does not
+            // compare the ref's old value, so an unlocked write could lose another run's note.
+            let _lock = crate::store::lock::acquire_repo(&self.at.common_dir.join("pipeline"))?;
+            let notes = crate::attest::NOTES_REF;
+            // Exactly as it was, if nothing moved the ref since the review; else note by note.
+            let whole = match &review.notes_whole {
+                Some((Some(old), seen)) => crate::git::refs::put_back(
+                    &self.at.repo,
+                    notes,
+                    old,
+                    Some(seen),
+                    "git-pipeline: undo notes written during a run",
+                )
+                .is_ok(),
+                Some((None, seen)) => {
+                    crate::git::refs::delete(&self.at.repo, notes, Some(seen)).is_ok()
+                }
+                None => false,
+            };
+            if whole {
+                done.push(format!("put {notes} back"));
+            } else {
+                for (object, blob) in &review.step_notes {
+                    crate::git::notes::put_note_back(
+                        &self.at.repo,
+                        notes,
+                        object,
+                        blob.as_deref(),
+                    )?;
+                    done.push(format!("put the attestation note of {object} back"));
+                }
+            }
         }
         // Never through a replaced folder: the pointer file would be someone else's.
         if let Some(p) = &before.pointer
@@ -564,15 +592,17 @@ impl Guard {
                 )?;
                 let mut bad = Vec::new();
                 for change in changes.iter() {
-                    if !self.note_vouched_for(change)? {
+                    if !self.note_vouched_for(change, before)? {
                         bad.push(change);
                     }
                 }
                 // When nothing else moved the ref, it goes back exactly as it was; otherwise
                 // only the notes no run wrote are undone, and other runs' notes stay.
-                let whole = !bad.is_empty() && bad.len() == changes.len();
-                if whole {
-                    review.step_refs.push((name.clone(), old.cloned()));
+                if !bad.is_empty()
+                    && bad.len() == changes.len()
+                    && let Some(seen) = new
+                {
+                    review.notes_whole = Some((old.cloned(), seen.clone()));
                 }
                 for change in bad {
                     let did = match (&change.old, &change.new) {
@@ -584,11 +614,9 @@ impl Guard {
                         "{name} (git-pipeline's own): a note for {} was {did} that no run wrote",
                         change.object
                     ));
-                    if !whole {
-                        review
-                            .step_notes
-                            .push((change.object.clone(), change.old.clone()));
-                    }
+                    review
+                        .step_notes
+                        .push((change.object.clone(), change.old.clone()));
                 }
             }
         }
@@ -692,15 +720,19 @@ impl Guard {
             })
     }
 
-    /// Whether a ref's change from `old` to `now` was made by the step: the reflog entries that
-    /// lead from `old` to `now` (written since the step began, allowing for the clock's second)
-    /// were all written under the run's marked name. A deleted ref has no reflog left: never
-    /// attributed.
     /// Whether a note change another process made during the step is a run's own attestation:
-    /// every claim in the new note names a run of this repository (not this one) that shipped
-    /// exactly that commit, or that is in its ship stage now. A removed note never is: no run
-    /// removes notes.
-    fn note_vouched_for(&self, change: &crate::git::notes::NoteChange) -> Result<bool> {
+    /// every claim in the new note names a run of this repository (not this one) that either
+    /// shipped exactly that commit (a note added for it) or is in its ship stage now with that
+    /// commit (its branch is at it; a reverify run, the commit it checks). A note rewritten on
+    /// a commit is vouched for only by a run shipping it now (so a signed note cannot be swapped
+    /// for an unsigned one by naming the run that shipped it). A run whose record appeared
+    /// during the step counts only when its branch is at the commit. A removed note never is:
+    /// no run removes notes.
+    fn note_vouched_for(
+        &self,
+        change: &crate::git::notes::NoteChange,
+        before: &Fingerprint,
+    ) -> Result<bool> {
         let Some(blob) = &change.new else {
             return Ok(false);
         };
@@ -714,25 +746,29 @@ impl Guard {
             return Ok(false);
         }
         let store = crate::store::Store::new(&self.at.common_dir.join("pipeline"));
+        let commit = change.object.as_str();
         for claim in &claims {
             if claim.run_id == self.at.run_id || !crate::ids::is_run_id(&claim.run_id) {
                 return Ok(false);
             }
-            let Ok(rec) = store.open(&claim.run_id, Default::default()).read_record() else {
+            let dir = store.open(&claim.run_id, Default::default());
+            let Ok(rec) = dir.read_record() else {
                 return Ok(false);
             };
-            let shipped = rec.commit.as_deref() == Some(change.object.as_str());
-            // A run in its ship stage: its branch is at the commit it made (a reverify run
-            // attests a commit of its own choosing, and has no branch).
+            let branch_at_commit = !rec.branch.is_empty()
+                && rec.base.as_str() != commit
+                && objects::ref_value(&self.at.repo, &crate::git::refs::heads(&rec.branch))?
+                    .is_some_and(|tip| tip.as_str() == commit);
+            let known = before.records.contains_key(&dir.path.join("run.json"));
+            if !known && !branch_at_commit {
+                return Ok(false);
+            }
+            let shipped = change.old.is_none() && rec.commit.as_deref() == Some(commit);
             let shipping = rec.status == crate::store::record::Status::Running
                 && rec.stage == Some(crate::store::record::StageName::Ship)
-                && (rec.branch.is_empty()
-                    || (rec.base.as_str() != change.object
-                        && objects::ref_value(
-                            &self.at.repo,
-                            &crate::git::refs::heads(&rec.branch),
-                        )?
-                        .is_some_and(|tip| tip.as_str() == change.object)));
+                && (branch_at_commit
+                    || (rec.branch.is_empty()
+                        && rec.resume.args.reverify.as_deref() == Some(commit)));
             if !(shipped || shipping) {
                 return Ok(false);
             }
@@ -740,6 +776,10 @@ impl Guard {
         Ok(true)
     }
 
+    /// Whether a ref's change from `old` to `now` was made by the step: the reflog entries that
+    /// lead from `old` to `now` (written since the step began, allowing for the clock's second)
+    /// were all written under the run's marked name. A deleted ref has no reflog left: never
+    /// attributed.
     fn by_the_step(&self, name: &str, old: Option<&str>, now: Option<&str>, since: i64) -> bool {
         let (Some(mark), Some(now)) = (&self.marked_name, now) else {
             return false;

@@ -12,10 +12,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     put(path, bytes, true)
 }
 
-/// The same replacement without the fsyncs: readers and a killed process still see the old file
-/// or the new one, but after a power loss the file may be the one before. For progress that a
-/// later durable write (a checkpoint, the run's end) supersedes; on a journaled disk each fsync
-/// pair costs a journal commit.
+/// The same replacement without the folder's fsync: readers and a killed process see the old
+/// file or the new one; after a power loss the rename may be lost (the file is the one before)
+/// but never leaves an empty file (the new content is synced before the rename). For progress
+/// that a later durable write (a checkpoint, the run's end) supersedes; on a journaled disk each
+/// fsync costs a journal commit.
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     put(path, bytes, false)
 }
@@ -29,13 +30,7 @@ fn put(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io_path("create a temp file in", dir, e))?;
     tmp.write_all(bytes)
-        .and_then(|()| {
-            if durable {
-                tmp.as_file().sync_all()
-            } else {
-                Ok(())
-            }
-        })
+        .and_then(|()| tmp.as_file().sync_data())
         .map_err(|e| Error::io_path("write", tmp.path(), e))?;
     tmp.persist(path)
         .map_err(|e| Error::io_path("replace", path, e.error))?;

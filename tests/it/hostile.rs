@@ -639,11 +639,22 @@ fn forging_or_deleting_git_pipelines_own_refs_is_caught_and_undone() {
     let claimed = format!(
         "*:run:env -u GIT_COMMITTER_NAME -u GIT_CONFIG_COUNT git notes --ref=pipeline copy -f {shipped_commit} main"
     );
+    // A whole run forged for it: a record (copied from the shipped run's, naming main's commit
+    // as shipped) and a note naming that run.
+    let shipped_id = shipped.json()["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let fake = "20990101-000000-0000";
+    let forged_run = format!(
+        "*:run:d=$(git rev-parse --path-format=absolute --git-common-dir)/pipeline/runs && m=$(git rev-parse main) && mkdir -p $d/{fake} && sed \"s/{shipped_id}/{fake}/g; s/{shipped_commit}/$m/g\" $d/{shipped_id}/run.json > $d/{fake}/run.json && git notes --ref=pipeline show {shipped_commit} | sed \"s/{shipped_id}/{fake}/g\" | env -u GIT_COMMITTER_NAME -u GIT_CONFIG_COUNT git notes --ref=pipeline add -f -F - main"
+    );
     let cases = [
         (
             forged.as_str(),
             "refs/notes/pipeline (git-pipeline's own) was moved",
         ),
+        (forged_run.as_str(), "that no run wrote"),
         (scrubbed.as_str(), "a note for"),
         (claimed.as_str(), "that no run wrote"),
         (

@@ -513,7 +513,8 @@ fn help_finds_the_man_page_beside_an_installed_binary_without_manpath() {
     let out = repo.pipeline(&["man", "--install"]);
     out.assert_code(3);
     assert!(
-        out.error_line().contains("not in a `bin` folder"),
+        out.error_line()
+            .contains("not the one on PATH in a `bin` folder"),
         "{}",
         out.stderr
     );
