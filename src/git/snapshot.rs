@@ -181,31 +181,31 @@ impl Snapshotter {
         )?;
         let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            // `error: open("src/x.rs"): Permission denied`: say which files, not git's lines.
-            let files: Vec<&str> = stderr
+        // What git could not read, by its own lines: `error: open("src/x.rs"): Permission
+        // denied` (a file, fatal) and `warning: could not open directory 'd/': ...` (a folder,
+        // which git only warns about).
+        let named = |start: &str, end: &str| -> Vec<&str> {
+            stderr
                 .lines()
-                .filter_map(|l| l.strip_prefix("error: open(\""))
-                .filter_map(|l| l.split_once("\"): Permission denied").map(|(f, _)| f))
-                .collect();
+                .filter_map(|l| l.strip_prefix(start)?.split_once(end).map(|(p, _)| p))
+                .collect()
+        };
+        let unreadable = |what: &str, paths: Vec<&str>| {
+            Error::other(format!(
+                "{what} in the worktree cannot be read: {}",
+                paths.join(", ")
+            ))
+        };
+        if !out.status.success() {
+            let files = named("error: open(\"", "\"): Permission denied");
             if !files.is_empty() {
-                return Err(Error::other(format!(
-                    "files in the worktree cannot be read: {}",
-                    files.join(", ")
-                )));
+                return Err(unreadable("files", files));
             }
             return Err(super::failure(&args, &out));
         }
-        let unreadable: Vec<&str> = stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("warning: could not open directory '"))
-            .filter_map(|l| l.split_once("': ").map(|(dir, _)| dir))
-            .collect();
-        if !unreadable.is_empty() {
-            return Err(Error::other(format!(
-                "folders in the worktree cannot be read: {}",
-                unreadable.join(", ")
-            )));
+        let folders = named("warning: could not open directory '", "': ");
+        if !folders.is_empty() {
+            return Err(unreadable("folders", folders));
         }
         Ok(())
     }

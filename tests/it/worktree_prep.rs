@@ -410,15 +410,20 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
         "s\nedited inside\n"
     );
 
-    let repo = with_submodule(&["*:run:cd sub && echo more >> s.txt && git commit -qam inside"]);
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    out.assert_code(1);
-    assert!(
-        out.error_line()
-            .contains("exists only in this run's worktree"),
-        "{}",
-        out.stderr
-    );
+    // A run whose builder does `action` ends refusing an unpublished submodule commit.
+    let refused = |action: &str| {
+        let repo = with_submodule(&[action]);
+        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        out.assert_code(1);
+        assert!(
+            out.error_line()
+                .contains("exists only in this run's worktree"),
+            "{action}: {}",
+            out.stderr
+        );
+        repo
+    };
+    let repo = refused("*:run:cd sub && echo more >> s.txt && git commit -qam inside");
     let id = repo.run_ids().into_iter().max().expect("id");
     let wt = repo.worktree_of(&id).expect("the worktree is recorded");
     let log = repo.git_in(&wt.join("sub"), &["log", "-1", "--format=%s"]);
@@ -426,30 +431,14 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
 
     // Claiming the commit is published: a remote-tracking branch planted at it, and the
     // submodule's remote pointed at a repository of the agent's own that has it.
-    let repo = with_submodule(&[
+    refused(
         "*:run:cd sub && echo more >> s.txt && git commit -qam inside && git update-ref refs/remotes/origin/planted HEAD && git clone -q --bare . ../../own.git && git remote set-url origin ../../own.git",
-    ]);
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    out.assert_code(1);
-    assert!(
-        out.error_line()
-            .contains("exists only in this run's worktree"),
-        "{}",
-        out.stderr
     );
 
     // The submodule's own config (the agent's to write) is never used to ask its remote: a URL
     // rewritten to an `ext::` command would run outside the sandbox.
-    let repo = with_submodule(&[
+    let repo = refused(
         "*:run:cd sub && echo more >> s.txt && git commit -qam inside && u=$(git config remote.origin.url) && git config protocol.ext.allow always && git config \"url.ext::sh -c touch% ROOT/pwned.insteadOf\" \"$u\"",
-    ]);
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    out.assert_code(1);
-    assert!(
-        out.error_line()
-            .contains("exists only in this run's worktree"),
-        "{}",
-        out.stderr
     );
     assert!(
         !repo.root().join("pwned").exists(),
