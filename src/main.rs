@@ -39,10 +39,16 @@ fn init_tracing(verbose: u8, color: bool) {
     };
     let filter =
         EnvFilter::try_from_env("GIT_PIPELINE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .without_time()
-        .try_init();
+        .with_ansi(color);
+    // -vv shows when each line happened since the start (where a run spends its time).
+    let _ = if verbose >= 2 {
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }

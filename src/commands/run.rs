@@ -17,6 +17,8 @@ use crate::store::record::Status;
 use crate::ui::Ui;
 
 pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
+    // The sandbox probe is a child process: it answers while the plan is made.
+    crate::sandbox::probe_in_background();
     if let Some(path) = &cmd.bundle {
         let shared = RunArgs {
             base: cmd.base.clone(),

@@ -63,19 +63,48 @@ pub fn unset_value(git: &Git, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// What one `git config --list` says for a directory: the files it read and the keys set.
+pub struct Listing {
+    pub files: Vec<PathBuf>,
+    pub keys: Vec<String>,
+}
+
+impl Listing {
+    /// Whether a filter driver (`filter.<name>.clean`, `.smudge` or `.process`) is configured,
+    /// as `git config --get-regexp '^filter\..*\.(clean|smudge|process)$'` would find.
+    pub fn has_filter_driver(&self) -> bool {
+        self.keys.iter().any(|k| {
+            k.strip_prefix("filter.")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .is_some_and(|(_, what)| matches!(what, "clean" | "smudge" | "process"))
+        })
+    }
+}
+
 /// The config files git read for `git`'s directory, resolved against `base` (git names the
-/// repository's own files relative to it).
-pub fn files_read(git: &Git, base: &Path) -> Result<Vec<PathBuf>> {
+/// repository's own files relative to it), and the keys they set.
+pub fn files_read(git: &Git, base: &Path) -> Result<Listing> {
     let out = git.output(
         ["config", "--list", "--show-origin", "--name-only", "-z"],
         Opts::default(),
     )?;
-    Ok(out
-        .stdout
-        .split(|b| *b == 0)
-        .filter_map(|f| f.strip_prefix(b"file:"))
-        .map(|f| base.join(super::path_from_bytes(f)))
-        .collect())
+    // "<origin>\0<key>\0" per setting.
+    let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+    let mut listing = Listing {
+        files: Vec::new(),
+        keys: Vec::new(),
+    };
+    for pair in fields.chunks(2) {
+        if let [origin, key] = pair {
+            if let Some(f) = origin.strip_prefix(b"file:") {
+                listing.files.push(base.join(super::path_from_bytes(f)));
+            }
+            listing
+                .keys
+                .push(String::from_utf8_lossy(key).to_ascii_lowercase());
+        }
+    }
+    Ok(listing)
 }
 
 /// The names of the repository's remotes.
@@ -83,9 +112,58 @@ pub fn remotes(git: &Git) -> Result<Vec<String>> {
     Ok(git.text(["remote"])?.lines().map(str::to_owned).collect())
 }
 
-/// Where git's own programs are (`<prefix>/libexec/git-core`).
+/// Where git's own programs are (`<prefix>/libexec/git-core`). git's answer is kept in the
+/// user's cache folder for the `git` binary PATH finds (by its path, size, mtime and inode), so
+/// that a run does not start a process to ask it again.
 pub fn exec_path(git: &Git) -> Result<PathBuf> {
-    Ok(PathBuf::from(git.text(["--exec-path"])?))
+    if let Some(p) = std::env::var_os("GIT_EXEC_PATH") {
+        return Ok(PathBuf::from(p));
+    }
+    let cache = exec_path_cache();
+    if let Some((file, key)) = &cache
+        && let Ok(text) = std::fs::read_to_string(file)
+        && let Some((k, path)) = text.split_once('\n')
+        && k == key
+        && Path::new(path.trim_end()).is_dir()
+    {
+        return Ok(PathBuf::from(path.trim_end()));
+    }
+    let path = PathBuf::from(git.text(["--exec-path"])?);
+    if let Some((file, key)) = cache
+        && let Some(dir) = file.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        // Aside, then renamed: a concurrent run reads the old answer or the new, whole.
+        let aside = file.with_extension(format!("{}", std::process::id()));
+        if std::fs::write(&aside, format!("{key}\n{}\n", path.display())).is_ok() {
+            let _ = std::fs::rename(&aside, &file);
+        }
+    }
+    Ok(path)
+}
+
+/// The cache file of [`exec_path`] and the key of the `git` binary PATH finds now.
+fn exec_path_cache() -> Option<(PathBuf, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let git = std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())?;
+    let real = std::fs::canonicalize(&git).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    let key = format!(
+        "{} {} {} {}",
+        real.display(),
+        m.len(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        m.ino()
+    );
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let base = match std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d,
+        _ => home?.join(".cache"),
+    };
+    Some((base.join("git-pipeline").join("git-exec-path"), key))
 }
 
 /// `git --version` as (major, minor, text), `None` when git cannot be run.

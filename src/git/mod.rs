@@ -4,11 +4,15 @@
 //! We drive the `git` program rather than a library: worktree creation must run filters, LFS and
 //! the post-checkout hook exactly as git does, ship commits must run the repository's commit hooks,
 //! and `docs/benchmarks.md` / `shared/MEASURED.md` show the CLI is the fastest of the three for the
-//! changed-path listing we do after every attempt.
+//! changed-path listing we do after every attempt. Reads that a run makes often go through
+//! cheaper paths that give git's own answers: a kept `cat-file --batch-command` ([`batch`]), ref
+//! files read directly ([`files_refs`], where the store is plain files), git's admin files.
 
 pub mod advance;
+mod batch;
 pub mod config;
 pub mod diff;
+mod files_refs;
 pub mod history;
 pub mod ignored;
 pub mod merge;
@@ -132,6 +136,24 @@ impl Git {
     pub fn dir(&self) -> &Path {
         match &self.target {
             Target::Dir(d) | Target::GitDir(d) | Target::Worktree { dir: d, .. } => d,
+        }
+    }
+
+    /// The repository a kept object reader ([`batch`]) may serve: `--git-dir` handles only,
+    /// and not inside a pre-receive hook's quarantine.
+    fn batch_key(&self) -> Option<PathBuf> {
+        match &self.target {
+            Target::GitDir(d) if !self.keep_object_env => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// The git dir this handle names itself (`--git-dir`, or a worktree's), where git-pipeline
+    /// may read ref files directly; `None` when git finds it (`-C`).
+    fn named_git_dir(&self) -> Option<&Path> {
+        match &self.target {
+            Target::GitDir(d) | Target::Worktree { git_dir: d, .. } => Some(d),
+            Target::Dir(_) => None,
         }
     }
 

@@ -12,8 +12,11 @@ pub fn resolve_commit(git: &Git, rev: &str) -> Result<Option<Oid>> {
     Ok(rev_parse(git, &format!("{rev}^{{commit}}"))?.map(Oid::from_git))
 }
 
-/// The object id `spec` names, or `None` when it names nothing.
+/// The object id `spec` names, or `None` when it names nothing (or an object that is not here).
 fn rev_parse(git: &Git, spec: &str) -> Result<Option<String>> {
+    if let Some(mut found) = super::batch::lookup(git, &[spec.to_owned()], false)? {
+        return Ok(found.pop().flatten().map(|o| o.id));
+    }
     git.optional_text(["rev-parse", "--verify", "--quiet", "--end-of-options", spec])
 }
 
@@ -44,6 +47,10 @@ pub fn resolve_blob(git: &Git, commit: &str, path: &str) -> Result<Option<Oid>> 
 
 /// The tree of a commit (or of any revision that names one).
 pub fn tree_of(git: &Git, commit: &str) -> Result<TreeId> {
+    if let Some(id) = rev_parse(git, &format!("{commit}^{{tree}}"))? {
+        return Ok(TreeId::from_git(&id));
+    }
+    // Not here: git's own words for why.
     git.text([
         "rev-parse",
         "--verify",
@@ -73,17 +80,16 @@ pub fn cat_blobs(git: &Git, names: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         .collect())
 }
 
-/// An object as `git cat-file --batch` gives it.
-struct Object {
-    id: String,
-    kind: String,
-    body: Vec<u8>,
-}
+use super::batch::Object;
 
-/// One `git cat-file --batch` for many object names; `None` for a name that is missing.
+/// The objects `names` name, through the kept reader or one `git cat-file --batch`; `None` for a
+/// name that is missing.
 fn cat_objects(git: &Git, names: &[String]) -> Result<Vec<Option<Object>>> {
     if names.is_empty() {
         return Ok(Vec::new());
+    }
+    if let Some(found) = super::batch::lookup(git, names, true)? {
+        return Ok(found);
     }
     let request: String = names.iter().map(|n| format!("{n}\n")).collect();
     let out = git.run_opts(
@@ -176,7 +182,16 @@ pub fn trees_of(
     if wanted.is_empty() {
         return Ok(trees);
     }
-    let request: String = wanted.iter().map(|c| format!("{c}^{{tree}}\n")).collect();
+    let names: Vec<String> = wanted.iter().map(|c| format!("{c}^{{tree}}")).collect();
+    if let Some(found) = super::batch::lookup(git, &names, false)? {
+        for (commit, object) in wanted.iter().zip(found) {
+            if let Some(o) = object.filter(|o| o.kind == "tree") {
+                trees.insert((*commit).clone(), TreeId::from_git(&o.id));
+            }
+        }
+        return Ok(trees);
+    }
+    let request: String = names.iter().map(|n| format!("{n}\n")).collect();
     let out = git.run_opts(
         ["cat-file", "--batch-check", "--buffer"],
         Opts {
@@ -196,6 +211,15 @@ pub fn trees_of(
 /// The object ids of `paths` at `commit` (one `git ls-tree`): `None` for a path that is not
 /// there.
 pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>>> {
+    if paths.iter().all(|p| plain_path(p)) {
+        let names: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
+        if let Some(found) = super::batch::lookup(git, &names, false)? {
+            return Ok(found
+                .into_iter()
+                .map(|o| o.map(|o| Oid::from_git(&o.id)))
+                .collect());
+        }
+    }
     let mut args = vec!["ls-tree", "-z", "--full-tree", commit, "--"];
     args.extend_from_slice(paths);
     let out = git.run(args)?;
@@ -212,8 +236,66 @@ pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>
     Ok(paths.iter().map(|p| found.remove(*p)).collect())
 }
 
+/// Whether `<rev>:<path>` names exactly `path` from the root: git reads `./` and `../` as
+/// relative to the current folder, and a path must be one line of a request.
+fn plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with("./")
+        && !path.starts_with("../")
+        && path != "."
+        && path != ".."
+        && !path.contains(['\n', '\r'])
+}
+
+/// The mode and id of `path` in `commit`'s tree, read from its folder's tree object through the
+/// kept reader: `Some(None)` when it is not there, `None` when the kept reader cannot serve.
+fn entry_at(git: &Git, commit: &str, path: &str) -> Result<Option<Option<(String, Oid)>>> {
+    if !plain_path(path) {
+        return Ok(None);
+    }
+    let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let Some(mut found) = super::batch::lookup(git, &[format!("{commit}:{folder}")], true)? else {
+        return Ok(None);
+    };
+    let Some(tree) = found.pop().flatten().filter(|o| o.kind == "tree") else {
+        return Ok(Some(None));
+    };
+    Ok(Some(
+        tree_entries(&tree.body, tree.id.len() / 2)
+            .find(|(_, n, _)| *n == name.as_bytes())
+            .map(|(mode, _, id)| (mode, id)),
+    ))
+}
+
+/// The entries of a tree object: `(mode, name, id)`; `raw` is the length of an id in bytes.
+fn tree_entries(body: &[u8], raw: usize) -> impl Iterator<Item = (String, &[u8], Oid)> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let nul = space + rest[space..].iter().position(|b| *b == 0)?;
+        let id = rest.get(nul + 1..nul + 1 + raw)?;
+        let mode = String::from_utf8_lossy(&rest[..space]).into_owned();
+        let name = &rest[space + 1..nul];
+        rest = &rest[nul + 1 + raw..];
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        Some((mode, name, Oid::from_git(&hex)))
+    })
+}
+
 /// Where `path` at `commit` points when it is a symlink; `None` when it is anything else or absent.
 pub fn symlink_target(git: &Git, commit: &str, path: &str) -> Result<Option<String>> {
+    if let Some(entry) = entry_at(git, commit, path)? {
+        let Some((mode, id)) = entry else {
+            return Ok(None);
+        };
+        if mode != "120000" {
+            return Ok(None);
+        }
+        return Ok(cat_blobs(git, &[id.to_string()])?
+            .pop()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned()));
+    }
     let out = git.run(["ls-tree", "-z", commit, "--", path])?;
     let entry = String::from_utf8_lossy(&out);
     if !entry.starts_with("120000 ") {
@@ -325,8 +407,37 @@ impl Identity {
     }
 }
 
+/// An answer of [`committer_identity`] asked ahead, on a thread, for one repository.
+type IdentityAhead = (
+    Option<std::path::PathBuf>,
+    std::thread::JoinHandle<Result<Identity>>,
+);
+static AHEAD: std::sync::Mutex<Option<IdentityAhead>> = std::sync::Mutex::new(None);
+
+/// Start asking git for [`committer_identity`] now, while other work goes on: its process then
+/// costs no waiting.
+pub fn committer_identity_ahead(git: &Git) {
+    let asked = git.clone();
+    let handle = std::thread::spawn(move || ask_identity(&asked));
+    if let Ok(mut ahead) = AHEAD.lock() {
+        *ahead = Some((git.batch_key(), handle));
+    }
+}
+
 /// The identity git would use for a commit, or an explanation of why there is none.
 pub fn committer_identity(git: &Git) -> Result<Identity> {
+    let ahead = AHEAD.lock().ok().and_then(|mut a| a.take());
+    if let Some((key, handle)) = ahead
+        && key.is_some()
+        && key == git.batch_key()
+        && let Ok(answer) = handle.join()
+    {
+        return answer;
+    }
+    ask_identity(git)
+}
+
+fn ask_identity(git: &Git) -> Result<Identity> {
     let out = git.output(["var", "GIT_COMMITTER_IDENT"], Opts::default())?;
     if out.status.success() {
         Ok(Identity::Known(
@@ -345,6 +456,9 @@ pub fn committer_identity(git: &Git) -> Result<Identity> {
 
 /// Whether `oid` names a commit this repository has.
 pub fn commit_exists(git: &Git, oid: &str) -> Result<bool> {
+    if let Some(mut found) = super::batch::lookup(git, &[format!("{oid}^{{commit}}")], false)? {
+        return Ok(found.pop().flatten().is_some_and(|o| o.kind == "commit"));
+    }
     let out = git.output(
         ["cat-file", "-e", &format!("{oid}^{{commit}}")],
         Opts::default(),
@@ -415,6 +529,28 @@ pub fn files_matching(
             .collect();
         prefixes.push(literal.join("/"));
     }
+    // Literal paths only (the project files `init` and the caches look for): one lookup each.
+    if prefixes
+        .iter()
+        .zip(globs.patterns())
+        .all(|(p, g)| plain_path(p) && p.as_str() == g.trim_start_matches("./"))
+    {
+        let names: Vec<String> = prefixes.iter().map(|p| format!("{tree}:{p}")).collect();
+        if let Some(found) = super::batch::lookup(git, &names, false)? {
+            let mut files: Vec<(String, Oid)> = prefixes
+                .iter()
+                .zip(found)
+                .filter_map(|(p, o)| {
+                    o.filter(|o| o.kind == "blob")
+                        .map(|o| (p.clone(), Oid::from_git(&o.id)))
+                })
+                .filter(|(p, _)| globs.is_match(std::path::Path::new(p)))
+                .collect();
+            files.sort();
+            files.dedup();
+            return Ok(files);
+        }
+    }
     let mut args: Vec<String> = ["ls-tree", "-r", "-z", "--full-tree", tree.as_str()]
         .map(str::to_owned)
         .to_vec();
@@ -437,4 +573,78 @@ pub fn files_matching(
     files.sort();
     files.dedup();
     Ok(files)
+}
+
+/// The `.gitattributes` files of `tree` at any depth, as `(path, mode, blob id)`, read level by
+/// level through the kept reader; `None` when it cannot serve (the caller asks git).
+fn attribute_files(git: &Git, tree: &str) -> Result<Option<Vec<(String, String, Oid)>>> {
+    let mut found = Vec::new();
+    let mut level: Vec<(String, String)> = vec![(String::new(), tree.to_owned())];
+    while !level.is_empty() {
+        let names: Vec<String> = level.iter().map(|(_, id)| id.clone()).collect();
+        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+            return Ok(None);
+        };
+        let mut next = Vec::new();
+        for ((folder, _), object) in level.iter().zip(trees) {
+            let Some(object) = object.filter(|o| o.kind == "tree") else {
+                return Err(Error::other(format!(
+                    "tree {folder:?} of {tree} cannot be read"
+                )));
+            };
+            for (mode, name, id) in tree_entries(&object.body, object.id.len() / 2) {
+                let name = String::from_utf8_lossy(name);
+                let path = if folder.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{folder}/{name}")
+                };
+                if mode == "40000" {
+                    next.push((path, id.to_string()));
+                } else if name_is_attributes(&path) && mode != "160000" {
+                    found.push((path, mode, id));
+                }
+            }
+        }
+        level = next;
+    }
+    found.sort();
+    Ok(Some(found))
+}
+
+fn name_is_attributes(path: &str) -> bool {
+    path.rsplit('/').next() == Some(".gitattributes")
+}
+
+/// Whether any `.gitattributes` file of `commit` sets `filter=lfs` (what `git grep -F
+/// filter=lfs <commit> -- .gitattributes '*/.gitattributes'` finds); `None` when the kept reader
+/// cannot serve.
+pub(in crate::git) fn attributes_mention(
+    git: &Git,
+    commit: &str,
+    text: &str,
+) -> Result<Option<bool>> {
+    let Some(files) = attribute_files(git, &format!("{commit}^{{tree}}"))? else {
+        return Ok(None);
+    };
+    let ids: Vec<String> = files.iter().map(|(_, _, id)| id.to_string()).collect();
+    let Some(blobs) = super::batch::lookup(git, &ids, true)? else {
+        return Ok(None);
+    };
+    let needle = text.as_bytes();
+    Ok(Some(blobs.into_iter().flatten().any(|b| {
+        b.body.windows(needle.len()).any(|w| w == needle)
+    })))
+}
+
+/// Whether the `.gitattributes` files of two commits differ anywhere (path, mode or content);
+/// `None` when the kept reader cannot serve.
+pub(in crate::git) fn attributes_differ(git: &Git, from: &str, to: &str) -> Result<Option<bool>> {
+    let (Some(a), Some(b)) = (
+        attribute_files(git, &format!("{from}^{{tree}}"))?,
+        attribute_files(git, &format!("{to}^{{tree}}"))?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(a != b))
 }

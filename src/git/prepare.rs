@@ -11,6 +11,9 @@ use crate::error::Result;
 /// Stop before creating anything when the base commit stores files in Git LFS and `git-lfs` is
 /// not installed: a worktree of pointer files would silently differ from the user's checkout.
 pub fn check_lfs(repo: &Git, base: &str) -> Result<()> {
+    if super::objects::attributes_mention(repo, base, "filter=lfs")? == Some(false) {
+        return Ok(());
+    }
     let out = repo.output(
         [
             "grep",

@@ -45,6 +45,12 @@ pub fn heads(name: &str) -> String {
 
 /// Every ref with the object it points at.
 pub fn all(git: &Git) -> Result<Vec<(String, String)>> {
+    if let Some(dir) = git.named_git_dir()
+        && !dir.join("commondir").exists()
+        && let Some(refs) = super::files_refs::all(dir)
+    {
+        return Ok(refs);
+    }
     let out = git.run(["for-each-ref", "--format=%(refname)%00%(objectname)"])?;
     Ok(String::from_utf8_lossy(&out)
         .lines()
@@ -141,6 +147,9 @@ pub fn delete_all(git: &Git, names: &[String]) -> Result<()> {
 
 /// The branch ref HEAD is on (`refs/heads/...`), `None` when detached.
 pub fn head_branch(git: &Git) -> Result<Option<String>> {
+    if let Some(branch) = git.named_git_dir().and_then(super::files_refs::head_branch) {
+        return Ok(branch);
+    }
     let out = git.output(["symbolic-ref", "--quiet", "HEAD"], Opts::default())?;
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok((!name.is_empty()).then_some(name))
@@ -163,10 +172,8 @@ pub fn upstream(git: &Git) -> Result<Option<String>> {
     ])
 }
 
-/// Whether git accepts `name` as a branch name.
-pub fn is_valid_branch_name(git: &Git, name: &str) -> Result<bool> {
-    Ok(git
-        .output(["check-ref-format", "--branch", name], Opts::default())?
-        .status
-        .success())
+/// Whether git accepts `name` as a branch name (`git check-ref-format --branch`'s rules, checked
+/// against git itself in the tests).
+pub fn is_valid_branch_name(name: &str) -> bool {
+    super::files_refs::valid_branch_name(name)
 }

@@ -17,6 +17,8 @@ pub struct Repo {
     pub work_tree: Option<PathBuf>,
     /// The repository's main worktree; `None` for a bare repository.
     pub main_worktree: Option<PathBuf>,
+    /// The hooks folder git uses (`core.hooksPath` honoured), as [`hooks_dir`] finds it.
+    pub hooks_dir: PathBuf,
 }
 
 impl Repo {
@@ -31,6 +33,8 @@ impl Repo {
                 "--path-format=absolute",
                 "--git-common-dir",
                 "--git-dir",
+                "--git-path",
+                "hooks",
                 "--is-inside-work-tree",
                 "--show-toplevel",
             ])
@@ -43,8 +47,8 @@ impl Repo {
                 }
             })?;
         // Outside a work tree (a bare repository, inside `.git`) `--show-toplevel` fails after
-        // the other three answered (whatever language git speaks): that is not an error.
-        let outside_work_tree = out.stdout.split(|b| *b == b'\n').nth(2) == Some(b"false");
+        // the others answered (whatever language git speaks): that is not an error.
+        let outside_work_tree = out.stdout.split(|b| *b == b'\n').nth(3) == Some(b"false");
         if !out.status.success() && !outside_work_tree {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not a git repository") || !cwd.exists() {
@@ -71,9 +75,13 @@ impl Repo {
             ));
         };
         let mut lines = text.lines();
-        let (Some(common), Some(git_dir), Some(inside), top) =
-            (lines.next(), lines.next(), lines.next(), lines.next())
-        else {
+        let (Some(common), Some(git_dir), Some(hooks), Some(inside), top) = (
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+        ) else {
             return Err(Error::other(format!(
                 "unexpected output from git rev-parse: {text:?}"
             )));
@@ -100,6 +108,7 @@ impl Repo {
             common_dir,
             work_tree,
             main_worktree,
+            hooks_dir: PathBuf::from(hooks),
         })
     }
 

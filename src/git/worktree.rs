@@ -276,6 +276,33 @@ pub fn list(repo: &Git) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The linked worktrees registered in `common_dir`, read from git's admin folders
+/// (`worktrees/<name>/gitdir` names the worktree's `.git`) as `git worktree list` reads them, with
+/// their paths only; `None` when one cannot be read (then ask git).
+pub fn registered(common_dir: &Path) -> Option<Vec<Entry>> {
+    let admins = match std::fs::read_dir(common_dir.join("worktrees")) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let mut entries = Vec::new();
+    for admin in admins {
+        let admin = admin.ok()?.path();
+        if !admin.is_dir() {
+            continue;
+        }
+        let text = std::fs::read(admin.join("gitdir")).ok()?;
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        // Relative (`worktree.useRelativePaths`) to the admin folder.
+        let dot_git = admin.join(path_from_bytes(text));
+        entries.push(Entry {
+            path: dot_git.parent()?.to_path_buf(),
+            ..Entry::default()
+        });
+    }
+    Some(entries)
+}
+
 /// Where a worktree keeps things, as git resolves them.
 pub struct Paths {
     /// Its own git dir (`<common>/worktrees/<name>`), where its index lives.
@@ -304,14 +331,44 @@ pub fn paths(worktree: &Path) -> Result<Paths> {
     }
 }
 
+/// [`paths`] without asking git, for a worktree whose pointer is sound ([`pointer_is_sound`]):
+/// its admin folder is the one its `.git` file names, and its post-checkout hook is the
+/// repository's when hooks are the repository's own (`repo_hooks` is `<common>/hooks`: no
+/// `core.hooksPath`) and the worktree has no config of its own. `None`: ask git.
+pub fn known_paths(worktree: &Path, common_dir: &Path, repo_hooks: &Path) -> Option<Paths> {
+    if repo_hooks != common_dir.join("hooks") {
+        return None;
+    }
+    let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
+    let admin = worktree
+        .join(text.trim_end().strip_prefix("gitdir: ")?)
+        .canonicalize()
+        .ok()?;
+    if admin.join("config.worktree").exists() {
+        return None;
+    }
+    Some(Paths {
+        git_dir: admin,
+        post_checkout: repo_hooks.join("post-checkout"),
+    })
+}
+
 /// Whether a checkout could leave files that differ from the commit: a post-checkout hook that
-/// can run, or a filter driver configured for the repository.
-pub fn checkout_may_differ(worktree: &Path, paths: &Paths) -> Result<bool> {
+/// can run, or a filter driver configured for the repository (`filter_driver` when already
+/// known).
+pub fn checkout_may_differ(
+    worktree: &Path,
+    paths: &Paths,
+    filter_driver: Option<bool>,
+) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     let hook = std::fs::metadata(&paths.post_checkout)
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if hook {
         return Ok(true);
+    }
+    if let Some(known) = filter_driver {
+        return Ok(known);
     }
     let out = Git::in_dir(worktree).output(
         [
@@ -322,6 +379,15 @@ pub fn checkout_may_differ(worktree: &Path, paths: &Paths) -> Result<bool> {
         Opts::default(),
     )?;
     Ok(!out.stdout.is_empty())
+}
+
+/// [`lock`] for a worktree whose admin folder is known: one already locked (its `locked` file is
+/// there, which is all `git worktree lock` looks at) costs no git process.
+pub fn lock_at(repo: &Git, path: &Path, admin: &Path, reason: &str) -> Result<()> {
+    if admin.join("locked").is_file() {
+        return Ok(());
+    }
+    lock(repo, path, reason)
 }
 
 /// Lock a registered worktree with `reason`; one already locked stays as it is.
@@ -456,6 +522,9 @@ pub fn detach_head(worktree: &Path, fallback: &str) -> Result<()> {
 /// may then need writing again (its line endings or filter changed), which a checkout that
 /// writes only changed blobs would skip.
 pub fn attributes_differ(repo: &Git, from: &str, to: &str) -> Result<bool> {
+    if let Some(differ) = super::objects::attributes_differ(repo, from, to)? {
+        return Ok(differ);
+    }
     let out = repo.run([
         "diff-tree",
         "-r",
@@ -649,4 +718,76 @@ pub fn first_change(worktree: &Path, keep: &[String]) -> Result<Option<String>> 
     Ok(split_z(&out)
         .next()
         .map(|e| String::from_utf8_lossy(e).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testing::git;
+
+    /// The registrations and paths read from git's admin folders are the ones git gives.
+    #[test]
+    fn registrations_and_paths_read_from_the_admin_folders_are_git_s() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path().join("repo");
+        std::fs::create_dir(&d).expect("mkdir");
+        git(&d, &["init", "-q", "-b", "main"]);
+        git(&d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let common = d.join(".git").canonicalize().expect("canonical");
+        assert_eq!(registered(&common).map(|r| r.len()), Some(0));
+        let wt = tmp.path().join("wt one");
+        git(
+            &d,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                wt.to_str().expect("utf-8"),
+            ],
+        );
+        git(
+            &d,
+            &[
+                "-c",
+                "worktree.useRelativePaths=true",
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                "../rel",
+            ],
+        );
+        let repo = Git::at_git_dir(&common);
+        let mut ours: Vec<PathBuf> = registered(&common)
+            .expect("read")
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        let mut theirs: Vec<PathBuf> = list(&repo)
+            .expect("list")
+            .into_iter()
+            .skip(1)
+            .map(|e| e.path)
+            .collect();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!(same_path(a, b), "{} vs {}", a.display(), b.display());
+        }
+
+        let hooks = common.join("hooks");
+        let known = known_paths(&wt, &common, &hooks).expect("no hooksPath: known");
+        let asked = paths(&wt).expect("paths");
+        assert_eq!(
+            known.git_dir,
+            asked.git_dir.canonicalize().expect("canonical")
+        );
+        assert_eq!(known.post_checkout, asked.post_checkout);
+        // With core.hooksPath, or a worktree config of its own, git is asked.
+        assert!(known_paths(&wt, &common, &d.join(".husky/_")).is_none());
+        std::fs::write(known.git_dir.join("config.worktree"), "").expect("write");
+        assert!(known_paths(&wt, &common, &hooks).is_none());
+    }
 }

@@ -348,6 +348,7 @@ pub fn read_task(args: &RunArgs, stdin: &mut dyn Read) -> Result<String> {
 impl RunPlan {
     pub fn prepare(cwd: &Path, args: &RunArgs, stdin: &mut dyn Read) -> Result<RunPlan> {
         let repo = Repo::discover(cwd)?;
+        objects::committer_identity_ahead(&repo.git());
         let task = read_task(args, stdin)?;
         let (base, base_ref, loaded) = base_and_config(&repo, args.base.as_deref())?;
         check_task_length(&task, loaded.config.limits.max_task_bytes)?;
@@ -586,7 +587,7 @@ impl RunPlan {
 
         let worktree_root = worktree_root(&repo, &c.run.worktree_root)?;
         let probe = format!("{}20260101-000000-0000", c.run.branch_prefix);
-        if !crate::git::refs::is_valid_branch_name(&git, &probe)? {
+        if !crate::git::refs::is_valid_branch_name(&probe) {
             return Err(Error::usage(format!(
                 "run.branch_prefix {:?} does not make valid branch names (git check-ref-format)",
                 c.run.branch_prefix

@@ -8,7 +8,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     process_listing: "/proc",
 };
 
-pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
+/// Every process, with what is asked of it: its environment, its folder. Each costs a read of
+/// `/proc` per process, so only what the caller uses is read.
+pub fn processes(with_environ: bool, with_cwd: bool) -> Vec<ProcessView> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -22,26 +24,25 @@ pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
             continue;
         };
         let base = entry.path();
-        let environ = std::fs::read(base.join("environ"))
-            .map(|env| env.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
-            .unwrap_or_default();
-        let (cwd, tty) = if with_cwd {
-            (std::fs::read_link(base.join("cwd")).ok(), has_tty(pid))
+        let environ = if with_environ {
+            std::fs::read(base.join("environ"))
+                .map(|env| env.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
+                .unwrap_or_default()
         } else {
-            (None, false)
+            Vec::new()
         };
-        out.push(ProcessView {
-            pid,
-            environ,
-            cwd,
-            tty,
-        });
+        let cwd = if with_cwd {
+            std::fs::read_link(base.join("cwd")).ok()
+        } else {
+            None
+        };
+        out.push(ProcessView { pid, environ, cwd });
     }
     out
 }
 
 /// A controlling terminal: `tty_nr` (`/proc/<pid>/stat` field 7) is not 0.
-fn has_tty(pid: i32) -> bool {
+pub fn has_tty(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         // Fields resume after the command name's last ')': state, ppid, pgrp, session, tty_nr.
         stat.rfind(')')

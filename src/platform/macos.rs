@@ -19,8 +19,11 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     process_listing: "sysinfo",
 };
 
-pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
-    let mut kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
+pub fn processes(with_environ: bool, with_cwd: bool) -> Vec<ProcessView> {
+    let mut kind = ProcessRefreshKind::nothing();
+    if with_environ {
+        kind = kind.with_environ(UpdateKind::Always);
+    }
     if with_cwd {
         kind = kind.with_cwd(UpdateKind::Always);
     }
@@ -32,11 +35,14 @@ pub fn processes(with_cwd: bool) -> Vec<ProcessView> {
             pid: p.pid().as_u32() as i32,
             environ: p.environ().iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd: p.cwd().map(std::path::Path::to_path_buf),
-            // sysinfo does not read the controlling terminal: only the start time spares a
-            // person's process in the worktree here.
-            tty: false,
         })
         .collect()
+}
+
+/// sysinfo does not read the controlling terminal: only the start time spares a person's
+/// process in the worktree here.
+pub fn has_tty(_pid: i32) -> bool {
+    false
 }
 
 fn one(pid: u32) -> Option<(ProcessStatus, u64)> {

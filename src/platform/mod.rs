@@ -55,9 +55,6 @@ pub struct ProcessView {
     pub pid: i32,
     pub environ: Vec<Vec<u8>>,
     pub cwd: Option<PathBuf>,
-    /// It has a controlling terminal (a person's shell or editor); read with the folder, where
-    /// the OS says (Linux); `false` where it does not.
-    pub tty: bool,
 }
 
 /// Whether a process belongs to a run: its environment names the run's folder
@@ -73,7 +70,7 @@ pub fn belongs_to_run(p: &ProcessView, run_dir: &Path, worktree: Option<&Path>) 
 /// The processes of a run, other than this one.
 pub fn run_processes(run_dir: &Path, worktree: Option<&Path>) -> Vec<i32> {
     let me = std::process::id() as i32;
-    os::processes(worktree.is_some())
+    os::processes(true, worktree.is_some())
         .into_iter()
         .filter(|p| p.pid != me && belongs_to_run(p, run_dir, worktree))
         .map(|p| p.pid)
@@ -86,13 +83,42 @@ pub fn run_processes(run_dir: &Path, worktree: Option<&Path>) -> Vec<i32> {
 /// shell or editor in the worktree has a terminal, or was there before the step: never stopped.
 pub fn worktree_processes(worktree: &Path) -> std::collections::BTreeSet<(i32, Option<u64>)> {
     let me = std::process::id() as i32;
-    os::processes(true)
+    os::processes(false, true)
         .into_iter()
+        // The terminal last: reading it costs more than the folder, and few are in the worktree.
         .filter(|p| {
-            p.pid != me && !p.tty && p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree))
+            p.pid != me
+                && p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree))
+                && !os::has_tty(p.pid)
         })
         .map(|p| (p.pid, u32::try_from(p.pid).ok().and_then(os::process_start)))
         .collect()
+}
+
+/// After a step, in one pass over the processes: those of the run (by
+/// [`belongs_to_run`]'s environment rule) and those working inside `worktree` that were not
+/// there before the step (`known`, as [`worktree_processes`] found them).
+pub fn step_leftovers(
+    run_dir: &Path,
+    worktree: &Path,
+    known: &std::collections::BTreeSet<(i32, Option<u64>)>,
+) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    for p in os::processes(true, true) {
+        if p.pid == me {
+            continue;
+        }
+        if belongs_to_run(&p, run_dir, None) {
+            pids.push(p.pid);
+        } else if p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree)) && !os::has_tty(p.pid) {
+            let started = u32::try_from(p.pid).ok().and_then(os::process_start);
+            if !known.contains(&(p.pid, started)) {
+                pids.push(p.pid);
+            }
+        }
+    }
+    pids
 }
 
 /// Alive and not a zombie waiting for its parent.
@@ -115,7 +141,6 @@ mod tests {
             pid,
             environ: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd: cwd.map(PathBuf::from),
-            tty: false,
         }
     }
 

@@ -124,7 +124,10 @@ impl Run<'_> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
         let max = self.plan.landing.max_slots;
         let _guard = self.repo_lock()?;
-        let registered = worktree::list(&self.ws.repo)?;
+        let registered = match worktree::registered(&self.plan.target.repo.common_dir) {
+            Some(r) => r,
+            None => worktree::list(&self.ws.repo)?,
+        };
         let mut empty: Option<Slot> = None;
         let mut stopped: Option<(Slot, SlotState, String)> = None;
         for n in 0..max {
@@ -395,7 +398,11 @@ impl Run<'_> {
                 path.display()
             )));
         }
-        let paths = worktree::paths(path)?;
+        let repo = &self.plan.target.repo;
+        let paths = match worktree::known_paths(path, common_dir, &repo.hooks_dir) {
+            Some(p) => p,
+            None => worktree::paths(path)?,
+        };
         let admin = paths.git_dir.clone();
         let reset = match worktree::admin_tampering(path, &admin, common_dir) {
             Some(why) => Err(why),
@@ -465,7 +472,7 @@ impl Run<'_> {
             };
             // A killed git may have left its lock behind in the slot's admin folder.
             let _ = std::fs::remove_file(admin.join("index.lock"));
-            worktree::lock(&self.ws.repo, &self.ws.worktree, &lock_reason(n))?;
+            worktree::lock_at(&self.ws.repo, &self.ws.worktree, admin, &lock_reason(n))?;
             worktree::reset_to(
                 &self.ws.worktree,
                 branch,

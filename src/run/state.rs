@@ -315,13 +315,16 @@ impl<'a> Run<'a> {
     /// worktree (the step is answerable only for new ones).
     pub async fn step_start(&self) -> Result<StepStart> {
         let worktree = self.ws.worktree.clone();
-        // A scan of every process: off the runtime's thread.
-        let in_worktree =
-            tokio::task::spawn_blocking(move || crate::platform::worktree_processes(&worktree))
-                .await
-                .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
+        // A scan of every process: off the runtime's thread, while the fingerprint is taken here.
+        let scan =
+            tokio::task::spawn_blocking(move || crate::platform::worktree_processes(&worktree));
+        let fingerprint = self.fingerprint();
+        let in_worktree = scan
+            .await
+            .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
+        tracing::trace!("step start: fingerprint taken, processes scanned");
         Ok(StepStart {
-            fingerprint: self.fingerprint()?,
+            fingerprint: fingerprint?,
             in_worktree,
         })
     }
@@ -334,18 +337,20 @@ impl<'a> Run<'a> {
         let run_dir = self.log.dir.path.clone();
         let worktree = self.ws.worktree.clone();
         let known = start.in_worktree;
-        // Reading every process's environment is a scan of /proc: off the runtime's thread.
-        let escaped = tokio::task::spawn_blocking(move || {
-            let mut pids = crate::safety::process::run_processes(&run_dir, None);
-            for (pid, started) in crate::platform::worktree_processes(&worktree) {
-                if !known.contains(&(pid, started)) && !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-            pids
-        })
-        .await
-        .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
+        // Reading every process's environment is a scan of /proc: off the runtime's thread,
+        // while the fingerprint is taken here. When the scan finds a process left running, the
+        // fingerprint is taken again once it is stopped (it may have changed things meanwhile).
+        let scan = tokio::task::spawn_blocking(move || {
+            crate::platform::step_leftovers(&run_dir, &worktree, &known)
+        });
+        let early = match (&self.ws.guard, &before) {
+            (Some(guard), Some(_)) => Some(guard.take()),
+            _ => None,
+        };
+        let escaped = scan
+            .await
+            .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
+        tracing::trace!("after step: fingerprint taken, processes scanned");
         if !escaped.is_empty() {
             self.ui.warn(format!(
                 "{what} left {} process(es) running; stopping them",
@@ -361,7 +366,10 @@ impl<'a> Run<'a> {
         let (Some(guard), Some(before)) = (&self.ws.guard, before) else {
             return Ok(());
         };
-        let after = guard.take()?;
+        let after = match early {
+            Some(after) if escaped.is_empty() => after?,
+            _ => guard.take()?,
+        };
         let sandboxed = self.ws.sandbox.is_some()
             && self
                 .plan

@@ -95,7 +95,11 @@ impl Run<'_> {
         // The starting point must be the base itself: a post-checkout hook or a filter that
         // leaves changes behind would be blamed on the agent (and shipped) otherwise. Without
         // either, git's checkout is the base by construction and the check is skipped.
-        let start = if worktree::checkout_may_differ(&self.ws.worktree, &wt_paths)? {
+        let start = if worktree::checkout_may_differ(
+            &self.ws.worktree,
+            &wt_paths,
+            self.ws.guard.as_ref().map(|g| g.filter_driver()),
+        )? {
             let s = self.snapshot()?;
             crate::git::snapshot::diff_trees(&self.ws.repo, checkout_tree, &s.tree)?
         } else {
@@ -352,6 +356,7 @@ impl Run<'_> {
                 branch_prefix: self.plan.landing.branch_prefix.clone(),
                 run_id: self.log.dir.id.clone(),
                 committer: self.plan.target.committer.clone(),
+                hooks_dir: Some(self.plan.target.repo.hooks_dir.clone()),
             },
         )?);
         Ok(())

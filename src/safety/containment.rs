@@ -56,8 +56,12 @@ pub struct Guard {
     ignored: Vec<crate::git::ignored::Ignored>,
     hooks_dir: PathBuf,
     config_files: Vec<PathBuf>,
+    /// Whether the run's worktree has a filter driver configured when the guard was armed.
+    filter_driver: bool,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
+    /// Other runs' records as last read, by stamp (see [`record_copies`]).
+    records_seen: std::sync::Mutex<BTreeMap<PathBuf, (RecordStamp, RecordCopy)>>,
     /// The committer name steps run with: the user's, marked with the run id.
     marked_name: Option<String>,
 }
@@ -116,6 +120,8 @@ pub struct Places {
     pub run_id: String,
     /// The name git commits as, which the mark is added to.
     pub committer: Option<String>,
+    /// The repository's hooks folder, when already known.
+    pub hooks_dir: Option<PathBuf>,
 }
 
 /// What a checkout looked like, or what changed in it since the last look.
@@ -149,30 +155,56 @@ pub struct Fingerprint {
     at: i64,
     /// Other runs' records (`run.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
     /// its own; a change to a finished run's record is a step's doing.
-    records: BTreeMap<PathBuf, (u64, i128, u64)>,
+    records: BTreeMap<PathBuf, RecordStamp>,
     /// Their contents, while all of them together stay under [`RECORDS_KEPT`]: what a
     /// breach of them is put back from.
-    record_copies: BTreeMap<PathBuf, Vec<u8>>,
+    record_copies: BTreeMap<PathBuf, RecordCopy>,
 }
 
 /// The most of other runs' records kept in memory to put them back (a repository with hundreds
 /// of runs fits; beyond it, a change to them is reported, not undone).
 const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
 
-/// The contents of `records`, when they fit in [`RECORDS_KEPT`] together.
-fn record_copies(records: &BTreeMap<PathBuf, (u64, i128, u64)>) -> BTreeMap<PathBuf, Vec<u8>> {
-    let total: u64 = records.values().map(|(len, _, _)| len).sum();
+/// A record file's stat: size, mtime and ctime in nanoseconds, inode. The ctime moves with every
+/// write and no program can set it back, as it can the mtime.
+type RecordStamp = (u64, i128, i128, u64);
+
+/// A record's content, shared between the fingerprints that saw it unchanged.
+type RecordCopy = std::sync::Arc<Vec<u8>>;
+
+/// The contents of `records`, when they fit in [`RECORDS_KEPT`] together. A record whose stamp
+/// is the one it had at the last look is not read again: finished runs' records never change, so
+/// a step costs a stat of each, not a read of them all.
+fn record_copies(
+    records: &BTreeMap<PathBuf, RecordStamp>,
+    seen: &std::sync::Mutex<BTreeMap<PathBuf, (RecordStamp, RecordCopy)>>,
+) -> BTreeMap<PathBuf, RecordCopy> {
+    let total: u64 = records.values().map(|(len, ..)| len).sum();
     if total > RECORDS_KEPT {
         return BTreeMap::new();
     }
-    records
-        .keys()
-        .filter_map(|p| std::fs::read(p).ok().map(|b| (p.clone(), b)))
-        .collect()
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    seen.retain(|p, _| records.contains_key(p));
+    let mut copies = BTreeMap::new();
+    for (path, stamp) in records {
+        let copy = match seen.get(path) {
+            Some((s, copy)) if s == stamp => copy.clone(),
+            _ => {
+                let Ok(bytes) = std::fs::read(path) else {
+                    continue;
+                };
+                let copy = std::sync::Arc::new(bytes);
+                seen.insert(path.clone(), (*stamp, copy.clone()));
+                copy
+            }
+        };
+        copies.insert(path.clone(), copy);
+    }
+    copies
 }
 
 /// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode).
-fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, (u64, i128, u64)> {
+fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, RecordStamp> {
     use std::os::unix::fs::MetadataExt;
     let mut print = BTreeMap::new();
     let Ok(runs) = std::fs::read_dir(common_dir.join("pipeline").join("runs")) else {
@@ -186,7 +218,8 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, (u64, i128, 
             let path = run.path().join(name);
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-                print.insert(path, (m.len(), mtime, m.ino()));
+                let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+                print.insert(path, (m.len(), mtime, ctime, m.ino()));
             }
         }
     }
@@ -209,8 +242,11 @@ impl Guard {
                 None => crate::git::repo::absolute_git_dir(&Git::in_dir(c))?,
             });
         }
-        let hooks_dir = crate::git::repo::hooks_dir(&p.repo)?;
-        let config_files = config_files(&p)?;
+        let hooks_dir = match &p.hooks_dir {
+            Some(dir) => dir.clone(),
+            None => crate::git::repo::hooks_dir(&p.repo)?,
+        };
+        let (config_files, filter_driver) = config_files(&p)?;
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let mut watches = Vec::new();
         let mut ignored = Vec::new();
@@ -234,9 +270,17 @@ impl Guard {
             checkout_git_dirs,
             hooks_dir,
             config_files,
+            filter_driver,
             sound_tip: std::sync::Mutex::new(None),
+            records_seen: std::sync::Mutex::new(BTreeMap::new()),
             marked_name,
         })
+    }
+
+    /// Whether a filter driver was configured for the run's worktree when the guard was armed
+    /// (read from the same `git config --list` as the config files).
+    pub fn filter_driver(&self) -> bool {
+        self.filter_driver
     }
 
     /// The committer name the run's agents and gates get: the user's, marked with the run id, so
@@ -289,7 +333,7 @@ impl Guard {
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
             folder: crate::git::worktree::identity(&self.at.worktree),
             at: now_secs(),
-            record_copies: record_copies(&records),
+            record_copies: record_copies(&records, &self.records_seen),
             records,
         })
     }
@@ -329,7 +373,7 @@ impl Guard {
         }
         for path in &review.step_records {
             if let Some(bytes) = before.record_copies.get(path) {
-                crate::store::atomic::write(path, bytes)?;
+                crate::store::atomic::write(path, bytes.as_slice())?;
                 done.push(format!("restored {}", path.display()));
             }
         }
@@ -489,7 +533,7 @@ impl Guard {
                 (Some(o), Some(n)) if o == n => false,
                 (None, Some(_)) => false,
                 (Some(_), None) => true,
-                (Some(&(old_len, _, old_ino)), Some(&(new_len, _, new_ino))) => {
+                (Some(&(old_len, _, _, old_ino)), Some(&(new_len, _, _, new_ino))) => {
                     let log = path.file_name().is_some_and(|n| n == "events.jsonl");
                     if log {
                         new_ino != old_ino || new_len < old_len
@@ -947,7 +991,7 @@ impl Guard {
 
 /// Where git reads configuration from for the run: what it lists now, and the standard places
 /// where a new file would be read (global, XDG, system, the repository's and the worktree's).
-fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
+fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool)> {
     let dir = if p.worktree.exists() {
         Git::worktree(&p.worktree, &p.worktree_git_dir)
     } else {
@@ -958,7 +1002,9 @@ fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
     } else {
         p.common_dir.clone()
     };
-    let mut files = crate::git::config::files_read(&dir, &base)?;
+    let listing = crate::git::config::files_read(&dir, &base)?;
+    let filter_driver = listing.has_filter_driver();
+    let mut files = listing.files;
     let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
     let home = env_path("HOME").unwrap_or_default();
     files.extend(env_path("GIT_CONFIG_GLOBAL"));
@@ -981,7 +1027,7 @@ fn config_files(p: &Places) -> Result<Vec<PathBuf>> {
     files.push(p.worktree_git_dir.join("config.worktree"));
     files.sort();
     files.dedup();
-    Ok(files)
+    Ok((files, filter_driver))
 }
 
 /// The committer name a run's steps get.

@@ -121,10 +121,19 @@ impl Availability {
     }
 }
 
+static FOUND: std::sync::OnceLock<Availability> = std::sync::OnceLock::new();
+
+/// Start [`probe`] on a thread of its own; the first caller of [`probe`] then waits only for
+/// what is left of it.
+pub fn probe_in_background() {
+    std::thread::spawn(|| {
+        let _ = probe();
+    });
+}
+
 /// Ask a child (`git-pipeline __sandbox --probe`) what the sandbox enforces here: restricting
 /// is for a process's whole life, so the parent never restricts itself.
 pub fn probe() -> Availability {
-    static FOUND: std::sync::OnceLock<Availability> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
             let exe = match std::env::current_exe() {

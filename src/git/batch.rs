@@ -1,0 +1,316 @@
+//! One long-lived `git cat-file --batch-command` per repository for the object lookups a run
+//! makes (its base, its config and trust files, commit facts, tree entries): each lookup is a line
+//! on a pipe instead of a new git process, which at ~2 ms a process is most of a small run's fixed
+//! cost (docs/benchmarks.md).
+//!
+//! The same git answers: revision syntax, `GIT_NO_REPLACE_OBJECTS`, the repository's config and
+//! alternates are git's own. Refs and objects are looked up afresh for every request (git reads a
+//! loose ref's file each time, revalidates `packed-refs` by its stat, and rescans packs when an
+//! object is not found), so a long-lived reader sees what a new process would.
+//!
+//! Only `--git-dir` handles use it: a process started with `-C <worktree>` would work inside the
+//! run's worktree, where the leftover-process check would take it for the step's.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::Mutex;
+
+use super::Git;
+use crate::error::{Error, Result};
+
+/// An object as git gives it: its id, its type and (for `contents`) its bytes.
+pub(in crate::git) struct Object {
+    pub id: String,
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
+/// The readers alive, most recently used last. A handful: a run uses one repository, a test
+/// process many (each is an idle process until it is dropped).
+static READERS: Mutex<Vec<(PathBuf, Reader)>> = Mutex::new(Vec::new());
+const KEEP: usize = 4;
+
+/// Requests per write: their lines stay far below a pipe's buffer, so writing them can never
+/// wait on git writing answers we have not read yet.
+const CHUNK: usize = 64;
+
+struct Reader {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Closing stdin ends git; wait so that no zombie is left behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `contents` (`true`) or `info` of each name; `None` for a name that names no object. `None`
+/// overall when this handle cannot use a reader (the caller starts a process of its own).
+pub(in crate::git) fn lookup(
+    git: &Git,
+    names: &[String],
+    contents: bool,
+) -> Result<Option<Vec<Option<Object>>>> {
+    let Some(key) = git.batch_key() else {
+        return Ok(None);
+    };
+    let mut readers = READERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut answers = Vec::with_capacity(names.len());
+    for chunk in names.chunks(CHUNK) {
+        let reader = reader_for(&mut readers, git, &key)?;
+        match ask(reader, chunk, contents) {
+            Ok(mut a) => answers.append(&mut a),
+            Err(_) => {
+                // The reader died (killed, or git failed): one new one, once.
+                readers.retain(|(k, _)| *k != key);
+                let reader = reader_for(&mut readers, git, &key)?;
+                let mut a = ask(reader, chunk, contents)
+                    .map_err(|e| Error::io("read objects from git cat-file --batch-command", e))?;
+                answers.append(&mut a);
+            }
+        }
+    }
+    Ok(Some(answers))
+}
+
+#[cfg(test)]
+fn reader_pid(key: &std::path::Path) -> Option<u32> {
+    let readers = READERS.lock().unwrap_or_else(|p| p.into_inner());
+    readers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, r)| r.child.id())
+}
+
+fn reader_for<'a>(
+    readers: &'a mut Vec<(PathBuf, Reader)>,
+    git: &Git,
+    key: &PathBuf,
+) -> Result<&'a mut Reader> {
+    if let Some(i) = readers.iter().position(|(k, _)| k == key) {
+        let entry = readers.remove(i);
+        readers.push(entry);
+    } else {
+        if readers.len() >= KEEP {
+            readers.remove(0);
+        }
+        readers.push((key.clone(), start(git)?));
+    }
+    let last = readers.len() - 1;
+    Ok(&mut readers[last].1)
+}
+
+fn start(git: &Git) -> Result<Reader> {
+    let mut cmd = git.command();
+    cmd.args(["cat-file", "--batch-command", "--buffer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    tracing::debug!(dir = %git.dir().display(), "git cat-file --batch-command (kept)");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("cannot run git cat-file --batch-command", e))?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(Error::other("git cat-file: its pipes were not captured"));
+    };
+    Ok(Reader {
+        child,
+        stdin,
+        stdout: BufReader::new(stdout),
+    })
+}
+
+fn ask(
+    reader: &mut Reader,
+    names: &[String],
+    contents: bool,
+) -> std::io::Result<Vec<Option<Object>>> {
+    let verb = if contents { "contents" } else { "info" };
+    let mut request = String::new();
+    let mut sent = Vec::with_capacity(names.len());
+    for n in names {
+        // A line is one request: a name with a line break (or none) is answered here.
+        let ok = !n.is_empty() && !n.contains(['\n', '\r']);
+        if ok {
+            request.push_str(verb);
+            request.push(' ');
+            request.push_str(n);
+            request.push('\n');
+        }
+        sent.push(ok);
+    }
+    request.push_str("flush\n");
+    reader.stdin.write_all(request.as_bytes())?;
+    reader.stdin.flush()?;
+    let mut out = Vec::with_capacity(names.len());
+    let mut header = Vec::new();
+    for ok in sent {
+        if !ok {
+            out.push(None);
+            continue;
+        }
+        header.clear();
+        if reader.stdout.read_until(b'\n', &mut header)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let text = String::from_utf8_lossy(&header);
+        let text = text.trim_end_matches('\n');
+        // "<oid> <type> <size>", or "<name> missing" / "<name> ambiguous".
+        let fields: Vec<&str> = text.rsplitn(3, ' ').collect();
+        let [size, kind, id] = fields.as_slice() else {
+            out.push(None);
+            continue;
+        };
+        if !matches!(*kind, "blob" | "tree" | "commit" | "tag") {
+            out.push(None);
+            continue;
+        }
+        let size: usize = size
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("unexpected answer: {text}")))?;
+        let mut body = Vec::new();
+        if contents {
+            body.resize(size, 0);
+            reader.stdout.read_exact(&mut body)?;
+            let mut nl = [0u8; 1];
+            reader.stdout.read_exact(&mut nl)?;
+        }
+        out.push(Some(Object {
+            id: (*id).to_owned(),
+            kind: (*kind).to_owned(),
+            body,
+        }));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::git::testing::git;
+    use crate::git::{Git, objects};
+
+    fn text(dir: &std::path::Path, args: &[&str]) -> String {
+        String::from_utf8_lossy(&git(dir, args).stdout)
+            .trim()
+            .to_owned()
+    }
+
+    /// What the kept reader answers is what a new git process answers: for names that exist and
+    /// names that do not, for objects written after it started, and after it was killed.
+    #[test]
+    fn the_kept_reader_answers_as_git_does_and_sees_what_is_written_later() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(d.join("a/b")).expect("mkdir");
+        std::fs::write(d.join("a/b/f.txt"), "one\n").expect("write");
+        std::fs::write(d.join(".gitattributes"), "*.bin binary\n").expect("write");
+        std::os::unix::fs::symlink("a/b/f.txt", d.join("link")).expect("symlink");
+        git(d, &["add", "-A"]);
+        git(d, &["commit", "-q", "-m", "one"]);
+        let repo = Git::at_git_dir(d.join(".git"));
+        let head = text(d, &["rev-parse", "HEAD"]);
+        assert_eq!(
+            objects::resolve_commit(&repo, "main")
+                .expect("read")
+                .map(|o| o.to_string()),
+            Some(head.clone())
+        );
+        assert_eq!(objects::resolve_commit(&repo, "nope").expect("read"), None);
+        assert_eq!(
+            objects::tree_of(&repo, "HEAD").expect("read").to_string(),
+            text(d, &["rev-parse", "HEAD^{tree}"])
+        );
+        let ids = objects::ids_at(&repo, "HEAD", &["a/b/f.txt", "missing", "a"]).expect("read");
+        assert_eq!(
+            ids.iter()
+                .map(|i| i.as_ref().map(|o| o.to_string()))
+                .collect::<Vec<_>>(),
+            vec![
+                Some(text(d, &["rev-parse", "HEAD:a/b/f.txt"])),
+                None,
+                Some(text(d, &["rev-parse", "HEAD:a"])),
+            ]
+        );
+        assert_eq!(
+            objects::symlink_target(&repo, "HEAD", "link").expect("read"),
+            Some("a/b/f.txt".to_owned())
+        );
+        assert_eq!(
+            objects::symlink_target(&repo, "HEAD", "a/b/f.txt").expect("read"),
+            None
+        );
+        assert!(objects::commit_exists(&repo, &head).expect("read"));
+
+        // A commit made after the reader started, by another process.
+        std::fs::write(d.join("a/b/f.txt"), "two\n").expect("write");
+        std::fs::write(d.join(".gitattributes"), "*.bin filter=lfs\n").expect("write");
+        git(d, &["commit", "-q", "-am", "two"]);
+        let second = text(d, &["rev-parse", "HEAD"]);
+        assert_eq!(
+            objects::resolve_commit(&repo, "HEAD")
+                .expect("read")
+                .map(|o| o.to_string()),
+            Some(second.clone())
+        );
+        assert_eq!(
+            objects::read_blob(&repo, "HEAD", "a/b/f.txt").expect("read"),
+            Some(b"two\n".to_vec())
+        );
+        assert_eq!(
+            objects::attributes_mention(&repo, &head, "filter=lfs").expect("read"),
+            Some(false)
+        );
+        assert_eq!(
+            objects::attributes_mention(&repo, &second, "filter=lfs").expect("read"),
+            Some(true)
+        );
+        assert_eq!(
+            objects::attributes_differ(&repo, &head, &second).expect("read"),
+            Some(true)
+        );
+        assert_eq!(
+            objects::attributes_differ(&repo, &head, &format!("{head}^{{tree}}")).expect("read"),
+            Some(false)
+        );
+
+        // The reader killed (by an agent, say): a new one answers.
+        let pid = super::reader_pid(&d.join(".git")).expect("a reader is kept");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        assert_eq!(
+            objects::resolve_commit(&repo, "HEAD~1")
+                .expect("read")
+                .map(|o| o.to_string()),
+            Some(head)
+        );
+        assert_ne!(super::reader_pid(&d.join(".git")), Some(pid));
+    }
+
+    /// A name that would be two requests on the pipe is answered "not there", never sent.
+    #[test]
+    fn a_name_with_a_line_break_is_not_a_second_request() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        git(d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let repo = Git::at_git_dir(d.join(".git"));
+        let found = super::lookup(
+            &repo,
+            &["nope\ninfo HEAD".to_owned(), "HEAD".to_owned()],
+            false,
+        )
+        .expect("read")
+        .expect("a --git-dir handle is served");
+        assert!(found[0].is_none());
+        assert_eq!(found[1].as_ref().map(|o| o.kind.as_str()), Some("commit"));
+    }
+}

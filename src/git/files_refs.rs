@@ -1,0 +1,318 @@
+//! Reading refs straight from git's "files" ref store (loose ref files and `packed-refs`), for the
+//! listings a run takes around every step: a `git for-each-ref` costs a process (~2 ms here), the
+//! read costs a few dozen syscalls.
+//!
+//! Only the plain cases are read here; anything else answers `None` and the caller asks git:
+//! another ref store (reftable), a linked worktree's git dir, a symlinked or unparsable ref file,
+//! a name git would not accept, a symbolic ref whose target is not a plain ref. Loose refs are read
+//! before `packed-refs`, as git does, so that a concurrent `pack-refs` (which writes the packed
+//! file first and then deletes the loose ones) never makes a ref look deleted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every ref under `refs/` of the main git dir `git_dir`, with the object it names (a symbolic
+/// ref: its target's), sorted by name as `git for-each-ref` lists them.
+pub fn all(git_dir: &Path) -> Option<Vec<(String, String)>> {
+    if !plain_store(git_dir) {
+        return None;
+    }
+    let mut loose = BTreeMap::new();
+    let mut symbolic = Vec::new();
+    walk(git_dir, "refs", &mut loose, &mut symbolic)?;
+    let mut refs = packed(git_dir)?;
+    refs.extend(loose);
+    for (name, target) in symbolic {
+        let id = refs.get(&target)?.clone();
+        refs.insert(name, id);
+    }
+    Some(refs.into_iter().collect())
+}
+
+/// The branch HEAD of `git_dir` is on (`refs/heads/...`, also when unborn), `Some(None)` when it
+/// is detached, `None` when git has to say.
+pub fn head_branch(git_dir: &Path) -> Option<Option<String>> {
+    if !plain_store(git_dir) || !plain_store(&common_dir(git_dir)?) {
+        return None;
+    }
+    match read_ref_file(&git_dir.join("HEAD"))? {
+        RefFile::Id(_) => Some(None),
+        RefFile::Symbolic(target) => Some(Some(target)),
+    }
+}
+
+/// A git dir whose refs are files: not a reftable store.
+fn plain_store(git_dir: &Path) -> bool {
+    git_dir.join("HEAD").is_file() && !git_dir.join("reftable").exists()
+}
+
+/// The common dir of `git_dir`: itself for a main git dir, its `commondir` for a worktree's.
+fn common_dir(git_dir: &Path) -> Option<std::path::PathBuf> {
+    match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(text) => Some(git_dir.join(text.trim_end_matches('\n'))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(git_dir.to_path_buf()),
+        Err(_) => None,
+    }
+}
+
+enum RefFile {
+    Id(String),
+    Symbolic(String),
+}
+
+/// A loose ref file: `<hex id>\n` or `ref: <target>\n`; `None` for anything else (a symlink,
+/// other content), which git judges itself.
+fn read_ref_file(path: &Path) -> Option<RefFile> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?.strip_suffix('\n')?;
+    if let Some(target) = text.strip_prefix("ref: ") {
+        return (target.starts_with("refs/") && valid_ref_name(target))
+            .then(|| RefFile::Symbolic(target.to_owned()));
+    }
+    is_id(text).then(|| RefFile::Id(text.to_owned()))
+}
+
+fn is_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn walk(
+    git_dir: &Path,
+    prefix: &str,
+    out: &mut BTreeMap<String, String>,
+    symbolic: &mut Vec<(String, String)>,
+) -> Option<()> {
+    let entries = match std::fs::read_dir(git_dir.join(prefix)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix == "refs" => return Some(()),
+        Err(_) => return None,
+    };
+    for entry in entries {
+        let entry = entry.ok()?;
+        let name = format!("{prefix}/{}", entry.file_name().to_str()?);
+        let kind = entry.file_type().ok()?;
+        if kind.is_dir() {
+            walk(git_dir, &name, out, symbolic)?;
+            continue;
+        }
+        // A ref being updated right now: its lock file, never a ref.
+        if name.ends_with(".lock") {
+            continue;
+        }
+        if !valid_ref_name(&name) {
+            return None;
+        }
+        match read_ref_file(&entry.path())? {
+            RefFile::Id(id) => {
+                out.insert(name, id);
+            }
+            RefFile::Symbolic(target) => symbolic.push((name, target)),
+        }
+    }
+    Some(())
+}
+
+/// The refs of `packed-refs` (none when there is no such file).
+fn packed(git_dir: &Path) -> Option<BTreeMap<String, String>> {
+    let text = match std::fs::read(git_dir.join("packed-refs")) {
+        Ok(bytes) => String::from_utf8(bytes).ok()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(BTreeMap::new()),
+        Err(_) => return None,
+    };
+    let mut refs = BTreeMap::new();
+    for line in text.lines() {
+        // The header, and the peeled id of the annotated tag on the line before.
+        if line.starts_with('#') || line.starts_with('^') {
+            continue;
+        }
+        let (id, name) = line.split_once(' ')?;
+        if !is_id(id) || !name.starts_with("refs/") || !valid_ref_name(name) {
+            return None;
+        }
+        refs.insert(name.to_owned(), id.to_owned());
+    }
+    Some(refs)
+}
+
+/// Whether git accepts `name` as a full ref name (`git check-ref-format`'s rules).
+pub fn valid_ref_name(name: &str) -> bool {
+    if name.is_empty() || name == "@" || name.ends_with('/') || name.ends_with('.') {
+        return false;
+    }
+    if name.contains("@{") || name.contains("..") {
+        return false;
+    }
+    name.split('/').all(|part| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with(".lock")
+            && part.bytes().all(|b| {
+                b >= 0x20
+                    && b != 0x7f
+                    && !matches!(b, b' ' | b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
+            })
+    })
+}
+
+/// Whether git accepts `name` as a branch name (`git check-ref-format --branch`).
+pub fn valid_branch_name(name: &str) -> bool {
+    !name.starts_with('-') && name != "HEAD" && valid_ref_name(&format!("refs/heads/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testing::git;
+    use proptest::prelude::*;
+
+    fn for_each_ref(dir: &Path) -> Vec<(String, String)> {
+        let out = git(
+            dir,
+            &["for-each-ref", "--format=%(refname)%00%(objectname)"],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\0'))
+            .map(|(n, o)| (n.to_owned(), o.to_owned()))
+            .collect()
+    }
+
+    fn repo() -> (tempfile::TempDir, String, String) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        git(d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(d, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let id = |rev: &str| {
+            String::from_utf8_lossy(&git(d, &["rev-parse", rev]).stdout)
+                .trim()
+                .to_owned()
+        };
+        let (a, b) = (id("HEAD~1"), id("HEAD"));
+        (tmp, a, b)
+    }
+
+    /// One change to the ref store, as a person or a tool makes it with git.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(String, bool),
+        Delete(String),
+        Pack,
+        Symbolic(String, String),
+        Tag(String),
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "refs/heads/main",
+            "refs/heads/pipeline/a",
+            "refs/heads/pipeline/b/integration",
+            "refs/notes/pipeline",
+            "refs/remotes/origin/main",
+            "refs/tags/v1",
+            "refs/pipeline/archive/x",
+            "refs/stash",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (name(), any::<bool>()).prop_map(|(n, first)| Op::Set(n, first)),
+            name().prop_map(Op::Delete),
+            Just(Op::Pack),
+            (name(), name()).prop_map(|(a, b)| Op::Symbolic(a, b)),
+            name().prop_map(Op::Tag),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever git did to the refs (loose, packed, deleted after packing, symbolic,
+        /// annotated tags with their peeled lines), the listing read from the files is git's,
+        /// or git is asked.
+        #[test]
+        fn the_listing_read_from_files_is_git_s(ops in prop::collection::vec(op(), 1..12)) {
+            let (tmp, a, b) = repo();
+            let d = tmp.path();
+            for op in &ops {
+                match op {
+                    Op::Set(n, first) => {
+                        git(d, &["update-ref", n, if *first { &a } else { &b }]);
+                    }
+                    Op::Delete(n) => {
+                        git(d, &["update-ref", "-d", n]);
+                    }
+                    Op::Pack => {
+                        git(d, &["pack-refs", "--all"]);
+                    }
+                    Op::Symbolic(from, to) if from != to => {
+                        git(d, &["symbolic-ref", from, to]);
+                    }
+                    Op::Symbolic(..) => {}
+                    Op::Tag(n) => {
+                        let short = n.rsplit('/').next().unwrap_or("t");
+                        git(d, &["tag", "-f", "-a", "-m", "t", short, &b]);
+                    }
+                }
+            }
+            let ours = all(&d.join(".git"));
+            let theirs = for_each_ref(d);
+            if let Some(ours) = ours {
+                prop_assert_eq!(ours, theirs);
+            }
+        }
+
+        /// Branch names git accepts and refuses, judged the same way.
+        #[test]
+        fn branch_names_are_judged_as_git_judges_them(
+            name in "[a-z./@{}~^:?*\\[\\\\ -]{0,12}"
+        ) {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let out = git(tmp.path(), &["check-ref-format", "--branch", &name]);
+            prop_assert_eq!(valid_branch_name(&name), out.status.success(), "{:?}", name);
+        }
+    }
+
+    #[test]
+    fn plain_refs_are_read_and_other_stores_are_left_to_git() {
+        let (tmp, a, _) = repo();
+        let d = tmp.path();
+        git(d, &["update-ref", "refs/heads/x", &a]);
+        git(
+            d,
+            &["symbolic-ref", "refs/remotes/origin/HEAD", "refs/heads/x"],
+        );
+        git(d, &["pack-refs", "--all"]);
+        git(d, &["update-ref", "refs/heads/y", &a]);
+        let listing = all(&d.join(".git")).expect("plain refs are read");
+        assert_eq!(listing, for_each_ref(d));
+        assert!(
+            listing
+                .iter()
+                .any(|(n, id)| n == "refs/remotes/origin/HEAD" && *id == a)
+        );
+        assert_eq!(
+            head_branch(&d.join(".git")),
+            Some(Some("refs/heads/main".to_owned()))
+        );
+        git(d, &["checkout", "-q", "--detach"]);
+        assert_eq!(head_branch(&d.join(".git")), Some(None));
+        // A ref file git would not read as a ref: git decides.
+        std::fs::write(d.join(".git/refs/heads/odd"), "not an id\n").expect("write");
+        assert_eq!(all(&d.join(".git")), None);
+        std::fs::remove_file(d.join(".git/refs/heads/odd")).expect("remove");
+        // A lock file of an update in progress is no ref.
+        std::fs::write(d.join(".git/refs/heads/z.lock"), format!("{a}\n")).expect("write");
+        assert_eq!(all(&d.join(".git")), Some(for_each_ref(d)));
+        // Another ref store: git decides.
+        std::fs::create_dir(d.join(".git/reftable")).expect("mkdir");
+        assert_eq!(all(&d.join(".git")), None);
+        assert_eq!(head_branch(&d.join(".git")), None);
+    }
+}
