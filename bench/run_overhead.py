@@ -2,6 +2,8 @@
 """Run overhead: `git pipeline run` with instant agents (the builder edits one file, the verifier
 approves, no gates) against the bare git sequence the same work needs:
 `git worktree add -b`, edit, `git add -A`, `git commit`, `git notes add`, `git worktree remove`.
+A fourth side, "bare+agents", is the bare sequence with the same two fixture agent processes in
+it (unsandboxed): its ratio shows what git-pipeline adds beyond the agents it must start.
 Two sides of ours: with worktree slots (the default: each run resets the slot the last one left,
 a diff, not a whole checkout) and without (`run.max_slots = 0`: a new worktree per run).
 
@@ -205,18 +207,35 @@ command = ["{AGENT}", "*:approve"]
             run(["git", "notes", "--ref=bench", "add", "-f", "-m", "{}", "HEAD"], wt, env)
             run(["git", "worktree", "remove", "--force", wt], repo, env)
 
-        pipeline(), fresh(), bare()  # warm caches once
-        a, c, b = [], [], []
-        sides = [(pipeline, a), (fresh, c), (bare, b)]
+        def bare_agents():
+            # The same sequence with the run's two agent processes in it (the fixture builder
+            # making the edit, the verifier answering), unsandboxed: what a person doing the
+            # run's work by hand with the same agents would start.
+            counter[0] += 1
+            run(["git", "worktree", "add", "-q", "-b", f"bench/{counter[0]}", wt, "HEAD"], repo,
+                env)
+            run([AGENT, f"*:append:{target}:edited"], wt, env)
+            run(["git", "add", "-A"], wt, env)
+            run([AGENT, "*:approve"], wt, env)
+            run(["git", "commit", "-q", "-m", "fix the typo"], wt, env)
+            run(["git", "notes", "--ref=bench", "add", "-f", "-m", "{}", "HEAD"], wt, env)
+            run(["git", "worktree", "remove", "--force", wt], repo, env)
+
+        pipeline(), fresh(), bare(), bare_agents()  # warm caches once
+        a, c, b, g = [], [], [], []
+        sides = [(pipeline, a), (fresh, c), (bare, b), (bare_agents, g)]
         for i in range(pairs):
             for fn, out in (sides if i % 2 == 0 else sides[::-1]):
                 out.append(timed(fn))
         rss = peak_rss_kib([binary, "-q", "run", "fix the typo"], repo, env)
         ratios = [x / y for x, y in zip(a, b)]
         fresh_ratios = [x / y for x, y in zip(c, b)]
+        agent_ratios = [x / y for x, y in zip(a, g)]
         print(f"{spec:<28} {files:>7} {statistics.median(a) * 1000:>10.1f} "
               f"{statistics.median(c) * 1000:>10.1f} {statistics.median(b) * 1000:>10.1f} "
+              f"{statistics.median(g) * 1000:>10.1f} "
               f"{statistics.median(ratios):>6.2f} {statistics.median(fresh_ratios):>6.2f} "
+              f"{statistics.median(agent_ratios):>7.2f} "
               f"{rss / 1024:>8.1f} {'/'.join('yes' if x else 'NO' for x in identical):>10}",
               flush=True)
     finally:
@@ -239,7 +258,8 @@ def main() -> None:
                         capture_output=True, text=True).stdout.strip()
     print(f"filesystem of {tempfile.gettempdir()}: {fs or 'unknown'}")
     print(f"{'repository':<28} {'files':>7} {'slot ms':>10} {'new ms':>10} {'bare ms':>10} "
-          f"{'slot':>6} {'new':>6} {'peak MiB':>8} {'identical':>10}")
+          f"{'+agents':>10} {'slot':>6} {'new':>6} {'slot/+a':>7} {'peak MiB':>8} "
+          f"{'identical':>10}")
     for spec in repos:
         bench_repo(spec, args.pairs, args.bin)
 

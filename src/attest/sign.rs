@@ -24,6 +24,9 @@ enum Kind {
     OpenPgp,
 }
 
+/// [`Signer::from_git`] on a thread: read while the commit it will sign is made.
+pub type Ahead = std::thread::JoinHandle<Result<Option<Signer>>>;
+
 /// How this repository's owner signs, read from git's own settings.
 #[derive(Debug, Clone)]
 pub struct Signer {

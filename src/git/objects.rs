@@ -263,23 +263,33 @@ fn entry_at(git: &Git, commit: &str, path: &str) -> Result<Option<Option<(String
     Ok(Some(
         tree_entries(&tree.body, tree.id.len() / 2)
             .find(|(_, n, _)| *n == name.as_bytes())
-            .map(|(mode, _, id)| (mode, id)),
+            .map(|(mode, _, id)| (String::from_utf8_lossy(mode).into_owned(), hex(id))),
     ))
 }
 
-/// The entries of a tree object: `(mode, name, id)`; `raw` is the length of an id in bytes.
-fn tree_entries(body: &[u8], raw: usize) -> impl Iterator<Item = (String, &[u8], Oid)> {
+/// The entries of a tree object: `(mode, name, raw id)`; `raw` is the length of an id in bytes.
+/// Ids stay bytes until one is wanted ([`hex`]): a tree of a large folder has thousands.
+fn tree_entries(body: &[u8], raw: usize) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
     let mut rest = body;
     std::iter::from_fn(move || {
         let space = rest.iter().position(|b| *b == b' ')?;
         let nul = space + rest[space..].iter().position(|b| *b == 0)?;
         let id = rest.get(nul + 1..nul + 1 + raw)?;
-        let mode = String::from_utf8_lossy(&rest[..space]).into_owned();
-        let name = &rest[space + 1..nul];
+        let entry = (&rest[..space], &rest[space + 1..nul], id);
         rest = &rest[nul + 1 + raw..];
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        Some((mode, name, Oid::from_git(&hex)))
+        Some(entry)
     })
+}
+
+/// A raw object id as git writes it.
+fn hex(raw: &[u8]) -> Oid {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(raw.len() * 2);
+    for b in raw {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    Oid::from_git(&text)
 }
 
 /// Where `path` at `commit` points when it is a symlink; `None` when it is anything else or absent.
@@ -593,16 +603,20 @@ fn attribute_files(git: &Git, tree: &str) -> Result<Option<Vec<(String, String, 
                 )));
             };
             for (mode, name, id) in tree_entries(&object.body, object.id.len() / 2) {
+                let folder_entry = mode == b"40000";
+                if !folder_entry && (name != b".gitattributes" || mode == b"160000") {
+                    continue;
+                }
                 let name = String::from_utf8_lossy(name);
                 let path = if folder.is_empty() {
                     name.into_owned()
                 } else {
                     format!("{folder}/{name}")
                 };
-                if mode == "40000" {
-                    next.push((path, id.to_string()));
-                } else if name_is_attributes(&path) && mode != "160000" {
-                    found.push((path, mode, id));
+                if folder_entry {
+                    next.push((path, hex(id).to_string()));
+                } else {
+                    found.push((path, String::from_utf8_lossy(mode).into_owned(), hex(id)));
                 }
             }
         }
@@ -610,10 +624,6 @@ fn attribute_files(git: &Git, tree: &str) -> Result<Option<Vec<(String, String, 
     }
     found.sort();
     Ok(Some(found))
-}
-
-fn name_is_attributes(path: &str) -> bool {
-    path.rsplit('/').next() == Some(".gitattributes")
 }
 
 /// Whether any `.gitattributes` file of `commit` sets `filter=lfs` (what `git grep -F
@@ -637,14 +647,76 @@ pub(in crate::git) fn attributes_mention(
     })))
 }
 
-/// Whether the `.gitattributes` files of two commits differ anywhere (path, mode or content);
-/// `None` when the kept reader cannot serve.
+/// A tree entry, owned: `(name, mode, raw id)`.
+type OwnedEntry = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Whether the `.gitattributes` files of two commits (or trees) differ anywhere (path, mode or
+/// content), walking only the folders whose trees differ; `None` when the kept reader cannot
+/// serve.
 pub(in crate::git) fn attributes_differ(git: &Git, from: &str, to: &str) -> Result<Option<bool>> {
-    let (Some(a), Some(b)) = (
-        attribute_files(git, &format!("{from}^{{tree}}"))?,
-        attribute_files(git, &format!("{to}^{{tree}}"))?,
-    ) else {
-        return Ok(None);
-    };
-    Ok(Some(a != b))
+    // Pairs of the same folder on both sides; `None` where one side has no such folder.
+    let mut level: Vec<(Option<String>, Option<String>)> = vec![(
+        Some(format!("{from}^{{tree}}")),
+        Some(format!("{to}^{{tree}}")),
+    )];
+    while !level.is_empty() {
+        let names: Vec<String> = level
+            .iter()
+            .flat_map(|(a, b)| [a.clone(), b.clone()])
+            .flatten()
+            .collect();
+        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+            return Ok(None);
+        };
+        let mut trees = trees.into_iter();
+        let mut next = Vec::new();
+        for (a, b) in &level {
+            let mut side = |named: &Option<String>| -> Result<Vec<OwnedEntry>> {
+                let Some(name) = named else {
+                    return Ok(Vec::new());
+                };
+                let Some(tree) = trees.next().flatten().filter(|o| o.kind == "tree") else {
+                    return Err(Error::other(format!("tree {name} cannot be read")));
+                };
+                Ok(tree_entries(&tree.body, tree.id.len() / 2)
+                    .map(|(m, n, i)| (n.to_vec(), m.to_vec(), i.to_vec()))
+                    .collect())
+            };
+            let (a, b) = (side(a)?, side(b)?);
+            let find = |list: &[OwnedEntry], name: &[u8]| {
+                list.iter()
+                    .find(|(n, ..)| n == name)
+                    .map(|(_, m, i)| (m.clone(), i.clone()))
+            };
+            let attributes = |list: &[OwnedEntry]| {
+                find(list, b".gitattributes").filter(|(m, _)| m != b"160000")
+            };
+            if attributes(&a) != attributes(&b) {
+                return Ok(Some(true));
+            }
+            let folders = |list: &[OwnedEntry]| -> Vec<Vec<u8>> {
+                list.iter()
+                    .filter(|(_, m, _)| m == b"40000")
+                    .map(|(n, ..)| n.clone())
+                    .collect()
+            };
+            let mut names = folders(&a);
+            names.extend(folders(&b));
+            names.sort();
+            names.dedup();
+            for name in names {
+                let folder = |list: &[OwnedEntry]| {
+                    find(list, &name)
+                        .filter(|(m, _)| m == b"40000")
+                        .map(|(_, i)| hex(&i).to_string())
+                };
+                let (x, y) = (folder(&a), folder(&b));
+                if x != y {
+                    next.push((x, y));
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(Some(false))
 }

@@ -597,8 +597,11 @@ impl RunPlan {
             Mode::Build => base.as_str(),
             Mode::Reverify { commit, .. } => commit.as_str(),
         };
+        tracing::trace!("plan: agents, templates and trust read");
         prepare::check_lfs(&git, checkout)?;
+        tracing::trace!("plan: LFS checked");
         let identity = objects::committer_identity(&git)?;
+        tracing::trace!("plan: identity known");
         if let objects::Identity::Missing(why) = &identity {
             return Err(Error::usage_hint(
                 format!("git has no identity to commit the run's work with ({why})"),
@@ -623,6 +626,7 @@ impl RunPlan {
         warnings.extend(where_you_are(&repo, &worktree_root, &base_ref, &base));
         warnings.extend(unrestricted_warning(&scope, &routing, planner.is_some()));
         let sandbox = sandbox_plan(&loaded.config)?;
+        tracing::trace!("plan: sandbox probed");
         if let Some(f) = &sandbox.found
             && !f.enforced
         {
@@ -640,6 +644,7 @@ impl RunPlan {
             )));
         }
         let gates = pick_gates(&loaded, args)?;
+        tracing::trace!("plan: gates picked");
         check_gate_programs(&git, &base, ("gate", &gates), &search_dir)?;
         let setup_gates: Vec<GateConfig> = c.setup.iter().map(|s| s.as_gate()).collect();
         check_gate_programs(&git, &base, ("setup step", &setup_gates), &search_dir)?;

@@ -124,6 +124,7 @@ impl Run<'_> {
         let pipeline_dir = self.plan.target.repo.pipeline_dir();
         let max = self.plan.landing.max_slots;
         let _guard = self.repo_lock()?;
+        tracing::trace!("slot: taking one");
         let registered = match worktree::registered(&self.plan.target.repo.common_dir) {
             Some(r) => r,
             None => worktree::list(&self.ws.repo)?,
@@ -470,6 +471,7 @@ impl Run<'_> {
                     slots::install_index(&pipeline_dir, n, &admin.join("index"))?
                 }
             };
+            tracing::trace!("slot: index installed");
             // A killed git may have left its lock behind in the slot's admin folder.
             let _ = std::fs::remove_file(admin.join("index.lock"));
             worktree::lock_at(&self.ws.repo, &self.ws.worktree, admin, &lock_reason(n))?;

@@ -70,6 +70,11 @@ pub(crate) struct Workspace {
     pub place: crate::store::slots::Place,
     /// The run's worktree, watched for read-only steps.
     pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
+    /// What git ignores in the user's checkouts, listed while the worktree was made (for the
+    /// guard's watches), by checkout.
+    pub ignored_ahead: Vec<(PathBuf, crate::git::ignored::Ignored)>,
+    /// git's signing settings, being read while the ship commit is made.
+    pub signer_ahead: Option<crate::attest::sign::Ahead>,
 }
 
 /// What [`Run::after_step`] compares against.
@@ -191,6 +196,8 @@ impl<'a> Run<'a> {
                 slot: None,
                 place: crate::store::slots::Place::OwnFolder,
                 wt_watch: None,
+                ignored_ahead: Vec::new(),
+                signer_ahead: None,
             },
             plan_session: rec.resume.sessions.plan.clone(),
             exec_session: rec.resume.sessions.execution.clone(),

@@ -47,14 +47,31 @@ impl Run<'_> {
         let (checkout, checkout_tree) = self.plan.checkout();
         let branch = self.ws.branch.as_ref().map(|b| b.as_str());
         let guard = self.repo_lock()?;
-        let added = match self.ws.place {
-            Place::OwnFolder => {
-                worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)
-                    .map(|()| None)
-            }
-            Place::NewSlot(n) => self.make_slot(n, branch, checkout).map(|()| None),
-            Place::Reused(n) => self.reset_slot(n, branch, checkout),
+        // The user's checkouts are listed for the guard (a git process each) while the
+        // worktree is made: neither waits for the other.
+        let checkouts = if self.plan.policy.containment.checkout {
+            self.user_checkouts()
+        } else {
+            Vec::new()
         };
+        let (added, ignored) = std::thread::scope(|s| {
+            let listing = s.spawn(|| {
+                checkouts
+                    .iter()
+                    .filter_map(|c| Some((c.clone(), crate::git::ignored::Ignored::of(c).ok()?)))
+                    .collect::<Vec<_>>()
+            });
+            let added = match self.ws.place {
+                Place::OwnFolder => {
+                    worktree::add(&self.ws.repo, &self.ws.worktree, branch, checkout, &reason)
+                        .map(|()| None)
+                }
+                Place::NewSlot(n) => self.make_slot(n, branch, checkout).map(|()| None),
+                Place::Reused(n) => self.reset_slot(n, branch, checkout),
+            };
+            (added, listing.join().unwrap_or_default())
+        });
+        self.ws.ignored_ahead = ignored;
         drop(guard);
         let known = match added {
             Ok(known) => known,
@@ -65,11 +82,13 @@ impl Run<'_> {
             }
         };
         let wt_paths = self.attach(known)?;
+        tracing::trace!("setup: guard armed");
         // Before any agent runs: from now on the worktree's index is the agent's.
         if let Some(snap) = &self.ws.snap {
             snap.seed()?;
         }
         self.trust_slot_index(&self.log.dir.scratch("index")?, checkout_tree)?;
+        tracing::trace!("setup: index seeded");
         let submodules = prepare::init_submodules(&self.ws.worktree)?;
         self.log.rec.submodule_origins = if submodules {
             crate::git::submodules::origins(
@@ -122,6 +141,7 @@ impl Run<'_> {
         // Recorded only now: a run stopped before this point has no worktree worth keeping, and
         // `resume` makes it again from scratch.
         self.attached()?;
+        tracing::trace!("setup: worktree recorded");
         self.log.dir.event(
             None,
             EventKind::WorktreeReady,
@@ -316,9 +336,9 @@ impl Run<'_> {
         }))
     }
 
-    /// Set up the containment checks and the sandbox for this run's worktree.
-    pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
-        self.ws.sandbox = self.sandbox_setup(worktree_git_dir)?;
+    /// The user's checkouts the guard watches: the main worktree, and the one the run was
+    /// started from.
+    fn user_checkouts(&self) -> Vec<PathBuf> {
         let mut checkouts: Vec<PathBuf> = Vec::new();
         for c in [
             &self.plan.target.repo.main_worktree,
@@ -331,6 +351,14 @@ impl Run<'_> {
                 checkouts.push(c.clone());
             }
         }
+        checkouts
+    }
+
+    /// Set up the containment checks and the sandbox for this run's worktree.
+    pub fn arm_guard(&mut self, worktree_git_dir: &Path) -> Result<()> {
+        self.ws.sandbox = self.sandbox_setup(worktree_git_dir)?;
+        let checkouts = self.user_checkouts();
+        let ahead = std::mem::take(&mut self.ws.ignored_ahead);
         self.ws.guard = Some(crate::safety::containment::Guard::new(
             crate::safety::containment::Places {
                 checks: self.plan.policy.containment.clone(),
@@ -340,6 +368,10 @@ impl Run<'_> {
                         let repo = &self.plan.target.repo;
                         (repo.work_tree.as_ref() == Some(c)).then(|| repo.git_dir.clone())
                     })
+                    .collect(),
+                known_ignored: checkouts
+                    .iter()
+                    .map(|c| ahead.iter().find(|(p, _)| p == c).map(|(_, i)| i.clone()))
                     .collect(),
                 checkouts,
                 common_dir: self.plan.target.repo.common_dir.clone(),

@@ -108,6 +108,8 @@ pub struct Places {
     pub checkouts: Vec<PathBuf>,
     /// Their git dirs where already known (the checkout the run was started from), by index.
     pub known_git_dirs: Vec<Option<PathBuf>>,
+    /// What git ignores in them where already listed, by index.
+    pub known_ignored: Vec<Option<crate::git::ignored::Ignored>>,
     pub common_dir: PathBuf,
     pub repo: Git,
     pub worktree: PathBuf,
@@ -247,12 +249,17 @@ impl Guard {
             None => crate::git::repo::hooks_dir(&p.repo)?,
         };
         let (config_files, filter_driver) = config_files(&p)?;
+        tracing::trace!("guard: config files listed");
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let mut watches = Vec::new();
         let mut ignored = Vec::new();
-        for (c, git_dir) in p.checkouts.iter().zip(&checkout_git_dirs) {
+        for (i, (c, git_dir)) in p.checkouts.iter().zip(&checkout_git_dirs).enumerate() {
+            let known = p.known_ignored.get(i).cloned().flatten();
             let ig = if p.checks.checkout {
-                crate::git::ignored::Ignored::of(c)?
+                match known {
+                    Some(ig) => ig,
+                    None => crate::git::ignored::Ignored::of(c)?,
+                }
             } else {
                 Default::default()
             };
@@ -263,6 +270,7 @@ impl Guard {
             });
             ignored.push(ig);
         }
+        tracing::trace!("guard: checkouts watched");
         Ok(Guard {
             watches,
             ignored,
@@ -309,7 +317,9 @@ impl Guard {
         } else {
             (BTreeMap::new(), 0)
         };
+        tracing::trace!("take: checkouts and control files");
         let (refs, managed, branch_tip) = self.refs()?;
+        tracing::trace!("take: refs");
         let records = if self.at.checks.refs {
             records_print(&self.at.common_dir, &self.at.run_id)
         } else {

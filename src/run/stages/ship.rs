@@ -170,11 +170,20 @@ fn clean_trailer_value(s: &str) -> String {
 
 /// Write the note: the statement, in a DSSE envelope signed with git's signing key when the
 /// config asks for signing and git has a key. Says how it was signed, or why not.
-pub fn attest(repo: &Git, commit: &str, statement: &Statement, sign: SignMode) -> Result<Signed> {
+pub fn attest(
+    repo: &Git,
+    commit: &str,
+    statement: &Statement,
+    sign: SignMode,
+    ahead: Option<crate::attest::sign::Ahead>,
+) -> Result<Signed> {
     let payload = statement.to_json();
     let (note, signed) = match sign {
         SignMode::Off => (payload.clone(), Signed::Off),
-        SignMode::Auto => match Signer::from_git(repo) {
+        SignMode::Auto => match ahead
+            .and_then(|a| a.join().ok())
+            .unwrap_or_else(|| Signer::from_git(repo))
+        {
             Err(e) => (payload.clone(), Signed::Failed(e.to_string())),
             Ok(None) => (payload.clone(), Signed::NoKey),
             Ok(Some(signer)) => match signer.sign(statement::PAYLOAD_TYPE, payload.as_bytes()) {
@@ -348,7 +357,13 @@ impl Run<'_> {
     ) -> Result<&'static str> {
         let statement = self.attestation(commit, tree, rounds);
         Ok(
-            match attest(&self.ws.repo, commit, &statement, self.plan.landing.sign)? {
+            match attest(
+                &self.ws.repo,
+                commit,
+                &statement,
+                self.plan.landing.sign,
+                self.ws.signer_ahead.take(),
+            )? {
                 Signed::With(how) => {
                     self.details.push(format!("attestation signed with {how}"));
                     "attested, signed"
@@ -378,6 +393,10 @@ impl Run<'_> {
                 Error::other("a run without a branch of its own has nothing to ship")
             })?;
         let branch_ref = branch.full();
+        if self.plan.landing.sign == SignMode::Auto {
+            let repo = self.ws.repo.clone();
+            self.ws.signer_ahead = Some(std::thread::spawn(move || Signer::from_git(&repo)));
+        }
         self.ws
             .snap
             .as_ref()
