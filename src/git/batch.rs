@@ -50,7 +50,9 @@ impl Drop for Reader {
 }
 
 /// `contents` (`true`) or `info` of each name; `None` for a name that names no object. `None`
-/// overall when this handle cannot use a reader (the caller starts a process of its own).
+/// overall when no reader can answer (this handle cannot use one, or git stopped answering:
+/// some revisions, such as `main@{99}`, make `cat-file` exit): the caller then asks a git
+/// process of its own, which says what is wrong in git's words.
 pub(in crate::git) fn lookup(
     git: &Git,
     names: &[String],
@@ -65,17 +67,21 @@ pub(in crate::git) fn lookup(
         let reader = reader_for(&mut readers, git, &key)?;
         match ask(reader, chunk, contents) {
             Ok(mut a) => answers.append(&mut a),
-            Err(_) => {
-                // The reader died (killed, or git failed): one new one, once.
+            Err(e) => {
+                // Whatever it was (a dead reader, an answer out of step), this one is not
+                // asked again.
+                tracing::debug!("git cat-file --batch-command stopped answering: {e}");
                 readers.retain(|(k, _)| *k != key);
-                let reader = reader_for(&mut readers, git, &key)?;
-                let mut a = ask(reader, chunk, contents)
-                    .map_err(|e| Error::io("read objects from git cat-file --batch-command", e))?;
-                answers.append(&mut a);
+                return Ok(None);
             }
         }
     }
     Ok(Some(answers))
+}
+
+/// End every kept reader.
+pub(in crate::git) fn forget_all() {
+    READERS.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 #[cfg(test)]
@@ -145,11 +151,17 @@ fn ask(
         sent.push(ok);
     }
     request.push_str("flush\n");
+    // Nothing may be waiting before a request: an answer nobody asked for is not ours.
+    if !reader.stdout.buffer().is_empty() {
+        return Err(std::io::Error::other(
+            "an answer arrived before its request",
+        ));
+    }
     reader.stdin.write_all(request.as_bytes())?;
     reader.stdin.flush()?;
     let mut out = Vec::with_capacity(names.len());
     let mut header = Vec::new();
-    for ok in sent {
+    for (name, ok) in names.iter().zip(sent) {
         if !ok {
             out.push(None);
             continue;
@@ -159,30 +171,43 @@ fn ask(
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let text = String::from_utf8_lossy(&header);
-        let text = text.trim_end_matches('\n');
-        // "<oid> <type> <size>", or "<name> missing" / "<name> ambiguous".
-        let fields: Vec<&str> = text.rsplitn(3, ' ').collect();
-        let [size, kind, id] = fields.as_slice() else {
-            out.push(None);
-            continue;
-        };
-        if !matches!(*kind, "blob" | "tree" | "commit" | "tag") {
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        // "<name> missing" / "<name> ambiguous", or "<oid> <type> <size>": read from the left,
+        // so that a name ending in " tree" is never taken for an answer.
+        if text
+            .strip_prefix(name.as_str())
+            .is_some_and(|rest| matches!(rest, " missing" | " ambiguous"))
+        {
             out.push(None);
             continue;
         }
-        let size: usize = size
-            .parse()
-            .map_err(|_| std::io::Error::other(format!("unexpected answer: {text}")))?;
+        let mut fields = text.splitn(3, ' ');
+        let (Some(id), Some(kind), Some(size)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(std::io::Error::other(format!("unexpected answer: {text}")));
+        };
+        let id_ok = matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let size: Option<usize> = size.parse().ok();
+        let (true, true, Some(size)) = (
+            id_ok,
+            matches!(kind, "blob" | "tree" | "commit" | "tag"),
+            size,
+        ) else {
+            return Err(std::io::Error::other(format!("unexpected answer: {text}")));
+        };
         let mut body = Vec::new();
         if contents {
             body.resize(size, 0);
             reader.stdout.read_exact(&mut body)?;
             let mut nl = [0u8; 1];
             reader.stdout.read_exact(&mut nl)?;
+            if nl != *b"\n" {
+                return Err(std::io::Error::other("an object's contents ran on"));
+            }
         }
         out.push(Some(Object {
-            id: (*id).to_owned(),
-            kind: (*kind).to_owned(),
+            id: id.to_owned(),
+            kind: kind.to_owned(),
             body,
         }));
     }

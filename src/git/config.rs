@@ -124,6 +124,9 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
         && let Ok(text) = std::fs::read_to_string(file)
         && let Some((k, path)) = text.split_once('\n')
         && k == key
+        && exec_path_of_binary(key)
+            .iter()
+            .any(|p| p == Path::new(path.trim_end()))
         && Path::new(path.trim_end()).is_dir()
     {
         return Ok(PathBuf::from(path.trim_end()));
@@ -140,6 +143,17 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// Where git's programs are for a binary at `<prefix>/bin/git` (the key starts with its path):
+/// the cache is believed only when it names one of these, so a cache file written by someone
+/// else can point nowhere else.
+fn exec_path_of_binary(key: &str) -> Vec<PathBuf> {
+    let binary = key.split(' ').next().unwrap_or_default();
+    let Some(prefix) = Path::new(binary).parent().and_then(Path::parent) else {
+        return Vec::new();
+    };
+    vec![prefix.join("libexec/git-core"), prefix.join("lib/git-core")]
 }
 
 /// The cache file of [`exec_path`] and the key of the `git` binary PATH finds now.

@@ -37,7 +37,20 @@ pub fn head_branch(git_dir: &Path) -> Option<Option<String>> {
     }
     match read_ref_file(&git_dir.join("HEAD"))? {
         RefFile::Id(_) => Some(None),
-        RefFile::Symbolic(target) => Some(Some(target)),
+        RefFile::Symbolic(target) => {
+            // git follows a branch that is itself a symbolic ref to where it ends: that is
+            // for git to say (`symbolic-ref` follows the chain).
+            let common = common_dir(git_dir)?;
+            let file = common.join(&target);
+            match std::fs::symlink_metadata(&file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Some(target)),
+                Ok(m) if m.file_type().is_file() => match read_ref_file(&file)? {
+                    RefFile::Id(_) => Some(Some(target)),
+                    RefFile::Symbolic(_) => None,
+                },
+                _ => None,
+            }
+        }
     }
 }
 
@@ -116,7 +129,9 @@ fn walk(
     Some(())
 }
 
-/// The refs of `packed-refs` (none when there is no such file).
+/// The refs of `packed-refs` (none when there is no such file), read as strictly as git reads
+/// it: the header only first, a peeled line only after a ref, every line ended by `\n`, no name
+/// twice. Anything else is for git to judge.
 fn packed(git_dir: &Path) -> Option<BTreeMap<String, String>> {
     let text = match std::fs::read(git_dir.join("packed-refs")) {
         Ok(bytes) => String::from_utf8(bytes).ok()?,
@@ -124,16 +139,36 @@ fn packed(git_dir: &Path) -> Option<BTreeMap<String, String>> {
         Err(_) => return None,
     };
     let mut refs = BTreeMap::new();
-    for line in text.lines() {
-        // The header, and the peeled id of the annotated tag on the line before.
-        if line.starts_with('#') || line.starts_with('^') {
+    if text.is_empty() {
+        return Some(refs);
+    }
+    let body = text.strip_suffix('\n')?;
+    let mut after_ref = false;
+    for (i, line) in body.split('\n').enumerate() {
+        if line.contains('\r') {
+            return None;
+        }
+        if line.starts_with('#') {
+            if i != 0 {
+                return None;
+            }
+            continue;
+        }
+        if let Some(peeled) = line.strip_prefix('^') {
+            if !after_ref || !is_id(peeled) {
+                return None;
+            }
+            after_ref = false;
             continue;
         }
         let (id, name) = line.split_once(' ')?;
         if !is_id(id) || !name.starts_with("refs/") || !valid_ref_name(name) {
             return None;
         }
-        refs.insert(name.to_owned(), id.to_owned());
+        if refs.insert(name.to_owned(), id.to_owned()).is_some() {
+            return None;
+        }
+        after_ref = true;
     }
     Some(refs)
 }
@@ -310,6 +345,28 @@ mod tests {
         // A lock file of an update in progress is no ref.
         std::fs::write(d.join(".git/refs/heads/z.lock"), format!("{a}\n")).expect("write");
         assert_eq!(all(&d.join(".git")), Some(for_each_ref(d)));
+        // A ref to an object the repository does not have: listed, as git lists it.
+        std::fs::write(
+            d.join(".git/refs/heads/gone"),
+            format!("{}\n", "1".repeat(40)),
+        )
+        .expect("write");
+        let repo = crate::git::Git::at_git_dir(d.join(".git"));
+        assert_eq!(crate::git::refs::all(&repo).expect("list"), for_each_ref(d));
+        std::fs::remove_file(d.join(".git/refs/heads/gone")).expect("remove");
+        // packed-refs as git would not read it: git decides.
+        let packed_file = d.join(".git/packed-refs");
+        let good = std::fs::read_to_string(&packed_file).expect("packed");
+        std::fs::write(&packed_file, good.replace('\n', "\r\n")).expect("write");
+        assert_eq!(all(&d.join(".git")), None);
+        std::fs::write(&packed_file, format!("{good}# a comment later\n")).expect("write");
+        assert_eq!(all(&d.join(".git")), None);
+        std::fs::write(&packed_file, &good).expect("write");
+        // A branch that is itself a symbolic ref: git follows it, so git says where HEAD is.
+        git(d, &["checkout", "-q", "main"]);
+        std::fs::write(d.join(".git/refs/heads/main"), "ref: refs/heads/x\n").expect("write");
+        assert_eq!(head_branch(&d.join(".git")), None);
+        std::fs::write(d.join(".git/refs/heads/main"), format!("{a}\n")).expect("write");
         // Another ref store: git decides.
         std::fs::create_dir(d.join(".git/reftable")).expect("mkdir");
         assert_eq!(all(&d.join(".git")), None);

@@ -42,6 +42,12 @@ use crate::error::Result;
 pub use oid::{Oid, TreeId};
 pub use repo::Repo;
 
+/// End the kept object readers ([`batch`]); the next lookup starts a new one. After a step that
+/// ran outside the OS sandbox, whose processes could have reached the old one's pipes.
+pub fn forget_kept_readers() {
+    batch::forget_all();
+}
+
 /// What `git rev-parse --local-env-vars` prints: variables that point git at another repository,
 /// index or object store than the one of the directory it runs in. A test keeps this in sync with
 /// the installed git.

@@ -211,14 +211,16 @@ pub fn trees_of(
 /// The object ids of `paths` at `commit` (one `git ls-tree`): `None` for a path that is not
 /// there.
 pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>>> {
-    if paths.iter().all(|p| plain_path(p)) {
-        let names: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
-        if let Some(found) = super::batch::lookup(git, &names, false)? {
-            return Ok(found
-                .into_iter()
-                .map(|o| o.map(|o| Oid::from_git(&o.id)))
-                .collect());
+    // Each from its folder's tree: also a submodule's commit, which is not an object here.
+    let mut ids = Vec::with_capacity(paths.len());
+    for p in paths {
+        match entry_at(git, commit, p)? {
+            Some(entry) => ids.push(entry.map(|(_, id)| id)),
+            None => break,
         }
+    }
+    if ids.len() == paths.len() {
+        return Ok(ids);
     }
     let mut args = vec!["ls-tree", "-z", "--full-tree", commit, "--"];
     args.extend_from_slice(paths);
@@ -240,10 +242,10 @@ pub fn ids_at(git: &Git, commit: &str, paths: &[&str]) -> Result<Vec<Option<Oid>
 /// relative to the current folder, and a path must be one line of a request.
 fn plain_path(path: &str) -> bool {
     !path.is_empty()
-        && !path.starts_with("./")
-        && !path.starts_with("../")
-        && path != "."
-        && path != ".."
+        && !path.starts_with('/')
+        && !path.ends_with('/')
+        && !path.contains("//")
+        && path.split('/').all(|part| part != "." && part != "..")
         && !path.contains(['\n', '\r'])
 }
 
@@ -384,7 +386,14 @@ pub fn is_ancestor(git: &Git, a: &str, b: &str) -> Result<bool> {
 
 /// The object a ref (or any revision) names.
 pub fn ref_value(git: &Git, name: &str) -> Result<Option<Oid>> {
-    Ok(rev_parse(git, name)?.map(Oid::from_git))
+    if let Some(id) = rev_parse(git, name)? {
+        return Ok(Some(Oid::from_git(&id)));
+    }
+    // Not found by the kept reader, which also says so for a ref whose object is missing:
+    // git's own answer, as callers have always had it.
+    Ok(git
+        .optional_text(["rev-parse", "--verify", "--quiet", "--end-of-options", name])?
+        .map(Oid::from_git))
 }
 
 /// Attach `content` as the note of `commit` on `notes_ref`, replacing an older note.
@@ -688,9 +697,8 @@ pub(in crate::git) fn attributes_differ(git: &Git, from: &str, to: &str) -> Resu
                     .find(|(n, ..)| n == name)
                     .map(|(_, m, i)| (m.clone(), i.clone()))
             };
-            let attributes = |list: &[OwnedEntry]| {
-                find(list, b".gitattributes").filter(|(m, _)| m != b"160000")
-            };
+            let attributes =
+                |list: &[OwnedEntry]| find(list, b".gitattributes").filter(|(m, _)| m != b"160000");
             if attributes(&a) != attributes(&b) {
                 return Ok(Some(true));
             }

@@ -292,7 +292,7 @@ pub fn registered(common_dir: &Path) -> Option<Vec<Entry>> {
             continue;
         }
         let text = std::fs::read(admin.join("gitdir")).ok()?;
-        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        let text = text.trim_ascii_end();
         // Relative (`worktree.useRelativePaths`) to the admin folder.
         let dot_git = admin.join(path_from_bytes(text));
         entries.push(Entry {

@@ -318,6 +318,18 @@ impl<'a> Run<'a> {
         self.ws.guard.as_ref().map(|g| g.take()).transpose()
     }
 
+    /// Whether this run's steps run in an OS sandbox that is fully enforced.
+    fn step_was_sandboxed(&self) -> bool {
+        self.ws.sandbox.is_some()
+            && self
+                .plan
+                .policy
+                .sandbox
+                .found
+                .as_ref()
+                .is_some_and(|f| f.enforced)
+    }
+
     /// Before a step: the containment fingerprint, and the processes already working in the
     /// worktree (the step is answerable only for new ones).
     pub async fn step_start(&self) -> Result<StepStart> {
@@ -344,20 +356,14 @@ impl<'a> Run<'a> {
         let run_dir = self.log.dir.path.clone();
         let worktree = self.ws.worktree.clone();
         let known = start.in_worktree;
-        // Reading every process's environment is a scan of /proc: off the runtime's thread,
-        // while the fingerprint is taken here. When the scan finds a process left running, the
-        // fingerprint is taken again once it is stopped (it may have changed things meanwhile).
-        let scan = tokio::task::spawn_blocking(move || {
+        // Reading every process's environment is a scan of /proc: off the runtime's thread. The
+        // fingerprint comes after it, once what the step left running is stopped: a leftover
+        // could still change things, and a fingerprint drains the checkout watch.
+        let escaped = tokio::task::spawn_blocking(move || {
             crate::platform::step_leftovers(&run_dir, &worktree, &known)
-        });
-        let early = match (&self.ws.guard, &before) {
-            (Some(guard), Some(_)) => Some(guard.take()),
-            _ => None,
-        };
-        let escaped = scan
-            .await
-            .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
-        tracing::trace!("after step: fingerprint taken, processes scanned");
+        })
+        .await
+        .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
         if !escaped.is_empty() {
             self.ui.warn(format!(
                 "{what} left {} process(es) running; stopping them",
@@ -373,19 +379,14 @@ impl<'a> Run<'a> {
         let (Some(guard), Some(before)) = (&self.ws.guard, before) else {
             return Ok(());
         };
-        let after = match early {
-            Some(after) if escaped.is_empty() => after?,
-            _ => guard.take()?,
-        };
-        let sandboxed = self.ws.sandbox.is_some()
-            && self
-                .plan
-                .policy
-                .sandbox
-                .found
-                .as_ref()
-                .is_some_and(|f| f.enforced);
-        let review = guard.review(&before, &after, sandboxed)?;
+        // A step that ran outside the OS sandbox could reach the kept object reader's pipes
+        // (`/proc/<pid>/fd`): what is read from now on comes from a new one.
+        if !self.step_was_sandboxed() {
+            crate::git::forget_kept_readers();
+        }
+        let after = guard.take()?;
+        tracing::trace!("after step: processes scanned, fingerprint taken");
+        let review = guard.review(&before, &after, self.step_was_sandboxed())?;
         if !review.others.is_empty() {
             self.ui.warn(format!(
                 "while {what} ran, things changed that this run did not change (left as they are): {}",
