@@ -13,26 +13,46 @@ pub struct GlobError {
     pub why: String,
 }
 
-/// A compiled list of scope globs that remembers which glob matched.
+/// A list of scope globs that remembers which glob matched. Each glob is checked when the list
+/// is made; the matcher of them all (a regular expression set, the costly part) is built on the
+/// first match, so a list a run never matches against costs nothing.
 #[derive(Debug, Clone)]
 pub struct Globs {
     pub(crate) patterns: Vec<String>,
-    set: GlobSet,
+    globs: Vec<Glob>,
+    matcher: std::sync::OnceLock<Matcher>,
+}
+
+/// The globs compiled together, or (when the set is too large for the regex engine) one by one.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Set(GlobSet),
+    Each(Vec<globset::GlobMatcher>),
 }
 
 impl Globs {
     pub fn new(patterns: &[String]) -> Result<Globs, GlobError> {
-        let mut b = GlobSetBuilder::new();
-        for p in patterns {
-            b.add(compile_glob(p)?);
-        }
-        let set = b.build().map_err(|e| GlobError {
-            pattern: patterns.join(", "),
-            why: e.kind().to_string(),
-        })?;
+        let globs = patterns
+            .iter()
+            .map(|p| compile_glob(p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Globs {
             patterns: patterns.to_vec(),
-            set,
+            globs,
+            matcher: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn matcher(&self) -> &Matcher {
+        self.matcher.get_or_init(|| {
+            let mut b = GlobSetBuilder::new();
+            for g in &self.globs {
+                b.add(g.clone());
+            }
+            match b.build() {
+                Ok(set) => Matcher::Set(set),
+                Err(_) => Matcher::Each(self.globs.iter().map(Glob::compile_matcher).collect()),
+            }
         })
     }
 
@@ -41,19 +61,28 @@ impl Globs {
     }
 
     pub fn is_match(&self, path: &Path) -> bool {
-        self.set.is_match(path)
+        match self.matcher() {
+            Matcher::Set(set) => set.is_match(path),
+            Matcher::Each(each) => each.iter().any(|m| m.is_match(path)),
+        }
     }
 
     /// Which patterns match `path` (their indexes in [`Globs::patterns`]).
     pub fn matching(&self, path: &Path) -> Vec<usize> {
-        self.set.matches(path)
+        match self.matcher() {
+            Matcher::Set(set) => set.matches(path),
+            Matcher::Each(each) => (0..each.len())
+                .filter(|&i| each[i].is_match(path))
+                .collect(),
+        }
     }
 
     pub(crate) fn first_match(&self, c: &Candidate<'_>) -> Option<&str> {
-        self.set
-            .matches_candidate(c)
-            .first()
-            .map(|&i| self.patterns[i].as_str())
+        let first = match self.matcher() {
+            Matcher::Set(set) => set.matches_candidate(c).first().copied(),
+            Matcher::Each(each) => each.iter().position(|m| m.is_match_candidate(c)),
+        };
+        first.map(|i| self.patterns[i].as_str())
     }
 }
 
