@@ -204,6 +204,30 @@ fn switching_the_worktree_to_another_branch_is_caught() {
     );
 }
 
+/// The run branch made a symbolic ref to `main`: HEAD still names the run branch, but a commit
+/// there would land on `main`. git-pipeline reads HEAD as git does (following the chain), so
+/// nothing is committed on `main`.
+#[test]
+fn turning_the_run_branch_into_a_link_to_main_commits_nothing_there() {
+    let repo = TestRepo::new();
+    arm(
+        &repo,
+        "*:run:git symbolic-ref \"$(git symbolic-ref HEAD)\" refs/heads/main",
+    );
+    let main_head = repo.git(&["rev-parse", "main"]);
+    let r = run(&repo, 1);
+    assert_eq!(r["reason"], "agent_error", "{r}");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.contains("HEAD is refs/heads/main"), "{error}");
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        main_head,
+        "nothing was committed on main"
+    );
+    assert_eq!(repo.git(&["symbolic-ref", "HEAD"]), "refs/heads/main");
+    repo.git(&["fsck", "--no-progress"]);
+}
+
 #[test]
 fn rewriting_the_worktree_git_pointer_cannot_redirect_git_pipeline() {
     let repo = TestRepo::new();
