@@ -219,6 +219,12 @@ mod tests {
     use crate::git::testing::git;
     use crate::git::{Git, objects};
 
+    fn commit_of(repo: &Git, rev: &str) -> Option<String> {
+        objects::resolve_commit(repo, rev)
+            .expect("read")
+            .map(|o| o.to_string())
+    }
+
     fn text(dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&git(dir, args).stdout)
             .trim()
@@ -240,12 +246,7 @@ mod tests {
         git(d, &["commit", "-q", "-m", "one"]);
         let repo = Git::at_git_dir(d.join(".git"));
         let head = text(d, &["rev-parse", "HEAD"]);
-        assert_eq!(
-            objects::resolve_commit(&repo, "main")
-                .expect("read")
-                .map(|o| o.to_string()),
-            Some(head.clone())
-        );
+        assert_eq!(commit_of(&repo, "main"), Some(head.clone()));
         assert_eq!(objects::resolve_commit(&repo, "nope").expect("read"), None);
         assert_eq!(
             objects::tree_of(&repo, "HEAD").expect("read").to_string(),
@@ -277,12 +278,7 @@ mod tests {
         std::fs::write(d.join(".gitattributes"), "*.bin filter=lfs\n").expect("write");
         git(d, &["commit", "-q", "-am", "two"]);
         let second = text(d, &["rev-parse", "HEAD"]);
-        assert_eq!(
-            objects::resolve_commit(&repo, "HEAD")
-                .expect("read")
-                .map(|o| o.to_string()),
-            Some(second.clone())
-        );
+        assert_eq!(commit_of(&repo, "HEAD"), Some(second.clone()));
         assert_eq!(
             objects::read_blob(&repo, "HEAD", "a/b/f.txt").expect("read"),
             Some(b"two\n".to_vec())
@@ -311,12 +307,7 @@ mod tests {
             nix::sys::signal::Signal::SIGKILL,
         )
         .expect("kill");
-        assert_eq!(
-            objects::resolve_commit(&repo, "HEAD~1")
-                .expect("read")
-                .map(|o| o.to_string()),
-            Some(head)
-        );
+        assert_eq!(commit_of(&repo, "HEAD~1"), Some(head));
         assert_ne!(super::reader_pid(&d.join(".git")), Some(pid));
     }
 

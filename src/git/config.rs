@@ -120,11 +120,11 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let cache = exec_path_cache();
-    if let Some((file, key)) = &cache
+    if let Some((file, key, binary)) = &cache
         && let Ok(text) = std::fs::read_to_string(file)
         && let Some((k, path)) = text.split_once('\n')
         && k == key
-        && exec_path_of_binary(key)
+        && exec_path_of_binary(binary)
             .iter()
             .any(|p| p == Path::new(path.trim_end()))
         && Path::new(path.trim_end()).is_dir()
@@ -132,7 +132,7 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
         return Ok(PathBuf::from(path.trim_end()));
     }
     let path = PathBuf::from(git.text(["--exec-path"])?);
-    if let Some((file, key)) = cache
+    if let Some((file, key, _)) = cache
         && let Some(dir) = file.parent()
         && std::fs::create_dir_all(dir).is_ok()
     {
@@ -145,19 +145,17 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Where git's programs are for a binary at `<prefix>/bin/git` (the key starts with its path):
-/// the cache is believed only when it names one of these, so a cache file written by someone
-/// else can point nowhere else.
-fn exec_path_of_binary(key: &str) -> Vec<PathBuf> {
-    let binary = key.split(' ').next().unwrap_or_default();
-    let Some(prefix) = Path::new(binary).parent().and_then(Path::parent) else {
+/// Where git's programs are for a binary at `<prefix>/bin/git`: the cache is believed only when
+/// it names one of these, so a cache file written by someone else can point nowhere else.
+fn exec_path_of_binary(binary: &Path) -> Vec<PathBuf> {
+    let Some(prefix) = binary.parent().and_then(Path::parent) else {
         return Vec::new();
     };
     vec![prefix.join("libexec/git-core"), prefix.join("lib/git-core")]
 }
 
-/// The cache file of [`exec_path`] and the key of the `git` binary PATH finds now.
-fn exec_path_cache() -> Option<(PathBuf, String)> {
+/// The cache file of [`exec_path`], the key of the `git` binary PATH finds now, and that binary.
+fn exec_path_cache() -> Option<(PathBuf, String, PathBuf)> {
     use std::os::unix::fs::MetadataExt;
     let git = std::env::split_paths(&std::env::var_os("PATH")?)
         .filter(|d| d.is_absolute())
@@ -177,7 +175,7 @@ fn exec_path_cache() -> Option<(PathBuf, String)> {
         Some(d) if d.is_absolute() => d,
         _ => home?.join(".cache"),
     };
-    Some((base.join("git-pipeline").join("git-exec-path"), key))
+    Some((base.join("git-pipeline").join("git-exec-path"), key, real))
 }
 
 /// `git --version` as (major, minor, text), `None` when git cannot be run.

@@ -17,6 +17,11 @@ fn rev_parse(git: &Git, spec: &str) -> Result<Option<String>> {
     if let Some(mut found) = super::batch::lookup(git, &[spec.to_owned()], false)? {
         return Ok(found.pop().flatten().map(|o| o.id));
     }
+    rev_parse_by_git(git, spec)
+}
+
+/// `git rev-parse --verify` itself: the object id `spec` names, whether or not it is here.
+fn rev_parse_by_git(git: &Git, spec: &str) -> Result<Option<String>> {
     git.optional_text(["rev-parse", "--verify", "--quiet", "--end-of-options", spec])
 }
 
@@ -391,9 +396,7 @@ pub fn ref_value(git: &Git, name: &str) -> Result<Option<Oid>> {
     }
     // Not found by the kept reader, which also says so for a ref whose object is missing:
     // git's own answer, as callers have always had it.
-    Ok(git
-        .optional_text(["rev-parse", "--verify", "--quiet", "--end-of-options", name])?
-        .map(Oid::from_git))
+    Ok(rev_parse_by_git(git, name)?.map(Oid::from_git))
 }
 
 /// Attach `content` as the note of `commit` on `notes_ref`, replacing an older note.

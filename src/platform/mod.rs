@@ -85,14 +85,19 @@ pub fn worktree_processes(worktree: &Path) -> std::collections::BTreeSet<(i32, O
     let me = std::process::id() as i32;
     os::processes(false, true)
         .into_iter()
-        // The terminal last: reading it costs more than the folder, and few are in the worktree.
-        .filter(|p| {
-            p.pid != me
-                && p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree))
-                && !os::has_tty(p.pid)
-        })
-        .map(|p| (p.pid, u32::try_from(p.pid).ok().and_then(os::process_start)))
+        .filter(|p| p.pid != me && works_unattended_in(p, worktree))
+        .map(|p| (p.pid, started(p.pid)))
         .collect()
+}
+
+/// Working inside `worktree` without a controlling terminal. The terminal is read last: it
+/// costs more than the folder, and few processes are in the worktree.
+fn works_unattended_in(p: &ProcessView, worktree: &Path) -> bool {
+    p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree)) && !os::has_tty(p.pid)
+}
+
+fn started(pid: i32) -> Option<u64> {
+    u32::try_from(pid).ok().and_then(os::process_start)
 }
 
 /// After a step, in one pass over the processes: those of the run (by
@@ -109,13 +114,10 @@ pub fn step_leftovers(
         if p.pid == me {
             continue;
         }
-        if belongs_to_run(&p, run_dir, None) {
+        if belongs_to_run(&p, run_dir, None)
+            || (works_unattended_in(&p, worktree) && !known.contains(&(p.pid, started(p.pid))))
+        {
             pids.push(p.pid);
-        } else if p.cwd.as_deref().is_some_and(|c| c.starts_with(worktree)) && !os::has_tty(p.pid) {
-            let started = u32::try_from(p.pid).ok().and_then(os::process_start);
-            if !known.contains(&(p.pid, started)) {
-                pids.push(p.pid);
-            }
         }
     }
     pids
