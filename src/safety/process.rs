@@ -20,6 +20,8 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub struct Spec {
     pub argv: Vec<OsString>,
+    /// Started under this OS sandbox policy ([`crate::sandbox::spawn`]).
+    pub sandbox: Option<crate::sandbox::Policy>,
     pub cwd: PathBuf,
     pub env: Vec<(String, OsString)>,
     pub env_remove: Vec<String>,
@@ -143,7 +145,11 @@ pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
             duration: started.elapsed(),
         };
     }
-    let mut child = match cmd.spawn() {
+    let spawned = match &spec.sandbox {
+        Some(policy) => crate::sandbox::spawn(policy, &mut cmd),
+        None => cmd.spawn(),
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let name = program.to_string_lossy();
