@@ -90,7 +90,10 @@ fn listing(worktree: PathBuf) {
     for _ in 0..9 {
         let t = Instant::now();
         n = snap
-            .take(&git_pipeline::git::TreeId::parse(&base_tree).expect("a tree id"))
+            .take(
+                &git_pipeline::git::Git::at_git_dir(&git_dir),
+                &git_pipeline::git::TreeId::parse(&base_tree).expect("a tree id"),
+            )
             .expect("snapshot")
             .changes
             .len();

@@ -15,6 +15,7 @@ pub mod diff;
 mod files_refs;
 pub mod history;
 pub mod ignored;
+pub mod maintenance;
 pub mod merge;
 pub mod notes;
 pub mod objects;
@@ -26,6 +27,7 @@ pub mod repo;
 pub mod snapshot;
 pub mod status;
 pub mod submodules;
+mod tree_diff;
 pub mod worktree;
 
 #[cfg(test)]

@@ -276,7 +276,10 @@ fn entry_at(git: &Git, commit: &str, path: &str) -> Result<Option<Option<(String
 
 /// The entries of a tree object: `(mode, name, raw id)`; `raw` is the length of an id in bytes.
 /// Ids stay bytes until one is wanted ([`hex`]): a tree of a large folder has thousands.
-fn tree_entries(body: &[u8], raw: usize) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+pub(in crate::git) fn tree_entries(
+    body: &[u8],
+    raw: usize,
+) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
     let mut rest = body;
     std::iter::from_fn(move || {
         let space = rest.iter().position(|b| *b == b' ')?;
@@ -289,7 +292,7 @@ fn tree_entries(body: &[u8], raw: usize) -> impl Iterator<Item = (&[u8], &[u8], 
 }
 
 /// A raw object id as git writes it.
-fn hex(raw: &[u8]) -> Oid {
+pub(in crate::git) fn hex(raw: &[u8]) -> Oid {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(raw.len() * 2);
     for b in raw {
@@ -502,10 +505,16 @@ pub enum Committed {
     Interrupted,
 }
 
-/// Commit the index of the checkout `git` runs in, with `message` (its hooks run).
-pub fn commit_index(git: &Git, message: &str) -> Result<Committed> {
+/// Commit the index of the checkout `git` runs in, with `message` (its hooks run). With
+/// `maintenance_apart`, git's automatic maintenance is left to the caller
+/// ([`super::maintenance`]).
+pub fn commit_index(git: &Git, message: &str, maintenance_apart: bool) -> Result<Committed> {
+    let mut args = vec!["commit", "--quiet", "--cleanup=whitespace", "-F", "-"];
+    if maintenance_apart {
+        args.splice(0..0, ["-c", "maintenance.auto=false"]);
+    }
     let out = git.output(
-        ["commit", "--quiet", "--cleanup=whitespace", "-F", "-"],
+        args,
         Opts {
             stdin: Some(message.as_bytes()),
             ..Opts::default()

@@ -9,51 +9,10 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-use super::{Git, Opts, TreeId, path_from_bytes, split_z};
+pub use super::tree_diff::{Change, ChangeKind, diff_trees};
+use super::{Git, Opts, TreeId};
 use crate::error::Error;
 use crate::error::Result;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    Added,
-    Modified,
-    Deleted,
-    TypeChanged,
-}
-
-impl ChangeKind {
-    /// Whether the path existed at the base commit (modify/delete rules apply) or is new
-    /// (create rules apply).
-    pub fn touches_existing(self) -> bool {
-        !matches!(self, ChangeKind::Added)
-    }
-
-    pub fn letter(self) -> char {
-        match self {
-            ChangeKind::Added => 'A',
-            ChangeKind::Modified => 'M',
-            ChangeKind::Deleted => 'D',
-            ChangeKind::TypeChanged => 'T',
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub path: PathBuf,
-    pub kind: ChangeKind,
-    /// The mode after the change (`120000` for a symlink), or the old mode of a deletion.
-    pub mode: u32,
-}
-
-impl Change {
-    pub fn is_symlink(&self) -> bool {
-        self.mode == 0o120000 && self.kind != ChangeKind::Deleted
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -292,59 +251,13 @@ impl Snapshotter {
             .collect())
     }
 
-    pub fn take(&self, base_tree: &TreeId) -> Result<Snapshot> {
+    /// The worktree as a tree, and its changes from `base_tree`, read through `repo` (the
+    /// repository's own handle, whose object reader is kept).
+    pub fn take(&self, repo: &Git, base_tree: &TreeId) -> Result<Snapshot> {
         let tree = self.tree()?;
-        let changes = diff_trees(&self.git(), base_tree, &tree)?;
+        let changes = diff_trees(repo, base_tree, &tree)?;
         Ok(Snapshot { tree, changes })
     }
-}
-
-/// Paths that differ between two trees, without renames, external diff drivers or textconv.
-pub fn diff_trees(git: &Git, from: &str, to: &str) -> Result<Vec<Change>> {
-    let out = git.run([
-        "diff-tree",
-        "-r",
-        "-z",
-        "--no-renames",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--raw",
-        from,
-        to,
-    ])?;
-    let mut fields = split_z(&out);
-    let mut changes = Vec::new();
-    // ":<old mode> <new mode> <old id> <new id> <status>" then the path.
-    while let Some(meta) = fields.next() {
-        let Some(path) = fields.next() else {
-            return Err(Error::other("unexpected end of git diff-tree output"));
-        };
-        let meta = String::from_utf8_lossy(meta);
-        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let [old_mode, new_mode, _, _, status] = parts.as_slice() else {
-            return Err(Error::other(format!(
-                "unexpected git diff-tree line: {meta}"
-            )));
-        };
-        let kind = match status.as_bytes().first() {
-            Some(b'A') => ChangeKind::Added,
-            Some(b'D') => ChangeKind::Deleted,
-            Some(b'T') => ChangeKind::TypeChanged,
-            _ => ChangeKind::Modified,
-        };
-        let mode_text = if kind == ChangeKind::Deleted {
-            old_mode
-        } else {
-            new_mode
-        };
-        changes.push(Change {
-            path: path_from_bytes(path),
-            kind,
-            mode: u32::from_str_radix(mode_text, 8).unwrap_or(0),
-        });
-    }
-    changes.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(changes)
 }
 
 /// A unified diff between two trees, for prompts (bounded by the caller).

@@ -75,6 +75,8 @@ pub(crate) struct Workspace {
     pub ignored_ahead: Vec<(PathBuf, crate::git::ignored::Ignored)>,
     /// git's signing settings, being read while the ship commit is made.
     pub signer_ahead: Option<crate::attest::sign::Ahead>,
+    /// git's automatic maintenance after the ship commit, running while the run finishes.
+    pub maintenance: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What [`Run::after_step`] compares against.
@@ -118,6 +120,9 @@ pub(crate) struct Run<'a> {
     pub split: Option<crate::bundle::spec::Bundle>,
     /// How this run starts the runs it fans out to (a best-of-N parent's candidates).
     pub launch: &'a dyn crate::run::launch::Launch,
+    /// The next step's [`StepStart`], taken by its stage while other work went on (the
+    /// verifier's, while git writes the diff it reads): the step itself does not take another.
+    pub step_ahead: Option<StepStart>,
 }
 
 impl<'a> Run<'a> {
@@ -198,6 +203,7 @@ impl<'a> Run<'a> {
                 wt_watch: None,
                 ignored_ahead: Vec::new(),
                 signer_ahead: None,
+                maintenance: None,
             },
             plan_session: rec.resume.sessions.plan.clone(),
             exec_session: rec.resume.sessions.execution.clone(),
@@ -210,6 +216,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             details: Vec::new(),
             verifier_label: None,
+            step_ahead: None,
             keep_reason: None,
             setup_done: Default::default(),
             cli_versions: std::collections::BTreeMap::new(),
@@ -338,6 +345,7 @@ impl<'a> Run<'a> {
         let scan =
             tokio::task::spawn_blocking(move || crate::platform::worktree_processes(&worktree));
         let fingerprint = self.fingerprint();
+        tracing::trace!("step start: fingerprint taken");
         let in_worktree = scan
             .await
             .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
@@ -530,7 +538,10 @@ impl<'a> Run<'a> {
         prompt: &str,
         cancel: &mut Cancel,
     ) -> Result<AgentRun> {
-        let before = self.step_start().await?;
+        let before = match self.step_ahead.take() {
+            Some(start) => start,
+            None => self.step_start().await?,
+        };
         if !crate::preset::role_edits(agent.role) {
             self.before_read_only()?;
         }
@@ -743,7 +754,7 @@ impl<'a> Run<'a> {
             .snap
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?;
-        let s = snap.take(&self.plan.target.base_tree)?;
+        let s = snap.take(&self.ws.repo, &self.plan.target.base_tree)?;
         self.ws.last_tree = Some(s.tree.clone());
         Ok(s)
     }

@@ -26,6 +26,7 @@
 //! then reported, not undone (docs/security.md says where the line is).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -58,10 +59,12 @@ pub struct Guard {
     config_files: Vec<PathBuf>,
     /// Whether the run's worktree has a filter driver configured when the guard was armed.
     filter_driver: bool,
+    /// Whether any of git's `gc.*` or `maintenance.*` settings is set for the worktree.
+    maintenance_configured: bool,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
     /// Other runs' records as last read, by stamp (see [`record_copies`]).
-    records_seen: std::sync::Mutex<BTreeMap<PathBuf, (RecordStamp, RecordCopy)>>,
+    records_seen: std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
     /// The committer name steps run with: the user's, marked with the run id.
     marked_name: Option<String>,
 }
@@ -157,10 +160,10 @@ pub struct Fingerprint {
     at: i64,
     /// Other runs' records (`run.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
     /// its own; a change to a finished run's record is a step's doing.
-    records: BTreeMap<PathBuf, RecordStamp>,
+    records: BTreeMap<OsString, RecordStamp>,
     /// Their contents, while all of them together stay under [`RECORDS_KEPT`]: what a
     /// breach of them is put back from.
-    record_copies: BTreeMap<PathBuf, RecordCopy>,
+    record_copies: BTreeMap<OsString, RecordCopy>,
 }
 
 /// The most of other runs' records kept in memory to put them back (a repository with hundreds
@@ -178,9 +181,9 @@ type RecordCopy = std::sync::Arc<Vec<u8>>;
 /// is the one it had at the last look is not read again: finished runs' records never change, so
 /// a step costs a stat of each, not a read of them all.
 fn record_copies(
-    records: &BTreeMap<PathBuf, RecordStamp>,
-    seen: &std::sync::Mutex<BTreeMap<PathBuf, (RecordStamp, RecordCopy)>>,
-) -> BTreeMap<PathBuf, RecordCopy> {
+    records: &BTreeMap<OsString, RecordStamp>,
+    seen: &std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
+) -> BTreeMap<OsString, RecordCopy> {
     let total: u64 = records.values().map(|(len, ..)| len).sum();
     if total > RECORDS_KEPT {
         return BTreeMap::new();
@@ -205,8 +208,40 @@ fn record_copies(
     copies
 }
 
-/// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode).
-fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, RecordStamp> {
+/// The user's checkouts put under watch (where the platform can watch), each with what git
+/// ignores in it.
+type Watched = (
+    Vec<Option<crate::safety::watch::CheckoutWatch>>,
+    Vec<crate::git::ignored::Ignored>,
+);
+
+fn watch_checkouts(p: &Places, git_dirs: &[PathBuf]) -> Result<Watched> {
+    let mut watches = Vec::new();
+    let mut ignored = Vec::new();
+    for (i, (c, git_dir)) in p.checkouts.iter().zip(git_dirs).enumerate() {
+        let known = p.known_ignored.get(i).cloned().flatten();
+        let ig = if p.checks.checkout {
+            match known {
+                Some(ig) => ig,
+                None => crate::git::ignored::Ignored::of(c)?,
+            }
+        } else {
+            Default::default()
+        };
+        watches.push(if p.checks.checkout && crate::safety::watch::enabled() {
+            crate::safety::watch::CheckoutWatch::new(c, Some(git_dir), ig.clone())?
+        } else {
+            None
+        });
+        ignored.push(ig);
+    }
+    Ok((watches, ignored))
+}
+
+/// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode). Keyed
+/// by their paths as bytes: a `PathBuf` key compares component by component, which over hundreds
+/// of records was a good part of each fingerprint.
+fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp> {
     use std::os::unix::fs::MetadataExt;
     let mut print = BTreeMap::new();
     let Ok(runs) = std::fs::read_dir(common_dir.join("pipeline").join("runs")) else {
@@ -221,7 +256,7 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<PathBuf, RecordStamp>
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
                 let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
-                print.insert(path, (m.len(), mtime, ctime, m.ino()));
+                print.insert(path.into_os_string(), (m.len(), mtime, ctime, m.ino()));
             }
         }
     }
@@ -248,28 +283,10 @@ impl Guard {
             Some(dir) => dir.clone(),
             None => crate::git::repo::hooks_dir(&p.repo)?,
         };
-        let (config_files, filter_driver) = config_files(&p)?;
-        tracing::trace!("guard: config files listed");
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
-        let mut watches = Vec::new();
-        let mut ignored = Vec::new();
-        for (i, (c, git_dir)) in p.checkouts.iter().zip(&checkout_git_dirs).enumerate() {
-            let known = p.known_ignored.get(i).cloned().flatten();
-            let ig = if p.checks.checkout {
-                match known {
-                    Some(ig) => ig,
-                    None => crate::git::ignored::Ignored::of(c)?,
-                }
-            } else {
-                Default::default()
-            };
-            watches.push(if p.checks.checkout && crate::safety::watch::enabled() {
-                crate::safety::watch::CheckoutWatch::new(c, Some(git_dir), ig.clone())?
-            } else {
-                None
-            });
-            ignored.push(ig);
-        }
+        let (config_files, filter_driver, maintenance_configured) = config_files(&p)?;
+        tracing::trace!("guard: config files listed");
+        let (watches, ignored) = watch_checkouts(&p, &checkout_git_dirs)?;
         tracing::trace!("guard: checkouts watched");
         Ok(Guard {
             watches,
@@ -279,6 +296,7 @@ impl Guard {
             hooks_dir,
             config_files,
             filter_driver,
+            maintenance_configured,
             sound_tip: std::sync::Mutex::new(None),
             records_seen: std::sync::Mutex::new(BTreeMap::new()),
             marked_name,
@@ -289,6 +307,12 @@ impl Guard {
     /// (read from the same `git config --list` as the config files).
     pub fn filter_driver(&self) -> bool {
         self.filter_driver
+    }
+
+    /// Whether any of git's `gc.*` or `maintenance.*` settings was set when the guard was armed
+    /// (with none, [`crate::git::maintenance::due`] is git's own test).
+    pub fn maintenance_configured(&self) -> bool {
+        self.maintenance_configured
     }
 
     /// The committer name the run's agents and gates get: the user's, marked with the run id, so
@@ -325,6 +349,9 @@ impl Guard {
         } else {
             BTreeMap::new()
         };
+        tracing::trace!("take: records listed");
+        let record_copies = record_copies(&records, &self.records_seen);
+        tracing::trace!("take: records copied");
         Ok(Fingerprint {
             checkouts,
             files,
@@ -343,7 +370,7 @@ impl Guard {
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
             folder: crate::git::worktree::identity(&self.at.worktree),
             at: now_secs(),
-            record_copies: record_copies(&records, &self.records_seen),
+            record_copies,
             records,
         })
     }
@@ -382,7 +409,7 @@ impl Guard {
             }
         }
         for path in &review.step_records {
-            if let Some(bytes) = before.record_copies.get(path) {
+            if let Some(bytes) = before.record_copies.get(path.as_os_str()) {
                 crate::store::atomic::write(path, bytes.as_slice())?;
                 done.push(format!("restored {}", path.display()));
             }
@@ -535,10 +562,11 @@ impl Guard {
         // of a run that is not running (truncated, edited in place, deleted, an event log cut or
         // swapped) is the step's: the run stops, says which, and puts it back from the copy taken
         // before the step (when the records fit in memory). The sandbox prevents it where it runs.
-        let names: std::collections::BTreeSet<&PathBuf> =
+        let names: std::collections::BTreeSet<&OsString> =
             before.records.keys().chain(after.records.keys()).collect();
-        for path in names {
-            let (old, new) = (before.records.get(path), after.records.get(path));
+        for name in names {
+            let (old, new) = (before.records.get(name), after.records.get(name));
+            let path = Path::new(name);
             let tampered = match (old, new) {
                 (Some(o), Some(n)) if o == n => false,
                 (None, Some(_)) => false,
@@ -574,7 +602,7 @@ impl Guard {
                 }
             );
             if review.by_the_step_unless_sandboxed(what, sandboxed) {
-                review.step_records.push(path.clone());
+                review.step_records.push(path.to_owned());
             }
         }
         if before.config != after.config {
@@ -813,7 +841,9 @@ impl Guard {
                 && rec.base.as_str() != commit
                 && objects::ref_value(&self.at.repo, &crate::git::refs::heads(&rec.branch))?
                     .is_some_and(|tip| tip.as_str() == commit);
-            let known = before.records.contains_key(&dir.path.join("run.json"));
+            let known = before
+                .records
+                .contains_key(dir.path.join("run.json").as_os_str());
             if !known && !branch_at_commit {
                 return Ok(false);
             }
@@ -1001,7 +1031,7 @@ impl Guard {
 
 /// Where git reads configuration from for the run: what it lists now, and the standard places
 /// where a new file would be read (global, XDG, system, the repository's and the worktree's).
-fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool)> {
+fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool, bool)> {
     let dir = if p.worktree.exists() {
         Git::worktree(&p.worktree, &p.worktree_git_dir)
     } else {
@@ -1014,6 +1044,10 @@ fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool)> {
     };
     let listing = crate::git::config::files_read(&dir, &base)?;
     let filter_driver = listing.has_filter_driver();
+    let maintenance_configured = listing
+        .keys
+        .iter()
+        .any(|k| k.starts_with("gc.") || k.starts_with("maintenance."));
     let mut files = listing.files;
     let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
     let home = env_path("HOME").unwrap_or_default();
@@ -1037,7 +1071,7 @@ fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool)> {
     files.push(p.worktree_git_dir.join("config.worktree"));
     files.sort();
     files.dedup();
-    Ok((files, filter_driver))
+    Ok((files, filter_driver, maintenance_configured))
 }
 
 /// The committer name a run's steps get.

@@ -236,3 +236,77 @@ fn renames_and_deletions_are_checked_at_both_ends_and_odd_names_ship() {
         "x"
     );
 }
+
+/// The ship commit leaves git's automatic maintenance to git-pipeline, which runs it only when
+/// git would act: a repository with more loose objects than `gc.auto` allows is still packed
+/// after a run, as after a `git commit` of yours.
+#[test]
+fn a_shipped_run_still_gets_git_s_automatic_maintenance() {
+    let repo = TestRepo::new();
+    repo.agents(&["*:write:src/a.rs:a"], &["*:approve"], "");
+    // Loose objects until more than 27 (gc.auto 6700 / 256) are in objects/17, git's sample.
+    let blobs = repo.root().join("blobs");
+    std::fs::create_dir(&blobs).expect("mkdir");
+    let mut in_17: Vec<String> = Vec::new();
+    let mut next = 0;
+    while in_17.len() < 30 {
+        let paths: Vec<String> = (next..next + 2048)
+            .map(|i| {
+                let p = blobs.join(i.to_string());
+                std::fs::write(&p, format!("{i}\n")).expect("write");
+                p.to_string_lossy().into_owned()
+            })
+            .collect();
+        next += 2048;
+        let mut cmd = repo.command("git", &repo.path);
+        cmd.args(["hash-object", "--stdin-paths"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("git");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(paths.join("\n").as_bytes())
+                .expect("write paths");
+        }
+        let out = child.wait_with_output().expect("git");
+        for (id, path) in String::from_utf8_lossy(&out.stdout).lines().zip(&paths) {
+            if id.starts_with("17") {
+                in_17.push(path.clone());
+            }
+        }
+    }
+    let mut cmd = repo.command("git", &repo.path);
+    cmd.args(["hash-object", "-w", "--stdin-paths"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("git");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(in_17.join("\n").as_bytes())
+            .expect("write paths");
+    }
+    assert!(child.wait().expect("git").success());
+    std::fs::remove_dir_all(&blobs).expect("rm");
+    let packs = || {
+        std::fs::read_dir(repo.path.join(".git/objects/pack"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(packs(), 0);
+    repo.pipeline(&["run", "add a file"]).assert_code(0);
+    // gc detaches itself (gc.autoDetach): wait for the pack it makes of what is reachable (the
+    // loose blobs above are not, and stay loose until they are two weeks old).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while packs() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(packs() > 0, "git's automatic maintenance did not run");
+}

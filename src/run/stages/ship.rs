@@ -42,6 +42,7 @@ pub fn commit(
     base: &Oid,
     approved_tree: &TreeId,
     message: &str,
+    maintenance_apart: bool,
 ) -> Result<Committed> {
     let head = crate::git::refs::head_branch(git)?;
     if head.as_deref() != Some(branch_ref) {
@@ -63,7 +64,7 @@ pub fn commit(
             "git-pipeline: fold the run's commits",
         )?;
     }
-    match objects::commit_index(git, message)? {
+    match objects::commit_index(git, message, maintenance_apart)? {
         objects::Committed::Made => {}
         objects::Committed::Refused(refused) => return Ok(Committed::HookFailed(refused)),
         objects::Committed::Interrupted => return Err(Error::Interrupted),
@@ -408,6 +409,14 @@ impl Run<'_> {
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .git();
+        // With none of git's `gc.*` or `maintenance.*` settings, the maintenance `git commit`
+        // would run and wait for runs only when it has work, beside the note and the slot's
+        // return. With any, `git commit` runs it as always.
+        let maintenance_apart = self
+            .ws
+            .guard
+            .as_ref()
+            .is_some_and(|g| !g.maintenance_configured());
         let (commit, tree) = match commit(
             &self.ws.repo,
             &wt_git,
@@ -415,10 +424,15 @@ impl Run<'_> {
             &self.plan.target.base,
             tree,
             &message,
+            maintenance_apart,
         )? {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
         };
+        let objects = self.plan.target.repo.common_dir.join("objects");
+        if maintenance_apart && crate::git::maintenance::due(&objects, commit.len()) {
+            self.ws.maintenance = Some(crate::git::maintenance::start(&self.ws.repo));
+        }
         self.checkpoint(Checkpoint::Committed {
             commit: commit.clone(),
             tree: tree.clone(),
@@ -470,6 +484,9 @@ impl Run<'_> {
                     self.ws.worktree.display()
                 ));
             }
+        }
+        if let Some(m) = self.ws.maintenance.take() {
+            let _ = m.join();
         }
         let short = &commit[..commit.len().min(12)];
         self.log.rec.stages.push(StageRecord {

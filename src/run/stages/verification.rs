@@ -57,7 +57,17 @@ impl Run<'_> {
             StageName::Verification,
             format!("{label}: verifier ({})", self.plan.agents.verifier.name),
         )?;
-        let patch = snapshot::patch(&self.ws.repo, &self.plan.target.base_tree, &snapshot.tree)?;
+        // git writes the diff while the step's "before" is taken: neither waits for the other.
+        let (repo, base, tree) = (
+            self.ws.repo.clone(),
+            self.plan.target.base_tree.clone(),
+            snapshot.tree.clone(),
+        );
+        let patch = tokio::task::spawn_blocking(move || snapshot::patch(&repo, &base, &tree));
+        let start = self.step_start().await?;
+        let patch = patch
+            .await
+            .map_err(|e| crate::error::Error::other(format!("the diff stopped: {e}")))??;
         let (diff, diff_cut) = prompts::head(&String::from_utf8_lossy(&patch), prompts::DIFF_LIMIT);
         let scope = self.scope.describe();
         let gates = self
@@ -82,6 +92,7 @@ impl Run<'_> {
                 diff_limit: prompts::DIFF_LIMIT,
             },
         )?;
+        self.step_ahead = Some(start);
         let v = proceed!(self.run_verifier(round, &prompt, cancel).await?);
         self.log.rec.verification = Verification {
             rounds: round,

@@ -1,0 +1,398 @@
+//! `git diff-tree -r --raw --no-renames` between two trees, computed from their tree objects as
+//! the kept reader ([`super::batch`]) gives them: a run compares its snapshot with its base after
+//! every attempt, and walking only the folders whose ids differ reads a handful of objects where
+//! a new git process costs more than the whole walk. Entries are read as git reads them (modes
+//! made canonical, a folder sorted as its name plus `/`), so a file that became a folder is a
+//! deletion and additions, as in git. A proptest holds the answers to git's own.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::objects::{hex, tree_entries};
+use super::{Git, path_from_bytes, split_z};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+    TypeChanged,
+}
+
+impl ChangeKind {
+    /// Whether the path existed at the base commit (modify/delete rules apply) or is new
+    /// (create rules apply).
+    pub fn touches_existing(self) -> bool {
+        !matches!(self, ChangeKind::Added)
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Modified => 'M',
+            ChangeKind::Deleted => 'D',
+            ChangeKind::TypeChanged => 'T',
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+    /// The mode after the change (`120000` for a symlink), or the old mode of a deletion.
+    pub mode: u32,
+}
+
+impl Change {
+    pub fn is_symlink(&self) -> bool {
+        self.mode == 0o120000 && self.kind != ChangeKind::Deleted
+    }
+}
+
+/// Paths that differ between two trees, without renames, external diff drivers or textconv.
+pub fn diff_trees(git: &Git, from: &str, to: &str) -> Result<Vec<Change>> {
+    if let Some(changes) = changes(git, from, to)? {
+        return Ok(changes);
+    }
+    let out = git.run([
+        "diff-tree",
+        "-r",
+        "-z",
+        "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--raw",
+        from,
+        to,
+    ])?;
+    let mut fields = split_z(&out);
+    let mut changes = Vec::new();
+    // ":<old mode> <new mode> <old id> <new id> <status>" then the path.
+    while let Some(meta) = fields.next() {
+        let Some(path) = fields.next() else {
+            return Err(Error::other("unexpected end of git diff-tree output"));
+        };
+        let meta = String::from_utf8_lossy(meta);
+        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let [old_mode, new_mode, _, _, status] = parts.as_slice() else {
+            return Err(Error::other(format!(
+                "unexpected git diff-tree line: {meta}"
+            )));
+        };
+        let kind = match status.as_bytes().first() {
+            Some(b'A') => ChangeKind::Added,
+            Some(b'D') => ChangeKind::Deleted,
+            Some(b'T') => ChangeKind::TypeChanged,
+            _ => ChangeKind::Modified,
+        };
+        let mode_text = if kind == ChangeKind::Deleted {
+            old_mode
+        } else {
+            new_mode
+        };
+        changes.push(Change {
+            path: path_from_bytes(path),
+            kind,
+            mode: u32::from_str_radix(mode_text, 8).unwrap_or(0),
+        });
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
+}
+
+/// One entry of a tree: its name, its canonical mode and its raw id.
+type Entry = (Vec<u8>, u32, Vec<u8>);
+
+const TREE: u32 = 0o040000;
+const TYPE: u32 = 0o170000;
+
+/// A mode as git reads it from a tree (`canon_mode`): a regular file is 644 or 755 by its owner's
+/// execute bit, a folder, a symlink, and anything else a submodule.
+fn canon_mode(mode: u32) -> u32 {
+    match mode & TYPE {
+        0o100000 => 0o100000 | if mode & 0o100 != 0 { 0o755 } else { 0o644 },
+        0o120000 => 0o120000,
+        TREE => TREE,
+        _ => 0o160000,
+    }
+}
+
+/// The name git sorts an entry by: a folder as if its name ended in `/`.
+fn sort_key(e: &Entry) -> Vec<u8> {
+    let mut k = e.0.clone();
+    if e.1 == TREE {
+        k.push(b'/');
+    }
+    k
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = prefix.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// The changed paths from `from` to `to` (trees or commits), sorted by path; `None` when the
+/// kept reader cannot serve or an object is not a tree it can read: the caller then asks git,
+/// which says what is wrong in its own words.
+fn changes(git: &Git, from: &str, to: &str) -> Result<Option<Vec<Change>>> {
+    // Pairs of the same folder on both sides, by path; `None` where one side has none.
+    let mut level: Vec<(Vec<u8>, Option<String>, Option<String>)> = vec![(
+        Vec::new(),
+        Some(format!("{from}^{{tree}}")),
+        Some(format!("{to}^{{tree}}")),
+    )];
+    let mut out: Vec<(Vec<u8>, ChangeKind, u32)> = Vec::new();
+    while !level.is_empty() {
+        let names: Vec<String> = level
+            .iter()
+            .flat_map(|(_, a, b)| [a.clone(), b.clone()])
+            .flatten()
+            .collect();
+        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+            return Ok(None);
+        };
+        let mut trees = trees.into_iter();
+        let mut next = Vec::new();
+        for (prefix, a, b) in &level {
+            let mut side = |named: &Option<String>| -> Option<Vec<Entry>> {
+                if named.is_none() {
+                    return Some(Vec::new());
+                }
+                let tree = trees.next().flatten().filter(|o| o.kind == "tree")?;
+                let mut entries: Vec<Entry> = tree_entries(&tree.body, tree.id.len() / 2)
+                    .map(|(m, n, i)| {
+                        let mode = std::str::from_utf8(m)
+                            .ok()
+                            .and_then(|m| u32::from_str_radix(m, 8).ok())?;
+                        Some((n.to_vec(), canon_mode(mode), i.to_vec()))
+                    })
+                    .collect::<Option<_>>()?;
+                entries.sort_by_key(sort_key);
+                Some(entries)
+            };
+            let (Some(old), Some(new)) = (side(a), side(b)) else {
+                return Ok(None);
+            };
+            compare(prefix, &old, &new, &mut out, &mut next);
+        }
+        level = next;
+    }
+    let mut changes: Vec<Change> = out
+        .into_iter()
+        .map(|(path, kind, mode)| Change {
+            path: super::path_from_bytes(&path),
+            kind,
+            mode,
+        })
+        .collect();
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(changes))
+}
+
+/// One folder's entries on both sides, merged by git's order: changed files go to `out`,
+/// folders to walk to `next`.
+fn compare(
+    prefix: &[u8],
+    old: &[Entry],
+    new: &[Entry],
+    out: &mut Vec<(Vec<u8>, ChangeKind, u32)>,
+    next: &mut Vec<(Vec<u8>, Option<String>, Option<String>)>,
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(x), Some(y)) => sort_key(x).cmp(&sort_key(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (name, mode, id) = &old[i];
+                let path = join(prefix, name);
+                if *mode == TREE {
+                    next.push((path, Some(hex(id).to_string()), None));
+                } else {
+                    out.push((path, ChangeKind::Deleted, *mode));
+                }
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let (name, mode, id) = &new[j];
+                let path = join(prefix, name);
+                if *mode == TREE {
+                    next.push((path, None, Some(hex(id).to_string())));
+                } else {
+                    out.push((path, ChangeKind::Added, *mode));
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let ((name, m1, id1), (_, m2, id2)) = (&old[i], &new[j]);
+                if m1 != m2 || id1 != id2 {
+                    let path = join(prefix, name);
+                    if *m1 == TREE {
+                        next.push((path, Some(hex(id1).to_string()), Some(hex(id2).to_string())));
+                    } else if m1 & TYPE != m2 & TYPE {
+                        out.push((path, ChangeKind::TypeChanged, *m2));
+                    } else {
+                        out.push((path, ChangeKind::Modified, *m2));
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::testing::git;
+    use proptest::prelude::*;
+
+    /// What a commit's files are: path, and what is there (`None`: absent).
+    #[derive(Debug, Clone)]
+    enum File {
+        Text(u8),
+        Exec(u8),
+        Link(u8),
+        Submodule,
+    }
+
+    fn path() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a", "b.txt", "d/x", "d/y", "d/e/z", "d/e/w", "e", "e/q", "f-g", "f/h", "f.i", "a b",
+        ])
+    }
+
+    fn file() -> impl Strategy<Value = Option<File>> {
+        prop_oneof![
+            Just(None),
+            (0u8..3).prop_map(|n| Some(File::Text(n))),
+            (0u8..3).prop_map(|n| Some(File::Exec(n))),
+            (0u8..2).prop_map(|n| Some(File::Link(n))),
+            Just(Some(File::Submodule)),
+        ]
+    }
+
+    /// Write `files` as the next commit's whole tree (a path that is already a file's folder, or
+    /// under a file, is skipped), returning the commit.
+    fn commit(d: &std::path::Path, files: &[(&str, Option<File>)]) -> String {
+        let _ = git(d, &["rm", "-rq", "--cached", "--ignore-unmatch", "."]);
+        for entry in std::fs::read_dir(d).expect("dir").flatten() {
+            if entry.file_name() != ".git" {
+                let p = entry.path();
+                if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p).expect("rm");
+                } else {
+                    std::fs::remove_file(&p).expect("rm");
+                }
+            }
+        }
+        let mut taken: Vec<&str> = Vec::new();
+        for (p, f) in files {
+            let Some(f) = f else { continue };
+            let clash = taken.iter().any(|t| {
+                t == p || p.starts_with(&format!("{t}/")) || t.starts_with(&format!("{p}/"))
+            });
+            if clash {
+                continue;
+            }
+            taken.push(p);
+            let full = d.join(p);
+            std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+            match f {
+                File::Text(n) | File::Exec(n) => {
+                    std::fs::write(&full, format!("{n}\n")).expect("write");
+                    let mode = if matches!(f, File::Exec(_)) {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
+                        .expect("chmod");
+                    git(d, &["add", p]);
+                }
+                File::Link(n) => {
+                    std::os::unix::fs::symlink(format!("target{n}"), &full).expect("symlink");
+                    git(d, &["add", p]);
+                }
+                File::Submodule => {
+                    let info = format!("160000,{},{p}", "1".repeat(40));
+                    git(d, &["update-index", "--add", "--cacheinfo", &info]);
+                }
+            }
+        }
+        let tree = String::from_utf8_lossy(&git(d, &["write-tree"]).stdout)
+            .trim()
+            .to_owned();
+        let out = git(d, &["commit-tree", "-m", "c", &tree]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn theirs(d: &std::path::Path, a: &str, b: &str) -> Vec<(String, char, u32)> {
+        let out = git(d, &["diff-tree", "-r", "-z", "--no-renames", "--raw", a, b]);
+        let mut fields = crate::git::split_z(&out.stdout);
+        let mut v = Vec::new();
+        while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+            let meta = String::from_utf8_lossy(meta);
+            let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            let status = parts[4].chars().next().expect("status");
+            let mode = if status == 'D' { parts[0] } else { parts[1] };
+            v.push((
+                String::from_utf8_lossy(path).into_owned(),
+                status,
+                u32::from_str_radix(mode, 8).expect("mode"),
+            ));
+        }
+        v.sort();
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Whatever two commits hold (files, executables, symlinks, submodules, a file that
+        /// became a folder or the reverse), the changes read from tree objects are git's.
+        #[test]
+        fn the_changes_read_from_trees_are_git_s(
+            before in prop::collection::vec((path(), file()), 0..10),
+            after in prop::collection::vec((path(), file()), 0..10),
+        ) {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let d = tmp.path();
+            git(d, &["init", "-q", "-b", "main"]);
+            let (a, b) = (commit(d, &before), commit(d, &after));
+            let repo = Git::at_git_dir(d.join(".git"));
+            let ours = changes(&repo, &a, &b).expect("reads").expect("the kept reader serves");
+            let mut ours: Vec<(String, char, u32)> = ours
+                .into_iter()
+                .map(|c| (c.path.to_string_lossy().into_owned(), c.kind.letter(), c.mode))
+                .collect();
+            ours.sort();
+            prop_assert_eq!(ours, theirs(d, &a, &b));
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_no_tree_is_left_to_git() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        let c = commit(d, &[("a", Some(File::Text(1)))]);
+        let repo = Git::at_git_dir(d.join(".git"));
+        assert!(changes(&repo, &c, "nope").expect("reads").is_none());
+        assert_eq!(changes(&repo, &c, &c).expect("reads"), Some(Vec::new()));
+    }
+}
