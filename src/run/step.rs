@@ -1,7 +1,7 @@
 //! Running one agent or gate as a step of a run: its prompt and outputs stored (secrets masked),
 //! its environment per SPEC section 5, its end recorded as an event.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::Path;
 
 use serde_json::json;
@@ -89,33 +89,27 @@ impl OwnedStepCtx {
     }
 }
 
-/// A step's argv and environment, put in the sandbox when there is one (with the policy the
-/// start applies, where the platform applies it there: [`crate::sandbox::prepare`]). A program
-/// that cannot be found is started as it is, so that it fails exactly as it would without a
-/// sandbox.
+/// A step's argv and environment, put in the sandbox when there is one. A program that cannot be
+/// found is started as it is, so that it fails exactly as it would without a sandbox.
 fn sandboxed(
     ctx: &StepCtx<'_>,
-    argv: Vec<OsString>,
-    env: &mut Vec<(String, OsString)>,
-    policy: impl FnOnce(
-        &crate::sandbox::Setup,
-        Vec<OsString>,
-    ) -> (crate::sandbox::Policy, Vec<OsString>),
-) -> (Vec<OsString>, Option<crate::sandbox::Policy>) {
+    argv: Vec<std::ffi::OsString>,
+    env: &mut Vec<(String, std::ffi::OsString)>,
+    wrap: impl FnOnce(&crate::sandbox::Setup, &[std::ffi::OsString]) -> Vec<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
     let Some(sb) = ctx.sandbox else {
-        return (argv, None);
+        return argv;
     };
     let Some(program) = argv.first() else {
-        return (argv, None);
+        return argv;
     };
     if crate::sandbox::resolve(program, ctx.worktree).is_none() {
-        return (argv, None);
+        return argv;
     }
     for var in ["TMPDIR", "TMP", "TEMP"] {
         env.push((var.to_owned(), sb.tmp.as_os_str().to_owned()));
     }
-    let (policy, argv) = policy(sb, argv);
-    crate::sandbox::prepare(&sb.exe, policy, argv)
+    wrap(sb, &argv)
 }
 
 pub struct AgentRun {
@@ -260,23 +254,16 @@ pub async fn run_agent(
             }
             .build(&spec.env);
             let (preset, edits) = (spec.preset, crate::preset::role_edits(call.agent.role));
-            let start = sandboxed(ctx, argv, &mut env, |sb, argv| {
+            let argv = sandboxed(ctx, argv, &mut env, |sb, argv| {
                 let argv = match preset.and_then(crate::preset::find) {
-                    Some(p) => p.inside_sandbox(argv),
-                    None => argv,
+                    Some(p) => p.inside_sandbox(argv.to_vec()),
+                    None => argv.to_vec(),
                 };
-                (sb.agent_policy(preset, edits), argv)
+                sb.agent_argv(preset, edits, &argv)
             });
             let (tx, mut rx) = tokio::sync::mpsc::channel(LINES_QUEUED);
             let mut watch = Watch::new(ctx, &call);
-            let step = in_worktree(
-                ctx,
-                start,
-                (env, env_remove),
-                spec.timeout,
-                cancel,
-                Some(tx),
-            );
+            let step = in_worktree(ctx, argv, (env, env_remove), spec.timeout, cancel, Some(tx));
             tokio::pin!(step);
             let outcome = loop {
                 tokio::select! {
@@ -524,19 +511,19 @@ async fn command_gate(
         git_config: &[("safe.bareRepository", "explicit")],
     }
     .build(&extra);
-    let start = sandboxed(
+    let argv = sandboxed(
         ctx,
         gate.command.get_ref().iter().map(Into::into).collect(),
         &mut env,
-        |sb, argv| (sb.gate_policy(), argv),
+        |sb, argv| sb.gate_argv(argv),
     );
-    in_worktree(ctx, start, (env, env_remove), gate.timeout, cancel, None).await
+    in_worktree(ctx, argv, (env, env_remove), gate.timeout, cancel, None).await
 }
 
 /// Run a step's program in the run's worktree, with its environment and timeout.
 async fn in_worktree(
     ctx: &StepCtx<'_>,
-    (argv, sandbox): (Vec<OsString>, Option<crate::sandbox::Policy>),
+    argv: Vec<std::ffi::OsString>,
     (env, env_remove): (Vec<(String, std::ffi::OsString)>, Vec<String>),
     timeout: Option<std::time::Duration>,
     cancel: &mut Cancel,
@@ -545,7 +532,6 @@ async fn in_worktree(
     process::run(
         process::Spec {
             argv,
-            sandbox,
             cwd: ctx.worktree.to_owned(),
             env,
             env_remove,

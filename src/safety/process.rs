@@ -20,8 +20,6 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub struct Spec {
     pub argv: Vec<OsString>,
-    /// Started under this OS sandbox policy ([`crate::sandbox::spawn`]).
-    pub sandbox: Option<crate::sandbox::Policy>,
     pub cwd: PathBuf,
     pub env: Vec<(String, OsString)>,
     pub env_remove: Vec<String>,
@@ -145,11 +143,7 @@ pub async fn run(spec: Spec, cancel: &mut Cancel) -> Outcome {
             duration: started.elapsed(),
         };
     }
-    let spawned = match &spec.sandbox {
-        Some(policy) => crate::sandbox::spawn(policy, &mut cmd),
-        None => cmd.spawn(),
-    };
-    let mut child = match spawned {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let name = program.to_string_lossy();

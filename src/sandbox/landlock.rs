@@ -86,45 +86,29 @@ fn describe(status: &landlock::RestrictionStatus) -> Availability {
     }
 }
 
-/// Restrict a thread of its own with an empty policy and say what was enforced.
+/// Restrict the calling thread with an empty policy and say what was enforced (Landlock binds
+/// only the thread that asks, and what it starts afterwards).
 pub fn probe() -> Availability {
-    let probe = || match restrict(&Policy {
+    match restrict(&Policy {
         network: true,
         ..Policy::default()
     }) {
         Ok(status) => describe(&status),
         Err(e) => Availability::none(e.to_string()),
-    };
-    std::thread::spawn(probe)
-        .join()
-        .unwrap_or_else(|_| Availability::none("the sandbox probe stopped"))
+    }
 }
 
-/// Start `cmd` under `policy`, from a thread of its own that restricts itself first: Landlock
-/// binds the thread that asks and everything it starts afterwards (a child inherits its
-/// creator's domain), never the rest of this process. The program is in the sandbox from its
-/// first instruction, with no program in between (a re-exec of git-pipeline cost a millisecond
-/// per step).
-pub fn spawn(
-    policy: &Policy,
-    cmd: &mut tokio::process::Command,
-) -> std::io::Result<tokio::process::Child> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let _inside = runtime.enter();
-            let status = restrict(policy).map_err(std::io::Error::other)?;
-            if policy.required && status.ruleset != RulesetStatus::FullyEnforced {
-                return Err(std::io::Error::other(format!(
-                    "run.sandbox = \"required\", but {}",
-                    describe(&status).detail
-                )));
-            }
-            cmd.spawn()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the sandboxed start stopped")))
-    })
+/// [`probe`] on a thread of its own, which ends with it: nothing runs in that thread's sandbox,
+/// so no program ever shares this process while restricted (a program started from a
+/// restricted thread could reach this process's files and memory through
+/// `/proc/<pid>/task/<tid>` until the thread ends: steps are started through `__sandbox`).
+pub fn probe_on_thread() -> Availability {
+    std::thread::Builder::new()
+        .name("sandbox-probe".to_owned())
+        .spawn(probe)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.join().map_err(|_| "the sandbox probe stopped".to_owned()))
+        .unwrap_or_else(Availability::none)
 }
 
 /// Restrict this process, then become the program. Returns only on failure.
@@ -144,61 +128,4 @@ pub fn exec(policy: &Policy, argv: &[OsString]) -> String {
     };
     let err = std::process::Command::new(program).args(args).exec();
     format!("cannot run {}: {err}", program.to_string_lossy())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write_with_sh(target: &std::path::Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg("echo x > \"$1\"")
-            .arg("sh")
-            .arg(target)
-            .stderr(std::process::Stdio::null());
-        cmd
-    }
-
-    /// The restriction binds the started program and never the rest of the process: after a
-    /// sandboxed start, this thread and an unsandboxed child still write where the policy
-    /// refused.
-    #[tokio::test]
-    async fn only_the_started_program_is_restricted() {
-        if !probe().enforced {
-            return; // no Landlock on this kernel: nothing to show (the probe says so)
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let allowed = tmp.path().join("allowed");
-        std::fs::create_dir(&allowed).expect("mkdir");
-        let outside = tmp.path().join("outside");
-        let policy = Policy {
-            writable: vec![allowed.clone()],
-            network: true,
-            required: true,
-        };
-        let inside = spawn(&policy, &mut write_with_sh(&allowed.join("f")))
-            .expect("starts")
-            .wait()
-            .await
-            .expect("ends");
-        assert!(inside.success(), "a write the policy allows works");
-        let refused = spawn(&policy, &mut write_with_sh(&outside))
-            .expect("starts")
-            .wait()
-            .await
-            .expect("ends");
-        assert!(
-            !refused.success() && !outside.exists(),
-            "a write outside fails"
-        );
-        let free = write_with_sh(&outside)
-            .spawn()
-            .expect("starts")
-            .wait()
-            .await
-            .expect("ends");
-        assert!(free.success(), "a child started normally is not restricted");
-        std::fs::write(tmp.path().join("mine"), b"x").expect("this process is not restricted");
-    }
 }

@@ -2,13 +2,10 @@
 //! containment checks (which stay, because a sandboxed process can still ask a service outside
 //! it, such as `systemd-run --user`, to act for it).
 //!
-//! Linux: a step's program is started from a thread of git-pipeline that Landlock restricts
-//! first ([`spawn`]); the program inherits the restriction with everything it starts, and the
-//! rest of git-pipeline stays unrestricted. macOS: it is started through git-pipeline itself,
-//! `git-pipeline __sandbox [--write PATH]... [--no-network] [--required] -- PROGRAM ARGS...`,
-//! which becomes `sandbox-exec` with a Seatbelt profile. That subcommand works on Linux too
-//! (it restricts its own process, then `exec`s the program). No `unsafe` code and no helper
-//! binary.
+//! A step's program is started through git-pipeline itself: `git-pipeline __sandbox [--write
+//! PATH]... [--no-network] [--required] -- PROGRAM ARGS...` restricts its own process (Landlock on
+//! Linux; `sandbox-exec` with a Seatbelt profile on macOS) and then `exec`s the program, which
+//! inherits the restriction with everything it starts. No `unsafe` code and no helper binary.
 //!
 //! The policy: the whole filesystem stays readable and executable; writable are only the paths
 //! the caller lists (the run's worktree, what git needs to commit on the run's branch, a private
@@ -135,13 +132,13 @@ pub fn probe_in_background() {
 }
 
 /// What the sandbox enforces here. Linux: a throwaway thread restricts itself (Landlock binds
-/// only that thread). Elsewhere: a child (`git-pipeline __sandbox --probe`) is asked, because
-/// restricting is for a process's whole life and the parent never restricts itself.
+/// only that thread) and starts nothing. Elsewhere: a child (`git-pipeline __sandbox --probe`)
+/// is asked, because restricting is for a process's whole life.
 pub fn probe() -> Availability {
     FOUND
         .get_or_init(|| {
             #[cfg(target_os = "linux")]
-            return landlock::probe();
+            return landlock::probe_on_thread();
             #[cfg(not(target_os = "linux"))]
             probe_child()
         })
@@ -167,36 +164,6 @@ fn probe_child() -> Availability {
         }),
         Err(e) => Availability::none(format!("cannot run the sandbox probe: {e}")),
     }
-}
-
-/// How a step's program starts under `policy`: Linux keeps `argv` and returns the policy for
-/// [`spawn`]; macOS wraps `argv` in `git-pipeline __sandbox` (through `exe`) and returns no policy.
-pub fn prepare(exe: &Path, policy: Policy, argv: Vec<OsString>) -> (Vec<OsString>, Option<Policy>) {
-    if cfg!(target_os = "linux") {
-        (argv, Some(policy))
-    } else {
-        (policy.wrap(exe, &argv), None)
-    }
-}
-
-/// Start `cmd` under `policy` (see [`prepare`]).
-#[cfg(target_os = "linux")]
-pub fn spawn(
-    policy: &Policy,
-    cmd: &mut tokio::process::Command,
-) -> std::io::Result<tokio::process::Child> {
-    landlock::spawn(policy, cmd)
-}
-
-/// Start `cmd` under `policy`: elsewhere [`prepare`] never hands one out.
-#[cfg(not(target_os = "linux"))]
-pub fn spawn(
-    _policy: &Policy,
-    _cmd: &mut tokio::process::Command,
-) -> std::io::Result<tokio::process::Child> {
-    Err(std::io::Error::other(
-        "this platform starts sandboxed steps through `git-pipeline __sandbox`",
-    ))
 }
 
 /// `git-pipeline __sandbox ...`: apply the policy and exec the program; returns only on error,
@@ -265,16 +232,21 @@ mod tests {
             gate_network: true,
             required: true,
         };
+        let writes = |argv: Vec<OsString>| {
+            let (policy, _) = Policy::parse(&argv[2..]).expect("parses");
+            policy.writable
+        };
+        let prog: Vec<OsString> = vec!["agent".into()];
         assert_eq!(
-            setup.agent_policy(None, false).writable,
+            writes(setup.agent_argv(None, false, &prog)),
             [PathBuf::from("/r/.git/pipeline/tmp")]
         );
-        let edit = setup.agent_policy(None, true).writable;
+        let edit = writes(setup.agent_argv(None, true, &prog));
         assert!(
             edit.contains(&PathBuf::from("/h/.cache"))
                 && edit.contains(&PathBuf::from("/h/.cache/wt/run"))
         );
-        assert_eq!(setup.gate_policy().writable.len(), 4);
+        assert_eq!(writes(setup.gate_argv(&prog)).len(), 4);
     }
 
     #[test]
@@ -359,10 +331,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// The policy of an agent step: its CLI's own state folders are writable too, and the run's
+    /// The argv of an agent step: its CLI's own state folders are writable too, and the run's
     /// work only when its role `edits`: a read-only role's writes fail in the agent, whatever
     /// its CLI's own read-only mode lets through.
-    pub fn agent_policy(&self, preset: Option<&str>, edits: bool) -> Policy {
+    pub fn agent_argv(
+        &self,
+        preset: Option<&str>,
+        edits: bool,
+        argv: &[OsString],
+    ) -> Vec<OsString> {
         let mut writable = if edits { self.work.clone() } else { Vec::new() };
         // Landlock rules add up: for a read-only role, a writable folder that holds the run's
         // work (a worktree root under `~/.cache`, a `sandbox.writable` entry above it) would
@@ -392,14 +369,16 @@ impl Setup {
             network: true,
             required: self.required,
         }
+        .wrap(&self.exe, argv)
     }
 
-    pub fn gate_policy(&self) -> Policy {
+    pub fn gate_argv(&self, argv: &[OsString]) -> Vec<OsString> {
         Policy {
             writable: self.work.iter().chain(&self.writable).cloned().collect(),
             network: self.gate_network,
             required: self.required,
         }
+        .wrap(&self.exe, argv)
     }
 }
 
