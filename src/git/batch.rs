@@ -20,6 +20,7 @@ use super::Git;
 use crate::error::{Error, Result};
 
 /// An object as git gives it: its id, its type and (for `contents`) its bytes.
+#[derive(Clone)]
 pub(in crate::git) struct Object {
     pub id: String,
     pub kind: String,
@@ -77,6 +78,64 @@ pub(in crate::git) fn lookup(
         }
     }
     Ok(Some(answers))
+}
+
+/// [`lookup`], asking once per distinct name: a tree held in many folders (or a planted tree
+/// that names itself) is read once.
+pub(in crate::git) fn lookup_distinct(
+    git: &Git,
+    names: &[String],
+    contents: bool,
+) -> Result<Option<Vec<Option<Object>>>> {
+    let mut unique = names.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() == names.len() {
+        return lookup(git, names, contents);
+    }
+    let Some(found) = lookup(git, &unique, contents)? else {
+        return Ok(None);
+    };
+    let by_name: std::collections::HashMap<&str, Option<Object>> =
+        unique.iter().map(String::as_str).zip(found).collect();
+    Ok(Some(
+        names
+            .iter()
+            .map(|n| by_name.get(n.as_str()).cloned().flatten())
+            .collect(),
+    ))
+}
+
+/// git's `core.maxTreeDepth` (2048): deeper trees make git stop.
+const MAX_DEPTH: usize = 2048;
+/// Entries read in one walk before git is asked instead: five times two whole trees of the
+/// largest repositories measured (100,000 files each), and a bound on what a planted tree that
+/// names itself twice makes the walk hold.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// What a walk over tree objects may read. Trees an agent planted in the object store (a
+/// folder whose entries name the folder itself, under an id that is not its hash: the kept
+/// reader does not check hashes, as git's reads do not) can be deeper or wider than anything git
+/// writes; past git's own depth limit or past [`MAX_ENTRIES`], the walk stops and git is asked,
+/// and says what is wrong.
+#[derive(Default)]
+pub(in crate::git) struct Budget {
+    depth: usize,
+    entries: usize,
+}
+
+impl Budget {
+    /// One level deeper: `false` past git's depth limit.
+    pub fn level(&mut self) -> bool {
+        self.depth += 1;
+        self.depth <= MAX_DEPTH
+    }
+
+    /// `n` more entries read: `false` past the limit.
+    pub fn read(&mut self, n: usize) -> bool {
+        self.entries = self.entries.saturating_add(n);
+        self.entries <= MAX_ENTRIES
+    }
 }
 
 /// End every kept reader.

@@ -178,12 +178,36 @@ fn exec_path_cache() -> Option<(PathBuf, String, PathBuf)> {
     Some((base.join("git-pipeline").join("git-exec-path"), key, real))
 }
 
+/// git's version as (major, minor), kept in the user's cache beside [`exec_path`]'s answer and
+/// under the same key (the `git` binary PATH finds: path, size, mtime, inode), so that a run
+/// does not start a process to ask it; `None` when unknown. What it decides is only how git's
+/// automatic maintenance is started after a ship commit, never what is checked.
+pub fn version_cached() -> Option<(u32, u32)> {
+    let (file, key, _) = exec_path_cache()?;
+    let file = file.with_file_name("git-version");
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Some((k, v)) = text.split_once('\n')
+        && k == key
+        && let Some((major, minor)) = v.trim_end().split_once('.')
+        && let (Ok(major), Ok(minor)) = (major.parse(), minor.parse())
+    {
+        return Some((major, minor));
+    }
+    let (major, minor, _) = version()?;
+    if let Some(dir) = file.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let aside = file.with_extension(format!("{}", std::process::id()));
+        if std::fs::write(&aside, format!("{key}\n{major}.{minor}\n")).is_ok() {
+            let _ = std::fs::rename(&aside, &file);
+        }
+    }
+    Some((major, minor))
+}
+
 /// `git --version` as (major, minor, text), `None` when git cannot be run.
 pub fn version() -> Option<(u32, u32, String)> {
-    let out = std::process::Command::new("git")
-        .arg("--version")
-        .output()
-        .ok()?;
+    let out = super::program().arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let v = text.split_whitespace().nth(2)?;
     let mut parts = v.split('.');

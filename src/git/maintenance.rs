@@ -1,9 +1,10 @@
 //! git's automatic maintenance after a ship commit. `git commit` would run `git maintenance run
-//! --auto` and wait for it; the ship commit turns that off and git-pipeline runs it itself, on a
-//! thread while the run finishes, and only when it has something to do: with none of git's `gc.*`
-//! or `maintenance.*` settings, that is exactly git's own test (`need_to_gc`): more loose objects
-//! in `objects/17` than `gc.auto` (6700) / 256, or more packs than `gc.autoPackLimit` (50).
-//! With any of those settings, git is asked.
+//! --auto` after the commit, before the run can go on. Where git's own test is known, the ship
+//! commit turns that off and git-pipeline runs it itself, on a thread beside the note, and only
+//! when it has something to do. That test, with none of git's `gc.*` or `maintenance.*`
+//! settings and before git 2.54 (which made the geometric strategy the default), is gc's
+//! `need_to_gc`: more loose objects in `objects/17` than `gc.auto` (6700) / 256, or more packs
+//! than `gc.autoPackLimit` (50). Anywhere else `git commit` runs it as always.
 
 use std::path::Path;
 
@@ -41,14 +42,26 @@ pub fn due(objects: &Path, hex_len: usize) -> bool {
     loose > LOOSE_IN_17 || packs > PACKS
 }
 
-/// `git maintenance run --auto`, started on a thread of its own in the repository (not in a
-/// run's worktree). What it may do there (pack refs, expire reflogs, repack) is made to run
-/// beside other git commands: git's ref locks wait for each other. Its failure is git's to
-/// report, as after a commit.
+/// Whether git-pipeline may decide for git with [`due`]: none of git's `gc.*` or
+/// `maintenance.*` settings (`configured`), and a git whose default is still gc's test.
+pub fn decided_here(configured: bool) -> bool {
+    !configured && super::config::version_cached().is_some_and(|v| v < (2, 54))
+}
+
+/// `git maintenance run --auto` as `git commit` starts it with no settings (`--detach` from
+/// git 2.47, where `git commit` passes it; before, `gc --auto` detaches itself), on a thread of
+/// its own in the repository (not in a run's worktree). What it may do there (pack refs, expire
+/// reflogs, repack) runs beside other git commands: git's ref locks wait for each other. Its
+/// failure is git's to report, as after a commit.
 pub fn start(git: &Git) -> std::thread::JoinHandle<()> {
     let git = git.clone();
+    let detach = super::config::version_cached().is_some_and(|v| v >= (2, 47));
     std::thread::spawn(move || {
-        let _ = git.output(["maintenance", "run", "--auto", "--quiet"], Opts::default());
+        let mut args = vec!["maintenance", "run", "--auto", "--quiet"];
+        if detach {
+            args.push("--detach");
+        }
+        let _ = git.output(args, Opts::default());
     })
 }
 

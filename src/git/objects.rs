@@ -611,9 +611,13 @@ pub fn files_matching(
 fn attribute_files(git: &Git, tree: &str) -> Result<Option<Vec<(String, String, Oid)>>> {
     let mut found = Vec::new();
     let mut level: Vec<(String, String)> = vec![(String::new(), tree.to_owned())];
+    let mut budget = super::batch::Budget::default();
     while !level.is_empty() {
+        if !budget.level() {
+            return Ok(None);
+        }
         let names: Vec<String> = level.iter().map(|(_, id)| id.clone()).collect();
-        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+        let Some(trees) = super::batch::lookup_distinct(git, &names, true)? else {
             return Ok(None);
         };
         let mut next = Vec::new();
@@ -623,6 +627,9 @@ fn attribute_files(git: &Git, tree: &str) -> Result<Option<Vec<(String, String, 
                     "tree {folder:?} of {tree} cannot be read"
                 )));
             };
+            if !budget.read(tree_entries(&object.body, object.id.len() / 2).count()) {
+                return Ok(None);
+            }
             for (mode, name, id) in tree_entries(&object.body, object.id.len() / 2) {
                 let folder_entry = mode == b"40000";
                 if !folder_entry && (name != b".gitattributes" || mode == b"160000") {
@@ -680,13 +687,17 @@ pub(in crate::git) fn attributes_differ(git: &Git, from: &str, to: &str) -> Resu
         Some(format!("{from}^{{tree}}")),
         Some(format!("{to}^{{tree}}")),
     )];
+    let mut budget = super::batch::Budget::default();
     while !level.is_empty() {
+        if !budget.level() {
+            return Ok(None);
+        }
         let names: Vec<String> = level
             .iter()
             .flat_map(|(a, b)| [a.clone(), b.clone()])
             .flatten()
             .collect();
-        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+        let Some(trees) = super::batch::lookup_distinct(git, &names, true)? else {
             return Ok(None);
         };
         let mut trees = trees.into_iter();
@@ -704,6 +715,9 @@ pub(in crate::git) fn attributes_differ(git: &Git, from: &str, to: &str) -> Resu
                     .collect())
             };
             let (a, b) = (side(a)?, side(b)?);
+            if !budget.read(a.len() + b.len()) {
+                return Ok(None);
+            }
             let find = |list: &[OwnedEntry], name: &[u8]| {
                 list.iter()
                     .find(|(n, ..)| n == name)

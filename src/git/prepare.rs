@@ -32,7 +32,7 @@ pub fn check_lfs(repo: &Git, base: &str) -> Result<()> {
     if out.stdout.is_empty() {
         return Ok(());
     }
-    let lfs = std::process::Command::new("git")
+    let lfs = super::program()
         .args(["lfs", "version"])
         .stdin(std::process::Stdio::null())
         .output();

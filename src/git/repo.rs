@@ -1,7 +1,6 @@
 //! Finding the repository the user is in, the way git itself would.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{Git, split_z};
 use crate::error::Error;
@@ -25,7 +24,7 @@ impl Repo {
     /// Discover the repository containing `cwd`. Uses the inherited environment, so `GIT_DIR`
     /// set by the user is honoured exactly as git would honour it.
     pub fn discover(cwd: &Path) -> Result<Repo> {
-        let out = Command::new("git")
+        let out = super::program()
             .arg("-C")
             .arg(cwd)
             .args([

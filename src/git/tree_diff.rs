@@ -151,38 +151,54 @@ fn changes(git: &Git, from: &str, to: &str) -> Result<Option<Vec<Change>>> {
         Some(format!("{to}^{{tree}}")),
     )];
     let mut out: Vec<(Vec<u8>, ChangeKind, u32)> = Vec::new();
+    let mut budget = super::batch::Budget::default();
     while !level.is_empty() {
-        let names: Vec<String> = level
+        if !budget.level() {
+            return Ok(None);
+        }
+        // Each tree is read once per level, however many folders hold it (vendored copies).
+        let mut names: Vec<String> = level
             .iter()
             .flat_map(|(_, a, b)| [a.clone(), b.clone()])
             .flatten()
             .collect();
-        let Some(trees) = super::batch::lookup(git, &names, true)? else {
+        names.sort();
+        names.dedup();
+        let Some(found) = super::batch::lookup(git, &names, true)? else {
             return Ok(None);
         };
-        let mut trees = trees.into_iter();
-        let mut next = Vec::new();
-        for (prefix, a, b) in &level {
-            let mut side = |named: &Option<String>| -> Option<Vec<Entry>> {
-                if named.is_none() {
-                    return Some(Vec::new());
-                }
-                let tree = trees.next().flatten().filter(|o| o.kind == "tree")?;
-                let mut entries: Vec<Entry> = tree_entries(&tree.body, tree.id.len() / 2)
-                    .map(|(m, n, i)| {
-                        let mode = std::str::from_utf8(m)
-                            .ok()
-                            .and_then(|m| u32::from_str_radix(m, 8).ok())?;
-                        Some((n.to_vec(), canon_mode(mode), i.to_vec()))
-                    })
-                    .collect::<Option<_>>()?;
-                entries.sort_by_key(sort_key);
-                Some(entries)
-            };
-            let (Some(old), Some(new)) = (side(a), side(b)) else {
+        let mut trees: std::collections::HashMap<&str, Vec<Entry>> =
+            std::collections::HashMap::new();
+        for (name, object) in names.iter().zip(found) {
+            let Some(tree) = object.filter(|o| o.kind == "tree") else {
                 return Ok(None);
             };
-            compare(prefix, &old, &new, &mut out, &mut next);
+            let Some(mut entries) = tree_entries(&tree.body, tree.id.len() / 2)
+                .map(|(m, n, i)| {
+                    let mode = std::str::from_utf8(m)
+                        .ok()
+                        .and_then(|m| u32::from_str_radix(m, 8).ok())?;
+                    Some((n.to_vec(), canon_mode(mode), i.to_vec()))
+                })
+                .collect::<Option<Vec<Entry>>>()
+            else {
+                return Ok(None);
+            };
+            entries.sort_by_key(sort_key);
+            trees.insert(name, entries);
+        }
+        let none = Vec::new();
+        let side = |named: &Option<String>| match named {
+            Some(n) => trees.get(n.as_str()).unwrap_or(&none),
+            None => &none,
+        };
+        let mut next = Vec::new();
+        for (prefix, a, b) in &level {
+            let (old, new) = (side(a), side(b));
+            if !budget.read(old.len() + new.len()) {
+                return Ok(None);
+            }
+            compare(prefix, old, new, &mut out, &mut next);
         }
         level = next;
     }
@@ -383,6 +399,76 @@ mod tests {
             ours.sort();
             prop_assert_eq!(ours, theirs(d, &a, &b));
         }
+    }
+
+    /// A zlib stream of `data` in one stored (uncompressed) deflate block, as git reads any.
+    fn zlib_stored(data: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(data.len()).expect("small");
+        let mut z = vec![0x78, 0x01, 0x01];
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(data);
+        let (mut a, mut b) = (1u32, 0u32);
+        for byte in data {
+            a = (a + u32::from(*byte)) % 65521;
+            b = (b + a) % 65521;
+        }
+        z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        z
+    }
+
+    /// A tree planted under an id that is not its hash, whose two entries name that same id:
+    /// each level doubles. The walk gives up and leaves it to git, which refuses it.
+    #[test]
+    fn a_tree_that_names_itself_is_left_to_git() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir(d.join("x")).expect("mkdir");
+        std::fs::write(d.join("x/f"), b"f\n").expect("write");
+        git(d, &["add", "x"]);
+        let base = String::from_utf8_lossy(&git(d, &["write-tree"]).stdout)
+            .trim()
+            .to_owned();
+        let sub = String::from_utf8_lossy(&git(d, &["rev-parse", &format!("{base}:x")]).stdout)
+            .trim()
+            .to_owned();
+        // Overwrite the folder's loose object with one that names itself twice.
+        let raw: Vec<u8> = (0..20)
+            .map(|i| u8::from_str_radix(&sub[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        let mut body = Vec::new();
+        for name in ["a", "b"] {
+            body.extend_from_slice(format!("40000 {name}\0").as_bytes());
+            body.extend_from_slice(&raw);
+        }
+        let mut object = format!("tree {}\0", body.len()).into_bytes();
+        object.extend_from_slice(&body);
+        let path = d.join(".git/objects").join(&sub[..2]).join(&sub[2..]);
+        let mut perms = std::fs::metadata(&path).expect("object").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        std::fs::write(&path, zlib_stored(&object)).expect("plant");
+        let repo = Git::at_git_dir(d.join(".git"));
+        let served = crate::git::batch::lookup(&repo, std::slice::from_ref(&sub), true)
+            .expect("reads")
+            .and_then(|mut v| v.pop().flatten())
+            .expect("served");
+        assert_eq!(served.body, body, "the kept reader serves the planted tree");
+        let empty =
+            String::from_utf8_lossy(&git(d, &["hash-object", "-t", "tree", "/dev/null"]).stdout)
+                .trim()
+                .to_owned();
+        let repo = Git::at_git_dir(d.join(".git"));
+        let started = std::time::Instant::now();
+        assert!(changes(&repo, &empty, &base).expect("reads").is_none());
+        // The walks over `.gitattributes` files stop the same way.
+        let objects = crate::git::objects::attributes_mention(&repo, &base, "filter=lfs");
+        assert!(objects.expect("reads").is_none());
+        let differ = crate::git::objects::attributes_differ(&repo, &empty, &base);
+        assert!(differ.expect("reads").is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Guard {
     checkout_git_dirs: Vec<PathBuf>,
     /// Per checkout, its inotify watch; `None` falls back to comparing `git status` listings.
     watches: Vec<Option<crate::safety::watch::CheckoutWatch>>,
+    /// Whether [`Guard::release_watches`] took them.
+    released: bool,
     /// Per checkout, what git ignores: changes inside ignored folders never count.
     ignored: Vec<crate::git::ignored::Ignored>,
     hooks_dir: PathBuf,
@@ -290,6 +292,7 @@ impl Guard {
         tracing::trace!("guard: checkouts watched");
         Ok(Guard {
             watches,
+            released: false,
             ignored,
             at: p,
             checkout_git_dirs,
@@ -321,7 +324,21 @@ impl Guard {
         self.marked_name.as_deref()
     }
 
+    /// The checkout watches, taken out of the guard (which takes no fingerprint after this):
+    /// closing an inotify instance waits for the kernel to retire its marks, so the caller ends
+    /// them where nothing waits for it.
+    pub fn release_watches(&mut self) -> Vec<Option<crate::safety::watch::CheckoutWatch>> {
+        self.released = true;
+        let n = self.watches.len();
+        std::mem::replace(&mut self.watches, (0..n).map(|_| None).collect())
+    }
+
     pub fn take(&self) -> Result<Fingerprint> {
+        if self.released {
+            return Err(crate::error::Error::other(
+                "the containment guard's checkout watches were released: no fingerprint can be taken",
+            ));
+        }
         let mut checkouts = Vec::new();
         if self.at.checks.checkout {
             for (i, c) in self.at.checkouts.iter().enumerate() {

@@ -409,14 +409,14 @@ impl Run<'_> {
             .as_ref()
             .ok_or_else(|| Error::other("the worktree was not set up"))?
             .git();
-        // With none of git's `gc.*` or `maintenance.*` settings, the maintenance `git commit`
+        // Where git's test is known (crate::git::maintenance), the maintenance `git commit`
         // would run and wait for runs only when it has work, beside the note and the slot's
-        // return. With any, `git commit` runs it as always.
+        // return. Elsewhere `git commit` runs it as always.
         let maintenance_apart = self
             .ws
             .guard
             .as_ref()
-            .is_some_and(|g| !g.maintenance_configured());
+            .is_some_and(|g| crate::git::maintenance::decided_here(g.maintenance_configured()));
         let (commit, tree) = match commit(
             &self.ws.repo,
             &wt_git,
@@ -429,6 +429,14 @@ impl Run<'_> {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
         };
+        // No step runs after the commit: the watches end on a thread of their own. Closing an
+        // inotify instance waits for an RCU grace period (~10 ms on a 2-core VM), which the
+        // note and the slot's return need not wait for.
+        let watches = (
+            self.ws.wt_watch.take(),
+            self.ws.guard.as_mut().map(|g| g.release_watches()),
+        );
+        std::thread::spawn(move || drop(watches));
         let objects = self.plan.target.repo.common_dir.join("objects");
         if maintenance_apart && crate::git::maintenance::due(&objects, commit.len()) {
             self.ws.maintenance = Some(crate::git::maintenance::start(&self.ws.repo));
