@@ -258,38 +258,14 @@ fn a_shipped_run_still_gets_git_s_automatic_maintenance() {
             })
             .collect();
         next += 2048;
-        let mut cmd = repo.command("git", &repo.path);
-        cmd.args(["hash-object", "--stdin-paths"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("git");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin
-                .write_all(paths.join("\n").as_bytes())
-                .expect("write paths");
-        }
-        let out = child.wait_with_output().expect("git");
-        for (id, path) in String::from_utf8_lossy(&out.stdout).lines().zip(&paths) {
+        let ids = hash_paths(&repo, &paths, false);
+        for (id, path) in ids.lines().zip(&paths) {
             if id.starts_with("17") {
                 in_17.push(path.clone());
             }
         }
     }
-    let mut cmd = repo.command("git", &repo.path);
-    cmd.args(["hash-object", "-w", "--stdin-paths"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("git");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(in_17.join("\n").as_bytes())
-            .expect("write paths");
-    }
-    assert!(child.wait().expect("git").success());
+    hash_paths(&repo, &in_17, true);
     std::fs::remove_dir_all(&blobs).expect("rm");
     let packs = || {
         std::fs::read_dir(repo.path.join(".git/objects/pack"))
@@ -309,4 +285,26 @@ fn a_shipped_run_still_gets_git_s_automatic_maintenance() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(packs() > 0, "git's automatic maintenance did not run");
+}
+
+/// `git hash-object --stdin-paths` (with `-w`: written) on `paths`; its output.
+fn hash_paths(repo: &TestRepo, paths: &[String], write: bool) -> String {
+    let mut cmd = repo.command("git", &repo.path);
+    cmd.args(["hash-object", "--stdin-paths"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    if write {
+        cmd.arg("-w");
+    }
+    let mut child = cmd.spawn().expect("git");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(paths.join("\n").as_bytes())
+            .expect("write paths");
+    }
+    let out = child.wait_with_output().expect("git");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
