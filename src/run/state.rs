@@ -349,7 +349,7 @@ impl<'a> Run<'a> {
         let in_worktree = scan
             .await
             .map_err(|e| Error::other(format!("the process scan stopped: {e}")))?;
-        tracing::trace!("step start: fingerprint taken, processes scanned");
+        tracing::trace!("step start: processes scanned");
         Ok(StepStart {
             fingerprint: fingerprint?,
             in_worktree,
