@@ -17,7 +17,7 @@ use crate::store::record::Status;
 use crate::ui::Ui;
 
 pub fn run(cmd: RunCmd, cwd: &Path, out: &mut dyn Write, ui: &Ui) -> Result<Exit> {
-    // The sandbox probe is a child process: it answers while the plan is made.
+    // The sandbox probe runs on a thread of its own: it answers while the plan is made.
     crate::sandbox::probe_in_background();
     if let Some(path) = &cmd.bundle {
         let shared = RunArgs {

@@ -170,6 +170,58 @@ fn reader_for<'a>(
     Ok(&mut readers[last].1)
 }
 
+/// A reader started before the repository is known: [`start_in`], then [`adopt`].
+pub(in crate::git) struct Ahead(Reader);
+
+/// Start a reader in `cwd` (git finds the repository there, as `git rev-parse` beside it does),
+/// while the caller finds the repository: the reader's start then overlaps that process's.
+/// `None` when the environment points git elsewhere (`GIT_DIR` and the like: the repository's
+/// own handle drops them, so the two could disagree).
+pub(in crate::git) fn start_in(cwd: &std::path::Path) -> Option<Ahead> {
+    if super::LOCAL_ENV_VARS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        return None;
+    }
+    let mut cmd = super::program();
+    cmd.arg("-C")
+        .arg(cwd)
+        .args(["-c", "core.fsmonitor=false"])
+        .args(["cat-file", "--batch-command", "--buffer"])
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    tracing::debug!(dir = %cwd.display(), "git cat-file --batch-command (kept, started ahead)");
+    let mut child = cmd.spawn().ok()?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return None;
+    };
+    Some(Ahead(Reader {
+        child,
+        stdin,
+        stdout: BufReader::new(stdout),
+    }))
+}
+
+/// Keep `ahead` as the reader of the repository whose git dir is `git_dir`, when that is the
+/// main worktree's (or a bare repository's): the reader's folder is then the user's own, never a
+/// linked worktree that a run could take as its slot. Otherwise it ends here.
+pub(in crate::git) fn adopt(ahead: Ahead, git_dir: &std::path::Path, common_dir: &std::path::Path) {
+    if git_dir != common_dir {
+        return;
+    }
+    let mut readers = READERS.lock().unwrap_or_else(|p| p.into_inner());
+    if readers.iter().any(|(k, _)| k == git_dir) {
+        return;
+    }
+    if readers.len() >= KEEP {
+        readers.remove(0);
+    }
+    readers.push((git_dir.to_owned(), ahead.0));
+}
+
 fn start(git: &Git) -> Result<Reader> {
     let mut cmd = git.command();
     cmd.args(["cat-file", "--batch-command", "--buffer"])
@@ -288,6 +340,45 @@ mod tests {
         String::from_utf8_lossy(&git(dir, args).stdout)
             .trim()
             .to_owned()
+    }
+
+    /// A reader started in the user's folder while the repository is found is kept for the
+    /// main worktree's repository and answers as its own reader would; in a linked worktree (a
+    /// folder a run could take as its slot) it is not kept.
+    #[test]
+    fn a_reader_started_ahead_is_kept_only_for_the_main_worktree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path().join("main");
+        std::fs::create_dir(&d).expect("mkdir");
+        git(&d, &["init", "-q", "-b", "main"]);
+        git(&d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let repo = crate::git::Repo::discover_reading(&d).expect("found");
+        assert!(
+            super::reader_pid(&repo.git_dir).is_some(),
+            "the reader started ahead is kept"
+        );
+        assert_eq!(
+            commit_of(&repo.git(), "HEAD"),
+            Some(text(&d, &["rev-parse", "HEAD"]))
+        );
+        let linked = tmp.path().join("linked");
+        git(
+            &d,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                linked.to_str().expect("utf-8"),
+            ],
+        );
+        let other = crate::git::Repo::discover_reading(&linked).expect("found");
+        assert_ne!(other.git_dir, other.common_dir);
+        assert_eq!(
+            super::reader_pid(&other.git_dir),
+            None,
+            "not kept for a linked worktree"
+        );
     }
 
     /// What the kept reader answers is what a new git process answers: for names that exist and

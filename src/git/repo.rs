@@ -111,6 +111,18 @@ impl Repo {
         })
     }
 
+    /// [`Repo::discover`], with the repository's kept object reader ([`super::batch`]) starting
+    /// beside it: the first reads of a run (its config and trust files at the base) then wait
+    /// for no process to start.
+    pub fn discover_reading(cwd: &Path) -> Result<Repo> {
+        let ahead = super::batch::start_in(cwd);
+        let repo = Repo::discover(cwd)?;
+        if let Some(reader) = ahead {
+            super::batch::adopt(reader, &repo.git_dir, &repo.common_dir);
+        }
+        Ok(repo)
+    }
+
     /// Git for refs and objects of this repository, with the user's worktree's HEAD.
     pub fn git(&self) -> Git {
         Git::at_git_dir(&self.git_dir)

@@ -347,7 +347,7 @@ pub fn read_task(args: &RunArgs, stdin: &mut dyn Read) -> Result<String> {
 
 impl RunPlan {
     pub fn prepare(cwd: &Path, args: &RunArgs, stdin: &mut dyn Read) -> Result<RunPlan> {
-        let repo = Repo::discover(cwd)?;
+        let repo = Repo::discover_reading(cwd)?;
         objects::committer_identity_ahead(&repo.git());
         let task = read_task(args, stdin)?;
         let (base, base_ref, loaded) = base_and_config(&repo, args.base.as_deref())?;
