@@ -348,10 +348,7 @@ mod tests {
     #[test]
     fn a_reader_started_ahead_is_kept_only_for_the_main_worktree() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let d = tmp.path().join("main");
-        std::fs::create_dir(&d).expect("mkdir");
-        git(&d, &["init", "-q", "-b", "main"]);
-        git(&d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let d = crate::git::testing::repo_with_a_commit(tmp.path(), "main");
         let repo = crate::git::Repo::discover_reading(&d).expect("found");
         assert!(
             super::reader_pid(&repo.git_dir).is_some(),

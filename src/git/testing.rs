@@ -19,3 +19,12 @@ pub fn git(dir: &Path, args: &[&str]) -> Output {
         .output()
         .expect("git runs")
 }
+
+/// A repository on `main` with one empty commit, in the folder `name` under `parent`.
+pub fn repo_with_a_commit(parent: &Path, name: &str) -> std::path::PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir(&d).expect("mkdir");
+    git(&d, &["init", "-q", "-b", "main"]);
+    git(&d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+    d
+}

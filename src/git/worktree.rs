@@ -729,10 +729,7 @@ mod tests {
     #[test]
     fn registrations_and_paths_read_from_the_admin_folders_are_git_s() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let d = tmp.path().join("repo");
-        std::fs::create_dir(&d).expect("mkdir");
-        git(&d, &["init", "-q", "-b", "main"]);
-        git(&d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let d = crate::git::testing::repo_with_a_commit(tmp.path(), "repo");
         let common = d.join(".git").canonicalize().expect("canonical");
         assert_eq!(registered(&common).map(|r| r.len()), Some(0));
         let wt = tmp.path().join("wt one");
