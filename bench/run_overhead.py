@@ -9,7 +9,9 @@ a diff, not a whole checkout) and without (`run.max_slots = 0`: a new worktree p
 
 Pairs are interleaved (A B, then B A) because on this machine's unjournaled ext4, creating files
 right after deleting many is slowed by the kernel; both sides then suffer alike. Reports medians
-of whole-process wall time and the median of the per-pair ratios. Then, once per repository:
+of whole-process wall time and the median of the per-pair ratios, then (a second line) the
+medians of CPU time, user + system of every process each side started, which a busy host moves
+less than wall time. Then, once per repository:
 - the run's worktree (copied out by the builder before it edits) is compared file by file
   (path, mode, symlink target, bytes) with what `git worktree add` makes, in a new slot and in a
   reused one ("identical": new/reused);
@@ -24,6 +26,7 @@ usage: python3 bench/run_overhead.py [--repos gen:1000,gen:20000] [--pairs 15] [
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +48,12 @@ def timed(fn):
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def cpu_of_children():
+    """User + system time of every finished child process and what each of them waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def bench_env(tmp):
@@ -223,10 +232,13 @@ command = ["{AGENT}", "*:approve"]
 
         pipeline(), fresh(), bare(), bare_agents()  # warm caches once
         a, c, b, g = [], [], [], []
+        cpu = {id(a): [], id(c): [], id(b): [], id(g): []}
         sides = [(pipeline, a), (fresh, c), (bare, b), (bare_agents, g)]
         for i in range(pairs):
             for fn, out in (sides if i % 2 == 0 else sides[::-1]):
+                before = cpu_of_children()
                 out.append(timed(fn))
+                cpu[id(out)].append(cpu_of_children() - before)
         rss = peak_rss_kib([binary, "-q", "run", "fix the typo"], repo, env)
         ratios = [x / y for x, y in zip(a, b)]
         fresh_ratios = [x / y for x, y in zip(c, b)]
@@ -238,6 +250,12 @@ command = ["{AGENT}", "*:approve"]
               f"{statistics.median(agent_ratios):>7.2f} "
               f"{rss / 1024:>8.1f} {'/'.join('yes' if x else 'NO' for x in identical):>10}",
               flush=True)
+        # CPU time moves less with a busy host than wall time does: the same sides, as the sum
+        # of user and system time of every process each started (detached ones excepted).
+        med = {k: statistics.median(v) * 1000 for k, v in cpu.items()}
+        print(f"{'  cpu ms (user+sys)':<28} {'':>7} {med[id(a)]:>10.1f} {med[id(c)]:>10.1f} "
+              f"{med[id(b)]:>10.1f} {med[id(g)]:>10.1f} {med[id(a)] / med[id(b)]:>6.2f} "
+              f"{med[id(c)] / med[id(b)]:>6.2f} {med[id(a)] / med[id(g)]:>7.2f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
