@@ -119,30 +119,54 @@ pub fn exec_path(git: &Git) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("GIT_EXEC_PATH") {
         return Ok(PathBuf::from(p));
     }
-    let cache = exec_path_cache();
+    let believed = |binary: &Path, path: &str| {
+        exec_path_of_binary(binary)
+            .iter()
+            .any(|p| p == Path::new(path))
+            && Path::new(path).is_dir()
+    };
+    cached("git-exec-path", believed, || git.text(["--exec-path"])).map(PathBuf::from)
+}
+
+/// An answer about the `git` binary PATH finds, kept in the user's cache folder in `name`
+/// under that binary's key: the kept answer when the key is the binary's and `believed` accepts
+/// it for that binary, else `ask`'s, kept for the next run (written aside, then renamed: a concurrent run reads
+/// the old answer or the new, whole).
+fn cached<E>(
+    name: &str,
+    believed: impl Fn(&Path, &str) -> bool,
+    ask: impl FnOnce() -> std::result::Result<String, E>,
+) -> std::result::Result<String, E> {
+    cached_in(exec_path_cache(), name, believed, ask)
+}
+
+/// [`cached`] with the cache file of [`exec_path`], the binary's key and the binary given.
+fn cached_in<E>(
+    cache: Option<(PathBuf, String, PathBuf)>,
+    name: &str,
+    believed: impl Fn(&Path, &str) -> bool,
+    ask: impl FnOnce() -> std::result::Result<String, E>,
+) -> std::result::Result<String, E> {
+    let cache = cache.map(|(file, key, binary)| (file.with_file_name(name), key, binary));
     if let Some((file, key, binary)) = &cache
         && let Ok(text) = std::fs::read_to_string(file)
-        && let Some((k, path)) = text.split_once('\n')
+        && let Some((k, answer)) = text.split_once('\n')
         && k == key
-        && exec_path_of_binary(binary)
-            .iter()
-            .any(|p| p == Path::new(path.trim_end()))
-        && Path::new(path.trim_end()).is_dir()
+        && believed(binary, answer.trim_end())
     {
-        return Ok(PathBuf::from(path.trim_end()));
+        return Ok(answer.trim_end().to_owned());
     }
-    let path = PathBuf::from(git.text(["--exec-path"])?);
+    let answer = ask()?;
     if let Some((file, key, _)) = cache
         && let Some(dir) = file.parent()
         && std::fs::create_dir_all(dir).is_ok()
     {
-        // Aside, then renamed: a concurrent run reads the old answer or the new, whole.
         let aside = file.with_extension(format!("{}", std::process::id()));
-        if std::fs::write(&aside, format!("{key}\n{}\n", path.display())).is_ok() {
+        if std::fs::write(&aside, format!("{key}\n{answer}\n")).is_ok() {
             let _ = std::fs::rename(&aside, &file);
         }
     }
-    Ok(path)
+    Ok(answer)
 }
 
 /// Where git's programs are for a binary at `<prefix>/bin/git`: the cache is believed only when
@@ -154,7 +178,8 @@ fn exec_path_of_binary(binary: &Path) -> Vec<PathBuf> {
     vec![prefix.join("libexec/git-core"), prefix.join("lib/git-core")]
 }
 
-/// The cache file of [`exec_path`], the key of the `git` binary PATH finds now, and that binary.
+/// The cache file of [`exec_path`], the key of the `git` binary PATH finds now, and that binary
+/// ([`cached`] keeps its other answers beside that file).
 fn exec_path_cache() -> Option<(PathBuf, String, PathBuf)> {
     use std::os::unix::fs::MetadataExt;
     let git = std::env::split_paths(&std::env::var_os("PATH")?)
@@ -179,30 +204,24 @@ fn exec_path_cache() -> Option<(PathBuf, String, PathBuf)> {
 }
 
 /// git's version as (major, minor), kept in the user's cache beside [`exec_path`]'s answer and
-/// under the same key (the `git` binary PATH finds: path, size, mtime, inode), so that a run
-/// does not start a process to ask it; `None` when unknown. What it decides is only how git's
-/// automatic maintenance is started after a ship commit, never what is checked.
+/// under the same key, so that a run does not start a process to ask it; `None` when unknown.
+/// What it decides is only how git's automatic maintenance is started after a ship commit,
+/// never what is checked.
 pub fn version_cached() -> Option<(u32, u32)> {
-    let (file, key, _) = exec_path_cache()?;
-    let file = file.with_file_name("git-version");
-    if let Ok(text) = std::fs::read_to_string(&file)
-        && let Some((k, v)) = text.split_once('\n')
-        && k == key
-        && let Some((major, minor)) = v.trim_end().split_once('.')
-        && let (Ok(major), Ok(minor)) = (major.parse(), minor.parse())
-    {
-        return Some((major, minor));
-    }
-    let (major, minor, _) = version()?;
-    if let Some(dir) = file.parent()
-        && std::fs::create_dir_all(dir).is_ok()
-    {
-        let aside = file.with_extension(format!("{}", std::process::id()));
-        if std::fs::write(&aside, format!("{key}\n{major}.{minor}\n")).is_ok() {
-            let _ = std::fs::rename(&aside, &file);
-        }
-    }
-    Some((major, minor))
+    let parse = |v: &str| -> Option<(u32, u32)> {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    let answer = cached(
+        "git-version",
+        |_, v| parse(v).is_some(),
+        || {
+            version()
+                .map(|(major, minor, _)| format!("{major}.{minor}"))
+                .ok_or(())
+        },
+    );
+    parse(&answer.ok()?)
 }
 
 /// `git --version` as (major, minor, text), `None` when git cannot be run.
@@ -214,4 +233,60 @@ pub fn version() -> Option<(u32, u32, String)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor, v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kept answer is used only under the binary's own key and when it is believed for that
+    /// binary; otherwise git is asked again and the answer is kept in its place.
+    #[test]
+    fn a_kept_answer_is_used_only_when_its_key_matches_and_it_is_believed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = || {
+            Some((
+                tmp.path().join("git-exec-path"),
+                "key-1".to_owned(),
+                PathBuf::from("/usr/bin/git"),
+            ))
+        };
+        let believed = |binary: &Path, answer: &str| {
+            binary == Path::new("/usr/bin/git") && answer.starts_with("good")
+        };
+        let asked = std::cell::Cell::new(0);
+        let ask = |answer: &'static str| {
+            asked.set(asked.get() + 1);
+            Ok::<_, ()>(answer.to_owned())
+        };
+        let kept = tmp.path().join("answer");
+        assert_eq!(
+            cached_in(cache(), "answer", believed, || ask("good 1")),
+            Ok("good 1".into())
+        );
+        assert_eq!(
+            cached_in(cache(), "answer", believed, || ask("good 2")),
+            Ok("good 1".into())
+        );
+        assert_eq!(asked.get(), 1, "the kept answer was used");
+        std::fs::write(&kept, "key-1\nforged\n").expect("write");
+        assert_eq!(
+            cached_in(cache(), "answer", believed, || ask("good 3")),
+            Ok("good 3".into())
+        );
+        std::fs::write(&kept, "key-0\ngood old\n").expect("write");
+        assert_eq!(
+            cached_in(cache(), "answer", believed, || ask("good 4")),
+            Ok("good 4".into())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&kept).expect("kept"),
+            "key-1\ngood 4\n"
+        );
+        assert_eq!(
+            cached_in(None, "answer", believed, || ask("good 5")),
+            Ok("good 5".into())
+        );
+        assert_eq!(asked.get(), 4);
+    }
 }

@@ -42,20 +42,23 @@ pub fn due(objects: &Path, hex_len: usize) -> bool {
     loose > LOOSE_IN_17 || packs > PACKS
 }
 
-/// Whether git-pipeline may decide for git with [`due`]: none of git's `gc.*` or
+/// git's version when git-pipeline may decide for git with [`due`]: none of git's `gc.*` or
 /// `maintenance.*` settings (`configured`), and a git whose default is still gc's test.
-pub fn decided_here(configured: bool) -> bool {
-    !configured && super::config::version_cached().is_some_and(|v| v < (2, 54))
+pub fn decided_here(configured: bool) -> Option<(u32, u32)> {
+    if configured {
+        return None;
+    }
+    super::config::version_cached().filter(|v| *v < (2, 54))
 }
 
-/// `git maintenance run --auto` as `git commit` starts it with no settings (`--detach` from
+/// `git maintenance run --auto` as `git commit` of git `version` starts it with no settings (`--detach` from
 /// git 2.47, where `git commit` passes it; before, `gc --auto` detaches itself), on a thread of
 /// its own in the repository (not in a run's worktree). What it may do there (pack refs, expire
 /// reflogs, repack) runs beside other git commands: git's ref locks wait for each other. Its
 /// failure is git's to report, as after a commit.
-pub fn start(git: &Git) -> std::thread::JoinHandle<()> {
+pub fn start(git: &Git, version: (u32, u32)) -> std::thread::JoinHandle<()> {
     let git = git.clone();
-    let detach = super::config::version_cached().is_some_and(|v| v >= (2, 47));
+    let detach = version >= (2, 47);
     std::thread::spawn(move || {
         let mut args = vec!["maintenance", "run", "--auto", "--quiet"];
         if detach {

@@ -412,11 +412,11 @@ impl Run<'_> {
         // Where git's test is known (crate::git::maintenance), the maintenance `git commit`
         // would run and wait for runs only when it has work, beside the note and the slot's
         // return. Elsewhere `git commit` runs it as always.
-        let maintenance_apart = self
+        let maintenance_here = self
             .ws
             .guard
             .as_ref()
-            .is_some_and(|g| crate::git::maintenance::decided_here(g.maintenance_configured()));
+            .and_then(|g| crate::git::maintenance::decided_here(g.maintenance_configured()));
         let (commit, tree) = match commit(
             &self.ws.repo,
             &wt_git,
@@ -424,7 +424,7 @@ impl Run<'_> {
             &self.plan.target.base,
             tree,
             &message,
-            maintenance_apart,
+            maintenance_here.is_some(),
         )? {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
@@ -438,8 +438,10 @@ impl Run<'_> {
         );
         std::thread::spawn(move || drop(watches));
         let objects = self.plan.target.repo.common_dir.join("objects");
-        if maintenance_apart && crate::git::maintenance::due(&objects, commit.len()) {
-            self.ws.maintenance = Some(crate::git::maintenance::start(&self.ws.repo));
+        if let Some(version) = maintenance_here
+            && crate::git::maintenance::due(&objects, commit.len())
+        {
+            self.ws.maintenance = Some(crate::git::maintenance::start(&self.ws.repo, version));
         }
         self.checkpoint(Checkpoint::Committed {
             commit: commit.clone(),
