@@ -160,7 +160,7 @@ pub struct Fingerprint {
     /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
     /// or someone else's.
     at: i64,
-    /// Other runs' records (`run.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
+    /// Other runs' records (`run.json`, `checkpoint.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
     /// its own; a change to a finished run's record is a step's doing.
     records: BTreeMap<OsString, RecordStamp>,
     /// Their contents, while all of them together stay under [`RECORDS_KEPT`]: what a
@@ -253,7 +253,12 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp
         if run.file_name() == own {
             continue;
         }
-        for name in ["run.json", "events.jsonl", "bundle.json"] {
+        for name in [
+            "run.json",
+            crate::store::CHECKPOINT_RECORD,
+            "events.jsonl",
+            "bundle.json",
+        ] {
             let path = run.path().join(name);
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());

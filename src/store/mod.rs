@@ -1,5 +1,6 @@
 //! Run records under the repository's common git dir: `.git/pipeline/runs/<run-id>/` holds
-//! `run.json` (replaced atomically), `events.jsonl` (append-only), `lock` (the owning process),
+//! `run.json` (replaced atomically), `checkpoint.json` (its last durable version),
+//! `events.jsonl` (append-only), `lock` (the owning process),
 //! and the prompts and outputs of every step.
 
 pub mod atomic;
@@ -22,6 +23,9 @@ use crate::error::Result;
 use crate::ids;
 use crate::redact::Redactor;
 pub use record::RunRecord;
+
+/// The run record's last durable version, beside `run.json` (see [`RunDir::checkpoint_path`]).
+pub const CHECKPOINT_RECORD: &str = "checkpoint.json";
 
 pub struct Store {
     runs: PathBuf,
@@ -171,17 +175,43 @@ impl RunDir {
         self.path.join("run.json")
     }
 
+    /// The record as last saved durably (a hard link to that `run.json`): what is read when a
+    /// power loss took the progress saved after it.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join(CHECKPOINT_RECORD)
+    }
+
+    /// `run.json`'s bytes, or the durable copy's where a power loss left `run.json` empty or
+    /// with unwritten blocks (progress saves are not fsynced).
+    fn record_bytes(&self) -> Result<(PathBuf, Vec<u8>)> {
+        let path = self.record_path();
+        let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+        if atomic::lost_to_power(&bytes)
+            && let Ok(copy) = std::fs::read(self.checkpoint_path())
+            && !atomic::lost_to_power(&copy)
+        {
+            return Ok((self.checkpoint_path(), copy));
+        }
+        Ok((path, bytes))
+    }
+
     pub fn events_path(&self) -> PathBuf {
         self.path.join("events.jsonl")
     }
 
-    /// Save the record durably (fsynced): what a resume after a power loss goes on from.
+    /// Save the record durably (fsynced), with its copy `checkpoint.json`: what a resume after a
+    /// power loss goes on from.
     pub fn write_record(&self, rec: &RunRecord) -> Result<()> {
-        self.write_json("run.json", rec)
+        atomic::write_with_copy(
+            &self.record_path(),
+            &self.checkpoint_path(),
+            &self.encode("run.json", rec)?,
+        )
     }
 
     /// Save the record's progress atomically but without fsync: a later durable save (the next
-    /// checkpoint, the run's end) supersedes it.
+    /// checkpoint, the run's end) supersedes it, and after a power loss that left `run.json`
+    /// unreadable the last durable one (`checkpoint.json`) is read.
     pub fn write_progress(&self, rec: &RunRecord) -> Result<()> {
         atomic::replace(&self.path.join("run.json"), &self.encode("run.json", rec)?)
     }
@@ -198,8 +228,7 @@ impl RunDir {
     }
 
     pub fn read_record(&self) -> Result<RunRecord> {
-        let path = self.record_path();
-        let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+        let (path, bytes) = self.record_bytes()?;
         // The version first: a newer record may not even parse as this version's schema.
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
             && let Some(version) = v.get("version").and_then(serde_json::Value::as_u64)
@@ -332,8 +361,7 @@ impl RunDir {
 
     /// The fields of the record that `status` lists.
     pub fn read_summary(&self) -> Result<record::RunSummary> {
-        let path = self.record_path();
-        let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
+        let (path, bytes) = self.record_bytes()?;
         let s: record::RunSummary = serde_json::from_slice(&bytes).map_err(|e| {
             Error::other(format!(
                 "the run record {} is unreadable: {e}",
