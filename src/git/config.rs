@@ -64,6 +64,7 @@ pub fn unset_value(git: &Git, key: &str, value: &str) -> Result<()> {
 }
 
 /// What one `git config --list` says for a directory: the files it read and the keys set.
+#[derive(Debug, Clone)]
 pub struct Listing {
     pub files: Vec<PathBuf>,
     pub keys: Vec<String>,
@@ -72,6 +73,17 @@ pub struct Listing {
 impl Listing {
     /// Whether a filter driver (`filter.<name>.clean`, `.smudge` or `.process`) is configured,
     /// as `git config --get-regexp '^filter\..*\.(clean|smudge|process)$'` would find.
+    /// Whether the listing of a worktree taken before a checkout of it still is git's after
+    /// it: no setting depends on the branch checked out (`includeIf.onbranch:`), and no file
+    /// read lies inside the worktree (the checkout may rewrite it).
+    pub fn holds_after_checkout(&self, worktree: &Path) -> bool {
+        !self
+            .keys
+            .iter()
+            .any(|k| k.starts_with("includeif.onbranch:"))
+            && !self.files.iter().any(|f| f.starts_with(worktree))
+    }
+
     pub fn has_filter_driver(&self) -> bool {
         self.keys.iter().any(|k| {
             k.strip_prefix("filter.")
@@ -238,6 +250,63 @@ pub fn version() -> Option<(u32, u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::git::testing::git;
+
+    /// A listing taken before a checkout is kept only when git's listing after it cannot differ:
+    /// not with a setting that depends on the branch, nor with a config file inside the worktree.
+    #[test]
+    fn a_listing_from_before_a_checkout_holds_only_where_the_checkout_cannot_change_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = crate::git::testing::repo_with_a_commit(tmp.path(), "repo");
+        let wt = tmp.path().join("slot");
+        git(
+            &d,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                wt.to_str().expect("utf-8"),
+            ],
+        );
+        let list = || files_read(&Git::in_dir(&wt), &wt).expect("listing");
+        assert!(list().holds_after_checkout(&wt));
+        std::fs::write(tmp.path().join("extra"), "[user]\n\tname = other\n").expect("write");
+        let extra = tmp.path().join("extra");
+        let extra = extra.to_str().expect("utf-8");
+        git(
+            &d,
+            &["config", "includeIf.onbranch:pipeline/**.path", extra],
+        );
+        let onbranch = list();
+        assert!(
+            onbranch
+                .keys
+                .iter()
+                .any(|k| k.starts_with("includeif.onbranch:")),
+            "{:?}",
+            onbranch.keys
+        );
+        assert!(!onbranch.holds_after_checkout(&wt));
+        git(
+            &d,
+            &["config", "--unset", "includeIf.onbranch:pipeline/**.path"],
+        );
+        assert!(list().holds_after_checkout(&wt));
+        let team = wt.join("team.gitconfig");
+        std::fs::write(&team, "[core]\n\tpager = cat\n").expect("write");
+        git(
+            &d,
+            &["config", "include.path", team.to_str().expect("utf-8")],
+        );
+        let inside = list();
+        assert!(
+            inside.files.iter().any(|f| f.ends_with("team.gitconfig")),
+            "{:?}",
+            inside.files
+        );
+        assert!(!inside.holds_after_checkout(&wt));
+    }
 
     /// A kept answer is used only under the binary's own key and when it is believed for that
     /// binary; otherwise git is asked again and the answer is kept in its place.

@@ -73,6 +73,8 @@ pub(crate) struct Workspace {
     /// What git ignores in the user's checkouts, listed while the worktree was made (for the
     /// guard's watches), by checkout.
     pub ignored_ahead: Vec<(PathBuf, crate::git::ignored::Ignored)>,
+    /// The slot's `git config --list`, taken while it was reset (see `Places::config_ahead`).
+    pub config_ahead: Option<(PathBuf, crate::git::config::Listing)>,
     /// git's signing settings, being read while the ship commit is made.
     pub signer_ahead: Option<crate::attest::sign::Ahead>,
     /// git's automatic maintenance after the ship commit, running while the run finishes.
@@ -202,6 +204,7 @@ impl<'a> Run<'a> {
                 place: crate::store::slots::Place::OwnFolder,
                 wt_watch: None,
                 ignored_ahead: Vec::new(),
+                config_ahead: None,
                 signer_ahead: None,
                 maintenance: None,
             },

@@ -54,12 +54,33 @@ impl Run<'_> {
         } else {
             Vec::new()
         };
-        let (added, ignored) = std::thread::scope(|s| {
+        // A reused slot's config is listed for the guard while the slot is reset, in the admin
+        // folder its pointer names (the guard takes the listing only if the reset kept that
+        // folder and the checkout cannot have changed what git reads).
+        let admin_ahead = match self.ws.place {
+            Place::Reused(_) => worktree::known_paths(
+                &self.ws.worktree,
+                &self.plan.target.repo.common_dir,
+                &self.plan.target.repo.hooks_dir,
+            )
+            .map(|p| p.git_dir),
+            _ => None,
+        };
+        let (added, ignored, config) = std::thread::scope(|s| {
             let listing = s.spawn(|| {
                 checkouts
                     .iter()
                     .filter_map(|c| Some((c.clone(), crate::git::ignored::Ignored::of(c).ok()?)))
                     .collect::<Vec<_>>()
+            });
+            let config = admin_ahead.map(|admin| {
+                let wt = &self.ws.worktree;
+                s.spawn(move || {
+                    let git = crate::git::Git::worktree(wt, &admin);
+                    crate::git::config::files_read(&git, wt)
+                        .ok()
+                        .map(|l| (admin, l))
+                })
             });
             let added = match self.ws.place {
                 Place::OwnFolder => {
@@ -69,9 +90,11 @@ impl Run<'_> {
                 Place::NewSlot(n) => self.make_slot(n, branch, checkout).map(|()| None),
                 Place::Reused(n) => self.reset_slot(n, branch, checkout),
             };
-            (added, listing.join().unwrap_or_default())
+            let config = config.and_then(|c| c.join().ok().flatten());
+            (added, listing.join().unwrap_or_default(), config)
         });
         self.ws.ignored_ahead = ignored;
+        self.ws.config_ahead = config;
         drop(guard);
         let known = match added {
             Ok(known) => known,
@@ -389,6 +412,7 @@ impl Run<'_> {
                 run_id: self.log.dir.id.clone(),
                 committer: self.plan.target.committer.clone(),
                 hooks_dir: Some(self.plan.target.repo.hooks_dir.clone()),
+                config_ahead: self.ws.config_ahead.take(),
             },
         )?);
         Ok(())

@@ -129,6 +129,9 @@ pub struct Places {
     pub committer: Option<String>,
     /// The repository's hooks folder, when already known.
     pub hooks_dir: Option<PathBuf>,
+    /// `git config --list` of the worktree, taken while its checkout was being reset (for the
+    /// admin folder it names): used where the checkout cannot have changed it.
+    pub config_ahead: Option<(PathBuf, crate::git::config::Listing)>,
 }
 
 /// What a checkout looked like, or what changed in it since the last look.
@@ -278,7 +281,7 @@ const KEEP_LIMIT: u64 = 1024 * 1024;
 
 impl Guard {
     /// Arm a guard: find once what every fingerprint will look at.
-    pub fn new(p: Places) -> Result<Guard> {
+    pub fn new(mut p: Places) -> Result<Guard> {
         let mut checkout_git_dirs = Vec::new();
         for (i, c) in p.checkouts.iter().enumerate() {
             checkout_git_dirs.push(match p.known_git_dirs.get(i).cloned().flatten() {
@@ -291,7 +294,8 @@ impl Guard {
             None => crate::git::repo::hooks_dir(&p.repo)?,
         };
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
-        let (config_files, filter_driver, maintenance_configured) = config_files(&p)?;
+        let ahead = p.config_ahead.take();
+        let (config_files, filter_driver, maintenance_configured) = config_files(&p, ahead)?;
         tracing::trace!("guard: config files listed");
         let (watches, ignored) = watch_checkouts(&p, &checkout_git_dirs)?;
         tracing::trace!("guard: checkouts watched");
@@ -1053,18 +1057,28 @@ impl Guard {
 
 /// Where git reads configuration from for the run: what it lists now, and the standard places
 /// where a new file would be read (global, XDG, system, the repository's and the worktree's).
-fn config_files(p: &Places) -> Result<(Vec<PathBuf>, bool, bool)> {
-    let dir = if p.worktree.exists() {
-        Git::worktree(&p.worktree, &p.worktree_git_dir)
-    } else {
-        p.repo.clone()
+fn config_files(
+    p: &Places,
+    ahead: Option<(PathBuf, crate::git::config::Listing)>,
+) -> Result<(Vec<PathBuf>, bool, bool)> {
+    let listing = match ahead {
+        Some((admin, listing))
+            if admin == p.worktree_git_dir && listing.holds_after_checkout(&p.worktree) =>
+        {
+            listing
+        }
+        _ => {
+            let (dir, base) = if p.worktree.exists() {
+                (
+                    Git::worktree(&p.worktree, &p.worktree_git_dir),
+                    p.worktree.clone(),
+                )
+            } else {
+                (p.repo.clone(), p.common_dir.clone())
+            };
+            crate::git::config::files_read(&dir, &base)?
+        }
     };
-    let base = if p.worktree.exists() {
-        p.worktree.clone()
-    } else {
-        p.common_dir.clone()
-    };
-    let listing = crate::git::config::files_read(&dir, &base)?;
     let filter_driver = listing.has_filter_driver();
     let maintenance_configured = listing
         .keys

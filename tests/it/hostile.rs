@@ -76,6 +76,42 @@ fn planting_git_config_and_hooks_through_the_worktree_is_caught_and_undone() {
     );
 }
 
+/// A reused slot's config is listed while the slot is reset, before any agent runs: a file that
+/// listing found (here one the repository's config includes) is watched like any other, and a
+/// step that writes to it is caught.
+#[test]
+fn a_config_file_included_for_a_reused_slot_is_watched() {
+    let repo = TestRepo::new();
+    let team = repo.root().join("team.gitconfig");
+    std::fs::write(&team, "[core]\n\tpager = cat\n").expect("team config");
+    repo.git(&["config", "include.path", team.to_str().expect("utf-8")]);
+    repo.agents(
+        &["*:write:src/first.rs:x"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+    arm(
+        &repo,
+        &format!(
+            "*:run:printf '[core]\\n\\thooksPath = /tmp/evil\\n' >> {}",
+            team.display()
+        ),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(1);
+    let r = out.json();
+    assert_eq!(r["reason"], "containment", "{}", out.stderr);
+    assert_eq!(r["commit"], Value::Null);
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.contains("git config"), "{error}");
+    assert!(
+        out.stderr.contains("worktree slot 0: reset"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// `core.fsmonitor` names a program git runs on every status; `core.untrackedCache` would let
 /// a stale cache hide files. Set from the worktree, both land in the shared config: caught, put
 /// back, and the planted program never runs for git-pipeline's own snapshots.
