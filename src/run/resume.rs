@@ -68,7 +68,11 @@ pub async fn resume(
     launch: &dyn crate::run::launch::Launch,
 ) -> Result<Outcome> {
     let mut run = Run::from_record(plan, ui, dir, rec, launch)?;
+    // The commit was made and the worktree already put away (the process stopped, or the note
+    // failed, after that): only the attestation is left, which needs no worktree.
+    let put_away = run.log.rec.worktree.is_none() && run.committed_on_its_branch()?;
     match run.slot_in_record() {
+        _ if put_away => {}
         // Its own slot, which it left when it stopped.
         Some(n) => run.retake_slot(n)?,
         // Stopped before its worktree was made: it takes a slot as a new run does.
@@ -99,7 +103,7 @@ pub async fn resume(
             None => "from the start".to_owned(),
         }
     ));
-    let ending = match run.reattach() {
+    let ending = match if put_away { Ok(()) } else { run.reattach() } {
         Ok(()) => {
             let driven = run.drive(&mut cancel).await;
             run.ending_of(driven, &cancel)
@@ -117,6 +121,21 @@ pub async fn resume(
 }
 
 impl<'a> Run<'a> {
+    /// Whether the record's checkpoint is the commit made and the run's branch still points at
+    /// it.
+    fn committed_on_its_branch(&self) -> Result<bool> {
+        let Some(crate::store::record::Checkpoint::Committed { commit, .. }) =
+            &self.log.rec.resume.checkpoint
+        else {
+            return Ok(false);
+        };
+        let Some(branch) = &self.ws.branch else {
+            return Ok(false);
+        };
+        let tip = crate::git::objects::ref_value(&self.ws.repo, &branch.full())?;
+        Ok(tip.as_deref() == Some(commit.as_str()))
+    }
+
     /// The run as its record left it.
     pub fn from_record(
         plan: &'a RunPlan,

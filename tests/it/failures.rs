@@ -592,10 +592,24 @@ fn a_stale_notes_lock_is_named_and_resume_finishes_after_it_is_removed() {
         "{}",
         out.stderr
     );
+    // The note is written while the worktree is put away: the slot went back to the pool
+    // with the commit made, so the resume attests it without taking a worktree.
+    assert!(
+        repo.busy_worktrees().is_empty(),
+        "{:?}",
+        repo.busy_worktrees()
+    );
     std::fs::remove_file(&lock).expect("remove the lock");
     let out = repo.pipeline(&["resume", "--json", &id]);
     out.assert_code(0);
     let commit = out.json()["commit"].as_str().expect("commit").to_owned();
     repo.pipeline(&["verify", &format!("{commit}^..{commit}")])
         .assert_code(0);
+    assert!(
+        repo.busy_worktrees().is_empty(),
+        "{:?}",
+        repo.busy_worktrees()
+    );
+    assert_eq!(repo.linked_worktrees().len(), 1, "one slot, not a second");
+    assert_eq!(repo.pipeline_branches().len(), 1);
 }

@@ -178,6 +178,51 @@ pub fn attest(
     sign: SignMode,
     ahead: Option<crate::attest::sign::Ahead>,
 ) -> Result<Signed> {
+    let (note, signed) = note_of(statement, sign, ahead, repo);
+    objects::add_note(repo, attest::NOTES_REF, commit, &note)?;
+    Ok(signed)
+}
+
+/// [`attest`], with the note written by a thread of its own: the caller joins it.
+fn attest_on_thread(
+    repo: &Git,
+    commit: &str,
+    statement: &Statement,
+    sign: SignMode,
+    ahead: Option<crate::attest::sign::Ahead>,
+) -> PendingNote {
+    let (note, signed) = note_of(statement, sign, ahead, repo);
+    let (repo, commit) = (repo.clone(), commit.to_owned());
+    PendingNote {
+        writing: std::thread::spawn(move || {
+            objects::add_note(&repo, attest::NOTES_REF, &commit, &note)
+        }),
+        signed,
+    }
+}
+
+/// An attestation note being written.
+struct PendingNote {
+    writing: std::thread::JoinHandle<Result<()>>,
+    signed: Signed,
+}
+
+impl PendingNote {
+    fn finish(self) -> Result<Signed> {
+        self.writing
+            .join()
+            .map_err(|_| Error::other("writing the attestation note stopped"))??;
+        Ok(self.signed)
+    }
+}
+
+/// The note's text (the statement, signed where it can be) and how it was signed.
+fn note_of(
+    statement: &Statement,
+    sign: SignMode,
+    ahead: Option<crate::attest::sign::Ahead>,
+    repo: &Git,
+) -> (String, Signed) {
     let payload = statement.to_json();
     let (note, signed) = match sign {
         SignMode::Off => (payload.clone(), Signed::Off),
@@ -193,8 +238,7 @@ pub fn attest(
             },
         },
     };
-    objects::add_note(repo, attest::NOTES_REF, commit, &format!("{note}\n"))?;
-    Ok(signed)
+    (format!("{note}\n"), signed)
 }
 
 /// How an attestation was signed.
@@ -357,27 +401,43 @@ impl Run<'_> {
         rounds: u32,
     ) -> Result<&'static str> {
         let statement = self.attestation(commit, tree, rounds);
-        Ok(
-            match attest(
-                &self.ws.repo,
-                commit,
-                &statement,
-                self.plan.landing.sign,
-                self.ws.signer_ahead.take(),
-            )? {
-                Signed::With(how) => {
-                    self.details.push(format!("attestation signed with {how}"));
-                    "attested, signed"
-                }
-                Signed::Off | Signed::NoKey => "attested",
-                Signed::Failed(why) => {
-                    self.ui.warn(format!(
-                        "the attestation could not be signed, so it is unsigned: {why}"
-                    ));
-                    "attested, unsigned"
-                }
-            },
+        let signed = attest(
+            &self.ws.repo,
+            commit,
+            &statement,
+            self.plan.landing.sign,
+            self.ws.signer_ahead.take(),
+        )?;
+        Ok(self.attested(signed))
+    }
+
+    /// [`Run::write_attestation`], the note written on a thread while the caller goes on.
+    fn start_attestation(&mut self, commit: &Oid, tree: &TreeId, rounds: u32) -> PendingNote {
+        let statement = self.attestation(commit, tree, rounds);
+        attest_on_thread(
+            &self.ws.repo,
+            commit,
+            &statement,
+            self.plan.landing.sign,
+            self.ws.signer_ahead.take(),
         )
+    }
+
+    /// How the attestation was signed, in the ship line's words (a failed signing is warned).
+    fn attested(&mut self, signed: Signed) -> &'static str {
+        match signed {
+            Signed::With(how) => {
+                self.details.push(format!("attestation signed with {how}"));
+                "attested, signed"
+            }
+            Signed::Off | Signed::NoKey => "attested",
+            Signed::Failed(why) => {
+                self.ui.warn(format!(
+                    "the attestation could not be signed, so it is unsigned: {why}"
+                ));
+                "attested, unsigned"
+            }
+        }
     }
 
     /// Commit `tree` (the scratch index holds it), attest it, remove the worktree, and for
@@ -473,7 +533,10 @@ impl Run<'_> {
             .as_ref()
             .map(|b| b.to_string())
             .unwrap_or_default();
-        let attested = self.write_attestation(&commit, tree, self.log.rec.verification.rounds)?;
+        // The note is written while the worktree is put away: the two touch different refs (a
+        // slot's HEAD, or the removed worktree's), and a note that fails still fails the run,
+        // which a resume finishes from the commit.
+        let note = self.start_attestation(&commit, tree, self.log.rec.verification.rounds);
         if self.plan.landing.agent_trace
             && let Err(e) = self.write_agent_trace(&commit)
         {
@@ -481,7 +544,6 @@ impl Run<'_> {
             self.ui
                 .warn(format!("the Agent Trace record could not be written: {e}"));
         }
-        self.log.rec.commit = Some(commit.clone());
         // From here the work is shipped: what fails now is reported, never rolled back.
         match self.put_away_worktree() {
             Ok(()) => self.log.rec.worktree = None,
@@ -495,9 +557,12 @@ impl Run<'_> {
                 ));
             }
         }
+        let attested = note.finish();
         if let Some(m) = self.ws.maintenance.take() {
             let _ = m.join();
         }
+        let attested = self.attested(attested?);
+        self.log.rec.commit = Some(commit.clone());
         let short = &commit[..commit.len().min(12)];
         self.log.rec.stages.push(StageRecord {
             stage: StageName::Ship,
