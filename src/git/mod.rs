@@ -15,6 +15,7 @@ pub mod diff;
 mod files_refs;
 pub mod history;
 pub mod ignored;
+mod index_file;
 pub mod maintenance;
 pub mod merge;
 pub mod notes;
@@ -28,6 +29,7 @@ pub mod snapshot;
 pub mod status;
 pub mod submodules;
 mod tree_diff;
+pub mod tree_write;
 pub mod worktree;
 
 #[cfg(test)]

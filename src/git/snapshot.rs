@@ -36,6 +36,17 @@ pub struct Snapshotter {
     refreshed: std::cell::Cell<bool>,
     /// Snapshots taken so far: a one-off snapshot gains nothing from a refresh.
     taken: std::cell::Cell<u32>,
+    /// Where trees are written without `git write-tree` ([`super::tree_write`]), when the
+    /// repository's objects are written the default way.
+    trees_here: Option<TreesHere>,
+}
+
+/// The repository handle whose object reader confirms existing trees, its objects folder and
+/// the length of its object ids.
+struct TreesHere {
+    repo: Git,
+    objects: PathBuf,
+    hash_len: usize,
 }
 
 fn copy_mtime(from: &Path, to: &Path) -> Result<()> {
@@ -58,7 +69,20 @@ impl Snapshotter {
             scratch,
             refreshed: std::cell::Cell::new(false),
             taken: std::cell::Cell::new(0),
+            trees_here: None,
         }
+    }
+
+    /// Write snapshot trees in-process from now on, through `repo` (a `--git-dir` handle whose
+    /// reader is kept) into `common_dir`'s objects, for ids as long as `base` (SHA-1 or
+    /// SHA-256), when git would write them the default way (`plain`:
+    /// [`super::tree_write::objects_plain`]).
+    pub fn write_trees_here(&mut self, repo: &Git, common_dir: &Path, base: &str, plain: bool) {
+        self.trees_here = plain.then(|| TreesHere {
+            repo: repo.clone(),
+            objects: common_dir.join("objects"),
+            hash_len: base.len() / 2,
+        });
     }
 
     /// Git for the worktree, with its git dir named explicitly.
@@ -109,6 +133,12 @@ impl Snapshotter {
         }
         self.taken.set(self.taken.get() + 1);
         self.add_all()?;
+        if let Some(t) = &self.trees_here
+            && let Some(tree) =
+                super::tree_write::write_tree(&t.repo, &self.scratch, &t.objects, t.hash_len)
+        {
+            return Ok(tree);
+        }
         let out = self.run_ours(&["write-tree"])?;
         Ok(TreeId::from_git(String::from_utf8_lossy(&out).trim()))
     }

@@ -28,6 +28,15 @@ impl Run<'_> {
             self.log.dir.scratch("index")?,
         ));
         self.arm_guard(&wt_paths.git_dir)?;
+        let plain = self.ws.guard.as_ref().is_some_and(|g| g.objects_plain());
+        if let Some(snap) = &mut self.ws.snap {
+            snap.write_trees_here(
+                &self.ws.repo,
+                &self.plan.target.repo.common_dir,
+                self.plan.target.base.as_str(),
+                plain,
+            );
+        }
         Ok(wt_paths)
     }
 

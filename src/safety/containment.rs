@@ -63,6 +63,8 @@ pub struct Guard {
     filter_driver: bool,
     /// Whether any of git's `gc.*` or `maintenance.*` settings is set for the worktree.
     maintenance_configured: bool,
+    /// Whether git writes loose objects the default way for the worktree (no settings change it).
+    objects_plain: bool,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
     /// Other runs' records as last read, by stamp (see [`record_copies`]).
@@ -295,7 +297,12 @@ impl Guard {
         };
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let ahead = p.config_ahead.take();
-        let (config_files, filter_driver, maintenance_configured) = config_files(&p, ahead)?;
+        let ConfigFacts {
+            files: config_files,
+            filter_driver,
+            maintenance_configured,
+            objects_plain,
+        } = config_files(&p, ahead)?;
         tracing::trace!("guard: config files listed");
         let (watches, ignored) = watch_checkouts(&p, &checkout_git_dirs)?;
         tracing::trace!("guard: checkouts watched");
@@ -309,6 +316,7 @@ impl Guard {
             config_files,
             filter_driver,
             maintenance_configured,
+            objects_plain,
             sound_tip: std::sync::Mutex::new(None),
             records_seen: std::sync::Mutex::new(BTreeMap::new()),
             marked_name,
@@ -325,6 +333,12 @@ impl Guard {
     /// (with none, [`crate::git::maintenance::due`] is git's own test).
     pub fn maintenance_configured(&self) -> bool {
         self.maintenance_configured
+    }
+
+    /// Whether git writes loose objects the default way for the worktree, as the guard's config
+    /// listing says ([`crate::git::tree_write::objects_plain`]).
+    pub fn objects_plain(&self) -> bool {
+        self.objects_plain
     }
 
     /// The committer name the run's agents and gates get: the user's, marked with the run id, so
@@ -1057,10 +1071,18 @@ impl Guard {
 
 /// Where git reads configuration from for the run: what it lists now, and the standard places
 /// where a new file would be read (global, XDG, system, the repository's and the worktree's).
+/// What the guard learns from the worktree's config listing.
+struct ConfigFacts {
+    files: Vec<PathBuf>,
+    filter_driver: bool,
+    maintenance_configured: bool,
+    objects_plain: bool,
+}
+
 fn config_files(
     p: &Places,
     ahead: Option<(PathBuf, crate::git::config::Listing)>,
-) -> Result<(Vec<PathBuf>, bool, bool)> {
+) -> Result<ConfigFacts> {
     let listing = match ahead {
         Some((admin, listing))
             if admin == p.worktree_git_dir && listing.holds_after_checkout(&p.worktree) =>
@@ -1084,6 +1106,7 @@ fn config_files(
         .keys
         .iter()
         .any(|k| k.starts_with("gc.") || k.starts_with("maintenance."));
+    let objects_plain = crate::git::tree_write::objects_plain(&listing.keys);
     let mut files = listing.files;
     let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
     let home = env_path("HOME").unwrap_or_default();
@@ -1107,7 +1130,12 @@ fn config_files(
     files.push(p.worktree_git_dir.join("config.worktree"));
     files.sort();
     files.dedup();
-    Ok((files, filter_driver, maintenance_configured))
+    Ok(ConfigFacts {
+        files,
+        filter_driver,
+        maintenance_configured,
+        objects_plain,
+    })
 }
 
 /// The committer name a run's steps get.
