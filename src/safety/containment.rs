@@ -65,6 +65,8 @@ pub struct Guard {
     maintenance_configured: bool,
     /// Whether git writes loose objects the default way for the worktree (no settings change it).
     objects_plain: bool,
+    /// Whether the config may set up signing (see [`Guard::signing_configured`]).
+    signing_configured: bool,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
     /// Other runs' records as last read, by stamp (see [`record_copies`]).
@@ -302,6 +304,7 @@ impl Guard {
             filter_driver,
             maintenance_configured,
             objects_plain,
+            signing_configured,
         } = config_files(&p, ahead)?;
         tracing::trace!("guard: config files listed");
         let (watches, ignored) = watch_checkouts(&p, &checkout_git_dirs)?;
@@ -317,6 +320,7 @@ impl Guard {
             filter_driver,
             maintenance_configured,
             objects_plain,
+            signing_configured,
             sound_tip: std::sync::Mutex::new(None),
             records_seen: std::sync::Mutex::new(BTreeMap::new()),
             marked_name,
@@ -339,6 +343,13 @@ impl Guard {
     /// listing says ([`crate::git::tree_write::objects_plain`]).
     pub fn objects_plain(&self) -> bool {
         self.objects_plain
+    }
+
+    /// Whether git's config may set up signing for the repository: a `gpg.*` or
+    /// `user.signingKey` setting, or a conditional include (whose condition can differ between
+    /// the worktree and the repository). Without any, git has no signing key.
+    pub fn signing_configured(&self) -> bool {
+        self.signing_configured
     }
 
     /// The committer name the run's agents and gates get: the user's, marked with the run id, so
@@ -1077,6 +1088,7 @@ struct ConfigFacts {
     filter_driver: bool,
     maintenance_configured: bool,
     objects_plain: bool,
+    signing_configured: bool,
 }
 
 fn config_files(
@@ -1107,6 +1119,10 @@ fn config_files(
         .iter()
         .any(|k| k.starts_with("gc.") || k.starts_with("maintenance."));
     let objects_plain = crate::git::tree_write::objects_plain(&listing.keys);
+    let signing_configured = listing
+        .keys
+        .iter()
+        .any(|k| k.starts_with("gpg.") || k == "user.signingkey" || k.starts_with("includeif."));
     let mut files = listing.files;
     let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
     let home = env_path("HOME").unwrap_or_default();
@@ -1135,6 +1151,7 @@ fn config_files(
         filter_driver,
         maintenance_configured,
         objects_plain,
+        signing_configured,
     })
 }
 

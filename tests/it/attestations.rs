@@ -176,6 +176,38 @@ fn signing_repo(remote: &Remote) -> PathBuf {
     allowed
 }
 
+/// Without a `gpg.*` or `user.signingKey` setting the ship starts no git process to ask for a
+/// key; a conditional include is a setting too. Here the key is set only in a file included for
+/// the repository's own git dir (`gitdir:` without a trailing slash matches it exactly, never a
+/// worktree's admin folder): the attestation is still signed.
+#[test]
+fn a_signing_key_set_through_a_conditional_include_still_signs() {
+    if tool("ssh-keygen").is_none() {
+        return;
+    }
+    let remote = Remote::new();
+    let repo = &remote.repo;
+    let (key, _) = ssh_key(repo, "alice");
+    let included = repo.root().join("signing.gitconfig");
+    std::fs::write(
+        &included,
+        format!(
+            "[gpg]\n\tformat = ssh\n[user]\n\tsigningKey = {}\n",
+            key.display()
+        ),
+    )
+    .expect("included config");
+    let git_dir = repo.path.join(".git").canonicalize().expect("git dir");
+    repo.git(&[
+        "config",
+        &format!("includeIf.gitdir:{}.path", git_dir.display()),
+        &included.to_string_lossy(),
+    ]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("(attested, signed)"), "{}", out.stderr);
+}
+
 /// Sign `payload` as a DSSE envelope with `key`, as an attacker with their own key would.
 fn envelope_signed_by(repo: &TestRepo, key: &Path, payload: &str) -> String {
     use base64::Engine;

@@ -456,7 +456,17 @@ impl Run<'_> {
         let branch_ref = branch.full();
         if self.plan.landing.sign == SignMode::Auto {
             let repo = self.ws.repo.clone();
-            self.ws.signer_ahead = Some(std::thread::spawn(move || Signer::from_git(&repo)));
+            // Where the guard's config listing has nothing that could set up signing, git has
+            // no key, and no git process is started to ask.
+            let asked = self
+                .ws
+                .guard
+                .as_ref()
+                .is_none_or(|g| g.signing_configured());
+            self.ws.signer_ahead = Some(std::thread::spawn(move || match asked {
+                true => Signer::from_git(&repo),
+                false => Ok(None),
+            }));
         }
         self.ws
             .snap
