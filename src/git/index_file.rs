@@ -63,17 +63,26 @@ impl<'a> Cursor<'a> {
         Some(&rest[..n])
     }
 
-    /// v4's offset: a big-endian base-128 number where each continuation adds one.
+    /// v4's offset: a big-endian base-128 number where each continuation adds one (git's
+    /// `decode_varint`, which gives up where the value would overflow).
     fn varint(&mut self) -> Option<usize> {
         let mut b = *self.take(1)?.first()?;
         let mut value = usize::from(b & 0x7f);
         while b & 0x80 != 0 {
+            value = value.checked_add(1)?;
+            if value >> (usize::BITS - 7) != 0 {
+                return None;
+            }
             b = *self.take(1)?.first()?;
-            value = value.checked_add(1)?.checked_shl(7)? | usize::from(b & 0x7f);
+            value = (value << 7) | usize::from(b & 0x7f);
         }
         Some(value)
     }
 }
+
+/// The longest path read (git's own are bounded by the filesystem's, a few KiB): a crafted v4
+/// index could otherwise grow each name from the last.
+const MAX_PATH: usize = 64 * 1024;
 
 /// Parse `bytes` (a whole index file) whose object ids are `hash_len` bytes long.
 pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
@@ -105,8 +114,10 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
                 return None;
             }
             let more = c.u16()?;
-            if more & 0x2000 != 0 {
-                return None; // intent-to-add: not in a tree, git decides
+            // Intent-to-add is not in a tree (git decides); a bit other than it and
+            // skip-worktree is one git itself refuses.
+            if more & 0x2000 != 0 || more & !0x6000 != 0 {
+                return None;
             }
         }
         let path = if version == 4 {
@@ -123,7 +134,10 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
             c.take(padded - used)?;
             path
         };
+        let named = usize::from(flags & 0x0fff);
         if !matches!(mode, FILE | EXECUTABLE | SYMLINK | GITLINK)
+            || named != path.len().min(0x0fff)
+            || path.len() > MAX_PATH
             || path.is_empty()
             || path.first() == Some(&b'/')
             || path.last() == Some(&b'/')
@@ -143,11 +157,12 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
             b"TREE" => {
                 let mut t = Cursor { bytes: data, at: 0 };
                 let root = cache_tree_node(&mut t, hash_len, 0)?;
-                cache_tree = (t.at == data.len()).then_some(root);
+                // git ignores a cache tree whose root has a name.
+                cache_tree = (t.at == data.len() && root.name.is_empty()).then_some(root);
             }
-            // A required extension (lower-case first letter: `link` of a split index, `sdir`
-            // of a sparse one) changes what the entries mean.
-            s if s[0].is_ascii_lowercase() => return None,
+            // A required extension (any signature not starting with A-Z: `link` of a split
+            // index, `sdir` of a sparse one) changes what the entries mean.
+            s if !s[0].is_ascii_uppercase() => return None,
             _ => {}
         }
     }
@@ -173,9 +188,13 @@ fn cache_tree_node(c: &mut Cursor, hash_len: usize, depth: usize) -> Option<Cach
         Ok(entries) => Some((entries, c.take(hash_len)?.to_vec())),
         Err(_) => None,
     };
-    let mut children = Vec::with_capacity(subtrees.min(1024));
+    let mut children: Vec<CacheTree> = Vec::with_capacity(subtrees.min(1024));
     for _ in 0..subtrees {
-        children.push(cache_tree_node(c, hash_len, depth + 1)?);
+        let child = cache_tree_node(c, hash_len, depth + 1)?;
+        if children.iter().any(|n| n.name == child.name) {
+            return None; // git stops on it ("internal error")
+        }
+        children.push(child);
     }
     Some(CacheTree {
         name,

@@ -5,10 +5,14 @@
 //! format and order); folders the cache tree still holds valid are taken from it, as git does,
 //! once the kept reader confirms their trees exist. New trees are written as loose objects the
 //! way git writes them by default (a temp file in the object's folder, linked into place, not
-//! fsynced). Anything else is git's: `None` whenever the index is one this reader does not
-//! fully understand ([`super::index_file`]), the repository's objects are set up differently
-//! ([`Plain`]), or the reader is unavailable. The ship's `git commit` makes its tree from the
-//! same index itself, and a tree that differs from the approved one is never attested.
+//! fsynced); as git does, the blobs the new trees name must exist, and an existing tree is
+//! freshened. The cache tree is not written back into the index: a later snapshot rebuilds the
+//! folders `git add` invalidated.
+//!
+//! Anything else is git's: `None` whenever the index is one this reader does not fully
+//! understand ([`super::index_file`]), the repository's objects are set up differently
+//! ([`objects_plain`]), or the reader is unavailable. The ship's `git commit` makes its tree from
+//! the same index itself, and a commit whose tree is not the approved one is never attested.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,14 +24,18 @@ use super::{Git, TreeId};
 
 /// Whether git writes this repository's loose objects the default way, by the keys of `git
 /// config --list` (lower-case): no `core.fsync` or `core.fsyncObjectFiles` asking for them to be
-/// synced, no `core.sharedRepository` permissions, no second object format to record; and no
-/// `GIT_OBJECT_DIRECTORY` elsewhere.
+/// synced, no `core.sharedRepository` permissions, no second object format to record, not a
+/// partial clone; and no `GIT_OBJECT_DIRECTORY` elsewhere.
 pub fn objects_plain(keys: &[String]) -> bool {
     std::env::var_os("GIT_OBJECT_DIRECTORY").is_none()
         && !keys.iter().any(|k| {
             k.starts_with("core.fsync")
                 || k == "core.sharedrepository"
                 || k == "extensions.compatobjectformat"
+                // A partial clone: the kept reader would fetch an id it does not have (a
+                // tree about to be written) from the promisor remote; git write-tree never does.
+                || k == "extensions.partialclone"
+                || (k.starts_with("remote.") && k.ends_with(".promisor"))
         })
 }
 
@@ -42,8 +50,13 @@ struct Build<'a> {
     made: Vec<NewTree>,
     /// Tree ids taken from the cache tree, to confirm before use.
     reused: Vec<Vec<u8>>,
+    /// Blob ids the new trees name, to confirm exist (as git does for the trees it rebuilds).
+    blobs: Vec<Vec<u8>>,
     entries: &'a [Entry],
 }
+
+/// git's limit on tree depth (`core.maxTreeDepth`'s default).
+const MAX_DEPTH: usize = 2048;
 
 /// The tree of the index at `index_path`, with its new trees written into `objects_dir`, in a
 /// repository whose object ids are `hash_len` bytes (20: SHA-1, 32: SHA-256). `None`: ask git.
@@ -56,36 +69,68 @@ pub(in crate::git) fn write_tree(
     if hash_len != 20 && hash_len != 32 {
         return None;
     }
-    let bytes = std::fs::read(index_path).ok()?;
+    let bytes = read_regular(index_path)?;
     let index = index_file::parse(&bytes, hash_len)?;
     let mut build = Build {
         hash_len,
         made: Vec::new(),
         reused: Vec::new(),
+        blobs: Vec::new(),
         entries: &index.entries,
     };
-    let root = build.tree(0..index.entries.len(), 0, index.cache_tree.as_ref())?;
-    // One round trip for every tree the result names that may already exist.
+    let root = build.tree(0..index.entries.len(), 0, index.cache_tree.as_ref(), 0)?;
+    // One round trip for every object the result names that must exist, or may already.
     let names: Vec<String> = build
         .reused
         .iter()
+        .chain(&build.blobs)
         .chain(build.made.iter().map(|t| &t.oid))
         .map(|o| hex(o))
         .collect();
     let found = super::batch::lookup(repo, &names, false).ok()??;
-    let (reused, made) = found.split_at(build.reused.len());
+    let (reused, rest) = found.split_at(build.reused.len());
+    let (blobs, made) = rest.split_at(build.blobs.len());
     if reused
         .iter()
         .any(|f| f.as_ref().is_none_or(|o| o.kind != "tree"))
     {
         return None; // a cache tree naming a tree that is gone: git rebuilds it
     }
+    if blobs.iter().any(Option::is_none) {
+        return None; // an entry naming a missing object: git says which
+    }
     for (tree, exists) in build.made.iter().zip(made) {
-        if exists.is_none() {
+        // An existing tree is freshened, as git does, so that a gc does not prune it before
+        // a ref names it; a packed one is written loose again.
+        if exists.is_none() || !freshen_loose(objects_dir, &tree.oid) {
             write_loose(objects_dir, &tree.oid, b"tree", &tree.content).ok()?;
         }
     }
     Some(TreeId::from_git(hex(&root)))
+}
+
+/// The index file's bytes, if it is a regular file (never a device or a pipe put in its place),
+/// read no further than its size.
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(meta.len()).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Set a loose object's time to now; false when it is not a loose object here.
+fn freshen_loose(objects_dir: &Path, oid: &[u8]) -> bool {
+    let name = hex(oid);
+    std::fs::File::options()
+        .write(true)
+        .open(objects_dir.join(&name[..2]).join(&name[2..]))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .is_ok()
 }
 
 impl Build<'_> {
@@ -96,7 +141,11 @@ impl Build<'_> {
         range: std::ops::Range<usize>,
         prefix: usize,
         cache: Option<&CacheTree>,
+        depth: usize,
     ) -> Option<Vec<u8>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         if let Some((count, oid)) = cache.and_then(|c| c.valid.as_ref())
             && *count == range.len()
             && oid.len() == self.hash_len
@@ -118,6 +167,12 @@ impl Build<'_> {
                         GITLINK => b"160000",
                         _ => return None,
                     };
+                    if e.mode != GITLINK {
+                        if e.oid.iter().all(|b| *b == 0) {
+                            return None; // the null id: git refuses it
+                        }
+                        self.blobs.push(e.oid.clone());
+                    }
                     push_entry(&mut content, mode, rest, &e.oid);
                     i += 1;
                 }
@@ -125,11 +180,20 @@ impl Build<'_> {
                     let name = &rest[..slash];
                     let child_prefix = prefix + slash + 1;
                     let folder = &self.entries[i].path[..child_prefix];
+                    // A file of the folder's name beside it: git refuses such an index.
+                    let as_file = &folder[..folder.len() - 1];
+                    if self
+                        .entries
+                        .binary_search_by(|e| e.path.as_slice().cmp(as_file))
+                        .is_ok()
+                    {
+                        return None;
+                    }
                     let end = (i..range.end)
                         .find(|&j| !self.entries[j].path.starts_with(folder))
                         .unwrap_or(range.end);
                     let child = cache.and_then(|c| c.children.iter().find(|n| n.name == name));
-                    let oid = self.tree(i..end, child_prefix, child)?;
+                    let oid = self.tree(i..end, child_prefix, child, depth + 1)?;
                     push_entry(&mut content, b"40000", name, &oid);
                     i = end;
                 }
@@ -185,7 +249,11 @@ fn write_loose(objects_dir: &Path, oid: &[u8], kind: &[u8], content: &[u8]) -> s
     use std::os::unix::fs::OpenOptionsExt;
     let name = hex(oid);
     let dir = objects_dir.join(&name[..2]);
-    std::fs::create_dir_all(&dir)?;
+    // Only the fan-out folder, as git: a missing objects folder is not made again here.
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     let tmp = dir.join(format!("tmp_obj_{}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
         let file = std::fs::OpenOptions::new()
@@ -459,7 +527,52 @@ mod tests {
             "split index"
         );
         assert!(objects_plain(&[]));
-        assert!(!objects_plain(&["core.fsync".to_owned()]));
-        assert!(!objects_plain(&["core.sharedrepository".to_owned()]));
+        for key in [
+            "core.fsync",
+            "core.sharedrepository",
+            "extensions.partialclone",
+            "remote.origin.promisor",
+        ] {
+            assert!(!objects_plain(&[key.to_owned()]), "{key}");
+        }
+    }
+
+    /// As git: an entry naming a missing blob is refused (left to git, which names it), an
+    /// index that is not a regular file is never read, and a tree that already exists is
+    /// freshened, not left for a gc to prune before a ref names it.
+    #[test]
+    fn missing_blobs_devices_and_existing_trees_are_handled_as_git_does() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path();
+        git(d, &["init", "-q", "-b", "main"]);
+        std::fs::write(d.join("f"), "f\n").expect("write");
+        git(d, &["add", "f"]);
+        let repo = Git::at_git_dir(d.join(".git"));
+        let (index, objects) = (d.join(".git/index"), d.join(".git/objects"));
+        let tree = write_tree(&repo, &index, &objects, 20).expect("written");
+        let loose = |id: &str| objects.join(&id[..2]).join(&id[2..]);
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        std::fs::File::options()
+            .write(true)
+            .open(loose(tree.as_str()))
+            .and_then(|f| f.set_modified(old))
+            .expect("age the tree");
+        assert_eq!(write_tree(&repo, &index, &objects, 20), Some(tree.clone()));
+        let mtime = std::fs::metadata(loose(tree.as_str()))
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(mtime > old, "freshened");
+        let blob = text(&git(d, &["rev-parse", ":f"]));
+        std::fs::remove_file(loose(&blob)).expect("remove the blob");
+        assert!(
+            write_tree(&repo, &index, &objects, 20).is_none(),
+            "missing blob"
+        );
+        let device = d.join("index-device");
+        std::os::unix::fs::symlink("/dev/zero", &device).expect("symlink");
+        assert!(
+            write_tree(&repo, &device, &objects, 20).is_none(),
+            "a device"
+        );
     }
 }
