@@ -359,16 +359,7 @@ mod tests {
             Some(text(&d, &["rev-parse", "HEAD"]))
         );
         let linked = tmp.path().join("linked");
-        git(
-            &d,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                linked.to_str().expect("utf-8"),
-            ],
-        );
+        crate::git::testing::add_detached_worktree(&d, &linked);
         let other = crate::git::Repo::discover_reading(&linked).expect("found");
         assert_ne!(other.git_dir, other.common_dir);
         assert_eq!(

@@ -259,16 +259,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = crate::git::testing::repo_with_a_commit(tmp.path(), "repo");
         let wt = tmp.path().join("slot");
-        git(
-            &d,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                wt.to_str().expect("utf-8"),
-            ],
-        );
+        crate::git::testing::add_detached_worktree(&d, &wt);
         let list = || files_read(&Git::in_dir(&wt), &wt).expect("listing");
         assert!(list().holds_after_checkout(&wt));
         std::fs::write(tmp.path().join("extra"), "[user]\n\tname = other\n").expect("write");

@@ -276,14 +276,7 @@ mod tests {
     use crate::git::testing::git;
     use proptest::prelude::*;
 
-    /// What a commit's files are: path, and what is there (`None`: absent).
-    #[derive(Debug, Clone)]
-    enum File {
-        Text(u8),
-        Exec(u8),
-        Link(u8),
-        Submodule,
-    }
+    use crate::git::testing::TestFile as File;
 
     fn path() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
@@ -301,55 +294,14 @@ mod tests {
         ]
     }
 
-    /// Write `files` as the next commit's whole tree (a path that is already a file's folder, or
-    /// under a file, is skipped), returning the commit.
+    /// Write `files` as the next commit's whole tree (absent ones and clashing paths skipped),
+    /// returning the commit.
     fn commit(d: &std::path::Path, files: &[(&str, Option<File>)]) -> String {
-        let _ = git(d, &["rm", "-rq", "--cached", "--ignore-unmatch", "."]);
-        for entry in std::fs::read_dir(d).expect("dir").flatten() {
-            if entry.file_name() != ".git" {
-                let p = entry.path();
-                if p.is_dir() && !p.is_symlink() {
-                    std::fs::remove_dir_all(&p).expect("rm");
-                } else {
-                    std::fs::remove_file(&p).expect("rm");
-                }
-            }
-        }
-        let mut taken: Vec<&str> = Vec::new();
-        for (p, f) in files {
-            let Some(f) = f else { continue };
-            let clash = taken.iter().any(|t| {
-                t == p || p.starts_with(&format!("{t}/")) || t.starts_with(&format!("{p}/"))
-            });
-            if clash {
-                continue;
-            }
-            taken.push(p);
-            let full = d.join(p);
-            std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-            match f {
-                File::Text(n) | File::Exec(n) => {
-                    std::fs::write(&full, format!("{n}\n")).expect("write");
-                    let mode = if matches!(f, File::Exec(_)) {
-                        0o755
-                    } else {
-                        0o644
-                    };
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
-                        .expect("chmod");
-                    git(d, &["add", p]);
-                }
-                File::Link(n) => {
-                    std::os::unix::fs::symlink(format!("target{n}"), &full).expect("symlink");
-                    git(d, &["add", p]);
-                }
-                File::Submodule => {
-                    let info = format!("160000,{},{p}", "1".repeat(40));
-                    git(d, &["update-index", "--add", "--cacheinfo", &info]);
-                }
-            }
-        }
+        let present: Vec<(&str, &File)> = files
+            .iter()
+            .filter_map(|(p, f)| Some((*p, f.as_ref()?)))
+            .collect();
+        crate::git::testing::stage_exactly(d, &present, 40);
         let tree = String::from_utf8_lossy(&git(d, &["write-tree"]).stdout)
             .trim()
             .to_owned();

@@ -282,13 +282,7 @@ mod tests {
     use proptest::prelude::*;
     use std::path::Path;
 
-    #[derive(Debug, Clone)]
-    enum File {
-        Text(u8),
-        Exec(u8),
-        Link(u8),
-        Submodule,
-    }
+    use crate::git::testing::TestFile as File;
 
     /// Names that sort differently as files and as folders ("a.b" < "a/" < "a0").
     fn path() -> impl Strategy<Value = String> {
@@ -305,54 +299,9 @@ mod tests {
         ]
     }
 
-    /// Make the worktree hold exactly `files` (a path clashing with an earlier one is skipped)
-    /// and stage all of it into the current index.
     fn stage(d: &Path, files: &[(String, File)], hash_hex: usize) {
-        for entry in std::fs::read_dir(d).expect("dir").flatten() {
-            if entry.file_name() != ".git" {
-                let p = entry.path();
-                if p.is_dir() && !p.is_symlink() {
-                    std::fs::remove_dir_all(&p).expect("rm");
-                } else {
-                    std::fs::remove_file(&p).expect("rm");
-                }
-            }
-        }
-        let _ = git(d, &["rm", "-rq", "--cached", "--ignore-unmatch", "."]);
-        let mut taken: Vec<&str> = Vec::new();
-        for (p, f) in files {
-            let clash = taken.iter().any(|t| {
-                t == p || p.starts_with(&format!("{t}/")) || t.starts_with(&format!("{p}/"))
-            });
-            if clash {
-                continue;
-            }
-            taken.push(p);
-            let full = d.join(p);
-            std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-            use std::os::unix::fs::PermissionsExt;
-            match f {
-                File::Text(n) | File::Exec(n) => {
-                    std::fs::write(&full, format!("{n}\n")).expect("write");
-                    let mode = if matches!(f, File::Exec(_)) {
-                        0o755
-                    } else {
-                        0o644
-                    };
-                    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
-                        .expect("chmod");
-                    git(d, &["add", p]);
-                }
-                File::Link(n) => {
-                    std::os::unix::fs::symlink(format!("target{n}"), &full).expect("symlink");
-                    git(d, &["add", p]);
-                }
-                File::Submodule => {
-                    let info = format!("160000,{},{p}", "1".repeat(hash_hex));
-                    git(d, &["update-index", "--add", "--cacheinfo", &info]);
-                }
-            }
-        }
+        let files: Vec<(&str, &File)> = files.iter().map(|(p, f)| (p.as_str(), f)).collect();
+        crate::git::testing::stage_exactly(d, &files, hash_hex);
     }
 
     /// Write `files` over the worktree where nothing is in the way (a path through a file, or
@@ -478,18 +427,22 @@ mod tests {
         );
     }
 
+    /// A new repository in `d` with the file `f` staged: its handle, index and objects folder.
+    fn one_file_staged(d: &Path) -> (Git, std::path::PathBuf, std::path::PathBuf) {
+        git(d, &["init", "-q", "-b", "main"]);
+        std::fs::write(d.join("f"), "f\n").expect("write");
+        git(d, &["add", "f"]);
+        let repo = Git::at_git_dir(d.join(".git"));
+        (repo, d.join(".git/index"), d.join(".git/objects"))
+    }
+
     /// What git writes and this reader does not fully understand is left to git: unmerged and
     /// intent-to-add entries, a split index.
     #[test]
     fn an_index_it_does_not_fully_understand_is_left_to_git() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = tmp.path();
-        git(d, &["init", "-q", "-b", "main"]);
-        std::fs::write(d.join("f"), "f\n").expect("write");
-        git(d, &["add", "f"]);
-        let repo = Git::at_git_dir(d.join(".git"));
-        let objects = d.join(".git/objects");
-        let index = d.join(".git/index");
+        let (repo, index, objects) = one_file_staged(d);
         assert!(write_tree(&repo, &index, &objects, 20).is_some());
         std::fs::write(d.join("new"), "n\n").expect("write");
         git(d, &["add", "-N", "new"]);
@@ -544,11 +497,7 @@ mod tests {
     fn missing_blobs_devices_and_existing_trees_are_handled_as_git_does() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = tmp.path();
-        git(d, &["init", "-q", "-b", "main"]);
-        std::fs::write(d.join("f"), "f\n").expect("write");
-        git(d, &["add", "f"]);
-        let repo = Git::at_git_dir(d.join(".git"));
-        let (index, objects) = (d.join(".git/index"), d.join(".git/objects"));
+        let (repo, index, objects) = one_file_staged(d);
         let tree = write_tree(&repo, &index, &objects, 20).expect("written");
         let loose = |id: &str| objects.join(&id[..2]).join(&id[2..]);
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);

@@ -733,16 +733,7 @@ mod tests {
         let common = d.join(".git").canonicalize().expect("canonical");
         assert_eq!(registered(&common).map(|r| r.len()), Some(0));
         let wt = tmp.path().join("wt one");
-        git(
-            &d,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                wt.to_str().expect("utf-8"),
-            ],
-        );
+        crate::git::testing::add_detached_worktree(&d, &wt);
         git(
             &d,
             &[
