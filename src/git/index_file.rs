@@ -4,12 +4,13 @@
 //! unmerged or intent-to-add entries, a required extension it does not know, a damaged file) is
 //! `None`, and git writes the tree instead.
 
-/// One entry: its path (bytes, `/`-separated), mode and object id (raw bytes).
+/// One entry: its path (bytes, `/`-separated), mode and object id (raw bytes), borrowed from
+/// the index file's bytes where they are stored whole (a v4 path is rebuilt from the last).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(in crate::git) struct Entry {
-    pub path: Vec<u8>,
+pub(in crate::git) struct Entry<'a> {
+    pub path: std::borrow::Cow<'a, [u8]>,
     pub mode: u32,
-    pub oid: Vec<u8>,
+    pub oid: &'a [u8],
 }
 
 /// A node of the cache tree: a folder (`name`, one path component), and while git still holds it
@@ -21,8 +22,8 @@ pub(in crate::git) struct CacheTree {
     pub children: Vec<CacheTree>,
 }
 
-pub(in crate::git) struct Index {
-    pub entries: Vec<Entry>,
+pub(in crate::git) struct Index<'a> {
+    pub entries: Vec<Entry<'a>>,
     pub cache_tree: Option<CacheTree>,
 }
 
@@ -85,7 +86,7 @@ impl<'a> Cursor<'a> {
 const MAX_PATH: usize = 64 * 1024;
 
 /// Parse `bytes` (a whole index file) whose object ids are `hash_len` bytes long.
-pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
+pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index<'_>> {
     let body = bytes.get(..bytes.len().checked_sub(hash_len)?)?;
     let mut c = Cursor { bytes: body, at: 0 };
     if c.take(4)? != b"DIRC" {
@@ -97,13 +98,12 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
     }
     let count = c.u32()? as usize;
     let mut entries: Vec<Entry> = Vec::with_capacity(count.min(body.len() / 62));
-    let mut previous: Vec<u8> = Vec::new();
     for _ in 0..count {
         let start = c.at;
         c.take(24)?; // ctime, mtime, dev, ino: stat data a tree does not need
         let mode = c.u32()?;
         c.take(12)?; // uid, gid, size
-        let oid = c.take(hash_len)?.to_vec();
+        let oid = c.take(hash_len)?;
         let flags = c.u16()?;
         let extended = flags & 0x4000 != 0;
         if flags & 0x3000 != 0 {
@@ -120,19 +120,20 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
                 return None;
             }
         }
+        let previous: &[u8] = entries.last().map_or(&[], |e| &e.path);
         let path = if version == 4 {
             let strip = c.varint()?;
             let keep = previous.len().checked_sub(strip)?;
             let mut path = previous[..keep].to_vec();
             path.extend_from_slice(c.until_nul()?);
-            path
+            std::borrow::Cow::Owned(path)
         } else {
-            let path = c.until_nul()?.to_vec();
+            let path = c.until_nul()?;
             // NUL padding to a multiple of eight bytes (the name's own NUL included).
             let used = c.at - start;
             let padded = used.div_ceil(8) * 8;
             c.take(padded - used)?;
-            path
+            std::borrow::Cow::Borrowed(path)
         };
         let named = usize::from(flags & 0x0fff);
         if !matches!(mode, FILE | EXECUTABLE | SYMLINK | GITLINK)
@@ -141,11 +142,10 @@ pub(in crate::git) fn parse(bytes: &[u8], hash_len: usize) -> Option<Index> {
             || path.is_empty()
             || path.first() == Some(&b'/')
             || path.last() == Some(&b'/')
-            || previous.as_slice() >= path.as_slice() && !entries.is_empty()
+            || previous >= &path[..] && !entries.is_empty()
         {
             return None; // a sparse folder entry, or not in git's order
         }
-        previous.clone_from(&path);
         entries.push(Entry { path, mode, oid });
     }
     let mut cache_tree = None;

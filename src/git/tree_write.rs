@@ -51,8 +51,8 @@ struct Build<'a> {
     /// Tree ids taken from the cache tree, to confirm before use.
     reused: Vec<Vec<u8>>,
     /// Blob ids the new trees name, to confirm exist (as git does for the trees it rebuilds).
-    blobs: Vec<Vec<u8>>,
-    entries: &'a [Entry],
+    blobs: Vec<&'a [u8]>,
+    entries: &'a [Entry<'a>],
 }
 
 /// git's limit on tree depth (`core.maxTreeDepth`'s default).
@@ -83,9 +83,10 @@ pub(in crate::git) fn write_tree(
     let names: Vec<String> = build
         .reused
         .iter()
-        .chain(&build.blobs)
-        .chain(build.made.iter().map(|t| &t.oid))
-        .map(|o| hex(o))
+        .map(Vec::as_slice)
+        .chain(build.blobs.iter().copied())
+        .chain(build.made.iter().map(|t| t.oid.as_slice()))
+        .map(hex)
         .collect();
     let found = super::batch::lookup(repo, &names, false).ok()??;
     let (reused, rest) = found.split_at(build.reused.len());
@@ -171,9 +172,9 @@ impl Build<'_> {
                         if e.oid.iter().all(|b| *b == 0) {
                             return None; // the null id: git refuses it
                         }
-                        self.blobs.push(e.oid.clone());
+                        self.blobs.push(e.oid);
                     }
-                    push_entry(&mut content, mode, rest, &e.oid);
+                    push_entry(&mut content, mode, rest, e.oid);
                     i += 1;
                 }
                 Some(slash) => {
@@ -184,7 +185,7 @@ impl Build<'_> {
                     let as_file = &folder[..folder.len() - 1];
                     if self
                         .entries
-                        .binary_search_by(|e| e.path.as_slice().cmp(as_file))
+                        .binary_search_by(|e| e.path[..].cmp(as_file))
                         .is_ok()
                     {
                         return None;
