@@ -895,8 +895,11 @@ impl<'a> Run<'a> {
                     EventKind::Interrupted,
                     json!({"worktree": self.log.rec.worktree, "reason": reason.name()}),
                 )?;
-                self.ui
-                    .step("stopped: the worktree and branch are kept for resume");
+                self.ui.step(if self.log.rec.worktree.is_some() {
+                    "stopped: the worktree and branch are kept for resume"
+                } else {
+                    "stopped: the branch is kept for resume"
+                });
             }
             Ending::Failed {
                 reason,

@@ -103,7 +103,9 @@ impl Run<'_> {
             (added, listing.join().unwrap_or_default(), config)
         });
         self.ws.ignored_ahead = ignored;
-        self.ws.config_ahead = config;
+        // Only a slot reset in place keeps the admin folder that was listed: one made again
+        // (its git state pointed elsewhere) gets a new listing.
+        self.ws.config_ahead = config.filter(|_| matches!(added, Ok(Some(_))));
         drop(guard);
         let known = match added {
             Ok(known) => known,

@@ -193,16 +193,22 @@ fn record_copies(
     records: &BTreeMap<OsString, RecordStamp>,
     seen: &std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
 ) -> BTreeMap<OsString, RecordCopy> {
-    let total: u64 = records.values().map(|(len, ..)| len).sum();
-    if total > RECORDS_KEPT {
+    // A run's `checkpoint.json` is often its `run.json` (a hard link): one file, kept once.
+    let mut files: BTreeMap<u64, u64> = BTreeMap::new();
+    for (len, _, _, ino) in records.values() {
+        files.insert(*ino, *len);
+    }
+    if files.values().sum::<u64>() > RECORDS_KEPT {
         return BTreeMap::new();
     }
     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     seen.retain(|p, _| records.contains_key(p));
     let mut copies = BTreeMap::new();
+    let mut by_inode: BTreeMap<u64, RecordCopy> = BTreeMap::new();
     for (path, stamp) in records {
         let copy = match seen.get(path) {
             Some((s, copy)) if s == stamp => copy.clone(),
+            _ if by_inode.contains_key(&stamp.3) => by_inode[&stamp.3].clone(),
             _ => {
                 let Ok(bytes) = std::fs::read(path) else {
                     continue;
@@ -212,6 +218,7 @@ fn record_copies(
                 copy
             }
         };
+        by_inode.entry(stamp.3).or_insert_with(|| copy.clone());
         copies.insert(path.clone(), copy);
     }
     copies
@@ -1119,10 +1126,16 @@ fn config_files(
         .iter()
         .any(|k| k.starts_with("gc.") || k.starts_with("maintenance."));
     let objects_plain = crate::git::tree_write::objects_plain(&listing.keys);
-    let signing_configured = listing
-        .keys
-        .iter()
-        .any(|k| k.starts_with("gpg.") || k == "user.signingkey" || k.starts_with("includeif."));
+    // Includes (conditional or not: an included file empty now may set a key later) and
+    // per-worktree config (the repository's own worktree may set a key the slot does not see)
+    // count as "may", and git is asked.
+    let signing_configured = listing.keys.iter().any(|k| {
+        k.starts_with("gpg.")
+            || k == "user.signingkey"
+            || k.starts_with("includeif.")
+            || k == "include.path"
+            || k == "extensions.worktreeconfig"
+    });
     let mut files = listing.files;
     let env_path = |v: &str| std::env::var_os(v).map(PathBuf::from);
     let home = env_path("HOME").unwrap_or_default();

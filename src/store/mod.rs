@@ -27,6 +27,13 @@ pub use record::RunRecord;
 /// The run record's last durable version, beside `run.json` (see [`RunDir::checkpoint_path`]).
 pub const CHECKPOINT_RECORD: &str = "checkpoint.json";
 
+/// JSON whose end is missing (a file whose last blocks a power loss never wrote, its size cut
+/// to what was): what is there parses, then ends too soon. An edit that breaks the syntax is
+/// not this, and is reported.
+fn cut_short(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err_and(|e| e.is_eof())
+}
+
 pub struct Store {
     runs: PathBuf,
 }
@@ -186,9 +193,10 @@ impl RunDir {
     fn record_bytes(&self) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.record_path();
         let bytes = std::fs::read(&path).map_err(|e| Error::io_path("read", &path, e))?;
-        if atomic::lost_to_power(&bytes)
+        if (atomic::lost_to_power(&bytes) || cut_short(&bytes))
             && let Ok(copy) = std::fs::read(self.checkpoint_path())
             && !atomic::lost_to_power(&copy)
+            && !cut_short(&copy)
         {
             return Ok((self.checkpoint_path(), copy));
         }
@@ -211,8 +219,12 @@ impl RunDir {
 
     /// Save the record's progress atomically but without fsync: a later durable save (the next
     /// checkpoint, the run's end) supersedes it, and after a power loss that left `run.json`
-    /// unreadable the last durable one (`checkpoint.json`) is read.
+    /// unreadable the last durable one (`checkpoint.json`) is read. Until there is one (the
+    /// run's first saves, through discovery and planning), progress is saved durably too.
     pub fn write_progress(&self, rec: &RunRecord) -> Result<()> {
+        if !self.checkpoint_path().exists() {
+            return self.write_record(rec);
+        }
         atomic::replace(&self.path.join("run.json"), &self.encode("run.json", rec)?)
     }
 
