@@ -112,6 +112,48 @@ fn a_config_file_included_for_a_reused_slot_is_watched() {
     );
 }
 
+/// A slot whose admin folder was pointed at another repository (its `commondir`) is made again,
+/// and the config listing taken while it was being reset (the other repository's) is not the
+/// one the guard watches: a file this repository's config includes is still watched.
+#[test]
+fn a_slot_made_again_is_watched_with_its_own_config() {
+    let repo = TestRepo::new();
+    let team = repo.root().join("team.gitconfig");
+    std::fs::write(&team, "[core]\n\tpager = cat\n").expect("team config");
+    repo.git(&["config", "include.path", team.to_str().expect("utf-8")]);
+    repo.agents(
+        &["*:write:src/first.rs:x"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+    let other = repo.root().join("other");
+    std::fs::create_dir(&other).expect("other repository");
+    repo.git_in(&other, &["init", "-q"]);
+    std::fs::write(
+        repo.path.join(".git/worktrees/slot-0/commondir"),
+        format!("{}\n", other.join(".git").display()),
+    )
+    .expect("commondir");
+    arm(
+        &repo,
+        &format!(
+            "*:run:printf '[core]\\n\\thooksPath = /tmp/evil\\n' >> {}",
+            team.display()
+        ),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert!(out.stderr.contains("making it again"), "{}", out.stderr);
+    out.assert_code(1);
+    let r = out.json();
+    assert_eq!(r["reason"], "containment", "{}", out.stderr);
+    assert_eq!(r["commit"], Value::Null);
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("git config"),
+        "{r}"
+    );
+}
+
 /// `core.fsmonitor` names a program git runs on every status; `core.untrackedCache` would let
 /// a stale cache hide files. Set from the worktree, both land in the shared config: caught, put
 /// back, and the planted program never runs for git-pipeline's own snapshots.
