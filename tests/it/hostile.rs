@@ -76,11 +76,9 @@ fn planting_git_config_and_hooks_through_the_worktree_is_caught_and_undone() {
     );
 }
 
-/// A reused slot's config is listed while the slot is reset, before any agent runs: a file that
-/// listing found (here one the repository's config includes) is watched like any other, and a
-/// step that writes to it is caught.
-#[test]
-fn a_config_file_included_for_a_reused_slot_is_watched() {
+/// A repository whose config includes `team.gitconfig` (outside it), after one shipped run (so
+/// that the next run reuses slot 0), without the sandbox; and that file's path.
+fn a_shipped_run_with_an_included_config() -> (TestRepo, std::path::PathBuf) {
     let repo = TestRepo::new();
     let team = repo.root().join("team.gitconfig");
     std::fs::write(&team, "[core]\n\tpager = cat\n").expect("team config");
@@ -91,13 +89,24 @@ fn a_config_file_included_for_a_reused_slot_is_watched() {
         "[run]\nsandbox = \"off\"\n",
     );
     repo.pipeline(&["run", "fix the typo"]).assert_code(0);
-    arm(
-        &repo,
-        &format!(
-            "*:run:printf '[core]\\n\\thooksPath = /tmp/evil\\n' >> {}",
-            team.display()
-        ),
-    );
+    (repo, team)
+}
+
+/// A builder trick that sets `core.hooksPath` in the config file `file`.
+fn appending_hooks_path_to(file: &std::path::Path) -> String {
+    format!(
+        "*:run:printf '[core]\\n\\thooksPath = /tmp/evil\\n' >> {}",
+        file.display()
+    )
+}
+
+/// A reused slot's config is listed while the slot is reset, before any agent runs: a file that
+/// listing found (here one the repository's config includes) is watched like any other, and a
+/// step that writes to it is caught.
+#[test]
+fn a_config_file_included_for_a_reused_slot_is_watched() {
+    let (repo, team) = a_shipped_run_with_an_included_config();
+    arm(&repo, &appending_hooks_path_to(&team));
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     out.assert_code(1);
     let r = out.json();
@@ -117,16 +126,7 @@ fn a_config_file_included_for_a_reused_slot_is_watched() {
 /// one the guard watches: a file this repository's config includes is still watched.
 #[test]
 fn a_slot_made_again_is_watched_with_its_own_config() {
-    let repo = TestRepo::new();
-    let team = repo.root().join("team.gitconfig");
-    std::fs::write(&team, "[core]\n\tpager = cat\n").expect("team config");
-    repo.git(&["config", "include.path", team.to_str().expect("utf-8")]);
-    repo.agents(
-        &["*:write:src/first.rs:x"],
-        &["*:approve"],
-        "[run]\nsandbox = \"off\"\n",
-    );
-    repo.pipeline(&["run", "fix the typo"]).assert_code(0);
+    let (repo, team) = a_shipped_run_with_an_included_config();
     let other = repo.root().join("other");
     std::fs::create_dir(&other).expect("other repository");
     repo.git_in(&other, &["init", "-q"]);
@@ -135,13 +135,7 @@ fn a_slot_made_again_is_watched_with_its_own_config() {
         format!("{}\n", other.join(".git").display()),
     )
     .expect("commondir");
-    arm(
-        &repo,
-        &format!(
-            "*:run:printf '[core]\\n\\thooksPath = /tmp/evil\\n' >> {}",
-            team.display()
-        ),
-    );
+    arm(&repo, &appending_hooks_path_to(&team));
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     assert!(out.stderr.contains("making it again"), "{}", out.stderr);
     out.assert_code(1);
