@@ -10,6 +10,7 @@
 
 pub mod advance;
 mod batch;
+pub mod clean;
 pub mod config;
 pub mod diff;
 mod files_refs;

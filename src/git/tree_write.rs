@@ -69,7 +69,7 @@ pub(in crate::git) fn write_tree(
     if hash_len != 20 && hash_len != 32 {
         return None;
     }
-    let bytes = read_regular(index_path)?;
+    let bytes = index_file::read_regular(index_path)?;
     let index = index_file::parse(&bytes, hash_len)?;
     let mut build = Build {
         hash_len,
@@ -108,20 +108,6 @@ pub(in crate::git) fn write_tree(
         }
     }
     Some(TreeId::from_git(hex(&root)))
-}
-
-/// The index file's bytes, if it is a regular file (never a device or a pipe put in its place),
-/// read no further than its size.
-fn read_regular(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(meta.len()).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
 }
 
 /// Set a loose object's time to now; false when it is not a loose object here.

@@ -446,17 +446,26 @@ pub fn head_and_tree(worktree: &Path) -> Result<(super::Oid, super::TreeId)> {
 /// detached; then its submodules checked out again and cleaned.
 ///
 /// The caller installs an index it trusts first (or removes the index, and every file is
-/// written): the index decides which files `checkout` rewrites.
-pub fn reset_to(worktree: &Path, branch: Option<&str>, base: &str, keep: &[String]) -> Result<()> {
+/// written): the index decides which files `checkout` rewrites. `index` is where it is: when
+/// nothing in the worktree is for `git clean` to remove, no `git clean` runs.
+pub fn reset_to(
+    worktree: &Path,
+    index: &Path,
+    branch: Option<&str>,
+    base: &str,
+    keep: &[String],
+) -> Result<()> {
     let git = Git::in_dir(worktree);
     // First what the last run left beyond its tracked files (untracked, ignored, nested
     // repositories), so that the checkout's own post-checkout hook output stays.
-    let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
-    for pattern in keep {
-        clean.push("-e".to_owned());
-        clean.push(pattern.clone());
+    if !super::clean::nothing_to_remove(worktree, index, base.len() / 2, keep) {
+        let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
+        for pattern in keep {
+            clean.push("-e".to_owned());
+            clean.push(pattern.clone());
+        }
+        git.run(&clean)?;
     }
-    git.run(&clean)?;
     let mut args = checkout_workers();
     // An fsmonitor would let checkout trust files it did not look at.
     args.extend(["-c".into(), "core.fsmonitor=false".into()]);

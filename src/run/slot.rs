@@ -477,6 +477,7 @@ impl Run<'_> {
             worktree::lock_at(&self.ws.repo, &self.ws.worktree, admin, &lock_reason(n))?;
             worktree::reset_to(
                 &self.ws.worktree,
+                &admin.join("index"),
                 branch,
                 checkout,
                 &self.plan.landing.caches,
