@@ -8,18 +8,64 @@
 //! before `packed-refs`, as git does, so that a concurrent `pack-refs` (which writes the packed
 //! file first and then deletes the loose ones) never makes a ref look deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// Loose ref files as last read, by name, with the stat they had: a listing taken again reads
+/// only those whose stat moved (a stat costs one short syscall, a read four). Only files last
+/// changed well before they were looked at are kept: a change within the filesystem clock's
+/// granularity of an earlier one could leave the stat as it was.
+#[derive(Debug, Default)]
+pub struct Seen(HashMap<String, (Stamp, RefFile)>);
+
+/// Size, mtime and ctime in nanoseconds, inode. The ctime moves with every write and no program
+/// sets it back.
+type Stamp = (u64, i128, i128, u64);
+
+/// How long after its last change a ref file's stat is trusted to show the next one.
+const SETTLED_NS: i128 = 2_000_000_000;
+
+fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    (
+        meta.len(),
+        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        meta.ino(),
+    )
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 /// Every ref under `refs/` of the main git dir `git_dir`, with the object it names (a symbolic
-/// ref: its target's), sorted by name as `git for-each-ref` lists them.
-pub fn all(git_dir: &Path) -> Option<Vec<(String, String)>> {
+/// ref: its target's), sorted by name as `git for-each-ref` lists them; reading again only the
+/// loose ref files whose stat moved since `seen` saw them.
+pub fn all_again(git_dir: &Path, seen: &mut Seen) -> Option<Vec<(String, String)>> {
+    listing(git_dir, seen, now_ns() - SETTLED_NS)
+}
+
+/// [`all_again`], keeping in `seen` the files last changed before `settled`.
+fn listing(git_dir: &Path, seen: &mut Seen, settled: i128) -> Option<Vec<(String, String)>> {
     if !plain_store(git_dir) {
         return None;
     }
     let mut loose = BTreeMap::new();
     let mut symbolic = Vec::new();
-    walk(git_dir, "refs", &mut loose, &mut symbolic)?;
+    let mut walk = Walk {
+        git_dir,
+        out: &mut loose,
+        symbolic: &mut symbolic,
+        seen: HashMap::new(),
+        before: std::mem::take(&mut seen.0),
+        settled,
+    };
+    let walked = walk.folder("refs");
+    seen.0 = std::mem::take(&mut walk.seen);
+    walked?;
     let mut refs = packed(git_dir)?;
     refs.extend(loose);
     for (name, target) in symbolic {
@@ -68,6 +114,7 @@ fn common_dir(git_dir: &Path) -> Option<std::path::PathBuf> {
     }
 }
 
+#[derive(Debug, Clone)]
 enum RefFile {
     Id(String),
     Symbolic(String),
@@ -93,40 +140,60 @@ fn is_id(text: &str) -> bool {
     matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn walk(
-    git_dir: &Path,
-    prefix: &str,
-    out: &mut BTreeMap<String, String>,
-    symbolic: &mut Vec<(String, String)>,
-) -> Option<()> {
-    let entries = match std::fs::read_dir(git_dir.join(prefix)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix == "refs" => return Some(()),
-        Err(_) => return None,
-    };
-    for entry in entries {
-        let entry = entry.ok()?;
-        let name = format!("{prefix}/{}", entry.file_name().to_str()?);
-        let kind = entry.file_type().ok()?;
-        if kind.is_dir() {
-            walk(git_dir, &name, out, symbolic)?;
-            continue;
-        }
-        // A ref being updated right now: its lock file, never a ref.
-        if name.ends_with(".lock") {
-            continue;
-        }
-        if !valid_ref_name(&name) {
-            return None;
-        }
-        match read_ref_file(&entry.path())? {
-            RefFile::Id(id) => {
-                out.insert(name, id);
+struct Walk<'a> {
+    git_dir: &'a Path,
+    out: &'a mut BTreeMap<String, String>,
+    symbolic: &'a mut Vec<(String, String)>,
+    /// What this listing read, for the next.
+    seen: HashMap<String, (Stamp, RefFile)>,
+    /// What the last listing read.
+    before: HashMap<String, (Stamp, RefFile)>,
+    /// Files whose ctime is before this (ns since the epoch) are kept in `seen`.
+    settled: i128,
+}
+
+impl Walk<'_> {
+    fn folder(&mut self, prefix: &str) -> Option<()> {
+        let entries = match std::fs::read_dir(self.git_dir.join(prefix)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix == "refs" => {
+                return Some(());
             }
-            RefFile::Symbolic(target) => symbolic.push((name, target)),
+            Err(_) => return None,
+        };
+        for entry in entries {
+            let entry = entry.ok()?;
+            let name = format!("{prefix}/{}", entry.file_name().to_str()?);
+            let kind = entry.file_type().ok()?;
+            if kind.is_dir() {
+                self.folder(&name)?;
+                continue;
+            }
+            // A ref being updated right now: its lock file, never a ref.
+            if name.ends_with(".lock") {
+                continue;
+            }
+            if !valid_ref_name(&name) {
+                return None;
+            }
+            // Relative to the open folder, not followed: one short lookup.
+            let stamp = stamp(&entry.metadata().ok()?);
+            let file = match self.before.remove(&name) {
+                Some((s, file)) if s == stamp => file,
+                _ => read_ref_file(&entry.path())?,
+            };
+            if stamp.2 < self.settled {
+                self.seen.insert(name.clone(), (stamp, file.clone()));
+            }
+            match file {
+                RefFile::Id(id) => {
+                    self.out.insert(name, id);
+                }
+                RefFile::Symbolic(target) => self.symbolic.push((name, target)),
+            }
         }
+        Some(())
     }
-    Some(())
 }
 
 /// The refs of `packed-refs` (none when there is no such file), read as strictly as git reads
@@ -203,6 +270,46 @@ mod tests {
     use super::*;
     use crate::git::testing::git;
     use proptest::prelude::*;
+
+    fn all(git_dir: &Path) -> Option<Vec<(String, String)>> {
+        all_again(git_dir, &mut Seen::default())
+    }
+
+    /// A listing taken again reads a ref file again whenever its stat moved: also when it was
+    /// rewritten in place to the same length with its mtime put back (its ctime still moved).
+    /// A file changed within the last seconds is never kept, whatever its stat.
+    #[test]
+    fn a_ref_rewritten_in_place_is_read_again() {
+        let (tmp, a, b) = repo();
+        let git_dir = tmp.path().join(".git");
+        let file = git_dir.join("refs/heads/main");
+        let mut seen = Seen::default();
+        let everything = now_ns() + 60_000_000_000;
+        let first = listing(&git_dir, &mut seen, everything).expect("read");
+        assert!(first.contains(&("refs/heads/main".to_owned(), b.clone())));
+        assert!(
+            seen.0.contains_key("refs/heads/main"),
+            "kept for the next listing"
+        );
+        let mtime = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        std::fs::write(&file, format!("{a}\n")).expect("rewrite");
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("mtime back");
+        let again = listing(&git_dir, &mut seen, everything).expect("read");
+        assert!(
+            again.contains(&("refs/heads/main".to_owned(), a.clone())),
+            "{again:?}"
+        );
+        assert_eq!(again, for_each_ref(tmp.path()));
+        let mut fresh = Seen::default();
+        all_again(&git_dir, &mut fresh).expect("read");
+        assert!(fresh.0.is_empty(), "just written: not kept");
+    }
 
     fn for_each_ref(dir: &Path) -> Vec<(String, String)> {
         let out = git(

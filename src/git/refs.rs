@@ -45,9 +45,18 @@ pub fn heads(name: &str) -> String {
 
 /// Every ref with the object it points at.
 pub fn all(git: &Git) -> Result<Vec<(String, String)>> {
+    all_again(git, &mut Seen::default())
+}
+
+/// What [`all_again`] read last time, so that it reads only the ref files that changed since.
+pub use super::files_refs::Seen;
+
+/// [`all`] for a listing taken again and again (around every step of a run): the ref files
+/// whose stat did not move since `seen` saw them are not read again.
+pub fn all_again(git: &Git, seen: &mut Seen) -> Result<Vec<(String, String)>> {
     if let Some(dir) = git.named_git_dir()
         && !dir.join("commondir").exists()
-        && let Some(refs) = super::files_refs::all(dir)
+        && let Some(refs) = super::files_refs::all_again(dir, seen)
     {
         return Ok(refs);
     }

@@ -75,6 +75,8 @@ pub(crate) struct Workspace {
     pub ignored_ahead: Vec<(PathBuf, crate::git::ignored::Ignored)>,
     /// The slot's `git config --list`, taken while it was reset (see `Places::config_ahead`).
     pub config_ahead: Option<(PathBuf, crate::git::config::Listing)>,
+    /// Ref files and other runs' records read while the worktree was made, for the guard.
+    pub warm: Option<crate::safety::containment::Warm>,
     /// git's signing settings, being read while the ship commit is made.
     pub signer_ahead: Option<crate::attest::sign::Ahead>,
     /// git's automatic maintenance after the ship commit, running while the run finishes.
@@ -205,6 +207,7 @@ impl<'a> Run<'a> {
                 wt_watch: None,
                 ignored_ahead: Vec::new(),
                 config_ahead: None,
+                warm: None,
                 signer_ahead: None,
                 maintenance: None,
             },

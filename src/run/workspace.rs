@@ -75,12 +75,17 @@ impl Run<'_> {
             .map(|p| p.git_dir),
             _ => None,
         };
-        let (added, ignored, config) = std::thread::scope(|s| {
+        let (added, ignored, config, warm) = std::thread::scope(|s| {
             let listing = s.spawn(|| {
                 checkouts
                     .iter()
                     .filter_map(|c| Some((c.clone(), crate::git::ignored::Ignored::of(c).ok()?)))
                     .collect::<Vec<_>>()
+            });
+            let warm = self.plan.policy.containment.refs.then(|| {
+                let (repo, common) = (&self.ws.repo, &self.plan.target.repo.common_dir);
+                let own = self.log.dir.id.as_str();
+                s.spawn(move || crate::safety::containment::Warm::read(repo, common, own))
             });
             let config = admin_ahead.map(|admin| {
                 let wt = &self.ws.worktree;
@@ -100,9 +105,11 @@ impl Run<'_> {
                 Place::Reused(n) => self.reset_slot(n, branch, checkout),
             };
             let config = config.and_then(|c| c.join().ok().flatten());
-            (added, listing.join().unwrap_or_default(), config)
+            let warm = warm.and_then(|w| w.join().ok());
+            (added, listing.join().unwrap_or_default(), config, warm)
         });
         self.ws.ignored_ahead = ignored;
+        self.ws.warm = warm;
         // Only a slot reset in place keeps the admin folder that was listed: one made again
         // (its git state pointed elsewhere) gets a new listing.
         self.ws.config_ahead = config.filter(|_| matches!(added, Ok(Some(_))));
@@ -424,6 +431,7 @@ impl Run<'_> {
                 committer: self.plan.target.committer.clone(),
                 hooks_dir: Some(self.plan.target.repo.hooks_dir.clone()),
                 config_ahead: self.ws.config_ahead.take(),
+                warm: self.ws.warm.take(),
             },
         )?);
         Ok(())

@@ -69,6 +69,10 @@ pub struct Guard {
     signing_configured: bool,
     /// The last run-branch tip known to contain the base.
     sound_tip: std::sync::Mutex<Option<String>>,
+    /// Control and config files as last read.
+    reread: crate::safety::reread::Reread,
+    /// Loose ref files as last read (see [`crate::git::refs::all_again`]).
+    refs_seen: std::sync::Mutex<crate::git::refs::Seen>,
     /// Other runs' records as last read, by stamp (see [`record_copies`]).
     records_seen: std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
     /// The committer name steps run with: the user's, marked with the run id.
@@ -136,6 +140,32 @@ pub struct Places {
     /// `git config --list` of the worktree, taken while its checkout was being reset (for the
     /// admin folder it names): used where the checkout cannot have changed it.
     pub config_ahead: Option<(PathBuf, crate::git::config::Listing)>,
+    /// What the first fingerprint would read first, read while the worktree was made.
+    pub warm: Option<Warm>,
+}
+
+/// Ref files and other runs' records read ahead of the guard (see [`Warm::read`]): its first
+/// fingerprint then reads only what changed since.
+#[derive(Debug, Default)]
+pub struct Warm {
+    refs: crate::git::refs::Seen,
+    records: BTreeMap<OsString, (RecordStamp, RecordCopy)>,
+}
+
+impl Warm {
+    /// Read what a guard's first fingerprint reads most of: every ref file, and the records of
+    /// every run but `own`. Nothing read here is trusted beyond its stat: a file whose stat moved
+    /// by the first fingerprint is read again then.
+    pub fn read(repo: &Git, common_dir: &Path, own: &str) -> Warm {
+        let mut refs = crate::git::refs::Seen::default();
+        let _ = crate::git::refs::all_again(repo, &mut refs);
+        let seen = std::sync::Mutex::new(BTreeMap::new());
+        record_copies(&records_print(common_dir, own), &seen);
+        Warm {
+            refs,
+            records: seen.into_inner().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
 }
 
 /// What a checkout looked like, or what changed in it since the last look.
@@ -258,12 +288,13 @@ fn watch_checkouts(p: &Places, git_dirs: &[PathBuf]) -> Result<Watched> {
 /// by their paths as bytes: a `PathBuf` key compares component by component, which over hundreds
 /// of records was a good part of each fingerprint.
 fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp> {
-    use std::os::unix::fs::MetadataExt;
+    use nix::fcntl::AtFlags;
     let mut print = BTreeMap::new();
-    let Ok(runs) = std::fs::read_dir(common_dir.join("pipeline").join("runs")) else {
+    let runs = common_dir.join("pipeline").join("runs");
+    let (Ok(listing), Ok(folder)) = (std::fs::read_dir(&runs), std::fs::File::open(&runs)) else {
         return print;
     };
-    for run in runs.flatten() {
+    for run in listing.flatten() {
         if run.file_name() == own {
             continue;
         }
@@ -273,11 +304,19 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp
             "events.jsonl",
             "bundle.json",
         ] {
-            let path = run.path().join(name);
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
-                let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-                let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
-                print.insert(path.into_os_string(), (m.len(), mtime, ctime, m.ino()));
+            // Relative to the open runs folder and not followed: two short lookups, where the
+            // whole path cost one per folder of it, for every file of every run.
+            let rel = Path::new(&run.file_name()).join(name);
+            if let Ok(m) =
+                nix::sys::stat::fstatat(&folder, rel.as_path(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                let mtime = i128::from(m.st_mtime) * 1_000_000_000 + i128::from(m.st_mtime_nsec);
+                let ctime = i128::from(m.st_ctime) * 1_000_000_000 + i128::from(m.st_ctime_nsec);
+                let len = u64::try_from(m.st_size).unwrap_or(0);
+                print.insert(
+                    runs.join(&rel).into_os_string(),
+                    (len, mtime, ctime, m.st_ino),
+                );
             }
         }
     }
@@ -306,6 +345,7 @@ impl Guard {
         };
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let ahead = p.config_ahead.take();
+        let warm = p.warm.take().unwrap_or_default();
         let ConfigFacts {
             files: config_files,
             filter_driver,
@@ -329,7 +369,9 @@ impl Guard {
             objects_plain,
             signing_configured,
             sound_tip: std::sync::Mutex::new(None),
-            records_seen: std::sync::Mutex::new(BTreeMap::new()),
+            reread: Default::default(),
+            refs_seen: std::sync::Mutex::new(warm.refs),
+            records_seen: std::sync::Mutex::new(warm.records),
             marked_name,
         })
     }
@@ -1006,7 +1048,10 @@ impl Guard {
         let mut add = |path: PathBuf| {
             let kept = std::fs::symlink_metadata(&path).ok().map(|m| {
                 let bytes = if m.len() <= KEEP_LIMIT {
-                    std::fs::read(&path).unwrap_or_default()
+                    self.reread
+                        .read(&path)
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default()
                 } else {
                     format!("{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec()).into_bytes()
                 };
@@ -1021,11 +1066,16 @@ impl Guard {
         // commands would read another repository's config (and run its filters).
         add(self.at.worktree_git_dir.join("commondir"));
         add(self.at.worktree_git_dir.join("gitdir"));
+        let mut dirs = vec![self.hooks_dir.clone()];
         for dir in [
-            self.hooks_dir.clone(),
             self.at.common_dir.join("hooks"),
             self.at.common_dir.join("info"),
         ] {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        for dir in dirs {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if entry
                     .file_type()
@@ -1045,7 +1095,7 @@ impl Guard {
         let mut h = DefaultHasher::new();
         for f in &self.config_files {
             f.hash(&mut h);
-            std::fs::read(f).ok().hash(&mut h);
+            self.reread.read(f).hash(&mut h);
         }
         h.finish()
     }
@@ -1061,7 +1111,10 @@ impl Guard {
         BTreeMap<String, String>,
         Option<String>,
     )> {
-        let all = crate::git::refs::all(&self.at.repo)?;
+        let all = {
+            let mut seen = self.refs_seen.lock().unwrap_or_else(|p| p.into_inner());
+            crate::git::refs::all_again(&self.at.repo, &mut seen)?
+        };
         let ours = crate::git::refs::heads(&self.at.branch_prefix);
         let mut refs = BTreeMap::new();
         let mut own = BTreeMap::new();

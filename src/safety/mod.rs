@@ -5,4 +5,5 @@
 pub mod childenv;
 pub mod containment;
 pub mod process;
+pub mod reread;
 pub mod watch;
