@@ -18,6 +18,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod files;
 pub mod gates;
 pub mod git;
 pub mod globs;

@@ -19,9 +19,9 @@ use std::path::Path;
 #[derive(Debug, Default)]
 pub struct Seen(HashMap<String, (Stamp, RefFile)>);
 
-/// Size, mtime and ctime in nanoseconds, inode. The ctime moves with every write and no program
-/// sets it back.
-type Stamp = (u64, i128, i128, u64);
+/// Size, mtime and ctime in nanoseconds, inode, device. The ctime moves with every write and no
+/// program sets it back; the device, with a filesystem mounted over the folder.
+type Stamp = (u64, i128, i128, u64, u64);
 
 /// How long after its last change a ref file's stat is trusted to show the next one.
 const SETTLED_NS: i128 = 2_000_000_000;
@@ -32,6 +32,7 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
         i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         meta.ino(),
+        meta.dev(),
     )
 }
 
@@ -123,12 +124,17 @@ enum RefFile {
 /// A loose ref file: `<hex id>\n` or `ref: <target>\n`; `None` for anything else (a symlink,
 /// other content), which git judges itself.
 fn read_ref_file(path: &Path) -> Option<RefFile> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.file_type().is_file() {
-        return None;
-    }
-    let bytes = std::fs::read(path).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?.strip_suffix('\n')?;
+    read_ref_file_stat(path).map(|(_, file)| file)
+}
+
+/// [`read_ref_file`], with the stat of the file it read (from the same open).
+fn read_ref_file_stat(path: &Path) -> Option<(std::fs::Metadata, RefFile)> {
+    let (meta, bytes) = crate::files::read_regular(path, crate::files::Follow::No)?;
+    Some((meta, parse_ref(&bytes)?))
+}
+
+fn parse_ref(bytes: &[u8]) -> Option<RefFile> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
     if let Some(target) = text.strip_prefix("ref: ") {
         return (target.starts_with("refs/") && valid_ref_name(target))
             .then(|| RefFile::Symbolic(target.to_owned()));
@@ -176,14 +182,18 @@ impl Walk<'_> {
             if !valid_ref_name(&name) {
                 return None;
             }
-            // Relative to the open folder, not followed: one short lookup.
-            let stamp = stamp(&entry.metadata().ok()?);
-            let file = match self.before.remove(&name) {
-                Some((s, file)) if s == stamp => file,
-                _ => read_ref_file(&entry.path())?,
+            // Relative to the open folder, not followed: one short lookup. A file read again is
+            // kept with the stat of the very file read (the folder may have been swapped since).
+            let now = stamp(&entry.metadata().ok()?);
+            let (kept, file) = match self.before.remove(&name) {
+                Some((s, file)) if s == now => (s, file),
+                _ => {
+                    let (meta, file) = read_ref_file_stat(&entry.path())?;
+                    (stamp(&meta), file)
+                }
             };
-            if stamp.2 < self.settled {
-                self.seen.insert(name.clone(), (stamp, file.clone()));
+            if kept.2 < self.settled {
+                self.seen.insert(name.clone(), (kept, file.clone()));
             }
             match file {
                 RefFile::Id(id) => {

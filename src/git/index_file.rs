@@ -81,23 +81,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The index file's bytes, if it is a regular file, read no further than its size. Opened
-/// without blocking: a pipe put in its place must not hang the run until someone writes to it.
+/// The index file's bytes, if it is a regular file (never a pipe or a device put in its place).
 pub(in crate::git) fn read_regular(path: &std::path::Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(meta.len()).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
+    crate::files::read_regular(path, crate::files::Follow::Yes).map(|(_, bytes)| bytes)
 }
 
 /// The longest path read (git's own are bounded by the filesystem's, a few KiB): a crafted v4

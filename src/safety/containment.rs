@@ -209,9 +209,20 @@ pub struct Fingerprint {
 /// of runs fits; beyond it, a change to them is reported, not undone).
 const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
 
-/// A record file's stat: size, mtime and ctime in nanoseconds, inode. The ctime moves with every
-/// write and no program can set it back, as it can the mtime.
-type RecordStamp = (u64, i128, i128, u64);
+/// A record file's stat: size, mtime and ctime in nanoseconds, inode, device. The ctime moves
+/// with every write and no program can set it back, as it can the mtime; the device, with a
+/// filesystem mounted over the folder.
+type RecordStamp = (u64, i128, i128, u64, u64);
+
+fn record_stamp(m: &std::fs::Metadata) -> RecordStamp {
+    (
+        m.len(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        m.ino(),
+        m.dev(),
+    )
+}
 
 /// A record's content, shared between the fingerprints that saw it unchanged.
 type RecordCopy = std::sync::Arc<Vec<u8>>;
@@ -225,7 +236,7 @@ fn record_copies(
 ) -> BTreeMap<OsString, RecordCopy> {
     // A run's `checkpoint.json` is often its `run.json` (a hard link): one file, kept once.
     let mut files: BTreeMap<u64, u64> = BTreeMap::new();
-    for (len, _, _, ino) in records.values() {
+    for (len, _, _, ino, _) in records.values() {
         files.insert(*ino, *len);
     }
     if files.values().sum::<u64>() > RECORDS_KEPT {
@@ -234,21 +245,31 @@ fn record_copies(
     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     seen.retain(|p, _| records.contains_key(p));
     let mut copies = BTreeMap::new();
-    let mut by_inode: BTreeMap<u64, RecordCopy> = BTreeMap::new();
+    let mut by_inode: BTreeMap<(u64, u64), RecordCopy> = BTreeMap::new();
     for (path, stamp) in records {
+        let file = (stamp.3, stamp.4);
         let copy = match seen.get(path) {
             Some((s, copy)) if s == stamp => copy.clone(),
-            _ if by_inode.contains_key(&stamp.3) => by_inode[&stamp.3].clone(),
+            _ if by_inode.contains_key(&file) => by_inode[&file].clone(),
             _ => {
-                let Ok(bytes) = std::fs::read(path) else {
+                // Kept with the stat of the very file read, which may not be the one listed
+                // (changed or swapped since): then it is read again next time, and not shared.
+                let Some((meta, bytes)) =
+                    crate::files::read_regular(Path::new(path), crate::files::Follow::No)
+                else {
                     continue;
                 };
+                let read = record_stamp(&meta);
                 let copy = std::sync::Arc::new(bytes);
-                seen.insert(path.clone(), (*stamp, copy.clone()));
+                seen.insert(path.clone(), (read, copy.clone()));
+                if read != *stamp {
+                    copies.insert(path.clone(), copy);
+                    continue;
+                }
                 copy
             }
         };
-        by_inode.entry(stamp.3).or_insert_with(|| copy.clone());
+        by_inode.entry(file).or_insert_with(|| copy.clone());
         copies.insert(path.clone(), copy);
     }
     copies
@@ -291,7 +312,12 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp
     use nix::fcntl::AtFlags;
     let mut print = BTreeMap::new();
     let runs = common_dir.join("pipeline").join("runs");
-    let (Ok(listing), Ok(folder)) = (std::fs::read_dir(&runs), std::fs::File::open(&runs)) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    let folder = std::fs::File::options()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(&runs);
+    let (Ok(listing), Ok(folder)) = (std::fs::read_dir(&runs), folder) else {
         return print;
     };
     for run in listing.flatten() {
@@ -313,9 +339,12 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp
                 let mtime = i128::from(m.st_mtime) * 1_000_000_000 + i128::from(m.st_mtime_nsec);
                 let ctime = i128::from(m.st_ctime) * 1_000_000_000 + i128::from(m.st_ctime_nsec);
                 let len = u64::try_from(m.st_size).unwrap_or(0);
+                // `dev_t` is unsigned on Linux, signed on macOS.
+                #[allow(clippy::unnecessary_cast)]
+                let dev = m.st_dev as u64;
                 print.insert(
                     runs.join(&rel).into_os_string(),
-                    (len, mtime, ctime, m.st_ino),
+                    (len, mtime, ctime, m.st_ino, dev),
                 );
             }
         }
@@ -671,13 +700,18 @@ impl Guard {
                 (Some(o), Some(n)) if o == n => false,
                 (None, Some(_)) => false,
                 (Some(_), None) => true,
-                (Some(&(old_len, _, _, old_ino)), Some(&(new_len, _, _, new_ino))) => {
+                (
+                    Some(&(old_len, _, _, old_ino, old_dev)),
+                    Some(&(new_len, _, _, new_ino, new_dev)),
+                ) => {
                     let log = path.file_name().is_some_and(|n| n == "events.jsonl");
-                    if log {
-                        new_ino != old_ino || new_len < old_len
-                    } else {
-                        new_ino == old_ino
-                    }
+                    // Another device: a filesystem mounted over the record's folder.
+                    new_dev != old_dev
+                        || if log {
+                            new_ino != old_ino || new_len < old_len
+                        } else {
+                            new_ino == old_ino
+                        }
                 }
                 (None, None) => false,
             };

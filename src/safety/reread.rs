@@ -41,7 +41,8 @@ type Kept = (Stamp, Arc<Vec<u8>>);
 pub struct Reread(Mutex<HashMap<PathBuf, Kept>>);
 
 impl Reread {
-    /// The bytes of `path`, following symlinks; `None` when it cannot be read.
+    /// The bytes of `path`, following symlinks; `None` when it is not a regular file or cannot be
+    /// read.
     pub fn read(&self, path: &Path) -> Option<Arc<Vec<u8>>> {
         self.read_settled(path, now_ns() - SETTLED_NS)
     }
@@ -62,11 +63,17 @@ impl Reread {
             return Some(bytes.clone());
         }
         drop(kept);
-        // Read after the stat: a change in between leaves a stamp that no longer matches.
-        let bytes = Arc::new(std::fs::read(path).ok()?);
+        // Kept with the stat of the very file read: the path may reach another since the stat.
+        let Some((meta, bytes)) = crate::files::read_regular(path, crate::files::Follow::Yes)
+        else {
+            self.forget(path);
+            return None;
+        };
+        let read = stamp(&meta);
+        let bytes = Arc::new(bytes);
         kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if now.4 < settled {
-            kept.insert(path.to_path_buf(), (now, bytes.clone()));
+        if read.4 < settled {
+            kept.insert(path.to_path_buf(), (read, bytes.clone()));
         } else {
             kept.remove(path);
         }
@@ -128,6 +135,12 @@ mod tests {
         );
         std::fs::remove_file(&file).expect("rm");
         assert_eq!(read(&file), None);
+        // A hook made a link to a pipe: never waited on (no writer will ever come).
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        std::fs::remove_file(&link).expect("rm");
+        std::os::unix::fs::symlink(&fifo, &link).expect("link");
+        assert_eq!(read(&link), None);
         let fresh = Reread::default();
         fresh.read(&other);
         assert!(

@@ -11,7 +11,15 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &["text"],
-    &["error", "ids", "process_end", "redact", "ui", "globs"],
+    &[
+        "error",
+        "ids",
+        "process_end",
+        "redact",
+        "ui",
+        "globs",
+        "files",
+    ],
     &["git", "sandbox", "preset"],
     &["platform", "gates"],
     &["config"],

@@ -76,6 +76,28 @@ fn planting_git_config_and_hooks_through_the_worktree_is_caught_and_undone() {
     );
 }
 
+/// A hook planted as a link to a named pipe: the fingerprint after the step never waits on it
+/// (nothing will ever write to it), and the planted hook is caught and removed.
+#[test]
+fn a_hook_planted_as_a_pipe_is_caught_without_hanging_the_run() {
+    let repo = TestRepo::new();
+    let r = hostile(
+        &repo,
+        "*:run:hooks=\"$(git rev-parse --git-path hooks)\" && mkfifo \"$hooks/../pipe\" && ln -s ../pipe \"$hooks/pre-push\"",
+        1,
+    );
+    assert_eq!(r["reason"], "containment");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("git config, hooks or info/ changed"),
+        "{error}"
+    );
+    assert!(
+        std::fs::symlink_metadata(repo.path.join(".git/hooks/pre-push")).is_err(),
+        "planted hook removed"
+    );
+}
+
 /// A repository whose config includes `team.gitconfig` (outside it), after one shipped run (so
 /// that the next run reuses slot 0), without the sandbox; and that file's path.
 fn a_shipped_run_with_an_included_config() -> (TestRepo, std::path::PathBuf) {
