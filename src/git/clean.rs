@@ -5,8 +5,8 @@
 //! The answer errs one way only: "nothing to remove" is given only when every entry of the
 //! worktree is a path of its index, a folder holding such paths, or a folder a keep pattern names
 //! that holds none. Anything this reader does not follow exactly (an index it cannot parse, a keep
-//! pattern with wildcards, a name that differs only by case, a folder where the index has a file)
-//! answers "maybe", and git cleans as before.
+//! pattern with wildcards, a name that differs only by case, a folder where the index has a file,
+//! a `.git` below the top) answers "maybe", and git cleans as before.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -18,13 +18,13 @@ use super::index_file;
 /// wildcards, either by its name at any depth (`target/`) or by its path from the top
 /// (`/target/`, `web/node_modules/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Keep {
+pub(super) enum Keep {
     Named(Vec<u8>),
     At(Vec<u8>),
 }
 
 impl Keep {
-    fn parse(pattern: &str) -> Option<Keep> {
+    pub(super) fn parse(pattern: &str) -> Option<Keep> {
         let folder = pattern.strip_suffix('/')?;
         let plain = |s: &str| {
             !s.is_empty()
@@ -32,8 +32,12 @@ impl Keep {
                 && !s.starts_with('!')
                 && !s.ends_with(' ')
                 && !s.bytes().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
-                && s.split('/')
-                    .all(|part| !part.is_empty() && part != "." && part != "..")
+                && s.split('/').all(|part| {
+                    !part.is_empty()
+                        && part != "."
+                        && part != ".."
+                        && !part.eq_ignore_ascii_case(".git")
+                })
         };
         let anchored = folder.strip_prefix('/');
         let path = anchored.unwrap_or(folder);
@@ -47,7 +51,7 @@ impl Keep {
         })
     }
 
-    fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+    pub(super) fn matches(&self, path: &[u8], name: &[u8]) -> bool {
         match self {
             Keep::Named(n) => n == name,
             Keep::At(p) => p == path,
@@ -56,24 +60,16 @@ impl Keep {
 }
 
 /// True when `git clean -ffdx` with `-e` for each of `keep` would remove nothing from
-/// `worktree`, given the index git would read (`index`, of a repository whose object ids are
-/// `hash_len` bytes). False whenever that is not certain.
-pub fn nothing_to_remove(worktree: &Path, index: &Path, hash_len: usize, keep: &[String]) -> bool {
-    let Some(bytes) = index_file::read_regular(index) else {
+/// `worktree`, given the paths and modes of the index git would read, in index order (`None`:
+/// no index this reader parses). False whenever that is not certain.
+pub fn nothing_to_remove(worktree: &Path, paths: Option<&[(&[u8], u32)]>, keep: &[String]) -> bool {
+    let Some(paths) = paths else {
         return false;
     };
-    let Some(parsed) = index_file::parse(&bytes, hash_len) else {
-        return false;
-    };
-    let paths: Vec<(&[u8], u32)> = parsed
-        .entries
-        .iter()
-        .map(|e| (e.path.as_ref(), e.mode))
-        .collect();
     // A pattern this reader does not follow could keep what it would call untracked.
     let keep: Option<Vec<Keep>> = keep.iter().map(|k| Keep::parse(k)).collect();
     Walk {
-        paths: &paths,
+        paths,
         keep: keep.as_deref(),
     }
     .folder(worktree, &[])
@@ -116,6 +112,9 @@ impl Walk<'_> {
             let name = name.as_bytes();
             if rel.is_empty() && name == b".git" {
                 continue; // the worktree's own pointer to its git dir
+            }
+            if name.eq_ignore_ascii_case(b".git") {
+                return false; // a repository inside: git's to judge (and strays.rs's to remove)
             }
             let mut path = rel.to_vec();
             if !path.is_empty() {
@@ -171,10 +170,12 @@ impl Walk<'_> {
             let Ok(entry) = entry else {
                 return false;
             };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = entry.file_name();
+            if !entry.file_type().is_ok_and(|t| t.is_dir())
+                || child.as_bytes().eq_ignore_ascii_case(b".git")
+            {
                 return false;
             }
-            let child = entry.file_name();
             let mut path = rel.to_vec();
             path.push(b'/');
             path.extend_from_slice(child.as_bytes());
@@ -216,9 +217,24 @@ mod tests {
             "a//b/",
             "../x/",
             "a\\b/",
+            ".git/",
+            "x/.GIT/",
         ] {
             assert_eq!(Keep::parse(other), None, "{other}");
         }
+    }
+
+    /// The answer for the index file at `index`, read as a reset reads it.
+    pub(super) fn answer_with(index: &Path, dir: &Path, keep: &[String]) -> bool {
+        let bytes = index_file::read_regular(index);
+        let parsed = bytes.as_deref().and_then(|b| index_file::parse(b, 20));
+        let paths: Option<Vec<(&[u8], u32)>> = parsed.as_ref().map(|p| {
+            p.entries
+                .iter()
+                .map(|e| (e.path.as_ref(), e.mode))
+                .collect()
+        });
+        nothing_to_remove(dir, paths.as_deref(), keep)
     }
 
     /// What `git clean -n` says it would remove, with the same options and keep patterns.
@@ -233,7 +249,7 @@ mod tests {
     }
 
     fn answer(dir: &Path, keep: &[String]) -> bool {
-        nothing_to_remove(dir, &dir.join(".git").join("index"), 20, keep)
+        answer_with(&dir.join(".git").join("index"), dir, keep)
     }
 
     /// Each layout against git's own dry run: "nothing" only where git would remove nothing,
@@ -336,6 +352,12 @@ mod properties {
         prop::collection::vec(part, 1..4).prop_map(|parts| parts.join("/"))
     }
 
+    /// What a run may leave: the same names, and a `.git` in any case.
+    fn left_path() -> impl Strategy<Value = String> {
+        let part = prop::sample::select(vec!["a", "b", "target", "build", "x.rs", ".git", ".GIT"]);
+        prop::collection::vec(part, 1..4).prop_map(|parts| parts.join("/"))
+    }
+
     fn plant(top: &Path, rel: &str, folder: bool) {
         let p = top.join(rel);
         // A path through what is already a file cannot be made: skipped.
@@ -360,7 +382,7 @@ mod properties {
         #[test]
         fn nothing_to_remove_only_where_git_would_remove_nothing(
             tracked in prop::collection::vec(path(), 1..6),
-            left in prop::collection::vec((path(), any::<bool>()), 0..4),
+            left in prop::collection::vec((left_path(), any::<bool>()), 0..4),
             anchored in any::<bool>(),
         ) {
             let tmp = tempfile::tempdir().expect("tempdir");
@@ -379,7 +401,7 @@ mod properties {
                 "target/".to_owned(),
                 if anchored { "/build/" } else { "build/" }.to_owned(),
             ];
-            let ours = nothing_to_remove(&d, &d.join(".git").join("index"), 20, &keep);
+            let ours = super::tests::answer_with(&d.join(".git").join("index"), &d, &keep);
             let out = git(&d, &["clean", "-n", "-ffdx", "-e", &keep[0], "-e", &keep[1]]);
             let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
             if ours {
@@ -389,7 +411,11 @@ mod properties {
             let cache_holds_tracked = String::from_utf8_lossy(&listed.stdout)
                 .lines()
                 .any(|l| l.split('/').rev().skip(1).any(|p| p == "target" || p == "build"));
-            if !cache_holds_tracked {
+            // git never lists a `.git`: where one was left, only the first half holds.
+            let dotgit_left = left
+                .iter()
+                .any(|(l, _)| l.split('/').any(|p| p.eq_ignore_ascii_case(".git")));
+            if !cache_holds_tracked && !dotgit_left {
                 prop_assert_eq!(ours, theirs.is_empty(), "git would remove {:?}", theirs);
             }
         }

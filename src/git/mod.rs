@@ -28,6 +28,7 @@ pub mod refs;
 pub mod repo;
 pub mod snapshot;
 pub mod status;
+pub mod strays;
 pub mod submodules;
 mod tree_diff;
 pub mod tree_write;

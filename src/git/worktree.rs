@@ -456,15 +456,31 @@ pub fn reset_to(
     keep: &[String],
 ) -> Result<()> {
     let git = Git::in_dir(worktree);
-    // First what the last run left beyond its tracked files (untracked, ignored, nested
-    // repositories), so that the checkout's own post-checkout hook output stays.
-    if !super::clean::nothing_to_remove(worktree, index, base.len() / 2, keep) {
-        let mut clean: Vec<String> = ["clean", "-ffdxq"].map(str::to_owned).to_vec();
-        for pattern in keep {
-            clean.push("-e".to_owned());
-            clean.push(pattern.clone());
-        }
-        git.run(&clean)?;
+    let hash_len = base.len() / 2;
+    let bytes = super::index_file::read_regular(index);
+    let parsed = bytes
+        .as_deref()
+        .and_then(|b| super::index_file::parse(b, hash_len));
+    let paths: Option<Vec<(&[u8], u32)>> = parsed.as_ref().map(|p| {
+        p.entries
+            .iter()
+            .map(|e| (e.path.as_ref(), e.mode))
+            .collect()
+    });
+    // What git clean never removes (a planted `.git`, a submodule folder that is not the
+    // slot's own checkout) goes first; then what the last run left beyond its tracked files
+    // (untracked, ignored, nested repositories), so that the checkout's own post-checkout hook
+    // output stays.
+    let modules = index
+        .parent()
+        .map(|a| a.join("modules"))
+        .unwrap_or_default();
+    let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules)?;
+    super::strays::remove(&strays.remove)?;
+    if !strays.remove.is_empty()
+        || !super::clean::nothing_to_remove(worktree, paths.as_deref(), keep)
+    {
+        git.run(clean_args(keep, &[]))?;
     }
     let mut args = checkout_workers();
     // An fsmonitor would let checkout trust files it did not look at.
@@ -477,6 +493,17 @@ pub fn reset_to(
     }
     args.extend([base.into(), "--".into()]);
     git.run(args)?;
+    // A submodule the new base drops, or has with no `.gitmodules` to check it out by, is an
+    // empty folder in a new checkout (or none): its old checkout goes.
+    let (empty, gone) =
+        super::strays::after_checkout(worktree, index, hash_len, &strays.submodules);
+    for folder in &empty {
+        super::strays::remove(&super::strays::entries_of(folder)?)?;
+    }
+    if !gone.is_empty() {
+        super::strays::remove(&gone.iter().map(|g| g.join(".git")).collect::<Vec<_>>())?;
+        git.run(clean_args(keep, &gone))?;
+    }
     if worktree.join(".gitmodules").exists() {
         git.run([
             "submodule",
@@ -605,6 +632,8 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
             "[filter",
             "sshcommand",
             "askpass",
+            // git clean and status would miss a file differing from a tracked one only by case.
+            "ignorecase",
         ];
         if let Some(key) = risky.iter().find(|k| lower.contains(*k)) {
             return Some(format!("its config.worktree sets {key}"));
@@ -694,6 +723,22 @@ fn core_worktree(config: &Path) -> Option<String> {
         }
     }
     found
+}
+
+/// `git clean` as a reset runs it: untracked and ignored files and nested repositories, except
+/// under `keep`; in `only` when given.
+fn clean_args(keep: &[String], only: &[PathBuf]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["clean", "-ffdxq"].map(std::ffi::OsString::from).to_vec();
+    for pattern in keep {
+        args.push("-e".into());
+        args.push(pattern.into());
+    }
+    if !only.is_empty() {
+        args.push("--".into());
+        args.extend(only.iter().map(|p| p.as_os_str().to_owned()));
+    }
+    args
 }
 
 /// The first path `git status` reports under the kept folders `keep` of a worktree just reset
@@ -786,5 +831,30 @@ mod tests {
         assert!(known_paths(&wt, &common, &d.join(".husky/_")).is_none());
         std::fs::write(known.git_dir.join("config.worktree"), "").expect("write");
         assert!(known_paths(&wt, &common, &hooks).is_none());
+    }
+
+    /// A slot whose `config.worktree` changes what git runs or what git clean and status see
+    /// is made again; one that sets something harmless is reset.
+    #[test]
+    fn a_config_worktree_that_changes_what_git_runs_or_sees_is_tampering() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = crate::git::testing::repo_with_a_commit(tmp.path(), "repo");
+        let common = d.join(".git").canonicalize().expect("canonical");
+        let wt = tmp.path().join("slot");
+        crate::git::testing::add_detached_worktree(&d, &wt);
+        let admin = paths(&wt).expect("paths").git_dir;
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        std::fs::write(admin.join("config.worktree"), "[user]\n\tname = x\n").expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        for (text, key) in [
+            ("[core]\n\tfsmonitor = touch /tmp/x\n", "fsmonitor"),
+            ("[core]\n\thooksPath = /tmp\n", "hookspath"),
+            ("[core]\n\tignoreCase = true\n", "ignorecase"),
+            ("[include]\n\tpath = /tmp/c\n", "[include"),
+        ] {
+            std::fs::write(admin.join("config.worktree"), text).expect("write");
+            let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+            assert!(why.ends_with(key), "{text}: {why}");
+        }
     }
 }

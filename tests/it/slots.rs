@@ -42,6 +42,41 @@ fn last_builder_cwd(repo: &TestRepo) -> String {
     )
 }
 
+/// A run whose builder does `actions` in slot 0 and is rejected, its worktree abandoned when
+/// kept: the slot is idle, holding what the run left.
+fn leave_in_slot(repo: &TestRepo, actions: &[&str]) {
+    repo.agents(
+        actions,
+        &["*:reject:no"],
+        // A config of its own each time: the rounds of one test differ in it.
+        &format!(
+            "# {}\n[run]\nsandbox = \"off\"\n[verify]\nmax_rounds = 1\n",
+            actions.join(" ")
+        ),
+    );
+    assert_ne!(repo.pipeline(&["run", "--json", "add the helper"]).code, 0);
+    let first = repo.run_ids().into_iter().max().expect("id");
+    if repo.worktree_of(&first).is_some() {
+        repo.pipeline(&["abandon", &first]).assert_code(0);
+    }
+}
+
+/// The next run, whose builder does `actions` (then writes `src/b.rs`), shipping from slot 0
+/// reset in place.
+fn next_in_slot(repo: &TestRepo, actions: &[&str]) {
+    let mut builder = actions.to_vec();
+    builder.push("*:write:src/b.rs:b");
+    repo.agents(
+        &builder,
+        &["*:approve"],
+        &format!("# {}\n[run]\nsandbox = \"off\"\n", actions.join(" ")),
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert!(!out.stderr.contains("making it again"), "{}", out.stderr);
+    assert_eq!(last_builder_cwd(repo), repo.slot(0).display().to_string());
+}
+
 fn cwd_of(call: &str) -> String {
     call.split(' ')
         .find_map(|f| f.strip_prefix("cwd="))
@@ -620,19 +655,13 @@ fn a_submodule_pointed_at_your_own_is_never_reset() {
     // worktree is your `sub/`: resetting the slot's submodules through it would discard your
     // work there. The slot is made again instead.
     let repo = crate::worktree_prep::with_submodule(&[]);
-    repo.agents(
+    leave_in_slot(
+        &repo,
         &[
             "*:run:printf 'gitdir: %s\\n' ROOT/repo/.git/modules/sub > sub/.git",
             "*:write:src/a.rs:a",
         ],
-        &["*:reject:no"],
-        "[run]\nsandbox = \"off\"\n[verify]\nmax_rounds = 1\n",
     );
-    assert_ne!(repo.pipeline(&["run", "--json", "add the helper"]).code, 0);
-    let first = repo.run_ids().into_iter().max().expect("id");
-    if repo.worktree_of(&first).is_some() {
-        repo.pipeline(&["abandon", &first]).assert_code(0);
-    }
     assert_eq!(
         std::fs::read_to_string(repo.slot(0).join("sub/.git")).expect("the planted pointer"),
         format!("gitdir: {}\n", repo.path.join(".git/modules/sub").display())
@@ -656,4 +685,112 @@ fn a_submodule_pointed_at_your_own_is_never_reset() {
         std::fs::read_to_string(repo.path.join("sub/mine.txt")).expect("yours"),
         "untracked, mine\n"
     );
+}
+
+#[test]
+fn a_repository_planted_in_a_tracked_folder_never_reaches_the_next_run() {
+    // git clean lists no `.git`, so one planted inside a tracked folder would outlive the reset,
+    // and a gate running git in `src/` would run the planted fsmonitor. Run 2 gets the slot
+    // reset in place, without it.
+    let repo = TestRepo::new();
+    leave_in_slot(
+        &repo,
+        &[
+            "*:run:git init -q src/tmpx && mv src/tmpx/.git src/.git && rmdir src/tmpx",
+            "*:run:git -C src config core.fsmonitor 'touch ROOT/pwned'",
+            "*:write:src/a.rs:a",
+        ],
+    );
+    assert!(repo.slot(0).join("src/.git/config").exists(), "planted");
+    let _ = std::fs::remove_file(repo.root().join("pwned"));
+    next_in_slot(
+        &repo,
+        &[
+            "*:run:test ! -e src/.git",
+            "*:run:cd src && git status --short >/dev/null",
+        ],
+    );
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the planted fsmonitor ran"
+    );
+}
+
+#[test]
+fn a_submodule_folder_pointed_at_another_repository_is_emptied_never_followed() {
+    // The agent points the slot's submodule at a repository of yours elsewhere and drops the
+    // submodule from `.gitmodules` (which the reset's checkout puts back): a reset that
+    // trusted `sub/.git` would check the submodule's commit out there, detaching its HEAD and
+    // dropping what you staged.
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let victim = repo.root().join("victim");
+    repo.git_in(
+        repo.root(),
+        &[
+            "clone",
+            "-q",
+            &repo.root().join("sub-upstream").to_string_lossy(),
+            &victim.to_string_lossy(),
+        ],
+    );
+    std::fs::write(victim.join("staged.txt"), "yours\n").expect("write");
+    repo.git_in(&victim, &["add", "staged.txt"]);
+    leave_in_slot(
+        &repo,
+        &[
+            "*:run:printf 'gitdir: %s\\n' ROOT/victim/.git > sub/.git",
+            "*:run:sed -i '/path = sub/d' .gitmodules",
+            "*:write:src/a.rs:a",
+        ],
+    );
+    next_in_slot(&repo, &[]);
+    let head = repo.git_in(&victim, &["symbolic-ref", "HEAD"]);
+    assert_eq!(head.trim(), "refs/heads/main", "the victim's HEAD moved");
+    let staged = repo.git_in(&victim, &["diff", "--cached", "--name-only"]);
+    assert_eq!(
+        staged.trim(),
+        "staged.txt",
+        "the victim lost what was staged"
+    );
+    // The slot's submodule is its own checkout again.
+    let pointer = std::fs::read_to_string(repo.slot(0).join("sub/.git")).expect("pointer");
+    assert!(pointer.contains("/modules/sub"), "{pointer}");
+    assert_eq!(
+        std::fs::read_to_string(repo.slot(0).join("sub/s.txt")).expect("checked out"),
+        "s\n"
+    );
+}
+
+#[test]
+fn a_submodule_the_new_base_drops_or_cannot_check_out_leaves_nothing_in_the_slot() {
+    // git's checkout cannot remove a submodule folder that still holds its checkout ("unable
+    // to rmdir") and says so only as a warning; git clean never looks into one. A new checkout
+    // of a base without the submodule has no `sub/`; of a base whose `.gitmodules` is gone, an
+    // empty `sub/`.
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let leave = |repo: &TestRepo| {
+        leave_in_slot(
+            repo,
+            &[
+                "*:write:sub/left.txt:from the last run",
+                "*:write:src/a.rs:a",
+            ],
+        );
+        assert!(repo.slot(0).join("sub/left.txt").exists());
+        assert!(
+            repo.slot(0).join("sub/s.txt").exists(),
+            "the submodule checked out"
+        );
+    };
+    leave(&repo);
+    repo.git(&["rm", "-q", ".gitmodules"]);
+    repo.git(&["commit", "-q", "-m", "no .gitmodules"]);
+    let dropped = repo.git(&["rev-parse", "HEAD"]);
+    next_in_slot(&repo, &["*:run:test -d sub && test -z \"$(ls -A sub)\""]);
+    repo.git(&["revert", "--no-edit", dropped.trim()]);
+    // `.gitmodules` back: the next run's slot has the submodule checked out again.
+    leave(&repo);
+    repo.git(&["rm", "-q", "sub"]);
+    repo.git(&["commit", "-q", "-m", "no submodule"]);
+    next_in_slot(&repo, &["*:run:test ! -e sub"]);
 }
