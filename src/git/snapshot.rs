@@ -190,6 +190,19 @@ impl Snapshotter {
             if !files.is_empty() {
                 return Err(unreadable("files", files));
             }
+            // `error: invalid path 'src/.GIT/config'`: a name git never tracks (`.git` in any
+            // case, `.git` followed by spaces or dots, and on some systems more).
+            let invalid = named("error: invalid path '", "'");
+            if !invalid.is_empty() {
+                return Err(Error::other_hint(
+                    format!(
+                        "the worktree holds paths git cannot track: {}",
+                        invalid.join(", ")
+                    ),
+                    "remove them from the run's worktree (git reserves `.git` in any case); \
+                     then abandon the run to archive the rest",
+                ));
+            }
             return Err(super::failure(&args, &out));
         }
         let folders = named("warning: could not open directory '", "': ");

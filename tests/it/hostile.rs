@@ -1426,3 +1426,44 @@ fn a_gates_edits_are_undone_and_never_charged_to_the_builder() {
         "the builder is not sent to fix it"
     );
 }
+
+/// A path git never tracks (`.GIT/` in another case) cannot be snapshotted or archived: the run
+/// fails naming it, its worktree is kept with the work, `abandon` refuses with the same line,
+/// and once the person removes it, `abandon` archives the rest.
+#[test]
+fn a_path_git_cannot_track_is_named_and_the_work_kept_until_it_is_removed() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:run:mkdir -p src/.GIT && echo x > src/.GIT/config",
+            "*:write:src/b.rs:kept work",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("the worktree holds paths git cannot track: src/.GIT/config"),
+        "{}",
+        out.stderr
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    let wt = repo.worktree_of(&id).expect("the worktree is kept");
+    assert!(wt.join("src/b.rs").exists() && wt.join("src/.GIT/config").exists());
+    let out = repo.pipeline(&["abandon", &id]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("paths git cannot track: src/.GIT/config"),
+        "{}",
+        out.stderr
+    );
+    assert!(wt.join("src/b.rs").exists(), "nothing lost");
+    std::fs::remove_dir_all(wt.join("src/.GIT")).expect("the person removes it");
+    repo.pipeline(&["abandon", &id]).assert_code(0);
+    let archive = format!("refs/pipeline/archive/{id}");
+    let shown = repo.git(&["show", &format!("{archive}:src/b.rs")]);
+    assert_eq!(shown.trim_end(), "kept work");
+}
