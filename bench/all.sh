@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
+# Where cargo put it: CARGO_TARGET_DIR or build.target-dir may name another folder.
+target=$(cargo metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin="${target:-$PWD/target}/release/git-pipeline"
 pairs=${PAIRS:-7}
 repos=${REPOS:-gen:1000,gen:20000,gen:100000,clone:$HOME/.pyenv,tree:$HOME/.cargo/registry/src}
 
@@ -14,7 +18,7 @@ echo "== machine"
 nproc; uname -sr; git --version
 echo
 echo "== run overhead (bench/run_overhead.py)"
-python3 bench/run_overhead.py --repos "$repos" --pairs "$pairs"
+python3 bench/run_overhead.py --repos "$repos" --pairs "$pairs" --bin "$bin"
 echo
 echo "== scope check and changed-path listing (benches/scope.rs)"
 wt=$(mktemp -d "${TMPDIR:-/tmp}/gp-bench-listing.XXXXXX")
@@ -28,13 +32,13 @@ SNAPSHOT_WORKTREE="$wt/wt" cargo bench --quiet --bench scope
 rm -rf "$wt"
 echo
 echo "== views (bench/views.py)"
-python3 bench/views.py
+python3 bench/views.py --bin "$bin"
 echo
 echo "== bundles (bench/bundles.py)"
-python3 bench/bundles.py
+python3 bench/bundles.py --bin "$bin"
 echo
 echo "== the OS sandbox (bench/sandbox.py)"
-python3 bench/sandbox.py
+python3 bench/sandbox.py --bin "$bin"
 echo
 echo "== warm worktrees (bench/warm_worktrees.py; RIPGREP=<local clone> to skip the download)"
-python3 bench/warm_worktrees.py ${RIPGREP:+--ripgrep "$RIPGREP"}
+python3 bench/warm_worktrees.py --bin "$bin" ${RIPGREP:+--ripgrep "$RIPGREP"}
