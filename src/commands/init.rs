@@ -121,6 +121,14 @@ pub fn detect(top: &Path) -> Project {
         for d in ["src", "tests", "benches", "examples"] {
             p.allow.push(format!("{d}/**"));
         }
+        // The root package's targets may live anywhere (ripgrep 14: `[[bin]] path =
+        // "crates/core/main.rs"`, no member), and its build script at the top.
+        for path in cargo_target_paths(&manifest, has("build.rs")) {
+            match path.rsplit_once('/') {
+                Some((dir, _)) => p.allow.push(format!("{dir}/**")),
+                None => p.allow.push(path),
+            }
+        }
     }
     if has("package.json") {
         let (tool, lock) = if has("pnpm-lock.yaml") {
@@ -304,10 +312,52 @@ pub fn detect(top: &Path) -> Project {
     p.allow.sort();
     p.allow.dedup();
     p.allow.retain(|g| {
-        let dir = g.split('/').next().unwrap_or("");
-        g.starts_with("**") || top.join(dir).is_dir()
+        let first = g.split('/').next().unwrap_or("");
+        g.starts_with("**") || top.join(first).is_dir() || (first == g && top.join(g).is_file())
     });
     p
+}
+
+/// Where a Cargo manifest's own package keeps its targets: `[lib]`, `[[bin]]`, `[[test]]`,
+/// `[[bench]]` and `[[example]]` paths, and its build script (`package.build`, or `build.rs` at
+/// the top, which cargo finds by itself), as clean relative paths.
+fn cargo_target_paths(manifest: &toml::Table, build_rs: bool) -> Vec<String> {
+    let Some(package) = manifest.get("package") else {
+        return Vec::new();
+    };
+    let mut paths: Vec<&str> = Vec::new();
+    if let Some(path) = manifest
+        .get("lib")
+        .and_then(|l| l.get("path"))
+        .and_then(|p| p.as_str())
+    {
+        paths.push(path);
+    }
+    for kind in ["bin", "test", "bench", "example"] {
+        let targets = manifest.get(kind).and_then(|t| t.as_array());
+        paths.extend(
+            targets
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("path").and_then(|p| p.as_str())),
+        );
+    }
+    match package.get("build") {
+        Some(toml::Value::String(b)) => paths.push(b),
+        Some(toml::Value::Boolean(false)) => {}
+        _ if build_rs => paths.push("build.rs"),
+        _ => {}
+    }
+    paths
+        .into_iter()
+        .map(|p| p.trim_start_matches("./"))
+        .filter(|p| {
+            !p.is_empty()
+                && !p.starts_with('/')
+                && !p.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether a pyproject names the package `name` (a key `mypy = "^1"`, or a requirement

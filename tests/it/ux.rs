@@ -723,6 +723,27 @@ fn init_fits_workspaces_python_packages_go_and_make() {
             ],
             vec!["\"cargo\", \"test\"]"],
         ),
+        // ripgrep 14: the root package's binary lives in a folder that is no member
+        // (`[[bin]] path = "crates/core/main.rs"`), beside a build script at the top.
+        (
+            vec![
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"ripgrep\"\nbuild = \"build.rs\"\n[[bin]]\nname = \"rg\"\npath = \"crates/core/main.rs\"\n[[test]]\nname = \"integration\"\npath = \"tests/tests.rs\"\n[workspace]\nmembers = [\"crates/grep\"]\n",
+                ),
+                ("build.rs", ""),
+                ("crates/core/main.rs", ""),
+                ("crates/grep/src/lib.rs", ""),
+                ("tests/tests.rs", ""),
+            ],
+            vec![
+                "\"crates/core/**\"",
+                "\"crates/grep/**\"",
+                "\"tests/**\"",
+                "\"build.rs\"",
+            ],
+            vec!["\"src/**\""],
+        ),
         // Poetry with the package at the root and mypy as a dependency.
         (
             vec![
