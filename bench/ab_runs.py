@@ -5,7 +5,8 @@ repository, the binaries taking turns (the order flips every round, so that a ho
 busier or quieter moves both alike), medians of N runs each. For a change's effect on a run's
 fixed cost, where `run_overhead.py`'s ratio against the bare git sequence is too noisy.
 
-usage: bench/ab_runs.py FILES BINARY BINARY... (N=40 runs each; TMPDIR picks the disk)
+usage: bench/ab_runs.py FILES BINARY BINARY... (N=40 runs each; TMPDIR picks the disk;
+HISTORY=2000 first gives the repository that many finished runs, as copies of one)
 """
 
 import os
@@ -46,6 +47,15 @@ def main():
         subprocess.run(["git", "commit", "-q", "-m", "config"], cwd=repo, env=env, check=True)
         subprocess.run([binaries[0], "trust"], cwd=repo, env=env, check=True,
                        stdout=subprocess.DEVNULL)
+        history = int(os.environ.get("HISTORY", "0"))
+        if history:
+            subprocess.run([binaries[0], "-q", "run", "fix the typo"], cwd=repo, env=env,
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            runs_dir = os.path.join(repo, ".git", "pipeline", "runs")
+            finished = max(d for d in os.listdir(runs_dir) if not d.startswith("."))
+            for i in range(history):
+                shutil.copytree(os.path.join(runs_dir, finished),
+                                os.path.join(runs_dir, f"20200101-000000-{i:04x}"))
         times = {b: [] for b in binaries}
         # Two warm-up rounds: the first run makes the slot, the second finds it.
         for i in range(runs + 2):
@@ -58,7 +68,8 @@ def main():
                     sys.exit(f"{b} failed: {r.stderr.decode(errors='replace')[-500:]}")
                 if i >= 2:
                     times[b].append(took)
-        print(f"{files} files, {runs} runs each, TMPDIR={os.environ.get('TMPDIR', '/tmp')}")
+        print(f"{files} files, {runs} runs each, {history} runs of history, "
+              f"TMPDIR={os.environ.get('TMPDIR', '/tmp')}")
         first = statistics.median(times[binaries[0]])
         for b in binaries:
             m = statistics.median(times[b])

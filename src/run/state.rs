@@ -326,11 +326,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The fingerprint to compare after a step.
-    fn fingerprint(&self) -> Result<Option<crate::safety::containment::Fingerprint>> {
-        self.ws.guard.as_ref().map(|g| g.take()).transpose()
-    }
-
     /// Whether this run's steps run in an OS sandbox that is fully enforced.
     fn step_was_sandboxed(&self) -> bool {
         self.ws.sandbox.is_some()
@@ -350,7 +345,13 @@ impl<'a> Run<'a> {
         // A scan of every process: off the runtime's thread, while the fingerprint is taken here.
         let scan =
             tokio::task::spawn_blocking(move || crate::platform::worktree_processes(&worktree));
-        let fingerprint = self.fingerprint();
+        // The fingerprint to compare after the step.
+        let fingerprint = self
+            .ws
+            .guard
+            .as_ref()
+            .map(|g| g.take_at_step_start())
+            .transpose();
         tracing::trace!("step start: fingerprint taken");
         let in_worktree = scan
             .await

@@ -75,6 +75,9 @@ pub struct Guard {
     refs_seen: std::sync::Mutex<crate::git::refs::Seen>,
     /// Other runs' records as last read, by stamp (see [`record_copies`]).
     records_seen: std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
+    /// Other runs' record stamps as the last fingerprint (or the read ahead) listed them: the
+    /// next step's baseline (see [`Guard::take_at_step_start`]).
+    records_last: std::sync::Mutex<Option<BTreeMap<OsString, RecordStamp>>>,
     /// The committer name steps run with: the user's, marked with the run id.
     marked_name: Option<String>,
 }
@@ -150,6 +153,8 @@ pub struct Places {
 pub struct Warm {
     refs: crate::git::refs::Seen,
     records: BTreeMap<OsString, (RecordStamp, RecordCopy)>,
+    /// The records' stamps as listed then: the first step's baseline.
+    print: Option<BTreeMap<OsString, RecordStamp>>,
 }
 
 impl Warm {
@@ -160,10 +165,12 @@ impl Warm {
         let mut refs = crate::git::refs::Seen::default();
         let _ = crate::git::refs::all_again(repo, &mut refs);
         let seen = std::sync::Mutex::new(BTreeMap::new());
-        record_copies(&records_print(common_dir, own), &seen);
+        let print = records_print(common_dir, own);
+        record_copies(&print, &seen);
         Warm {
             refs,
             records: seen.into_inner().unwrap_or_else(|p| p.into_inner()),
+            print: Some(print),
         }
     }
 }
@@ -401,6 +408,7 @@ impl Guard {
             reread: Default::default(),
             refs_seen: std::sync::Mutex::new(warm.refs),
             records_seen: std::sync::Mutex::new(warm.records),
+            records_last: std::sync::Mutex::new(warm.print),
             marked_name,
         })
     }
@@ -446,6 +454,19 @@ impl Guard {
     }
 
     pub fn take(&self) -> Result<Fingerprint> {
+        self.take_with(false)
+    }
+
+    /// A step's baseline: as [`Guard::take`], except that other runs' records are the ones the
+    /// last fingerprint listed (or the read ahead, for the first step). Only git-pipeline's own
+    /// work ran since (every step ends with a fingerprint), so a change made meanwhile still
+    /// shows when the step ends; and a listing costs a stat of every record of every run, which
+    /// in a repository with thousands of runs was most of a step's fixed cost.
+    pub fn take_at_step_start(&self) -> Result<Fingerprint> {
+        self.take_with(true)
+    }
+
+    fn take_with(&self, reuse_records: bool) -> Result<Fingerprint> {
         if self.released {
             return Err(crate::error::Error::other(
                 "the containment guard's checkout watches were released: no fingerprint can be taken",
@@ -474,7 +495,18 @@ impl Guard {
         let (refs, managed, branch_tip) = self.refs()?;
         tracing::trace!("take: refs");
         let records = if self.at.checks.refs {
-            records_print(&self.at.common_dir, &self.at.run_id)
+            let mut last = self.records_last.lock().unwrap_or_else(|p| p.into_inner());
+            match last.take() {
+                Some(listed) if reuse_records => {
+                    *last = Some(listed.clone());
+                    listed
+                }
+                _ => {
+                    let listed = records_print(&self.at.common_dir, &self.at.run_id);
+                    *last = Some(listed.clone());
+                    listed
+                }
+            }
         } else {
             BTreeMap::new()
         };
