@@ -75,6 +75,14 @@ pub fn nothing_to_remove(worktree: &Path, paths: Option<&[(&[u8], u32)]>, keep: 
     .folder(worktree, &[])
 }
 
+/// Whether some path of `paths` (an index's, in its order) lies beneath `folder/`.
+pub(super) fn holds(paths: &[(&[u8], u32)], folder: &[u8]) -> bool {
+    let mut prefix = folder.to_vec();
+    prefix.push(b'/');
+    let at = paths.partition_point(|(p, _)| *p < prefix.as_slice());
+    paths.get(at).is_some_and(|(p, _)| p.starts_with(&prefix))
+}
+
 struct Walk<'a> {
     /// The index's paths and modes, in the index's order (bytes, as git sorts them).
     paths: &'a [(&'a [u8], u32)],
@@ -89,14 +97,8 @@ impl Walk<'_> {
             .map(|i| self.paths[i].1)
     }
 
-    /// Whether some index path lies beneath `folder/`.
     fn holds(&self, folder: &[u8]) -> bool {
-        let mut prefix = folder.to_vec();
-        prefix.push(b'/');
-        let at = self.paths.partition_point(|(p, _)| *p < prefix.as_slice());
-        self.paths
-            .get(at)
-            .is_some_and(|(p, _)| p.starts_with(&prefix))
+        holds(self.paths, folder)
     }
 
     /// Whether nothing in `dir` (at `rel` from the top) is for git clean to remove.

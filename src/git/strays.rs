@@ -7,8 +7,9 @@
 //!   missing, or naming any git dir but the slot's own (`<admin>/modules/...`), where `git
 //!   submodule update --force` would otherwise check out into whatever repository it names.
 //!
-//! Kept caches (`run.caches`) are carried over as they are and not looked into, and a
-//! submodule's own checkout is left to git (`submodule update --force`, then `git clean` in it).
+//! Kept caches (`run.caches`) are carried over as they are and not looked into, untracked
+//! folders go whole with `git clean -ffdx` (a repository in one too), and a submodule's own
+//! checkout is left to git (`submodule update --force`, then `git clean` in it).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -39,7 +40,7 @@ pub fn find(
     modules: &Path,
 ) -> Result<Found> {
     let walk = Walk {
-        paths: paths.unwrap_or(&[]),
+        paths,
         // An unparsed pattern names no folder here: such a cache is looked into (slower, never
         // wrong).
         keep: keep.iter().filter_map(|k| Keep::parse(k)).collect(),
@@ -110,16 +111,18 @@ pub fn entries_of(folder: &Path) -> Result<Vec<PathBuf>> {
 }
 
 struct Walk<'a> {
-    paths: &'a [(&'a [u8], u32)],
+    paths: Option<&'a [(&'a [u8], u32)]>,
     keep: Vec<Keep>,
     modules: Option<PathBuf>,
 }
 
 impl Walk<'_> {
     fn gitlink(&self, path: &[u8]) -> bool {
-        self.paths
-            .binary_search_by(|(p, _)| (*p).cmp(path))
-            .is_ok_and(|i| self.paths[i].1 == index_file::GITLINK)
+        self.paths.is_some_and(|paths| {
+            paths
+                .binary_search_by(|(p, _)| (*p).cmp(path))
+                .is_ok_and(|i| paths[i].1 == index_file::GITLINK)
+        })
     }
 
     /// Whether `folder/.git` is a file naming a git dir inside the slot's own modules folder.
@@ -181,6 +184,13 @@ impl Walk<'_> {
             if self.keep.iter().any(|k| k.matches(&path, name)) {
                 continue;
             }
+            // An untracked folder goes whole with git clean, a repository in it too (`-ff`).
+            if self
+                .paths
+                .is_some_and(|paths| !super::clean::holds(paths, &path))
+            {
+                continue;
+            }
             self.folder(&entry.path(), &path, found)?;
         }
         Ok(())
@@ -222,7 +232,7 @@ mod tests {
         let write = |p: &str| std::fs::write(d.join(p), "planted").expect("write");
         mkdir("src/.git/hooks");
         write("docs/.GIT");
-        mkdir("untracked/deeper/.git");
+        mkdir("untracked/deeper/.git"); // git clean's: the untracked folder goes whole
         mkdir("target/debug/.git"); // a kept cache: carried over as it is
         std::os::unix::fs::symlink(tmp.path(), d.join("docs/lnk")).expect("symlink");
         mkdir("own/inner/.git"); // inside the slot's own submodule checkout: git's
@@ -245,18 +255,14 @@ mod tests {
         let found = find(&d, Some(&paths), &keep, &modules).expect("walk");
         assert_eq!(
             rel(&d, &found.remove),
-            [
-                "docs/.GIT",
-                "foreign/.git",
-                "foreign/src",
-                "src/.git",
-                "untracked/deeper/.git"
-            ]
+            ["docs/.GIT", "foreign/.git", "foreign/src", "src/.git",]
         );
         assert_eq!(found.submodules, [b"own".to_vec()]);
         // With no index to trust, no submodule is the slot's own.
         let blind = find(&d, None, &keep, &modules).expect("walk");
-        assert!(rel(&d, &blind.remove).contains(&"own/.git".to_owned()));
+        let blind_found = rel(&d, &blind.remove);
+        assert!(blind_found.contains(&"own/.git".to_owned()));
+        assert!(blind_found.contains(&"untracked/deeper/.git".to_owned()));
         assert!(blind.submodules.is_empty());
         // Removed: the planted entries, never what a symlink names.
         std::fs::remove_file(d.join("docs/lnk")).expect("rm");
