@@ -192,7 +192,17 @@ impl Snapshotter {
             }
             // `error: invalid path 'src/.GIT/config'`: a name git never tracks (`.git` in any
             // case, `.git` followed by spaces or dots, and on some systems more).
-            let invalid = named("error: invalid path '", "'");
+            // Names are the agent's: only plain paths inside the worktree are named (a name
+            // with a newline could forge a line of git's output), shown escaped.
+            let invalid: Vec<String> = named("error: invalid path '", "'")
+                .into_iter()
+                .filter(|p| {
+                    !p.starts_with('/')
+                        && !p.split('/').any(|c| c.is_empty() || c == "..")
+                        && self.worktree.join(p).symlink_metadata().is_ok()
+                })
+                .map(|p| p.escape_debug().to_string())
+                .collect();
             if !invalid.is_empty() {
                 return Err(Error::other_hint(
                     format!(

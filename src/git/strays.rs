@@ -69,14 +69,15 @@ pub fn remove(found: &[PathBuf]) -> Result<()> {
 
 /// The submodule folders of `submodules` that the checkout just made (its index at `index`)
 /// no longer has as submodules, or has as submodules git will not check out (no
-/// `.gitmodules`): `(folders to empty, folders that are no submodule now)`. A `None` index
-/// answers every folder as no submodule now.
+/// `.gitmodules`): `(folders to empty, paths that are no submodule now)`. Only real folders,
+/// reached through real folders: where the new base put a symlink, git replaced the folder, and
+/// nothing is looked at through it. A `None` index answers every folder as no submodule now.
 pub fn after_checkout(
     worktree: &Path,
     index: &Path,
     hash_len: usize,
     submodules: &[Vec<u8>],
-) -> (Vec<PathBuf>, Vec<PathBuf>) {
+) -> (Vec<PathBuf>, Vec<Vec<u8>>) {
     let (mut empty, mut gone) = (Vec::new(), Vec::new());
     if submodules.is_empty() {
         return (empty, gone);
@@ -87,19 +88,38 @@ pub fn after_checkout(
         .and_then(|b| index_file::parse(b, hash_len));
     let checked_out = worktree.join(".gitmodules").exists();
     for s in submodules {
+        if !real_folder(worktree, s) {
+            continue;
+        }
         let still = parsed.as_ref().is_some_and(|p| {
             p.entries
                 .binary_search_by(|e| e.path.as_ref().cmp(s.as_slice()))
                 .is_ok_and(|i| p.entries[i].mode == index_file::GITLINK)
         });
-        let folder = worktree.join(OsStr::from_bytes(s));
         match (still, checked_out) {
             (true, true) => {}
-            (true, false) => empty.push(folder),
-            (false, _) => gone.push(folder),
+            (true, false) => empty.push(worktree.join(OsStr::from_bytes(s))),
+            (false, _) => gone.push(s.clone()),
         }
     }
     (empty, gone)
+}
+
+/// Whether `rel` (a path from the top of `worktree`) is a folder, and so is every folder on
+/// the way to it: no symlink anywhere.
+pub fn real_folder(worktree: &Path, rel: &[u8]) -> bool {
+    let mut at = worktree.to_path_buf();
+    for part in rel.split(|b| *b == b'/') {
+        if part.is_empty() || part == b"." || part == b".." {
+            return false;
+        }
+        at.push(OsStr::from_bytes(part));
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The entries of `folder` (for a folder to be emptied).
@@ -181,14 +201,15 @@ impl Walk<'_> {
                 }
                 continue;
             }
-            if self.keep.iter().any(|k| k.matches(&path, name)) {
-                continue;
-            }
-            // An untracked folder goes whole with git clean, a repository in it too (`-ff`).
-            if self
-                .paths
-                .is_some_and(|paths| !super::clean::holds(paths, &path))
-            {
+            // With an index: only folders holding tracked paths, caches too (a committed
+            // `vendor/`, a source package named `build`): an untracked folder goes whole with
+            // git clean, a repository in it too (`-ff`), and an untracked cache is carried over
+            // as it is. Without one: everything but the caches.
+            let descend = match self.paths {
+                Some(paths) => super::clean::holds(paths, &path),
+                None => !self.keep.iter().any(|k| k.matches(&path, name)),
+            };
+            if !descend {
                 continue;
             }
             self.folder(&entry.path(), &path, found)?;

@@ -13,6 +13,10 @@ use crate::error::Result;
 pub fn dirty(git: &Git) -> Result<Vec<String>> {
     let out = git.run_opts(
         [
+            // git hands `-c` settings down to the status it runs in each submodule, whose config
+            // lies where steps may write: no fsmonitor command runs there.
+            "-c",
+            "core.fsmonitor=false",
             "status",
             "--porcelain=v2",
             "-z",

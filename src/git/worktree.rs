@@ -501,7 +501,11 @@ pub fn reset_to(
         super::strays::remove(&super::strays::entries_of(folder)?)?;
     }
     if !gone.is_empty() {
-        super::strays::remove(&gone.iter().map(|g| g.join(".git")).collect::<Vec<_>>())?;
+        let pointers: Vec<PathBuf> = gone
+            .iter()
+            .map(|g| worktree.join(path_from_bytes(g)).join(".git"))
+            .collect();
+        super::strays::remove(&pointers)?;
         git.run(clean_args(keep, &gone))?;
     }
     if worktree.join(".gitmodules").exists() {
@@ -658,6 +662,37 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
     let (Some(modules), Some(top)) = (canonical(&modules), canonical(worktree)) else {
         return Some("its submodules' git dirs cannot be read".to_owned());
     };
+    // The submodules' git dirs are in the folder steps may write (the worktree's admin folder),
+    // and the reset runs git in them outside any step: a hook, or a config that runs a command
+    // (a filter, an fsmonitor, a transport), makes the slot new instead.
+    for entry in walkdir::WalkDir::new(&modules)
+        .max_depth(14)
+        .into_iter()
+        .flatten()
+    {
+        let in_hooks = entry
+            .path()
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "hooks");
+        let name = entry.file_name().to_string_lossy();
+        if in_hooks && !entry.file_type().is_dir() && !name.ends_with(".sample") {
+            return Some(format!(
+                "a submodule's git dir has a hook ({})",
+                entry.path().display()
+            ));
+        }
+        if !entry.file_type().is_file() || !(name == "config" || name == "config.worktree") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(key) = runs_a_command(&text) {
+            return Some(format!(
+                "a submodule's config ({}) sets {key}",
+                entry.path().display()
+            ));
+        }
+    }
     // Every submodule git dir's worktree is inside this worktree...
     for entry in walkdir::WalkDir::new(&modules)
         .max_depth(12)
@@ -705,6 +740,52 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
     None
 }
 
+/// The first setting of a git config file's text by which git runs a command or reads another
+/// file (`core.fsmonitor`, `filter.<driver>.smudge`, an include, a transport), as
+/// `section.key`: a clone's own config (core, remote, branch, submodule) sets none.
+fn runs_a_command(text: &str) -> Option<String> {
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.split([']', ' ', '"', '.']).next().unwrap_or("");
+            section = name.to_lowercase();
+            if matches!(
+                section.as_str(),
+                "include" | "includeif" | "filter" | "diff" | "merge" | "credential" | "protocol"
+            ) {
+                return Some(section);
+            }
+            continue;
+        }
+        let key = line
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or("")
+            .to_lowercase();
+        let risky = match section.as_str() {
+            "core" => matches!(
+                key.as_str(),
+                "hookspath"
+                    | "fsmonitor"
+                    | "sshcommand"
+                    | "askpass"
+                    | "gitproxy"
+                    | "pager"
+                    | "editor"
+                    | "alternaterefscommand"
+            ),
+            "remote" => matches!(key.as_str(), "uploadpack" | "receivepack" | "vcs"),
+            "url" => key == "insteadof" || key == "pushinsteadof",
+            "uploadpack" | "sequence" | "gpg" => true,
+            _ => false,
+        };
+        if risky && !key.is_empty() {
+            return Some(format!("{section}.{key}"));
+        }
+    }
+    None
+}
+
 /// `core.worktree` of a git config file, when it sets one.
 fn core_worktree(config: &Path) -> Option<String> {
     let text = std::fs::read_to_string(config).ok()?;
@@ -726,8 +807,8 @@ fn core_worktree(config: &Path) -> Option<String> {
 }
 
 /// `git clean` as a reset runs it: untracked and ignored files and nested repositories, except
-/// under `keep`; in `only` when given.
-fn clean_args(keep: &[String], only: &[PathBuf]) -> Vec<std::ffi::OsString> {
+/// under `keep`; in `only` (paths from the top, taken literally) when given.
+fn clean_args(keep: &[String], only: &[Vec<u8>]) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> =
         ["clean", "-ffdxq"].map(std::ffi::OsString::from).to_vec();
     for pattern in keep {
@@ -736,7 +817,11 @@ fn clean_args(keep: &[String], only: &[PathBuf]) -> Vec<std::ffi::OsString> {
     }
     if !only.is_empty() {
         args.push("--".into());
-        args.extend(only.iter().map(|p| p.as_os_str().to_owned()));
+        for p in only {
+            let mut spec = std::ffi::OsString::from(":(top,literal)");
+            spec.push(path_from_bytes(p).as_os_str());
+            args.push(spec);
+        }
     }
     args
 }
@@ -856,5 +941,32 @@ mod tests {
             let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
             assert!(why.ends_with(key), "{text}: {why}");
         }
+        // A submodule's git dir under the admin folder: its sample hooks and a plain config are
+        // git's; a hook or a config that runs a command is not.
+        std::fs::remove_file(admin.join("config.worktree")).expect("rm");
+        let module = admin.join("modules/sub");
+        std::fs::create_dir_all(module.join("hooks")).expect("mkdir");
+        std::fs::create_dir_all(wt.join("sub")).expect("mkdir");
+        std::fs::write(module.join("hooks/post-checkout.sample"), "#!/bin/sh\n").expect("w");
+        let plain = format!(
+            "[core]\n\tbare = false\n\tworktree = {}\n[remote \"origin\"]\n\turl = git@h:protocol-buffers/x\n",
+            wt.join("sub").display()
+        );
+        std::fs::write(module.join("config"), &plain).expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        for (text, key) in [
+            ("[core]\n\tfsmonitor = touch /tmp/x\n", "core.fsmonitor"),
+            ("[filter \"x\"]\n\tsmudge = touch /tmp/x\n", "filter"),
+            ("[protocol \"ext\"]\n\tallow = always\n", "protocol"),
+            ("[core]\n\thooksPath = /tmp\n", "core.hookspath"),
+        ] {
+            std::fs::write(module.join("config"), format!("{plain}{text}")).expect("write");
+            let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+            assert!(why.ends_with(key), "{text}: {why}");
+        }
+        std::fs::write(module.join("config"), &plain).expect("write");
+        std::fs::write(module.join("hooks/post-checkout"), "#!/bin/sh\n").expect("w");
+        let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+        assert!(why.contains("has a hook"), "{why}");
     }
 }

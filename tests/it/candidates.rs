@@ -334,7 +334,7 @@ fn candidates_go_through_their_run_and_abandon_takes_the_family_down() {
     let repo = TestRepo::new();
     repo.write("value.txt", "v=0\n");
     repo.commit_all("value");
-    let builder = "*:run:echo v=$PIPELINE_CANDIDATE > value.txt; echo $$ > LOGS/pid-$PIPELINE_CANDIDATE; if [ $PIPELINE_CANDIDATE = 2 ] && [ ! -e LOGS/killed ]; then sleep 0.3; touch LOGS/killed; kill -9 $(ps -o ppid= -p $PPID); fi; sleep 30";
+    let builder = "*:run:echo v=$PIPELINE_CANDIDATE > value.txt; echo $$ > LOGS/pid-$PIPELINE_CANDIDATE; if [ $PIPELINE_CANDIDATE = 2 ] && [ ! -e LOGS/killed ]; then for i in $(seq 400); do [ -e LOGS/pid-1 ] && break; sleep 0.05; done; touch LOGS/killed; kill -9 $(ps -o ppid= -p $PPID); fi; sleep 30";
     repo.config(&format!(
         "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\ntimeout = \"60s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
     ));

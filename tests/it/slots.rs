@@ -45,12 +45,17 @@ fn last_builder_cwd(repo: &TestRepo) -> String {
 /// A run whose builder does `actions` in slot 0 and is rejected, its worktree abandoned when
 /// kept: the slot is idle, holding what the run left.
 fn leave_in_slot(repo: &TestRepo, actions: &[&str]) {
+    leave_in_slot_with(repo, actions, "");
+}
+
+/// [`leave_in_slot`] with more `[run]` settings.
+fn leave_in_slot_with(repo: &TestRepo, actions: &[&str], run: &str) {
     repo.agents(
         actions,
         &["*:reject:no"],
         // A config of its own each time: the rounds of one test differ in it.
         &format!(
-            "# {}\n[run]\nsandbox = \"off\"\n[verify]\nmax_rounds = 1\n",
+            "# {}\n[run]\nsandbox = \"off\"\n{run}[verify]\nmax_rounds = 1\n",
             actions.join(" ")
         ),
     );
@@ -64,12 +69,17 @@ fn leave_in_slot(repo: &TestRepo, actions: &[&str]) {
 /// The next run, whose builder does `actions` (then writes `src/b.rs`), shipping from slot 0
 /// reset in place.
 fn next_in_slot(repo: &TestRepo, actions: &[&str]) {
+    next_in_slot_with(repo, actions, "");
+}
+
+/// [`next_in_slot`] with more `[run]` settings.
+fn next_in_slot_with(repo: &TestRepo, actions: &[&str], run: &str) {
     let mut builder = actions.to_vec();
     builder.push("*:write:src/b.rs:b");
     repo.agents(
         &builder,
         &["*:approve"],
-        &format!("# {}\n[run]\nsandbox = \"off\"\n", actions.join(" ")),
+        &format!("# {}\n[run]\nsandbox = \"off\"\n{run}", actions.join(" ")),
     );
     let out = repo.pipeline(&["run", "--json", "add the helper"]);
     out.assert_code(0);
@@ -793,4 +803,78 @@ fn a_submodule_the_new_base_drops_or_cannot_check_out_leaves_nothing_in_the_slot
     repo.git(&["rm", "-q", "sub"]);
     repo.git(&["commit", "-q", "-m", "no submodule"]);
     next_in_slot(&repo, &["*:run:test ! -e sub"]);
+}
+
+#[test]
+fn a_submodule_the_new_base_turns_into_a_symlink_is_never_looked_through() {
+    // The new base has `sub` as a symlink to a repository of yours: git's checkout replaces the
+    // slot's submodule folder with it, and the reset must not then remove `sub/.git` (yours).
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let victim = repo.root().join("victim");
+    std::fs::create_dir(&victim).expect("mkdir");
+    repo.git_in(&victim, &["init", "-q"]);
+    leave_in_slot(&repo, &["*:write:sub/left.txt:left", "*:write:src/a.rs:a"]);
+    repo.git(&["rm", "-q", "sub"]);
+    std::os::unix::fs::symlink(&victim, repo.path.join("sub")).expect("symlink");
+    repo.git(&["add", "sub"]);
+    repo.git(&["commit", "-q", "-m", "sub is a symlink now"]);
+    next_in_slot(&repo, &["*:run:test -L sub"]);
+    assert!(
+        victim.join(".git/HEAD").is_file(),
+        "your repository lost its .git"
+    );
+}
+
+#[test]
+fn a_repository_planted_in_a_tracked_folder_named_like_a_cache_is_removed_too() {
+    // `build/` is a cache, and also a tracked source folder here: the reset looks into it.
+    let repo = TestRepo::new();
+    repo.write("tools/build/make.sh", "echo build\n");
+    repo.commit_all("a tracked folder named like a cache");
+    let caches = "caches = [\"build/\"]\n";
+    leave_in_slot_with(
+        &repo,
+        &[
+            "*:run:git init -q tools/build/x && mv tools/build/x/.git tools/build/.git && rmdir tools/build/x",
+            "*:write:src/a.rs:a",
+        ],
+        caches,
+    );
+    assert!(repo.slot(0).join("tools/build/.git").exists(), "planted");
+    next_in_slot_with(&repo, &["*:run:test ! -e tools/build/.git"], caches);
+}
+
+#[test]
+fn a_hook_planted_in_the_slots_submodule_git_dir_never_runs() {
+    // The submodule's git dir lies in the worktree's admin folder, which steps may write; the
+    // reset runs `git submodule update` there outside any step. A hook planted there makes the
+    // slot new instead of running.
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let hook = "ROOT/repo/.git/worktrees/slot-0/modules/sub/hooks/post-checkout";
+    leave_in_slot(
+        &repo,
+        &[
+            &format!("*:run:printf '#!/bin/sh\\ntouch ROOT/pwned\\n' > {hook} && chmod +x {hook}"),
+            "*:write:src/a.rs:a",
+        ],
+    );
+    assert!(
+        repo.path
+            .join(".git/worktrees/slot-0/modules/sub/hooks/post-checkout")
+            .is_file(),
+        "planted"
+    );
+    repo.agents(
+        &["*:write:src/b.rs:b"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("has a hook") && out.stderr.contains("making it again"),
+        "{}",
+        out.stderr
+    );
+    assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
 }
