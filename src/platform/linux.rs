@@ -2,6 +2,37 @@
 
 use super::{Capabilities, ProcessView};
 
+/// See [`super::stamp_at`]: `statx`, which also gives the birth time where the filesystem
+/// keeps one (ext4, xfs, btrfs, tmpfs).
+pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<super::FileStamp> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let x = rustix::fs::statx(
+        dir,
+        rel,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+    .ok()?;
+    let ns = |t: rustix::fs::StatxTimestamp| {
+        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+    };
+    let birth = if StatxFlags::from_bits_truncate(x.stx_mask).contains(StatxFlags::BTIME) {
+        ns(x.stx_btime)
+    } else {
+        0
+    };
+    // As `st_dev` gives it (the records' copies are kept with the stat of the file read).
+    let dev = rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor);
+    Some((
+        x.stx_size,
+        ns(x.stx_mtime),
+        ns(x.stx_ctime),
+        x.stx_ino,
+        dev,
+        birth,
+    ))
+}
+
 pub const CAPABILITIES: Capabilities = Capabilities {
     os: "linux",
     checkout_watch: "inotify",

@@ -13,6 +13,22 @@ use super::{Capabilities, ProcessView};
 use crate::error::Result;
 use crate::git::ignored::Ignored;
 
+/// See [`super::stamp_at`]: `fstatat`, whose `st_birthtime` is the birth time.
+pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<super::FileStamp> {
+    let m = nix::sys::stat::fstatat(dir, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    #[allow(clippy::unnecessary_cast)]
+    let (dev, ino) = (m.st_dev as u64, m.st_ino as u64);
+    Some((
+        u64::try_from(m.st_size).unwrap_or(0),
+        ns(m.st_mtime, m.st_mtime_nsec),
+        ns(m.st_ctime, m.st_ctime_nsec),
+        ino,
+        dev,
+        ns(m.st_birthtime, m.st_birthtime_nsec),
+    ))
+}
+
 pub const CAPABILITIES: Capabilities = Capabilities {
     os: "macos",
     checkout_watch: "none (git status comparison)",

@@ -216,10 +216,11 @@ pub struct Fingerprint {
 /// of runs fits; beyond it, a change to them is reported, not undone).
 const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
 
-/// A record file's stat: size, mtime and ctime in nanoseconds, inode, device. The ctime moves
-/// with every write and no program can set it back, as it can the mtime; the device, with a
-/// filesystem mounted over the folder.
-type RecordStamp = (u64, i128, i128, u64, u64);
+/// A record file's stat: size, mtime and ctime in nanoseconds, inode, device, birth time. The
+/// ctime moves with every write and no program can set it back, as it can the mtime; the
+/// device, with a filesystem mounted over the folder; the birth time tells a file rewritten in
+/// place from a new one that got a freed inode's number.
+type RecordStamp = crate::platform::FileStamp;
 
 fn record_stamp(m: &std::fs::Metadata) -> RecordStamp {
     (
@@ -228,6 +229,7 @@ fn record_stamp(m: &std::fs::Metadata) -> RecordStamp {
         i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         m.ino(),
         m.dev(),
+        crate::platform::birth(m),
     )
 }
 
@@ -243,7 +245,7 @@ fn record_copies(
 ) -> BTreeMap<OsString, RecordCopy> {
     // A run's `checkpoint.json` is often its `run.json` (a hard link): one file, kept once.
     let mut files: BTreeMap<u64, u64> = BTreeMap::new();
-    for (len, _, _, ino, _) in records.values() {
+    for (len, _, _, ino, _, _) in records.values() {
         files.insert(*ino, *len);
     }
     if files.values().sum::<u64>() > RECORDS_KEPT {
@@ -312,11 +314,39 @@ fn watch_checkouts(p: &Places, git_dirs: &[PathBuf]) -> Result<Watched> {
     Ok((watches, ignored))
 }
 
+/// Whether a record went from stamp `old` to `new` in a way git-pipeline never changes one: a
+/// log (`events.jsonl`) replaced or cut, another record rewritten in place (git-pipeline
+/// replaces them whole), any record deleted or moved to another device.
+fn record_tampered(path: &Path, old: Option<&RecordStamp>, new: Option<&RecordStamp>) -> bool {
+    match (old, new) {
+        (Some(o), Some(n)) if o == n => false,
+        (None, Some(_)) | (None, None) => false,
+        (Some(_), None) => true,
+        (
+            Some(&(old_len, _, _, old_ino, old_dev, old_birth)),
+            Some(&(new_len, _, _, new_ino, new_dev, new_birth)),
+        ) => {
+            let log = path.file_name().is_some_and(|n| n == "events.jsonl");
+            // The same file, not a new one given a freed inode's number (ext4 hands one back
+            // after two replacements): where no birth time is kept, the same inode is taken for
+            // the same file.
+            let same_file =
+                new_ino == old_ino && (old_birth == 0 || new_birth == 0 || new_birth == old_birth);
+            // Another device: a filesystem mounted over the record's folder.
+            new_dev != old_dev
+                || if log {
+                    !same_file || new_len < old_len
+                } else {
+                    same_file
+                }
+        }
+    }
+}
+
 /// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode). Keyed
 /// by their paths as bytes: a `PathBuf` key compares component by component, which over hundreds
 /// of records was a good part of each fingerprint.
 fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp> {
-    use nix::fcntl::AtFlags;
     let mut print = BTreeMap::new();
     let runs = common_dir.join("pipeline").join("runs");
     use std::os::unix::fs::OpenOptionsExt;
@@ -340,19 +370,8 @@ fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp
             // Relative to the open runs folder and not followed: two short lookups, where the
             // whole path cost one per folder of it, for every file of every run.
             let rel = Path::new(&run.file_name()).join(name);
-            if let Ok(m) =
-                nix::sys::stat::fstatat(&folder, rel.as_path(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            {
-                let mtime = i128::from(m.st_mtime) * 1_000_000_000 + i128::from(m.st_mtime_nsec);
-                let ctime = i128::from(m.st_ctime) * 1_000_000_000 + i128::from(m.st_ctime_nsec);
-                let len = u64::try_from(m.st_size).unwrap_or(0);
-                // `dev_t` is unsigned on Linux, signed on macOS.
-                #[allow(clippy::unnecessary_cast)]
-                let dev = m.st_dev as u64;
-                print.insert(
-                    runs.join(&rel).into_os_string(),
-                    (len, mtime, ctime, m.st_ino, dev),
-                );
+            if let Some(stamp) = crate::platform::stamp_at(&folder, &rel) {
+                print.insert(runs.join(&rel).into_os_string(), stamp);
             }
         }
     }
@@ -728,25 +747,7 @@ impl Guard {
         for name in names {
             let (old, new) = (before.records.get(name), after.records.get(name));
             let path = Path::new(name);
-            let tampered = match (old, new) {
-                (Some(o), Some(n)) if o == n => false,
-                (None, Some(_)) => false,
-                (Some(_), None) => true,
-                (
-                    Some(&(old_len, _, _, old_ino, old_dev)),
-                    Some(&(new_len, _, _, new_ino, new_dev)),
-                ) => {
-                    let log = path.file_name().is_some_and(|n| n == "events.jsonl");
-                    // Another device: a filesystem mounted over the record's folder.
-                    new_dev != old_dev
-                        || if log {
-                            new_ino != old_ino || new_len < old_len
-                        } else {
-                            new_ino == old_ino
-                        }
-                }
-                (None, None) => false,
-            };
+            let tampered = record_tampered(path, old, new);
             let live = || {
                 path.parent().is_some_and(|d| {
                     matches!(
@@ -1349,4 +1350,39 @@ fn stat_print(path: &Path) -> u64 {
         Err(_) => 0u8.hash(&mut h),
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_tampered_with_only_when_the_same_file_changed_in_place() {
+        let run = Path::new("/r/runs/x/run.json");
+        let log = Path::new("/r/runs/x/events.jsonl");
+        let s = |len: u64, ctime: i128, ino: u64, birth: i128| (len, 1, ctime, ino, 7, birth);
+        let was = s(10, 1, 100, 5);
+        // Replaced whole (a new inode): git-pipeline's way.
+        assert!(!record_tampered(run, Some(&was), Some(&s(12, 2, 101, 6))));
+        // A new file given the freed inode's number back: not the same file.
+        assert!(!record_tampered(run, Some(&was), Some(&s(12, 3, 100, 9))));
+        // Rewritten in place.
+        assert!(record_tampered(run, Some(&was), Some(&s(12, 3, 100, 5))));
+        // Where no birth time is kept, the same inode is the same file.
+        assert!(record_tampered(
+            run,
+            Some(&s(10, 1, 100, 0)),
+            Some(&s(12, 3, 100, 0))
+        ));
+        // Deleted; on another device.
+        assert!(record_tampered(run, Some(&was), None));
+        let mut mounted = s(12, 2, 101, 6);
+        mounted.4 = 8;
+        assert!(record_tampered(run, Some(&was), Some(&mounted)));
+        // A log grows in place; cut, or replaced by a new file, it is not git-pipeline's doing.
+        assert!(!record_tampered(log, Some(&was), Some(&s(20, 2, 100, 5))));
+        assert!(record_tampered(log, Some(&was), Some(&s(5, 2, 100, 5))));
+        assert!(record_tampered(log, Some(&was), Some(&s(20, 2, 100, 9))));
+        assert!(record_tampered(log, Some(&was), Some(&s(20, 2, 101, 6))));
+    }
 }
