@@ -665,33 +665,8 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
     // The submodules' git dirs are in the folder steps may write (the worktree's admin folder),
     // and the reset runs git in them outside any step: a hook, or a config that runs a command
     // (a filter, an fsmonitor, a transport), makes the slot new instead.
-    for entry in walkdir::WalkDir::new(&modules)
-        .max_depth(14)
-        .into_iter()
-        .flatten()
-    {
-        let in_hooks = entry
-            .path()
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|n| n == "hooks");
-        let name = entry.file_name().to_string_lossy();
-        if in_hooks && !entry.file_type().is_dir() && !name.ends_with(".sample") {
-            return Some(format!(
-                "a submodule's git dir has a hook ({})",
-                entry.path().display()
-            ));
-        }
-        if !entry.file_type().is_file() || !(name == "config" || name == "config.worktree") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if let Some(key) = runs_a_command(&text) {
-            return Some(format!(
-                "a submodule's config ({}) sets {key}",
-                entry.path().display()
-            ));
-        }
+    if let Some(why) = submodule_git_dirs_run_commands(&modules) {
+        return Some(why);
     }
     // Every submodule git dir's worktree is inside this worktree...
     for entry in walkdir::WalkDir::new(&modules)
@@ -734,6 +709,44 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
         if !points_inside {
             return Some(format!(
                 "submodule {path}'s .git does not name its own git dir"
+            ));
+        }
+    }
+    None
+}
+
+/// Why the submodules' git dirs under `modules` (a worktree's `<admin>/modules`) would run a
+/// command of a step's choosing when git works in them: a hook (other than git's samples), or a
+/// config setting that runs one ([`runs_a_command`]). `None` when they would not.
+pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
+    // Objects, refs and logs hold no hook and no config, and are most of a git dir's files.
+    let skip = ["objects", "refs", "logs", "lfs"];
+    for entry in walkdir::WalkDir::new(modules)
+        .max_depth(14)
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && skip.iter().any(|s| e.file_name() == *s)))
+        .flatten()
+    {
+        let in_hooks = entry
+            .path()
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "hooks");
+        let name = entry.file_name().to_string_lossy();
+        if in_hooks && !entry.file_type().is_dir() && !name.ends_with(".sample") {
+            return Some(format!(
+                "a submodule's git dir has a hook ({})",
+                entry.path().display()
+            ));
+        }
+        if !entry.file_type().is_file() || !(name == "config" || name == "config.worktree") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(key) = runs_a_command(&text) {
+            return Some(format!(
+                "a submodule's config ({}) sets {key}",
+                entry.path().display()
             ));
         }
     }

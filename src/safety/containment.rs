@@ -772,6 +772,15 @@ impl Guard {
                 review.step_records.push(path.to_owned());
             }
         }
+        // The submodules' git dirs lie in the worktree's admin folder, which steps may write, and
+        // git-pipeline's own git runs there after the step (a status that looks into them).
+        if let Some(why) = crate::git::worktree::submodule_git_dirs_run_commands(
+            &self.at.worktree_git_dir.join("modules"),
+        ) {
+            review
+                .breaches
+                .push(format!("{why}: git would run it outside any step"));
+        }
         if before.config != after.config {
             review.breaches.push(
                 "the git configuration seen by the run changed (a filter driver, core.hooksPath or core.fsmonitor could run code later)".to_owned(),

@@ -1467,3 +1467,35 @@ fn a_path_git_cannot_track_is_named_and_the_work_kept_until_it_is_removed() {
     let shown = repo.git(&["show", &format!("{archive}:src/b.rs")]);
     assert_eq!(shown.trim_end(), "kept work");
 }
+
+/// A step that configures a clean filter in its submodule's git dir (in the worktree's admin
+/// folder, which steps may write) and edits a file there: git-pipeline's own `git status`, which
+/// looks into submodules after the step, would run the filter outside any step. The run stops
+/// at the step's containment check instead, and the filter never runs.
+#[test]
+fn a_filter_planted_in_the_submodules_git_dir_stops_the_run_before_git_runs_it() {
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let config = "ROOT/repo/.git/worktrees/slot-0/modules/sub/config";
+    repo.agents(
+        &[
+            &format!(
+                "*:run:printf '[filter \"x\"]\\n\\tclean = touch ROOT/pwned; cat\\n' >> {config}"
+            ),
+            "*:write:sub/.gitattributes:* filter=x",
+            "*:append:sub/s.txt:edited",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sets filter") && out.stderr.contains("outside its worktree"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the planted filter ran"
+    );
+}

@@ -436,10 +436,14 @@ fn work_inside_a_submodule_is_seen_and_kept_never_lost() {
     );
 
     // The submodule's own config (the agent's to write) is never used to ask its remote: a URL
-    // rewritten to an `ext::` command would run outside the sandbox.
-    let repo = refused(
+    // rewritten to an `ext::` command would run outside the sandbox. The step's containment
+    // check stops the run at the setting itself.
+    let repo = with_submodule(&[
         "*:run:cd sub && echo more >> s.txt && git commit -qam inside && u=$(git config remote.origin.url) && git config protocol.ext.allow always && git config \"url.ext::sh -c touch% ROOT/pwned.insteadOf\" \"$u\"",
-    );
+    ]);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(1);
+    assert!(out.error_line().contains("sets protocol"), "{}", out.stderr);
     assert!(
         !repo.root().join("pwned").exists(),
         "nothing the agent configured ran"
