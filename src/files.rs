@@ -7,6 +7,41 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// A file's stat as a fingerprint keeps it: size, mtime and ctime in nanoseconds, inode, device,
+/// birth time in nanoseconds (0 where the filesystem keeps none). The ctime moves with every
+/// write and no program can set it back, as it can the mtime; the device moves with a
+/// filesystem mounted over the folder; the birth time tells a file rewritten in place from a
+/// new one given a freed inode's number.
+pub type Stamp = (u64, i128, i128, u64, u64, i128);
+
+/// How long after its last change (its ctime) a file's stat is trusted to show the next one:
+/// the filesystem clock is coarse, and two writes close together could share a ctime.
+pub const SETTLED_NS: i128 = 2_000_000_000;
+
+pub fn stamp(m: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let birth = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+    (
+        m.len(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        m.ino(),
+        m.dev(),
+        birth,
+    )
+}
+
+/// Now, in nanoseconds since the epoch (as stamps count).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 /// Whether a symlink at the path itself is followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Follow {

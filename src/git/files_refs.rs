@@ -9,8 +9,9 @@
 //! file first and then deletes the loose ones) never makes a ref look deleted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use crate::files::{SETTLED_NS, Stamp, now_ns, stamp};
 
 /// Loose ref files as last read, by name, with the stat they had: a listing taken again reads
 /// only those whose stat moved (a stat costs one short syscall, a read four). Only files last
@@ -18,29 +19,6 @@ use std::path::Path;
 /// granularity of an earlier one could leave the stat as it was.
 #[derive(Debug, Default)]
 pub struct Seen(HashMap<String, (Stamp, RefFile)>);
-
-/// Size, mtime and ctime in nanoseconds, inode, device. The ctime moves with every write and no
-/// program sets it back; the device, with a filesystem mounted over the folder.
-type Stamp = (u64, i128, i128, u64, u64);
-
-/// How long after its last change a ref file's stat is trusted to show the next one.
-const SETTLED_NS: i128 = 2_000_000_000;
-
-fn stamp(meta: &std::fs::Metadata) -> Stamp {
-    (
-        meta.len(),
-        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        meta.ino(),
-        meta.dev(),
-    )
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
-}
 
 /// Every ref under `refs/` of the main git dir `git_dir`, with the object it names (a symbolic
 /// ref: its target's), sorted by name as `git for-each-ref` lists them; reading again only the

@@ -4,7 +4,7 @@ use super::{Capabilities, ProcessView};
 
 /// See [`super::stamp_at`]: `statx`, which also gives the birth time where the filesystem
 /// keeps one (ext4, xfs, btrfs, tmpfs).
-pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<super::FileStamp> {
+pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<crate::files::Stamp> {
     use rustix::fs::{AtFlags, StatxFlags};
     let x = rustix::fs::statx(
         dir,

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::git::ignored::Ignored;
 
 /// See [`super::stamp_at`]: `fstatat`, whose `st_birthtime` is the birth time.
-pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<super::FileStamp> {
+pub fn stamp_at(dir: &std::fs::File, rel: &std::path::Path) -> Option<crate::files::Stamp> {
     let m = nix::sys::stat::fstatat(dir, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
     let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
     #[allow(clippy::unnecessary_cast)]

@@ -37,22 +37,10 @@ pub use inotify::CheckoutWatch;
 #[cfg(target_os = "macos")]
 pub use macos::CheckoutWatch;
 
-/// A file's stat as the containment check compares it: size, mtime and ctime in nanoseconds,
-/// inode, device, and birth time in nanoseconds where the filesystem keeps one (0 where not).
-pub type FileStamp = (u64, i128, i128, u64, u64, i128);
-
-/// The stamp of `rel` inside the open folder `dir`, the last component not followed: one short
-/// lookup, where a whole path costs one per folder of it.
-pub fn stamp_at(dir: &std::fs::File, rel: &Path) -> Option<FileStamp> {
+/// The stamp ([`crate::files::Stamp`]) of `rel` inside the open folder `dir`, the last
+/// component not followed: one short lookup, where a whole path costs one per folder of it.
+pub fn stamp_at(dir: &std::fs::File, rel: &Path) -> Option<crate::files::Stamp> {
     os::stamp_at(dir, rel)
-}
-
-/// The birth time of what `m` describes, in nanoseconds (0 where the filesystem keeps none).
-pub fn birth(m: &std::fs::Metadata) -> i128 {
-    m.created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0))
 }
 
 /// What this platform offers, for `doctor` and the docs.

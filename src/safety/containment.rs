@@ -216,22 +216,8 @@ pub struct Fingerprint {
 /// of runs fits; beyond it, a change to them is reported, not undone).
 const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
 
-/// A record file's stat: size, mtime and ctime in nanoseconds, inode, device, birth time. The
-/// ctime moves with every write and no program can set it back, as it can the mtime; the
-/// device, with a filesystem mounted over the folder; the birth time tells a file rewritten in
-/// place from a new one that got a freed inode's number.
-type RecordStamp = crate::platform::FileStamp;
-
-fn record_stamp(m: &std::fs::Metadata) -> RecordStamp {
-    (
-        m.len(),
-        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        m.ino(),
-        m.dev(),
-        crate::platform::birth(m),
-    )
-}
+/// A record file's stat (see [`crate::files::Stamp`]).
+type RecordStamp = crate::files::Stamp;
 
 /// A record's content, shared between the fingerprints that saw it unchanged.
 type RecordCopy = std::sync::Arc<Vec<u8>>;
@@ -268,7 +254,7 @@ fn record_copies(
                 else {
                     continue;
                 };
-                let read = record_stamp(&meta);
+                let read = crate::files::stamp(&meta);
                 let copy = std::sync::Arc::new(bytes);
                 seen.insert(path.clone(), (read, copy.clone()));
                 if read != *stamp {

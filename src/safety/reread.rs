@@ -8,31 +8,10 @@
 //! was. Every later change moves the ctime, which no program can set back (unlike the mtime).
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Device, inode, size, mtime and ctime in nanoseconds.
-type Stamp = (u64, u64, u64, i128, i128);
-
-/// How long after its last change a file's stat is trusted to show the next one.
-const SETTLED_NS: i128 = 2_000_000_000;
-
-fn stamp(m: &std::fs::Metadata) -> Stamp {
-    (
-        m.dev(),
-        m.ino(),
-        m.len(),
-        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-    )
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
-}
+use crate::files::{SETTLED_NS, Stamp, now_ns, stamp};
 
 /// A file's bytes as last read, with the stat it had then.
 type Kept = (Stamp, Arc<Vec<u8>>);
@@ -72,7 +51,7 @@ impl Reread {
         let read = stamp(&meta);
         let bytes = Arc::new(bytes);
         kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if read.4 < settled {
+        if read.2 < settled {
             kept.insert(path.to_path_buf(), (read, bytes.clone()));
         } else {
             kept.remove(path);

@@ -87,6 +87,19 @@ fn next_in_slot_with(repo: &TestRepo, actions: &[&str], run: &str) {
     assert_eq!(last_builder_cwd(repo), repo.slot(0).display().to_string());
 }
 
+/// The next run, which finds slot 0 unfit to reset and makes it again: what it printed.
+fn next_in_remade_slot(repo: &TestRepo) -> String {
+    repo.agents(
+        &["*:write:src/b.rs:b"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "add the helper"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("making it again"), "{}", out.stderr);
+    out.stderr
+}
+
 fn cwd_of(call: &str) -> String {
     call.split(' ')
         .find_map(|f| f.strip_prefix("cwd="))
@@ -679,14 +692,7 @@ fn a_submodule_pointed_at_your_own_is_never_reset() {
     // Your own work inside your submodule.
     std::fs::write(repo.path.join("sub/s.txt"), "s\nmine, not committed\n").expect("edit");
     std::fs::write(repo.path.join("sub/mine.txt"), "untracked, mine\n").expect("untracked");
-    repo.agents(
-        &["*:write:src/b.rs:b"],
-        &["*:approve"],
-        "[run]\nsandbox = \"off\"\n",
-    );
-    let out = repo.pipeline(&["run", "--json", "add the helper"]);
-    out.assert_code(0);
-    assert!(out.stderr.contains("making it again"), "{}", out.stderr);
+    next_in_remade_slot(&repo);
     assert_eq!(
         std::fs::read_to_string(repo.path.join("sub/s.txt")).expect("yours"),
         "s\nmine, not committed\n"
@@ -864,17 +870,7 @@ fn a_hook_planted_in_the_slots_submodule_git_dir_never_runs() {
             .is_file(),
         "planted"
     );
-    repo.agents(
-        &["*:write:src/b.rs:b"],
-        &["*:approve"],
-        "[run]\nsandbox = \"off\"\n",
-    );
-    let out = repo.pipeline(&["run", "--json", "add the helper"]);
-    out.assert_code(0);
-    assert!(
-        out.stderr.contains("has a hook") && out.stderr.contains("making it again"),
-        "{}",
-        out.stderr
-    );
+    let stderr = next_in_remade_slot(&repo);
+    assert!(stderr.contains("has a hook"), "{stderr}");
     assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
 }
