@@ -1441,8 +1441,13 @@ fn a_path_git_cannot_track_is_named_and_the_work_kept_until_it_is_removed() {
         &["*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
+    // The user keeps working meanwhile: an edit and an untracked file of theirs.
+    repo.write("README.md", "# demo, being edited\n");
+    repo.write("notes.txt", "mine\n");
+    let before = repo.user_state();
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
+    crate::common::assert_untouched(&before, &repo.user_state());
     assert!(
         out.error_line()
             .contains("the worktree holds paths git cannot track: src/.GIT/config"),
@@ -1461,8 +1466,10 @@ fn a_path_git_cannot_track_is_named_and_the_work_kept_until_it_is_removed() {
         out.stderr
     );
     assert!(wt.join("src/b.rs").exists(), "nothing lost");
+    crate::common::assert_untouched(&before, &repo.user_state());
     std::fs::remove_dir_all(wt.join("src/.GIT")).expect("the person removes it");
     repo.pipeline(&["abandon", &id]).assert_code(0);
+    crate::common::assert_untouched(&before, &repo.user_state());
     let archive = format!("refs/pipeline/archive/{id}");
     let shown = repo.git(&["show", &format!("{archive}:src/b.rs")]);
     assert_eq!(shown.trim_end(), "kept work");

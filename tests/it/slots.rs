@@ -751,6 +751,9 @@ fn a_submodule_folder_pointed_at_another_repository_is_emptied_never_followed() 
     );
     std::fs::write(victim.join("staged.txt"), "yours\n").expect("write");
     repo.git_in(&victim, &["add", "staged.txt"]);
+    // And in the checkout the runs start from: an edit and an untracked file.
+    repo.write("README.md", "# demo, being edited\n");
+    repo.write("notes.txt", "mine\n");
     leave_in_slot(
         &repo,
         &[
@@ -760,6 +763,15 @@ fn a_submodule_folder_pointed_at_another_repository_is_emptied_never_followed() 
         ],
     );
     next_in_slot(&repo, &[]);
+    // (Each run's config is committed by the test itself, so only the files are compared.)
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join("README.md")).expect("yours"),
+        "# demo, being edited\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join("notes.txt")).expect("yours"),
+        "mine\n"
+    );
     let head = repo.git_in(&victim, &["symbolic-ref", "HEAD"]);
     assert_eq!(head.trim(), "refs/heads/main", "the victim's HEAD moved");
     let staged = repo.git_in(&victim, &["diff", "--cached", "--name-only"]);
