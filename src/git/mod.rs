@@ -12,6 +12,7 @@ pub mod advance;
 mod batch;
 pub mod clean;
 pub mod config;
+mod config_text;
 pub mod diff;
 mod files_refs;
 pub mod history;

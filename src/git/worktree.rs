@@ -477,11 +477,13 @@ pub fn reset_to(
         .unwrap_or_default();
     let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules)?;
     super::strays::remove(&strays.remove)?;
+    tracing::trace!("reset: strays removed");
     if !strays.remove.is_empty()
         || !super::clean::nothing_to_remove(worktree, paths.as_deref(), keep)
     {
         git.run(clean_args(keep, &[]))?;
     }
+    tracing::trace!("reset: clean checked");
     let mut args = checkout_workers();
     // An fsmonitor would let checkout trust files it did not look at.
     args.extend(["-c".into(), "core.fsmonitor=false".into()]);
@@ -493,6 +495,7 @@ pub fn reset_to(
     }
     args.extend([base.into(), "--".into()]);
     git.run(args)?;
+    tracing::trace!("reset: checked out");
     // A submodule the new base drops, or has with no `.gitmodules` to check it out by, is an
     // empty folder in a new checkout (or none): its old checkout goes.
     let (empty, gone) =
@@ -626,21 +629,14 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
     if canonical(&common).is_none() || canonical(&common) != canonical(common_dir) {
         return Some("its commondir names another repository".to_owned());
     }
-    if let Ok(text) = std::fs::read_to_string(admin.join("config.worktree")) {
-        let lower = text.to_lowercase();
-        let risky = [
-            "worktree",
-            "hookspath",
-            "fsmonitor",
-            "[include",
-            "[filter",
-            "sshcommand",
-            "askpass",
-            // git clean and status would miss a file differing from a tracked one only by case.
-            "ignorecase",
-        ];
-        if let Some(key) = risky.iter().find(|k| lower.contains(*k)) {
-            return Some(format!("its config.worktree sets {key}"));
+    if let Ok(text) = std::fs::read(admin.join("config.worktree")) {
+        match super::config_text::entries(&text) {
+            Err(e) => return Some(format!("its config.worktree cannot be read ({e})")),
+            Ok(entries) => {
+                if let Some(key) = entries.iter().find_map(worktree_config_risk) {
+                    return Some(format!("its config.worktree sets {key}"));
+                }
+            }
         }
     }
     let in_progress = [
@@ -689,26 +685,31 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
         }
     }
     // ...and every submodule folder's .git names a git dir of its own.
-    let listed = std::fs::read_to_string(worktree.join(".gitmodules")).unwrap_or_default();
+    let listed = std::fs::read(worktree.join(".gitmodules")).unwrap_or_default();
+    let Ok(listed) = super::config_text::entries(&listed) else {
+        return Some("its .gitmodules cannot be read".to_owned());
+    };
     for path in listed
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("path"))
-        .filter_map(|l| l.trim_start().strip_prefix('='))
-        .map(str::trim)
+        .into_iter()
+        .filter(|e| e.section == "submodule" && e.key == "path")
+        .filter_map(|e| e.value)
     {
-        let dotgit = worktree.join(path).join(".git");
+        let path = path_from_bytes(&path);
+        let dotgit = worktree.join(&path).join(".git");
         let Ok(meta) = std::fs::symlink_metadata(&dotgit) else {
             continue;
         };
         let points_inside = meta.is_file()
             && std::fs::read_to_string(&dotgit).is_ok_and(|t| {
                 t.trim_end().strip_prefix("gitdir: ").is_some_and(|d| {
-                    canonical(&worktree.join(path).join(d)).is_some_and(|p| p.starts_with(&modules))
+                    canonical(&worktree.join(&path).join(d))
+                        .is_some_and(|p| p.starts_with(&modules))
                 })
             });
         if !points_inside {
             return Some(format!(
-                "submodule {path}'s .git does not name its own git dir"
+                "submodule {}'s .git does not name its own git dir",
+                path.display()
             ));
         }
     }
@@ -742,10 +743,10 @@ pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
         if !entry.file_type().is_file() || !(name == "config" || name == "config.worktree") {
             continue;
         }
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if let Some(key) = runs_a_command(&text) {
+        let text = std::fs::read(entry.path()).unwrap_or_default();
+        if let Some(why) = runs_a_command(&text) {
             return Some(format!(
-                "a submodule's config ({}) sets {key}",
+                "a submodule's config ({}) {why}",
                 entry.path().display()
             ));
         }
@@ -753,70 +754,75 @@ pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
     None
 }
 
-/// The first setting of a git config file's text by which git runs a command or reads another
-/// file (`core.fsmonitor`, `filter.<driver>.smudge`, an include, a transport), as
-/// `section.key`: a clone's own config (core, remote, branch, submodule) sets none.
-fn runs_a_command(text: &str) -> Option<String> {
-    let mut section = String::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(header) = line.strip_prefix('[') {
-            let name = header.split([']', ' ', '"', '.']).next().unwrap_or("");
-            section = name.to_lowercase();
-            if matches!(
-                section.as_str(),
-                "include" | "includeif" | "filter" | "diff" | "merge" | "credential" | "protocol"
-            ) {
-                return Some(section);
-            }
-            continue;
-        }
-        let key = line
-            .split(['=', ' ', '\t'])
-            .next()
-            .unwrap_or("")
-            .to_lowercase();
-        let risky = match section.as_str() {
-            "core" => matches!(
-                key.as_str(),
-                "hookspath"
-                    | "fsmonitor"
-                    | "sshcommand"
-                    | "askpass"
-                    | "gitproxy"
-                    | "pager"
-                    | "editor"
-                    | "alternaterefscommand"
-            ),
-            "remote" => matches!(key.as_str(), "uploadpack" | "receivepack" | "vcs"),
-            "url" => key == "insteadof" || key == "pushinsteadof",
-            "uploadpack" | "sequence" | "gpg" => true,
-            _ => false,
-        };
-        if risky && !key.is_empty() {
-            return Some(format!("{section}.{key}"));
-        }
+/// What a slot's `config.worktree` may not set: what [`runs_a_command`] names, and what
+/// changes where git works or what `git clean` and `git status` see (a file differing from a
+/// tracked one only by case, paths a sparse checkout leaves out).
+fn worktree_config_risk(e: &super::config_text::Entry) -> Option<String> {
+    let changes_what_git_sees = e.subsection.is_none()
+        && e.section == "core"
+        && matches!(
+            e.key.as_str(),
+            "worktree" | "ignorecase" | "sparsecheckout" | "sparsecheckoutcone" | "excludesfile"
+        );
+    if changes_what_git_sees {
+        return Some(e.name());
     }
-    None
+    command_setting(e)
 }
 
-/// `core.worktree` of a git config file, when it sets one.
-fn core_worktree(config: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let mut in_core = false;
-    let mut found = None;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_core = line.to_lowercase().starts_with("[core");
-            continue;
-        }
-        if let Some((key, value)) = line.split_once('=')
-            && in_core
-            && key.trim().eq_ignore_ascii_case("worktree")
-        {
-            found = Some(value.trim().trim_matches('"').to_owned());
-        }
+/// Why git run with this config file's text would run a command or read another file: "sets
+/// core.fsmonitor" (a filter, an include, a transport...), or "cannot be read (...)" for text
+/// git refuses, which is no clone's own. A clone's own config (core, remote, branch,
+/// submodule) gives `None`.
+fn runs_a_command(text: &[u8]) -> Option<String> {
+    match super::config_text::entries(text) {
+        Err(e) => Some(format!("cannot be read ({e})")),
+        Ok(entries) => entries
+            .iter()
+            .find_map(command_setting)
+            .map(|key| format!("sets {key}")),
     }
-    found
+}
+
+fn command_setting(e: &super::config_text::Entry) -> Option<String> {
+    let section = e.section.as_str();
+    if matches!(
+        section,
+        "include" | "includeif" | "filter" | "diff" | "merge" | "credential" | "protocol"
+    ) {
+        return Some(section.to_owned());
+    }
+    let key = e.key.as_str();
+    let risky = match section {
+        "core" => matches!(
+            key,
+            "hookspath"
+                | "fsmonitor"
+                | "sshcommand"
+                | "askpass"
+                | "gitproxy"
+                | "pager"
+                | "editor"
+                | "alternaterefscommand"
+        ),
+        "remote" => matches!(key, "uploadpack" | "receivepack" | "vcs"),
+        "url" => key == "insteadof" || key == "pushinsteadof",
+        "uploadpack" | "sequence" | "gpg" => true,
+        _ => false,
+    };
+    risky.then(|| format!("{section}.{key}"))
+}
+
+/// `core.worktree` of a git config file, when it sets one (the last, as git takes it).
+fn core_worktree(config: &Path) -> Option<PathBuf> {
+    let text = std::fs::read(config).ok()?;
+    super::config_text::entries(&text)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|e| e.is("core", "worktree"))
+        .and_then(|e| e.value)
+        .map(|v| path_from_bytes(&v))
 }
 
 /// `git clean` as a reset runs it: untracked and ignored files and nested repositories, except
@@ -942,13 +948,22 @@ mod tests {
         crate::git::testing::add_detached_worktree(&d, &wt);
         let admin = paths(&wt).expect("paths").git_dir;
         assert_eq!(admin_tampering(&wt, &admin, &common), None);
-        std::fs::write(admin.join("config.worktree"), "[user]\n\tname = x\n").expect("write");
+        // Read by section and key: a name that only contains a risky word is harmless.
+        std::fs::write(
+            admin.join("config.worktree"),
+            "[user]\n\tname = fsmonitor worktree fan\n",
+        )
+        .expect("write");
         assert_eq!(admin_tampering(&wt, &admin, &common), None);
         for (text, key) in [
-            ("[core]\n\tfsmonitor = touch /tmp/x\n", "fsmonitor"),
-            ("[core]\n\thooksPath = /tmp\n", "hookspath"),
-            ("[core]\n\tignoreCase = true\n", "ignorecase"),
-            ("[include]\n\tpath = /tmp/c\n", "[include"),
+            ("[core]\n\tfsmonitor = touch /tmp/x\n", "core.fsmonitor"),
+            ("[core]\n\thooksPath = /tmp\n", "core.hookspath"),
+            ("[core]\n\tignoreCase = true\n", "core.ignorecase"),
+            ("[include]\n\tpath = /tmp/c\n", "include"),
+            // What git accepts and a line-by-line reading misses.
+            ("[core] fsmonitor = touch /tmp/x\n", "core.fsmonitor"),
+            ("[user][core]worktree=/tmp\n", "core.worktree"),
+            ("[core\n", "(bad config line 1)"),
         ] {
             std::fs::write(admin.join("config.worktree"), text).expect("write");
             let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
@@ -972,11 +987,25 @@ mod tests {
             ("[filter \"x\"]\n\tsmudge = touch /tmp/x\n", "filter"),
             ("[protocol \"ext\"]\n\tallow = always\n", "protocol"),
             ("[core]\n\thooksPath = /tmp\n", "core.hookspath"),
+            ("[core] fsmonitor = touch /tmp/x\n", "core.fsmonitor"),
+            ("[user][core]\tsshCommand = x\n", "core.sshcommand"),
+            (
+                "[core]\n\tx = \"open\n",
+                "cannot be read (bad config line 7)",
+            ),
         ] {
             std::fs::write(module.join("config"), format!("{plain}{text}")).expect("write");
             let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
             assert!(why.ends_with(key), "{text}: {why}");
         }
+        // A worktree outside the slot, set on the section's line (the last one counts).
+        std::fs::write(
+            module.join("config"),
+            format!("{plain}[core] worktree = {}\n", tmp.path().display()),
+        )
+        .expect("write");
+        let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+        assert!(why.contains("names a worktree outside it"), "{why}");
         std::fs::write(module.join("config"), &plain).expect("write");
         std::fs::write(module.join("hooks/post-checkout"), "#!/bin/sh\n").expect("w");
         let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();

@@ -483,6 +483,7 @@ impl Run<'_> {
                 &self.plan.landing.caches,
             )?;
             let caches = &self.plan.landing.caches;
+            tracing::trace!("slot: reset");
             Ok((trusted, worktree::first_change(&self.ws.worktree, caches)?))
         };
         match attempt() {

@@ -1506,3 +1506,38 @@ fn a_filter_planted_in_the_submodules_git_dir_stops_the_run_before_git_runs_it()
         "the planted filter ran"
     );
 }
+
+/// A hooks folder named on its section's line (`[core] hooksPath = ...`, which git accepts and
+/// a line-by-line reading missed) in the submodule's git dir, pointing at a hook kept in a cache
+/// folder that survives the reset: the step that planted it is a breach, and neither that run's
+/// end nor the next run's reset (whose `git submodule update` checks out there) runs the hook.
+#[test]
+fn a_hooks_path_set_on_its_section_line_in_the_submodules_git_dir_never_runs() {
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let config = "ROOT/repo/.git/worktrees/slot-0/modules/sub/config";
+    let hooks = "ROOT/repo.pipeline/slot-0/target/h";
+    let caches = "[run]\nsandbox = \"off\"\ncaches = [\"target/\"]\n";
+    repo.agents(
+        &[
+            &format!(
+                "*:run:mkdir -p {hooks} && printf '#!/bin/sh\\ntouch ROOT/pwned\\n' > {hooks}/post-checkout && chmod +x {hooks}/post-checkout && printf '[core] hooksPath = {hooks}\\n' >> {config}"
+            ),
+            "*:append:README.md:edited",
+        ],
+        &["*:approve"],
+        caches,
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sets core.hookspath") && out.stderr.contains("outside its worktree"),
+        "{}",
+        out.stderr
+    );
+    assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
+    // The next run takes the slot: it is made again, never reset through that git dir.
+    repo.agents(&["*:append:README.md:again"], &["*:approve"], caches);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
+}
