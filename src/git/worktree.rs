@@ -475,12 +475,17 @@ pub fn reset_to(
         .parent()
         .map(|a| a.join("modules"))
         .unwrap_or_default();
-    let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules)?;
+    // The two walks read the same folders, side by side: the clean check's answer counts only
+    // when the strays walk found nothing to remove, and then nothing changed under it.
+    let (strays, clean_needed) = std::thread::scope(|s| {
+        let clean = s.spawn(|| !super::clean::nothing_to_remove(worktree, paths.as_deref(), keep));
+        let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules);
+        (strays, clean.join().unwrap_or(true))
+    });
+    let strays = strays?;
     super::strays::remove(&strays.remove)?;
     tracing::trace!("reset: strays removed");
-    if !strays.remove.is_empty()
-        || !super::clean::nothing_to_remove(worktree, paths.as_deref(), keep)
-    {
+    if !strays.remove.is_empty() || clean_needed {
         git.run(clean_args(keep, &[]))?;
     }
     tracing::trace!("reset: clean checked");

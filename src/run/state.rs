@@ -72,7 +72,11 @@ pub(crate) struct Workspace {
     pub wt_watch: Option<crate::safety::watch::CheckoutWatch>,
     /// What git ignores in the user's checkouts, listed while the worktree was made (for the
     /// guard's watches), by checkout.
-    pub ignored_ahead: Vec<(PathBuf, crate::git::ignored::Ignored)>,
+    pub ignored_ahead: Vec<(
+        PathBuf,
+        crate::git::ignored::Ignored,
+        Option<crate::safety::watch::CheckoutWatch>,
+    )>,
     /// The slot's `git config --list`, taken while it was reset (see `Places::config_ahead`).
     pub config_ahead: Option<(PathBuf, crate::git::config::Listing)>,
     /// Ref files and other runs' records read while the worktree was made, for the guard.

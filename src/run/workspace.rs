@@ -79,7 +79,23 @@ impl Run<'_> {
             let listing = s.spawn(|| {
                 checkouts
                     .iter()
-                    .filter_map(|c| Some((c.clone(), crate::git::ignored::Ignored::of(c).ok()?)))
+                    .filter_map(|c| {
+                        let ignored = crate::git::ignored::Ignored::of(c).ok()?;
+                        // Watched from now on, while the slot is reset: the first step's
+                        // baseline takes in what changed meanwhile, as from any later start.
+                        let repo = &self.plan.target.repo;
+                        let watch = (repo.work_tree.as_ref() == Some(c)
+                            && crate::safety::watch::enabled())
+                        .then(|| {
+                            crate::safety::watch::CheckoutWatch::new(
+                                c,
+                                Some(&repo.git_dir),
+                                ignored.clone(),
+                            )
+                        })
+                        .and_then(|w| w.ok().flatten());
+                        Some((c.clone(), ignored, watch))
+                    })
                     .collect::<Vec<_>>()
             });
             let warm = self.plan.policy.containment.refs.then(|| {
@@ -412,8 +428,23 @@ impl Run<'_> {
                     .collect(),
                 known_ignored: checkouts
                     .iter()
-                    .map(|c| ahead.iter().find(|(p, _)| p == c).map(|(_, i)| i.clone()))
+                    .map(|c| {
+                        ahead
+                            .iter()
+                            .find(|(p, ..)| p == c)
+                            .map(|(_, i, _)| i.clone())
+                    })
                     .collect(),
+                known_watches: {
+                    let mut ahead = ahead;
+                    checkouts
+                        .iter()
+                        .map(|c| {
+                            let i = ahead.iter().position(|(p, ..)| p == c)?;
+                            ahead.swap_remove(i).2
+                        })
+                        .collect()
+                },
                 checkouts,
                 common_dir: self.plan.target.repo.common_dir.clone(),
                 repo: self.ws.repo.clone(),

@@ -126,6 +126,8 @@ pub struct Places {
     pub known_git_dirs: Vec<Option<PathBuf>>,
     /// What git ignores in them where already listed, by index.
     pub known_ignored: Vec<Option<crate::git::ignored::Ignored>>,
+    /// Their watches where already started (with the ignored files above), by index.
+    pub known_watches: Vec<Option<crate::safety::watch::CheckoutWatch>>,
     pub common_dir: PathBuf,
     pub repo: Git,
     pub worktree: PathBuf,
@@ -277,10 +279,11 @@ type Watched = (
     Vec<crate::git::ignored::Ignored>,
 );
 
-fn watch_checkouts(p: &Places, git_dirs: &[PathBuf]) -> Result<Watched> {
+fn watch_checkouts(p: &mut Places, git_dirs: &[PathBuf]) -> Result<Watched> {
     let mut watches = Vec::new();
     let mut ignored = Vec::new();
     for (i, (c, git_dir)) in p.checkouts.iter().zip(git_dirs).enumerate() {
+        let started = p.known_watches.get_mut(i).and_then(Option::take);
         let known = p.known_ignored.get(i).cloned().flatten();
         let ig = if p.checks.checkout {
             match known {
@@ -290,7 +293,9 @@ fn watch_checkouts(p: &Places, git_dirs: &[PathBuf]) -> Result<Watched> {
         } else {
             Default::default()
         };
-        watches.push(if p.checks.checkout && crate::safety::watch::enabled() {
+        watches.push(if started.is_some() {
+            started
+        } else if p.checks.checkout && crate::safety::watch::enabled() {
             crate::safety::watch::CheckoutWatch::new(c, Some(git_dir), ig.clone())?
         } else {
             None
@@ -395,7 +400,7 @@ impl Guard {
             signing_configured,
         } = config_files(&p, ahead)?;
         tracing::trace!("guard: config files listed");
-        let (watches, ignored) = watch_checkouts(&p, &checkout_git_dirs)?;
+        let (watches, ignored) = watch_checkouts(&mut p, &checkout_git_dirs)?;
         tracing::trace!("guard: checkouts watched");
         Ok(Guard {
             watches,
