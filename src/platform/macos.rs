@@ -100,6 +100,10 @@ impl CheckoutWatch {
         Ok(None)
     }
 
+    pub fn following_new_folders(self) -> CheckoutWatch {
+        self
+    }
+
     pub fn drain(&self) -> Result<()> {
         match self.never {}
     }

@@ -473,6 +473,7 @@ impl Run<'_> {
     pub fn watch_worktree(&mut self) -> Result<()> {
         self.ws.wt_watch = if crate::safety::watch::enabled() {
             crate::safety::watch::CheckoutWatch::new(&self.ws.worktree, None, Default::default())?
+                .map(|w| w.following_new_folders())
         } else {
             None
         };

@@ -304,6 +304,29 @@ fn a_verifier_that_edits_files_fails_the_run() {
     assert!(repo.pipeline_branches().is_empty());
 }
 
+/// The same inside a folder the builder made (and so one no watch was set on when the
+/// worktree was made), and in a folder made inside that one.
+#[test]
+fn a_verifier_that_edits_files_in_a_folder_the_builder_made_fails_the_run() {
+    for path in ["src/made/new.rs", "src/made/deeper/new.rs"] {
+        let repo = TestRepo::new();
+        repo.agents(
+            &[&format!("*:write:{path}:x")],
+            &[&format!("*:write:{path}:tampered"), "*:approve"],
+            "[run]\nsandbox = \"off\"\n",
+        );
+        let r = failed(&repo, &["run", "--json", "add the helper"], 1);
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("verifier (verifier) changed files"),
+            "{path}: {r}"
+        );
+        assert!(repo.pipeline_branches().is_empty());
+    }
+}
+
 #[test]
 fn keep_leaves_the_failed_worktree_and_branch_for_inspection() {
     let repo = TestRepo::new();
