@@ -446,8 +446,37 @@ pub fn split_z(out: &[u8]) -> impl Iterator<Item = &[u8]> {
     out.split(|b| *b == 0).filter(|s| !s.is_empty())
 }
 
+/// The path a git pointer file names (a `.git` file: `gitdir: <path>`; `commondir`: `<path>`),
+/// read as git reads one: only trailing newlines and carriage returns are dropped, so a path
+/// ending in a space names that path, as it does for git. `None` without the prefix or a path.
+pub fn pointer_path(bytes: &[u8], prefix: &str) -> Option<PathBuf> {
+    let rest = bytes.strip_prefix(prefix.as_bytes())?;
+    let end = rest
+        .iter()
+        .rposition(|b| *b != b'\n' && *b != b'\r')
+        .map_or(0, |i| i + 1);
+    (end > 0).then(|| path_from_bytes(&rest[..end]))
+}
+
 /// A path from git's `-z` output. Unix paths are bytes; keep them byte for byte.
 pub fn path_from_bytes(b: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     PathBuf::from(OsStr::from_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Only newlines and carriage returns end a pointer's path, as in git's
+    /// `read_gitfile_gently` and `get_common_dir_noenv`.
+    #[test]
+    fn a_pointer_keeps_every_character_but_its_line_ends() {
+        let p = |b: &[u8]| super::pointer_path(b, "gitdir: ");
+        assert_eq!(p(b"gitdir: /a/b\n"), Some("/a/b".into()));
+        assert_eq!(p(b"gitdir: /a/b\r\n\n"), Some("/a/b".into()));
+        assert_eq!(p(b"gitdir: /a/b \n"), Some("/a/b ".into()));
+        assert_eq!(p(b"gitdir: /a/b\t"), Some("/a/b\t".into()));
+        assert_eq!(p(b"gitdir: \n"), None);
+        assert_eq!(p(b"gitdir:/a\n"), None);
+        assert_eq!(super::pointer_path(b"../..\n", ""), Some("../..".into()));
+    }
 }

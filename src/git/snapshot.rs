@@ -39,6 +39,10 @@ pub struct Snapshotter {
     /// Where trees are written without `git write-tree` ([`super::tree_write`]), when the
     /// repository's objects are written the default way.
     trees_here: Option<TreesHere>,
+    /// The length of the repository's object ids (SHA-1 unless told otherwise).
+    hash_len: usize,
+    /// Whether our index held a gitlink when last looked at (`None`: not looked at yet).
+    gitlinks_seen: std::cell::Cell<Option<bool>>,
 }
 
 /// The repository handle whose object reader confirms existing trees, its objects folder and
@@ -70,6 +74,8 @@ impl Snapshotter {
             refreshed: std::cell::Cell::new(false),
             taken: std::cell::Cell::new(0),
             trees_here: None,
+            hash_len: 20,
+            gitlinks_seen: std::cell::Cell::new(None),
         }
     }
 
@@ -78,6 +84,7 @@ impl Snapshotter {
     /// SHA-256), when git would write them the default way (`plain`:
     /// [`super::tree_write::objects_plain`]).
     pub fn write_trees_here(&mut self, repo: &Git, common_dir: &Path, base: &str, plain: bool) {
+        self.hash_len = base.len() / 2;
         self.trees_here = plain.then(|| TreesHere {
             repo: repo.clone(),
             objects: common_dir.join("objects"),
@@ -123,6 +130,17 @@ impl Snapshotter {
 
     /// Stage the whole worktree into our index and write it as a tree.
     pub fn tree(&self) -> Result<TreeId> {
+        self.tree_with(true)
+    }
+
+    /// [`Snapshotter::tree`] for an archive: a submodule whose `.git` names a git dir the slot
+    /// did not make keeps its last entry (git does not look inside it) instead of stopping the
+    /// archive, so that the rest of the work is saved.
+    pub fn tree_for_archive(&self) -> Result<TreeId> {
+        self.tree_with(false)
+    }
+
+    fn tree_with(&self, strict: bool) -> Result<TreeId> {
         if !self.scratch.exists() {
             // No index of ours (a run made before we kept one, or a worktree found by
             // `clean`): start from the commit the worktree has checked out, never from its
@@ -132,7 +150,7 @@ impl Snapshotter {
             self.refresh_once();
         }
         self.taken.set(self.taken.get() + 1);
-        self.add_all()?;
+        self.add_all(strict)?;
         if let Some(t) = &self.trees_here
             && let Some(tree) =
                 super::tree_write::write_tree(&t.repo, &self.scratch, &t.objects, t.hash_len)
@@ -148,9 +166,29 @@ impl Snapshotter {
     /// cone stay as they are. A folder git cannot read is only a warning to `git add`, and its
     /// files would silently be missing from the tree: here it is an error, so the worktree is
     /// kept rather than archived without them.
-    fn add_all(&self) -> Result<()> {
+    fn add_all(&self, strict: bool) -> Result<()> {
+        let unsound = if self.gitlinks_seen.get() == Some(false) {
+            Vec::new()
+        } else {
+            self.unsound_gitlinks()?
+        };
+        if strict && let Some(path) = unsound.first() {
+            return Err(unsound_gitlink(path));
+        }
+        self.add_all_except(&unsound)?;
+        // A repository a step made is a gitlink now: named at once, before any later git
+        // command of ours looks into it.
+        let after = self.unsound_gitlinks()?;
+        match after.first() {
+            Some(path) if strict => Err(unsound_gitlink(path)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `git add --all`, except the gitlinks `except` (paths), which git then does not look into.
+    fn add_all_except(&self, except: &[Vec<u8>]) -> Result<()> {
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
-        let args = [
+        let mut args: Vec<std::ffi::OsString> = [
             "-c",
             "core.splitIndex=false",
             "-c",
@@ -160,15 +198,21 @@ impl Snapshotter {
             "--all",
             "--",
             ":/",
-        ];
+        ]
+        .map(Into::into)
+        .to_vec();
+        for path in except {
+            let mut spec = std::ffi::OsString::from(":(exclude,top,literal)");
+            spec.push(super::path_from_bytes(path).as_os_str());
+            args.push(spec);
+        }
         let out = self.git().output(
-            args,
+            &args,
             Opts {
                 env: &env,
                 ..Opts::default()
             },
         )?;
-        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
         let stderr = String::from_utf8_lossy(&out.stderr);
         // What git could not read, by its own lines: `error: open("src/x.rs"): Permission
         // denied` (a file, fatal) and `warning: could not open directory 'd/': ...` (a folder,
@@ -278,9 +322,82 @@ impl Snapshotter {
         Ok(())
     }
 
+    /// Every submodule our git would look into names the git dir the slot made for it. `git
+    /// add --all` and `git status` run a `git status` inside each gitlink of the index whose
+    /// folder holds a `.git`, through that `.git`, which a step can rewrite (or make: a
+    /// repository of its own, which a snapshot takes in as a gitlink); that status would run
+    /// whatever filter the git dir it names configures, outside any sandbox.
+    pub fn submodules_sound(&self) -> Result<()> {
+        match self.unsound_gitlinks()?.first() {
+            Some(path) => Err(unsound_gitlink(path)),
+            None => Ok(()),
+        }
+    }
+
+    /// The gitlinks of our index whose folder holds a `.git` that names no git dir the slot
+    /// made for a submodule.
+    fn unsound_gitlinks(&self) -> Result<Vec<Vec<u8>>> {
+        let gitlinks = self.gitlinks()?;
+        self.gitlinks_seen.set(Some(!gitlinks.is_empty()));
+        if gitlinks.is_empty() {
+            return Ok(gitlinks);
+        }
+        let modules = self.git_dir.join("modules").canonicalize().ok();
+        Ok(gitlinks
+            .into_iter()
+            .filter(|path| {
+                let folder = self.worktree.join(super::path_from_bytes(path));
+                // Not checked out: git does not look inside.
+                let checked_out = std::fs::symlink_metadata(folder.join(".git")).is_ok();
+                let own = super::strays::real_folder(&self.worktree, path)
+                    && modules.as_deref().is_some_and(|m| {
+                        super::strays::own_submodule_git_dir(&folder, m).is_some()
+                    });
+                checked_out && !own
+            })
+            .collect())
+    }
+
+    /// The gitlinks of our index (paths).
+    fn gitlinks(&self) -> Result<Vec<Vec<u8>>> {
+        let gitlink = super::index_file::GITLINK;
+        if let Some(bytes) = super::index_file::read_regular(&self.scratch)
+            && let Some(index) = super::index_file::parse(&bytes, self.hash_len)
+        {
+            return Ok(index
+                .entries
+                .iter()
+                .filter(|e| e.mode == gitlink)
+                .map(|e| e.path.to_vec())
+                .collect());
+        }
+        if !self.scratch.exists() {
+            return Ok(Vec::new());
+        }
+        // An index this reader does not parse (a sparse one): git lists it.
+        let out = self.run_ours(&["ls-files", "--stage", "-z"])?;
+        Ok(super::split_z(&out)
+            .filter_map(|e| {
+                let (meta, path) = e.split_at(e.iter().position(|b| *b == b'\t')?);
+                meta.starts_with(b"160000 ").then(|| path[1..].to_vec())
+            })
+            .collect())
+    }
+
+    /// Submodules (paths) with uncommitted or untracked changes inside them, seen against our
+    /// index (which holds every file of the superproject as the last snapshot staged it).
+    pub fn dirty_submodules(&self) -> Result<Vec<String>> {
+        self.submodules_sound()?;
+        let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
+        super::submodules::dirty(&self.git(), &env)
+    }
+
     /// Paths that changed since the last snapshot (tracked and untracked-not-ignored), up to
     /// `limit`, without writing any index or tree: `git status` against our scratch index.
     pub fn changed_since_last(&self, limit: usize) -> Result<Vec<String>> {
+        if self.gitlinks_seen.get() != Some(false) {
+            self.submodules_sound()?;
+        }
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
         let out = self.git().run_opts(
             [
@@ -311,6 +428,16 @@ impl Snapshotter {
         let changes = diff_trees(repo, base_tree, &tree)?;
         Ok(Snapshot { tree, changes })
     }
+}
+
+fn unsound_gitlink(path: &[u8]) -> Error {
+    Error::other_hint(
+        format!(
+            "{} in the run's worktree is a repository whose .git names no git dir the slot made for a submodule",
+            String::from_utf8_lossy(path).escape_debug()
+        ),
+        "git-pipeline runs no git in a repository a step made or repointed (its config could run commands outside the sandbox); remove that .git from the worktree (the files stay) and resume, or abandon the run (its work is archived without that repository)",
+    )
 }
 
 /// A unified diff between two trees, for prompts (bounded by the caller).

@@ -130,6 +130,38 @@ pub fn entries_of(folder: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::io_path("read", folder, e))
 }
 
+/// Objects, refs, logs and LFS files of a git dir (a folder beside its `HEAD`): no hook and no
+/// config is read from there, and they are most of a git dir's files. Anywhere else a folder of
+/// one of these names is looked into like any other (a submodule named `logs`).
+pub(super) fn bulk_of_a_git_dir(folder: &Path) -> bool {
+    let bulk = folder
+        .file_name()
+        .is_some_and(|n| ["objects", "refs", "logs", "lfs"].iter().any(|b| n == *b));
+    bulk && folder.parent().is_some_and(|p| p.join("HEAD").is_file())
+}
+
+/// The git dir a submodule folder's `.git` file names, when it is one the slot made: a real
+/// folder under `modules` (canonical), not inside the objects, refs, logs or LFS files of
+/// another git dir, which [`super::worktree::submodule_git_dirs_run_commands`] does not look into. `folder/.git`
+/// must be a file (not a symlink, not a folder), read as git reads it.
+pub fn own_submodule_git_dir(folder: &Path, modules: &Path) -> Option<PathBuf> {
+    let dotgit = folder.join(".git");
+    let (_, bytes) = crate::files::read_regular(&dotgit, crate::files::Follow::No)?;
+    let target = folder
+        .join(super::pointer_path(&bytes, "gitdir: ")?)
+        .canonicalize()
+        .ok()?;
+    let inside = target.strip_prefix(modules).ok()?;
+    let mut at = modules.to_path_buf();
+    for part in inside.components() {
+        at.push(part);
+        if bulk_of_a_git_dir(&at) {
+            return None;
+        }
+    }
+    (!inside.as_os_str().is_empty() && target.join("HEAD").is_file()).then_some(target)
+}
+
 struct Walk<'a> {
     paths: Option<&'a [(&'a [u8], u32)]>,
     keep: Vec<Keep>,
@@ -145,25 +177,12 @@ impl Walk<'_> {
         })
     }
 
-    /// Whether `folder/.git` is a file naming a git dir inside the slot's own modules folder.
+    /// Whether `folder/.git` is a file naming a git dir the slot made (in its own modules
+    /// folder).
     fn own_checkout(&self, folder: &Path) -> bool {
-        let Some(modules) = &self.modules else {
-            return false;
-        };
-        let dotgit = folder.join(".git");
-        let Some((_, bytes)) = crate::files::read_regular(&dotgit, crate::files::Follow::No) else {
-            return false;
-        };
-        let Some(dir) = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| t.trim_end().strip_prefix("gitdir: "))
-        else {
-            return false;
-        };
-        folder
-            .join(dir)
-            .canonicalize()
-            .is_ok_and(|p| p.starts_with(modules))
+        self.modules
+            .as_ref()
+            .is_some_and(|m| own_submodule_git_dir(folder, m).is_some())
     }
 
     fn folder(&self, dir: &Path, rel: &[u8], found: &mut Found) -> Result<()> {
@@ -238,6 +257,7 @@ mod tests {
         let d = crate::git::testing::repo_with_a_commit(tmp.path(), "repo");
         let modules = tmp.path().join("admin/modules");
         std::fs::create_dir_all(modules.join("own")).expect("mkdir");
+        std::fs::write(modules.join("own/HEAD"), "ref: refs/heads/main\n").expect("HEAD");
         for f in ["src/lib.rs", "docs/a.md"] {
             std::fs::create_dir_all(d.join(f).parent().expect("parent")).expect("mkdir");
             std::fs::write(d.join(f), "x").expect("write");

@@ -9,8 +9,11 @@ use std::path::Path;
 use super::{Git, Opts, split_z};
 use crate::error::Result;
 
-/// Submodules (paths) with uncommitted or untracked changes inside them.
-pub fn dirty(git: &Git) -> Result<Vec<String>> {
+/// Submodules (paths) with uncommitted or untracked changes inside them, with `env` (the index
+/// to compare with). Only after every submodule's `.git` was found to name the git dir the slot
+/// made for it ([`super::snapshot::Snapshotter::submodules_sound`]): git looks into each
+/// through it.
+pub(super) fn dirty(git: &Git, env: &[(&str, &OsStr)]) -> Result<Vec<String>> {
     let out = git.run_opts(
         [
             // git hands `-c` settings down to the status it runs in each submodule, whose config
@@ -23,7 +26,10 @@ pub fn dirty(git: &Git) -> Result<Vec<String>> {
             "--ignore-submodules=none",
             "--untracked-files=no",
         ],
-        Opts::default(),
+        Opts {
+            env,
+            ..Opts::default()
+        },
     )?;
     let mut dirty = Vec::new();
     for entry in split_z(&out) {

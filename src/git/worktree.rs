@@ -339,9 +339,9 @@ pub fn known_paths(worktree: &Path, common_dir: &Path, repo_hooks: &Path) -> Opt
     if repo_hooks != common_dir.join("hooks") {
         return None;
     }
-    let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
+    let text = std::fs::read(worktree.join(".git")).ok()?;
     let admin = worktree
-        .join(text.trim_end().strip_prefix("gitdir: ")?)
+        .join(super::pointer_path(&text, "gitdir: ")?)
         .canonicalize()
         .ok()?;
     if admin.join("config.worktree").exists() {
@@ -591,10 +591,10 @@ pub fn attributes_differ(repo: &Git, from: &str, to: &str) -> Result<bool> {
 /// repository, or to the main checkout's git dir, would make git commands run "in the worktree"
 /// act on that one: such a worktree is never reset or reused.
 pub fn pointer_is_sound(worktree: &Path, common_dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(worktree.join(".git")) else {
+    let Ok(text) = std::fs::read(worktree.join(".git")) else {
         return false;
     };
-    let Some(admin) = text.trim_end().strip_prefix("gitdir: ") else {
+    let Some(admin) = super::pointer_path(&text, "gitdir: ") else {
         return false;
     };
     let admin = worktree.join(admin);
@@ -626,12 +626,13 @@ pub fn pointer_is_sound(worktree: &Path, common_dir: &Path) -> bool {
 /// bisect, or whose submodules' git dirs point outside it, is made again rather than reset.
 pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Option<String> {
     let canonical = |p: &Path| p.canonicalize().ok();
-    let common = admin.join(
-        std::fs::read_to_string(admin.join("commondir"))
-            .unwrap_or_default()
-            .trim_end(),
-    );
-    if canonical(&common).is_none() || canonical(&common) != canonical(common_dir) {
+    let common = std::fs::read(admin.join("commondir"))
+        .ok()
+        .and_then(|t| super::pointer_path(&t, ""))
+        .map(|c| admin.join(c));
+    if common.as_deref().and_then(canonical).is_none()
+        || common.as_deref().and_then(canonical) != canonical(common_dir)
+    {
         return Some("its commondir names another repository".to_owned());
     }
     if let Ok(text) = std::fs::read(admin.join("config.worktree")) {
@@ -705,12 +706,7 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
             continue;
         };
         let points_inside = meta.is_file()
-            && std::fs::read_to_string(&dotgit).is_ok_and(|t| {
-                t.trim_end().strip_prefix("gitdir: ").is_some_and(|d| {
-                    canonical(&worktree.join(&path).join(d))
-                        .is_some_and(|p| p.starts_with(&modules))
-                })
-            });
+            && super::strays::own_submodule_git_dir(&worktree.join(&path), &modules).is_some();
         if !points_inside {
             return Some(format!(
                 "submodule {}'s .git does not name its own git dir",
@@ -722,42 +718,74 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
 }
 
 /// Why the submodules' git dirs under `modules` (a worktree's `<admin>/modules`) would run a
-/// command of a step's choosing when git works in them: a hook (other than git's samples), or a
-/// config setting that runs one ([`runs_a_command`]). `None` when they would not.
+/// command of a step's choosing when git works in them: a hook (other than git's samples), a
+/// config setting that runs one ([`runs_a_command`]), a `commondir` (git would read config and
+/// hooks from the folder it names) or a symlink (git follows it; this check does not). `None`
+/// when they would not.
 pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
-    // Objects, refs and logs hold no hook and no config, and are most of a git dir's files.
-    let skip = ["objects", "refs", "logs", "lfs"];
-    for entry in walkdir::WalkDir::new(modules)
-        .max_depth(14)
-        .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && skip.iter().any(|s| e.file_name() == *s)))
-        .flatten()
-    {
-        let in_hooks = entry
-            .path()
+    match std::fs::symlink_metadata(modules) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        _ => {}
+    }
+    let mut walk = walkdir::WalkDir::new(modules)
+        .max_depth(MODULES_DEPTH)
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let Ok(entry) = entry else {
+            return Some(format!(
+                "the submodules' git dirs cannot be read ({})",
+                modules.display()
+            ));
+        };
+        let path = entry.path();
+        if entry.path_is_symlink() {
+            return Some(format!(
+                "a submodule's git dir holds a symlink ({})",
+                path.display()
+            ));
+        }
+        if entry.file_type().is_dir() {
+            if super::strays::bulk_of_a_git_dir(path) {
+                walk.skip_current_dir();
+            } else if entry.depth() == MODULES_DEPTH {
+                return Some(format!(
+                    "the submodules' git dirs go deeper than {MODULES_DEPTH} folders ({})",
+                    path.display()
+                ));
+            }
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        let in_hooks = path
             .parent()
             .and_then(Path::file_name)
             .is_some_and(|n| n == "hooks");
-        let name = entry.file_name().to_string_lossy();
-        if in_hooks && !entry.file_type().is_dir() && !name.ends_with(".sample") {
+        if in_hooks && !name.ends_with(".sample") {
             return Some(format!(
                 "a submodule's git dir has a hook ({})",
-                entry.path().display()
+                path.display()
             ));
         }
-        if !entry.file_type().is_file() || !(name == "config" || name == "config.worktree") {
+        if name == "commondir" {
+            return Some(format!(
+                "a submodule's git dir names another one to share ({})",
+                path.display()
+            ));
+        }
+        if !(name == "config" || name == "config.worktree") {
             continue;
         }
-        let text = std::fs::read(entry.path()).unwrap_or_default();
+        let text = std::fs::read(path).unwrap_or_default();
         if let Some(why) = runs_a_command(&text) {
-            return Some(format!(
-                "a submodule's config ({}) {why}",
-                entry.path().display()
-            ));
+            return Some(format!("a submodule's config ({}) {why}", path.display()));
         }
     }
     None
 }
+
+/// How deep [`submodule_git_dirs_run_commands`] looks: nested submodules' git dirs lie at
+/// `<name>/modules/<name>/...`; deeper than this is refused, never skipped.
+const MODULES_DEPTH: usize = 24;
 
 /// What a slot's `config.worktree` may not set: what [`runs_a_command`] names, and what
 /// changes where git works or what `git clean` and `git status` see (a file differing from a
@@ -813,6 +841,8 @@ fn command_setting(e: &super::config_text::Entry) -> Option<String> {
         "remote" => matches!(key, "uploadpack" | "receivepack" | "vcs"),
         "url" => key == "insteadof" || key == "pushinsteadof",
         "uploadpack" | "sequence" | "gpg" => true,
+        // `update = !command`: git runs it when it updates a nested submodule.
+        "submodule" => key == "update" && e.value.as_ref().is_some_and(|v| v.starts_with(b"!")),
         _ => false,
     };
     risky.then(|| format!("{section}.{key}"))
@@ -865,7 +895,7 @@ pub fn first_change(worktree: &Path, keep: &[String]) -> Result<Option<String>> 
         "--porcelain=v1",
         "-z",
         "--untracked-files=normal",
-        "--ignore-submodules=none",
+        "--ignore-submodules=dirty",
         "--",
     ]
     .map(str::to_owned)
@@ -995,6 +1025,10 @@ mod tests {
             ("[core] fsmonitor = touch /tmp/x\n", "core.fsmonitor"),
             ("[user][core]\tsshCommand = x\n", "core.sshcommand"),
             (
+                "[submodule \"in\"]\n\tupdate = !touch /tmp/x\n",
+                "submodule.update",
+            ),
+            (
                 "[core]\n\tx = \"open\n",
                 "cannot be read (bad config line 7)",
             ),
@@ -1015,5 +1049,84 @@ mod tests {
         std::fs::write(module.join("hooks/post-checkout"), "#!/bin/sh\n").expect("w");
         let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
         assert!(why.contains("has a hook"), "{why}");
+        std::fs::remove_file(module.join("hooks/post-checkout")).expect("rm");
+        std::fs::write(
+            wt.join(".gitmodules"),
+            "[submodule \"sub\"]\n\tpath = sub\n\turl = ../sub\n",
+        )
+        .expect("write");
+        let pointer = format!("gitdir: {}\n", module.display());
+        std::fs::write(wt.join("sub/.git"), &pointer).expect("write");
+        std::fs::write(module.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("hooks")).expect("mkdir");
+        std::fs::write(outside.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+        std::fs::write(outside.join("config"), "[filter \"x\"]\n\tclean = x\n").expect("w");
+        // What git reads and a walk of the folder would not: another git dir to share, a
+        // config or hooks folder that is a symlink.
+        let tampered = |why: &str, expected: &str| {
+            assert!(why.contains(expected), "{expected}: {why}");
+        };
+        std::fs::write(module.join("commondir"), outside.display().to_string()).expect("w");
+        tampered(
+            &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
+            "names another one to share",
+        );
+        std::fs::remove_file(module.join("commondir")).expect("rm");
+        std::fs::remove_file(module.join("config")).expect("rm");
+        std::os::unix::fs::symlink(outside.join("config"), module.join("config")).expect("ln");
+        tampered(
+            &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
+            "holds a symlink",
+        );
+        std::fs::remove_file(module.join("config")).expect("rm");
+        std::fs::write(module.join("config"), &plain).expect("write");
+        std::fs::remove_dir_all(module.join("hooks")).expect("rm");
+        std::os::unix::fs::symlink(outside.join("hooks"), module.join("hooks")).expect("ln");
+        tampered(
+            &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
+            "holds a symlink",
+        );
+        std::fs::remove_file(module.join("hooks")).expect("rm");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        // The pointer read as git reads it: a trailing space is part of the path, and the git
+        // dir named so (outside) is not the slot's.
+        let spaced = admin.join("modules/sub ");
+        std::os::unix::fs::symlink(&outside, &spaced).expect("ln");
+        std::fs::write(
+            wt.join("sub/.git"),
+            format!("gitdir: {} \n", module.display()),
+        )
+        .expect("write");
+        let modules_dir = admin.join("modules").canonicalize().expect("canonical");
+        assert_eq!(
+            super::super::strays::own_submodule_git_dir(&wt.join("sub"), &modules_dir),
+            None
+        );
+        assert!(admin_tampering(&wt, &admin, &common).is_some());
+        std::fs::remove_file(&spaced).expect("rm");
+        std::fs::write(wt.join("sub/.git"), &pointer).expect("write");
+        assert_eq!(
+            super::super::strays::own_submodule_git_dir(&wt.join("sub"), &modules_dir),
+            module.canonicalize().ok()
+        );
+        // A git dir hidden among another's logs (which the walk does not read) is not one the
+        // slot made.
+        let hidden = module.join("logs/x");
+        std::fs::create_dir_all(&hidden).expect("mkdir");
+        std::fs::write(hidden.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+        std::fs::write(hidden.join("config"), "[filter \"x\"]\n\tclean = x\n").expect("w");
+        std::fs::write(
+            wt.join("sub/.git"),
+            format!("gitdir: {}\n", hidden.display()),
+        )
+        .expect("write");
+        tampered(
+            &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
+            "does not name its own git dir",
+        );
+        std::fs::write(wt.join("sub/.git"), &pointer).expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
     }
 }

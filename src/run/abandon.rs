@@ -35,7 +35,7 @@ pub(crate) fn archive_run(
             let paths = worktree::paths(wt)?;
             // The run's own index when it kept one (the agent's is not trusted).
             let snap = Snapshotter::new(wt, &paths.git_dir, dir.scratch("index")?);
-            Some(snap.tree()?)
+            Some(snap.tree_for_archive()?)
         }
         _ => match &tip {
             Some(t) => Some(objects::tree_of(git, t)?),
@@ -62,7 +62,7 @@ pub(crate) fn archive_orphan(
     let paths = worktree::paths(wt)?;
     let scratch = tempfile::tempdir().map_err(|e| Error::io("make a temporary folder", e))?;
     let snap = Snapshotter::new(wt, &paths.git_dir, scratch.path().join("index"));
-    let tree = snap.tree()?;
+    let tree = snap.tree_for_archive()?;
     let (head, head_tree) = worktree::head_and_tree(wt)?;
     if tree == head_tree {
         return Ok(None);

@@ -1541,3 +1541,66 @@ fn a_hooks_path_set_on_its_section_line_in_the_submodules_git_dir_never_runs() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
 }
+
+/// A step that points its submodule's `.git` at a git dir of its own making, whose config names
+/// a clean filter, and edits a file there: git-pipeline's own `git add --all` looks into every
+/// submodule through its `.git` (a `git status` inside it), which would run the filter outside
+/// any step. The snapshot refuses instead, and the filter never runs.
+#[test]
+fn a_submodule_repointed_at_a_git_dir_the_step_made_is_refused_before_git_looks_inside() {
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let modules = "ROOT/repo/.git/worktrees/slot-0/modules/sub";
+    repo.agents(
+        &[
+            &format!(
+                "*:run:cp -r {modules} ROOT/evil && printf '[filter \"x\"]\\n\\tclean = touch ROOT/pwned; cat\\n' >> ROOT/evil/config && printf 'gitdir: ROOT/evil\\n' > sub/.git && printf '* filter=x\\n' > sub/.gitattributes && printf 'S\\n' > sub/s.txt"
+            ),
+            "*:append:README.md:edited",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "sub in the run's worktree is a repository whose .git names no git dir the slot made"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+    // Abandoning archives the rest of the work, never looking inside that repository.
+    let id = repo.run_ids().into_iter().max().expect("id");
+    repo.pipeline(&["abandon", &id]).assert_code(0);
+    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+    let readme = repo.git(&["show", &format!("refs/pipeline/archive/{id}:README.md")]);
+    assert!(readme.contains("edited"), "{readme}");
+}
+
+/// A step that makes a repository of its own in the worktree (its config names a clean filter):
+/// the snapshot takes it in as a gitlink, and git's next `add --all` would look inside it and
+/// run the filter. The snapshot that takes it in names it instead, and no later git of ours
+/// (the fix round's snapshot, here) looks inside.
+#[test]
+fn a_repository_a_step_makes_in_the_worktree_is_named_before_git_looks_inside() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "1:run:git init -q nested && printf 'a\\n' > nested/a.txt && git -C nested add a.txt && git -C nested -c user.name=x -c user.email=x@x commit -qm a && printf '[filter \"x\"]\\n\\tclean = touch ROOT/pwned; cat\\n' >> nested/.git/config && printf '* filter=x\\n' > nested/.gitattributes && printf 'A\\n' > nested/a.txt",
+            "*:append:README.md:edited",
+        ],
+        &["1:reject:once more", "*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "nested in the run's worktree is a repository whose .git names no git dir the slot made"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+}

@@ -187,7 +187,7 @@ impl Run<'_> {
         let Some(snap) = self.ws.snap.as_ref() else {
             return Ok(None);
         };
-        let dirty = crate::git::submodules::dirty(&snap.git())?;
+        let dirty = snap.dirty_submodules()?;
         if !dirty.is_empty() {
             return Ok(Some(format!(
                 "the builder changed files inside submodule {} without committing them there; a submodule's change ships as a commit of it (the superproject records only its commit id)",
