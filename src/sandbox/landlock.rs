@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, LandlockStatus, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, path_beneath_rules,
+    RulesetStatus, Scope, path_beneath_rules,
 };
 
 use crate::sandbox::Availability;
@@ -36,8 +36,12 @@ struct RestrictError(#[from] landlock::RulesetError);
 
 fn restrict(policy: &Policy) -> Result<landlock::RestrictionStatus, RestrictError> {
     let fail = RestrictError::from;
+    // Signals only within the sandbox: a step cannot stop or kill git-pipeline (or any other
+    // process outside it) to skip the checks that follow it.
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(PINNED))
+        .map_err(fail)?
+        .scope(Scope::Signal)
         .map_err(fail)?;
     if !policy.network {
         ruleset = ruleset

@@ -371,8 +371,9 @@ fn a_bundle_resumes_after_kill_9_skipping_finished_workstreams() {
     }
     repo.commit_all("three folders");
     let kill = "*:run:echo $PIPELINE_WORKSTREAM >> LOGS/builds.log; echo done > src/$PIPELINE_WORKSTREAM/out.txt; if [ $PIPELINE_WORKSTREAM = b ] && [ ! -e LOGS/killed ]; then touch LOGS/killed; kill -9 $(ps -o ppid= -p $PPID); sleep 5; fi";
+    // The step kills git-pipeline itself, which the sandbox refuses (signals stay inside it).
     repo.config(&format!(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {kill:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
+        "version = 1\n[run]\nsandbox = \"off\"\n[agents.builder]\ncommand = [\"AGENT\", {kill:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
     ));
     let path = write_bundle(
         &repo,
@@ -523,8 +524,9 @@ fn an_interrupted_bundle_can_be_abandoned_and_a_dry_run_creates_nothing() {
     }
     repo.commit_all("two folders");
     let kill = "*:run:echo done > src/$PIPELINE_WORKSTREAM/out.txt; if [ $PIPELINE_WORKSTREAM = b ]; then kill -9 $(ps -o ppid= -p $PPID); sleep 5; fi";
+    // The step kills git-pipeline itself, which the sandbox refuses (signals stay inside it).
     repo.config(&format!(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {kill:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
+        "version = 1\n[run]\nsandbox = \"off\"\n[agents.builder]\ncommand = [\"AGENT\", {kill:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
     ));
     let path = write_bundle(
         &repo,

@@ -193,8 +193,9 @@ fn a_best_of_n_run_resumes_after_kill_9() {
     repo.write("value.txt", "v=0\n");
     repo.commit_all("value");
     let builder = "*:run:echo v=$PIPELINE_CANDIDATE > value.txt; echo $PIPELINE_CANDIDATE >> LOGS/builds.log; if [ $PIPELINE_CANDIDATE = 2 ] && [ ! -e LOGS/killed ]; then sleep 0.5; touch LOGS/killed; kill -9 $(ps -o ppid= -p $PPID); sleep 5; fi";
+    // The step kills git-pipeline itself, which the sandbox refuses (signals stay inside it).
     repo.config(&format!(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:say:{{\\\"approved\\\": true, \\\"choice\\\": 2}}\"]\n"
+        "version = 1\n[run]\nsandbox = \"off\"\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:say:{{\\\"approved\\\": true, \\\"choice\\\": 2}}\"]\n"
     ));
     let out = repo.pipeline(&["run", "--candidates", "2", "fix the typo"]);
     assert_eq!(out.code, 137, "{}", out.stderr);
@@ -335,8 +336,9 @@ fn candidates_go_through_their_run_and_abandon_takes_the_family_down() {
     repo.write("value.txt", "v=0\n");
     repo.commit_all("value");
     let builder = "*:run:echo v=$PIPELINE_CANDIDATE > value.txt; echo $$ > LOGS/pid-$PIPELINE_CANDIDATE; if [ $PIPELINE_CANDIDATE = 2 ] && [ ! -e LOGS/killed ]; then for i in $(seq 400); do [ -e LOGS/pid-1 ] && break; sleep 0.05; done; touch LOGS/killed; kill -9 $(ps -o ppid= -p $PPID); fi; sleep 30";
+    // The step kills git-pipeline itself, which the sandbox refuses (signals stay inside it).
     repo.config(&format!(
-        "version = 1\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\ntimeout = \"60s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
+        "version = 1\n[run]\nsandbox = \"off\"\n[agents.builder]\ncommand = [\"AGENT\", {builder:?}]\ntimeout = \"60s\"\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n"
     ));
     let out = repo.pipeline(&["run", "--candidates", "2", "fix the typo"]);
     assert_eq!(out.code, 137, "{}", out.stderr);

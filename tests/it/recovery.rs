@@ -58,8 +58,10 @@ fn config_killing_in(stage: &str) -> String {
     } else {
         "[\"true\"]".to_owned()
     };
+    // The fixture kills git-pipeline from inside the step, which the OS sandbox refuses
+    // (signals stay inside it): off here, standing for a kill -9 from outside.
     format!(
-        "version = 1\n[scope]\nallow = [\"src/**\"]\n[agents.builder]\ncommand = [\"AGENT\", {builder}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n[[gates]]\nname = \"check\"\ncommand = {gate_cmd}\n"
+        "version = 1\n[run]\nsandbox = \"off\"\n[scope]\nallow = [\"src/**\"]\n[agents.builder]\ncommand = [\"AGENT\", {builder}]\n[agents.verifier]\ncommand = [\"AGENT\", \"*:approve\"]\n[[gates]]\nname = \"check\"\ncommand = {gate_cmd}\n"
     )
 }
 
@@ -476,7 +478,7 @@ fn clean_removes_what_runs_left_and_nothing_else() {
     repo.agents(
         &["*:write:src/int.rs:x", "*:killparent"],
         &["*:approve"],
-        "[run]\nmax_slots = 0\n",
+        "[run]\nmax_slots = 0\nsandbox = \"off\"\n",
     );
     assert_killed(&repo.pipeline(&["run", "fix the typo"]));
     let interrupted = repo.run_ids().into_iter().max().expect("id");

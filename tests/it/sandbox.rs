@@ -291,3 +291,28 @@ fn read_only_roles_cannot_write_the_worktree() {
         "the builder's work is as it left it"
     );
 }
+
+/// A step cannot signal what runs outside its sandbox: its `kill -9` of git-pipeline (which
+/// would skip the checks after the step) is refused, and the run goes on and ships.
+#[test]
+fn a_step_cannot_kill_git_pipeline() {
+    let repo = TestRepo::new();
+    repo.agents(
+        &[
+            "*:write:src/new.rs:x",
+            "*:run:kill -9 $(awk '{print $4}' /proc/$PPID/stat) || echo refused >&2",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"required\"\n",
+    );
+    require_landlock(&repo);
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    out.assert_code(0);
+    let r = out.json();
+    assert!(r["commit"].is_string(), "{}", out.stderr);
+    assert!(
+        stderr_of_builder(&repo, &r).contains("refused"),
+        "{}",
+        out.stderr
+    );
+}

@@ -278,7 +278,8 @@ fn a_killed_runs_slot_is_archived_then_reused_and_the_run_still_resumes() {
             "*:killparent",
         ],
         &["*:approve"],
-        "[run]\nmax_slots = 1\n",
+        // The kill comes from inside the step, which the sandbox refuses: off here.
+        "[run]\nmax_slots = 1\nsandbox = \"off\"\n",
     );
     let killed = repo.pipeline(&["run", "--json", "add the helper"]);
     assert_eq!(killed.code, 137, "{}", killed.stderr);
