@@ -82,6 +82,14 @@ fn is_key_char(c: u8) -> bool {
 
 /// Every setting of a config file's text, in order.
 pub fn entries(text: &[u8]) -> Result<Vec<Entry>, Malformed> {
+    // git keeps names and values as C strings: a NUL cuts one short where this reader would
+    // not (`[core "fsmonitor\0"] x = cmd` is `core.fsmonitor` to git). No config git writes
+    // holds one.
+    if let Some(at) = text.iter().position(|b| *b == 0) {
+        return Err(Malformed(
+            text[..at].iter().filter(|b| **b == b'\n').count() + 1,
+        ));
+    }
     let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
     let mut r = Reader {
         text,
@@ -311,6 +319,9 @@ mod tests {
             assert!(ours.is_some(), "{text:?}");
             assert_eq!(ours, git_reads(text.as_bytes()), "{text:?}");
         }
+        // A NUL: git reads a name cut short at it; refused here.
+        assert_eq!(ours(b"[core \"fsmonitor\0\"] x = cmd\n"), None);
+        assert_eq!(ours(b"[core]\n\tworktree = /a\0b\n"), None);
         for text in [
             "[ core ]\n",
             "[core]\n\tfsmonitor ; c\n",

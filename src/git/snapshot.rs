@@ -334,26 +334,31 @@ impl Snapshotter {
         }
     }
 
-    /// The gitlinks of our index whose folder holds a `.git` that names no git dir the slot
-    /// made for a submodule.
+    /// The gitlinks of our index that git must not look into: checked out (their folder holds
+    /// a `.git`), and the `.git` names no git dir the slot made for a submodule, or one of the
+    /// submodule's own gitlinks does (git's status inside it looks into those too), or the
+    /// slot's submodule git dirs hold something that runs a command.
     fn unsound_gitlinks(&self) -> Result<Vec<Vec<u8>>> {
         let gitlinks = self.gitlinks()?;
         self.gitlinks_seen.set(Some(!gitlinks.is_empty()));
         if gitlinks.is_empty() {
             return Ok(gitlinks);
         }
-        let modules = self.git_dir.join("modules").canonicalize().ok();
+        let modules = self.git_dir.join("modules");
+        let runs_commands = super::worktree::submodule_git_dirs_run_commands(&modules).is_some();
+        let modules = modules.canonicalize().ok();
         Ok(gitlinks
             .into_iter()
             .filter(|path| {
                 let folder = self.worktree.join(super::path_from_bytes(path));
                 // Not checked out: git does not look inside.
                 let checked_out = std::fs::symlink_metadata(folder.join(".git")).is_ok();
-                let own = super::strays::real_folder(&self.worktree, path)
-                    && modules.as_deref().is_some_and(|m| {
-                        super::strays::own_submodule_git_dir(&folder, m).is_some()
-                    });
-                checked_out && !own
+                let sound = !runs_commands
+                    && super::strays::real_folder(&self.worktree, path)
+                    && modules
+                        .as_deref()
+                        .is_some_and(|m| super::strays::sound_checkout(&folder, m, self.hash_len));
+                checked_out && !sound
             })
             .collect())
     }
@@ -433,7 +438,7 @@ impl Snapshotter {
 fn unsound_gitlink(path: &[u8]) -> Error {
     Error::other_hint(
         format!(
-            "{} in the run's worktree is a repository whose .git names no git dir the slot made for a submodule",
+            "{} in the run's worktree is a repository git-pipeline will not run git in: its .git (or a submodule's inside it) names no git dir the slot made, or the slot's submodule git dirs hold a hook or a setting that runs a command",
             String::from_utf8_lossy(path).escape_debug()
         ),
         "git-pipeline runs no git in a repository a step made or repointed (its config could run commands outside the sandbox); remove that .git from the worktree (the files stay) and resume, or abandon the run (its work is archived without that repository)",

@@ -38,9 +38,11 @@ pub fn find(
     paths: Option<&[(&[u8], u32)]>,
     keep: &[String],
     modules: &Path,
+    hash_len: usize,
 ) -> Result<Found> {
     let walk = Walk {
         paths,
+        hash_len,
         // An unparsed pattern names no folder here: such a cache is looked into (slower, never
         // wrong).
         keep: keep.iter().filter_map(|k| Keep::parse(k)).collect(),
@@ -130,20 +132,10 @@ pub fn entries_of(folder: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::io_path("read", folder, e))
 }
 
-/// Objects, refs, logs and LFS files of a git dir (a folder beside its `HEAD`): no hook and no
-/// config is read from there, and they are most of a git dir's files. Anywhere else a folder of
-/// one of these names is looked into like any other (a submodule named `logs`).
-pub(super) fn bulk_of_a_git_dir(folder: &Path) -> bool {
-    let bulk = folder
-        .file_name()
-        .is_some_and(|n| ["objects", "refs", "logs", "lfs"].iter().any(|b| n == *b));
-    bulk && folder.parent().is_some_and(|p| p.join("HEAD").is_file())
-}
-
-/// The git dir a submodule folder's `.git` file names, when it is one the slot made: a real
-/// folder under `modules` (canonical), not inside the objects, refs, logs or LFS files of
-/// another git dir, which [`super::worktree::submodule_git_dirs_run_commands`] does not look into. `folder/.git`
-/// must be a file (not a symlink, not a folder), read as git reads it.
+/// The git dir a submodule folder's `.git` file names, when it is one the slot made: a folder
+/// with a `HEAD` under `modules` (canonical), all of which
+/// [`super::worktree::submodule_git_dirs_run_commands`] looks into. `folder/.git` must be a
+/// file (not a symlink, not a folder), read as git reads it.
 pub fn own_submodule_git_dir(folder: &Path, modules: &Path) -> Option<PathBuf> {
     let dotgit = folder.join(".git");
     let (_, bytes) = crate::files::read_regular(&dotgit, crate::files::Follow::No)?;
@@ -152,18 +144,54 @@ pub fn own_submodule_git_dir(folder: &Path, modules: &Path) -> Option<PathBuf> {
         .canonicalize()
         .ok()?;
     let inside = target.strip_prefix(modules).ok()?;
-    let mut at = modules.to_path_buf();
-    for part in inside.components() {
-        at.push(part);
-        if bulk_of_a_git_dir(&at) {
-            return None;
-        }
-    }
     (!inside.as_os_str().is_empty() && target.join("HEAD").is_file()).then_some(target)
+}
+
+/// How deep submodules inside submodules are followed before git-pipeline refuses to look.
+pub(super) const SUBMODULE_DEPTH: usize = 8;
+
+/// Whether the submodule checkout `folder` is one git may look into: its `.git` names a git
+/// dir under `modules`, and each gitlink of that git dir's index whose folder holds a `.git`
+/// is such a checkout in turn (under the git dir's own `modules`), `depth` levels down.
+pub fn sound_checkout(folder: &Path, modules: &Path, hash_len: usize) -> bool {
+    sound_checkout_to(folder, modules, hash_len, SUBMODULE_DEPTH)
+}
+
+fn sound_checkout_to(folder: &Path, modules: &Path, hash_len: usize, depth: usize) -> bool {
+    let Some(git_dir) = own_submodule_git_dir(folder, modules) else {
+        return false;
+    };
+    let index = git_dir.join("index");
+    if std::fs::symlink_metadata(&index).is_err() {
+        return true; // nothing checked out inside
+    }
+    let Some(bytes) = super::index_file::read_regular(&index) else {
+        return false;
+    };
+    let Some(parsed) = super::index_file::parse(&bytes, hash_len) else {
+        return false;
+    };
+    let nested = git_dir.join("modules").canonicalize().ok();
+    parsed
+        .entries
+        .iter()
+        .filter(|e| e.mode == super::index_file::GITLINK)
+        .all(|e| {
+            let inner = folder.join(super::path_from_bytes(&e.path));
+            if std::fs::symlink_metadata(inner.join(".git")).is_err() {
+                return true;
+            }
+            depth > 0
+                && real_folder(folder, &e.path)
+                && nested
+                    .as_deref()
+                    .is_some_and(|m| sound_checkout_to(&inner, m, hash_len, depth - 1))
+        })
 }
 
 struct Walk<'a> {
     paths: Option<&'a [(&'a [u8], u32)]>,
+    hash_len: usize,
     keep: Vec<Keep>,
     modules: Option<PathBuf>,
 }
@@ -178,11 +206,11 @@ impl Walk<'_> {
     }
 
     /// Whether `folder/.git` is a file naming a git dir the slot made (in its own modules
-    /// folder).
+    /// folder), and so is every `.git` of the submodules inside it.
     fn own_checkout(&self, folder: &Path) -> bool {
         self.modules
             .as_ref()
-            .is_some_and(|m| own_submodule_git_dir(folder, m).is_some())
+            .is_some_and(|m| sound_checkout(folder, m, self.hash_len))
     }
 
     fn folder(&self, dir: &Path, rel: &[u8], found: &mut Found) -> Result<()> {
@@ -293,14 +321,14 @@ mod tests {
             .map(|e| (e.path.as_ref(), e.mode))
             .collect();
         let keep = ["target/".to_owned()];
-        let found = find(&d, Some(&paths), &keep, &modules).expect("walk");
+        let found = find(&d, Some(&paths), &keep, &modules, 20).expect("walk");
         assert_eq!(
             rel(&d, &found.remove),
             ["docs/.GIT", "foreign/.git", "foreign/src", "src/.git",]
         );
         assert_eq!(found.submodules, [b"own".to_vec()]);
         // With no index to trust, no submodule is the slot's own.
-        let blind = find(&d, None, &keep, &modules).expect("walk");
+        let blind = find(&d, None, &keep, &modules, 20).expect("walk");
         let blind_found = rel(&d, &blind.remove);
         assert!(blind_found.contains(&"own/.git".to_owned()));
         assert!(blind_found.contains(&"untracked/deeper/.git".to_owned()));
@@ -310,7 +338,7 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path().join("admin"), d.join("src/.git/hooks/x"))
             .expect("symlink");
         remove(&found.remove).expect("removed");
-        let again = find(&d, Some(&paths), &keep, &modules).expect("walk");
+        let again = find(&d, Some(&paths), &keep, &modules, 20).expect("walk");
         assert!(again.remove.is_empty(), "{:?}", again.remove);
         assert!(modules.join("own").is_dir(), "a symlink's target stays");
         assert!(d.join("target/debug/.git").is_dir());

@@ -479,7 +479,7 @@ pub fn reset_to(
     // when the strays walk found nothing to remove, and then nothing changed under it.
     let (strays, clean_needed) = std::thread::scope(|s| {
         let clean = s.spawn(|| !super::clean::nothing_to_remove(worktree, paths.as_deref(), keep));
-        let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules);
+        let strays = super::strays::find(worktree, paths.as_deref(), keep, &modules, hash_len);
         (strays, clean.join().unwrap_or(true))
     });
     let strays = strays?;
@@ -672,7 +672,7 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
     }
     // Every submodule git dir's worktree is inside this worktree...
     for entry in walkdir::WalkDir::new(&modules)
-        .max_depth(12)
+        .max_depth(MODULES_DEPTH)
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file() && e.file_name() == "config")
@@ -719,18 +719,19 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
 
 /// Why the submodules' git dirs under `modules` (a worktree's `<admin>/modules`) would run a
 /// command of a step's choosing when git works in them: a hook (other than git's samples), a
-/// config setting that runs one ([`runs_a_command`]), a `commondir` (git would read config and
-/// hooks from the folder it names) or a symlink (git follows it; this check does not). `None`
-/// when they would not.
+/// config setting that runs one ([`runs_a_command`]), a `config.worktree` or a `commondir` (git
+/// would read settings from them, or from the folder named), or a symlink to a folder or to what
+/// git reads settings from (git follows it; this walk does not). Everything under `modules` is
+/// looked at. `None` when they would not.
 pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
     match std::fs::symlink_metadata(modules) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         _ => {}
     }
-    let mut walk = walkdir::WalkDir::new(modules)
+    let walk = walkdir::WalkDir::new(modules)
         .max_depth(MODULES_DEPTH)
         .into_iter();
-    while let Some(entry) = walk.next() {
+    for entry in walk {
         let Ok(entry) = entry else {
             return Some(format!(
                 "the submodules' git dirs cannot be read ({})",
@@ -738,16 +739,26 @@ pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
             ));
         };
         let path = entry.path();
-        if entry.path_is_symlink() {
+        let name = entry.file_name().to_string_lossy();
+        let in_hooks = path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "hooks");
+        // git follows a symlink where this walk does not: one to a folder, or one standing for
+        // a file git reads settings, hooks or objects from, is refused. (A template's
+        // `info/exclude` may be a symlink, and git copies it as one.)
+        let read_for_settings = matches!(
+            name.as_ref(),
+            "config" | "config.worktree" | "commondir" | "alternates" | "hooks" | "modules"
+        ) || in_hooks;
+        if entry.path_is_symlink() && (read_for_settings || path.is_dir()) {
             return Some(format!(
                 "a submodule's git dir holds a symlink ({})",
                 path.display()
             ));
         }
         if entry.file_type().is_dir() {
-            if super::strays::bulk_of_a_git_dir(path) {
-                walk.skip_current_dir();
-            } else if entry.depth() == MODULES_DEPTH {
+            if entry.depth() == MODULES_DEPTH {
                 return Some(format!(
                     "the submodules' git dirs go deeper than {MODULES_DEPTH} folders ({})",
                     path.display()
@@ -755,14 +766,17 @@ pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
             }
             continue;
         }
-        let name = entry.file_name().to_string_lossy();
-        let in_hooks = path
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|n| n == "hooks");
         if in_hooks && !name.ends_with(".sample") {
             return Some(format!(
                 "a submodule's git dir has a hook ({})",
+                path.display()
+            ));
+        }
+        // Read for settings of its own (with `extensions.worktreeConfig`), `core.worktree`
+        // among them, which the worktree check below does not read.
+        if name == "config.worktree" {
+            return Some(format!(
+                "a submodule's git dir has a config of its own worktree ({})",
                 path.display()
             ));
         }
@@ -772,7 +786,7 @@ pub fn submodule_git_dirs_run_commands(modules: &Path) -> Option<String> {
                 path.display()
             ));
         }
-        if !(name == "config" || name == "config.worktree") {
+        if name != "config" {
             continue;
         }
         let text = std::fs::read(path).unwrap_or_default();
@@ -1111,8 +1125,7 @@ mod tests {
             super::super::strays::own_submodule_git_dir(&wt.join("sub"), &modules_dir),
             module.canonicalize().ok()
         );
-        // A git dir hidden among another's logs (which the walk does not read) is not one the
-        // slot made.
+        // A git dir hidden among another's logs is looked into like any other.
         let hidden = module.join("logs/x");
         std::fs::create_dir_all(&hidden).expect("mkdir");
         std::fs::write(hidden.join("HEAD"), "ref: refs/heads/main\n").expect("write");
@@ -1124,9 +1137,23 @@ mod tests {
         .expect("write");
         tampered(
             &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
-            "does not name its own git dir",
+            "logs/x/config) sets filter",
         );
+        std::fs::remove_dir_all(module.join("logs")).expect("rm");
         std::fs::write(wt.join("sub/.git"), &pointer).expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        // A config of the git dir's own worktree (where `core.worktree` could name any folder)
+        // is refused; a template's symlinked `info/exclude` is git's own doing and stays.
+        std::fs::write(module.join("config.worktree"), "[user]\n\tname = x\n").expect("w");
+        tampered(
+            &admin_tampering(&wt, &admin, &common).unwrap_or_default(),
+            "has a config of its own worktree",
+        );
+        std::fs::remove_file(module.join("config.worktree")).expect("rm");
+        std::fs::create_dir_all(module.join("info")).expect("mkdir");
+        std::fs::write(outside.join("exclude"), "*.o\n").expect("write");
+        std::os::unix::fs::symlink(outside.join("exclude"), module.join("info/exclude"))
+            .expect("ln");
         assert_eq!(admin_tampering(&wt, &admin, &common), None);
     }
 }

@@ -159,6 +159,10 @@ impl CheckoutWatch {
             for ev in events {
                 if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     out.insert("(more changes than could be listed)".to_owned());
+                    // A folder made meanwhile may be among the events lost: never watched.
+                    if self.follow {
+                        self.blind.store(true, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {

@@ -1563,9 +1563,8 @@ fn a_submodule_repointed_at_a_git_dir_the_step_made_is_refused_before_git_looks_
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains(
-            "sub in the run's worktree is a repository whose .git names no git dir the slot made"
-        ),
+        out.stderr
+            .contains("sub in the run's worktree is a repository git-pipeline will not run git in"),
         "{}",
         out.stderr
     );
@@ -1597,10 +1596,79 @@ fn a_repository_a_step_makes_in_the_worktree_is_named_before_git_looks_inside() 
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains(
-            "nested in the run's worktree is a repository whose .git names no git dir the slot made"
+            "nested in the run's worktree is a repository git-pipeline will not run git in"
         ),
         "{}",
         out.stderr
     );
     assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+}
+
+/// A step that makes a repository inside its submodule and stages it there as the submodule's
+/// own gitlink (its config names an fsmonitor): git's status inside the submodule, which our
+/// `git add --all` starts, would look into it in turn. Refused before git looks; nothing runs.
+#[test]
+fn a_repository_staged_inside_a_submodule_is_refused_before_git_looks_inside() {
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    repo.agents(
+        &[
+            "*:run:git init -q sub/x && git -C sub/x -c user.name=x -c user.email=x@x commit -q --allow-empty -m x && git -C sub/x config core.fsmonitor 'touch ROOT/pwned; false' && git -C sub add x && printf 'S\\n' > sub/s.txt",
+            "*:append:README.md:edited",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("sub in the run's worktree is a repository git-pipeline will not run git in"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the step's fsmonitor ran"
+    );
+    let id = repo.run_ids().into_iter().max().expect("id");
+    repo.pipeline(&["abandon", &id]).assert_code(0);
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the step's fsmonitor ran"
+    );
+}
+
+/// A filter planted in the submodule's git dir is a breach at the end of the step; the run's
+/// own archive of its work (a snapshot, `git add --all`) then must not look into the submodule
+/// either, or it would run the very filter the breach names.
+#[test]
+fn after_a_filter_breach_the_archive_never_looks_into_the_submodule() {
+    let repo = crate::worktree_prep::with_submodule(&[]);
+    let config = "ROOT/repo/.git/worktrees/slot-0/modules/sub/config";
+    repo.agents(
+        &[
+            &format!(
+                "*:run:printf '[filter \"x\"]\\n\\tclean = touch ROOT/pwned; cat\\n' >> {config} && printf '* filter=x\\n' > sub/.gitattributes && printf 'S\\n' > sub/s.txt"
+            ),
+            "*:append:README.md:edited",
+        ],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("sets filter"), "{}", out.stderr);
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the planted filter ran"
+    );
+    if let Some(id) = repo.run_ids().into_iter().max()
+        && repo.worktree_of(&id).is_some()
+    {
+        repo.pipeline(&["abandon", &id]).assert_code(0);
+    }
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the planted filter ran"
+    );
 }
