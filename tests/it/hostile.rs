@@ -1636,6 +1636,19 @@ fn a_repository_staged_inside_a_submodule_is_refused_before_git_looks_inside() {
         !repo.root().join("pwned").exists(),
         "the step's fsmonitor ran"
     );
+    // The next run resets the slot: the submodule is checked out again, never through the
+    // repository staged inside it.
+    repo.agents(
+        &["*:append:README.md:again"],
+        &["*:approve"],
+        "[run]\nsandbox = \"off\"\n",
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "the step's fsmonitor ran"
+    );
 }
 
 /// A filter planted in the submodule's git dir is a breach at the end of the step; the run's
