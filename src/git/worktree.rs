@@ -645,6 +645,11 @@ pub fn admin_tampering(worktree: &Path, admin: &Path, common_dir: &Path) -> Opti
             }
         }
     }
+    if sparse_differs(admin, common_dir) {
+        return Some(
+            "its sparse checkout (patterns or settings) differs from your checkout's".to_owned(),
+        );
+    }
     let in_progress = [
         "rebase-merge",
         "rebase-apply",
@@ -803,18 +808,39 @@ const MODULES_DEPTH: usize = 24;
 
 /// What a slot's `config.worktree` may not set: what [`runs_a_command`] names, and what
 /// changes where git works or what `git clean` and `git status` see (a file differing from a
-/// tracked one only by case, paths a sparse checkout leaves out).
+/// tracked one only by case). Sparse checkout settings are compared with your checkout's
+/// instead ([`sparse_differs`]): `git worktree add` copies them.
 fn worktree_config_risk(e: &super::config_text::Entry) -> Option<String> {
     let changes_what_git_sees = e.subsection.is_none()
         && e.section == "core"
-        && matches!(
-            e.key.as_str(),
-            "worktree" | "ignorecase" | "sparsecheckout" | "sparsecheckoutcone" | "excludesfile"
-        );
+        && matches!(e.key.as_str(), "worktree" | "ignorecase" | "excludesfile");
     if changes_what_git_sees {
         return Some(e.name());
     }
     command_setting(e)
+}
+
+/// Whether a slot's sparse checkout differs from the main checkout's, which `git worktree
+/// add` copies: a step that wrote patterns or turned sparse checkout on in the slot's admin
+/// folder would have the next reset leave files out, unseen by the next run's gates.
+fn sparse_differs(admin: &Path, common_dir: &Path) -> bool {
+    let patterns = |dir: &Path| std::fs::read(dir.join("info/sparse-checkout")).ok();
+    let settings = |dir: &Path| -> Option<Vec<(String, Option<Vec<u8>>)>> {
+        let text = std::fs::read(dir.join("config.worktree")).unwrap_or_default();
+        let entries = super::config_text::entries(&text).ok()?;
+        Some(
+            entries
+                .into_iter()
+                .filter(|e| {
+                    e.is("core", "sparsecheckout")
+                        || e.is("core", "sparsecheckoutcone")
+                        || e.is("index", "sparse")
+                })
+                .map(|e| (e.name(), e.value))
+                .collect(),
+        )
+    };
+    patterns(admin) != patterns(common_dir) || settings(admin) != settings(common_dir)
 }
 
 /// Why git run with this config file's text would run a command or read another file: "sets
@@ -1018,9 +1044,28 @@ mod tests {
             let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
             assert!(why.ends_with(key), "{text}: {why}");
         }
+        // A sparse checkout: the slot's must be your checkout's, which `git worktree add`
+        // copies; one of a step's making is tampering.
+        let sparse = "[core]\n\tsparseCheckout = true\n\tsparseCheckoutCone = true\n";
+        std::fs::write(admin.join("config.worktree"), sparse).expect("write");
+        let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+        assert!(why.contains("sparse checkout"), "{why}");
+        std::fs::write(common.join("config.worktree"), sparse).expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        std::fs::create_dir_all(admin.join("info")).expect("mkdir");
+        std::fs::write(admin.join("info/sparse-checkout"), "/*\n!/*/\n").expect("write");
+        let why = admin_tampering(&wt, &admin, &common).unwrap_or_default();
+        assert!(why.contains("sparse checkout"), "{why}");
+        std::fs::create_dir_all(common.join("info")).expect("mkdir");
+        std::fs::write(common.join("info/sparse-checkout"), "/*\n!/*/\n").expect("write");
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
+        for dir in [&admin, &common] {
+            std::fs::remove_file(dir.join("info/sparse-checkout")).expect("rm");
+            std::fs::remove_file(dir.join("config.worktree")).expect("rm");
+        }
+        assert_eq!(admin_tampering(&wt, &admin, &common), None);
         // A submodule's git dir under the admin folder: its sample hooks and a plain config are
         // git's; a hook or a config that runs a command is not.
-        std::fs::remove_file(admin.join("config.worktree")).expect("rm");
         let module = admin.join("modules/sub");
         std::fs::create_dir_all(module.join("hooks")).expect("mkdir");
         std::fs::create_dir_all(wt.join("sub")).expect("mkdir");
