@@ -291,6 +291,63 @@ pub(in crate::git) fn tree_entries(
     })
 }
 
+/// The first object `tree` holds beyond `base` (its own tree, the trees and blobs that differ,
+/// by id) whose stored bytes no longer hash to its name, as `path (id)`. git does not check a
+/// loose object against its name when it reads it: one rewritten in place after the change was
+/// judged would ship, and be attested, under the judged name.
+pub fn first_rewritten(git: &Git, base: &str, tree: &str) -> Result<Option<String>> {
+    let raw = tree.len() / 2;
+    let mut pending: Vec<(String, String, Option<String>)> =
+        vec![(String::new(), tree.to_owned(), Some(base.to_owned()))];
+    while let Some((path, id, old)) = pending.pop() {
+        let mut names = vec![id.clone()];
+        names.extend(old.clone());
+        let mut found = cat_objects(git, &names)?.into_iter();
+        let Some(Some(object)) = found.next() else {
+            return Ok(Some(format!("{} ({id}): missing", shown(&path))));
+        };
+        let rehashed = super::tree_write::object_id(raw, object.kind.as_bytes(), &object.body);
+        if hex(&rehashed).as_str() != id {
+            return Ok(Some(format!("{} ({id})", shown(&path))));
+        }
+        if object.kind != "tree" {
+            continue;
+        }
+        // The base's side of this folder, only compared with.
+        let old_body = match found.next() {
+            Some(Some(o)) if o.kind == "tree" => o.body,
+            _ => Vec::new(),
+        };
+        let before: std::collections::HashMap<&[u8], (&[u8], &[u8])> = tree_entries(&old_body, raw)
+            .map(|(m, n, i)| (n, (m, i)))
+            .collect();
+        for (mode, name, entry) in tree_entries(&object.body, raw) {
+            if before.get(name) == Some(&(mode, entry)) || mode == b"160000" {
+                continue;
+            }
+            let child = if path.is_empty() {
+                String::from_utf8_lossy(name).into_owned()
+            } else {
+                format!("{path}/{}", String::from_utf8_lossy(name))
+            };
+            let old = before
+                .get(name)
+                .filter(|(m, _)| *m == b"40000")
+                .map(|(_, i)| hex(i).as_str().to_owned());
+            pending.push((child, hex(entry).as_str().to_owned(), old));
+        }
+    }
+    Ok(None)
+}
+
+fn shown(path: &str) -> String {
+    if path.is_empty() {
+        "the top folder".to_owned()
+    } else {
+        path.escape_debug().to_string()
+    }
+}
+
 /// A raw object id as git writes it.
 pub(in crate::git) fn hex(raw: &[u8]) -> Oid {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -211,7 +211,7 @@ fn header(kind: &[u8], len: usize) -> Vec<u8> {
     h
 }
 
-fn object_id(hash_len: usize, kind: &[u8], content: &[u8]) -> Vec<u8> {
+pub(in crate::git) fn object_id(hash_len: usize, kind: &[u8], content: &[u8]) -> Vec<u8> {
     let h = header(kind, content.len());
     if hash_len == 32 {
         let mut d = sha2::Sha256::new();

@@ -708,3 +708,37 @@ fn a_discovery_agent_or_planner_that_writes_fails_the_run() {
         out.stdout
     );
 }
+
+/// The docs agent (an editing role: `.git/objects` is writable to it) rewrites in place the
+/// stored object of a file the verifier judged, under the same name. git does not check a loose
+/// object when it reads it, so the commit would carry other bytes under the judged name, and
+/// its attestation would vouch for them. Ship re-hashes what the change adds and refuses.
+#[test]
+fn an_object_rewritten_after_it_was_judged_never_ships() {
+    let repo = TestRepo::new();
+    std::fs::write(
+        repo.root().join("swap.py"),
+        "import os, subprocess, zlib\n\
+         oid = subprocess.check_output(['git', 'hash-object', 'src/lib.rs']).decode().strip()\n\
+         common = subprocess.check_output(['git', 'rev-parse', '--git-common-dir']).decode().strip()\n\
+         p = os.path.join(common, 'objects', oid[:2], oid[2:])\n\
+         body = b'pub fn evil() {}\\n'\n\
+         os.chmod(p, 0o644)\n\
+         open(p, 'wb').write(zlib.compress(b'blob %d\\0' % len(body) + body))\n",
+    )
+    .expect("write");
+    docs_config(
+        &repo,
+        &["*:append:src/lib.rs:pub fn more() {}"],
+        &["*:run:python3 ROOT/swap.py", "*:append:README.md:## more()"],
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("src/lib.rs")
+            && out.stderr.contains("was rewritten after it was judged"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.json()["commit"].is_null(), "{}", out.stderr);
+}

@@ -468,6 +468,20 @@ impl Run<'_> {
                 false => Ok(None),
             }));
         }
+        // What ships must be what was judged: an object of the change rewritten since (by a
+        // process a step left behind) would otherwise be committed under the judged name.
+        if let Some(what) = crate::git::objects::first_rewritten(
+            &self.ws.repo,
+            self.plan.target.base_tree.as_str(),
+            tree.as_str(),
+        )? {
+            return Err(Error::other_hint(
+                format!(
+                    "an object of the change was rewritten after it was judged: {what} no longer holds what its name says"
+                ),
+                "something wrote .git/objects after the steps (a process a step left behind?): run git fsck, then run the task again",
+            ));
+        }
         self.ws
             .snap
             .as_ref()
