@@ -161,11 +161,9 @@ impl Snapshotter {
         Ok(TreeId::from_git(String::from_utf8_lossy(&out).trim()))
     }
 
-    /// Stage the whole worktree. `--sparse`: in a sparse checkout, a file the agent wrote
-    /// outside the cone is part of its work (plain `add` refuses it); entries left out of the
-    /// cone stay as they are. A folder git cannot read is only a warning to `git add`, and its
-    /// files would silently be missing from the tree: here it is an error, so the worktree is
-    /// kept rather than archived without them.
+    /// Stage the whole worktree, never letting git look into a gitlink git-pipeline may not run
+    /// git in ([`Snapshotter::submodules_sound`]): `strict`, such a gitlink is an error; else
+    /// (an archive) it keeps its last entry.
     fn add_all(&self, strict: bool) -> Result<()> {
         let unsound = if self.gitlinks_seen.get() == Some(false) {
             Vec::new()
@@ -186,6 +184,11 @@ impl Snapshotter {
     }
 
     /// `git add --all`, except the gitlinks `except` (paths), which git then does not look into.
+    /// `--sparse`: in a sparse checkout, a file the agent wrote outside the cone is part of its
+    /// work (plain `add` refuses it); entries left out of the cone stay as they are. A folder
+    /// git cannot read is only a warning to `git add`, and its files would silently be missing
+    /// from the tree: here it is an error, so the worktree is kept rather than archived without
+    /// them.
     fn add_all_except(&self, except: &[Vec<u8>]) -> Result<()> {
         let env: [(&str, &OsStr); 1] = [("GIT_INDEX_FILE", self.scratch.as_os_str())];
         let mut args: Vec<std::ffi::OsString> = [
