@@ -284,13 +284,12 @@ fn a_builder_timing_out_is_killed_with_everything_it_started() {
     );
 }
 
-/// Detection, where no OS sandbox prevents the write (tests/it/sandbox.rs has prevention).
-#[test]
-fn a_verifier_that_edits_files_fails_the_run() {
+/// A builder writes `path`, then the verifier overwrites it: the run fails, nothing ships.
+fn a_verifier_that_edits(path: &str) {
     let repo = TestRepo::new();
     repo.agents(
-        &["*:write:src/new.rs:x"],
-        &["*:write:src/new.rs:tampered", "*:approve"],
+        &[&format!("*:write:{path}:x")],
+        &[&format!("*:write:{path}:tampered"), "*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
     let r = failed(&repo, &["run", "--json", "add the helper"], 1);
@@ -299,32 +298,23 @@ fn a_verifier_that_edits_files_fails_the_run() {
             .as_str()
             .unwrap_or("")
             .contains("verifier (verifier) changed files"),
-        "{r}"
+        "{path}: {r}"
     );
     assert!(repo.pipeline_branches().is_empty());
+}
+
+/// Detection, where no OS sandbox prevents the write (tests/it/sandbox.rs has prevention).
+#[test]
+fn a_verifier_that_edits_files_fails_the_run() {
+    a_verifier_that_edits("src/new.rs");
 }
 
 /// The same inside a folder the builder made (and so one no watch was set on when the
 /// worktree was made), and in a folder made inside that one.
 #[test]
 fn a_verifier_that_edits_files_in_a_folder_the_builder_made_fails_the_run() {
-    for path in ["src/made/new.rs", "src/made/deeper/new.rs"] {
-        let repo = TestRepo::new();
-        repo.agents(
-            &[&format!("*:write:{path}:x")],
-            &[&format!("*:write:{path}:tampered"), "*:approve"],
-            "[run]\nsandbox = \"off\"\n",
-        );
-        let r = failed(&repo, &["run", "--json", "add the helper"], 1);
-        assert!(
-            r["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("verifier (verifier) changed files"),
-            "{path}: {r}"
-        );
-        assert!(repo.pipeline_branches().is_empty());
-    }
+    a_verifier_that_edits("src/made/new.rs");
+    a_verifier_that_edits("src/made/deeper/new.rs");
 }
 
 #[test]

@@ -1475,6 +1475,25 @@ fn a_path_git_cannot_track_is_named_and_the_work_kept_until_it_is_removed() {
     assert_eq!(shown.trim_end(), "kept work");
 }
 
+/// The run stops (exit 1) with an error naming each of `what`.
+fn stopped_naming(repo: &TestRepo, what: &[&str]) {
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        what.iter().all(|w| out.stderr.contains(w)),
+        "{}",
+        out.stderr
+    );
+}
+
+/// What the step planted (a filter, a hook, an fsmonitor: each touches ROOT/pwned) never ran.
+fn nothing_planted_ran(repo: &TestRepo) {
+    assert!(
+        !repo.root().join("pwned").exists(),
+        "what the step planted ran"
+    );
+}
+
 /// A step that configures a clean filter in its submodule's git dir (in the worktree's admin
 /// folder, which steps may write) and edits a file there: git-pipeline's own `git status`, which
 /// looks into submodules after the step, would run the filter outside any step. The run stops
@@ -1494,17 +1513,8 @@ fn a_filter_planted_in_the_submodules_git_dir_stops_the_run_before_git_runs_it()
         &["*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("sets filter") && out.stderr.contains("outside its worktree"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the planted filter ran"
-    );
+    stopped_naming(&repo, &["sets filter", "outside its worktree"]);
+    nothing_planted_ran(&repo);
 }
 
 /// A hooks folder named on its section's line (`[core] hooksPath = ...`, which git accepts and
@@ -1527,19 +1537,13 @@ fn a_hooks_path_set_on_its_section_line_in_the_submodules_git_dir_never_runs() {
         &["*:approve"],
         caches,
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("sets core.hookspath") && out.stderr.contains("outside its worktree"),
-        "{}",
-        out.stderr
-    );
-    assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
+    stopped_naming(&repo, &["sets core.hookspath", "outside its worktree"]);
+    nothing_planted_ran(&repo);
     // The next run takes the slot: it is made again, never reset through that git dir.
     repo.agents(&["*:append:README.md:again"], &["*:approve"], caches);
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(!repo.root().join("pwned").exists(), "the planted hook ran");
+    nothing_planted_ran(&repo);
 }
 
 /// A step that points its submodule's `.git` at a git dir of its own making, whose config names
@@ -1560,19 +1564,15 @@ fn a_submodule_repointed_at_a_git_dir_the_step_made_is_refused_before_git_looks_
         &["*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("sub in the run's worktree is a repository git-pipeline will not run git in"),
-        "{}",
-        out.stderr
+    stopped_naming(
+        &repo,
+        &["sub in the run's worktree is a repository git-pipeline will not run git in"],
     );
-    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+    nothing_planted_ran(&repo);
     // Abandoning archives the rest of the work, never looking inside that repository.
     let id = repo.run_ids().into_iter().max().expect("id");
     repo.pipeline(&["abandon", &id]).assert_code(0);
-    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+    nothing_planted_ran(&repo);
     let readme = repo.git(&["show", &format!("refs/pipeline/archive/{id}:README.md")]);
     assert!(readme.contains("edited"), "{readme}");
 }
@@ -1592,16 +1592,11 @@ fn a_repository_a_step_makes_in_the_worktree_is_named_before_git_looks_inside() 
         &["1:reject:once more", "*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains(
-            "nested in the run's worktree is a repository git-pipeline will not run git in"
-        ),
-        "{}",
-        out.stderr
+    stopped_naming(
+        &repo,
+        &["nested in the run's worktree is a repository git-pipeline will not run git in"],
     );
-    assert!(!repo.root().join("pwned").exists(), "the step's filter ran");
+    nothing_planted_ran(&repo);
 }
 
 /// A step that makes a repository inside its submodule and stages it there as the submodule's
@@ -1618,24 +1613,14 @@ fn a_repository_staged_inside_a_submodule_is_refused_before_git_looks_inside() {
         &["*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("sub in the run's worktree is a repository git-pipeline will not run git in"),
-        "{}",
-        out.stderr
+    stopped_naming(
+        &repo,
+        &["sub in the run's worktree is a repository git-pipeline will not run git in"],
     );
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the step's fsmonitor ran"
-    );
+    nothing_planted_ran(&repo);
     let id = repo.run_ids().into_iter().max().expect("id");
     repo.pipeline(&["abandon", &id]).assert_code(0);
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the step's fsmonitor ran"
-    );
+    nothing_planted_ran(&repo);
     // The next run resets the slot: the submodule is checked out again, never through the
     // repository staged inside it.
     repo.agents(
@@ -1645,10 +1630,7 @@ fn a_repository_staged_inside_a_submodule_is_refused_before_git_looks_inside() {
     );
     let out = repo.pipeline(&["run", "--json", "fix the typo"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the step's fsmonitor ran"
-    );
+    nothing_planted_ran(&repo);
 }
 
 /// A filter planted in the submodule's git dir is a breach at the end of the step; the run's
@@ -1668,20 +1650,12 @@ fn after_a_filter_breach_the_archive_never_looks_into_the_submodule() {
         &["*:approve"],
         "[run]\nsandbox = \"off\"\n",
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("sets filter"), "{}", out.stderr);
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the planted filter ran"
-    );
+    stopped_naming(&repo, &["sets filter"]);
+    nothing_planted_ran(&repo);
     if let Some(id) = repo.run_ids().into_iter().max()
         && repo.worktree_of(&id).is_some()
     {
         repo.pipeline(&["abandon", &id]).assert_code(0);
     }
-    assert!(
-        !repo.root().join("pwned").exists(),
-        "the planted filter ran"
-    );
+    nothing_planted_ran(&repo);
 }
