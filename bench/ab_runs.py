@@ -6,7 +6,8 @@ busier or quieter moves both alike), medians of N runs each. For a change's effe
 fixed cost, where `run_overhead.py`'s ratio against the bare git sequence is too noisy.
 
 usage: bench/ab_runs.py FILES BINARY BINARY... (N=40 runs each; TMPDIR picks the disk;
-HISTORY=2000 first gives the repository that many finished runs, as copies of one)
+HISTORY=2000 first gives the repository that many finished runs, as copies of one, each
+with its branch)
 """
 
 import os
@@ -53,9 +54,16 @@ def main():
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs_dir = os.path.join(repo, ".git", "pipeline", "runs")
             finished = max(d for d in os.listdir(runs_dir) if not d.startswith("."))
+            head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            branches = []
             for i in range(history):
                 shutil.copytree(os.path.join(runs_dir, finished),
                                 os.path.join(runs_dir, f"20200101-000000-{i:04x}"))
+                branches.append(f"create refs/heads/pipeline/20200101-000000-{i:04x} {head}\n")
+            # A shipped run leaves its branch for the user to merge: history has them too.
+            subprocess.run(["git", "update-ref", "--stdin"], cwd=repo, env=env, check=True,
+                           input="".join(branches), text=True)
         times = {b: [] for b in binaries}
         # Two warm-up rounds: the first run makes the slot, the second finds it.
         for i in range(runs + 2):

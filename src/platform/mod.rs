@@ -9,6 +9,7 @@
 //! | mechanism | Linux | macOS |
 //! |---|---|---|
 //! | checkout watch | inotify | none: every containment check compares `git status` listings |
+//! | other runs' records watch | inotify, on each record file | none: every check stats them all |
 //! | processes of a run | `/proc/<pid>/environ` and `cwd` | `sysinfo` (`KERN_PROCARGS2`, `proc_pidinfo`) |
 //! | is a process running | `/proc/<pid>/stat`, zombies excluded | `sysinfo`, zombies excluded |
 //! | a process's start time | clock ticks since boot | seconds since the epoch |
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 mod inotify;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod records_watch;
 #[cfg(target_os = "linux")]
 use linux as os;
 
@@ -35,7 +38,9 @@ compile_error!("git-pipeline runs on Linux and macOS; on Windows, use it inside 
 #[cfg(target_os = "linux")]
 pub use inotify::CheckoutWatch;
 #[cfg(target_os = "macos")]
-pub use macos::CheckoutWatch;
+pub use macos::{CheckoutWatch, RecordsWatch};
+#[cfg(target_os = "linux")]
+pub use records_watch::RecordsWatch;
 
 /// The stamp ([`crate::files::Stamp`]) of `rel` inside the open folder `dir`, the last
 /// component not followed: one short lookup, where a whole path costs one per folder of it.

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::git::Git;
 use crate::git::objects;
+use crate::safety::records::{self, Records};
 
 /// What to check; from `[containment]`.
 #[derive(Debug, Clone)]
@@ -73,11 +74,9 @@ pub struct Guard {
     reread: crate::safety::reread::Reread,
     /// Loose ref files as last read (see [`crate::git::refs::all_again`]).
     refs_seen: std::sync::Mutex<crate::git::refs::Seen>,
-    /// Other runs' records as last read, by stamp (see [`record_copies`]).
-    records_seen: std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
-    /// Other runs' record stamps as the last fingerprint (or the read ahead) listed them: the
-    /// next step's baseline (see [`Guard::take_at_step_start`]).
-    records_last: std::sync::Mutex<Option<BTreeMap<OsString, RecordStamp>>>,
+    /// Other runs' records as the last fingerprint (or the read ahead) listed them: the next
+    /// step's baseline (see [`Guard::take_at_step_start`]).
+    records: std::sync::Mutex<Records>,
     /// The committer name steps run with: the user's, marked with the run id.
     marked_name: Option<String>,
 }
@@ -154,9 +153,8 @@ pub struct Places {
 #[derive(Debug, Default)]
 pub struct Warm {
     refs: crate::git::refs::Seen,
-    records: BTreeMap<OsString, (RecordStamp, RecordCopy)>,
-    /// The records' stamps as listed then: the first step's baseline.
-    print: Option<BTreeMap<OsString, RecordStamp>>,
+    /// Other runs' records, followed from then on: the first step's baseline.
+    records: Option<Records>,
 }
 
 impl Warm {
@@ -166,13 +164,9 @@ impl Warm {
     pub fn read(repo: &Git, common_dir: &Path, own: &str) -> Warm {
         let mut refs = crate::git::refs::Seen::default();
         let _ = crate::git::refs::all_again(repo, &mut refs);
-        let seen = std::sync::Mutex::new(BTreeMap::new());
-        let print = records_print(common_dir, own);
-        record_copies(&print, &seen);
         Warm {
             refs,
-            records: seen.into_inner().unwrap_or_else(|p| p.into_inner()),
-            print: Some(print),
+            records: Some(Records::follow(common_dir, own)),
         }
     }
 }
@@ -206,70 +200,10 @@ pub struct Fingerprint {
     /// When it was taken, in seconds since the epoch: reflog entries from then on are the step's
     /// or someone else's.
     at: i64,
-    /// Other runs' records (`run.json`, `checkpoint.json`, `events.jsonl`, `bundle.json`) by stat: a live run writes
-    /// its own; a change to a finished run's record is a step's doing.
-    records: BTreeMap<OsString, RecordStamp>,
-    /// Their contents, while all of them together stay under [`RECORDS_KEPT`]: what a
-    /// breach of them is put back from.
-    record_copies: BTreeMap<OsString, RecordCopy>,
-}
-
-/// The most of other runs' records kept in memory to put them back (a repository with hundreds
-/// of runs fits; beyond it, a change to them is reported, not undone).
-const RECORDS_KEPT: u64 = 8 * 1024 * 1024;
-
-/// A record file's stat (see [`crate::files::Stamp`]).
-type RecordStamp = crate::files::Stamp;
-
-/// A record's content, shared between the fingerprints that saw it unchanged.
-type RecordCopy = std::sync::Arc<Vec<u8>>;
-
-/// The contents of `records`, when they fit in [`RECORDS_KEPT`] together. A record whose stamp
-/// is the one it had at the last look is not read again: finished runs' records never change, so
-/// a step costs a stat of each, not a read of them all.
-fn record_copies(
-    records: &BTreeMap<OsString, RecordStamp>,
-    seen: &std::sync::Mutex<BTreeMap<OsString, (RecordStamp, RecordCopy)>>,
-) -> BTreeMap<OsString, RecordCopy> {
-    // A run's `checkpoint.json` is often its `run.json` (a hard link): one file, kept once.
-    let mut files: BTreeMap<u64, u64> = BTreeMap::new();
-    for (len, _, _, ino, _, _) in records.values() {
-        files.insert(*ino, *len);
-    }
-    if files.values().sum::<u64>() > RECORDS_KEPT {
-        return BTreeMap::new();
-    }
-    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    seen.retain(|p, _| records.contains_key(p));
-    let mut copies = BTreeMap::new();
-    let mut by_inode: BTreeMap<(u64, u64), RecordCopy> = BTreeMap::new();
-    for (path, stamp) in records {
-        let file = (stamp.3, stamp.4);
-        let copy = match seen.get(path) {
-            Some((s, copy)) if s == stamp => copy.clone(),
-            _ if by_inode.contains_key(&file) => by_inode[&file].clone(),
-            _ => {
-                // Kept with the stat of the very file read, which may not be the one listed
-                // (changed or swapped since): then it is read again next time, and not shared.
-                let Some((meta, bytes)) =
-                    crate::files::read_regular(Path::new(path), crate::files::Follow::No)
-                else {
-                    continue;
-                };
-                let read = crate::files::stamp(&meta);
-                let copy = std::sync::Arc::new(bytes);
-                seen.insert(path.clone(), (read, copy.clone()));
-                if read != *stamp {
-                    copies.insert(path.clone(), copy);
-                    continue;
-                }
-                copy
-            }
-        };
-        by_inode.entry(file).or_insert_with(|| copy.clone());
-        copies.insert(path.clone(), copy);
-    }
-    copies
+    /// Other runs' records by stat (see [`crate::safety::records`]).
+    records: records::Stamps,
+    /// Their contents, while they fit in memory: what a breach of them is put back from.
+    record_copies: records::Copies,
 }
 
 /// The user's checkouts put under watch (where the platform can watch), each with what git
@@ -305,70 +239,6 @@ fn watch_checkouts(p: &mut Places, git_dirs: &[PathBuf]) -> Result<Watched> {
     Ok((watches, ignored))
 }
 
-/// Whether a record went from stamp `old` to `new` in a way git-pipeline never changes one: a
-/// log (`events.jsonl`) replaced or cut, another record rewritten in place (git-pipeline
-/// replaces them whole), any record deleted or moved to another device.
-fn record_tampered(path: &Path, old: Option<&RecordStamp>, new: Option<&RecordStamp>) -> bool {
-    match (old, new) {
-        (Some(o), Some(n)) if o == n => false,
-        (None, Some(_)) | (None, None) => false,
-        (Some(_), None) => true,
-        (
-            Some(&(old_len, _, _, old_ino, old_dev, old_birth)),
-            Some(&(new_len, _, _, new_ino, new_dev, new_birth)),
-        ) => {
-            let log = path.file_name().is_some_and(|n| n == "events.jsonl");
-            // The same file, not a new one given a freed inode's number (ext4 hands one back
-            // after two replacements): where no birth time is kept, the same inode is taken for
-            // the same file.
-            let same_file =
-                new_ino == old_ino && (old_birth == 0 || new_birth == 0 || new_birth == old_birth);
-            // Another device: a filesystem mounted over the record's folder.
-            new_dev != old_dev
-                || if log {
-                    !same_file || new_len < old_len
-                } else {
-                    same_file
-                }
-        }
-    }
-}
-
-/// The record files of every run but `own`, by stat (size, mtime in nanoseconds, inode). Keyed
-/// by their paths as bytes: a `PathBuf` key compares component by component, which over hundreds
-/// of records was a good part of each fingerprint.
-fn records_print(common_dir: &Path, own: &str) -> BTreeMap<OsString, RecordStamp> {
-    let mut print = BTreeMap::new();
-    let runs = common_dir.join("pipeline").join("runs");
-    use std::os::unix::fs::OpenOptionsExt;
-    let folder = std::fs::File::options()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(&runs);
-    let (Ok(listing), Ok(folder)) = (std::fs::read_dir(&runs), folder) else {
-        return print;
-    };
-    for run in listing.flatten() {
-        if run.file_name() == own {
-            continue;
-        }
-        for name in [
-            "run.json",
-            crate::store::CHECKPOINT_RECORD,
-            "events.jsonl",
-            "bundle.json",
-        ] {
-            // Relative to the open runs folder and not followed: two short lookups, where the
-            // whole path cost one per folder of it, for every file of every run.
-            let rel = Path::new(&run.file_name()).join(name);
-            if let Some(stamp) = crate::platform::stamp_at(&folder, &rel) {
-                print.insert(runs.join(&rel).into_os_string(), stamp);
-            }
-        }
-    }
-    print
-}
-
 /// A control file's content (or, past [`KEEP_LIMIT`], its stat) and mode; `None` when absent.
 type Kept = Option<(Vec<u8>, u32)>;
 
@@ -392,6 +262,11 @@ impl Guard {
         let marked_name = p.committer.as_deref().map(|name| marked(name, &p.run_id));
         let ahead = p.config_ahead.take();
         let warm = p.warm.take().unwrap_or_default();
+        let records = match warm.records {
+            Some(records) => records,
+            None if p.checks.refs => Records::follow(&p.common_dir, &p.run_id),
+            None => Records::unfollowed(&p.common_dir, &p.run_id),
+        };
         let ConfigFacts {
             files: config_files,
             filter_driver,
@@ -417,8 +292,7 @@ impl Guard {
             sound_tip: std::sync::Mutex::new(None),
             reread: Default::default(),
             refs_seen: std::sync::Mutex::new(warm.refs),
-            records_seen: std::sync::Mutex::new(warm.records),
-            records_last: std::sync::Mutex::new(warm.print),
+            records: std::sync::Mutex::new(records),
             marked_name,
         })
     }
@@ -504,24 +378,19 @@ impl Guard {
         tracing::trace!("take: checkouts and control files");
         let (refs, managed, branch_tip) = self.refs()?;
         tracing::trace!("take: refs");
-        let records = if self.at.checks.refs {
-            let mut last = self.records_last.lock().unwrap_or_else(|p| p.into_inner());
-            match last.take() {
-                Some(listed) if reuse_records => {
-                    *last = Some(listed.clone());
-                    listed
-                }
-                _ => {
-                    let listed = records_print(&self.at.common_dir, &self.at.run_id);
-                    *last = Some(listed.clone());
-                    listed
-                }
-            }
+        let (records, record_copies) = if self.at.checks.refs {
+            let mut followed = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            let records = if reuse_records {
+                followed.last_or_list()
+            } else {
+                followed.list()
+            };
+            tracing::trace!("take: records listed");
+            let copies = followed.copies(&records);
+            (records, copies)
         } else {
-            BTreeMap::new()
+            Default::default()
         };
-        tracing::trace!("take: records listed");
-        let record_copies = record_copies(&records, &self.records_seen);
         tracing::trace!("take: records copied");
         Ok(Fingerprint {
             checkouts,
@@ -734,11 +603,15 @@ impl Guard {
         // swapped) is the step's: the run stops, says which, and puts it back from the copy taken
         // before the step (when the records fit in memory). The sandbox prevents it where it runs.
         let names: std::collections::BTreeSet<&OsString> =
-            before.records.keys().chain(after.records.keys()).collect();
+            if std::sync::Arc::ptr_eq(&before.records, &after.records) {
+                Default::default()
+            } else {
+                before.records.keys().chain(after.records.keys()).collect()
+            };
         for name in names {
             let (old, new) = (before.records.get(name), after.records.get(name));
             let path = Path::new(name);
-            let tampered = record_tampered(path, old, new);
+            let tampered = records::tampered(path, old, new);
             let live = || {
                 path.parent().is_some_and(|d| {
                     matches!(
@@ -1350,39 +1223,4 @@ fn stat_print(path: &Path) -> u64 {
         Err(_) => 0u8.hash(&mut h),
     }
     h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_is_tampered_with_only_when_the_same_file_changed_in_place() {
-        let run = Path::new("/r/runs/x/run.json");
-        let log = Path::new("/r/runs/x/events.jsonl");
-        let s = |len: u64, ctime: i128, ino: u64, birth: i128| (len, 1, ctime, ino, 7, birth);
-        let was = s(10, 1, 100, 5);
-        // Replaced whole (a new inode): git-pipeline's way.
-        assert!(!record_tampered(run, Some(&was), Some(&s(12, 2, 101, 6))));
-        // A new file given the freed inode's number back: not the same file.
-        assert!(!record_tampered(run, Some(&was), Some(&s(12, 3, 100, 9))));
-        // Rewritten in place.
-        assert!(record_tampered(run, Some(&was), Some(&s(12, 3, 100, 5))));
-        // Where no birth time is kept, the same inode is the same file.
-        assert!(record_tampered(
-            run,
-            Some(&s(10, 1, 100, 0)),
-            Some(&s(12, 3, 100, 0))
-        ));
-        // Deleted; on another device.
-        assert!(record_tampered(run, Some(&was), None));
-        let mut mounted = s(12, 2, 101, 6);
-        mounted.4 = 8;
-        assert!(record_tampered(run, Some(&was), Some(&mounted)));
-        // A log grows in place; cut, or replaced by a new file, it is not git-pipeline's doing.
-        assert!(!record_tampered(log, Some(&was), Some(&s(20, 2, 100, 5))));
-        assert!(record_tampered(log, Some(&was), Some(&s(5, 2, 100, 5))));
-        assert!(record_tampered(log, Some(&was), Some(&s(20, 2, 100, 9))));
-        assert!(record_tampered(log, Some(&was), Some(&s(20, 2, 101, 6))));
-    }
 }

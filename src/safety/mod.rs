@@ -5,5 +5,6 @@
 pub mod childenv;
 pub mod containment;
 pub mod process;
+pub mod records;
 pub mod reread;
 pub mod watch;

@@ -208,7 +208,14 @@ fn cutting_another_runs_records_stops_the_run() {
     let dir = repo.path.join(format!(".git/pipeline/runs/{first_id}"));
     let events_before = std::fs::read(dir.join("events.jsonl")).expect("events");
     let record_before = std::fs::read(dir.join("run.json")).expect("record");
+    // A name for the record made outside the runs folder before the run (a watch on the
+    // record's folder alone would miss a write through it: the record's own file is watched).
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let link = elsewhere.path().join("linked.json");
+    std::fs::hard_link(dir.join("run.json"), &link).expect("link");
+    // First: putting a record back makes a new file, which the link no longer names.
     for trick in [
+        format!("*:run:printf forged > {}", link.display()),
         format!("*:run:: > {}", dir.join("run.json").display()),
         format!("*:run:rm {}", dir.join("events.jsonl").display()),
     ] {
