@@ -7,7 +7,7 @@ fixed cost, where `run_overhead.py`'s ratio against the bare git sequence is too
 
 usage: bench/ab_runs.py FILES BINARY BINARY... (N=40 runs each; TMPDIR picks the disk;
 HISTORY=2000 first gives the repository that many finished runs, as copies of one, each
-with its branch)
+with its branch; GATES=3 adds that many instant gates, each a step with its checks)
 """
 
 import os
@@ -44,6 +44,9 @@ def main():
             f.write(f'version = 1\n[agents.builder]\ncommand = ["{AGENT}", '
                     f'"*:append:{target}:edited"]\n[agents.verifier]\n'
                     f'command = ["{AGENT}", "*:approve"]\n')
+            # Instant gates: each is a step of its own, with its containment check around it.
+            for g in range(int(os.environ.get("GATES", "0"))):
+                f.write(f'[[gates]]\nname = "g{g}"\ncommand = ["true"]\n')
         subprocess.run(["git", "add", ".pipeline.toml"], cwd=repo, env=env, check=True)
         subprocess.run(["git", "commit", "-q", "-m", "config"], cwd=repo, env=env, check=True)
         subprocess.run([binaries[0], "trust"], cwd=repo, env=env, check=True,
@@ -77,7 +80,7 @@ def main():
                 if i >= 2:
                     times[b].append(took)
         print(f"{files} files, {runs} runs each, {history} runs of history, "
-              f"TMPDIR={os.environ.get('TMPDIR', '/tmp')}")
+              f"{os.environ.get('GATES', '0')} gates, TMPDIR={os.environ.get('TMPDIR', '/tmp')}")
         first = statistics.median(times[binaries[0]])
         for b in binaries:
             m = statistics.median(times[b])

@@ -54,8 +54,7 @@ pub use super::files_refs::Seen;
 /// [`all`] for a listing taken again and again (around every step of a run): the ref files
 /// whose stat did not move since `seen` saw them are not read again.
 pub fn all_again(git: &Git, seen: &mut Seen) -> Result<Vec<(String, String)>> {
-    if let Some(dir) = git.named_git_dir()
-        && !dir.join("commondir").exists()
+    if let Some(dir) = files_store(git)
         && let Some(refs) = super::files_refs::all_again(dir, seen)
     {
         return Ok(refs);
@@ -66,6 +65,14 @@ pub fn all_again(git: &Git, seen: &mut Seen) -> Result<Vec<(String, String)>> {
         .filter_map(|l| l.split_once('\0'))
         .map(|(n, o)| (n.to_owned(), o.to_owned()))
         .collect())
+}
+
+/// The git dir whose ref files [`all_again`] reads itself (a main git dir named by path),
+/// when it does: every ref it lists is then a file under its `refs/` or a line of its
+/// `packed-refs`.
+pub fn files_store(git: &Git) -> Option<&std::path::Path> {
+    git.named_git_dir()
+        .filter(|dir| !dir.join("commondir").exists())
 }
 
 /// The names of the refs under `prefix` (`refs/notes/remotes/`).

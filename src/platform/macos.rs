@@ -133,3 +133,20 @@ impl RecordsWatch {
         match self.never {}
     }
 }
+
+/// No refs watch on macOS: `new` always answers `None`, and every containment check walks the
+/// refs.
+#[derive(Debug)]
+pub struct RefsWatch {
+    never: std::convert::Infallible,
+}
+
+impl RefsWatch {
+    pub fn new(_git_dir: &std::path::Path) -> Option<RefsWatch> {
+        None
+    }
+
+    pub fn changed(&self) -> Option<bool> {
+        match self.never {}
+    }
+}

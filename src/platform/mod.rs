@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | checkout watch | inotify | none: every containment check compares `git status` listings |
 //! | other runs' records watch | inotify, on each record file | none: every check stats them all |
+//! | refs watch | inotify, on each loose ref file and folder, `packed-refs` | none: every check walks the refs |
 //! | processes of a run | `/proc/<pid>/environ` and `cwd` | `sysinfo` (`KERN_PROCARGS2`, `proc_pidinfo`) |
 //! | is a process running | `/proc/<pid>/stat`, zombies excluded | `sysinfo`, zombies excluded |
 //! | a process's start time | clock ticks since boot | seconds since the epoch |
@@ -25,6 +26,10 @@ mod linux;
 #[cfg(target_os = "linux")]
 mod records_watch;
 #[cfg(target_os = "linux")]
+mod refs_watch;
+#[cfg(target_os = "linux")]
+mod watch_files;
+#[cfg(target_os = "linux")]
 use linux as os;
 
 #[cfg(target_os = "macos")]
@@ -38,9 +43,11 @@ compile_error!("git-pipeline runs on Linux and macOS; on Windows, use it inside 
 #[cfg(target_os = "linux")]
 pub use inotify::CheckoutWatch;
 #[cfg(target_os = "macos")]
-pub use macos::{CheckoutWatch, RecordsWatch};
+pub use macos::{CheckoutWatch, RecordsWatch, RefsWatch};
 #[cfg(target_os = "linux")]
 pub use records_watch::RecordsWatch;
+#[cfg(target_os = "linux")]
+pub use refs_watch::RefsWatch;
 
 /// The stamp ([`crate::files::Stamp`]) of `rel` inside the open folder `dir`, the last
 /// component not followed: one short lookup, where a whole path costs one per folder of it.

@@ -18,22 +18,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-/// The most watches one run takes for the records: a sixteenth of the user's limit
-/// (`max_user_watches`), never more than 20,000. inotify watches are shared with the user's own
-/// tools (an editor, a file-watching build): a run must never leave them short. Past it (a
-/// history of thousands of runs) the caller stats every record at every check, as without a
-/// watch.
-fn most_watches() -> usize {
-    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok());
-    share_of(limit)
-}
-
-fn share_of(limit: Option<usize>) -> usize {
-    // 8,192 is the kernel's smallest default.
-    (limit.unwrap_or(8192) / 16).min(20_000)
-}
+use super::watch_files::{Added, Held, add, file_mask, folder_mask, identity, most_watches};
 
 pub struct RecordsWatch {
     inotify: Inotify,
@@ -48,7 +33,12 @@ pub struct RecordsWatch {
 struct State {
     /// The run folder each watch belongs to (`None`: the runs folder itself).
     by_wd: HashMap<WatchDescriptor, Option<OsString>>,
-    /// Events were lost, or a watch could not be added: every later look says so.
+    /// Record files held open.
+    held: Held,
+    /// The runs folder watched (device, inode).
+    runs_id: (u64, u64),
+    /// Events were lost, the runs folder is another, or a watch could not be added or belongs to
+    /// two runs: every later look says so.
     blind: bool,
 }
 
@@ -57,27 +47,6 @@ impl std::fmt::Debug for RecordsWatch {
         let n = self.state.lock().map_or(0, |s| s.by_wd.len());
         write!(f, "RecordsWatch({n} watches)")
     }
-}
-
-fn folder_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_ONLYDIR
-        | AddWatchFlags::IN_DONT_FOLLOW
-}
-
-fn file_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_DONT_FOLLOW
 }
 
 impl RecordsWatch {
@@ -94,6 +63,8 @@ impl RecordsWatch {
             most: most_watches(),
             state: Mutex::new(State {
                 by_wd: HashMap::new(),
+                held: Held::default(),
+                runs_id: identity(runs)?,
                 blind: false,
             }),
         };
@@ -101,6 +72,9 @@ impl RecordsWatch {
             let mut state = watch.state.lock().ok()?;
             let wd = watch.inotify.add_watch(runs, folder_mask()).ok()?;
             state.by_wd.insert(wd, None);
+            if identity(runs) != Some(state.runs_id) {
+                return None;
+            }
             for entry in std::fs::read_dir(runs).ok()? {
                 let name = entry.ok()?.file_name();
                 if !watch.watch_run(&mut state, &name) {
@@ -112,27 +86,32 @@ impl RecordsWatch {
     }
 
     /// Watch the run folder `name` and its record files (again: a record replaced whole is a new
-    /// file). False when out of watches.
+    /// file). A run "folder" that is a symlink or a file is not watched (what it leads to is not a
+    /// run's own). False when the watch can no longer vouch: out of watches, an error other than
+    /// "not there", or a file another run's watch already has (a hard link between runs).
     fn watch_run(&self, state: &mut State, name: &OsStr) -> bool {
         if name == self.own {
             return true;
         }
         let folder = self.runs.join(name);
+        if identity(&folder).is_none() {
+            return true;
+        }
         for (path, mask) in std::iter::once((folder.clone(), folder_mask())).chain(
             self.names
                 .iter()
                 .map(|file| (folder.join(file), file_mask())),
         ) {
-            if state.by_wd.len() >= self.most {
-                return false;
-            }
-            match self.inotify.add_watch(&path, mask) {
-                Ok(wd) => {
-                    state.by_wd.insert(wd, Some(name.to_owned()));
-                }
-                Err(Errno::ENOSPC | Errno::ENOMEM) => return false,
-                // Not there (a record a run does not have), not a folder: the stat says so too.
-                Err(_) => {}
+            match add(&self.inotify, &path, mask, state.by_wd.len(), self.most) {
+                Added::Watch(wd) => match state.by_wd.get(&wd) {
+                    Some(Some(other)) if other != name => return false,
+                    Some(None) => return false,
+                    _ => {
+                        state.by_wd.insert(wd, Some(name.to_owned()));
+                    }
+                },
+                Added::Absent => {}
+                Added::Failed => return false,
             }
         }
         true
@@ -144,6 +123,12 @@ impl RecordsWatch {
     pub fn changed(&self) -> Option<BTreeSet<OsString>> {
         let mut state = self.state.lock().ok()?;
         if state.blind {
+            return None;
+        }
+        // The runs folder at its path is still the one watched (a folder above it renamed and
+        // another made in its place would send the watch nothing).
+        if identity(&self.runs) != Some(state.runs_id) {
+            state.blind = true;
             return None;
         }
         let mut runs = BTreeSet::new();
@@ -163,6 +148,16 @@ impl RecordsWatch {
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                     state.by_wd.remove(&ev.wd);
+                    state.held.forget(ev.wd);
+                    continue;
+                }
+                let opened_or_closed = state.held.count(ev.wd, ev.mask);
+                // Reads that ended change nothing; a file held open is looked at below.
+                if opened_or_closed
+                    && !ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MODIFY)
+                {
                     continue;
                 }
                 match state.by_wd.get(&ev.wd).cloned() {
@@ -184,6 +179,14 @@ impl RecordsWatch {
                 }
             }
         }
+        // A record held open may be written through a memory map, which sends no event: its run
+        // is looked at again at every look while it stays open.
+        let held: Vec<OsString> = state
+            .held
+            .open()
+            .filter_map(|wd| state.by_wd.get(wd).cloned().flatten())
+            .collect();
+        runs.extend(held);
         for run in &runs {
             if !self.watch_run(&mut state, run) {
                 state.blind = true;
@@ -276,14 +279,6 @@ mod tests {
         assert_eq!(changed(&w), ["c"]);
     }
 
-    #[test]
-    fn a_run_takes_a_sixteenth_of_the_users_watches_at_most() {
-        assert_eq!(share_of(Some(8192)), 512);
-        assert_eq!(share_of(Some(192_530)), 12_033);
-        assert_eq!(share_of(Some(1_048_576)), 20_000);
-        assert_eq!(share_of(None), 512);
-    }
-
     /// Past its share of watches, the watch is not made at all: every check then stats.
     #[test]
     fn a_history_past_the_share_is_not_watched() {
@@ -294,6 +289,65 @@ mod tests {
             std::fs::create_dir_all(runs.join(format!("{i}"))).expect("mkdir");
         }
         assert!(RecordsWatch::new(&runs, OsStr::new("own"), NAMES).is_none());
+    }
+
+    /// A record held open counts as changed at every look until it is closed: a write through
+    /// a shared memory map sends no event. A read that ended changes nothing.
+    #[test]
+    fn a_record_held_open_is_looked_at_until_it_is_closed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let runs = tmp.path().join("runs");
+        std::fs::create_dir_all(runs.join("a")).expect("mkdir");
+        std::fs::write(runs.join("a/run.json"), "{}").expect("write");
+        let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
+        std::fs::read(runs.join("a/run.json")).expect("read");
+        assert_eq!(changed(&w), Vec::<String>::new(), "a read that ended");
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(runs.join("a/run.json"))
+            .expect("open");
+        assert_eq!(changed(&w), ["a"]);
+        assert_eq!(changed(&w), ["a"], "still open");
+        drop(held);
+        assert_eq!(changed(&w), ["a"], "closed after a write open");
+        assert_eq!(changed(&w), Vec::<String>::new());
+    }
+
+    /// A folder above the runs folder renamed and another runs folder made in its place: the
+    /// watch was told nothing, and says it is blind.
+    #[test]
+    fn a_runs_folder_swapped_from_above_leaves_the_watch_blind() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let runs = tmp.path().join("pipeline/runs");
+        std::fs::create_dir_all(runs.join("a")).expect("mkdir");
+        let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
+        std::fs::rename(tmp.path().join("pipeline"), tmp.path().join("moved")).expect("move");
+        std::fs::create_dir_all(runs.join("own")).expect("mkdir");
+        assert!(w.changed().is_none());
+    }
+
+    /// A run "folder" that is a symlink to another run's folder is not watched (its watches
+    /// would be the other run's), so changing where it points later hides nothing; a record
+    /// hard-linked into another run's folder leaves the watch blind.
+    #[test]
+    fn symlinked_or_hard_linked_runs_never_hide_another_runs_record() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let runs = tmp.path().join("runs");
+        for run in ["a", "own"] {
+            std::fs::create_dir_all(runs.join(run)).expect("mkdir");
+            std::fs::write(runs.join(run).join("events.jsonl"), "{}\n").expect("write");
+        }
+        let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
+        std::os::unix::fs::symlink(runs.join("a"), runs.join("z")).expect("symlink");
+        assert_eq!(changed(&w), ["z"]);
+        std::os::unix::fs::symlink(runs.join("own"), runs.join("z.new")).expect("symlink");
+        std::fs::rename(runs.join("z.new"), runs.join("z")).expect("retarget");
+        std::fs::write(runs.join("a/events.jsonl"), "").expect("cut");
+        assert_eq!(changed(&w), ["a", "z", "z.new"]);
+
+        std::fs::create_dir_all(runs.join("b")).expect("mkdir");
+        std::fs::hard_link(runs.join("a/events.jsonl"), runs.join("b/events.jsonl")).expect("link");
+        assert!(w.changed().is_none(), "one file in two runs");
     }
 
     /// The runs folder moved away: the watch cannot say what happened inside, and says so for

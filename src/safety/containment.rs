@@ -30,6 +30,7 @@ use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::git::Git;
@@ -74,11 +75,25 @@ pub struct Guard {
     reread: crate::safety::reread::Reread,
     /// Loose ref files as last read (see [`crate::git::refs::all_again`]).
     refs_seen: std::sync::Mutex<crate::git::refs::Seen>,
+    /// Where the platform can watch them, the refs' watch: a check after which nothing happened
+    /// to them takes the last listing instead of walking every ref file.
+    refs_watch: Option<crate::platform::RefsWatch>,
+    /// The refs as last listed.
+    refs_last: std::sync::Mutex<Option<RefsPrint>>,
     /// Other runs' records as the last fingerprint (or the read ahead) listed them: the next
     /// step's baseline (see [`Guard::take_at_step_start`]).
     records: std::sync::Mutex<Records>,
     /// The committer name steps run with: the user's, marked with the run id.
     marked_name: Option<String>,
+}
+
+/// The watches a guard held, released (see [`Guard::release_watches`]): dropping this closes
+/// them, which waits for the kernel to let go of every watch (tens of milliseconds with
+/// thousands of them), so callers drop it on a thread of its own.
+pub struct Watches {
+    _checkouts: Vec<Option<crate::safety::watch::CheckoutWatch>>,
+    _refs: Option<crate::platform::RefsWatch>,
+    _records: Option<crate::platform::RecordsWatch>,
 }
 
 /// What a step changed outside its worktree.
@@ -153,6 +168,7 @@ pub struct Places {
 #[derive(Debug, Default)]
 pub struct Warm {
     refs: crate::git::refs::Seen,
+    refs_watch: Option<crate::platform::RefsWatch>,
     /// Other runs' records, followed from then on: the first step's baseline.
     records: Option<Records>,
 }
@@ -162,10 +178,15 @@ impl Warm {
     /// every run but `own`. Nothing read here is trusted beyond its stat: a file whose stat moved
     /// by the first fingerprint is read again then.
     pub fn read(repo: &Git, common_dir: &Path, own: &str) -> Warm {
+        // The watch first: a ref moved while the files are read then shows at the next look.
+        let refs_watch = crate::git::refs::files_store(repo)
+            .filter(|_| crate::safety::watch::enabled())
+            .and_then(crate::platform::RefsWatch::new);
         let mut refs = crate::git::refs::Seen::default();
         let _ = crate::git::refs::all_again(repo, &mut refs);
         Warm {
             refs,
+            refs_watch,
             records: Some(Records::follow(common_dir, own)),
         }
     }
@@ -187,10 +208,10 @@ pub struct Fingerprint {
     /// change can be put back exactly.
     files: BTreeMap<PathBuf, Kept>,
     config: u64,
-    refs: BTreeMap<String, String>,
+    refs: Arc<BTreeMap<String, String>>,
     /// git-pipeline's own refs (other runs' branches, notes, archives): other runs move them all
     /// the time, so only what the step itself did to them counts.
-    managed: BTreeMap<String, String>,
+    managed: Arc<BTreeMap<String, String>>,
     /// The run branch's tip, as the same listing saw it.
     branch_tip: Option<String>,
     /// What the worktree's `.git` file says.
@@ -292,6 +313,8 @@ impl Guard {
             sound_tip: std::sync::Mutex::new(None),
             reread: Default::default(),
             refs_seen: std::sync::Mutex::new(warm.refs),
+            refs_watch: warm.refs_watch,
+            refs_last: std::sync::Mutex::new(None),
             records: std::sync::Mutex::new(records),
             marked_name,
         })
@@ -331,10 +354,15 @@ impl Guard {
     /// The checkout watches, taken out of the guard (which takes no fingerprint after this):
     /// closing an inotify instance waits for the kernel to retire its marks, so the caller ends
     /// them where nothing waits for it.
-    pub fn release_watches(&mut self) -> Vec<Option<crate::safety::watch::CheckoutWatch>> {
+    pub fn release_watches(&mut self) -> Watches {
         self.released = true;
         let n = self.watches.len();
-        std::mem::replace(&mut self.watches, (0..n).map(|_| None).collect())
+        let records = self.records.get_mut().map_or(None, |r| r.release_watch());
+        Watches {
+            _checkouts: std::mem::replace(&mut self.watches, (0..n).map(|_| None).collect()),
+            _refs: self.refs_watch.take(),
+            _records: records,
+        }
     }
 
     pub fn take(&self) -> Result<Fingerprint> {
@@ -376,7 +404,11 @@ impl Guard {
             (BTreeMap::new(), 0)
         };
         tracing::trace!("take: checkouts and control files");
-        let (refs, managed, branch_tip) = self.refs()?;
+        let RefsPrint {
+            refs,
+            managed,
+            branch_tip,
+        } = self.refs()?;
         tracing::trace!("take: refs");
         let (records, record_copies) = if self.at.checks.refs {
             let mut followed = self.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -399,12 +431,12 @@ impl Guard {
             refs: if self.at.checks.refs {
                 refs
             } else {
-                BTreeMap::new()
+                Default::default()
             },
             managed: if self.at.checks.refs {
                 managed
             } else {
-                BTreeMap::new()
+                Default::default()
             },
             branch_tip,
             pointer: std::fs::read(self.at.worktree.join(".git")).ok(),
@@ -455,7 +487,7 @@ impl Guard {
             }
         }
         for (name, old) in &review.step_refs {
-            let (refs, managed, _) = self.refs()?;
+            let RefsPrint { refs, managed, .. } = self.refs()?;
             let current = refs.get(name).or_else(|| managed.get(name));
             if current == old.as_ref() {
                 continue;
@@ -603,7 +635,7 @@ impl Guard {
         // swapped) is the step's: the run stops, says which, and puts it back from the copy taken
         // before the step (when the records fit in memory). The sandbox prevents it where it runs.
         let names: std::collections::BTreeSet<&OsString> =
-            if std::sync::Arc::ptr_eq(&before.records, &after.records) {
+            if Arc::ptr_eq(&before.records, &after.records) {
                 Default::default()
             } else {
                 before.records.keys().chain(after.records.keys()).collect()
@@ -650,8 +682,11 @@ impl Guard {
                 "the git configuration seen by the run changed (a filter driver, core.hooksPath or core.fsmonitor could run code later)".to_owned(),
             );
         }
-        let names: std::collections::BTreeSet<&String> =
-            before.refs.keys().chain(after.refs.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = if Arc::ptr_eq(&before.refs, &after.refs) {
+            Default::default()
+        } else {
+            before.refs.keys().chain(after.refs.keys()).collect()
+        };
         for name in names {
             let (old, new) = (before.refs.get(name), after.refs.get(name));
             let what = match (old, new) {
@@ -682,7 +717,11 @@ impl Guard {
         // that vanished is one too (no run deletes those while others run; `clean` expires
         // archives outside any run's step).
         let names: std::collections::BTreeSet<&String> =
-            before.managed.keys().chain(after.managed.keys()).collect();
+            if Arc::ptr_eq(&before.managed, &after.managed) {
+                Default::default()
+            } else {
+                before.managed.keys().chain(after.managed.keys()).collect()
+            };
         for name in names {
             let (old, new) = (before.managed.get(name), after.managed.get(name));
             let what = match (old, new) {
@@ -1044,13 +1083,14 @@ impl Guard {
     /// fetches (remote-tracking refs) may change; and the run branch's tip, from the same
     /// listing.
     #[allow(clippy::type_complexity)]
-    fn refs(
-        &self,
-    ) -> Result<(
-        BTreeMap<String, String>,
-        BTreeMap<String, String>,
-        Option<String>,
-    )> {
+    /// The refs now: the last listing when the watch saw nothing happen to them since, else a
+    /// walk of the ref files (only those whose stat moved are read).
+    fn refs(&self) -> Result<RefsPrint> {
+        let mut last = self.refs_last.lock().unwrap_or_else(|p| p.into_inner());
+        let unchanged = self.refs_watch.as_ref().and_then(|w| w.changed()) == Some(false);
+        if unchanged && let Some(print) = last.as_ref() {
+            return Ok(print.clone());
+        }
         let all = {
             let mut seen = self.refs_seen.lock().unwrap_or_else(|p| p.into_inner());
             crate::git::refs::all_again(&self.at.repo, &mut seen)?
@@ -1076,8 +1116,22 @@ impl Guard {
                 refs.insert(name.to_owned(), oid.to_owned());
             }
         }
-        Ok((refs, own, tip))
+        let print = RefsPrint {
+            refs: Arc::new(refs),
+            managed: Arc::new(own),
+            branch_tip: tip,
+        };
+        *last = Some(print.clone());
+        Ok(print)
     }
+}
+
+/// The refs as one listing saw them: other refs, git-pipeline's own, the run branch's tip.
+#[derive(Debug, Clone)]
+struct RefsPrint {
+    refs: Arc<BTreeMap<String, String>>,
+    managed: Arc<BTreeMap<String, String>>,
+    branch_tip: Option<String>,
 }
 
 /// Where git reads configuration from for the run: what it lists now, and the standard places

@@ -83,6 +83,12 @@ impl Records {
         }
     }
 
+    /// Stop watching: later listings stat every record. The watch is handed back to be closed
+    /// where its closing costs no waiting.
+    pub fn release_watch(&mut self) -> Option<crate::platform::RecordsWatch> {
+        self.watch.take()
+    }
+
     /// The stamps now. With a watch, only the runs it saw something happen to are looked at
     /// again; without one (or once it lost events), every record is.
     pub fn list(&mut self) -> Stamps {
@@ -337,5 +343,12 @@ mod tests {
             let listed = records.list();
             assert_eq!(*listed, stamps(&dir, &own));
         }
+        // Those listings came through the watch, not through a full listing after it went blind.
+        assert!(
+            records
+                .watch
+                .as_ref()
+                .is_some_and(|w| w.changed().is_some())
+        );
     }
 }

@@ -244,6 +244,30 @@ fn cutting_another_runs_records_stops_the_run() {
     }
 }
 
+/// A branch moved by writing its ref file through a hard link made elsewhere before the run:
+/// git writes no reflog entry, so the change cannot be attributed to the step, but the check
+/// sees it and says so (the ref file itself is watched, not only its folder).
+#[test]
+fn a_branch_written_through_a_hard_link_made_elsewhere_is_seen() {
+    let repo = TestRepo::new();
+    repo.git(&["branch", "release"]);
+    let other = repo.git(&["commit-tree", "HEAD^{tree}", "-m", "elsewhere"]);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let link = elsewhere.path().join("release");
+    std::fs::hard_link(repo.path.join(".git/refs/heads/release"), &link).expect("link");
+    arm(
+        &repo,
+        &format!("*:run:printf '%s\\n' {} > {}", other.trim(), link.display()),
+    );
+    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    assert!(
+        out.stderr.contains("refs/heads/release was moved"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(repo.git(&["rev-parse", "release"]).trim(), other.trim());
+}
+
 #[test]
 fn creating_or_moving_other_branches_is_caught_and_undone() {
     let repo = TestRepo::new();

@@ -1,0 +1,141 @@
+//! What the inotify watches of git-pipeline's own files (other runs' records, the refs) share:
+//! what each watch listens for, how many watches a run may take, and the rules that keep a watch
+//! honest. A watch that cannot vouch for what it watches says so (blind), and the caller then
+//! stats or walks everything, as where there is no watch.
+//!
+//! - A file is watched itself (its inode), so a write through a hard link made elsewhere shows.
+//! - A file held open (`IN_OPEN` without its `IN_CLOSE_*` yet) counts as changed at every look:
+//!   a write through a shared memory map sends no event, but needs the file open (the map holds
+//!   it open until it goes).
+//! - A watched folder is the folder at its path at every look (device, inode): a folder above
+//!   it renamed and another made in its place sends the watch nothing.
+//! - Only "not there" and "not a folder" are expected when adding a watch; anything else (no
+//!   permission to read, out of watches) leaves the watch blind.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, Inotify, WatchDescriptor};
+
+/// The most watches one watch of git-pipeline's files takes: a thirty-second of the user's limit
+/// (`max_user_watches`), never more than 20,000, so a run (a records watch and a refs watch)
+/// takes a sixteenth at most. inotify watches are shared with the user's own tools (an editor, a
+/// file-watching build): a run must never leave them short. Past it (a history of thousands of
+/// runs) the caller stats everything at every check, as without a watch.
+pub fn most_watches() -> usize {
+    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    share_of(limit)
+}
+
+fn share_of(limit: Option<usize>) -> usize {
+    // 8,192 is the kernel's smallest default.
+    (limit.unwrap_or(8192) / 32).min(20_000)
+}
+
+pub fn folder_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_ONLYDIR
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+pub fn file_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_OPEN
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_CLOSE_NOWRITE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+/// What adding a watch came to.
+pub enum Added {
+    Watch(WatchDescriptor),
+    /// Not there, or not a folder where one was asked for: nothing to watch.
+    Absent,
+    /// Anything else: the watch can no longer vouch for what it watches.
+    Failed,
+}
+
+pub fn add(
+    inotify: &Inotify,
+    path: &Path,
+    mask: AddWatchFlags,
+    taken: usize,
+    most: usize,
+) -> Added {
+    if taken >= most {
+        return Added::Failed;
+    }
+    match inotify.add_watch(path, mask) {
+        Ok(wd) => Added::Watch(wd),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Added::Absent,
+        Err(_) => Added::Failed,
+    }
+}
+
+/// A folder's device and inode, its path not followed.
+pub fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Files held open, by watch: opened since the watch began and not yet closed.
+#[derive(Default)]
+pub struct Held(HashMap<WatchDescriptor, u32>);
+
+impl Held {
+    /// Count an event; true when it is an open or a close.
+    pub fn count(&mut self, wd: WatchDescriptor, mask: AddWatchFlags) -> bool {
+        if mask.contains(AddWatchFlags::IN_OPEN) {
+            *self.0.entry(wd).or_default() += 1;
+        }
+        if mask.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_CLOSE_NOWRITE) {
+            // A descriptor opened before the watch began closes without an open counted.
+            if let Some(n) = self.0.get_mut(&wd) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.0.retain(|_, n| *n > 0);
+        mask.intersects(
+            AddWatchFlags::IN_OPEN
+                | AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_CLOSE_NOWRITE,
+        )
+    }
+
+    /// The watches whose file is held open now.
+    pub fn open(&self) -> impl Iterator<Item = &WatchDescriptor> {
+        self.0.keys()
+    }
+
+    pub fn forget(&mut self, wd: WatchDescriptor) {
+        self.0.remove(&wd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_takes_a_thirty_second_of_the_users_watches_at_most() {
+        assert_eq!(share_of(Some(8192)), 256);
+        assert_eq!(share_of(Some(192_530)), 6_016);
+        assert_eq!(share_of(Some(1_048_576)), 20_000);
+        assert_eq!(share_of(None), 256);
+    }
+}
