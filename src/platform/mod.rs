@@ -49,6 +49,13 @@ pub use records_watch::RecordsWatch;
 #[cfg(target_os = "linux")]
 pub use refs_watch::RefsWatch;
 
+/// Close a watch on a thread of its own: closing an inotify instance waits for a kernel grace
+/// period (up to ~20 ms on a 2-core VM), which nothing needs to wait for. (On macOS there are no
+/// watches to close.)
+pub fn close_on_thread<T: Send + 'static>(watch: T) {
+    std::thread::spawn(move || drop(watch));
+}
+
 /// The stamp ([`crate::files::Stamp`]) of `rel` inside the open folder `dir`, the last
 /// component not followed: one short lookup, where a whole path costs one per folder of it.
 pub fn stamp_at(dir: &std::fs::File, rel: &Path) -> Option<crate::files::Stamp> {

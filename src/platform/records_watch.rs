@@ -54,13 +54,25 @@ impl RecordsWatch {
     /// `None` when inotify is not available, or the watches would pass [`most_watches`]. Take the stats of the baseline after this returns: a change made between
     /// the two then shows at the next look.
     pub fn new(runs: &Path, own: &OsStr, names: &'static [&'static str]) -> Option<RecordsWatch> {
+        let most = most_watches();
+        let listed: Vec<OsString> = std::fs::read_dir(runs)
+            .ok()?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .ok()?;
+        // A run takes three watches at least (its folder, `run.json` with its `checkpoint.json`,
+        // `events.jsonl`): a history past the share is not even tried, which would cost as much
+        // as the stats it saves.
+        if listed.len().saturating_mul(3) >= most {
+            return None;
+        }
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
         let watch = RecordsWatch {
             inotify,
             runs: runs.to_owned(),
             names,
             own: own.to_owned(),
-            most: most_watches(),
+            most,
             state: Mutex::new(State {
                 by_wd: HashMap::new(),
                 held: Held::default(),
@@ -68,21 +80,28 @@ impl RecordsWatch {
                 blind: false,
             }),
         };
-        {
-            let mut state = watch.state.lock().ok()?;
-            let wd = watch.inotify.add_watch(runs, folder_mask()).ok()?;
-            state.by_wd.insert(wd, None);
-            if identity(runs) != Some(state.runs_id) {
-                return None;
-            }
-            for entry in std::fs::read_dir(runs).ok()? {
-                let name = entry.ok()?.file_name();
-                if !watch.watch_run(&mut state, &name) {
-                    return None;
-                }
-            }
+        let complete = watch.watch_all(&listed);
+        if !complete {
+            // Closing thousands of watches takes the kernel a while: not on the caller's time.
+            super::close_on_thread(watch);
+            return None;
         }
         Some(watch)
+    }
+
+    fn watch_all(&self, listed: &[OsString]) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let Ok(wd) = self.inotify.add_watch(&self.runs, folder_mask()) else {
+            return false;
+        };
+        state.by_wd.insert(wd, None);
+        if identity(&self.runs) != Some(state.runs_id) {
+            return false;
+        }
+        // Run folders made after the listing above show as events of the runs folder's watch.
+        listed.iter().all(|name| self.watch_run(&mut state, name))
     }
 
     /// Watch the run folder `name` and its record files (again: a record replaced whole is a new

@@ -73,14 +73,15 @@ impl RefsWatch {
                 blind: false,
             }),
         };
-        {
-            let mut state = watch.state.lock().ok()?;
-            if !watch.watch_file(&mut state, &git_dir.join("packed-refs"))
-                || !watch.watch_tree(&mut state, &git_dir.join("refs"))
-                || !watch.same_folders(&state)
-            {
-                return None;
-            }
+        let complete = watch.state.lock().is_ok_and(|mut state| {
+            watch.watch_file(&mut state, &git_dir.join("packed-refs"))
+                && watch.watch_tree(&mut state, &git_dir.join("refs"))
+                && watch.same_folders(&state)
+        });
+        if !complete {
+            // Closing thousands of watches takes the kernel a while: not on the caller's time.
+            super::close_on_thread(watch);
+            return None;
         }
         Some(watch)
     }

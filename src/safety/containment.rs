@@ -91,9 +91,25 @@ pub struct Guard {
 /// them, which waits for the kernel to let go of every watch (tens of milliseconds with
 /// thousands of them), so callers drop it on a thread of its own.
 pub struct Watches {
-    _checkouts: Vec<Option<crate::safety::watch::CheckoutWatch>>,
-    _refs: Option<crate::platform::RefsWatch>,
-    _records: Option<crate::platform::RecordsWatch>,
+    checkouts: Vec<Option<crate::safety::watch::CheckoutWatch>>,
+    refs: Option<crate::platform::RefsWatch>,
+    records: Option<crate::platform::RecordsWatch>,
+}
+
+impl Watches {
+    /// Close each watch on a thread of its own, so that the kernel's waits overlap each other
+    /// and what the caller does next.
+    pub fn close_apart(self) {
+        for watch in self.checkouts.into_iter().flatten() {
+            crate::platform::close_on_thread(watch);
+        }
+        if let Some(watch) = self.refs {
+            crate::platform::close_on_thread(watch);
+        }
+        if let Some(watch) = self.records {
+            crate::platform::close_on_thread(watch);
+        }
+    }
 }
 
 /// What a step changed outside its worktree.
@@ -180,7 +196,10 @@ impl Warm {
     pub fn read(repo: &Git, common_dir: &Path, own: &str) -> Warm {
         // The watch first: a ref moved while the files are read then shows at the next look.
         let refs_watch = crate::git::refs::files_store(repo)
-            .filter(|_| crate::safety::watch::enabled())
+            .filter(|dir| {
+                let many = walkdir::WalkDir::new(dir.join("refs")).into_iter().count();
+                crate::safety::watch::worth_watching(many, REFS_WATCHED_FROM)
+            })
             .and_then(crate::platform::RefsWatch::new);
         let mut refs = crate::git::refs::Seen::default();
         let _ = crate::git::refs::all_again(repo, &mut refs);
@@ -191,6 +210,10 @@ impl Warm {
         }
     }
 }
+
+/// The loose refs (and their folders) from which a watch pays for itself (see
+/// [`crate::safety::watch::worth_watching`]): a walk costs a stat and a few allocations a ref.
+const REFS_WATCHED_FROM: usize = 600;
 
 /// What a checkout looked like, or what changed in it since the last look.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,9 +382,9 @@ impl Guard {
         let n = self.watches.len();
         let records = self.records.get_mut().map_or(None, |r| r.release_watch());
         Watches {
-            _checkouts: std::mem::replace(&mut self.watches, (0..n).map(|_| None).collect()),
-            _refs: self.refs_watch.take(),
-            _records: records,
+            checkouts: std::mem::replace(&mut self.watches, (0..n).map(|_| None).collect()),
+            refs: self.refs_watch.take(),
+            records,
         }
     }
 

@@ -33,6 +33,10 @@ const NAMES: &[&str] = &[
     "bundle.json",
 ];
 
+/// The runs from which a watch pays for itself (see [`crate::safety::watch::worth_watching`]):
+/// four stats a run at every check.
+const WATCHED_FROM: usize = 400;
+
 /// The most of other runs' records kept in memory to put them back (a repository with hundreds
 /// of runs fits; beyond it, a change to them is reported, not undone).
 const KEPT: u64 = 8 * 1024 * 1024;
@@ -57,7 +61,8 @@ impl Records {
     /// look.
     pub fn follow(common_dir: &Path, own: &str) -> Records {
         let runs = common_dir.join("pipeline").join("runs");
-        let watch = if crate::safety::watch::enabled() {
+        let many = std::fs::read_dir(&runs).map_or(0, Iterator::count);
+        let watch = if crate::safety::watch::worth_watching(many, WATCHED_FROM) {
             crate::platform::RecordsWatch::new(&runs, own.as_ref(), NAMES)
         } else {
             None
@@ -309,6 +314,11 @@ mod tests {
     fn a_listing_through_the_watch_is_the_full_listing() {
         let (tmp, dir) = repo_with_runs(&["a", "b", "own"]);
         let mut records = Records::follow(tmp.path(), "own");
+        // Three runs are too few to watch: watched here all the same, as a long history is.
+        records.watch =
+            crate::platform::RecordsWatch::new(&records.runs, records.own.as_ref(), NAMES);
+        records.last = None;
+        records.list();
         let own = OsString::from("own");
         let first = records.list();
         assert_eq!(*first, stamps(&dir, &own));

@@ -305,6 +305,13 @@ impl TestRepo {
         )
     }
 
+    /// [`TestRepo::pipeline`] with more environment.
+    pub fn pipeline_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = self.command(BIN, &self.path);
+        cmd.args(args).envs(env.iter().copied());
+        Out::from(cmd.output().expect("run git-pipeline"))
+    }
+
     pub fn pipeline_cmd(&self) -> Command {
         self.command(BIN, &self.path)
     }

@@ -200,6 +200,16 @@ fn an_fsmonitor_or_untracked_cache_planted_in_the_config_is_caught_and_undone() 
 /// `run.json` renamed into place, appended events) by a command such as `abandon` never count.
 #[test]
 fn cutting_another_runs_records_stops_the_run() {
+    cutting_another_runs_records(&[]);
+}
+
+/// The same through the watch a long history gets (on Linux).
+#[test]
+fn cutting_another_runs_records_stops_the_run_when_they_are_watched() {
+    cutting_another_runs_records(&[("GIT_PIPELINE_WATCH", "always")]);
+}
+
+fn cutting_another_runs_records(env: &[(&str, &str)]) {
     let repo = TestRepo::new();
     repo.agents(&["*:write:src/first.rs:x"], &["*:approve"], "");
     let first = repo.pipeline(&["run", "--json", "fix the typo"]);
@@ -220,7 +230,7 @@ fn cutting_another_runs_records_stops_the_run() {
         format!("*:run:rm {}", dir.join("events.jsonl").display()),
     ] {
         arm(&repo, &trick);
-        let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+        let out = repo.pipeline_env(&["run", "--json", "fix the typo"], env);
         out.assert_code(1);
         let r = out.json();
         assert_eq!(r["commit"], Value::Null, "nothing ships");
@@ -249,6 +259,16 @@ fn cutting_another_runs_records_stops_the_run() {
 /// sees it and says so (the ref file itself is watched, not only its folder).
 #[test]
 fn a_branch_written_through_a_hard_link_made_elsewhere_is_seen() {
+    branch_written_through_a_hard_link(&[]);
+}
+
+/// The same through the watch many refs get (on Linux).
+#[test]
+fn a_branch_written_through_a_hard_link_made_elsewhere_is_seen_when_refs_are_watched() {
+    branch_written_through_a_hard_link(&[("GIT_PIPELINE_WATCH", "always")]);
+}
+
+fn branch_written_through_a_hard_link(env: &[(&str, &str)]) {
     let repo = TestRepo::new();
     repo.git(&["branch", "release"]);
     let other = repo.git(&["commit-tree", "HEAD^{tree}", "-m", "elsewhere"]);
@@ -259,7 +279,7 @@ fn a_branch_written_through_a_hard_link_made_elsewhere_is_seen() {
         &repo,
         &format!("*:run:printf '%s\\n' {} > {}", other.trim(), link.display()),
     );
-    let out = repo.pipeline(&["run", "--json", "fix the typo"]);
+    let out = repo.pipeline_env(&["run", "--json", "fix the typo"], env);
     assert!(
         out.stderr.contains("refs/heads/release was moved"),
         "{}",

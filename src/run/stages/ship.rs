@@ -513,14 +513,13 @@ impl Run<'_> {
             Committed::HookFailed(out) => return Ok(Some(out)),
             Committed::Ok { commit, tree } => (commit, tree),
         };
-        // No step runs after the commit: the watches end on a thread of their own. Closing an
-        // inotify instance waits for an RCU grace period (~10 ms on a 2-core VM), which the
-        // note and the slot's return need not wait for.
-        let watches = (
-            self.ws.wt_watch.take(),
-            self.ws.guard.as_mut().map(|g| g.release_watches()),
-        );
-        std::thread::spawn(move || drop(watches));
+        // No step runs after the commit: the watches end, each on a thread of its own. Closing
+        // an inotify instance waits for an RCU grace period (~10 ms on a 2-core VM), which the
+        // note and the slot's return need not wait for, and apart their waits overlap.
+        crate::platform::close_on_thread(self.ws.wt_watch.take());
+        if let Some(watches) = self.ws.guard.as_mut().map(|g| g.release_watches()) {
+            watches.close_apart();
+        }
         let objects = self.plan.target.repo.common_dir.join("objects");
         if let Some(version) = maintenance_here
             && crate::git::maintenance::due(&objects, commit.len())
