@@ -213,6 +213,35 @@ pub fn resolve(program: &OsStr, cwd: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A cache the user's environment moved is as writable as the default one; its `bin` is
+    /// not; a relative setting counts for nothing.
+    #[test]
+    fn caches_follow_the_environment_but_never_a_bin_folder() {
+        let env = |name: &str| match name {
+            "CARGO_HOME" => Some(OsString::from("/opt/cargo")),
+            "XDG_CACHE_HOME" => Some(OsString::from("/var/cache/me")),
+            "GOPATH" => Some(OsString::from("/srv/go:/other/go")),
+            "GRADLE_USER_HOME" => Some(OsString::from("relative/gradle")),
+            _ => None,
+        };
+        let caches = caches_with(Path::new("/home/u"), env);
+        for want in [
+            "/home/u/.cargo/registry",
+            "/opt/cargo/registry",
+            "/opt/cargo/git",
+            "/var/cache/me",
+            "/srv/go/pkg/mod",
+        ] {
+            assert!(caches.contains(&PathBuf::from(want)), "{want}: {caches:?}");
+        }
+        assert!(caches.iter().all(|c| !c.ends_with("bin")), "{caches:?}");
+        assert!(
+            !caches.iter().any(|c| c.starts_with("relative")),
+            "{caches:?}"
+        );
+        assert!(!caches.contains(&PathBuf::from("/other/go/pkg/mod")));
+    }
+
     /// A read-only role never gets the run's work writable, not even through a writable folder
     /// above it; an editing role and gates get all of it.
     #[test]
@@ -403,10 +432,16 @@ pub fn agent_state(preset: &str, home: &Path) -> Vec<PathBuf> {
 }
 
 /// Build tools' download caches, writable so that gates (and the agents' own test runs) work
-/// as in the user's shell. Not their `bin` folders: a planted program there would run later,
-/// outside any sandbox.
+/// as in the user's shell: where the tools keep them by default under `home`, and where the
+/// user's environment moved them (`CARGO_HOME`, `XDG_CACHE_HOME`, `npm_config_cache`,
+/// `GOMODCACHE` or `GOPATH`, `GRADLE_USER_HOME`, ...). Not their `bin` folders: a planted
+/// program there would run later, outside any sandbox.
 pub fn caches(home: &Path) -> Vec<PathBuf> {
-    [
+    caches_with(home, |name| std::env::var_os(name))
+}
+
+fn caches_with(home: &Path, env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = [
         ".cache",
         ".cargo/registry",
         ".cargo/git",
@@ -419,7 +454,37 @@ pub fn caches(home: &Path) -> Vec<PathBuf> {
     ]
     .iter()
     .map(|r| home.join(r))
-    .collect()
+    .collect();
+    // Only absolute settings count: a relative one would name a folder of the step's own.
+    let set = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(cargo) = set("CARGO_HOME") {
+        out.push(cargo.join("registry"));
+        out.push(cargo.join("git"));
+    }
+    for name in [
+        "XDG_CACHE_HOME",
+        "npm_config_cache",
+        "NPM_CONFIG_CACHE",
+        "YARN_CACHE_FOLDER",
+        "PIP_CACHE_DIR",
+        "UV_CACHE_DIR",
+        "GOMODCACHE",
+    ] {
+        out.extend(set(name));
+    }
+    if set("GOMODCACHE").is_none()
+        && let Some(gopath) = env("GOPATH")
+        && let Some(first) = std::env::split_paths(&gopath).next()
+        && first.is_absolute()
+    {
+        out.push(first.join("pkg").join("mod"));
+    }
+    if let Some(gradle) = set("GRADLE_USER_HOME") {
+        out.push(gradle.join("caches"));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A `sandbox.writable` entry as a path: absolute, or `~/...` under `home`.

@@ -215,6 +215,37 @@ fn a_run_cannot_write_into_another_runs_worktree() {
     assert!(planted.contains("Permission denied"), "{planted}");
 }
 
+/// A build tool's cache that the user's environment moved (`CARGO_HOME` elsewhere than
+/// `~/.cargo`) is as writable to gates as the default one: a `cargo` gate that downloads crates
+/// works as in the user's shell. Its `bin` folder is not.
+#[test]
+fn a_cache_moved_by_the_environment_is_writable_to_gates_but_not_its_bin() {
+    let repo = TestRepo::new();
+    let cargo_home = repo.root().join("cargo-home");
+    std::fs::create_dir_all(cargo_home.join("registry")).expect("mkdir");
+    std::fs::create_dir_all(cargo_home.join("bin")).expect("mkdir");
+    let gate = "[[gates]]\nname = \"fetch\"\ncommand = [\"bash\", \"-c\", \"echo crate > \\\"$CARGO_HOME/registry/c\\\" && { echo planted > \\\"$CARGO_HOME/bin/cargo\\\" || true; }\"]\n";
+    repo.agents(
+        &["*:write:src/new.rs:x"],
+        &["*:approve"],
+        &format!("[run]\nsandbox = \"required\"\n[limits]\nmax_fix_attempts = 0\n{gate}"),
+    );
+    require_landlock(&repo);
+    let out = repo.pipeline_env(
+        &["run", "--json", "add new.rs"],
+        &[("CARGO_HOME", cargo_home.to_str().expect("utf-8"))],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(cargo_home.join("registry/c")).expect("written"),
+        "crate\n"
+    );
+    assert!(
+        !cargo_home.join("bin/cargo").exists(),
+        "bin stays read-only"
+    );
+}
+
 #[test]
 fn gates_can_be_kept_off_the_network() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
