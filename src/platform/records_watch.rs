@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::watch_files::{Added, Held, add, file_mask, folder_mask, identity, most_watches};
+use super::watch_files::{Added, add, file_mask, folder_mask, identity, most_watches};
 
 pub struct RecordsWatch {
     inotify: Inotify,
@@ -33,8 +33,10 @@ pub struct RecordsWatch {
 struct State {
     /// The run folder each watch belongs to (`None`: the runs folder itself).
     by_wd: HashMap<WatchDescriptor, Option<OsString>>,
-    /// Record files held open.
-    held: Held,
+    /// Every run something happened to since the watch began (a record opened, written,
+    /// made, moved): looked at again at every look, because a write through a memory map sends
+    /// no event, and a record moved in may have been mapped before.
+    touched: BTreeSet<OsString>,
     /// The runs folder watched (device, inode).
     runs_id: (u64, u64),
     /// Events were lost, the runs folder is another, or a watch could not be added or belongs to
@@ -75,7 +77,7 @@ impl RecordsWatch {
             most,
             state: Mutex::new(State {
                 by_wd: HashMap::new(),
-                held: Held::default(),
+                touched: BTreeSet::new(),
                 runs_id: identity(runs)?,
                 blind: false,
             }),
@@ -167,16 +169,6 @@ impl RecordsWatch {
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                     state.by_wd.remove(&ev.wd);
-                    state.held.forget(ev.wd);
-                    continue;
-                }
-                let opened_or_closed = state.held.count(ev.wd, ev.mask);
-                // Reads that ended change nothing; a file held open is looked at below.
-                if opened_or_closed
-                    && !ev
-                        .mask
-                        .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MODIFY)
-                {
                     continue;
                 }
                 match state.by_wd.get(&ev.wd).cloned() {
@@ -198,14 +190,10 @@ impl RecordsWatch {
                 }
             }
         }
-        // A record held open may be written through a memory map, which sends no event: its run
-        // is looked at again at every look while it stays open.
-        let held: Vec<OsString> = state
-            .held
-            .open()
-            .filter_map(|wd| state.by_wd.get(wd).cloned().flatten())
-            .collect();
-        runs.extend(held);
+        // A record may be written through a memory map, which sends no event: a run something
+        // happened to is looked at again at every look from then on.
+        state.touched.extend(runs.iter().cloned());
+        runs.extend(state.touched.iter().cloned());
         for run in &runs {
             if !self.watch_run(&mut state, run) {
                 state.blind = true;
@@ -230,72 +218,83 @@ mod tests {
             .collect()
     }
 
-    /// Every way a record changes names its run: written in place, through a hard link made
-    /// elsewhere, through a descriptor opened before the watch began, replaced whole, deleted;
-    /// a run folder made later is watched from then on; the own run is never reported.
+    /// Every way a record changes names its run, and a run something happened to is named at
+    /// every look from then on (a write through a memory map sends no event): written in place,
+    /// through a hard link made elsewhere before the watch, through a descriptor opened before
+    /// it, replaced whole, made later, in a run folder made later, deleted, its folder removed.
+    /// The own run is never named.
     #[test]
     fn every_change_to_a_record_names_its_run() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let runs = tmp.path().join("runs");
-        for run in ["a", "b", "own"] {
+        for run in ["a", "b", "c", "d", "e", "g", "h", "own"] {
             std::fs::create_dir_all(runs.join(run)).expect("mkdir");
             std::fs::write(runs.join(run).join("run.json"), "{}").expect("write");
         }
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::hard_link(runs.join("b/run.json"), &elsewhere).expect("link");
         let early = std::fs::OpenOptions::new()
             .append(true)
-            .open(runs.join("b/run.json"))
+            .open(runs.join("c/run.json"))
             .expect("open");
         let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
-        assert_eq!(changed(&w), Vec::<String>::new());
-
+        let mut touched: Vec<&str> = Vec::new();
+        let mut expect = |w: &RecordsWatch, run: Option<&'static str>, why: &str| {
+            touched.extend(run);
+            touched.sort();
+            touched.dedup();
+            assert_eq!(changed(w), touched, "{why}");
+        };
+        expect(&w, None, "nothing yet");
         std::fs::write(runs.join("own/run.json"), "{\"x\":1}").expect("write");
-        assert_eq!(
-            changed(&w),
-            Vec::<String>::new(),
-            "the own run is not watched"
-        );
+        expect(&w, None, "the own run is not watched");
 
         std::fs::write(runs.join("a/run.json"), "{\"x\":1}").expect("write");
-        assert_eq!(changed(&w), ["a"]);
-
-        // A hard link outside the runs folder, written through later.
-        let elsewhere = tmp.path().join("elsewhere");
-        std::fs::hard_link(runs.join("a/run.json"), &elsewhere).expect("link");
-        assert_eq!(changed(&w), ["a"], "the link count changed");
+        expect(&w, Some("a"), "written in place");
+        expect(&w, None, "and named again");
         std::fs::write(&elsewhere, "forged").expect("write");
-        assert_eq!(changed(&w), ["a"]);
-
+        expect(&w, Some("b"), "through a hard link made before the watch");
         use std::io::Write;
         let mut early = early;
         early.write_all(b" ").expect("write");
-        assert_eq!(changed(&w), ["b"]);
+        expect(
+            &w,
+            Some("c"),
+            "through a descriptor opened before the watch",
+        );
+        std::fs::write(runs.join("d/.tmp"), "{}").expect("write");
+        std::fs::rename(runs.join("d/.tmp"), runs.join("d/run.json")).expect("rename");
+        expect(&w, Some("d"), "replaced whole");
+        std::fs::write(runs.join("e/events.jsonl"), "").expect("write");
+        expect(&w, Some("e"), "a record made later");
+        std::fs::create_dir_all(runs.join("f")).expect("mkdir");
+        std::fs::write(runs.join("f/run.json"), "{}").expect("write");
+        expect(&w, Some("f"), "a run folder made later");
+        std::fs::remove_file(runs.join("g/run.json")).expect("rm");
+        expect(&w, Some("g"), "a record deleted");
+        std::fs::remove_dir_all(runs.join("h")).expect("rm");
+        expect(&w, Some("h"), "a run folder removed");
+    }
 
-        // Replaced whole, then written in place: the new file is watched too.
-        std::fs::write(runs.join("b/.tmp"), "{}").expect("write");
-        std::fs::rename(runs.join("b/.tmp"), runs.join("b/run.json")).expect("rename");
-        assert_eq!(changed(&w), ["b"]);
-        std::fs::write(runs.join("b/run.json"), "in place").expect("write");
-        assert_eq!(changed(&w), ["b"]);
-
-        // A record made later, and a run folder made later, with a record in it.
-        std::fs::write(runs.join("a/events.jsonl"), "").expect("write");
+    /// A record written through a shared memory map (no event) by a process that mapped it
+    /// after the watch began: its run is named at every look, so the caller's stat sees it.
+    #[test]
+    fn a_record_written_through_a_memory_map_stays_in_sight() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let runs = tmp.path().join("runs");
+        for run in ["a", "b"] {
+            std::fs::create_dir_all(runs.join(run)).expect("mkdir");
+            std::fs::write(runs.join(run).join("run.json"), "{\"state\":\"shipped\"}")
+                .expect("write");
+        }
+        let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
+        let mut writer =
+            super::super::watch_files::tests::MappedWriter::start(&runs.join("a/run.json"));
+        assert_eq!(changed(&w), ["a"], "mapped: opened");
+        writer.write();
+        assert_eq!(changed(&w), ["a"], "written through the map: still named");
+        drop(writer);
         assert_eq!(changed(&w), ["a"]);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(runs.join("a/events.jsonl"))
-            .and_then(|mut f| f.write_all(b"{}\n"))
-            .expect("append");
-        assert_eq!(changed(&w), ["a"]);
-        std::fs::create_dir_all(runs.join("c")).expect("mkdir");
-        std::fs::write(runs.join("c/run.json"), "{}").expect("write");
-        assert_eq!(changed(&w), ["c"]);
-        std::fs::write(runs.join("c/run.json"), "{\"y\":2}").expect("write");
-        assert_eq!(changed(&w), ["c"]);
-
-        std::fs::remove_file(runs.join("a/run.json")).expect("rm");
-        assert_eq!(changed(&w), ["a"]);
-        std::fs::remove_dir_all(runs.join("c")).expect("rm");
-        assert_eq!(changed(&w), ["c"]);
     }
 
     /// Past its share of watches, the watch is not made at all: every check then stats.
@@ -308,28 +307,6 @@ mod tests {
             std::fs::create_dir_all(runs.join(format!("{i}"))).expect("mkdir");
         }
         assert!(RecordsWatch::new(&runs, OsStr::new("own"), NAMES).is_none());
-    }
-
-    /// A record held open counts as changed at every look until it is closed: a write through
-    /// a shared memory map sends no event. A read that ended changes nothing.
-    #[test]
-    fn a_record_held_open_is_looked_at_until_it_is_closed() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let runs = tmp.path().join("runs");
-        std::fs::create_dir_all(runs.join("a")).expect("mkdir");
-        std::fs::write(runs.join("a/run.json"), "{}").expect("write");
-        let w = RecordsWatch::new(&runs, OsStr::new("own"), NAMES).expect("inotify");
-        std::fs::read(runs.join("a/run.json")).expect("read");
-        assert_eq!(changed(&w), Vec::<String>::new(), "a read that ended");
-        let held = std::fs::OpenOptions::new()
-            .write(true)
-            .open(runs.join("a/run.json"))
-            .expect("open");
-        assert_eq!(changed(&w), ["a"]);
-        assert_eq!(changed(&w), ["a"], "still open");
-        drop(held);
-        assert_eq!(changed(&w), ["a"], "closed after a write open");
-        assert_eq!(changed(&w), Vec::<String>::new());
     }
 
     /// A folder above the runs folder renamed and another runs folder made in its place: the

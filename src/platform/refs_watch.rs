@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::watch_files::{Added, Held, add, file_mask, folder_mask, identity, most_watches};
+use super::watch_files::{Added, add, file_mask, folder_mask, identity, most_watches};
 
 /// Names in the git dir whose change changes what the refs are.
 const DECISIVE: &[&str] = &["packed-refs", "reftable", "commondir", "refs"];
@@ -35,11 +35,31 @@ struct State {
     git_dir: WatchDescriptor,
     /// The git dir and its `refs/` as watched (device, inode).
     ids: [Option<(u64, u64)>; 2],
-    /// Ref files held open.
-    held: Held,
-    /// Events were lost, `refs/` itself moved, or a watch could not be added: every later look
-    /// says so.
+    /// Every file something happened to since the watch began (opened, written, made, moved
+    /// in), with its stat at the last look: stat'ed again at every look, because a write
+    /// through a memory map sends no event, and a file moved in may have been mapped before.
+    suspects: HashMap<PathBuf, Option<Stamp>>,
+    /// Events were lost, `refs/` itself moved, a symlink or a `commondir` or `reftable` came, or
+    /// a watch could not be added: every later look says so.
     blind: bool,
+}
+
+/// A file's stat, its path not followed (a symlink put in its place is another stat).
+type Stamp = (u64, i64, i64, i64, i64, u64, u32);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| {
+        (
+            m.ino(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.len(),
+            m.mode(),
+        )
+    })
 }
 
 impl std::fmt::Debug for RefsWatch {
@@ -69,13 +89,13 @@ impl RefsWatch {
                 by_wd: HashMap::new(),
                 git_dir: top,
                 ids: [identity(git_dir), identity(&git_dir.join("refs"))],
-                held: Held::default(),
+                suspects: HashMap::new(),
                 blind: false,
             }),
         };
         let complete = watch.state.lock().is_ok_and(|mut state| {
             watch.watch_file(&mut state, &git_dir.join("packed-refs"))
-                && watch.watch_tree(&mut state, &git_dir.join("refs"))
+                && watch.watch_tree(&mut state, &git_dir.join("refs"), false)
                 && watch.same_folders(&state)
         });
         if !complete {
@@ -96,22 +116,33 @@ impl RefsWatch {
                 ]
     }
 
-    /// Watch `path` (a file) if it is there. False when out of watches.
+    /// Watch `path` (a file) if it is there. False when out of watches, or when it is a
+    /// symlink (git would read through it; what it leads to is not watched).
     fn watch_file(&self, state: &mut State, path: &Path) -> bool {
-        self.add(state, path, file_mask())
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => false,
+            _ => self.add(state, path, file_mask()),
+        }
     }
 
-    /// Watch the folder `top` with every folder and file in it. False when out of watches.
-    fn watch_tree(&self, state: &mut State, top: &Path) -> bool {
+    /// Watch the folder `top` with every folder and file in it; with `suspect`, its files are
+    /// stat'ed at every look from now on. False when out of watches, or at a symlink.
+    fn watch_tree(&self, state: &mut State, top: &Path, suspect: bool) -> bool {
         let walk = walkdir::WalkDir::new(top).follow_links(false);
         for entry in walk.into_iter().flatten() {
-            let mask = if entry.file_type().is_dir() {
-                folder_mask()
-            } else {
-                file_mask()
-            };
+            if entry.file_type().is_symlink() {
+                return false;
+            }
+            let dir = entry.file_type().is_dir();
+            let mask = if dir { folder_mask() } else { file_mask() };
             if !self.add(state, entry.path(), mask) {
                 return false;
+            }
+            if suspect && !dir {
+                state
+                    .suspects
+                    .entry(entry.path().to_owned())
+                    .or_insert(None);
             }
         }
         true
@@ -156,16 +187,6 @@ impl RefsWatch {
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                     state.by_wd.remove(&ev.wd);
-                    state.held.forget(ev.wd);
-                    continue;
-                }
-                // Reads that ended change nothing (git reads ref files all the time); a file held
-                // open counts below.
-                if state.held.count(ev.wd, ev.mask)
-                    && !ev
-                        .mask
-                        .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MODIFY)
-                {
                     continue;
                 }
                 if ev.wd == state.git_dir {
@@ -174,6 +195,11 @@ impl RefsWatch {
                         state.blind = true;
                         return None;
                     };
+                    // Another ref store, or refs read from another folder: not what is watched.
+                    if name == "commondir" || name == "reftable" {
+                        state.blind = true;
+                        return None;
+                    }
                     if DECISIVE.iter().any(|d| name == d) {
                         changed = true;
                         arrived.push(self.git_dir.join(name));
@@ -183,6 +209,15 @@ impl RefsWatch {
                 let Some(at) = state.by_wd.get(&ev.wd).cloned() else {
                     continue;
                 };
+                let opened = AddWatchFlags::IN_OPEN | AddWatchFlags::IN_CLOSE_NOWRITE;
+                if ev.name.is_none() && !ev.mask.is_empty() {
+                    // An event of a watched file itself: from now on it is stat'ed at every look
+                    // (a read that ended changes nothing by itself).
+                    state.suspects.entry(at.clone()).or_insert(None);
+                    if opened.contains(ev.mask) {
+                        continue;
+                    }
+                }
                 changed = true;
                 if at == self.git_dir.join("refs")
                     && ev
@@ -200,23 +235,30 @@ impl RefsWatch {
                 }
             }
         }
-        // A ref file held open may be written through a memory map, which sends no event.
-        if state.held.open().next().is_some() {
-            changed = true;
-        }
         // What arrived (a new ref, a new folder of them, a new packed-refs or refs folder) is
         // watched from now on: whatever happens to it next shows at the next look.
         for path in arrived {
             let ok = if path.file_name().is_some_and(|n| n == "packed-refs") {
+                state.suspects.entry(path.clone()).or_insert(None);
                 self.watch_file(&mut state, &path)
             } else if path.parent() == Some(self.git_dir.as_path()) {
-                path.file_name().is_none_or(|n| n != "refs") || self.watch_tree(&mut state, &path)
+                path.file_name().is_none_or(|n| n != "refs")
+                    || self.watch_tree(&mut state, &path, true)
             } else {
-                self.watch_tree(&mut state, &path)
+                self.watch_tree(&mut state, &path, true)
             };
             if !ok {
                 state.blind = true;
                 return None;
+            }
+        }
+        // Every suspect's stat against the last look's: a write through a memory map moves its
+        // mtime and ctime without an event.
+        for (path, seen) in state.suspects.iter_mut() {
+            let now = stamp(path);
+            if *seen != now || now.is_none() {
+                changed |= seen.is_some() || now.is_some();
+                *seen = now;
             }
         }
         Some(changed)
@@ -295,27 +337,65 @@ mod tests {
         assert_eq!(w.changed(), Some(false));
     }
 
-    /// A ref file held open counts as a change at every look until it is closed (a write
-    /// through a memory map sends no event); reads that ended, as git's, do not.
+    /// A ref file something happened to is stat'ed at every look: one that git only read is a
+    /// change once (its first sighting), then not; one written through a shared memory map (no
+    /// event) by a process that mapped it after the watch began is a change when written.
     #[test]
-    fn a_ref_held_open_is_a_change_until_it_is_closed() {
+    fn a_ref_written_through_a_memory_map_is_a_change() {
         let tmp = tempfile::tempdir().expect("tempdir");
         git(tmp.path(), &["init", "-q", "-b", "main"]);
         git(tmp.path(), &["commit", "-q", "--allow-empty", "-m", "one"]);
         let g = tmp.path().join(".git");
         let w = RefsWatch::new(&g).expect("inotify");
         git(tmp.path(), &["rev-parse", "main"]);
-        std::fs::read(g.join("refs/heads/main")).expect("read");
-        assert_eq!(w.changed(), Some(false), "reads that ended");
-        let held = std::fs::OpenOptions::new()
-            .write(true)
-            .open(g.join("refs/heads/main"))
-            .expect("open");
-        assert_eq!(w.changed(), Some(true));
-        assert_eq!(w.changed(), Some(true), "still open");
-        drop(held);
-        assert_eq!(w.changed(), Some(true), "closed after a write open");
+        assert_eq!(w.changed(), Some(true), "first sighting of a ref git read");
+        assert_eq!(
+            w.changed(),
+            Some(false),
+            "a read changes nothing after that"
+        );
+        let mut writer =
+            super::super::watch_files::tests::MappedWriter::start(&g.join("refs/heads/main"));
+        w.changed();
+        assert_eq!(w.changed(), Some(false), "mapped, nothing written yet");
+        writer.write();
+        assert_eq!(w.changed(), Some(true), "written through the map");
         assert_eq!(w.changed(), Some(false));
+    }
+
+    /// A symlink under `refs/` or in `packed-refs`' place, a `commondir` or a `reftable`: git
+    /// would read refs from somewhere the watch is not, so it says it is blind.
+    #[test]
+    fn symlinks_and_other_ref_stores_leave_the_watch_blind() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        type Trick = fn(&Path, &Path);
+        let tricks: [(&str, Trick); 4] = [
+            ("a symlinked ref folder", |g: &Path, out: &Path| {
+                std::os::unix::fs::symlink(out, g.join("refs/heads/d")).expect("symlink")
+            }),
+            (
+                "packed-refs replaced by a symlink",
+                |g: &Path, out: &Path| {
+                    std::fs::write(out.join("p"), "").expect("write");
+                    std::os::unix::fs::symlink(out.join("p"), g.join("pr.new")).expect("symlink");
+                    std::fs::rename(g.join("pr.new"), g.join("packed-refs")).expect("rename");
+                },
+            ),
+            ("a commondir", |g: &Path, _: &Path| {
+                std::fs::write(g.join("commondir"), "../other\n").expect("write")
+            }),
+            ("a reftable", |g: &Path, _: &Path| {
+                std::fs::create_dir_all(g.join("reftable")).expect("mkdir")
+            }),
+        ];
+        for (what, trick) in tricks {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            git(tmp.path(), &["init", "-q", "-b", "main"]);
+            let g = tmp.path().join(".git");
+            let w = RefsWatch::new(&g).expect("inotify");
+            trick(&g, outside.path());
+            assert_eq!(w.changed(), None, "{what}");
+        }
     }
 
     /// The git dir swapped from above (the repository's folder renamed, another made in its

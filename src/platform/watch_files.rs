@@ -4,15 +4,16 @@
 //! stats or walks everything, as where there is no watch.
 //!
 //! - A file is watched itself (its inode), so a write through a hard link made elsewhere shows.
-//! - A file held open (`IN_OPEN` without its `IN_CLOSE_*` yet) counts as changed at every look:
-//!   a write through a shared memory map sends no event, but needs the file open (the map holds
-//!   it open until it goes).
+//! - A file something happened to since the watch began (opened, written, made or moved in) is
+//!   looked at again (stat'ed) at every look: a write through a shared memory map sends no event
+//!   (it moves the file's mtime and ctime), and a file moved in may have been mapped before.
+//!   A file mapped before the watch began and never touched since is the one thing a watch
+//!   cannot see (docs/security.md).
 //! - A watched folder is the folder at its path at every look (device, inode): a folder above
 //!   it renamed and another made in its place sends the watch nothing.
 //! - Only "not there" and "not a folder" are expected when adding a watch; anything else (no
 //!   permission to read, out of watches) leaves the watch blind.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -93,43 +94,68 @@ pub fn identity(path: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Files held open, by watch: opened since the watch began and not yet closed.
-#[derive(Default)]
-pub struct Held(HashMap<WatchDescriptor, u32>);
-
-impl Held {
-    /// Count an event; true when it is an open or a close.
-    pub fn count(&mut self, wd: WatchDescriptor, mask: AddWatchFlags) -> bool {
-        if mask.contains(AddWatchFlags::IN_OPEN) {
-            *self.0.entry(wd).or_default() += 1;
-        }
-        if mask.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_CLOSE_NOWRITE) {
-            // A descriptor opened before the watch began closes without an open counted.
-            if let Some(n) = self.0.get_mut(&wd) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        self.0.retain(|_, n| *n > 0);
-        mask.intersects(
-            AddWatchFlags::IN_OPEN
-                | AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_CLOSE_NOWRITE,
-        )
-    }
-
-    /// The watches whose file is held open now.
-    pub fn open(&self) -> impl Iterator<Item = &WatchDescriptor> {
-        self.0.keys()
-    }
-
-    pub fn forget(&mut self, wd: WatchDescriptor) {
-        self.0.remove(&wd);
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A process that maps a file (shared, writable) and writes through the map when told:
+    /// the write sends no inotify event, only the file's mtime and ctime move.
+    pub struct MappedWriter {
+        child: std::process::Child,
+    }
+
+    const WRITER: &str = "import mmap, os, sys\n\
+fd = os.open(sys.argv[1], os.O_RDWR)\n\
+m = mmap.mmap(fd, 0)\n\
+os.close(fd)\n\
+print('mapped', flush=True)\n\
+sys.stdin.readline()\n\
+m[0:1] = b'#'\n\
+print('written', flush=True)\n\
+sys.stdin.readline()\n";
+
+    impl MappedWriter {
+        pub fn start(path: &Path) -> MappedWriter {
+            use std::io::BufRead;
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", WRITER])
+                .arg(path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3");
+            let mut line = String::new();
+            let out = child.stdout.as_mut().expect("stdout");
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("read");
+            assert_eq!(line.trim(), "mapped");
+            MappedWriter { child }
+        }
+
+        pub fn write(&mut self) {
+            use std::io::{BufRead, Write};
+            self.child
+                .stdin
+                .as_mut()
+                .expect("stdin")
+                .write_all(b"go\n")
+                .expect("tell");
+            let mut line = String::new();
+            let out = self.child.stdout.as_mut().expect("stdout");
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("read");
+            assert_eq!(line.trim(), "written");
+        }
+    }
+
+    impl Drop for MappedWriter {
+        fn drop(&mut self) {
+            drop(self.child.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
 
     #[test]
     fn a_watch_takes_a_thirty_second_of_the_users_watches_at_most() {

@@ -194,15 +194,20 @@ impl Warm {
     /// every run but `own`. Nothing read here is trusted beyond its stat: a file whose stat moved
     /// by the first fingerprint is read again then.
     pub fn read(repo: &Git, common_dir: &Path, own: &str) -> Warm {
-        // The watch first: a ref moved while the files are read then shows at the next look.
+        let mut refs = crate::git::refs::Seen::default();
+        let _ = crate::git::refs::all_again(repo, &mut refs);
+        // After the read: a ref file this process opens later is stat'ed at every check from
+        // then on (a read is an open), which a first read of every ref would do to all of them.
+        // The first check's listing, taken after the watch began, is the baseline.
         let refs_watch = crate::git::refs::files_store(repo)
             .filter(|dir| {
-                let many = walkdir::WalkDir::new(dir.join("refs")).into_iter().count();
+                let many = walkdir::WalkDir::new(dir.join("refs"))
+                    .into_iter()
+                    .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file()))
+                    .count();
                 crate::safety::watch::worth_watching(many, REFS_WATCHED_FROM)
             })
             .and_then(crate::platform::RefsWatch::new);
-        let mut refs = crate::git::refs::Seen::default();
-        let _ = crate::git::refs::all_again(repo, &mut refs);
         Warm {
             refs,
             refs_watch,
@@ -211,7 +216,7 @@ impl Warm {
     }
 }
 
-/// The loose refs (and their folders) from which a watch pays for itself (see
+/// The loose ref files from which a watch pays for itself (see
 /// [`crate::safety::watch::worth_watching`]): a walk costs a stat and a few allocations a ref.
 const REFS_WATCHED_FROM: usize = 600;
 

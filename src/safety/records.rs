@@ -60,17 +60,16 @@ impl Records {
     /// first, then the listing and the copies, so that a change made meanwhile shows at the next
     /// look.
     pub fn follow(common_dir: &Path, own: &str) -> Records {
-        let runs = common_dir.join("pipeline").join("runs");
-        let many = std::fs::read_dir(&runs).map_or(0, Iterator::count);
-        let watch = if crate::safety::watch::worth_watching(many, WATCHED_FROM) {
-            crate::platform::RecordsWatch::new(&runs, own.as_ref(), NAMES)
-        } else {
-            None
-        };
-        let mut records = Records {
-            watch,
-            ..Records::unfollowed(common_dir, own)
-        };
+        let mut records = Records::unfollowed(common_dir, own);
+        let many = std::fs::read_dir(&records.runs).map_or(0, Iterator::count);
+        if crate::safety::watch::worth_watching(many, WATCHED_FROM) {
+            // Read before the watch begins: a record this process opens later marks its run
+            // for a look at every check (a read is an open), which the first read of every
+            // record would do to all of them. Kept only where the baseline's stat is the same.
+            let first = Arc::new(stamps(&records.runs, &records.own));
+            records.copies(&first);
+            records.watch = crate::platform::RecordsWatch::new(&records.runs, own.as_ref(), NAMES);
+        }
         let listed = records.list();
         records.copies(&listed);
         records
