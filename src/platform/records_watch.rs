@@ -8,7 +8,7 @@
 //! same. Each run's folder is watched for names made, removed or renamed in it (a record replaced
 //! whole is a new inode), and the runs folder for run folders made or removed. What the watch
 //! reports is only which run folders to look at again; the stat comparison that judges a change
-//! stays the caller's.
+//! stays the caller's. The rules that keep it honest are in `watch_files.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};

@@ -7,7 +7,8 @@
 //! itself (its inode: a write through a hard link made elsewhere, or through a descriptor opened
 //! long before, shows too), `packed-refs` (its inode), and the git dir for the names that decide
 //! how refs are read (`packed-refs` replaced, a `reftable` or `commondir` appearing, `refs`
-//! moved). The watch only says whether anything happened; the listing stays the caller's.
+//! moved). The watch only says whether anything happened; the listing stays the caller's. The
+//! rules that keep it honest are in `watch_files.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
