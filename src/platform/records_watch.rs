@@ -15,10 +15,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::watch_files::{Added, add, file_mask, folder_mask, identity, most_watches};
+use super::watch_files::{Added, add, drain, file_mask, folder_mask, identity, most_watches};
 
 pub struct RecordsWatch {
     inotify: Inotify,
@@ -153,43 +152,34 @@ impl RecordsWatch {
             return None;
         }
         let mut runs = BTreeSet::new();
-        loop {
-            let events = match self.inotify.read_events() {
-                Ok(e) if !e.is_empty() => e,
-                Ok(_) | Err(Errno::EAGAIN) => break,
-                Err(_) => {
-                    state.blind = true;
-                    return None;
+        let Some(events) = drain(&self.inotify) else {
+            state.blind = true;
+            return None;
+        };
+        for ev in events {
+            if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                state.by_wd.remove(&ev.wd);
+                continue;
+            }
+            match state.by_wd.get(&ev.wd).cloned() {
+                Some(Some(run)) => {
+                    runs.insert(run);
                 }
-            };
-            for ev in events {
-                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    state.blind = true;
-                    return None;
-                }
-                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    state.by_wd.remove(&ev.wd);
-                    continue;
-                }
-                match state.by_wd.get(&ev.wd).cloned() {
-                    Some(Some(run)) => {
-                        runs.insert(run);
+                // The runs folder: a run folder made, removed or renamed.
+                Some(None) => match &ev.name {
+                    Some(name) => {
+                        runs.insert(name.clone());
                     }
-                    // The runs folder: a run folder made, removed or renamed.
-                    Some(None) => match &ev.name {
-                        Some(name) => {
-                            runs.insert(name.clone());
-                        }
-                        // The runs folder itself moved or removed.
-                        None => {
-                            state.blind = true;
-                            return None;
-                        }
-                    },
-                    None => {}
-                }
+                    // The runs folder itself moved or removed.
+                    None => {
+                        state.blind = true;
+                        return None;
+                    }
+                },
+                None => {}
             }
         }
+
         // A record may be written through a memory map, which sends no event: a run something
         // happened to is looked at again at every look from then on.
         state.touched.extend(runs.iter().cloned());

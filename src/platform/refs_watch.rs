@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::watch_files::{Added, add, file_mask, folder_mask, identity, most_watches};
+use super::watch_files::{Added, add, drain, file_mask, folder_mask, identity, most_watches};
 
-/// Names in the git dir whose change changes what the refs are.
-const DECISIVE: &[&str] = &["packed-refs", "reftable", "commondir", "refs"];
+/// Names in the git dir whose change changes what the refs are (a `commondir` or `reftable`
+/// appearing leaves the watch blind instead: git then reads refs from elsewhere).
+const DECISIVE: &[&str] = &["packed-refs", "refs"];
 
 pub struct RefsWatch {
     inotify: Inotify,
@@ -172,70 +172,61 @@ impl RefsWatch {
         }
         let mut changed = false;
         let mut arrived: Vec<PathBuf> = Vec::new();
-        loop {
-            let events = match self.inotify.read_events() {
-                Ok(e) if !e.is_empty() => e,
-                Ok(_) | Err(Errno::EAGAIN) => break,
-                Err(_) => {
+        let Some(events) = drain(&self.inotify) else {
+            state.blind = true;
+            return None;
+        };
+        for ev in events {
+            if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                state.by_wd.remove(&ev.wd);
+                continue;
+            }
+            if ev.wd == state.git_dir {
+                let Some(name) = ev.name.as_ref() else {
+                    // The git dir itself moved or went away.
                     state.blind = true;
                     return None;
-                }
-            };
-            for ev in events {
-                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    state.blind = true;
-                    return None;
-                }
-                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    state.by_wd.remove(&ev.wd);
-                    continue;
-                }
-                if ev.wd == state.git_dir {
-                    let Some(name) = ev.name.as_ref() else {
-                        // The git dir itself moved or went away.
-                        state.blind = true;
-                        return None;
-                    };
-                    // Another ref store, or refs read from another folder: not what is watched.
-                    if name == "commondir" || name == "reftable" {
-                        state.blind = true;
-                        return None;
-                    }
-                    if DECISIVE.iter().any(|d| name == d) {
-                        changed = true;
-                        arrived.push(self.git_dir.join(name));
-                    }
-                    continue;
-                }
-                let Some(at) = state.by_wd.get(&ev.wd).cloned() else {
-                    continue;
                 };
-                let opened = AddWatchFlags::IN_OPEN | AddWatchFlags::IN_CLOSE_NOWRITE;
-                if ev.name.is_none() && !ev.mask.is_empty() {
-                    // An event of a watched file itself: from now on it is stat'ed at every look
-                    // (a read that ended changes nothing by itself).
-                    state.suspects.entry(at.clone()).or_insert(None);
-                    if opened.contains(ev.mask) {
-                        continue;
-                    }
-                }
-                changed = true;
-                if at == self.git_dir.join("refs")
-                    && ev
-                        .mask
-                        .intersects(AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF)
-                {
+                // Another ref store, or refs read from another folder: not what is watched.
+                if name == "commondir" || name == "reftable" {
                     state.blind = true;
                     return None;
                 }
-                let made = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
-                if let Some(name) = &ev.name
-                    && ev.mask.intersects(made)
-                {
-                    arrived.push(at.join(name));
+                if DECISIVE.iter().any(|d| name == d) {
+                    changed = true;
+                    arrived.push(self.git_dir.join(name));
+                }
+                continue;
+            }
+            let Some(at) = state.by_wd.get(&ev.wd).cloned() else {
+                continue;
+            };
+            let opened = AddWatchFlags::IN_OPEN | AddWatchFlags::IN_CLOSE_NOWRITE;
+            if ev.name.is_none() && !ev.mask.is_empty() {
+                // An event of a watched file itself: from now on it is stat'ed at every look
+                // (a read that ended changes nothing by itself).
+                state.suspects.entry(at.clone()).or_insert(None);
+                if opened.contains(ev.mask) {
+                    continue;
                 }
             }
+            changed = true;
+            if at == self.git_dir.join("refs")
+                && ev
+                    .mask
+                    .intersects(AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF)
+            {
+                state.blind = true;
+                return None;
+            }
+            let made = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            if let Some(name) = &ev.name
+                && ev.mask.intersects(made)
+            {
+                arrived.push(at.join(name));
+            }
         }
+
         // What arrived (a new ref, a new folder of them, a new packed-refs or refs folder) is
         // watched from now on: whatever happens to it next shows at the next look.
         for path in arrived {

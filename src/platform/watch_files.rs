@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, Inotify, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, Inotify, InotifyEvent, WatchDescriptor};
 
 /// The most watches one watch of git-pipeline's files takes: a thirty-second of the user's limit
 /// (`max_user_watches`), never more than 20,000, so a run (a records watch and a refs watch)
@@ -84,6 +84,26 @@ pub fn add(
         Err(Errno::ENOENT | Errno::ENOTDIR) => Added::Absent,
         Err(_) => Added::Failed,
     }
+}
+
+/// Every event queued since the last read; `None` when events were lost (the queue overflowed)
+/// or could not be read: the watch can then no longer vouch for anything.
+pub fn drain(inotify: &Inotify) -> Option<Vec<InotifyEvent>> {
+    let mut all = Vec::new();
+    loop {
+        match inotify.read_events() {
+            Ok(events) if !events.is_empty() => all.extend(events),
+            Ok(_) | Err(Errno::EAGAIN) => break,
+            Err(_) => return None,
+        }
+    }
+    if all
+        .iter()
+        .any(|ev| ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW))
+    {
+        return None;
+    }
+    Some(all)
 }
 
 /// A folder's device and inode, its path not followed.
